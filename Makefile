@@ -19,17 +19,23 @@ deps:
 build: deps
 	$(SWIFT) build $(SWIFT_FLAGS)
 
-# Tier 1 (unit, no privileges) and tier 2 (kernel: root, throwaway namespaces on the host kernel).
-test: test-unit test-kernel
+# Every tier, then one closing line "N passed, M failed". Each tier runs even when an
+# earlier one failed, so one run shows everything; the closing line decides the exit status.
+test: deps
+	@rm -f .build/test-summary
+	-@$(MAKE) --no-print-directory test-unit
+	-@$(MAKE) --no-print-directory test-kernel
+	@scripts/test-summary unit kernel
 
+# Tier 1: unit, no privileges.
 test-unit: deps
-	$(SWIFT) test $(SWIFT_FLAGS) --skip KernelTests
+	scripts/run-tier unit $(SWIFT_FLAGS) --skip KernelTests --skip VMTests
 
+# Tier 2: root, throwaway network namespaces on the host kernel.
 test-kernel: deps
 	@[ "$$(id -u)" = 0 ] || { echo "error: the kernel tier needs root (network namespaces, netlink writes)" >&2; exit 1; }
 	scripts/netns-sweep
-	$(SWIFT) test $(SWIFT_FLAGS) --filter KernelTests
-	scripts/netns-sweep
+	scripts/run-tier kernel $(SWIFT_FLAGS) --filter KernelTests; status=$$?; scripts/netns-sweep; exit $$status
 
 bench: deps
 	$(SWIFT) build -c release --product wgkeeper-bench

@@ -1,6 +1,8 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// Tiers (see Makefile): test targets whose name ends in `KernelTests` need root and run in
+// throwaway network namespaces on the host kernel; `VMTests` run inside the VM; the rest are unit.
 let package = Package(
     name: "wgkeeper",
     platforms: [.macOS(.v13)],
@@ -11,6 +13,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
     ],
     targets: [
         // System libraries: each shim includes exactly what its module needs.
@@ -18,13 +23,35 @@ let package = Package(
         .systemLibrary(name: "CBPF", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
 
+        // Edges: the kernel.
         .target(
             name: "Netlink",
-            dependencies: ["CNetlink", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: [
+                "CNetlink",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(name: "Datapath", dependencies: ["CBPF", "Netlink"]),
+
+        // The pure core and its input.
+        .target(name: "Reconciler", dependencies: ["Netlink"]),
+        .target(name: "Config", dependencies: ["Reconciler", "Netlink", "Yams"]),
+
+        // The loop and the command line.
+        .target(
+            name: "Daemon",
+            dependencies: [
+                "Config", "Reconciler", "Datapath", "Netlink", "CSystemd",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .executableTarget(
             name: "wgkeeper",
-            dependencies: ["Netlink", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "Config", "Reconciler", "Daemon", "Netlink",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .executableTarget(name: "wgkeeper-bench", dependencies: ["Netlink"], path: "Sources/Bench"),
 

@@ -1,0 +1,2 @@
+/// YAML configuration to desired state, with file:line:column errors (issue 4).
+public enum Config {}

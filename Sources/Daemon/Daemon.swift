@@ -1,0 +1,2 @@
+/// The event loop, systemd notification and the status socket (issue 5).
+public enum Daemon {}
