@@ -6,9 +6,9 @@ PREFIX       ?= /usr/local
 DESTDIR      ?=
 
 # Build and test: libraries and headers, iproute2 as the independent reader, bpftool for map checks.
-DEBIAN_PACKAGES = pkg-config libmnl-dev libbpf-dev libsystemd-dev iproute2 bpftool
+DEBIAN_PACKAGES = pkg-config libmnl-dev libbpf-dev libsystemd-dev iproute2 bpftool wireguard-tools
 
-.PHONY: all deps build test test-unit test-kernel bench clean
+.PHONY: all deps build test test-unit test-kernel test-vm bench clean
 
 all: build
 
@@ -25,7 +25,8 @@ test: deps
 	@rm -f .build/test-summary
 	-@$(MAKE) --no-print-directory test-unit
 	-@$(MAKE) --no-print-directory test-kernel
-	@scripts/test-summary unit kernel
+	-@$(MAKE) --no-print-directory test-vm
+	@scripts/test-summary unit kernel vm
 
 # Tier 1: unit, no privileges.
 test-unit: deps
@@ -36,6 +37,11 @@ test-kernel: deps
 	@[ "$$(id -u)" = 0 ] || { echo "error: the kernel tier needs root (network namespaces, netlink writes)" >&2; exit 1; }
 	scripts/netns-sweep
 	scripts/run-tier kernel $(SWIFT_FLAGS) --filter KernelTests; status=$$?; scripts/netns-sweep; exit $$status
+
+# Tier 3: WireGuard and the end-to-end scenario, in a VM on Debian's 6.1 kernel.
+test-vm: deps
+	@[ "$$(id -u)" = 0 ] || { echo "error: the VM tier needs root" >&2; exit 1; }
+	scripts/run-tier vm --exec scripts/test-vm
 
 bench: deps
 	$(SWIFT) build -c release --product wgkeeper-bench

@@ -56,7 +56,9 @@ let package = Package(
         .executableTarget(name: "wgkeeper-bench", dependencies: ["Netlink"], path: "Sources/Bench"),
 
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "KernelTests", dependencies: ["Netlink"]),
+        .target(name: "TestSupport", dependencies: ["Netlink"], path: "Tests/TestSupport"),
+        .testTarget(name: "KernelTests", dependencies: ["Netlink", "TestSupport"]),
+        .testTarget(name: "WireGuardVMTests", dependencies: ["Netlink", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,5 +1,6 @@
 import Foundation
 import Netlink
+import TestSupport
 import XCTest
 
 final class EventTests: XCTestCase {

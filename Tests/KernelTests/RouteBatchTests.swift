@@ -1,5 +1,6 @@
 import Foundation
 import Netlink
+import TestSupport
 import XCTest
 
 /// Batched writes against the host kernel, read back by iproute2 and by our own dumps.
