@@ -1,0 +1,120 @@
+import Foundation
+import Netlink
+import Reconciler
+
+/// A configuration that passed every check, and the desired state it expands to.
+public struct LoadedConfig: Sendable {
+    public var configuration: Configuration
+    public var desired: DesiredState
+
+    /// `2 devices, 3 peers, 5 routes, 2 proxies`.
+    public var summary: String {
+        func count(_ n: Int, _ word: String) -> String { "\(n) \(word)\(n == 1 ? "" : word.hasSuffix("y") ? "" : "s")" }
+        return [count(desired.devices.count, "device"), count(desired.peerCount, "peer"),
+                count(desired.routes.count, "route"), "\(desired.proxies.count) \(desired.proxies.count == 1 ? "proxy" : "proxies")"]
+            .joined(separator: ", ")
+    }
+}
+
+/// Reads the main file and its `include_dir`, validates everything, reads the key files and
+/// derives the desired state. Every problem is reported, not only the first.
+public struct ConfigLoader: Sendable {
+    /// When set, absolute paths in the configuration (key files, `include_dir`) are read under
+    /// this directory: checking an image or a test fixture instead of the running system.
+    public var root: String?
+
+    public init(root: String? = nil) { self.root = root }
+
+    public func load(path: String) -> Result<LoadedConfig, ConfigErrors> {
+        var errors: [ConfigError] = []
+        var files = [path]
+        guard var tree = read(path, order: 0, errors: &errors) else { return .failure(ConfigErrors(errors)) }
+
+        var includeDir: String?
+        if case .scalar(let dir, let at)? = tree.lookup("runtime", "include_dir") {
+            let resolved = resolve(dir, relativeTo: path)
+            includeDir = resolved
+            do {
+                let names = try FileManager.default.contentsOfDirectory(atPath: resolved)
+                    .filter { $0.hasSuffix(".yaml") && !$0.hasPrefix(".") }.sorted()
+                for name in names {
+                    let file = (resolved as NSString).appendingPathComponent(name)
+                    files.append(file)
+                    guard let included = read(file, order: files.count - 1, errors: &errors) else { continue }
+                    if let nested = included.lookup("runtime", "include_dir") {
+                        errors.append(ConfigError(nested.location, "include_dir: only the main configuration file may name one"))
+                    }
+                    tree = Tree.merge(tree, included, path: "", errors: &errors)
+                }
+            } catch {
+                errors.append(ConfigError(at, "include_dir: cannot read directory \(resolved): \((error as NSError).localizedDescription)"))
+            }
+        }
+
+        var decoder = Decoder()
+        var configuration = decoder.decode(tree)
+        errors += decoder.errors
+        configuration.files = files
+        configuration.runtime.includeDir = includeDir
+        readKeys(&configuration, errors: &errors)
+        configuration.checkPeers(errors: &errors)
+        let desired = configuration.desiredState(errors: &errors)
+
+        guard errors.isEmpty else {
+            return .failure(ConfigErrors(errors.enumerated().sorted { ($0.element.location, $0.offset) < ($1.element.location, $1.offset) }.map(\.element)))
+        }
+        return .success(LoadedConfig(configuration: configuration, desired: desired))
+    }
+
+    private func read(_ file: String, order: Int, errors: inout [ConfigError]) -> Tree? {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            errors.append(ConfigError(SourceLocation(file: file, line: 1, column: 1, fileOrder: order), "cannot read the file"))
+            return nil
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            errors.append(ConfigError(SourceLocation(file: file, line: 1, column: 1, fileOrder: order), "the file is not UTF-8"))
+            return nil
+        }
+        return Tree.parse(text, file: file, fileOrder: order, errors: &errors)
+    }
+
+    /// Absolute paths go under `root`; relative ones are relative to the file that names them.
+    func resolve(_ path: String, relativeTo file: String) -> String {
+        if path.hasPrefix("/") {
+            guard let root else { return path }
+            return (root as NSString).appendingPathComponent(path)
+        }
+        return ((file as NSString).deletingLastPathComponent as NSString).appendingPathComponent(path)
+    }
+
+    private func readKeys(_ configuration: inout Configuration, errors: inout [ConfigError]) {
+        for d in configuration.devices.indices {
+            if let (path, at) = configuration.devices[d].privateKeyFile {
+                do {
+                    configuration.devices[d].privateKey = PrivateKey(try readSecretKeyFile(resolve(path, relativeTo: at.file)))
+                } catch {
+                    errors.append(ConfigError(at, "private_key_file: \(error.description)"))
+                }
+            }
+            for p in configuration.devices[d].peers.indices {
+                guard let (path, at) = configuration.devices[d].peers[p].presharedKeyFile else { continue }
+                do {
+                    configuration.devices[d].peers[p].peer.presharedKey = PresharedKey(try readSecretKeyFile(resolve(path, relativeTo: at.file)))
+                } catch {
+                    errors.append(ConfigError(at, "preshared_key_file: \(error.description)"))
+                }
+            }
+        }
+    }
+}
+
+extension Tree {
+    func lookup(_ keys: String...) -> Tree? {
+        var node: Tree? = self
+        for key in keys {
+            guard case .mapping(let entries, _)? = node else { return nil }
+            node = entries.first { $0.key == key }?.value
+        }
+        return node
+    }
+}

@@ -1,0 +1,65 @@
+import Netlink
+import Reconciler
+
+/// The configuration after validation: typed values, each with where it was written.
+public struct Configuration: Sendable {
+    public var runtime = RuntimeSettings()
+    public var devices: [DeviceSection] = []
+    public var gateway: GatewaySection?
+    public var routes: [RouteEntry] = []
+    public var proxies: [ProxyEntrySection] = []
+    /// The files read, main file first.
+    public var files: [String] = []
+}
+
+public struct RuntimeSettings: Hashable, Sendable {
+    public var statusSocket = "/run/wgkeeper/status.sock"
+    public var bpfPinRoot = "/sys/fs/bpf/wgkeeper"
+    public var routeProtocol: UInt8 = 77
+    public var wireGuardPoll: Duration = .seconds(2)
+    public var proxyPoll: Duration = .seconds(2)
+    public var resync: Duration = .seconds(60)
+    /// Resolved (absolute, under the root when one was given).
+    public var includeDir: String?
+
+    public init() {}
+}
+
+public struct DeviceSection: Sendable {
+    public var name: String
+    public var location: SourceLocation
+    public var privateKey: PrivateKey?
+    /// As written, and where.
+    public var privateKeyFile: (path: String, location: SourceLocation)?
+    public var listenPort: UInt16?
+    public var prunePeers = true
+    public var peers: [PeerSection] = []
+}
+
+public struct PeerSection: Sendable {
+    public var location: SourceLocation
+    public var presharedKeyFile: (path: String, location: SourceLocation)?
+    public var peer: DesiredPeer
+    /// Where each allowed IP was written, in `peer.allowedIPs` order.
+    public var allowedIPLocations: [SourceLocation]
+}
+
+public struct GatewaySection: Sendable {
+    public var location: SourceLocation
+    public var tunnel: String
+    public var lan: String
+    public var lanPrefix: IPPrefix
+    public var proxyNDP = true
+    public var redirect = true
+    public var allowLANAnycast = false
+}
+
+public struct RouteEntry: Sendable {
+    public var location: SourceLocation
+    public var route: DesiredRoute
+}
+
+public struct ProxyEntrySection: Sendable {
+    public var location: SourceLocation
+    public var proxy: DesiredProxy
+}

@@ -1,0 +1,304 @@
+import Netlink
+import Reconciler
+
+/// Walks the merged tree, turning nodes into typed sections and collecting every problem.
+/// Key files are not read here: `ConfigLoader` does that after the shape is known.
+struct Decoder {
+    var errors: [ConfigError] = []
+    var includeDir: (path: String, location: SourceLocation)?
+
+    mutating func fail(_ at: SourceLocation, _ message: String) { errors.append(ConfigError(at, message)) }
+
+    // MARK: shapes
+
+    /// The entries of a mapping, after reporting unknown keys; nil (with an error) when `tree` is no mapping.
+    mutating func mapping(_ tree: Tree, _ name: String, known: [String]?) -> [String: Tree.Entry]? {
+        switch tree {
+        case .null:
+            return [:]
+        case .mapping(let entries, _):
+            var result: [String: Tree.Entry] = [:]
+            for entry in entries {
+                if let known, !known.contains(entry.key) {
+                    fail(entry.keyLocation, "unknown key \"\(entry.key)\" in \(name) (known: \(known.joined(separator: ", ")))")
+                    continue
+                }
+                result[entry.key] = entry
+            }
+            return result
+        default:
+            fail(tree.location, "\(name): expected a mapping, got \(tree.kindName)")
+            return nil
+        }
+    }
+
+    mutating func list(_ tree: Tree?, _ name: String) -> [Tree] {
+        switch tree {
+        case nil, .null: return []
+        case .sequence(let items, _)?: return items
+        case let other?:
+            fail(other.location, "\(name): expected a list, got \(other.kindName)")
+            return []
+        }
+    }
+
+    /// The scalar text of a key, or nil when absent (or with an error when not a scalar).
+    mutating func scalar(_ entry: Tree.Entry?) -> (text: String, at: SourceLocation)? {
+        guard let entry else { return nil }
+        switch entry.value {
+        case .null: return nil
+        case .scalar(let text, let at): return (text, at)
+        default:
+            fail(entry.value.location, "\(entry.key): expected a single value, got \(entry.value.kindName)")
+            return nil
+        }
+    }
+
+    mutating func required(_ entries: [String: Tree.Entry], _ key: String, in name: String, at: SourceLocation) -> (text: String, at: SourceLocation)? {
+        if entries[key] == nil || (entries[key].map { if case .null = $0.value { true } else { false } } ?? true) {
+            fail(at, "\(name): missing required key \"\(key)\"")
+            return nil
+        }
+        return scalar(entries[key])
+    }
+
+    // MARK: typed values
+
+    mutating func parse<T>(_ entry: Tree.Entry?, _ expected: String, _ parser: (String) -> T?) -> T? {
+        guard let (text, at) = scalar(entry) else { return nil }
+        guard let value = parser(text) else {
+            fail(at, "\(entry!.key): expected \(expected), got \"\(text)\"")
+            return nil
+        }
+        return value
+    }
+
+    mutating func bool(_ entry: Tree.Entry?) -> Bool? { parse(entry, "true or false", Scalars.bool) }
+
+    mutating func integer(_ entry: Tree.Entry?, _ range: ClosedRange<UInt64>) -> UInt64? {
+        parse(entry, "an integer from \(range.lowerBound) to \(range.upperBound)") { Scalars.integer($0, in: range) }
+    }
+
+    mutating func duration(_ entry: Tree.Entry?) -> Duration? {
+        guard let (text, at) = scalar(entry) else { return nil }
+        guard let value = Scalars.duration(text) else {
+            fail(at, "\(entry!.key): \"\(text)\" is not an interval (write it like 500ms, 2s, 1m or 1m30s)")
+            return nil
+        }
+        return value
+    }
+
+    mutating func interfaceName(_ text: String, _ key: String, at: SourceLocation) -> String? {
+        guard Scalars.isInterfaceName(text) else {
+            fail(at, "\(key): \"\(text)\" is not an interface name (1–15 characters, no '/', ':' or spaces)")
+            return nil
+        }
+        return text
+    }
+
+    mutating func interface(_ entry: Tree.Entry?) -> String? {
+        guard let (text, at) = scalar(entry) else { return nil }
+        return interfaceName(text, entry!.key, at: at)
+    }
+
+    mutating func prefix(_ text: String, _ key: String, at: SourceLocation) -> IPPrefix? {
+        guard let prefix = Scalars.ipv6Prefix(text) else {
+            fail(at, "\(key): \"\(text)\" is not an IPv6 prefix")
+            return nil
+        }
+        guard prefix.isCanonical else {
+            fail(at, "\(key): \(text) has bits set past the prefix length; did you mean \(prefix.canonical)?")
+            return nil
+        }
+        return prefix
+    }
+
+    mutating func address(_ entry: Tree.Entry?) -> IPAddress? {
+        guard let (text, at) = scalar(entry) else { return nil }
+        guard let address = Scalars.ipv6Address(text) else {
+            fail(at, "\(entry!.key): \"\(text)\" is not an IPv6 address")
+            return nil
+        }
+        return address
+    }
+
+    mutating func path(_ entry: Tree.Entry?) -> (String, SourceLocation)? {
+        guard let (text, at) = scalar(entry) else { return nil }
+        guard !text.isEmpty, !text.contains("\0") else {
+            fail(at, "\(entry!.key): expected a file path")
+            return nil
+        }
+        return (text, at)
+    }
+
+    // MARK: sections
+
+    mutating func decode(_ tree: Tree) -> Configuration {
+        var config = Configuration()
+        guard let top = mapping(tree, "the configuration", known: ConfigKeys.top) else { return config }
+        if let runtime = top["runtime"] { config.runtime = decodeRuntime(runtime) }
+        if let wireguard = top["wireguard"] { config.devices = decodeDevices(wireguard) }
+        if let gateway = top["gateway"] { config.gateway = decodeGateway(gateway) }
+        for (i, item) in list(top["routes"]?.value, "routes").enumerated() {
+            if let route = decodeRoute(item, "routes[\(i)]") { config.routes.append(route) }
+        }
+        for (i, item) in list(top["proxies"]?.value, "proxies").enumerated() {
+            if let proxy = decodeProxy(item, "proxies[\(i)]") { config.proxies.append(proxy) }
+        }
+        return config
+    }
+
+    private mutating func decodeRuntime(_ entry: Tree.Entry) -> RuntimeSettings {
+        var runtime = RuntimeSettings()
+        guard let map = mapping(entry.value, "runtime", known: ConfigKeys.runtime) else { return runtime }
+        if let (text, _) = path(map["status_socket"]) { runtime.statusSocket = text }
+        if let (text, _) = path(map["bpf_pin_root"]) { runtime.bpfPinRoot = text }
+        if let (text, at) = scalar(map["route_protocol"]) {
+            if let value = Scalars.integer(text, in: 1...255) {
+                if let name = ConfigKeys.reservedRouteProtocols[UInt8(value)] {
+                    fail(at, "route_protocol: \(value) is the kernel's \"\(name)\" protocol; tagging with it would claim another owner's routes (pick an unused number, such as 77)")
+                } else {
+                    runtime.routeProtocol = UInt8(value)
+                }
+            } else {
+                fail(at, "route_protocol: expected an integer from 1 to 255, got \"\(text)\"")
+            }
+        }
+        if let value = duration(map["wireguard_poll"]) { runtime.wireGuardPoll = value }
+        if let value = duration(map["proxy_poll"]) { runtime.proxyPoll = value }
+        if let value = duration(map["resync"]) { runtime.resync = value }
+        if let (text, at) = path(map["include_dir"]) { includeDir = (text, at) }
+        return runtime
+    }
+
+    private mutating func decodeDevices(_ entry: Tree.Entry) -> [DeviceSection] {
+        guard let map = mapping(entry.value, "wireguard", known: nil) else { return [] }
+        var devices: [DeviceSection] = []
+        for name in map.keys.sorted() {
+            let deviceEntry = map[name]!
+            guard let name = interfaceName(name, "wireguard", at: deviceEntry.keyLocation),
+                  let fields = mapping(deviceEntry.value, "wireguard.\(name)", known: ConfigKeys.device) else { continue }
+            var device = DeviceSection(name: name, location: deviceEntry.keyLocation)
+            if let file = path(fields["private_key_file"]) {
+                device.privateKeyFile = file
+            } else if fields["private_key_file"] == nil {
+                fail(deviceEntry.keyLocation, "wireguard.\(name): missing required key \"private_key_file\"")
+            }
+            if let port = integer(fields["listen_port"], 1...65535) { device.listenPort = UInt16(port) }
+            if let prune = bool(fields["prune_peers"]) { device.prunePeers = prune }
+            for (i, item) in list(fields["peers"]?.value, "wireguard.\(name).peers").enumerated() {
+                if let peer = decodePeer(item, "wireguard.\(name).peers[\(i)]") {
+                    device.peers.append(peer)
+                }
+            }
+            devices.append(device)
+        }
+        return devices
+    }
+
+    private mutating func decodePeer(_ tree: Tree, _ name: String) -> PeerSection? {
+        guard let fields = mapping(tree, name, known: ConfigKeys.peer) else { return nil }
+        let at = tree.location
+        let peerName = required(fields, "name", in: name, at: at)
+        let key = required(fields, "public_key", in: name, at: at)
+        var ok = peerName != nil && key != nil
+        if let (text, at) = peerName, !Scalars.isPeerName(text) {
+            fail(at, "name: \"\(text)\" is not a peer name (letters, digits and . _ @ + -, at most 64)")
+            ok = false
+        }
+        var publicKey: WireGuardKey?
+        if let (text, at) = key {
+            publicKey = WireGuardKey(base64: text)
+            if publicKey == nil {
+                fail(at, "public_key: not a WireGuard key (44 characters of base64, as `wg pubkey` prints)")
+                ok = false
+            }
+        }
+        var allowed: [IPPrefix] = []
+        var allowedAt: [SourceLocation] = []
+        for item in list(fields["allowed_ips"]?.value, "allowed_ips") {
+            guard case .scalar(let text, let itemAt) = item else {
+                fail(item.location, "allowed_ips: expected an IPv6 prefix, got \(item.kindName)")
+                ok = false
+                continue
+            }
+            if let prefix = prefix(text, "allowed_ips", at: itemAt) {
+                if let first = allowed.firstIndex(of: prefix) {
+                    fail(itemAt, "allowed_ips: \(prefix) is listed twice (first at \(allowedAt[first]))")
+                } else {
+                    allowed.append(prefix)
+                    allowedAt.append(itemAt)
+                }
+            } else {
+                ok = false
+            }
+        }
+        let errorCount = errors.count
+        let endpoint = parse(fields["endpoint"], "an endpoint such as [2001:db8::1]:51820 or vpn.example.com:51820", Scalars.endpoint)
+        let keepalive = integer(fields["persistent_keepalive"], 0...65535)
+        let presharedKeyFile = path(fields["preshared_key_file"])
+        guard ok, errors.count == errorCount, let (text, _) = peerName, let publicKey else { return nil }
+        return PeerSection(location: at, presharedKeyFile: presharedKeyFile,
+                           peer: DesiredPeer(name: text, publicKey: publicKey, endpoint: endpoint,
+                                             persistentKeepalive: UInt16(keepalive ?? 0), allowedIPs: allowed),
+                           allowedIPLocations: allowedAt)
+    }
+
+    private mutating func decodeGateway(_ entry: Tree.Entry) -> GatewaySection? {
+        guard let fields = mapping(entry.value, "gateway", known: ConfigKeys.gateway) else { return nil }
+        let at = entry.keyLocation
+        let tunnel = required(fields, "tunnel", in: "gateway", at: at).flatMap { interfaceName($0.text, "tunnel", at: $0.at) }
+        let lan = required(fields, "lan", in: "gateway", at: at).flatMap { interfaceName($0.text, "lan", at: $0.at) }
+        let lanPrefix = required(fields, "lan_prefix", in: "gateway", at: at).flatMap { prefix($0.text, "lan_prefix", at: $0.at) }
+        let proxyNDP = bool(fields["proxy_ndp"]), redirect = bool(fields["redirect"]), anycast = bool(fields["allow_lan_anycast"])
+        if let tunnel, let lan, tunnel == lan, let (_, lanAt) = scalar(fields["lan"]) {
+            fail(lanAt, "lan: the LAN and the tunnel must be different interfaces")
+        }
+        guard let tunnel, let lan, let lanPrefix else { return nil }
+        var gateway = GatewaySection(location: at, tunnel: tunnel, lan: lan, lanPrefix: lanPrefix)
+        gateway.proxyNDP = proxyNDP ?? true
+        gateway.redirect = redirect ?? true
+        gateway.allowLANAnycast = anycast ?? false
+        return gateway
+    }
+
+    private mutating func decodeRoute(_ tree: Tree, _ name: String) -> RouteEntry? {
+        guard let fields = mapping(tree, name, known: ConfigKeys.route) else { return nil }
+        let destination = required(fields, "destination", in: name, at: tree.location)
+            .flatMap { prefix($0.text, "destination", at: $0.at) }
+        let device = required(fields, "device", in: name, at: tree.location).flatMap { interfaceName($0.text, "device", at: $0.at) }
+        let gateway = address(fields["gateway"])
+        var table = Route.mainTable
+        if let (text, at) = scalar(fields["table"]) {
+            if let value = Scalars.integer(text, in: 1...UInt64(UInt32.max)), value != 255 {
+                table = UInt32(value)
+            } else {
+                fail(at, "table: expected a table number from 1 to 4294967295 other than 255 (local), got \"\(text)\"")
+            }
+        }
+        var metric = DesiredRoute.defaultMetric
+        if let (text, at) = scalar(fields["metric"]) {
+            if let value = Scalars.integer(text, in: 1...UInt64(UInt32.max)) {
+                metric = UInt32(value)
+            } else {
+                fail(at, "metric: expected an integer from 1 to 4294967295 (the kernel turns 0 into 1024), got \"\(text)\"")
+            }
+        }
+        guard let destination, let device else { return nil }
+        return RouteEntry(location: tree.location,
+                          route: DesiredRoute(destination: destination, device: device, gateway: gateway, table: table, metric: metric))
+    }
+
+    private mutating func decodeProxy(_ tree: Tree, _ name: String) -> ProxyEntrySection? {
+        guard let fields = mapping(tree, name, known: ConfigKeys.proxy) else { return nil }
+        let addressText = required(fields, "address", in: name, at: tree.location)
+        let device = required(fields, "device", in: name, at: tree.location).flatMap { interfaceName($0.text, "device", at: $0.at) }
+        var address: IPAddress?
+        if let (text, at) = addressText {
+            address = Scalars.ipv6Address(text)
+            if address == nil { fail(at, "address: \"\(text)\" is not an IPv6 address") }
+        }
+        guard let address, let device else { return nil }
+        return ProxyEntrySection(location: tree.location, proxy: DesiredProxy(address: address, device: device))
+    }
+}

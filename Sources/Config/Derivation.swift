@@ -1,0 +1,106 @@
+import Netlink
+import Reconciler
+
+extension Configuration {
+    /// Checks that span peers: names unique everywhere, public keys unique per device, and no
+    /// allowed IP claimed twice (WireGuard would silently move it to the later peer).
+    func checkPeers(errors: inout [ConfigError]) {
+        var names: [String: SourceLocation] = [:]
+        var claimed: [IPPrefix: (peer: String, at: SourceLocation)] = [:]
+        for device in devices {
+            var keys: [WireGuardKey: (peer: String, at: SourceLocation)] = [:]
+            for section in device.peers {
+                let peer = section.peer
+                if let first = names[peer.name] {
+                    errors.append(ConfigError(section.location, "peer name \"\(peer.name)\" is already used at \(first)"))
+                } else {
+                    names[peer.name] = section.location
+                }
+                if let first = keys[peer.publicKey] {
+                    errors.append(ConfigError(section.location,
+                                              "public key \(peer.publicKey) of peer \(peer.name) is already used by peer \(first.peer) at \(first.at)"))
+                } else {
+                    keys[peer.publicKey] = (peer.name, section.location)
+                }
+                for (prefix, at) in zip(peer.allowedIPs, section.allowedIPLocations) {
+                    if let first = claimed[prefix] {
+                        errors.append(ConfigError(at, "allowed IP \(prefix) of peer \(peer.name) is already claimed by peer \(first.peer) at \(first.at)"))
+                    } else {
+                        claimed[prefix] = (peer.name, at)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Expands `gateway` into routes, proxy entries, sysctls and datapath entries, adds the
+    /// explicit ones, and reports an explicit object that collides with a derived one.
+    func desiredState(errors: inout [ConfigError]) -> DesiredState {
+        var desired = DesiredState(routeProtocol: runtime.routeProtocol)
+        desired.devices = devices.map {
+            DesiredWireGuardDevice(name: $0.name, privateKey: $0.privateKey, listenPort: $0.listenPort,
+                                   prunePeers: $0.prunePeers, peers: $0.peers.map(\.peer))
+        }
+        var routeOwners: [RouteIdentity: (origin: Origin, at: SourceLocation)] = [:]
+        var proxyOwners: [DesiredProxyKey: (origin: Origin, at: SourceLocation)] = [:]
+        func add(_ route: DesiredRoute, at: SourceLocation) {
+            if let first = routeOwners[route.identity] {
+                // Two peers claiming one allowed IP is reported once, by `checkPeers`.
+                if case .peer = first.origin, case .peer = route.origin { return }
+                errors.append(ConfigError(at, "route \(route.destination) (table \(route.table), metric \(route.metric)) conflicts with the route from \(first.origin) at \(first.at)"))
+                return
+            }
+            routeOwners[route.identity] = (route.origin, at)
+            desired.routes.append(route)
+        }
+        func add(_ proxy: DesiredProxy, at: SourceLocation) {
+            let key = DesiredProxyKey(address: proxy.address, device: proxy.device)
+            if let first = proxyOwners[key] {
+                if case .peer = first.origin, case .peer = proxy.origin { return }
+                errors.append(ConfigError(at, "proxy \(proxy.address) dev \(proxy.device) conflicts with the proxy entry from \(first.origin) at \(first.at)"))
+                return
+            }
+            proxyOwners[key] = (proxy.origin, at)
+            desired.proxies.append(proxy)
+        }
+
+        if let gateway {
+            if let tunnel = devices.first(where: { $0.name == gateway.tunnel }) {
+                add(DesiredRoute(destination: gateway.lanPrefix, device: gateway.lan, origin: .lanPrefix), at: gateway.location)
+                var entries = [DatapathEntry(direction: .tunnelToLAN, prefix: gateway.lanPrefix)]
+                for section in tunnel.peers {
+                    for (prefix, at) in zip(section.peer.allowedIPs, section.allowedIPLocations) {
+                        let origin = Origin.peer(section.peer.name)
+                        add(DesiredRoute(destination: prefix, device: gateway.tunnel, origin: origin), at: at)
+                        entries.append(DatapathEntry(direction: .lanToTunnel, prefix: prefix))
+                        guard gateway.proxyNDP, gateway.lanPrefix.contains(prefix) else { continue }
+                        if prefix.isHost {
+                            add(DesiredProxy(address: prefix.address, device: gateway.lan, origin: origin), at: at)
+                        } else {
+                            errors.append(ConfigError(at, "allowed IP \(prefix) of peer \(section.peer.name) lies inside lan_prefix \(gateway.lanPrefix) but is not a /128: proxy NDP answers for single addresses only"))
+                        }
+                    }
+                }
+                if gateway.proxyNDP {
+                    desired.sysctls = [DesiredSysctl(interface: gateway.lan, name: "forwarding", value: "1"),
+                                       DesiredSysctl(interface: gateway.lan, name: "proxy_ndp", value: "1")]
+                }
+                if gateway.redirect {
+                    desired.datapath = DesiredDatapath(lan: gateway.lan, tunnel: gateway.tunnel, entries: entries)
+                }
+                desired.safetyChecks = [SafetyCheck(sysctl: Sysctl.ipv6(interface: "all", "forwarding"), expected: "0",
+                                                    why: "all.forwarding = 1 makes the host a router on every interface (DESIGN §1)")]
+            } else {
+                errors.append(ConfigError(gateway.location, "gateway: tunnel \"\(gateway.tunnel)\" is not a configured WireGuard device (wireguard: has \(devices.isEmpty ? "none" : devices.map(\.name).joined(separator: ", ")))"))
+            }
+        }
+        for entry in routes { add(entry.route, at: entry.location) }
+        for entry in proxies { add(entry.proxy, at: entry.location) }
+        return desired
+    }
+}
+
+private struct DesiredProxyKey: Hashable {
+    var address: IPAddress
+    var device: String
+}

@@ -1,0 +1,85 @@
+import Netlink
+import Reconciler
+
+/// Parsers for the scalar types of the configuration: each returns nil for text it refuses.
+enum Scalars {
+    static func bool(_ text: String) -> Bool? {
+        switch text {
+        case "true": true
+        case "false": false
+        default: nil
+        }
+    }
+
+    /// Decimal digits only: no sign, no hex, no YAML-style `1_000`.
+    static func integer(_ text: String, in range: ClosedRange<UInt64>) -> UInt64? {
+        guard !text.isEmpty, text.count <= 20, text.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }),
+              let value = UInt64(text), range.contains(value) else { return nil }
+        return value
+    }
+
+    /// `500ms`, `2s`, `1m`, `1h`, or a sum such as `1m30s`; never zero.
+    static func duration(_ text: String) -> Duration? {
+        var total = Duration.zero
+        var rest = Substring(text)
+        guard !rest.isEmpty else { return nil }
+        while !rest.isEmpty {
+            let digits = rest.prefix { $0.isASCII && $0.isNumber }
+            guard !digits.isEmpty, digits.count <= 9, let value = Int64(digits) else { return nil }
+            rest = rest.dropFirst(digits.count)
+            let unit = rest.prefix { $0.isASCII && $0.isLetter }
+            rest = rest.dropFirst(unit.count)
+            switch unit {
+            case "ms": total += .milliseconds(value)
+            case "s": total += .seconds(value)
+            case "m": total += .seconds(value * 60)
+            case "h": total += .seconds(value * 3600)
+            default: return nil
+            }
+        }
+        return total > .zero ? total : nil
+    }
+
+    /// An IPv6 address written alone.
+    static func ipv6Address(_ text: String) -> IPAddress? {
+        guard !text.contains("/"), let address = IPv6Address(text) else { return nil }
+        return .v6(address)
+    }
+
+    static func ipv6Prefix(_ text: String) -> IPPrefix? {
+        guard let prefix = IPPrefix(text), prefix.family == .inet6 else { return nil }
+        return prefix
+    }
+
+    /// What the kernel accepts as an interface name (`dev_valid_name()`): 1–15 bytes, not `.`
+    /// or `..`, no `/`, `:` or white space.
+    static func isInterfaceName(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.count <= 15 && text != "." && text != ".."
+            && !text.contains { $0 == "/" || $0 == ":" || $0.isWhitespace }
+    }
+
+    static func isPeerName(_ text: String) -> Bool {
+        guard let first = text.unicodeScalars.first, text.utf8.count <= 64 else { return false }
+        let allowed: (Unicode.Scalar) -> Bool = { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._@+-".unicodeScalars.contains($0)) }
+        return allowed(first) && first != "-" && text.unicodeScalars.allSatisfy(allowed)
+    }
+
+    /// `[2001:db8::1]:51820`, `192.0.2.1:51820` or `vpn.example.com:51820`.
+    static func endpoint(_ text: String) -> ConfiguredEndpoint? {
+        if let endpoint = Endpoint(text) {
+            return endpoint.port == 0 ? nil : .address(endpoint)
+        }
+        guard let colon = text.lastIndex(of: ":") else { return nil }
+        let host = String(text[..<colon])
+        guard let port = integer(String(text[text.index(after: colon)...]), in: 1...65535),
+              !host.isEmpty, host.utf8.count <= 253, !host.hasPrefix("["), IPAddress(host) == nil else { return nil }
+        let labels = host.split(separator: ".", omittingEmptySubsequences: false)
+        let valid = labels.allSatisfy { label in
+            !label.isEmpty && label.count <= 63 && !label.hasPrefix("-") && !label.hasSuffix("-")
+                && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+        }
+        // All-numeric labels would be a mistyped IPv4 address, not a host name.
+        guard valid, !labels.allSatisfy({ $0.allSatisfy(\.isNumber) }) else { return nil }
+        return .host(host, port: UInt16(port))
+    }
+}

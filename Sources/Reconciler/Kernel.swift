@@ -1,0 +1,152 @@
+import Glibc
+import Netlink
+
+/// The seam to WireGuard's generic netlink family (`WireGuardNetlink` conforms).
+public protocol WireGuardControl {
+    func device(named name: String) throws -> WireGuardDevice?
+    func apply(device: String, _ change: WireGuardDeviceChange) throws
+}
+
+/// The seam to the datapath's pinned maps (issue 6).
+public protocol DatapathMaps {
+    func entries() throws -> Set<DatapathEntry>
+    func insert(_ entry: DatapathEntry) throws
+    func remove(_ entry: DatapathEntry) throws
+}
+
+extension ObservedState {
+    /// Reads what `plan` needs for `desired`. A part that cannot be read is left nil (unknown).
+    public static func read(for desired: DesiredState, rtnetlink: RTNetlink, wireGuard: WireGuardControl?,
+                            datapath: DatapathMaps? = nil) throws -> ObservedState {
+        var observed = ObservedState(links: try rtnetlink.links(), routes: try rtnetlink.routes(family: .inet6),
+                                     proxies: try rtnetlink.proxyEntries(), wireGuard: nil, datapath: nil)
+        for sysctl in desired.sysctls.map(\.sysctl) + desired.safetyChecks.map(\.sysctl) {
+            observed.sysctls[sysctl.key] = try? sysctl.read()
+        }
+        if let wireGuard {
+            var devices: [String: WireGuardDevice] = [:]
+            for device in desired.devices where observed.link(named: device.name)?.kind == "wireguard" {
+                devices[device.name] = try wireGuard.device(named: device.name)
+            }
+            observed.wireGuard = devices
+        }
+        observed.datapath = try datapath?.entries()
+        return observed
+    }
+}
+
+/// One kernel write to make for a change.
+public enum Operation: Sendable {
+    case netlink(Request)
+    case sysctl(Sysctl, String)
+    case wireGuard(device: String, WireGuardDeviceChange)
+    case datapath(DatapathEntry, insert: Bool)
+}
+
+extension Change {
+    /// The write for this change. A peer with a host-name endpoint gets it from `resolve`.
+    public func operation(resolve: (HostEndpoint) -> Endpoint? = resolveEndpoint) -> Operation {
+        switch object {
+        case .wireGuardDevice(let name, let change):
+            return .wireGuard(device: name, change)
+        case .sysctl(let sysctl, let value, _):
+            return .sysctl(sysctl, value)
+        case .peer(let device, _, var change, let host):
+            if let host { change.endpoint = resolve(host) }
+            return .wireGuard(device: device, WireGuardDeviceChange(peers: [change]))
+        case .route(let route, _):
+            switch action {
+            case .add: return .netlink(route.addRequest())
+            case .replace: return .netlink(route.replaceRequest())
+            case .remove: return .netlink(route.deleteRequest())
+            }
+        case .proxy(let entry, _):
+            return .netlink(action == .remove ? entry.deleteRequest() : entry.addRequest())
+        case .datapath(let entry):
+            return .datapath(entry, insert: action != .remove)
+        }
+    }
+}
+
+/// Resolves a host-name endpoint (IPv6 preferred), or nil when it does not resolve.
+public func resolveEndpoint(_ host: HostEndpoint) -> Endpoint? {
+    var hints = addrinfo()
+    hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
+    var list: UnsafeMutablePointer<addrinfo>?
+    guard getaddrinfo(host.host, nil, &hints, &list) == 0, let list else { return nil }
+    defer { freeaddrinfo(list) }
+    var found: [IPAddress] = []
+    var cursor: UnsafeMutablePointer<addrinfo>? = list
+    while let info = cursor {
+        if info.pointee.ai_family == AF_INET6, let raw = info.pointee.ai_addr {
+            let address = raw.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_addr }
+            found.append(.v6(IPv6Address(bytes: withUnsafeBytes(of: address, Array.init))!))
+        } else if info.pointee.ai_family == AF_INET, let raw = info.pointee.ai_addr {
+            let address = raw.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr }
+            found.append(.v4(IPv4Address(bytes: withUnsafeBytes(of: address, Array.init))!))
+        }
+        cursor = info.pointee.ai_next
+    }
+    guard let address = found.first(where: { $0.family == .inet6 }) ?? found.first else { return nil }
+    return Endpoint(address: address, port: host.port)
+}
+
+/// The outcome of one change; `error` never holds a secret.
+public struct ChangeResult: Sendable {
+    public var change: Change
+    public var error: String?
+
+    public var succeeded: Bool { error == nil }
+}
+
+/// Applies a plan's changes to the kernel. Routes and proxy entries go out in one batch;
+/// a failed change does not stop the others.
+public struct KernelApplier {
+    public var rtnetlink: RTNetlink
+    public var wireGuard: WireGuardControl?
+    public var datapath: DatapathMaps?
+    public var resolve: (HostEndpoint) -> Endpoint?
+
+    public init(rtnetlink: RTNetlink, wireGuard: WireGuardControl? = nil, datapath: DatapathMaps? = nil,
+                resolve: @escaping (HostEndpoint) -> Endpoint? = resolveEndpoint) {
+        self.rtnetlink = rtnetlink
+        self.wireGuard = wireGuard
+        self.datapath = datapath
+        self.resolve = resolve
+    }
+
+    /// Results in the order of `changes`.
+    public func apply(_ changes: [Change]) -> [ChangeResult] {
+        var results = changes.map { ChangeResult(change: $0, error: nil) }
+        var batch: [(Int, Request)] = []
+        func flush() {
+            guard !batch.isEmpty else { return }
+            do {
+                for (slot, outcome) in zip(batch.map(\.0), try rtnetlink.perform(batch.map(\.1))) {
+                    if case .failure(let error) = outcome { results[slot].error = error.description }
+                }
+            } catch {
+                for (slot, _) in batch { results[slot].error = "\(error)" }
+            }
+            batch = []
+        }
+        for (slot, change) in changes.enumerated() {
+            if change.kind < .route { flush() }
+            switch change.operation(resolve: resolve) {
+            case .netlink(let request):
+                batch.append((slot, request))
+            case .sysctl(let sysctl, let value):
+                do { try sysctl.write(value) } catch { results[slot].error = "write \(sysctl): \(error)" }
+            case .wireGuard(let device, let deviceChange):
+                guard let wireGuard else { results[slot].error = "WireGuard control unavailable"; continue }
+                do { try wireGuard.apply(device: device, deviceChange) } catch { results[slot].error = "\(change.subject): \(error)" }
+            case .datapath(let entry, let insert):
+                flush()
+                guard let datapath else { results[slot].error = "datapath unavailable"; continue }
+                do { try insert ? datapath.insert(entry) : datapath.remove(entry) } catch { results[slot].error = "\(error)" }
+            }
+        }
+        flush()
+        return results
+    }
+}

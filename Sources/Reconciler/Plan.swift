@@ -1,0 +1,328 @@
+import Netlink
+
+/// The outcome of comparing desired with observed state: the writes to make, in order, and what
+/// cannot or must not be written.
+public struct Plan: Hashable, Sendable {
+    /// Ordered links → sysctls → peers → routes → proxies → datapath.
+    public var changes: [Change] = []
+    public var pending: [Pending] = []
+    public var conflicts: [Conflict] = []
+    public var violations: [Violation] = []
+
+    public init() {}
+
+    public var isEmpty: Bool { changes.isEmpty }
+}
+
+/// Compares `desired` with `observed`. Pure and deterministic: the same inputs give the same plan.
+///
+/// Ownership: routes and proxy entries are wgkeeper's when they carry `routeProtocol` and sit on
+/// an interface the desired state names; every peer of a managed WireGuard device is
+/// wgkeeper's. Nothing else is ever changed: a foreign object holding a desired object's
+/// identity is reported as a conflict.
+public func plan(_ desired: DesiredState, _ observed: ObservedState, lastApplied: LastApplied? = nil) -> Plan {
+    var planner = Planner(desired: desired, observed: observed, lastApplied: lastApplied)
+    planner.planDevicesAndPeers()
+    planner.planSysctls()
+    planner.planRoutes()
+    planner.planProxies()
+    planner.planDatapath()
+    planner.result.changes.sort { $0.kind < $1.kind }  // stable: keeps each kind's own order
+    return planner.result
+}
+
+private struct Planner {
+    let desired: DesiredState
+    let observed: ObservedState
+    let lastApplied: LastApplied?
+    let indexByName: [String: Int32]
+    let nameByIndex: [Int32: String]
+    let managed: Set<String>
+    var result = Plan()
+
+    init(desired: DesiredState, observed: ObservedState, lastApplied: LastApplied?) {
+        self.desired = desired
+        self.observed = observed
+        self.lastApplied = lastApplied
+        indexByName = Dictionary(observed.links.map { ($0.name, $0.index) }, uniquingKeysWith: { a, _ in a })
+        nameByIndex = Dictionary(observed.links.map { ($0.index, $0.name) }, uniquingKeysWith: { a, _ in a })
+        managed = desired.managedInterfaces
+    }
+
+    private func missing(_ device: String) -> String { "device \(device) missing" }
+
+    /// The managed interface an observed object sits on, or nil when it is not wgkeeper's business.
+    private func managedName(_ index: Int32?) -> String? {
+        guard let index, let name = nameByIndex[index], managed.contains(name) else { return nil }
+        return name
+    }
+
+    // MARK: links and peers
+
+    mutating func planDevicesAndPeers() {
+        var peerChanges: [Change] = []
+        for device in desired.devices.sorted(by: { $0.name < $1.name }) {
+            let why: String?
+            var kernel: WireGuardDevice?
+            if indexByName[device.name] == nil {
+                why = missing(device.name)
+            } else if let devices = observed.wireGuard {
+                kernel = devices[device.name]
+                why = kernel == nil ? "\(device.name) is not a WireGuard device" : nil
+            } else {
+                why = "WireGuard state of \(device.name) not read"
+            }
+            guard let kernel else {
+                result.pending.append(Pending(kind: .link, object: "device \(device.name)", reason: why ?? ""))
+                for peer in device.peers.sorted(by: { $0.name < $1.name }) {
+                    result.pending.append(Pending(kind: .peer, object: "peer \(peer.name) dev \(device.name)", reason: why ?? ""))
+                }
+                continue
+            }
+            planDevice(device, kernel)
+            peerChanges += peers(device, kernel)
+        }
+        result.changes += peerChanges
+    }
+
+    private mutating func planDevice(_ device: DesiredWireGuardDevice, _ kernel: WireGuardDevice) {
+        var change = WireGuardDeviceChange()
+        var fields: [String] = []
+        var details: [String] = []
+        if let key = device.privateKey, kernel.privateKey != key {
+            change.privateKey = key
+            fields.append("private_key")
+            details.append("private_key: differs")
+        }
+        if let port = device.listenPort, kernel.listenPort != port {
+            change.listenPort = port
+            fields.append("listen_port")
+            details.append("listen_port: \(port) (was \(kernel.listenPort))")
+        }
+        guard !fields.isEmpty else { return }
+        result.changes.append(Change(.replace, .wireGuardDevice(name: device.name, change), reason: .differs(fields),
+                                     detail: details.joined(separator: "; ")))
+    }
+
+    private func peers(_ device: DesiredWireGuardDevice, _ kernel: WireGuardDevice) -> [Change] {
+        var changes: [Change] = []
+        let kernelPeers = Dictionary(kernel.peers.map { ($0.publicKey, $0) }, uniquingKeysWith: { a, _ in a })
+        let wanted = Set(device.peers.map(\.publicKey))
+        for peer in device.peers.sorted(by: { $0.name < $1.name }) {
+            if let current = kernelPeers[peer.publicKey] {
+                if let change = update(peer, current, device: device.name) { changes.append(change) }
+            } else {
+                changes.append(create(peer, device: device.name))
+            }
+        }
+        if device.prunePeers {
+            for peer in kernel.peers.sorted(by: { $0.publicKey.base64 < $1.publicKey.base64 }) where !wanted.contains(peer.publicKey) {
+                changes.append(Change(.remove, .peer(device: device.name, name: nil,
+                                                     WireGuardPeerChange(publicKey: peer.publicKey, remove: true), hostEndpoint: nil),
+                                      reason: .unexpected))
+            }
+        }
+        return changes
+    }
+
+    private func create(_ peer: DesiredPeer, device: String) -> Change {
+        let allowed = peer.allowedIPs.sorted()
+        var change = WireGuardPeerChange(publicKey: peer.publicKey, presharedKey: peer.presharedKey,
+                                         persistentKeepalive: peer.persistentKeepalive == 0 ? nil : peer.persistentKeepalive,
+                                         allowedIPs: allowed)
+        var host: HostEndpoint?
+        switch peer.endpoint {
+        case .address(let endpoint): change.endpoint = endpoint
+        case .host(let name, let port): host = HostEndpoint(host: name, port: port)
+        case nil: break
+        }
+        var detail = "allowed_ips: \(allowed.map(\.description).joined(separator: ","))"
+        if let endpoint = peer.endpoint { detail += "; endpoint: \(endpoint)" }
+        return Change(.add, .peer(device: device, name: peer.name, change, hostEndpoint: host), reason: .missing, detail: detail)
+    }
+
+    private func update(_ peer: DesiredPeer, _ current: WireGuardPeer, device: String) -> Change? {
+        var change = WireGuardPeerChange(publicKey: peer.publicKey, updateOnly: true)
+        var fields: [String] = []
+        var details: [String] = []
+        var host: HostEndpoint?
+
+        let kernelPSK = current.presharedKey.flatMap { $0.key.isZero ? nil : $0 }
+        if peer.presharedKey != kernelPSK {
+            change.presharedKey = peer.presharedKey ?? PresharedKey(WireGuardKey(bytes: [UInt8](repeating: 0, count: 32))!)
+            fields.append("preshared_key")
+            details.append("preshared_key: differs")
+        }
+        if peer.persistentKeepalive != current.persistentKeepalive {
+            change.persistentKeepalive = peer.persistentKeepalive
+            fields.append("persistent_keepalive")
+            details.append("persistent_keepalive: \(peer.persistentKeepalive) (was \(current.persistentKeepalive))")
+        }
+
+        let want = Set(peer.allowedIPs), have = Set(current.allowedIPs)
+        let added = want.subtracting(have).sorted(), removed = have.subtracting(want).sorted()
+        if !added.isEmpty || !removed.isEmpty {
+            // Without a per-IP remove, dropping an allowed IP means replacing the list.
+            change.replaceAllowedIPs = !removed.isEmpty
+            change.allowedIPs = removed.isEmpty ? added : peer.allowedIPs.sorted()
+            fields.append("allowed_ips")
+            details.append("allowed_ips: " + (added.map { "+\($0)" } + removed.map { "-\($0)" }).joined(separator: " "))
+        }
+
+        if let configured = peer.endpoint, endpointNeedsWrite(configured, current, device: device) {
+            switch configured {
+            case .address(let endpoint): change.endpoint = endpoint
+            case .host(let name, let port): host = HostEndpoint(host: name, port: port)
+            }
+            fields.append("endpoint")
+            details.append("endpoint: \(configured) (was \(current.endpoint.map(\.description) ?? "none"))")
+        }
+
+        guard !fields.isEmpty else { return nil }
+        return Change(.replace, .peer(device: device, name: peer.name, change, hostEndpoint: host),
+                      reason: .differs(fields), detail: details.joined(separator: "; "))
+    }
+
+    /// DESIGN §5: set the endpoint when the peer has none, or when the configured value changed
+    /// since it was last applied; otherwise a different kernel endpoint is roaming, left alone.
+    private func endpointNeedsWrite(_ configured: ConfiguredEndpoint, _ current: WireGuardPeer, device: String) -> Bool {
+        guard let kernel = current.endpoint else { return true }
+        if case .address(let endpoint) = configured, endpoint == kernel { return false }
+        let key = LastApplied.PeerKey(device: device, publicKey: current.publicKey)
+        guard let record = lastApplied?.endpoints[key] else { return false }
+        return record != configured
+    }
+
+    // MARK: sysctls
+
+    mutating func planSysctls() {
+        for item in desired.sysctls.sorted(by: { ($0.interface, $0.name) < ($1.interface, $1.name) }) {
+            let sysctl = item.sysctl
+            if !["all", "default"].contains(item.interface), indexByName[item.interface] == nil {
+                result.pending.append(Pending(kind: .sysctl, object: "sysctl \(sysctl)", reason: missing(item.interface)))
+                continue
+            }
+            let current = observed.sysctls[sysctl.key]
+            guard current != item.value else { continue }
+            result.changes.append(Change(.replace, .sysctl(sysctl, value: item.value, previous: current),
+                                         reason: current == nil ? .missing : .differs(["value"]),
+                                         detail: "(was \(current ?? "unread"))"))
+        }
+        for check in desired.safetyChecks {
+            if let actual = observed.sysctls[check.sysctl.key], actual != check.expected {
+                result.violations.append(Violation(check: check, actual: actual))
+            }
+        }
+    }
+
+    // MARK: routes
+
+    mutating func planRoutes() {
+        let protocolNumber = desired.routeProtocol
+        var byIdentity: [RouteIdentity: [Route]] = [:]
+        for route in observed.routes where route.family == .inet6 {
+            byIdentity[RouteIdentity(route), default: []].append(route)
+        }
+        var wanted = Set<RouteIdentity>()
+        for item in desired.routes.sorted(by: { $0.identity < $1.identity }) {
+            wanted.insert(item.identity)
+            guard let index = indexByName[item.device] else {
+                result.pending.append(Pending(kind: .route, object: "route \(item.destination) dev \(item.device)",
+                                              reason: missing(item.device)))
+                continue
+            }
+            let route = Route(destination: item.destination, table: item.table, protocolNumber: protocolNumber,
+                              outputInterface: index, gateway: item.gateway, metric: item.metric)
+            let present = byIdentity[item.identity] ?? []
+            if let foreign = present.first(where: { $0.protocolNumber != protocolNumber }) {
+                let device = foreign.outputInterface.flatMap { nameByIndex[$0] } ?? "?"
+                result.conflicts.append(Conflict(kind: .route, desired: "route " + Change.describe(route, device: item.device),
+                                                 foreign: "route " + Change.describe(foreign, device: device)))
+            } else if let ours = present.first {
+                var fields: [String] = []
+                if ours.outputInterface != index { fields.append("dev") }
+                if ours.gateway != item.gateway { fields.append("via") }
+                if ours.type != route.type { fields.append("type") }
+                if ours.scope != route.scope { fields.append("scope") }
+                if !fields.isEmpty {
+                    let was = Change.describe(ours, device: ours.outputInterface.flatMap { nameByIndex[$0] } ?? "?")
+                    result.changes.append(Change(.replace, .route(route, device: item.device), reason: .differs(fields),
+                                                 detail: "(was \(was))"))
+                }
+            } else {
+                result.changes.append(Change(.add, .route(route, device: item.device), reason: .missing))
+            }
+        }
+        let unexpected = observed.routes.filter {
+            $0.family == .inet6 && $0.protocolNumber == protocolNumber && !wanted.contains(RouteIdentity($0))
+                && managedName($0.outputInterface) != nil
+        }
+        for route in unexpected.sorted(by: { RouteIdentity($0) < RouteIdentity($1) }) {
+            result.changes.append(Change(.remove, .route(route, device: managedName(route.outputInterface)!), reason: .unexpected))
+        }
+    }
+
+    // MARK: proxies
+
+    mutating func planProxies() {
+        let protocolNumber = desired.routeProtocol
+        struct Key: Hashable { var address: IPAddress; var index: Int32 }
+        var present: [Key: ProxyEntry] = [:]
+        for entry in observed.proxies { present[Key(address: entry.address, index: entry.interfaceIndex)] = entry }
+        var wanted = Set<Key>()
+        let sorted = desired.proxies.sorted { ($0.device, $0.address) < ($1.device, $1.address) }
+        for item in sorted {
+            guard let index = indexByName[item.device] else {
+                result.pending.append(Pending(kind: .proxy, object: "proxy \(item.address) dev \(item.device)",
+                                              reason: missing(item.device)))
+                continue
+            }
+            let key = Key(address: item.address, index: index)
+            wanted.insert(key)
+            let entry = ProxyEntry(address: item.address, interfaceIndex: index, protocolNumber: protocolNumber)
+            switch present[key] {
+            case nil:
+                result.changes.append(Change(.add, .proxy(entry, device: item.device), reason: .missing))
+            case let current? where current.protocolNumber != protocolNumber:
+                result.conflicts.append(Conflict(kind: .proxy, desired: "proxy \(item.address) dev \(item.device)",
+                                                 foreign: "proxy \(current.address) dev \(item.device) proto \(current.protocolNumber)"))
+            default:
+                break
+            }
+        }
+        let unexpected = observed.proxies.filter {
+            $0.protocolNumber == protocolNumber && managedName($0.interfaceIndex) != nil
+                && !wanted.contains(Key(address: $0.address, index: $0.interfaceIndex))
+        }
+        for entry in unexpected.sorted(by: { ($0.interfaceIndex, $0.address) < ($1.interfaceIndex, $1.address) }) {
+            result.changes.append(Change(.remove, .proxy(entry, device: managedName(entry.interfaceIndex)!), reason: .unexpected))
+        }
+    }
+
+    // MARK: datapath
+
+    mutating func planDatapath() {
+        guard let datapath = desired.datapath else { return }
+        let wanted = Set(datapath.entries)
+        let why: String?
+        if let device = [datapath.lan, datapath.tunnel].first(where: { indexByName[$0] == nil }) {
+            why = missing(device)
+        } else if observed.datapath == nil {
+            why = "datapath not loaded"
+        } else {
+            why = nil
+        }
+        guard let present = observed.datapath, why == nil else {
+            for entry in wanted.sorted() {
+                result.pending.append(Pending(kind: .datapath, object: "datapath \(entry)", reason: why ?? ""))
+            }
+            return
+        }
+        for entry in wanted.subtracting(present).sorted() {
+            result.changes.append(Change(.add, .datapath(entry), reason: .missing))
+        }
+        for entry in present.subtracting(wanted).sorted() {
+            result.changes.append(Change(.remove, .datapath(entry), reason: .unexpected))
+        }
+    }
+}

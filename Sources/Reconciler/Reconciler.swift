@@ -1,2 +1,0 @@
-/// Desired and observed state, `plan()` and apply (issue 4).
-public enum Reconciler {}

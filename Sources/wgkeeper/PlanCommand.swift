@@ -1,0 +1,113 @@
+import ArgumentParser
+import Config
+import Foundation
+import Netlink
+import Reconciler
+
+/// `wgkeeper plan`: read the kernel and print what `run` would change now; changes nothing.
+struct PlanCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plan",
+        abstract: "Print the changes `run` would make now, one per line; exit 0 when none, 2 when some, 1 on error.")
+
+    @OptionGroup var options: ConfigOptions
+
+    @Flag(name: .long, help: "Print the plan as one JSON object.")
+    var json = false
+
+    func run() throws {
+        let loaded: LoadedConfig
+        switch ConfigLoader(root: options.root).load(path: options.config) {
+        case .success(let value): loaded = value
+        case .failure(let errors):
+            printErrors(errors)
+            throw ExitCode(1)
+        }
+        let observed: ObservedState
+        do {
+            observed = try ObservedState.read(for: loaded.desired, rtnetlink: try RTNetlink(),
+                                              wireGuard: wireGuardControl(), datapath: nil)
+        } catch {
+            printToStandardError("error: cannot read the kernel state: \(error)")
+            throw ExitCode(1)
+        }
+        let result = plan(loaded.desired, observed)
+        if json {
+            print(try PlanReport(result).json())
+        } else {
+            for change in result.changes { print(change.description) }
+            for line in notes(result) { printToStandardError(line) }
+        }
+        if !result.isEmpty { throw ExitCode(2) }
+    }
+
+    /// Conflicts, safety violations and pending objects; pending ones grouped by reason.
+    private func notes(_ result: Plan) -> [String] {
+        var lines = result.conflicts.map { "! conflict: \($0)" } + result.violations.map { "! unsafe: \($0)" }
+        var reasons: [String] = []
+        var byReason: [String: [Pending]] = [:]
+        for item in result.pending {
+            if byReason[item.reason] == nil { reasons.append(item.reason) }
+            byReason[item.reason, default: []].append(item)
+        }
+        for reason in reasons {
+            let items = byReason[reason]!
+            if items.count <= 5 {
+                lines += items.map { "? pending \($0)" }
+            } else {
+                lines.append("? pending \(items.count) objects (\(items.prefix(3).map(\.object).joined(separator: ", ")), …): \(reason)")
+            }
+        }
+        return lines
+    }
+}
+
+/// WireGuard's generic-netlink client, when this build has one (issue 3); until then peers
+/// show as pending.
+func wireGuardControl() -> WireGuardControl? { nil }
+
+/// The `--json` shape of a plan.
+struct PlanReport: Encodable {
+    struct Item: Encodable {
+        var action: String
+        var kind: String
+        var object: String
+        var reason: String
+        var fields: [String]
+        var detail: String
+        var line: String
+    }
+    struct Note: Encodable {
+        var kind: String
+        var object: String
+        var reason: String
+    }
+
+    var changes: [Item]
+    var pending: [Note]
+    var conflicts: [Note]
+    var violations: [String]
+
+    init(_ plan: Plan) {
+        changes = plan.changes.map { change in
+            var fields: [String] = []
+            let reason: String
+            switch change.reason {
+            case .missing: reason = "missing"
+            case .unexpected: reason = "unexpected"
+            case .differs(let list): reason = "differs"; fields = list
+            }
+            return Item(action: change.action.rawValue, kind: change.kind.description, object: change.subject,
+                        reason: reason, fields: fields, detail: change.detail, line: change.description)
+        }
+        pending = plan.pending.map { Note(kind: $0.kind.description, object: $0.object, reason: $0.reason) }
+        conflicts = plan.conflicts.map { Note(kind: $0.kind.description, object: $0.desired, reason: "held by a foreign \($0.foreign)") }
+        violations = plan.violations.map(\.description)
+    }
+
+    func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+}
