@@ -32,7 +32,9 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
-        .target(name: "Datapath", dependencies: ["CBPF", "Netlink"]),
+        // The BPF object (bpf/) is compiled by the plugin and embedded as a generated source.
+        .target(name: "Datapath", dependencies: ["CBPF", "Netlink"], plugins: ["BPFObjectPlugin"]),
+        .plugin(name: "BPFObjectPlugin", capability: .buildTool()),
 
         // The pure core and its input.
         .target(name: "Reconciler", dependencies: ["Netlink"]),
@@ -56,6 +58,7 @@ let package = Package(
         .executableTarget(name: "wgkeeper-bench", dependencies: ["Netlink"], path: "Sources/Bench"),
 
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DatapathKernelTests", dependencies: ["Datapath", "Netlink", "CBPF"]),
         .target(name: "TestSupport", dependencies: ["Netlink"], path: "Tests/TestSupport"),
         .testTarget(name: "KernelTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "WireGuardVMTests", dependencies: ["Netlink", "TestSupport"]),

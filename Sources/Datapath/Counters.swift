@@ -1,0 +1,45 @@
+import CBPF
+import Glibc
+
+/// The programs' counters, summed over every CPU.
+public struct DatapathCounters: Equatable, Sendable, CustomStringConvertible {
+    /// LAN frames redirected to the tunnel.
+    public var lanToTunnel: UInt64 = 0
+    /// Tunnel packets redirected to the LAN.
+    public var tunnelToLan: UInt64 = 0
+    /// Packets handed to the stack unchanged (not IPv6, not ours, neighbour discovery, …).
+    public var passed: UInt64 = 0
+    /// Packets for a redirected destination that arrived with hop limit ≤ 1 (left to the stack).
+    public var hopLimitExpired: UInt64 = 0
+    /// Redirects that failed (no room for the Ethernet header).
+    public var errors: UInt64 = 0
+
+    public init() {}
+
+    public var description: String {
+        "lan→tunnel \(lanToTunnel), tunnel→lan \(tunnelToLan), passed \(passed), hop limit expired \(hopLimitExpired), errors \(errors)"
+    }
+}
+
+extension Datapath {
+    /// Reads the per-CPU counters (indexes are `enum counter` in bpf/datapath.bpf.c).
+    public func counters() throws -> DatapathCounters {
+        let cpus = Int(libbpf_num_possible_cpus())
+        guard cpus > 0 else { throw DatapathError("count possible CPUs for", "counters", code: -Int32(cpus)) }
+        let fd = map("counters").raw
+        var sums: [UInt64] = []
+        for index in UInt32(0)..<5 {
+            var key = index
+            var values = [UInt64](repeating: 0, count: cpus)
+            try check(bpf_map_lookup_elem(fd, &key, &values), "read map", "counters")
+            sums.append(values.reduce(0, &+))
+        }
+        var counters = DatapathCounters()
+        counters.lanToTunnel = sums[0]
+        counters.tunnelToLan = sums[1]
+        counters.passed = sums[2]
+        counters.hopLimitExpired = sums[3]
+        counters.errors = sums[4]
+        return counters
+    }
+}

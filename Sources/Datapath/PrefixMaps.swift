@@ -1,0 +1,98 @@
+import CBPF
+import Glibc
+import Netlink
+
+/// The two LPM maps the programs look destinations up in.
+public enum PrefixMap: String, Sendable, CaseIterable, CustomStringConvertible {
+    /// VPN-client prefixes: LAN packets to these go to the tunnel.
+    case clients = "client_prefixes"
+    /// LAN prefixes: tunnel packets to these go to the LAN.
+    case lan = "lan_prefixes"
+
+    public var description: String { rawValue }
+}
+
+/// What the programs do with a destination that matches a prefix (longest match wins).
+public enum PrefixAction: UInt32, Sendable, CaseIterable, CustomStringConvertible {
+    /// To the stack: e.g. the gateway's own /128 inside a redirected LAN prefix.
+    case pass = 0
+    case redirect = 1
+
+    public var description: String { self == .pass ? "pass" : "redirect" }
+}
+
+extension Datapath {
+    /// Every entry of `map`, as the kernel holds it now (LPM tries have no batch lookup:
+    /// this walks `get_next_key`).
+    public func entries(in map: PrefixMap) throws -> [IPPrefix: PrefixAction] {
+        let fd = self.map(map.rawValue).raw
+        var result: [IPPrefix: PrefixAction] = [:]
+        var key = [UInt8](repeating: 0, count: 20)
+        var next = [UInt8](repeating: 0, count: 20)
+        var first = true
+        while true {
+            let status = first ? bpf_map_get_next_key(fd, nil, &next) : bpf_map_get_next_key(fd, &key, &next)
+            first = false
+            if status == -ENOENT { break }
+            try check(status, "iterate map", map.rawValue)
+            key = next
+            var value: UInt32 = 0
+            let found = bpf_map_lookup_elem(fd, &key, &value)
+            if found == -ENOENT { continue }  // deleted while we walked
+            try check(found, "read map", map.rawValue)
+            guard let prefix = Self.prefix(fromKey: key) else {
+                throw DatapathError("read map", map.rawValue, code: 0, detail: "malformed key \(key)")
+            }
+            result[prefix] = PrefixAction(rawValue: value) ?? .pass
+        }
+        return result
+    }
+
+    /// Adds or changes one entry.
+    public func set(_ action: PrefixAction, for prefix: IPPrefix, in map: PrefixMap) throws {
+        var key = try Self.key(prefix, map)
+        var value = action.rawValue
+        try check(bpf_map_update_elem(self.map(map.rawValue).raw, &key, &value, UInt64(BPF_ANY)),
+                  "write \(prefix) to map", map.rawValue)
+    }
+
+    /// Removes one entry; true when it was there.
+    @discardableResult
+    public func remove(_ prefix: IPPrefix, from map: PrefixMap) throws -> Bool {
+        var key = try Self.key(prefix, map)
+        let result = bpf_map_delete_elem(self.map(map.rawValue).raw, &key)
+        if result == -ENOENT { return false }
+        try check(result, "delete \(prefix) from map", map.rawValue)
+        return true
+    }
+
+    /// Makes `map` hold exactly `desired`; returns the prefixes whose write failed, with the
+    /// error, so each failed entry can carry its own status.
+    @discardableResult
+    public func synchronize(_ map: PrefixMap, to desired: [IPPrefix: PrefixAction]) throws -> [IPPrefix: DatapathError] {
+        let current = try entries(in: map)
+        var failures: [IPPrefix: DatapathError] = [:]
+        for (prefix, action) in desired where current[prefix.canonical] != action {
+            do { try set(action, for: prefix, in: map) } catch let error as DatapathError { failures[prefix] = error }
+        }
+        let wanted = Set(desired.keys.map(\.canonical))
+        for prefix in current.keys where !wanted.contains(prefix) {
+            do { try remove(prefix, from: map) } catch let error as DatapathError { failures[prefix] = error }
+        }
+        return failures
+    }
+
+    /// `struct prefix_key` of bpf/datapath.bpf.c: prefix length (host order), then the address.
+    static func key(_ prefix: IPPrefix, _ map: PrefixMap) throws -> [UInt8] {
+        guard case .v6 = prefix.address else {
+            throw DatapathError("write \(prefix) to map", map.rawValue, code: EAFNOSUPPORT, detail: "the datapath is IPv6 only")
+        }
+        return withUnsafeBytes(of: UInt32(prefix.length)) { Array($0) } + prefix.canonical.address.bytes
+    }
+
+    static func prefix(fromKey key: [UInt8]) -> IPPrefix? {
+        let length = key[0..<4].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+        guard length <= 128, let address = IPAddress(bytes: key[4..<20]) else { return nil }
+        return IPPrefix(address: address, length: UInt8(length))
+    }
+}

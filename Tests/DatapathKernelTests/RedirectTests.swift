@@ -1,0 +1,81 @@
+import Datapath
+import Foundation
+import Netlink
+import XCTest
+
+/// Both programs move packets, on TCX (the host kernel) and on clsact (forced, as on 6.1).
+final class RedirectTests: XCTestCase {
+    func testRedirectsBothWaysWithTCX() throws {
+        try exerciseRedirects(mode: .tcx)
+    }
+
+    func testRedirectsBothWaysWithClsact() throws {
+        try exerciseRedirects(mode: .clsact)
+    }
+
+    func testPreferredModeOnThisKernelIsTCX() {
+        // The host kernel is ≥ 6.6; the VM tier (6.1) checks the other branch.
+        XCTAssertEqual(AttachMode.preferred, .tcx)
+    }
+
+    private func exerciseRedirects(mode: AttachMode) throws {
+        let lab = try Lab(for: self)
+        let datapath = try lab.datapath(mode: mode)
+        XCTAssertEqual(datapath.mode, mode)
+        let changes = try lab.attach(datapath)
+        let ids = datapath.programIDs
+        XCTAssertEqual(changes, [
+            .configured(lanIndex: lab.lanIndex, tunnelIndex: lab.tunnelIndex),
+            .attached(.lanIngress, mode, programID: ids[.lanIngress]!),
+            .attached(.tunnelIngress, mode, programID: ids[.tunnelIngress]!),
+        ])
+        try lab.configureEntries(datapath)
+        XCTAssertTrue(try lab.state(datapath).isInSync)
+        try assertAttachedOnlyBy(mode, lab)
+
+        // Tunnel → LAN: delivered with the LAN host's MAC (neighbour resolution), hop limit 63.
+        try lab.sendFromTunnel(sequence: 1)
+        try lab.sendFromTunnel(sequence: 2, hopLimit: 1)             // expired: to the stack
+        try lab.sendFromTunnel(sequence: 3, to: Lab.gatewayAddress)  // the gateway's own: to the stack
+        try lab.sendFromTunnel(sequence: 4, hopLimit: 2)
+        // LAN → tunnel.
+        try lab.sendFromLAN(sequence: 11)
+        try lab.sendFromLAN(sequence: 12, hopLimit: 1)
+        try lab.sendFromLAN(sequence: 13, to: "2001:db8:3::1")    // not a client
+        try lab.capture.send(Packet.ipv4Frame(to: lab.lanMAC, from: lab.hostMAC))
+        try lab.capture.send(Packet.ethernet(to: lab.lanMAC, from: lab.hostMAC,
+                                             Packet.neighbourSolicitation(from: Lab.hostAddress, to: Lab.clientAddress)))
+
+        let lan = lab.receivedOnLAN()
+        XCTAssertEqual(lan.map(\.0), [1, 4])
+        XCTAssertEqual(lan.map(\.1), [63, 1])
+        let tunnel = try lab.gateway.namespace.perform { lab.tun.drain() }
+        XCTAssertEqual(tunnel.compactMap(Packet.sequence(ofIPv6:)), [11], "only the client-bound test packet leaves through the tunnel")
+        XCTAssertEqual(tunnel.compactMap { Packet.sequence(ofIPv6: $0) == 11 ? Packet.hopLimit(ofIPv6: $0) : nil }, [63])
+        XCTAssertFalse(tunnel.contains { $0.count > 40 && $0[6] == 58 && $0[40] == 135 }, "neighbour solicitation redirected")
+        XCTAssertFalse(tunnel.contains { $0.first.map { $0 >> 4 == 4 } ?? false }, "IPv4 redirected")
+
+        let counters = try datapath.counters()
+        XCTAssertEqual(counters.tunnelToLan, 2)
+        XCTAssertEqual(counters.lanToTunnel, 1)
+        XCTAssertEqual(counters.hopLimitExpired, 2)
+        XCTAssertEqual(counters.errors, 0)
+        XCTAssertGreaterThanOrEqual(counters.passed, 4, "other destination, IPv4, NS, the gateway's own address")
+    }
+
+    /// The other mode's hook is empty: `tc filter show` for clsact, the link pins for TCX.
+    private func assertAttachedOnlyBy(_ mode: AttachMode, _ lab: Lab) throws {
+        let filters = try lab.gateway.ip("-d", "-j", "link", "show", "lan0")  // keeps the namespace alive
+        XCTAssertFalse(filters.isEmpty)
+        let tcFilters = try shell("tc", "-n", lab.gateway.name, "filter", "show", "dev", "lan0", "ingress")
+        let links = FileManager.default.fileExists(atPath: "\(lab.pinRoot)/wgt0/lan_ingress_link")
+        switch mode {
+        case .tcx:
+            XCTAssertTrue(links, "TCX link pinned")
+            XCTAssertFalse(tcFilters.contains("bpf"), "no cls_bpf filter in TCX mode: \(tcFilters)")
+        case .clsact:
+            XCTAssertFalse(links, "no TCX link in clsact mode")
+            XCTAssertTrue(tcFilters.contains("lan_ingress") && tcFilters.contains("direct-action"), tcFilters)
+        }
+    }
+}
