@@ -83,13 +83,64 @@ func benchRoutes(count: Int, runs: Int) throws {
                  median(iproute) * 1e3, iproute.min()! * 1e3, iproute.max()! * 1e3, ratio))
 }
 
+/// A namespace holding an empty, up `wg0` (needs a kernel with WireGuard: run in the VM).
+func withWireGuardNamespace<T>(_ body: (String, NetworkNamespace) throws -> T) throws -> T {
+    let name = "wgk-bench-\(UInt32.random(in: 0...UInt32.max))"
+    try shell(["ip", "netns", "add", name])
+    defer { _ = try? shell(["ip", "netns", "del", name]) }
+    try shell(["ip", "-n", name, "link", "add", "wg0", "type", "wireguard"])
+    try shell(["ip", "-n", name, "link", "set", "wg0", "up"])
+    return try body(name, try NetworkNamespace(named: name))
+}
+
+func report(_ what: String, _ ours: [Double], _ anchorName: String, _ anchor: [Double]) {
+    print(String(format: "%@: wgkeeper median %.1f ms (min %.1f, max %.1f); %@ median %.1f ms (min %.1f, max %.1f); ratio %.2f",
+                 what, median(ours) * 1e3, ours.min()! * 1e3, ours.max()! * 1e3,
+                 anchorName, median(anchor) * 1e3, anchor.min()! * 1e3, anchor.max()! * 1e3, median(ours) / median(anchor)))
+}
+
+/// Issue 3's figures: N peers (one /128 each) applied to an empty device versus `wg setconf`,
+/// and one read of the device versus `wg show dump`.
+func benchWireGuard(count: Int, runs: Int) throws {
+    let privateKey = PrivateKey.generate()
+    let peers = (0..<count).map { i in
+        WireGuardPeerChange(publicKey: PrivateKey.generate().publicKey,
+                            allowedIPs: [IPPrefix("\(hostAddress(i))/128")!])
+    }
+    var conf = "[Interface]\nPrivateKey = \(privateKey.key.base64)\nListenPort = 51820\n"
+    for peer in peers { conf += "\n[Peer]\nPublicKey = \(peer.publicKey.base64)\nAllowedIPs = \(peer.allowedIPs[0])\n" }
+    let file = FileManager.default.temporaryDirectory.appendingPathComponent("wgk-bench-\(getpid()).conf")
+    try conf.write(to: file, atomically: true, encoding: .utf8)
+    chmod(file.path, 0o600)
+    defer { try? FileManager.default.removeItem(at: file) }
+    let change = WireGuardDeviceChange(privateKey: privateKey, listenPort: 51820, replacePeers: true, peers: peers)
+
+    var setconf: [Double] = [], apply: [Double] = [], show: [Double] = [], read: [Double] = []
+    for _ in 0..<runs {
+        try withWireGuardNamespace { name, _ in
+            setconf.append(try seconds { try shell(["ip", "netns", "exec", name, "wg", "setconf", "wg0", file.path]) })
+            show.append(try seconds { try shell(["ip", "netns", "exec", name, "wg", "show", "wg0", "dump"]) })
+        }
+        try withWireGuardNamespace { _, namespace in
+            let wireguard = try namespace.perform { try WireGuardNetlink() }
+            apply.append(try seconds { try wireguard.apply(device: "wg0", change) })
+            var seen = 0
+            read.append(try seconds { seen = try wireguard.device(named: "wg0")?.peers.count ?? 0 })
+            if seen != count { throw BenchError("read back \(seen) peers, expected \(count)") }
+        }
+    }
+    report("wireguard apply N=\(count) runs=\(runs)", apply, "wg setconf", setconf)
+    report("wireguard poll N=\(count) runs=\(runs)", read, "wg show dump", show)
+}
+
 signal(SIGPIPE, SIG_IGN)
 let arguments = CommandLine.arguments.dropFirst()
 let count = arguments.dropFirst().first.flatMap { Int($0) } ?? 10_000
 do {
     switch arguments.first ?? "routes" {
     case "routes": try benchRoutes(count: count, runs: 5)
-    default: throw BenchError("usage: wgkeeper-bench routes [N]")
+    case "wireguard": try benchWireGuard(count: count, runs: 5)
+    default: throw BenchError("usage: wgkeeper-bench routes|wireguard [N]")
     }
 } catch {
     FileHandle.standardError.write(Data("wgkeeper-bench: \(error)\n".utf8))
