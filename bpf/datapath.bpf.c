@@ -6,6 +6,7 @@
 // takes it exactly as with TC_ACT_OK, and other TCX programs / cls_bpf filters still see it.
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/in6.h>
 #include <linux/ipv6.h>
 #include <linux/icmpv6.h>
@@ -133,6 +134,10 @@ SEC("tc")
 int lan_ingress(struct __sk_buff *skb)
 {
 	if (skb->protocol != bpf_htons(ETH_P_IPV6))
+		return pass();
+	// Only frames sent to the gateway's MAC: in promiscuous mode the device also sees frames
+	// between other hosts, and redirecting those would duplicate them.
+	if (skb->pkt_type != PACKET_HOST)
 		return pass();
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;

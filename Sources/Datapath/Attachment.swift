@@ -146,16 +146,16 @@ extension Datapath {
     private func filterProgram(_ index: Int32) throws -> UInt32? {
         var programID: UInt32 = 0
         let result = wgk_tc_ingress_query(index, Self.filterHandle, Self.filterPriority, &programID)
-        if result == 0 { return programID }
         // ENOENT: no such filter; EINVAL: no clsact qdisc (the kernel finds no block).
-        if result == -ENOENT || result == -EINVAL { return nil }
+        if result == -ENOENT || result == -EINVAL {
+            _ = LibbpfLog.take()
+            return nil
+        }
         try check(result, "query cls_bpf filter on", "interface \(index)")
-        return nil
+        return programID
     }
 
     private func attachFilter(_ hook: Hook, _ index: Int32) throws -> AttachChange? {
-        let created = wgk_tc_ingress_create(index)
-        if created != -EEXIST { try check(created, "create clsact qdisc on", "interface \(index)") }
         let replace = { (program: Int32) throws in
             _ = try check(wgk_tc_ingress_replace(index, Self.filterHandle, Self.filterPriority, program),
                           "attach cls_bpf filter for \(hook) on", "interface \(index)")
@@ -163,6 +163,8 @@ extension Datapath {
         if let attached = try filterProgram(index) {
             return try keepOrReplace(hook, attached: attached, replace: replace)
         }
+        let created = wgk_tc_ingress_create(index)
+        if created == -EEXIST { _ = LibbpfLog.take() } else { try check(created, "create clsact qdisc on", "interface \(index)") }
         let program = programs[hook]!
         try replace(program.fd.raw)
         return .attached(hook, .clsact, programID: program.info.id)
@@ -172,7 +174,11 @@ extension Datapath {
     private func removeFilter(_ hook: Hook, _ index: Int32) throws -> Bool {
         guard (try? filterProgram(index)) ?? nil != nil else { return false }
         let result = wgk_tc_ingress_delete(index, Self.filterHandle, Self.filterPriority)
-        if result != -ENOENT { try check(result, "delete cls_bpf filter for \(hook) on", "interface \(index)") }
+        if result == -ENOENT {
+            _ = LibbpfLog.take()
+        } else {
+            try check(result, "delete cls_bpf filter for \(hook) on", "interface \(index)")
+        }
         return true
     }
 }

@@ -111,6 +111,7 @@ public final class Datapath {
         guard !tunnel.isEmpty, !tunnel.contains("/"), tunnel != ".", tunnel != ".." else {
             throw DatapathError("use tunnel name", "'\(tunnel)'", code: EINVAL)
         }
+        _ = LibbpfLog.install
         self.mode = mode ?? .preferred
         let root = pinRoot.count > 1 && pinRoot.hasSuffix("/") ? String(pinRoot.dropLast()) : pinRoot
         pinDirectory = "\(root)/\(tunnel)"

@@ -28,9 +28,10 @@ public struct DatapathError: Error, Equatable, Sendable, CustomStringConvertible
 /// Turns libbpf's `-errno` (or `-1` with `errno`) results into thrown errors.
 @discardableResult
 func check(_ result: Int32, _ operation: String, _ object: String) throws -> Int32 {
-    if result >= 0 { return result }
     let code = result == -1 ? errno : -result
-    throw DatapathError(operation, object, code: code)
+    let messages = LibbpfLog.take()
+    if result >= 0 { return result }
+    throw DatapathError(operation, object, code: code, detail: messages)
 }
 
 /// Retries a raw syscall wrapper on EINTR; throws with context on failure.

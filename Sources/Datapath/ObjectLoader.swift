@@ -16,7 +16,7 @@ enum ObjectLoader {
     /// the programs, and pins maps that were created. Only descriptors leave this function.
     static func load(_ bytes: [UInt8], name: String, pinDirectory: String) throws -> LoadedObject {
         guard let object = bytes.withUnsafeBytes({ bpf_object__open_mem($0.baseAddress, $0.count, nil) }) else {
-            throw DatapathError("open BPF object", name, code: errno)
+            throw DatapathError("open BPF object", name, code: errno, detail: LibbpfLog.take())
         }
         defer { bpf_object__close(object) }
 

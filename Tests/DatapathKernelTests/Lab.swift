@@ -69,6 +69,7 @@ final class Lab {
         try Datapath(pinRoot: pinRoot, tunnel: "wgt0", mode: mode)
     }
 
+    @discardableResult
     func attach(_ datapath: Datapath) throws -> [AttachChange] {
         try gateway.namespace.perform { try datapath.attach(lanIndex: lanIndex, tunnelIndex: tunnelIndex) }
     }

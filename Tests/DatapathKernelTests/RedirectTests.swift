@@ -42,6 +42,8 @@ final class RedirectTests: XCTestCase {
         try lab.sendFromLAN(sequence: 11)
         try lab.sendFromLAN(sequence: 12, hopLimit: 1)
         try lab.sendFromLAN(sequence: 13, to: "2001:db8:3::1")    // not a client
+        try lab.capture.send(Packet.ethernet(to: [0x02, 0, 0, 0, 0, 0x99], from: lab.hostMAC,  // another host's frame
+                                             Packet.test(from: Lab.hostAddress, to: Lab.clientAddress, sequence: 14)))
         try lab.capture.send(Packet.ipv4Frame(to: lab.lanMAC, from: lab.hostMAC))
         try lab.capture.send(Packet.ethernet(to: lab.lanMAC, from: lab.hostMAC,
                                              Packet.neighbourSolicitation(from: Lab.hostAddress, to: Lab.clientAddress)))
@@ -60,7 +62,22 @@ final class RedirectTests: XCTestCase {
         XCTAssertEqual(counters.lanToTunnel, 1)
         XCTAssertEqual(counters.hopLimitExpired, 2)
         XCTAssertEqual(counters.errors, 0)
-        XCTAssertGreaterThanOrEqual(counters.passed, 4, "other destination, IPv4, NS, the gateway's own address")
+        XCTAssertGreaterThanOrEqual(counters.passed, 5, "other destination, other MAC, IPv4, NS, the gateway's own address")
+    }
+
+    func testErrorsNameTheOperationInterfaceAndKernelMessage() throws {
+        let lab = try Lab(for: self)
+        for mode in AttachMode.allCases {
+            let datapath = try lab.datapath(mode: mode)
+            XCTAssertThrowsError(try lab.gateway.namespace.perform {
+                try datapath.attach(lanIndex: 9999, tunnelIndex: lab.tunnelIndex)
+            }) { error in
+                let error = error as? DatapathError
+                XCTAssertEqual(error?.object, "interface 9999", "\(mode)")
+                XCTAssertEqual(error?.code, ENODEV, "\(mode): \(String(describing: error))")
+                XCTAssertTrue(error?.description.contains("No such device") ?? false, "\(mode): \(String(describing: error))")
+            }
+        }
     }
 
     /// The other mode's hook is empty: `tc filter show` for clsact, the link pins for TCX.

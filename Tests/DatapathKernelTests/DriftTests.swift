@@ -1,0 +1,99 @@
+import CBPF
+import Datapath
+import Foundation
+import Netlink
+import XCTest
+
+/// Someone changes the datapath behind the daemon's back: `state` sees it, `attach` /
+/// `synchronize` repair it.
+final class DriftTests: XCTestCase {
+    func testDetachedTCXLinkIsReattached() throws {
+        try repair(mode: .tcx, hook: .lanIngress) { lab in
+            try shell("bpftool", "link", "detach", "pinned", "\(lab.pinRoot)/wgt0/lan_ingress_link")
+        }
+    }
+
+    func testRemovedTCXLinkIsReattached() throws {
+        // Nothing but the pin holds the link: removing it detaches the program.
+        try repair(mode: .tcx, hook: .tunnelIngress) { lab in
+            try FileManager.default.removeItem(atPath: "\(lab.pinRoot)/wgt0/tunnel_ingress_link")
+            // The last reference goes with the pin; the kernel frees the link from a work queue.
+            usleep(200_000)
+        }
+    }
+
+    func testDeletedFilterIsReattached() throws {
+        try repair(mode: .clsact, hook: .lanIngress) { lab in
+            try shell("tc", "-n", lab.gateway.name, "filter", "del", "dev", "lan0", "ingress")
+        }
+    }
+
+    func testDeletedQdiscIsReattached() throws {
+        try repair(mode: .clsact, hook: .tunnelIngress) { lab in
+            try shell("tc", "-n", lab.gateway.name, "qdisc", "del", "dev", "wgt0", "clsact")
+        }
+    }
+
+    private func repair(mode: AttachMode, hook: Hook, drift: (Lab) throws -> Void) throws {
+        let lab = try Lab(for: self)
+        let datapath = try lab.datapath(mode: mode)
+        try lab.attach(datapath)
+        try lab.configureEntries(datapath)
+        try lab.sendFromTunnel(sequence: 0)
+        XCTAssertEqual(lab.receivedOnLAN().map(\.0), [0])
+
+        try drift(lab)
+        let state = try lab.state(datapath)
+        XCTAssertFalse(state.isInSync)
+        XCTAssertEqual(hook == .lanIngress ? state.lan : state.tunnel, .detached)
+        XCTAssertEqual(hook == .lanIngress ? state.tunnel : state.lan, .attached(programID: datapath.programIDs[hook == .lanIngress ? .tunnelIngress : .lanIngress]!))
+        // The drift is real: that direction no longer redirects.
+        try send(lab, hook, sequence: 1)
+        XCTAssertEqual(received(lab, hook), [])
+
+        XCTAssertEqual(try lab.attach(datapath), [.attached(hook, mode, programID: datapath.programIDs[hook]!)])
+        XCTAssertTrue(try lab.state(datapath).isInSync)
+        XCTAssertEqual(try lab.attach(datapath), [])
+        try send(lab, hook, sequence: 2)
+        XCTAssertEqual(received(lab, hook), [2])
+    }
+
+    private func send(_ lab: Lab, _ hook: Hook, sequence: UInt32) throws {
+        hook == .lanIngress ? try lab.sendFromLAN(sequence: sequence) : try lab.sendFromTunnel(sequence: sequence)
+    }
+
+    private func received(_ lab: Lab, _ hook: Hook) -> [UInt32] {
+        (hook == .lanIngress ? lab.receivedOnTunnel() : lab.receivedOnLAN()).map(\.0)
+    }
+
+    func testMapEntriesChangedWithBpftoolAreRestored() throws {
+        let lab = try Lab(for: self)
+        let datapath = try lab.datapath()
+        try lab.attach(datapath)
+        try lab.configureEntries(datapath)
+        let pins = "\(lab.pinRoot)/wgt0"
+        // struct prefix_key: prefix length 64 (little endian), then 2001:db8:2::.
+        let clientKey = ["40", "00", "00", "00", "20", "01", "0d", "b8", "00", "02"] + Array(repeating: "00", count: 10)
+        try shell(["bpftool", "map", "delete", "pinned", "\(pins)/client_prefixes", "key", "hex"] + clientKey)
+        let lanKey = ["40", "00", "00", "00", "20", "01", "0d", "b8", "00", "01"] + Array(repeating: "00", count: 10)
+        try shell(["bpftool", "map", "update", "pinned", "\(pins)/lan_prefixes", "key", "hex"] + lanKey + ["value", "hex", "00", "00", "00", "00"])
+        try shell(["bpftool", "map", "update", "pinned", "\(pins)/config", "key", "hex", "00", "00", "00", "00",
+                   "value", "hex", "00", "00", "00", "00", "00", "00", "00", "00"])
+
+        XCTAssertEqual(try datapath.entries(in: .clients), [:])
+        XCTAssertEqual(try datapath.entries(in: .lan)[Lab.lanPrefix], .pass)
+        XCTAssertFalse(try lab.state(datapath).configured)
+        try lab.sendFromLAN(sequence: 1)
+        XCTAssertEqual(lab.receivedOnTunnel().map(\.0), [])
+
+        try lab.configureEntries(datapath)
+        XCTAssertEqual(try lab.attach(datapath), [.configured(lanIndex: lab.lanIndex, tunnelIndex: lab.tunnelIndex)])
+        XCTAssertEqual(try datapath.entries(in: .clients), Lab.desiredClients)
+        XCTAssertEqual(try datapath.entries(in: .lan), Lab.desiredLAN)
+        XCTAssertTrue(try lab.state(datapath).isInSync)
+        try lab.sendFromLAN(sequence: 2)
+        try lab.sendFromTunnel(sequence: 3)
+        XCTAssertEqual(lab.receivedOnTunnel().map(\.0), [2])
+        XCTAssertEqual(lab.receivedOnLAN().map(\.0), [3])
+    }
+}
