@@ -85,10 +85,19 @@ static __always_inline int pass(void)
 	return TC_ACT_UNSPEC;
 }
 
-// What to do with an IPv6 header at `offset`: 0 = pass, 1 = redirect, 2 = hop limit expired.
 enum verdict { VERDICT_PASS, VERDICT_REDIRECT, VERDICT_EXPIRED };
 
-static __always_inline enum verdict classify(struct __sk_buff *skb, __u32 offset, void *prefixes)
+static __always_inline int lookup_redirect(void *prefixes, struct prefix_key *key)
+{
+	__u32 *action = bpf_map_lookup_elem(prefixes, key);
+	return action && *action == ACTION_REDIRECT;
+}
+
+// `prefixes` decides; a destination also found in `exclude` is passed. The tunnel side
+// excludes the VPN clients: their /128s lie inside the LAN prefix (proxy NDP, DESIGN §1),
+// yet must never be sent to the LAN, where only the gateway itself answers for them.
+static __always_inline enum verdict classify(struct __sk_buff *skb, __u32 offset, void *prefixes,
+					     void *exclude)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
@@ -104,8 +113,9 @@ static __always_inline enum verdict classify(struct __sk_buff *skb, __u32 offset
 
 	struct prefix_key key = { .prefixlen = 128 };
 	__builtin_memcpy(key.addr, ip6->daddr.in6_u.u6_addr8, 16);
-	__u32 *action = bpf_map_lookup_elem(prefixes, &key);
-	if (!action || *action != ACTION_REDIRECT)
+	if (!lookup_redirect(prefixes, &key))
+		return VERDICT_PASS;
+	if (exclude && lookup_redirect(exclude, &key))
 		return VERDICT_PASS;
 
 	// Neighbour discovery for a redirected address (NUD probes to a client) is answered by
@@ -149,7 +159,7 @@ int lan_ingress(struct __sk_buff *skb)
 	if (!cfg || cfg->tunnel_ifindex == 0)
 		return pass();
 
-	switch (classify(skb, sizeof(struct ethhdr), &client_prefixes)) {
+	switch (classify(skb, sizeof(struct ethhdr), &client_prefixes, NULL)) {
 	case VERDICT_PASS:
 		return pass();
 	case VERDICT_EXPIRED:
@@ -185,7 +195,7 @@ int tunnel_ingress(struct __sk_buff *skb)
 	if (!cfg || cfg->lan_ifindex == 0)
 		return pass();
 
-	switch (classify(skb, 0, &lan_prefixes)) {
+	switch (classify(skb, 0, &lan_prefixes, &client_prefixes)) {
 	case VERDICT_PASS:
 		return pass();
 	case VERDICT_EXPIRED:

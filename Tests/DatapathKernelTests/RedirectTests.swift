@@ -65,6 +65,27 @@ final class RedirectTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(counters.passed, 5, "other destination, other MAC, IPv4, NS, the gateway's own address")
     }
 
+    /// As deployed (DESIGN §5): client /128s inside the LAN prefix, answered by proxy NDP.
+    func testClientInsideTheLANPrefixIsNeverSentToTheLAN() throws {
+        let lab = try Lab(for: self)
+        let client = "2001:db8:1::100"
+        // A LAN host claiming the client's address would receive a wrongly redirected packet.
+        try lab.host.ip("-6", "addr", "add", "\(client)/64", "dev", "host0", "nodad")
+        let datapath = try lab.datapath()
+        try lab.attach(datapath)
+        try datapath.set(.redirect, for: IPPrefix("\(client)/128")!, in: .clients)
+        XCTAssertEqual(try datapath.synchronize(.lan, to: Lab.desiredLAN), [:])
+
+        try lab.sendFromTunnel(sequence: 1, to: client)
+        try lab.sendFromTunnel(sequence: 2)
+        try lab.sendFromLAN(sequence: 3, to: client)
+        XCTAssertEqual(lab.receivedOnLAN().map(\.0), [2])
+        XCTAssertEqual(lab.receivedOnTunnel().map(\.0), [3])
+        let counters = try datapath.counters()
+        XCTAssertEqual(counters.tunnelToLan, 1)
+        XCTAssertEqual(counters.lanToTunnel, 1)
+    }
+
     func testErrorsNameTheOperationInterfaceAndKernelMessage() throws {
         let lab = try Lab(for: self)
         for mode in AttachMode.allCases {
