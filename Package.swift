@@ -62,6 +62,9 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Netlink"], path: "Tests/TestSupport"),
         .testTarget(name: "KernelTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "WireGuardVMTests", dependencies: ["Netlink", "TestSupport"]),
+        .testTarget(name: "ConfigTests", dependencies: ["Config", "Reconciler", "Netlink"]),
+        .testTarget(name: "ReconcilerTests", dependencies: ["Reconciler", "Netlink"]),
+        .testTarget(name: "ReconcilerKernelTests", dependencies: ["Reconciler", "Config", "Netlink", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -136,9 +136,15 @@ struct Decoder {
     mutating func decode(_ tree: Tree) -> Configuration {
         var config = Configuration()
         guard let top = mapping(tree, "the configuration", known: ConfigKeys.top) else { return config }
-        if let runtime = top["runtime"] { config.runtime = decodeRuntime(runtime) }
-        if let wireguard = top["wireguard"] { config.devices = decodeDevices(wireguard) }
-        if let gateway = top["gateway"] { config.gateway = decodeGateway(gateway) }
+        // An empty section is the same as an absent one.
+        let section = { (key: String) -> Tree.Entry? in
+            guard let entry = top[key] else { return nil }
+            if case .null = entry.value { return nil }
+            return entry
+        }
+        if let runtime = section("runtime") { config.runtime = decodeRuntime(runtime) }
+        if let wireguard = section("wireguard") { config.devices = decodeDevices(wireguard) }
+        if let gateway = section("gateway") { config.gateway = decodeGateway(gateway) }
         for (i, item) in list(top["routes"]?.value, "routes").enumerated() {
             if let route = decodeRoute(item, "routes[\(i)]") { config.routes.append(route) }
         }

@@ -47,7 +47,7 @@ enum Scalars {
     }
 
     static func ipv6Prefix(_ text: String) -> IPPrefix? {
-        guard let prefix = IPPrefix(text), prefix.family == .inet6 else { return nil }
+        guard text.contains("/"), let prefix = IPPrefix(text), prefix.family == .inet6 else { return nil }
         return prefix
     }
 

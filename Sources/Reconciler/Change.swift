@@ -143,7 +143,7 @@ public struct Pending: Hashable, Sendable, CustomStringConvertible {
         self.reason = reason
     }
 
-    public var description: String { "\(kind) \(object): \(reason)" }
+    public var description: String { "\(object): \(reason)" }
 }
 
 /// A desired object whose identity a foreign object holds: wgkeeper leaves both alone.
@@ -158,7 +158,7 @@ public struct Conflict: Hashable, Sendable, CustomStringConvertible {
         self.foreign = foreign
     }
 
-    public var description: String { "\(kind) \(desired): held by a foreign \(foreign)" }
+    public var description: String { "\(desired): held by a foreign \(foreign)" }
 }
 
 /// A safety check that does not hold.

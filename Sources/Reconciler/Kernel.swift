@@ -150,3 +150,9 @@ public struct KernelApplier {
         return results
     }
 }
+
+extension WireGuardNetlink: WireGuardControl {
+    public func apply(device name: String, _ change: WireGuardDeviceChange) throws {
+        try apply(device: name, change, messageBytes: 32 * 1024)
+    }
+}

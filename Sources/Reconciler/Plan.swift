@@ -234,7 +234,8 @@ private struct Planner {
             let route = Route(destination: item.destination, table: item.table, protocolNumber: protocolNumber,
                               outputInterface: index, gateway: item.gateway, metric: item.metric)
             let present = byIdentity[item.identity] ?? []
-            if let foreign = present.first(where: { $0.protocolNumber != protocolNumber }) {
+            // Ours means our protocol on a managed interface; anything else at this identity is foreign.
+            if let foreign = present.first(where: { $0.protocolNumber != protocolNumber || managedName($0.outputInterface) == nil }) {
                 let device = foreign.outputInterface.flatMap { nameByIndex[$0] } ?? "?"
                 result.conflicts.append(Conflict(kind: .route, desired: "route " + Change.describe(route, device: item.device),
                                                  foreign: "route " + Change.describe(foreign, device: device)))

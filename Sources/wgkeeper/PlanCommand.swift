@@ -62,9 +62,9 @@ struct PlanCommand: ParsableCommand {
     }
 }
 
-/// WireGuard's generic-netlink client, when this build has one (issue 3); until then peers
-/// show as pending.
-func wireGuardControl() -> WireGuardControl? { nil }
+/// WireGuard's generic-netlink client; nil where the kernel has no WireGuard, so that peers
+/// show as pending instead of failing the whole plan.
+func wireGuardControl() -> WireGuardControl? { try? WireGuardNetlink() }
 
 /// The `--json` shape of a plan.
 struct PlanReport: Encodable {

@@ -1,0 +1,108 @@
+import Config
+import Foundation
+import Netlink
+import Reconciler
+import XCTest
+
+final class IncludeTests: XCTestCase {
+    private var fixture: ConfigFixture!
+
+    override func setUpWithError() throws { fixture = try ConfigFixture(for: self) }
+
+    private var mainWithInclude: String { "runtime:\n  include_dir: conf.d\n" + AcceptedConfigs.minimal }
+
+    func testPeersFromSeveralFilesAreAppendedInNameOrder() throws {
+        try fixture.write("conf.d/20-carol.yaml", AcceptedConfigs.includeFragment)
+        try fixture.write("conf.d/10-alice.yaml", """
+            wireguard:
+              wg0:
+                peers:
+                  - name: alice-laptop
+                    public_key: "\(ConfigFixture.alice)"
+                    allowed_ips: [2001:db8:1::100/128]
+            """)
+        try fixture.write("conf.d/ignored.yml", "this: is not read\n")
+        let loaded = try fixture.loaded(mainWithInclude)
+        XCTAssertEqual(loaded.desired.devices.first?.peers.map(\.name), ["alice-laptop", "carol-desktop"])
+        XCTAssertEqual(loaded.configuration.files.map { ($0 as NSString).lastPathComponent },
+                       ["wgkeeper.yaml", "10-alice.yaml", "20-carol.yaml"])
+    }
+
+    func testScalarSetTwiceNamesBothPlaces() throws {
+        try fixture.write("conf.d/port.yaml", "wireguard:\n  wg0:\n    listen_port: 51821\n")
+        XCTAssertEqual(try fixture.errors(mainWithInclude.replacingOccurrences(of: "wg0.key\n", with: "wg0.key\n    listen_port: 51820\n")), [
+            "conf.d/port.yaml:3:5: wireguard.wg0.listen_port is already set at wgkeeper.yaml:6:5",
+        ])
+    }
+
+    func testMapAndListMismatch() throws {
+        try fixture.write("conf.d/bad.yaml", "wireguard:\n  wg0:\n    peers: {name: x}\n")
+        XCTAssertEqual(try fixture.errors(mainWithInclude.replacingOccurrences(of: "wg0.key\n", with: "wg0.key\n    peers: []\n")), [
+            "conf.d/bad.yaml:3:12: wireguard.wg0.peers is a mapping here but a list at wgkeeper.yaml:6:12",
+        ])
+    }
+
+    func testIncludeFileMayNotNameAnotherIncludeDir() throws {
+        try fixture.write("conf.d/a.yaml", "runtime:\n  include_dir: more\n")
+        XCTAssertEqual(try fixture.errors(mainWithInclude), [
+            "conf.d/a.yaml:2:3: runtime.include_dir is already set at wgkeeper.yaml:2:3",
+            "conf.d/a.yaml:2:16: include_dir: only the main configuration file may name one",
+        ])
+    }
+
+    func testMissingIncludeDir() throws {
+        let errors = try fixture.errors(mainWithInclude)
+        XCTAssertEqual(errors.count, 1)
+        XCTAssertTrue(errors[0].hasPrefix("wgkeeper.yaml:2:16: include_dir: cannot read directory conf.d: "), errors[0])
+    }
+
+    func testErrorInAnIncludedFileNamesThatFile() throws {
+        try fixture.write("conf.d/carol.yaml", AcceptedConfigs.includeFragment.replacingOccurrences(of: "/128]", with: "/200]"))
+        XCTAssertEqual(try fixture.errors(mainWithInclude), [
+            "conf.d/carol.yaml:6:23: allowed_ips: \"2001:db8:1::102/200\" is not an IPv6 prefix",
+        ])
+    }
+}
+
+final class DerivationTests: XCTestCase {
+    func testGatewayExpandsIntoRoutesProxiesSysctlsAndDatapath() throws {
+        let fixture = try ConfigFixture(for: self)
+        let desired = try fixture.loaded(AcceptedConfigs.base).desired
+        XCTAssertEqual(desired.routeProtocol, 77)
+        XCTAssertEqual(Set(desired.routes.map { "\($0.destination) \($0.device) \($0.table) \($0.metric) \($0.origin)" }), [
+            "2001:db8:1::/64 private0 254 1024 gateway lan_prefix",
+            "2001:db8:1::100/128 wg0 254 1024 peer alice-laptop",
+            "2001:db8:1::101/128 wg0 254 1024 peer bob-phone",
+            "2001:db8:5::/64 wg0 254 1024 peer bob-phone",
+            "2001:db8:2::/64 wg0 100 10 explicit",
+        ])
+        XCTAssertEqual(desired.routes.first { $0.origin == .explicit }?.gateway, IPAddress("fe80::1"))
+        XCTAssertEqual(Set(desired.proxies.map { "\($0.address) \($0.device)" }),
+                       ["2001:db8:1::100 private0", "2001:db8:1::101 private0", "2001:db8:1::200 private0"])
+        XCTAssertEqual(Set(desired.sysctls.map { "\($0.sysctl)=\($0.value)" }),
+                       ["net.ipv6.conf.private0.forwarding=1", "net.ipv6.conf.private0.proxy_ndp=1"])
+        XCTAssertEqual(desired.safetyChecks.map { "\($0.sysctl)=\($0.expected)" }, ["net.ipv6.conf.all.forwarding=0"])
+        XCTAssertEqual(desired.datapath?.lan, "private0")
+        XCTAssertEqual(Set(desired.datapath?.entries.map(\.description) ?? []), [
+            "tunnel-to-lan 2001:db8:1::/64", "lan-to-tunnel 2001:db8:1::100/128",
+            "lan-to-tunnel 2001:db8:1::101/128", "lan-to-tunnel 2001:db8:5::/64",
+        ])
+        let alice = try XCTUnwrap(desired.devices.first?.peers.first)
+        XCTAssertNotNil(alice.presharedKey)
+        XCTAssertEqual(alice.persistentKeepalive, 25)
+        XCTAssertEqual(alice.endpoint, .address(Endpoint("[2001:db8:ff::2]:51820")!))
+        XCTAssertEqual(desired.devices.first?.peers.last?.endpoint, .host("vpn.example.com", port: 51820))
+        XCTAssertEqual(desired.devices.first?.listenPort, 51820)
+        XCTAssertNotNil(desired.devices.first?.privateKey)
+    }
+
+    func testNoProxiesNorDatapathWhenSwitchedOff() throws {
+        let fixture = try ConfigFixture(for: self)
+        let text = AcceptedConfigs.base.replacingOccurrences(of: "proxy_ndp: true", with: "proxy_ndp: false")
+            .replacingOccurrences(of: "redirect: true", with: "redirect: false")
+        let desired = try fixture.loaded(text).desired
+        XCTAssertEqual(desired.proxies.map(\.origin), [.explicit])
+        XCTAssertTrue(desired.sysctls.isEmpty)
+        XCTAssertNil(desired.datapath)
+    }
+}
