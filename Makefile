@@ -35,6 +35,7 @@ test-unit: deps
 # Tier 2: root, throwaway network namespaces on the host kernel.
 test-kernel: deps
 	@[ "$$(id -u)" = 0 ] || { echo "error: the kernel tier needs root (network namespaces, netlink writes)" >&2; exit 1; }
+	$(SWIFT) build $(SWIFT_FLAGS)
 	scripts/netns-sweep
 	scripts/run-tier kernel $(SWIFT_FLAGS) --filter KernelTests; status=$$?; scripts/netns-sweep; exit $$status
 

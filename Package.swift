@@ -22,6 +22,7 @@ let package = Package(
         .systemLibrary(name: "CNetlink", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
         .systemLibrary(name: "CBPF", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        .systemLibrary(name: "CLinux"),
 
         // Edges: the kernel.
         .target(
@@ -44,7 +45,7 @@ let package = Package(
         .target(
             name: "Daemon",
             dependencies: [
-                "Config", "Reconciler", "Datapath", "Netlink", "CSystemd",
+                "Config", "Reconciler", "Datapath", "Netlink", "CSystemd", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -62,6 +63,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Netlink"], path: "Tests/TestSupport"),
         .testTarget(name: "KernelTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "WireGuardVMTests", dependencies: ["Netlink", "TestSupport"]),
+        .testTarget(name: "DaemonKernelTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "Reconciler", "Netlink"]),
         .testTarget(name: "ReconcilerTests", dependencies: ["Reconciler", "Netlink"]),
         .testTarget(name: "ReconcilerKernelTests", dependencies: ["Reconciler", "Config", "Netlink", "TestSupport"]),

@@ -1,2 +1,203 @@
-/// The event loop, systemd notification and the status socket (issue 5).
-public enum Daemon {}
+import Config
+import Foundation
+import Glibc
+import Logging
+import Netlink
+import Reconciler
+
+/// The long-running controller: one thread, one loop, all state owned here (DESIGN §3).
+///
+/// The kernel state is cached from dumps and kept current from rtnetlink events; kinds the
+/// kernel does not notify (proxy entries, WireGuard peers) are re-read on their poll timers.
+/// Each reconcile plans against the cache, applies, and drains the events its own writes
+/// caused, so the cache is exact again before the next plan.
+public final class Daemon {
+    public struct Options: Sendable {
+        public var configPath: String
+        public var cleanupOnExit: Bool
+        public init(configPath: String, cleanupOnExit: Bool = false) {
+            self.configPath = configPath
+            self.cleanupOnExit = cleanupOnExit
+        }
+    }
+
+    /// What must be re-read from the kernel before the next plan.
+    enum Read: Hashable {
+        case everything, links, proxies, sysctls, wireGuard
+    }
+
+    struct Failure {
+        var kind: Change.Kind
+        var error: String
+        var attempts: Int
+        var retryAt: ContinuousClock.Instant
+    }
+
+    static let debounce: Duration = .milliseconds(2)
+    static let version = "0.1.0-dev"
+
+    let options: Options
+    var logger: Logger
+    let notifier = Notifier()
+    let loop: EventLoop
+    var loaded: LoadedConfig
+    var generation = 1
+    var configErrors: [String] = []
+
+    let rtnetlink: RTNetlink
+    let events: NetlinkSocket
+    let wireGuard: WireGuardNetlink?
+    var server: StatusServer?
+
+    // The cached kernel state.
+    var links: [Int32: Link] = [:]
+    var routes: [RouteIdentity: Route] = [:]
+    var proxies: [ProxyEntry] = []
+    var sysctls: [String: String] = [:]
+    var wireGuardDevices: [String: WireGuardDevice] = [:]
+    var lastApplied: LastApplied
+
+    // Scheduling.
+    var reads: Set<Read> = [.everything]
+    var reconcileAt: ContinuousClock.Instant? = .now
+    var nextWireGuardPoll: ContinuousClock.Instant = .now
+    var nextProxyPoll: ContinuousClock.Instant = .now
+    var nextResync: ContinuousClock.Instant = .now
+    var nextWatchdog: ContinuousClock.Instant = .now
+    var stopRequested = false
+    var netlinkHealthy = true
+
+    // What status shows.
+    var failures: [String: Failure] = [:]
+    var lastPlan = Plan()
+    var lastReconcile: Date?
+    var lastReconcileDuration: Duration?
+    var reconciles = 0
+    var changesApplied = 0
+    var resyncs = 0
+    var overflows = 0
+    var sysctlWrites = 0
+    var wireGuardWrites: Int { wireGuard?.writeCount ?? 0 }
+
+    var runtime: RuntimeSettings { loaded.configuration.runtime }
+    var desired: DesiredState { loaded.desired }
+
+    /// Loads and validates the configuration and opens every socket. Nothing is written yet.
+    public init(options: Options, logger: Logger) throws {
+        self.options = options
+        self.logger = logger
+        switch ConfigLoader().load(path: options.configPath) {
+        case .success(let config): loaded = config
+        case .failure(let errors): throw DaemonError("invalid configuration:\n\(errors)")
+        }
+        lastApplied = LastApplied(loaded.desired)
+        loop = try EventLoop()
+        rtnetlink = try RTNetlink()
+        events = try NetlinkSocket.events()
+        do {
+            wireGuard = try WireGuardNetlink()
+        } catch {
+            if !loaded.desired.devices.isEmpty {
+                logger.error("WireGuard is unavailable; peers stay pending", metadata: ["error": "\(error)"])
+            }
+            wireGuard = nil
+        }
+        server = try StatusServer(path: loaded.configuration.runtime.statusSocket)
+    }
+
+    // MARK: - the loop
+
+    enum Token: UInt64 {
+        case signals = 1, events = 2, listener = 3
+    }
+
+    public func run() throws -> Int32 {
+        try SignalPipe.install([SIGHUP, SIGTERM, SIGINT])
+        signal(SIGPIPE, SIG_IGN)
+        try loop.add(SignalPipe.readEnd, token: Token.signals.rawValue)
+        try loop.add(events.fileDescriptor, token: Token.events.rawValue)
+        if let server { try loop.add(server.fd, token: Token.listener.rawValue) }
+        logger.info("starting", metadata: ["config": "\(options.configPath)", "summary": "\(loaded.summary)"])
+
+        reconcile()
+        notifier.ready(status: statusLine)
+        logger.info("ready", metadata: ["status": "\(statusLine)"])
+
+        while !stopRequested {
+            let ready = loop.wait(until: nextDeadline)
+            for item in ready { handle(item) }
+            runTimers(now: .now)
+            if let at = reconcileAt, at <= .now { reconcile() }
+        }
+
+        notifier.stopping()
+        logger.info("stopping; kernel state stays in place\(options.cleanupOnExit ? " except what --cleanup removes" : "")")
+        if options.cleanupOnExit { cleanup() }
+        server = nil
+        return 0
+    }
+
+    var nextDeadline: ContinuousClock.Instant? {
+        var candidates = [nextWireGuardPoll, nextProxyPoll, nextResync]
+        if let reconcileAt { candidates.append(reconcileAt) }
+        if notifier.watchdogInterval != nil { candidates.append(nextWatchdog) }
+        if let at = server?.nextDeadline { candidates.append(at) }
+        if let retry = failures.values.map(\.retryAt).min() { candidates.append(retry) }
+        return candidates.min()
+    }
+
+    func schedule(after delay: Duration = .zero) {
+        let at = ContinuousClock.now + delay
+        if reconcileAt == nil || at < reconcileAt! { reconcileAt = at }
+    }
+
+    func runTimers(now: ContinuousClock.Instant) {
+        if now >= nextWireGuardPoll {
+            nextWireGuardPoll = now + runtime.wireGuardPoll
+            if !desired.devices.isEmpty { reads.insert(.wireGuard); schedule() }
+        }
+        if now >= nextProxyPoll {
+            nextProxyPoll = now + runtime.proxyPoll
+            reads.insert(.proxies)
+            schedule()
+        }
+        if now >= nextResync {
+            nextResync = now + runtime.resync
+            reads.insert(.everything)
+            resyncs += 1
+            schedule()
+        }
+        if failures.values.contains(where: { $0.retryAt <= now }) { schedule() }
+        if let interval = notifier.watchdogInterval, now >= nextWatchdog {
+            nextWatchdog = now + interval
+            // Only a loop that turns and talks to the kernel may say it is alive.
+            if netlinkHealthy { notifier.watchdog() }
+        }
+        if let server {
+            for fd in server.expired(at: now) { dropClient(fd) }
+        }
+    }
+
+    func handle(_ ready: EventLoop.Ready) {
+        switch ready.token {
+        case Token.signals.rawValue:
+            for signal in SignalPipe.drain() {
+                switch signal {
+                case SIGHUP:
+                    logger.info("SIGHUP: reloading")
+                    _ = reload()
+                default:
+                    logger.info("signal \(signal): stopping")
+                    stopRequested = true
+                }
+            }
+        case Token.events.rawValue:
+            drainEvents()
+        case Token.listener.rawValue:
+            guard let server else { return }
+            for fd in server.accept() { try? loop.add(fd, token: UInt64(fd) + 1000) }
+        default:
+            handleClient(Int32(ready.token - 1000), ready)
+        }
+    }
+}

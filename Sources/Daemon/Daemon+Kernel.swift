@@ -1,0 +1,139 @@
+import Foundation
+import Logging
+import Netlink
+import Reconciler
+
+/// Keeping the cached kernel state exact: full reads, partial reads, and events.
+extension Daemon {
+    /// Applies queued rtnetlink events to the cache. Routes are updated in place (they carry
+    /// everything); a link change re-reads what hangs off links; an overflow re-reads all.
+    func drainEvents() {
+        let batch: [RouteEvent]
+        do {
+            batch = try events.readEvents()
+        } catch {
+            netlinkHealthy = false
+            logger.error("event socket failed; full resync", metadata: ["error": "\(error)"])
+            reads.insert(.everything)
+            schedule()
+            return
+        }
+        guard !batch.isEmpty else { return }
+        for event in batch {
+            switch event {
+            case .newRoute(let route) where route.family == .inet6:
+                routes[RouteIdentity(route)] = route
+            case .deletedRoute(let route) where route.family == .inet6:
+                if routes[RouteIdentity(route)]?.protocolNumber == route.protocolNumber { routes[RouteIdentity(route)] = nil }
+            case .newLink(let link):
+                if links[link.index] != link { reads.formUnion([.links, .proxies, .wireGuard]) }
+                links[link.index] = link
+            case .deletedLink(let link):
+                links[link.index] = nil
+                // The kernel drops a link's routes without a notification for each: re-read.
+                reads.insert(.everything)
+            case .newAddress, .deletedAddress, .netconf:
+                reads.insert(.sysctls)
+            case .newProxy, .deletedProxy:
+                reads.insert(.proxies)
+            case .overflow:
+                overflows += 1
+                logger.warning("event queue overflowed (ENOBUFS): state unknown, full resync")
+                reads.insert(.everything)
+            default:
+                break
+            }
+        }
+        schedule(after: Daemon.debounce)
+    }
+
+    /// Re-reads what `reads` asks for. Failures leave that part as it was and are retried.
+    func readKernel() {
+        let wanted = reads
+        reads = []
+        do {
+            if wanted.contains(.everything) || wanted.contains(.links) {
+                links = Dictionary(uniqueKeysWithValues: try rtnetlink.links().map { ($0.index, $0) })
+            }
+            if wanted.contains(.everything) {
+                // Drain first: events already queued describe the state the dump will show anyway.
+                _ = try? events.readEvents()
+                routes = Dictionary(try rtnetlink.routes(family: .inet6).map { (RouteIdentity($0), $0) }, uniquingKeysWith: { a, _ in a })
+            }
+            if wanted.contains(.everything) || wanted.contains(.proxies) {
+                proxies = try rtnetlink.proxyEntries()
+            }
+            if wanted.contains(.everything) || wanted.contains(.sysctls) {
+                readSysctls()
+            }
+            if wanted.contains(.everything) || wanted.contains(.wireGuard) {
+                try readWireGuard()
+            }
+            netlinkHealthy = true
+        } catch {
+            netlinkHealthy = false
+            logger.error("reading kernel state failed; retrying", metadata: ["error": "\(error)"])
+            reads.formUnion(wanted)
+            schedule(after: .seconds(1))
+        }
+    }
+
+    func readSysctls() {
+        sysctls = [:]
+        for sysctl in desired.sysctls.map(\.sysctl) + desired.safetyChecks.map(\.sysctl) {
+            sysctls[sysctl.key] = try? sysctl.read()
+        }
+    }
+
+    func readWireGuard(only names: [String]? = nil) throws {
+        guard let wireGuard else { return }
+        for device in desired.devices where names == nil || names!.contains(device.name) {
+            if links.values.contains(where: { $0.name == device.name && $0.kind == "wireguard" }) {
+                wireGuardDevices[device.name] = try wireGuard.device(named: device.name)
+            } else {
+                wireGuardDevices[device.name] = nil
+            }
+        }
+    }
+
+    var observed: ObservedState {
+        ObservedState(links: Array(links.values), routes: Array(routes.values), proxies: proxies, sysctls: sysctls,
+                      wireGuard: wireGuard == nil ? nil : wireGuardDevices, datapath: nil)
+    }
+
+    /// WireGuard devices are created when missing and set up when down: a deleted `wg0`
+    /// comes back, fully configured by the plan that follows.
+    func ensureDevices() {
+        guard wireGuard != nil else { return }
+        var created = false
+        for device in desired.devices {
+            let link = links.values.first { $0.name == device.name }
+            do {
+                if link == nil {
+                    try rtnetlink.socket.perform(Link.createRequest(name: device.name, kind: "wireguard"))
+                    logger.info("created WireGuard device", metadata: ["device": "\(device.name)"])
+                    created = true
+                } else if link!.kind == "wireguard", !link!.isUp {
+                    try rtnetlink.socket.perform(Link.setUpRequest(index: link!.index))
+                    logger.info("set WireGuard device up", metadata: ["device": "\(device.name)"])
+                    created = true
+                }
+            } catch {
+                logger.error("cannot create WireGuard device", metadata: ["device": "\(device.name)", "error": "\(error)"])
+            }
+        }
+        guard created else { return }
+        do {
+            links = Dictionary(uniqueKeysWithValues: try rtnetlink.links().map { ($0.index, $0) })
+            for device in desired.devices {
+                if let link = links.values.first(where: { $0.name == device.name && $0.kind == "wireguard" }), !link.isUp {
+                    try rtnetlink.socket.perform(Link.setUpRequest(index: link.index))
+                }
+            }
+            links = Dictionary(uniqueKeysWithValues: try rtnetlink.links().map { ($0.index, $0) })
+            try readWireGuard()
+        } catch {
+            logger.error("reading new WireGuard devices failed", metadata: ["error": "\(error)"])
+        }
+    }
+}

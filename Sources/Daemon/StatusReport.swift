@@ -1,0 +1,78 @@
+import Foundation
+
+/// The status socket's reply to `{"command":"status"}` (DESIGN §6). Never holds a private or
+/// preshared key.
+public struct StatusReport: Codable, Sendable {
+    public struct KindCounts: Codable, Sendable {
+        public var inSync = 0
+        public var pending = 0
+        public var failed = 0
+        public init() {}
+    }
+
+    public struct FailedObject: Codable, Sendable {
+        public var kind: String
+        public var object: String
+        public var error: String
+        public var attempts: Int
+        public var nextRetryInSeconds: Double
+    }
+
+    public struct PendingObject: Codable, Sendable {
+        public var kind: String
+        public var object: String
+        public var reason: String
+    }
+
+    public struct Peer: Codable, Sendable {
+        public var device: String
+        public var name: String?
+        public var publicKey: String
+        public var endpoint: String?
+        public var latestHandshake: Double?
+        public var receivedBytes: UInt64
+        public var transmittedBytes: UInt64
+    }
+
+    public struct SafetyCheck: Codable, Sendable {
+        public var name: String
+        public var ok: Bool
+        public var detail: String
+    }
+
+    public struct Datapath: Codable, Sendable {
+        public var attachMode: String
+        public var counters: [String: UInt64]
+    }
+
+    public var version: String
+    public var pid: Int32
+    public var configGeneration: Int
+    public var configFiles: [String]
+    public var configErrors: [String]
+    public var lastReconcile: Double?
+    public var lastReconcileDurationMs: Double?
+    public var reconciles: Int
+    public var netlinkWrites: Int
+    public var changesApplied: Int
+    public var resyncs: Int
+    public var overflows: Int
+    public var kinds: [String: KindCounts]
+    public var failed: [FailedObject]
+    public var pending: [PendingObject]
+    public var conflicts: [String]
+    public var peers: [Peer]
+    public var datapath: Datapath?
+    public var safety: [SafetyCheck]
+}
+
+public struct ReloadReply: Codable, Sendable {
+    public var ok: Bool
+    public var configGeneration: Int
+    public var errors: [String]
+    public var changesApplied: Int
+}
+
+public struct ErrorReply: Codable, Sendable {
+    public var error: String
+}

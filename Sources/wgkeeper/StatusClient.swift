@@ -1,0 +1,48 @@
+import Daemon
+import Foundation
+import Glibc
+
+/// One request on the daemon's status socket, one reply line back, within a deadline.
+func askDaemon(socket path: String, command: String, timeout: Duration = .seconds(30)) throws -> Data {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw CLIError("socket: \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw CLIError("socket path too long: \(path)") }
+    withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard connected == 0 else {
+        throw CLIError("cannot reach wgkeeper at \(path): \(String(cString: strerror(errno))) (is `wgkeeper run` running? see --socket)")
+    }
+    var seconds = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &seconds, socklen_t(MemoryLayout<timeval>.size))
+    let request = Array(#"{"command":"\#(command)"}"#.utf8) + [10]
+    guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else {
+        throw CLIError("sending to \(path) failed: \(String(cString: strerror(errno)))")
+    }
+    var reply: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+    while !reply.contains(10) {
+        let n = recv(fd, &buffer, buffer.count, 0)
+        if n > 0 { reply += buffer[0..<n]; continue }
+        if n < 0, errno == EINTR { continue }
+        throw CLIError(n == 0 ? "wgkeeper closed the connection without answering" : "no answer from wgkeeper: \(String(cString: strerror(errno)))")
+    }
+    return Data(reply[..<reply.firstIndex(of: 10)!])
+}
+
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+func decodeReply<T: Decodable>(_ type: T.Type, _ data: Data) throws -> T {
+    let decoder = JSONDecoder()
+    decoder.keyDecodingStrategy = .convertFromSnakeCase
+    if let error = try? decoder.decode(ErrorReply.self, from: data) { throw CLIError("wgkeeper: \(error.error)") }
+    return try decoder.decode(T.self, from: data)
+}

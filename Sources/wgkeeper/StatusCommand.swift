@@ -1,0 +1,69 @@
+import ArgumentParser
+import Daemon
+import Foundation
+
+/// `wgkeeper status`: ask a running daemon what it holds, what failed, and why.
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Show a running daemon's state (per-kind counts, failures, peers, safety checks).")
+
+    @Option(name: .long, help: "The daemon's status socket.")
+    var socket: String = "/run/wgkeeper/status.sock"
+
+    @Flag(name: .long, help: "Print the raw JSON reply.")
+    var json = false
+
+    func run() throws {
+        let data: Data
+        do { data = try askDaemon(socket: socket, command: "status") } catch { printToStandardError("\(error)"); throw ExitCode(1) }
+        if json {
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        let report = try decodeReply(StatusReport.self, data)
+        print(render(report))
+    }
+
+    func render(_ r: StatusReport) -> String {
+        var lines: [String] = []
+        let age = r.lastReconcile.map { String(format: "%.1fs ago", Date().timeIntervalSince1970 - $0) } ?? "never"
+        lines.append("wgkeeper \(r.version), pid \(r.pid), config generation \(r.configGeneration) (\(r.configFiles.joined(separator: ", ")))")
+        lines.append(String(format: "last reconcile %@ (%.1f ms); %d reconciles, %d netlink writes, %d changes applied, %d resyncs, %d overflows",
+                            age, r.lastReconcileDurationMs ?? 0, r.reconciles, r.netlinkWrites, r.changesApplied, r.resyncs, r.overflows))
+        for error in r.configErrors { lines.append("config error (last reload refused): \(error)") }
+        lines.append("")
+        lines.append("kind        in sync  pending  failed")
+        for kind in ["sysctl", "peer", "route", "proxy", "datapath"] {
+            let c = r.kinds[kind] ?? .init()
+            lines.append(kind.padding(toLength: 10, withPad: " ", startingAt: 0) + String(format: "%9d%9d%8d", c.inSync, c.pending, c.failed))
+        }
+        if !r.failed.isEmpty {
+            lines.append("")
+            lines.append("failed:")
+            for f in r.failed { lines.append("  \(f.object): \(f.error) (attempt \(f.attempts), retry in \(Int(f.nextRetryInSeconds))s)") }
+        }
+        if !r.pending.isEmpty {
+            lines.append("")
+            lines.append("pending:")
+            for p in r.pending { lines.append("  \(p.object): \(p.reason)") }
+        }
+        for conflict in r.conflicts { lines.append("conflict: \(conflict)") }
+        if !r.peers.isEmpty {
+            lines.append("")
+            lines.append("peers:")
+            let now = Date().timeIntervalSince1970
+            for p in r.peers {
+                let handshake = p.latestHandshake.map { "\(Int(now - $0))s ago" } ?? "never"
+                lines.append("  \(p.name ?? "(unknown)") \(p.publicKey) dev \(p.device) endpoint \(p.endpoint ?? "(none)") handshake \(handshake) rx \(p.receivedBytes) tx \(p.transmittedBytes)")
+            }
+        }
+        if let datapath = r.datapath {
+            lines.append("")
+            lines.append("datapath: \(datapath.attachMode); " + datapath.counters.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        }
+        lines.append("")
+        lines.append("safety:")
+        for check in r.safety { lines.append("  \(check.ok ? "ok  " : "FAIL") \(check.name) \(check.detail)") }
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,133 @@
+import Foundation
+import Glibc
+import Netlink
+import TestSupport
+import XCTest
+
+/// Runs `wgkeeper run` inside a test namespace, with its status socket and a notify socket
+/// (standing in for systemd) in a private directory; stops it in teardown.
+final class DaemonHarness: @unchecked Sendable {
+    let ns: TestNamespace
+    let directory: URL
+    let configPath: String
+    let socketPath: String
+    private(set) var process: Process?
+    private var notifyFD: Int32 = -1
+    private(set) var notifications: [String] = []
+    var output = Pipe()
+
+    static var binary: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("wgkeeper").path
+    }
+
+    init(_ test: XCTestCase, ns: TestNamespace) throws {
+        self.ns = ns
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("wgk-daemon-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        configPath = directory.appendingPathComponent("wgkeeper.yaml").path
+        socketPath = directory.appendingPathComponent("status.sock").path
+        let keyPath = directory.appendingPathComponent("wg0.key").path
+        try (PrivateKey.generate().key.base64 + "\n").write(toFile: keyPath, atomically: false, encoding: .utf8)
+        chmod(keyPath, 0o600)
+        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
+            throw TestFailure("\(Self.binary) is missing: run `swift build` before the kernel tier")
+        }
+        let directory = self.directory
+        test.addTeardownBlock { [self] in
+            self.stop(signal: SIGKILL)
+            try? FileManager.default.removeItem(at: directory)
+            if notifyFD >= 0 { close(notifyFD) }
+        }
+    }
+
+    var keyPath: String { directory.appendingPathComponent("wg0.key").path }
+
+    func writeConfig(_ yaml: String) throws {
+        try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
+    }
+
+    /// Starts the daemon and waits for `READY=1`.
+    func start(watchdogUsec: Int? = nil, extraArguments: [String] = []) throws {
+        if notifyFD < 0 { try openNotifySocket() }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["ip", "netns", "exec", ns.name, Self.binary, "run", "--config", configPath] + extraArguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["NOTIFY_SOCKET"] = notifyPath
+        if let watchdogUsec { environment["WATCHDOG_USEC"] = "\(watchdogUsec)" } else { environment["WATCHDOG_USEC"] = nil }
+        environment["WATCHDOG_PID"] = nil
+        process.environment = environment
+        output = Pipe()
+        process.standardError = output
+        process.standardOutput = output
+        try process.run()
+        self.process = process
+        notifications = []
+        try waitForNotification { $0.contains("READY=1") }
+    }
+
+    func stop(signal: Int32 = SIGTERM) {
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, signal)
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    var log: String { String(decoding: output.fileHandleForReading.availableData, as: UTF8.self) }
+
+    private var notifyPath: String { directory.appendingPathComponent("notify.sock").path }
+
+    private func openNotifySocket() throws {
+        notifyFD = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(notifyPath.utf8)) }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(notifyFD, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0 else { throw TestFailure("cannot bind the notify socket") }
+    }
+
+    /// Collects notifications until one satisfies `predicate` (10 s at most).
+    @discardableResult
+    func waitForNotification(timeout: Duration = .seconds(10), _ predicate: (String) -> Bool) throws -> String {
+        let deadline = ContinuousClock.now + timeout
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while ContinuousClock.now < deadline {
+            var pfd = pollfd(fd: notifyFD, events: Int16(POLLIN), revents: 0)
+            if poll(&pfd, 1, 100) > 0 {
+                let n = recv(notifyFD, &buffer, buffer.count, 0)
+                if n > 0 {
+                    let message = String(decoding: buffer[0..<n], as: UTF8.self)
+                    notifications.append(message)
+                    if predicate(message) { return message }
+                }
+            }
+            if let process, !process.isRunning {
+                throw TestFailure("wgkeeper exited with \(process.terminationStatus): \(log)")
+            }
+        }
+        throw TestFailure("no matching notification within \(timeout); got \(notifications)")
+    }
+
+    /// One request on the status socket, decoded as JSON.
+    func ask(_ command: String) throws -> [String: Any] {
+        let text = try shell([DaemonHarness.binary, command == "status" ? "status" : "reload", "--socket", socketPath] + (command == "status" ? ["--json"] : []))
+        if command != "status" { return ["output": text] }
+        return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+    }
+
+    func status() throws -> [String: Any] { try ask("status") }
+    func writes() throws -> Int { try XCTUnwrap(try status()["netlink_writes"] as? Int) }
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns how long it took.
+@discardableResult
+func eventually(within timeout: Duration, _ what: String, _ condition: () throws -> Bool) throws -> Duration {
+    let start = ContinuousClock.now
+    while ContinuousClock.now - start < timeout {
+        if try condition() { return ContinuousClock.now - start }
+        usleep(5_000)
+    }
+    throw TestFailure("\(what) did not happen within \(timeout)")
+}

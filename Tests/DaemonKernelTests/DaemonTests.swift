@@ -1,0 +1,244 @@
+import Foundation
+import Glibc
+import Netlink
+import TestSupport
+import XCTest
+
+/// The daemon on the host kernel (no WireGuard here: `wg0` is a veth, so routes, proxy
+/// entries and sysctls are enforced and peers stay pending).
+final class DaemonTests: XCTestCase {
+    private let alice = PrivateKey.generate().publicKey
+    private let bob = PrivateKey.generate().publicKey
+
+    private func config(_ h: DaemonHarness, extraRoute: String = "2001:db8:2::/64", broken: Bool = false) -> String {
+        """
+        runtime:
+          status_socket: \(h.socketPath)
+          bpf_pin_root: \(h.directory.path)/bpf
+          route_protocol: 77
+          wireguard_poll: 200ms
+          proxy_poll: 200ms
+          resync: 60s
+        wireguard:
+          wg0:
+            private_key_file: \(h.keyPath)
+            listen_port: 51820
+            peers:
+              - name: alice
+                public_key: "\(alice.base64)"
+                allowed_ips: [2001:db8:1::100/128]
+              - name: bob
+                public_key: "\(bob.base64)"
+                allowed_ips: [2001:db8:1::101/128]
+        gateway:
+          tunnel: wg0
+          lan: private0
+          lan_prefix: 2001:db8:1::/64
+          proxy_ndp: true
+          redirect: false
+        routes:
+          - destination: \(extraRoute)
+            device: wg0\(broken ? "\n    metric: many" : "")
+        """
+    }
+
+    private func setUp() throws -> (TestNamespace, DaemonHarness) {
+        let ns = try TestNamespace(for: self)
+        try ns.addVeth("wg0", "wg0p")
+        try ns.addVeth("private0", "lanp")
+        let h = try DaemonHarness(self, ns: ns)
+        try h.writeConfig(config(h))
+        return (ns, h)
+    }
+
+    private func ourRoutes(_ ns: TestNamespace) throws -> [String: String] {
+        var found: [String: String] = [:]
+        for route in try ns.ipJSON("-6", "route", "show", "proto", "77") {
+            found[route["dst"] as! String] = "\(route["dev"] as! String) \(route["metric"] as? Int ?? 0)"
+        }
+        return found
+    }
+
+    private func proxies(_ ns: TestNamespace) throws -> Set<String> {
+        Set(try ns.ipJSON("-6", "neigh", "show", "proxy").compactMap { $0["dst"] as? String })
+    }
+
+    private let expectedRoutes = [
+        "2001:db8:1::100": "wg0 1024", "2001:db8:1::101": "wg0 1024",
+        "2001:db8:1::/64": "private0 1024", "2001:db8:2::/64": "wg0 1024",
+    ]
+
+    func testConvergesThenRepairsRouteAndProxyDrift() throws {
+        let (ns, h) = try setUp()
+        try h.start()
+        XCTAssertEqual(try ourRoutes(ns), expectedRoutes)
+        XCTAssertEqual(try proxies(ns), ["2001:db8:1::100", "2001:db8:1::101"])
+        try ns.namespace.perform {
+            XCTAssertEqual(try Sysctl.ipv6(interface: "private0", "proxy_ndp").read(), "1")
+            XCTAssertEqual(try Sysctl.ipv6(interface: "private0", "forwarding").read(), "1")
+        }
+
+        // A deleted route is back within 1 s.
+        try ns.ip("-6", "route", "del", "2001:db8:1::100/128", "dev", "wg0", "proto", "77")
+        try eventually(within: .seconds(1), "deleted route restored") { try ourRoutes(ns) == expectedRoutes }
+
+        // A route moved to another device is moved back.
+        try ns.ip("-6", "route", "replace", "2001:db8:2::/64", "dev", "private0", "proto", "77")
+        try eventually(within: .seconds(1), "changed route corrected") { try ourRoutes(ns) == expectedRoutes }
+
+        // Our route replaced by one at another metric: the stray goes, ours comes back.
+        try ns.ip("-6", "route", "del", "2001:db8:2::/64", "dev", "wg0", "proto", "77")
+        try ns.ip("-6", "route", "add", "2001:db8:2::/64", "dev", "wg0", "proto", "77", "metric", "5")
+        try eventually(within: .seconds(1), "metric corrected") { try ourRoutes(ns) == expectedRoutes }
+
+        // A deleted proxy entry is back within proxy_poll (200 ms) plus slack.
+        try ns.ip("-6", "neigh", "del", "proxy", "2001:db8:1::101", "dev", "private0")
+        try eventually(within: .seconds(1), "proxy entry restored") { try proxies(ns).contains("2001:db8:1::101") }
+
+        // proxy_ndp switched off is switched back on (netconf event).
+        try ns.namespace.perform { try Sysctl.ipv6(interface: "private0", "proxy_ndp").write("0") }
+        try eventually(within: .seconds(1), "proxy_ndp restored") {
+            try ns.namespace.perform { try Sysctl.ipv6(interface: "private0", "proxy_ndp").read() } == "1"
+        }
+    }
+
+    func testForeignRouteInTheSameTableIsLeftAlone() throws {
+        let (ns, h) = try setUp()
+        try ns.ip("-6", "route", "add", "2001:db8:99::/64", "dev", "wg0", "proto", "static")
+        try ns.ip("-6", "route", "add", "2001:db8:2::/64", "dev", "wg0", "proto", "static", "metric", "7")
+        try h.start()
+        try ns.ip("-6", "route", "del", "2001:db8:1::101/128", "dev", "wg0")  // cause a reconcile
+        try eventually(within: .seconds(1), "repair") { try ourRoutes(ns) == expectedRoutes }
+        let foreign = try ns.ipJSON("-6", "route", "show", "proto", "static").compactMap { $0["dst"] as? String }
+        XCTAssertEqual(Set(foreign), ["2001:db8:99::/64", "2001:db8:2::/64"])
+    }
+
+    func testRestartWithTheKernelAlreadyCorrectWritesNothing() throws {
+        let (ns, h) = try setUp()
+        try h.start()
+        XCTAssertGreaterThan(try h.writes(), 0)
+        h.stop()
+        XCTAssertEqual(try ourRoutes(ns), expectedRoutes, "stopping leaves the kernel state in place")
+
+        // Cross-check with an independent watcher: nothing route- or neighbour-shaped changes.
+        let monitor = Process()
+        monitor.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        monitor.arguments = ["ip", "-n", ns.name, "monitor", "route", "neigh", "netconf"]
+        let seen = Pipe()
+        monitor.standardOutput = seen
+        try monitor.run()
+        usleep(200_000)
+        try h.start()
+        usleep(500_000)
+        XCTAssertEqual(try h.writes(), 0, "a restart on a correct kernel must write nothing")
+        monitor.terminate()
+        monitor.waitUntilExit()
+        // The kernel's own churn (link-local addresses finishing DAD) is not ours: keep what
+        // a write of ours would show: our protocol, proxy entries, forwarding/proxy_neigh.
+        let ours = String(decoding: seen.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            .split(separator: "\n").filter { $0.contains("proto 77") || $0.contains("proxy") || $0.contains("forwarding") }
+        XCTAssertEqual(ours, [], "ip monitor saw writes")
+    }
+
+    func testReloadInvalidKeepsStateValidAppliesOnlyTheDifference() throws {
+        let (ns, h) = try setUp()
+        try h.start()
+        let before = try h.writes()
+
+        try h.writeConfig(config(h, broken: true))
+        kill(h.process!.processIdentifier, SIGHUP)
+        try eventually(within: .seconds(3), "refused reload shows in status") {
+            (try h.status()["config_errors"] as? [String])?.isEmpty == false
+        }
+        let errors = try h.status()["config_errors"] as! [String]
+        XCTAssertTrue(errors.contains { $0.contains("wgkeeper.yaml:") && $0.contains("metric") }, "\(errors)")
+        XCTAssertEqual(try ourRoutes(ns), expectedRoutes)
+        XCTAssertEqual(try h.writes(), before)
+
+        try h.writeConfig(config(h, extraRoute: "2001:db8:3::/64"))
+        kill(h.process!.processIdentifier, SIGHUP)
+        var expected = expectedRoutes
+        expected["2001:db8:2::/64"] = nil
+        expected["2001:db8:3::/64"] = "wg0 1024"
+        try eventually(within: .seconds(3), "reload applied") { try ourRoutes(ns) == expected }
+        XCTAssertEqual(try h.writes() - before, 2, "one route removed, one added: two writes")
+        XCTAssertEqual(try h.status()["config_generation"] as? Int, 2)
+        XCTAssertEqual((try h.status()["config_errors"] as? [String])?.count, 0)
+    }
+
+    func testSystemdNotificationsInOrder() throws {
+        let (_, h) = try setUp()
+        try h.start(watchdogUsec: 400_000)
+        XCTAssertTrue(h.notifications.last!.contains("STATUS="), h.notifications.last!)
+        try h.waitForNotification { $0.contains("WATCHDOG=1") }
+        kill(h.process!.processIdentifier, SIGHUP)
+        try h.waitForNotification { $0.contains("RELOADING=1") }
+        let reloading = h.notifications.last!
+        XCTAssertTrue(reloading.contains("MONOTONIC_USEC="), reloading)
+        try h.waitForNotification { $0.contains("READY=1") }
+        try h.waitForNotification { $0.contains("WATCHDOG=1") }
+        kill(h.process!.processIdentifier, SIGTERM)
+        try h.waitForNotification { $0.contains("STOPPING=1") }
+        let order = h.notifications.compactMap { n -> String? in
+            ["READY=1", "RELOADING=1", "STOPPING=1"].first { n.contains($0) }
+        }
+        XCTAssertEqual(order, ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"])
+    }
+
+    func testStatusSocketAbuseDoesNotStopRepairs() throws {
+        let (ns, h) = try setUp()
+        try h.start()
+        // A client that connects and says nothing, one that floods, one that never reads.
+        var abusers: [Int32] = []
+        for _ in 0..<3 { abusers.append(try connect(h.socketPath)) }
+        let flood = [UInt8](repeating: UInt8(ascii: "x"), count: 1 << 20)
+        _ = flood.withUnsafeBytes { send(abusers[1], $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+        let many = Array(String(repeating: #"{"command":"status"}"# + "\n", count: 2000).utf8)
+        _ = many.withUnsafeBytes { send(abusers[2], $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+        defer { abusers.forEach { close($0) } }
+
+        // Concurrent well-behaved clients all get answers, and drift is still repaired.
+        let group = DispatchGroup()
+        let answered = Counter()
+        for _ in 0..<8 {
+            DispatchQueue.global().async(group: group) {
+                if (try? h.status()["config_generation"]) != nil { answered.increment() }
+            }
+        }
+        try ns.ip("-6", "route", "del", "2001:db8:1::100/128", "dev", "wg0", "proto", "77")
+        try eventually(within: .seconds(1), "repair while clients misbehave") { try ourRoutes(ns) == expectedRoutes }
+        XCTAssertEqual(group.wait(timeout: .now() + 10), .success)
+        XCTAssertEqual(answered.value, 8)
+        XCTAssertTrue(h.process!.isRunning)
+    }
+
+    func testSecondDaemonOnTheSameSocketRefusesAndStaleSocketIsReplaced() throws {
+        let (_, h) = try setUp()
+        try h.start()
+        let second = try? shell(["ip", "netns", "exec", h.ns.name, DaemonHarness.binary, "run", "--config", h.configPath])
+        XCTAssertNil(second, "a second daemon must refuse to start")
+        h.stop(signal: SIGKILL)  // leaves a stale socket file behind
+        XCTAssertTrue(FileManager.default.fileExists(atPath: h.socketPath))
+        try h.start()
+        XCTAssertNotNil(try h.status()["pid"])
+    }
+
+    private func connect(_ path: String) throws -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+        let ok = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard ok == 0 else { throw TestFailure("connect \(path) failed") }
+        return fd
+    }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func increment() { lock.lock(); count += 1; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
+}
