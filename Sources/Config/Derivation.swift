@@ -88,6 +88,9 @@ extension Configuration {
                 if gateway.redirect {
                     desired.datapath = DesiredDatapath(lan: gateway.lan, tunnel: gateway.tunnel, entries: entries)
                 }
+                desired.gateway = DesiredGateway(tunnel: gateway.tunnel, lan: gateway.lan, lanPrefix: gateway.lanPrefix,
+                                                 proxyNDP: gateway.proxyNDP, redirect: gateway.redirect,
+                                                 allowLANAnycast: gateway.allowLANAnycast)
                 desired.safetyChecks = [SafetyCheck(sysctl: Sysctl.ipv6(interface: "all", "forwarding"), expected: "0",
                                                     why: "all.forwarding = 1 makes the host a router on every interface (DESIGN §1)")]
             } else {

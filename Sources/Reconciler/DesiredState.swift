@@ -13,10 +13,12 @@ public struct DesiredState: Hashable, Sendable {
     public var datapath: DesiredDatapath?
     /// Values that must hold but that wgkeeper never writes (`all.forwarding = 0`).
     public var safetyChecks: [SafetyCheck]
+    /// The `gateway` section as configured, for the daemon's anycast check and the datapath.
+    public var gateway: DesiredGateway?
 
     public init(routeProtocol: UInt8 = 77, devices: [DesiredWireGuardDevice] = [], sysctls: [DesiredSysctl] = [],
                 routes: [DesiredRoute] = [], proxies: [DesiredProxy] = [], datapath: DesiredDatapath? = nil,
-                safetyChecks: [SafetyCheck] = []) {
+                safetyChecks: [SafetyCheck] = [], gateway: DesiredGateway? = nil) {
         self.routeProtocol = routeProtocol
         self.devices = devices
         self.sysctls = sysctls
@@ -24,6 +26,7 @@ public struct DesiredState: Hashable, Sendable {
         self.proxies = proxies
         self.datapath = datapath
         self.safetyChecks = safetyChecks
+        self.gateway = gateway
     }
 
     /// Every interface the desired state names. Objects on other interfaces are never planned.
@@ -33,6 +36,7 @@ public struct DesiredState: Hashable, Sendable {
         names.formUnion(routes.map(\.device))
         names.formUnion(proxies.map(\.device))
         if let datapath { names.formUnion([datapath.lan, datapath.tunnel]) }
+        if let gateway { names.formUnion([gateway.lan, gateway.tunnel]) }
         return names.subtracting(["all", "default"])
     }
 
@@ -106,6 +110,27 @@ public struct DesiredSysctl: Hashable, Sendable {
     }
 
     public var sysctl: Sysctl { Sysctl.ipv6(interface: interface, name) }
+}
+
+public struct DesiredGateway: Hashable, Sendable {
+    public var tunnel: String
+    public var lan: String
+    public var lanPrefix: IPPrefix
+    public var proxyNDP: Bool
+    public var redirect: Bool
+    /// When false, a LAN subnet-router anycast address joined by the host is a safety violation
+    /// (DESIGN §1; the daemon reads /proc/net/anycast6).
+    public var allowLANAnycast: Bool
+
+    public init(tunnel: String, lan: String, lanPrefix: IPPrefix, proxyNDP: Bool = true, redirect: Bool = true,
+                allowLANAnycast: Bool = false) {
+        self.tunnel = tunnel
+        self.lan = lan
+        self.lanPrefix = lanPrefix
+        self.proxyNDP = proxyNDP
+        self.redirect = redirect
+        self.allowLANAnycast = allowLANAnycast
+    }
 }
 
 /// A value that must hold for the gateway to be safe, which wgkeeper reports but never sets.
@@ -208,8 +233,11 @@ public struct DesiredDatapath: Hashable, Sendable {
     }
 }
 
+/// Which of the datapath's two prefix maps an entry belongs to.
 public enum DatapathDirection: String, Hashable, Sendable, Comparable, Codable {
+    /// LAN ingress → tunnel: the VPN clients' prefixes (`client_prefixes`).
     case lanToTunnel = "lan-to-tunnel"
+    /// Tunnel ingress → LAN: the LAN prefix (`lan_prefixes`).
     case tunnelToLAN = "tunnel-to-lan"
 
     public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }

@@ -83,6 +83,7 @@ final class DerivationTests: XCTestCase {
                        ["net.ipv6.conf.private0.forwarding=1", "net.ipv6.conf.private0.proxy_ndp=1"])
         XCTAssertEqual(desired.safetyChecks.map { "\($0.sysctl)=\($0.expected)" }, ["net.ipv6.conf.all.forwarding=0"])
         XCTAssertEqual(desired.datapath?.lan, "private0")
+        XCTAssertEqual(desired.gateway, DesiredGateway(tunnel: "wg0", lan: "private0", lanPrefix: IPPrefix("2001:db8:1::/64")!))
         XCTAssertEqual(Set(desired.datapath?.entries.map(\.description) ?? []), [
             "tunnel-to-lan 2001:db8:1::/64", "lan-to-tunnel 2001:db8:1::100/128",
             "lan-to-tunnel 2001:db8:1::101/128", "lan-to-tunnel 2001:db8:5::/64",

@@ -98,6 +98,29 @@ final class PlanKernelTests: XCTestCase {
                        ["2001:db8:1::100", "2001:db8:1::101", "2001:db8:1::5"])
     }
 
+    func testReplaceAndRemoveOurDriftedObjects() throws {
+        let desired = try load(try writeConfig())
+        let ns = try namespaceWithDevices()
+        let initial = plan(desired, try observe(ns, desired)).changes
+        _ = try ns.namespace.perform { KernelApplier(rtnetlink: try RTNetlink()).apply(initial) }
+        // Drift: our route moved to the LAN, an extra route and proxy entry of ours, a sysctl reset.
+        try ns.ip("-6", "route", "replace", "2001:db8:1::100/128", "dev", "private0", "proto", "77", "metric", "1024")
+        try ns.ip("-6", "route", "add", "2001:db8:3::/64", "dev", "wg0", "proto", "77")
+        try ns.ip("-6", "neigh", "add", "proxy", "2001:db8:1::9", "dev", "private0", "protocol", "77")
+        try ns.namespace.perform { try Sysctl.ipv6(interface: "private0", "proxy_ndp").write("0") }
+
+        let drift = plan(desired, try observe(ns, desired))
+        XCTAssertEqual(drift.changes.map(\.description), [
+            "~ sysctl net.ipv6.conf.private0.proxy_ndp = 1 (was 0)",
+            "~ route 2001:db8:1::100/128 dev wg0 proto 77 (was 2001:db8:1::100/128 dev private0 proto 77)",
+            "- route 2001:db8:3::/64 dev wg0 proto 77",
+            "- proxy 2001:db8:1::9 dev private0",
+        ])
+        let results = try ns.namespace.perform { KernelApplier(rtnetlink: try RTNetlink()).apply(drift.changes) }
+        XCTAssertEqual(results.compactMap(\.error), [])
+        XCTAssertEqual(plan(desired, try observe(ns, desired)).changes.map(\.description), [])
+    }
+
     func testForeignRouteAtADesiredIdentityIsAConflict() throws {
         let desired = try load(try writeConfig())
         let ns = try namespaceWithDevices()
