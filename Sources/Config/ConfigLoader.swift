@@ -82,7 +82,7 @@ public struct ConfigLoader: Sendable {
     func resolve(_ path: String, relativeTo file: String) -> String {
         if path.hasPrefix("/") {
             guard let root else { return path }
-            return (root as NSString).appendingPathComponent(path)
+            return (root as NSString).appendingPathComponent(String(path.drop { $0 == "/" }))
         }
         return ((file as NSString).deletingLastPathComponent as NSString).appendingPathComponent(path)
     }
