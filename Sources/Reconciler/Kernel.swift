@@ -23,14 +23,24 @@ extension ObservedState {
         for sysctl in desired.sysctls.map(\.sysctl) + desired.safetyChecks.map(\.sysctl) {
             observed.sysctls[sysctl.key] = try? sysctl.read()
         }
+        // WireGuard and the datapath need privileges the routing dumps do not: without them
+        // those parts stay unknown (their objects pending) instead of failing the whole read.
         if let wireGuard {
-            var devices: [String: WireGuardDevice] = [:]
-            for device in desired.devices where observed.link(named: device.name)?.kind == "wireguard" {
-                devices[device.name] = try wireGuard.device(named: device.name)
+            do {
+                var devices: [String: WireGuardDevice] = [:]
+                for device in desired.devices where observed.link(named: device.name)?.kind == "wireguard" {
+                    devices[device.name] = try wireGuard.device(named: device.name)
+                }
+                observed.wireGuard = devices
+            } catch {
+                observed.readProblems.append("WireGuard: \(error)")
             }
-            observed.wireGuard = devices
+        } else {
+            observed.readProblems.append("WireGuard: no generic-netlink client (is wireguard.ko loaded?)")
         }
-        observed.datapath = try datapath?.entries()
+        if let datapath {
+            do { observed.datapath = try datapath.entries() } catch { observed.readProblems.append("datapath: \(error)") }
+        }
         return observed
     }
 }

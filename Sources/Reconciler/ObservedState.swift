@@ -13,6 +13,8 @@ public struct ObservedState: Hashable, Sendable {
     public var wireGuard: [String: WireGuardDevice]?
     /// The datapath's map entries; nil when the datapath is not loaded or was not read.
     public var datapath: Set<DatapathEntry>?
+    /// Why a part is nil, in words (`WireGuard: Operation not permitted`), for the operator.
+    public var readProblems: [String] = []
 
     public init(links: [Link] = [], routes: [Route] = [], proxies: [ProxyEntry] = [], sysctls: [String: String] = [:],
                 wireGuard: [String: WireGuardDevice]? = [:], datapath: Set<DatapathEntry>? = nil) {

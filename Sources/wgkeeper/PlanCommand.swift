@@ -36,7 +36,7 @@ struct PlanCommand: ParsableCommand {
             print(try PlanReport(result).json())
         } else {
             for change in result.changes { print(change.description) }
-            for line in notes(result) { printToStandardError(line) }
+            for line in observed.readProblems.map({ "? not read: \($0)" }) + notes(result) { printToStandardError(line) }
         }
         if !result.isEmpty { throw ExitCode(2) }
     }
