@@ -26,7 +26,8 @@ test: deps
 	-@$(MAKE) --no-print-directory test-unit
 	-@$(MAKE) --no-print-directory test-kernel
 	-@$(MAKE) --no-print-directory test-vm
-	@scripts/test-summary unit kernel vm
+	-@$(MAKE) --no-print-directory test-deploy
+	@scripts/test-summary unit kernel vm deploy
 
 # Tier 1: unit, no privileges.
 test-unit: deps
@@ -50,3 +51,43 @@ bench: deps
 
 clean:
 	rm -rf .build
+
+# --- Deployment (README "Installation") ----------------------------------------------------
+# `make install [DESTDIR=...] [PREFIX=/usr/local]`: binary, systemd unit, tmpfiles entry,
+# iproute2 protocol name, example configuration. Files in /etc that exist are never replaced.
+# WGKEEPER_BIN installs a binary already built instead of building a release one.
+SYSCONFDIR     ?= /etc
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+TMPFILESDIR    ?= $(PREFIX)/lib/tmpfiles.d
+DOCDIR         ?= $(PREFIX)/share/doc/wgkeeper
+WGKEEPER_BIN   ?=
+
+.PHONY: install uninstall test-deploy
+
+install: $(if $(WGKEEPER_BIN),,deps)
+	$(if $(WGKEEPER_BIN),,$(SWIFT) build -c release --product wgkeeper $(SWIFT_FLAGS))
+	install -D -m 0755 "$(or $(WGKEEPER_BIN),$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/wgkeeper)" "$(DESTDIR)$(PREFIX)/bin/wgkeeper"
+	install -d -m 0755 "$(DESTDIR)$(SYSTEMDUNITDIR)" "$(DESTDIR)$(TMPFILESDIR)" "$(DESTDIR)$(DOCDIR)/examples/conf.d"
+	sed 's|/usr/local/|$(PREFIX)/|g' deploy/wgkeeper.service > "$(DESTDIR)$(SYSTEMDUNITDIR)/wgkeeper.service"
+	chmod 0644 "$(DESTDIR)$(SYSTEMDUNITDIR)/wgkeeper.service"
+	install -m 0644 deploy/tmpfiles.d/wgkeeper.conf "$(DESTDIR)$(TMPFILESDIR)/wgkeeper.conf"
+	install -m 0644 README.md deploy/wgkeeper.schema.json deploy/wgkeeper.yaml "$(DESTDIR)$(DOCDIR)/"
+	install -m 0644 deploy/examples/conf.d/*.yaml "$(DESTDIR)$(DOCDIR)/examples/conf.d/"
+	install -d -m 0755 "$(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d"
+	[ -e "$(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d/wgkeeper.conf" ] || install -m 0644 deploy/rt_protos.d/wgkeeper.conf "$(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d/wgkeeper.conf"
+	install -d -m 0750 "$(DESTDIR)$(SYSCONFDIR)/wgkeeper" "$(DESTDIR)$(SYSCONFDIR)/wgkeeper/conf.d"
+	install -m 0640 deploy/wgkeeper.yaml "$(DESTDIR)$(SYSCONFDIR)/wgkeeper/wgkeeper.yaml.example"
+	install -m 0644 deploy/wgkeeper.schema.json "$(DESTDIR)$(SYSCONFDIR)/wgkeeper/wgkeeper.schema.json"
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemd-tmpfiles --create "$(TMPFILESDIR)/wgkeeper.conf"; systemctl daemon-reload; fi
+	@[ -e "$(DESTDIR)$(SYSCONFDIR)/wgkeeper/wgkeeper.yaml" ] || echo "next: write $(SYSCONFDIR)/wgkeeper/wgkeeper.yaml (start from wgkeeper.yaml.example), then: systemctl enable --now wgkeeper"
+
+# Leaves /etc/wgkeeper (configuration, keys) and /etc/iproute2/rt_protos.d/wgkeeper.conf.
+uninstall:
+	rm -f "$(DESTDIR)$(PREFIX)/bin/wgkeeper" "$(DESTDIR)$(SYSTEMDUNITDIR)/wgkeeper.service" "$(DESTDIR)$(TMPFILESDIR)/wgkeeper.conf"
+	rm -rf "$(DESTDIR)$(DOCDIR)"
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+
+# Tier "deploy": the unit under systemd-analyze (verify, security <= 3.0), the ExecStart line
+# against the binary, make install into a scratch DESTDIR, the installed example config.
+test-deploy: deps
+	scripts/run-tier deploy --exec scripts/test-deploy
