@@ -60,6 +60,7 @@ let package = Package(
 
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DatapathKernelTests", dependencies: ["Datapath", "Netlink", "CBPF"]),
+        .testTarget(name: "DatapathVMTests", dependencies: ["Datapath", "Netlink", "TestSupport"]),
         .target(name: "TestSupport", dependencies: ["Netlink"], path: "Tests/TestSupport"),
         .testTarget(name: "KernelTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "WireGuardVMTests", dependencies: ["Netlink", "TestSupport"]),
