@@ -133,6 +133,81 @@ func benchWireGuard(count: Int, runs: Int) throws {
     report("wireguard poll N=\(count) runs=\(runs)", read, "wg show dump", show)
 }
 
+/// Issue 5's figure: from an external route deletion to the route being back, through a
+/// running daemon, over `deletions` deletions (p50/p99). The namespace holds `peers` derived routes.
+func benchRepair(peers: Int, deletions: Int) throws {
+    let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("wgkeeper").path
+    guard FileManager.default.isExecutableFile(atPath: binary) else { throw BenchError("\(binary) missing: build the wgkeeper product") }
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("wgk-bench-\(getpid())")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let key = directory.appendingPathComponent("wg0.key").path
+    try (PrivateKey.generate().key.base64 + "\n").write(toFile: key, atomically: false, encoding: .utf8)
+    chmod(key, 0o600)
+    var yaml = """
+    runtime:
+      status_socket: \(directory.path)/status.sock
+      bpf_pin_root: \(directory.path)/bpf
+      proxy_poll: 2s
+      wireguard_poll: 2s
+    wireguard:
+      wg0:
+        private_key_file: \(key)
+        peers:
+
+    """
+    for i in 0..<peers {
+        yaml += "      - {name: p\(i), public_key: \"\(PrivateKey.generate().publicKey.base64)\", allowed_ips: [\(IPPrefix("2001:db8:1::\(String(i + 1, radix: 16))/128")!)]}\n"
+    }
+    yaml += "gateway: {tunnel: wg0, lan: private0, lan_prefix: \"2001:db8:1::/64\", proxy_ndp: true, redirect: false}\n"
+    let config = directory.appendingPathComponent("wgkeeper.yaml").path
+    try yaml.write(toFile: config, atomically: true, encoding: .utf8)
+
+    let name = "wgk-bench-\(UInt32.random(in: 0...UInt32.max))"
+    try shell(["ip", "netns", "add", name])
+    defer { _ = try? shell(["ip", "netns", "del", name]) }
+    for (a, b) in [("wg0", "wg0p"), ("private0", "lanp")] {
+        try shell(["ip", "-n", name, "link", "add", a, "type", "veth", "peer", "name", b])
+        try shell(["ip", "-n", name, "link", "set", a, "up"])
+        try shell(["ip", "-n", name, "link", "set", b, "up"])
+    }
+    let namespace = try NetworkNamespace(named: name)
+    let (netlink, events) = try namespace.perform { (try RTNetlink(), try NetlinkSocket.events([.ipv6Route])) }
+    let daemon = Process()
+    daemon.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    daemon.arguments = ["ip", "netns", "exec", name, binary, "run", "--config", config, "--log-level", "warning"]
+    try daemon.run()
+    defer { daemon.terminate(); daemon.waitUntilExit() }
+
+    let oif = try namespace.perform { try RTNetlink().link(named: "wg0")!.index }
+    let target = Route(destination: IPPrefix("2001:db8:1::1/128")!, protocolNumber: 77, outputInterface: oif, metric: 1024)
+    let start = ContinuousClock.now
+    while try !netlink.routes(family: .inet6).contains(target) {
+        if ContinuousClock.now - start > .seconds(30) { throw BenchError("the daemon never installed \(target)") }
+        usleep(10_000)
+    }
+    usleep(200_000)
+    _ = try events.readEvents()
+    var latencies: [Double] = []
+    for _ in 0..<deletions {
+        try netlink.socket.perform(target.deleteRequest())
+        let deleted = ContinuousClock.now
+        var back = false
+        while !back {
+            for event in try events.waitForEvents(timeout: .seconds(5)) {
+                if case .newRoute(let route) = event, route == target { back = true }
+            }
+            if ContinuousClock.now - deleted > .seconds(5) { throw BenchError("route not repaired within 5 s") }
+        }
+        let d = ContinuousClock.now - deleted
+        latencies.append(Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
+    }
+    latencies.sort()
+    func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] * 1e3 }
+    print(String(format: "repair latency (%d derived routes, %d deletions): p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms",
+                 peers, deletions, percentile(0.5), percentile(0.9), percentile(0.99), latencies.last! * 1e3))
+}
+
 signal(SIGPIPE, SIG_IGN)
 let arguments = CommandLine.arguments.dropFirst()
 let count = arguments.dropFirst().first.flatMap { Int($0) } ?? 10_000
@@ -140,7 +215,8 @@ do {
     switch arguments.first ?? "routes" {
     case "routes": try benchRoutes(count: count, runs: 5)
     case "wireguard": try benchWireGuard(count: count, runs: 5)
-    default: throw BenchError("usage: wgkeeper-bench routes|wireguard [N]")
+    case "repair": try benchRepair(peers: count, deletions: 1000)
+    default: throw BenchError("usage: wgkeeper-bench routes|wireguard|repair [N]")
     }
 } catch {
     FileHandle.standardError.write(Data("wgkeeper-bench: \(error)\n".utf8))
