@@ -62,6 +62,7 @@ let package = Package(
         .testTarget(name: "DatapathKernelTests", dependencies: ["Datapath", "Netlink", "CBPF"]),
         .testTarget(name: "DatapathVMTests", dependencies: ["Datapath", "Netlink", "TestSupport"]),
         .target(name: "TestSupport", dependencies: ["Netlink"], path: "Tests/TestSupport"),
+        .testTarget(name: "DaemonVMTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "KernelTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "WireGuardVMTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "DaemonKernelTests", dependencies: ["Netlink", "TestSupport"]),

@@ -1,26 +1,25 @@
 import Foundation
 import Glibc
 import Netlink
-import TestSupport
 import XCTest
 
 /// Runs `wgkeeper run` inside a test namespace, with its status socket and a notify socket
 /// (standing in for systemd) in a private directory; stops it in teardown.
-final class DaemonHarness: @unchecked Sendable {
-    let ns: TestNamespace
-    let directory: URL
-    let configPath: String
-    let socketPath: String
-    private(set) var process: Process?
+public final class DaemonHarness: @unchecked Sendable {
+    public let ns: TestNamespace
+    public let directory: URL
+    public let configPath: String
+    public let socketPath: String
+    public private(set) var process: Process?
     private var notifyFD: Int32 = -1
-    private(set) var notifications: [String] = []
-    var output = Pipe()
+    public private(set) var notifications: [String] = []
+    public var output = Pipe()
 
-    static var binary: String {
+    public static var binary: String {
         URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("wgkeeper").path
     }
 
-    init(_ test: XCTestCase, ns: TestNamespace) throws {
+    public init(_ test: XCTestCase, ns: TestNamespace) throws {
         self.ns = ns
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("wgk-daemon-\(UInt32.random(in: 0...UInt32.max))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -40,14 +39,14 @@ final class DaemonHarness: @unchecked Sendable {
         }
     }
 
-    var keyPath: String { directory.appendingPathComponent("wg0.key").path }
+    public var keyPath: String { directory.appendingPathComponent("wg0.key").path }
 
-    func writeConfig(_ yaml: String) throws {
+    public func writeConfig(_ yaml: String) throws {
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
     }
 
     /// Starts the daemon and waits for `READY=1`.
-    func start(watchdogUsec: Int? = nil, extraArguments: [String] = []) throws {
+    public func start(watchdogUsec: Int? = nil, extraArguments: [String] = []) throws {
         if notifyFD < 0 { try openNotifySocket() }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -66,14 +65,14 @@ final class DaemonHarness: @unchecked Sendable {
         try waitForNotification { $0.contains("READY=1") }
     }
 
-    func stop(signal: Int32 = SIGTERM) {
+    public func stop(signal: Int32 = SIGTERM) {
         guard let process, process.isRunning else { return }
         kill(process.processIdentifier, signal)
         process.waitUntilExit()
         self.process = nil
     }
 
-    var log: String { String(decoding: output.fileHandleForReading.availableData, as: UTF8.self) }
+    public var log: String { String(decoding: output.fileHandleForReading.availableData, as: UTF8.self) }
 
     private var notifyPath: String { directory.appendingPathComponent("notify.sock").path }
 
@@ -90,7 +89,7 @@ final class DaemonHarness: @unchecked Sendable {
 
     /// Collects notifications until one satisfies `predicate` (10 s at most).
     @discardableResult
-    func waitForNotification(timeout: Duration = .seconds(10), _ predicate: (String) -> Bool) throws -> String {
+    public func waitForNotification(timeout: Duration = .seconds(10), _ predicate: (String) -> Bool) throws -> String {
         let deadline = ContinuousClock.now + timeout
         var buffer = [UInt8](repeating: 0, count: 4096)
         while ContinuousClock.now < deadline {
@@ -111,19 +110,19 @@ final class DaemonHarness: @unchecked Sendable {
     }
 
     /// One request on the status socket, decoded as JSON.
-    func ask(_ command: String) throws -> [String: Any] {
+    public func ask(_ command: String) throws -> [String: Any] {
         let text = try shell([DaemonHarness.binary, command == "status" ? "status" : "reload", "--socket", socketPath] + (command == "status" ? ["--json"] : []))
         if command != "status" { return ["output": text] }
         return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
     }
 
-    func status() throws -> [String: Any] { try ask("status") }
-    func writes() throws -> Int { try XCTUnwrap(try status()["netlink_writes"] as? Int) }
+    public func status() throws -> [String: Any] { try ask("status") }
+    public func writes() throws -> Int { try XCTUnwrap(try status()["netlink_writes"] as? Int) }
 }
 
 /// Polls `condition` until it holds or `timeout` passes; returns how long it took.
 @discardableResult
-func eventually(within timeout: Duration, _ what: String, _ condition: () throws -> Bool) throws -> Duration {
+public func eventually(within timeout: Duration, _ what: String, _ condition: () throws -> Bool) throws -> Duration {
     let start = ContinuousClock.now
     while ContinuousClock.now - start < timeout {
         if try condition() { return ContinuousClock.now - start }

@@ -1,0 +1,98 @@
+import Foundation
+import Glibc
+import Netlink
+import TestSupport
+import XCTest
+
+/// The daemon with real WireGuard (VM tier): it creates `wg0`, configures it, and repairs
+/// peers changed behind its back within `wireguard_poll`.
+final class DaemonVMTests: XCTestCase {
+    private let alice = PrivateKey.generate().publicKey
+    private let bob = PrivateKey.generate().publicKey
+
+    private func start() throws -> (TestNamespace, DaemonHarness) {
+        let ns = try TestNamespace(for: self)
+        try ns.addVeth("private0", "lanp")
+        let h = try DaemonHarness(self, ns: ns)
+        try h.writeConfig("""
+        runtime:
+          status_socket: \(h.socketPath)
+          bpf_pin_root: \(h.directory.path)/bpf
+          wireguard_poll: 300ms
+          proxy_poll: 300ms
+        wireguard:
+          wg0:
+            private_key_file: \(h.keyPath)
+            listen_port: 51820
+            peers:
+              - name: alice
+                public_key: "\(alice.base64)"
+                endpoint: "[2001:db8:ff::2]:51820"
+                persistent_keepalive: 25
+                allowed_ips: [2001:db8:1::100/128]
+              - name: bob
+                public_key: "\(bob.base64)"
+                allowed_ips: [2001:db8:1::101/128]
+        gateway:
+          tunnel: wg0
+          lan: private0
+          lan_prefix: 2001:db8:1::/64
+          proxy_ndp: true
+          redirect: false
+        """)
+        try h.start()
+        return (ns, h)
+    }
+
+    private func peers(_ ns: TestNamespace) throws -> [String: [String]] {
+        var found: [String: [String]] = [:]
+        for line in try shell("ip", "netns", "exec", ns.name, "wg", "show", "wg0", "dump").split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: "\t").map(String.init)
+            found[fields[0]] = Array(fields.dropFirst())
+        }
+        return found
+    }
+
+    private func configured(_ ns: TestNamespace) throws -> Bool {
+        let p = try peers(ns)
+        return p[alice.base64]?[2] == "2001:db8:1::100/128" && p[alice.base64]?[6] == "25"
+            && p[bob.base64]?[2] == "2001:db8:1::101/128" && p.count == 2
+            && (try? ns.ipJSON("-6", "route", "show", "proto", "77", "dev", "wg0").count) ?? 0 == 2
+    }
+
+    func testCreatesTheDeviceAndRestoresPeersChangedWithWgSet() throws {
+        let (ns, h) = try start()
+        XCTAssertTrue(try configured(ns), "wg0 created and configured at start")
+        XCTAssertEqual(try peers(ns)[alice.base64]?[1], "[2001:db8:ff::2]:51820")
+
+        try shell("ip", "netns", "exec", ns.name, "wg", "set", "wg0", "peer", bob.base64, "remove")
+        let removed = try eventually(within: .seconds(5), "removed peer restored") { try configured(ns) }
+        try shell("ip", "netns", "exec", ns.name, "wg", "set", "wg0", "peer", alice.base64,
+                  "allowed-ips", "2001:db8:1::100/128,2001:db8:9::/64", "persistent-keepalive", "0")
+        let changed = try eventually(within: .seconds(5), "changed peer restored") { try configured(ns) }
+        let stranger = PrivateKey.generate().publicKey
+        try shell("ip", "netns", "exec", ns.name, "wg", "set", "wg0", "peer", stranger.base64, "allowed-ips", "2001:db8:7::/64")
+        try eventually(within: .seconds(5), "unknown peer pruned") { try peers(ns)[stranger.base64] == nil }
+        print("peer repair after wg set: removed \(removed), changed \(changed) (wireguard_poll 300ms, TCG)")
+        XCTAssertTrue(h.process!.isRunning)
+    }
+
+    func testRoamingEndpointIsNotFought() throws {
+        let (ns, _) = try start()
+        try shell("ip", "netns", "exec", ns.name, "wg", "set", "wg0", "peer", alice.base64, "endpoint", "[2001:db8:ff::99]:4000")
+        usleep(1_500_000)  // several polls
+        XCTAssertEqual(try peers(ns)[alice.base64]?[1], "[2001:db8:ff::99]:4000")
+    }
+
+    func testDeletedDeviceIsRecreatedAndFullyConfigured() throws {
+        let (ns, h) = try start()
+        try ns.ip("link", "del", "wg0")
+        let back = try eventually(within: .seconds(10), "wg0 recreated with peers and routes") {
+            (try? configured(ns)) == true
+        }
+        let dump = try shell("ip", "netns", "exec", ns.name, "wg", "show", "wg0", "dump").split(separator: "\n")[0].split(separator: "\t")
+        XCTAssertEqual(String(dump[2]), "51820")
+        print("wg0 recreated and configured in \(back) (TCG)")
+        XCTAssertTrue(h.process!.isRunning)
+    }
+}
