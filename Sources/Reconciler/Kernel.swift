@@ -140,9 +140,39 @@ public struct KernelApplier {
             }
             batch = []
         }
+        // Peer changes of one device go out as one set-device request (split into as few
+        // messages as fit): 10 000 new peers cost a few dozen messages, not 10 000 round trips.
+        var peers: (device: String, slots: [Int], changes: [WireGuardPeerChange])?
+        func flushPeers() {
+            guard let group = peers else { return }
+            peers = nil
+            guard let wireGuard else {
+                for slot in group.slots { results[slot].error = "WireGuard control unavailable" }
+                return
+            }
+            if (try? wireGuard.apply(device: group.device, WireGuardDeviceChange(peers: group.changes))) != nil { return }
+            // Something in the group failed: apply one by one to say which.
+            for (slot, peer) in zip(group.slots, group.changes) {
+                do { try wireGuard.apply(device: group.device, WireGuardDeviceChange(peers: [peer])) } catch {
+                    results[slot].error = "\(changes[slot].subject): \(error)"
+                }
+            }
+        }
         for (slot, change) in changes.enumerated() {
             if change.kind < .route { flush() }
-            switch change.operation(resolve: resolve) {
+            let operation = change.operation(resolve: resolve)
+            if case .wireGuard(let device, let deviceChange) = operation, case .peer = change.object,
+               deviceChange.privateKey == nil, deviceChange.listenPort == nil, !deviceChange.replacePeers {
+                if peers?.device != device {
+                    flushPeers()
+                    peers = (device, [], [])
+                }
+                peers!.slots.append(slot)
+                peers!.changes.append(contentsOf: deviceChange.peers)
+                continue
+            }
+            flushPeers()
+            switch operation {
             case .netlink(let request):
                 batch.append((slot, request))
             case .sysctl(let sysctl, let value):
@@ -156,6 +186,7 @@ public struct KernelApplier {
                 do { try insert ? datapath.insert(entry) : datapath.remove(entry) } catch { results[slot].error = "\(error)" }
             }
         }
+        flushPeers()
         flush()
         return results
     }
