@@ -65,6 +65,7 @@ extension Daemon {
             }
             if wanted.contains(.everything) || wanted.contains(.sysctls) {
                 readSysctls()
+                addresses = try rtnetlink.addresses(family: .inet6)
             }
             if wanted.contains(.everything) || wanted.contains(.wireGuard) {
                 try readWireGuard()

@@ -20,7 +20,15 @@ extension Daemon {
         let plan = Reconciler.plan(desired, observed, lastApplied: lastApplied)
         let now = ContinuousClock.now
         // A change that failed waits out its backoff; the rest go ahead.
-        let due = plan.changes.filter { failures[$0.subject].map { $0.retryAt <= now } ?? true }
+        var due = plan.changes.filter { failures[$0.subject].map { $0.refused || $0.retryAt <= now } ?? true }
+        // LAN forwarding stays off while it would make the gateway claim the LAN's anycast.
+        for change in due {
+            guard let why = refusal(for: change) else { continue }
+            due.removeAll { $0 == change }
+            if failures[change.subject]?.error != why { logger.error("\(why)") }
+            failures[change.subject] = Failure(kind: .sysctl, error: why, attempts: (failures[change.subject]?.attempts ?? 0) + 1,
+                                               retryAt: .now + Daemon.maxRetry, refused: true)
+        }
         var applied = 0
         if !due.isEmpty {
             let applier = KernelApplier(rtnetlink: rtnetlink, wireGuard: wireGuard, datapath: nil)

@@ -47,6 +47,7 @@ extension Daemon {
             return StatusReport.SafetyCheck(name: check.sysctl.description, ok: actual == check.expected,
                                             detail: "is \(actual ?? "unreadable"), must be \(check.expected): \(check.why)")
         }
+        safety += anycastSafety
         safety.sort { $0.name < $1.name }
         return StatusReport(
             version: Daemon.version, pid: getpid(), configGeneration: generation, configFiles: loaded.configuration.files,

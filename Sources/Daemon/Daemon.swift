@@ -31,6 +31,8 @@ public final class Daemon {
         var error: String
         var attempts: Int
         var retryAt: ContinuousClock.Instant
+        /// Held back by a safety check rather than failed: re-checked at every reconcile.
+        var refused = false
     }
 
     static let debounce: Duration = .milliseconds(2)
@@ -54,6 +56,7 @@ public final class Daemon {
     var routes: [RouteIdentity: Route] = [:]
     var proxies: [ProxyEntry] = []
     var sysctls: [String: String] = [:]
+    var addresses: [Address] = []
     var wireGuardDevices: [String: WireGuardDevice] = [:]
     var lastApplied: LastApplied
 

@@ -1,0 +1,61 @@
+import Foundation
+import Netlink
+import Reconciler
+
+/// The anycast safety check (DESIGN §1): an interface with `forwarding = 1` joins the
+/// subnet-router anycast address of every prefix shorter than /127 it holds
+/// (addrconf_join_anycast()), and then answers for the LAN router's address.
+extension Daemon {
+    /// Global addresses on the LAN whose prefix would make the gateway claim an anycast address.
+    func unsafeLANAddresses() -> [Address] {
+        guard let gateway = desired.gateway, let lan = links.values.first(where: { $0.name == gateway.lan }) else { return [] }
+        return addresses.filter { address in
+            guard address.interfaceIndex == lan.index, case .v6(let a) = address.prefix.address else { return false }
+            return !a.isLinkLocal && address.prefix.length < 127
+        }
+    }
+
+    /// Global subnet-router anycast addresses the LAN interface holds now (`/proc/net/anycast6`).
+    /// The link-local one (`fe80::`) is left out: it is joined too, but no LAN uses it as a router.
+    func lanAnycastHeld() -> [IPv6Address] {
+        guard let gateway = desired.gateway,
+              let text = try? String(contentsOfFile: "/proc/net/anycast6", encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 3, fields[1] == gateway.lan, fields[2].count == 32 else { return nil }
+            let hex = Array(fields[2])
+            let bytes = stride(from: 0, to: 32, by: 2).compactMap { UInt8(String(hex[$0..<$0 + 2]), radix: 16) }
+            guard let address = IPv6Address(bytes: bytes), !address.isLinkLocal else { return nil }
+            return address
+        }
+    }
+
+    /// Whether `change` turns on forwarding on the LAN while that would claim an anycast address.
+    func refusal(for change: Change) -> String? {
+        guard let gateway = desired.gateway, !gateway.allowLANAnycast,
+              case .sysctl(let sysctl, let value, _) = change.object, value == "1",
+              sysctl == Sysctl.ipv6(interface: gateway.lan, "forwarding")
+        else { return nil }
+        let unsafe = unsafeLANAddresses()
+        guard !unsafe.isEmpty else { return nil }
+        let names = unsafe.map(\.prefix.description).joined(separator: ", ")
+        let anycast = unsafe.map { $0.prefix.canonical.address.description }.joined(separator: ", ")
+        return "refusing \(sysctl)=1: \(gateway.lan) holds \(names); with forwarding on, the kernel would join the "
+            + "subnet-router anycast \(anycast) and answer for the LAN's router. Keep only link-local or /128 addresses "
+            + "on \(gateway.lan) (an on-link route covers the prefix), or set gateway.allow_lan_anycast: true"
+    }
+
+    var anycastSafety: [StatusReport.SafetyCheck] {
+        guard let gateway = desired.gateway else { return [] }
+        let held = lanAnycastHeld()
+        let unsafe = unsafeLANAddresses()
+        return [
+            .init(name: "lan anycast (\(gateway.lan))", ok: held.isEmpty || gateway.allowLANAnycast,
+                  detail: held.isEmpty ? "no global subnet-router anycast held"
+                      : "holds \(held.map(\.description).joined(separator: ", "))\(gateway.allowLANAnycast ? " (allowed by allow_lan_anycast)" : ": the gateway answers for the LAN router's address")"),
+            .init(name: "lan addresses (\(gateway.lan))", ok: unsafe.isEmpty || gateway.allowLANAnycast,
+                  detail: unsafe.isEmpty ? "only link-local or /127-/128 global addresses"
+                      : "\(unsafe.map(\.prefix.description).joined(separator: ", ")) would claim an anycast with forwarding on"),
+        ]
+    }
+}
