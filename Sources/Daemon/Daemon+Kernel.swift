@@ -26,7 +26,7 @@ extension Daemon {
             case .deletedRoute(let route) where route.family == .inet6:
                 if routes[RouteIdentity(route)]?.protocolNumber == route.protocolNumber { routes[RouteIdentity(route)] = nil }
             case .newLink(let link):
-                if links[link.index] != link { reads.formUnion([.links, .proxies, .wireGuard]) }
+                if links[link.index] != link { reads.formUnion([.links, .proxies, .wireGuard, .datapath]) }
                 links[link.index] = link
             case .deletedLink(let link):
                 links[link.index] = nil
@@ -70,6 +70,10 @@ extension Daemon {
             if wanted.contains(.everything) || wanted.contains(.wireGuard) {
                 try readWireGuard()
             }
+            if wanted.contains(.everything) || wanted.contains(.links) || wanted.contains(.datapath) {
+                ensureDatapath()
+                datapathEntries = try? datapathMaps?.entries()
+            }
             netlinkHealthy = true
         } catch {
             netlinkHealthy = false
@@ -99,7 +103,7 @@ extension Daemon {
 
     var observed: ObservedState {
         ObservedState(links: Array(links.values), routes: Array(routes.values), proxies: proxies, sysctls: sysctls,
-                      wireGuard: wireGuard == nil ? nil : wireGuardDevices, datapath: nil)
+                      wireGuard: wireGuard == nil ? nil : wireGuardDevices, datapath: datapathEntries)
     }
 
     /// WireGuard devices are created when missing and set up when down: a deleted `wg0`

@@ -9,7 +9,7 @@ extension Daemon {
     static let firstRetry: Duration = .seconds(1)
     static let maxRetry: Duration = .seconds(60)
 
-    var netlinkWrites: Int { rtnetlink.writeCount + wireGuardWrites + sysctlWrites }
+    var netlinkWrites: Int { rtnetlink.writeCount + wireGuardWrites + sysctlWrites + datapathWrites + (datapathMaps?.writes ?? 0) }
 
     func reconcile() {
         let start = ContinuousClock.now
@@ -31,7 +31,7 @@ extension Daemon {
         }
         var applied = 0
         if !due.isEmpty {
-            let applier = KernelApplier(rtnetlink: rtnetlink, wireGuard: wireGuard, datapath: nil)
+            let applier = KernelApplier(rtnetlink: rtnetlink, wireGuard: wireGuard, datapath: datapathMaps)
             let results = applier.apply(due)
             sysctlWrites += due.filter { $0.kind == .sysctl }.count
             for result in results { record(result) }
@@ -43,6 +43,7 @@ extension Daemon {
             if kinds.contains(.proxy) { reads.insert(.proxies) }
             if kinds.contains(.sysctl) { reads.insert(.sysctls) }
             if kinds.contains(.peer) || kinds.contains(.link) { reads.insert(.wireGuard) }
+            if kinds.contains(.datapath) { datapathEntries = try? datapathMaps?.entries() }
             if !reads.isEmpty { readKernel() }
         }
         // Objects no longer planned are no longer failing.
@@ -123,6 +124,7 @@ extension Daemon {
         } catch {
             logger.error("cleanup failed", metadata: ["error": "\(error)"])
         }
+        uninstallDatapath()
         for device in desired.devices where wireGuardDevices[device.name] != nil {
             do {
                 try wireGuard?.apply(device: device.name, WireGuardDeviceChange(replacePeers: true))

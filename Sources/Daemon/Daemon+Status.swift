@@ -61,7 +61,7 @@ extension Daemon {
             },
             pending: lastPlan.pending.map { .init(kind: $0.kind.description, object: $0.object, reason: $0.reason) },
             conflicts: lastPlan.conflicts.map(\.description),
-            peers: peers, datapath: nil, safety: safety)
+            peers: peers, datapath: datapathStatus, safety: safety)
     }
 
     func handleClient(_ fd: Int32, _ ready: EventLoop.Ready) {

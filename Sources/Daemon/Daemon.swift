@@ -23,7 +23,7 @@ public final class Daemon {
 
     /// What must be re-read from the kernel before the next plan.
     enum Read: Hashable {
-        case everything, links, proxies, sysctls, wireGuard
+        case everything, links, proxies, sysctls, wireGuard, datapath
     }
 
     struct Failure {
@@ -81,6 +81,10 @@ public final class Daemon {
     var overflows = 0
     var sysctlWrites = 0
     var wireGuardWrites: Int { wireGuard?.writeCount ?? 0 }
+    var datapathMaps: DatapathMapsAdapter?
+    var datapathProblem: String?
+    var datapathWrites = 0
+    var datapathEntries: Set<DatapathEntry>?
 
     var runtime: RuntimeSettings { loaded.configuration.runtime }
     var desired: DesiredState { loaded.desired }
@@ -161,7 +165,7 @@ public final class Daemon {
         }
         if now >= nextProxyPoll {
             nextProxyPoll = now + runtime.proxyPoll
-            reads.insert(.proxies)
+            reads.formUnion([.proxies, .datapath])
             schedule()
         }
         if now >= nextResync {

@@ -43,6 +43,8 @@ public struct StatusReport: Codable, Sendable {
     public struct Datapath: Codable, Sendable {
         public var attachMode: String
         public var counters: [String: UInt64]
+        /// Program ids by hook (`lan_ingress`, `tunnel_ingress`), as `bpftool prog` shows them.
+        public var programs: [String: UInt32] = [:]
     }
 
     public var version: String

@@ -1,0 +1,111 @@
+import Datapath
+import Foundation
+import Logging
+import Netlink
+import Reconciler
+
+/// The pinned TC programs' map entries, as the reconciler's `DatapathMaps` seam sees them:
+/// LAN→tunnel entries live in the clients map, tunnel→LAN entries in the LAN map, both
+/// with the redirect action. Pass entries are the daemon's own business (`ensureDatapath`).
+final class DatapathMapsAdapter: DatapathMaps {
+    let datapath: Datapath
+    private(set) var writes = 0
+
+    init(_ datapath: Datapath) { self.datapath = datapath }
+
+    static func map(_ direction: DatapathDirection) -> PrefixMap { direction == .lanToTunnel ? .clients : .lan }
+
+    func entries() throws -> Set<DatapathEntry> {
+        var found: Set<DatapathEntry> = []
+        for direction in [DatapathDirection.lanToTunnel, .tunnelToLAN] {
+            for (prefix, action) in try datapath.entries(in: Self.map(direction)) where action == .redirect {
+                found.insert(DatapathEntry(direction: direction, prefix: prefix))
+            }
+        }
+        return found
+    }
+
+    func insert(_ entry: DatapathEntry) throws {
+        writes += 1
+        try datapath.set(.redirect, for: entry.prefix, in: Self.map(entry.direction))
+    }
+
+    func remove(_ entry: DatapathEntry) throws {
+        writes += 1
+        try datapath.remove(entry.prefix, from: Self.map(entry.direction))
+    }
+}
+
+extension Daemon {
+    /// Loads (or adopts) the programs, attaches them to both devices, and keeps the pass
+    /// entries: a VPN client's own address inside the LAN prefix must not be sent to the LAN.
+    /// Attaching is idempotent; it runs at start, on link events and every `proxy_poll`.
+    func ensureDatapath() {
+        guard let wanted = desired.datapath else { return }
+        guard let lan = links.values.first(where: { $0.name == wanted.lan }),
+              let tunnel = links.values.first(where: { $0.name == wanted.tunnel })
+        else {
+            datapathProblem = "device \(wanted.lan) or \(wanted.tunnel) missing"
+            return
+        }
+        do {
+            if datapathMaps == nil {
+                let datapath = try Datapath(pinRoot: runtime.bpfPinRoot, tunnel: wanted.tunnel)
+                datapathMaps = DatapathMapsAdapter(datapath)
+                if !datapath.recreatedMaps.isEmpty {
+                    logger.warning("datapath maps recreated empty (their definition changed)", metadata: ["maps": "\(datapath.recreatedMaps)"])
+                }
+            }
+            let datapath = datapathMaps!.datapath
+            for change in try datapath.attach(lanIndex: lan.index, tunnelIndex: tunnel.index) {
+                datapathWrites += 1
+                logger.info("datapath: \(change)")
+            }
+            let lanPrefixes = wanted.entries.filter { $0.direction == .tunnelToLAN }.map(\.prefix)
+            let pass = wanted.entries.filter { entry in
+                entry.direction == .lanToTunnel && lanPrefixes.contains { $0.contains(entry.prefix) && $0 != entry.prefix }
+            }.map(\.prefix)
+            let current = try datapath.entries(in: .lan)
+            for prefix in pass where current[prefix] != .pass {
+                try datapath.set(.pass, for: prefix, in: .lan)
+                datapathWrites += 1
+            }
+            for (prefix, action) in current where action == .pass && !pass.contains(prefix) {
+                try datapath.remove(prefix, from: .lan)
+                datapathWrites += 1
+            }
+            datapathProblem = nil
+        } catch {
+            if datapathProblem != "\(error)" { logger.error("datapath: \(error)") }
+            datapathProblem = "\(error)"
+        }
+    }
+
+    var datapathStatus: StatusReport.Datapath? {
+        guard desired.datapath != nil else { return nil }
+        guard let datapath = datapathMaps?.datapath else {
+            return StatusReport.Datapath(attachMode: "not loaded: \(datapathProblem ?? "pending")", counters: [:])
+        }
+        var counters: [String: UInt64] = [:]
+        if let c = try? datapath.counters() {
+            counters = ["lan_to_tunnel": c.lanToTunnel, "tunnel_to_lan": c.tunnelToLan, "passed": c.passed,
+                        "hop_limit_expired": c.hopLimitExpired, "errors": c.errors]
+        }
+        var mode = datapath.mode.description
+        if let datapathProblem { mode += " (problem: \(datapathProblem))" }
+        let programs = Dictionary(uniqueKeysWithValues: datapath.programIDs.map { ($0.key.rawValue, $0.value) })
+        return StatusReport.Datapath(attachMode: mode, counters: counters, programs: programs)
+    }
+
+    func uninstallDatapath() {
+        guard let wanted = desired.datapath, let datapath = datapathMaps?.datapath,
+              let lan = links.values.first(where: { $0.name == wanted.lan }),
+              let tunnel = links.values.first(where: { $0.name == wanted.tunnel }) else { return }
+        do {
+            try datapath.uninstall(lanIndex: lan.index, tunnelIndex: tunnel.index)
+            logger.info("cleanup detached and unpinned the datapath")
+        } catch {
+            logger.error("cleanup of the datapath failed", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,70 @@
+import Foundation
+import Glibc
+import Netlink
+import TestSupport
+import XCTest
+
+/// The daemon drives the datapath (host kernel: TCX): programs attached to both devices,
+/// map entries reconciled like any other object, adopted untouched across a restart.
+final class DaemonDatapathTests: XCTestCase {
+    func testAttachesReconcilesMapEntriesAndAdoptsOnRestart() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addVeth("wg0", "wg0p")
+        try ns.addVeth("private0", "lanp")
+        let h = try DaemonHarness(self, ns: ns)
+        // A bpffs in the test's own mount namespace: `ip netns exec` gives the daemon a private
+        // copy of it, so what a mount of the daemon's would hold vanishes with each run.
+        let pinRoot = h.directory.appendingPathComponent("bpf").path
+        try FileManager.default.createDirectory(atPath: pinRoot, withIntermediateDirectories: true)
+        try shell("mount", "-t", "bpf", "bpffs", pinRoot)
+        addTeardownBlock { _ = try? shell("umount", "-l", pinRoot) }
+        try h.writeConfig("""
+        runtime:
+          status_socket: \(h.socketPath)
+          bpf_pin_root: \(pinRoot)
+          proxy_poll: 200ms
+        wireguard:
+          wg0:
+            private_key_file: \(h.keyPath)
+            peers:
+              - name: alice
+                public_key: "\(PrivateKey.generate().publicKey.base64)"
+                allowed_ips: [2001:db8:1::100/128, 2001:db8:5::/64]
+        gateway:
+          tunnel: wg0
+          lan: private0
+          lan_prefix: 2001:db8:1::/64
+          redirect: true
+        """)
+        try h.start()
+        let status = try h.status()
+        let datapath = try XCTUnwrap(status["datapath"] as? [String: Any], "\(status)")
+        XCTAssertEqual(datapath["attach_mode"] as? String, "tcx")
+        XCTAssertNotNil((datapath["counters"] as? [String: Any])?["lan_to_tunnel"])
+        let datapathKind = try XCTUnwrap((status["kinds"] as? [String: [String: Int]])?["datapath"])
+        XCTAssertEqual(datapathKind["in_sync"], 3, "\(datapathKind)")
+
+        let clients = "\(pinRoot)/wg0/client_prefixes"
+        func clientKeys() throws -> Int {
+            let dump = try shell("bpftool", "-j", "map", "dump", "pinned", clients)
+            return (try JSONSerialization.jsonObject(with: Data(dump.utf8)) as? [Any])?.count ?? -1
+        }
+        XCTAssertEqual(try clientKeys(), 2)
+        // Drift: an entry deleted behind the daemon's back comes back within proxy_poll.
+        let key = ["0x80", "0", "0", "0"] + IPv6Address("2001:db8:1::100")!.bytes.map { String(format: "0x%02x", $0) }
+        try shell(["bpftool", "map", "delete", "pinned", clients, "key"] + key)
+        XCTAssertEqual(try clientKeys(), 1)
+        try eventually(within: .seconds(2), "map entry restored") { try clientKeys() == 2 }
+
+        // Restart: the programs and entries are adopted; nothing is written.
+        let programs = { try XCTUnwrap((try h.status()["datapath"] as? [String: Any])?["programs"] as? [String: Int]) }
+        let ids = try programs()
+        XCTAssertEqual(Set(ids.keys), ["lan_ingress", "tunnel_ingress"])
+        h.stop()
+        try h.start()
+        usleep(300_000)
+        XCTAssertEqual(try h.writes(), 0, "a restart must adopt the datapath without writing")
+        XCTAssertEqual(try programs(), ids, "the same programs stay attached")
+        for id in ids.values { XCTAssertNoThrow(try shell("bpftool", "prog", "show", "id", "\(id)")) }
+    }
+}
