@@ -6,9 +6,9 @@ PREFIX       ?= /usr/local
 DESTDIR      ?=
 
 # Build and test: libraries and headers, iproute2 as the independent reader, bpftool for map checks.
-DEBIAN_PACKAGES = pkg-config libmnl-dev libbpf-dev libsystemd-dev iproute2 bpftool wireguard-tools
+DEBIAN_PACKAGES = pkg-config libmnl-dev libbpf-dev libsystemd-dev iproute2 bpftool wireguard-tools iputils-ping
 
-.PHONY: all deps build test test-unit test-kernel test-vm bench clean
+.PHONY: all demo deps build test test-unit test-kernel test-vm bench clean
 
 all: build
 
@@ -18,6 +18,12 @@ deps:
 
 build: deps
 	$(SWIFT) build $(SWIFT_FLAGS)
+
+# The gateway scenario of DESIGN §1, narrated, in network namespaces (in the VM when this
+# kernel has no WireGuard). Leaves nothing behind.
+demo: build
+	@[ "$$(id -u)" = 0 ] || { echo "error: the demo needs root (network namespaces)" >&2; exit 1; }
+	scripts/demo
 
 # Every tier, then one closing line "N passed, M failed". Each tier runs even when an
 # earlier one failed, so one run shows everything; the closing line decides the exit status.

@@ -127,6 +127,10 @@ public final class Daemon {
         logger.info("starting", metadata: ["config": "\(options.configPath)", "summary": "\(loaded.summary)"])
 
         reconcile()
+        // The first reconcile read everything: the poll and resync timers start from here.
+        nextWireGuardPoll = .now + runtime.wireGuardPoll
+        nextProxyPoll = .now + runtime.proxyPoll
+        nextResync = .now + runtime.resync
         notifier.ready(status: statusLine)
         logger.info("ready", metadata: ["status": "\(statusLine)"])
 

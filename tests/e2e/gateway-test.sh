@@ -1,0 +1,114 @@
+#!/bin/bash
+# End-to-end test of the gateway (issue 7), run inside the VM (real WireGuard):
+#   tests/vm/run.sh -- tests/e2e/gateway-test.sh
+# Prints one line per check and closes with "e2e: N passed, M failed".
+set -uo pipefail
+LAPTOPS=${LAPTOPS:-50}
+source "$(dirname "$0")/scenario.sh"
+trap scenario_teardown EXIT
+
+passed=0 failed=0
+check() { # check DESCRIPTION CMD...
+    local what=$1; shift
+    local out
+    if out=$("$@" 2>&1); then
+        passed=$((passed + 1)); echo "  ok    $what${out:+ ($out)}"
+    else
+        failed=$((failed + 1)); echo "  FAIL  $what${out:+ ($out)}"
+    fi
+}
+json() { status_json | python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+gw_sysctl() { in_ns gw sysctl -n "net.ipv6.conf.$1"; }
+equals() { [ "$1" = "$2" ] || { echo "got '$1', want '$2'"; return 1; }; }
+no_global_anycast() { ! in_ns gw cat /proc/net/anycast6 | grep private0 | grep -qv fe80; }
+all_reach() { # every laptop 1..N pings srv1 (sessions broken by the drift tests re-handshake)
+    local i bad=""
+    for i in $(seq 1 "$1"); do ping_ok "lap$i" "${SERVERS[0]}" || until_ok 40 ping_ok "lap$i" "${SERVERS[0]}" > /dev/null || bad="$bad lap$i"; done
+    [ -z "$bad" ] || { echo "cannot reach ${SERVERS[0]}:$bad"; return 1; }
+    echo "$1 laptops"
+}
+lossless() { # lossless NS TARGET COUNT: continuous ping with no loss
+    local out; out=$(in_ns "$1" ping -6 -n -q -i 0.05 -c "$3" -W 1 "$2" 2>&1)
+    echo "$out" | grep -q " 0% packet loss" || { echo "$out" | grep "packet loss"; return 1; }
+    echo "$(echo "$out" | grep -o '[0-9]* received') of $3"
+}
+
+echo "== setting up: $LAPTOPS laptops, 2 servers, a LAN router, the gateway"
+scenario_setup "$LAPTOPS"
+check "wgkeeper starts and reports ready" daemon_start
+
+echo "== connectivity through the gateway"
+check "all.forwarding is 0 on the gateway" equals "$(gw_sysctl all.forwarding)" 0
+for l in 1 2; do for s in "${SERVERS[@]}"; do
+    check "lap$l reaches $s and back" until_ok 20 ping_ok "lap$l" "$s"
+done; done
+check "srv1 reaches lap1 (LAN-initiated)" until_ok 10 ping_ok srv1 "$(laptop_address 1)"
+in_ns srv1 python3 "$REPO/tests/e2e/tcp.py" serve :: 5001 & server_pid=$!
+sleep 1
+check "TCP transfer lap1 → srv1, 2 MB intact" in_ns lap1 python3 "$REPO/tests/e2e/tcp.py" send "${SERVERS[0]}" 5001 2000000
+kill $server_pid 2>/dev/null
+check "TC counters moved both ways" python3 -c "
+import json, subprocess, sys
+c = json.loads(subprocess.check_output(['$WGKEEPER', 'status', '--socket', '$WORK/status.sock', '--json']))['datapath']['counters']
+print(c); sys.exit(0 if c['lan_to_tunnel'] > 0 and c['tunnel_to_lan'] > 0 else 1)"
+check "all.forwarding still 0 (traffic crossed by TC only)" equals "$(gw_sysctl all.forwarding)" 0
+check "datapath attached with clsact (6.1 has no TCX)" equals "$(json "d['datapath']['attach_mode']")" clsact
+
+echo "== the LAN's router keeps its anycast"
+check "gateway holds no global anycast on private0" no_global_anycast
+check "srv1 reaches its default router via the anycast" ping_ok srv1 "$ANYCAST"
+rtr_mac=$(ip -n "$E2E-rtr" -j link show eth0 | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['address'])")
+check "srv1 resolves the anycast to the router's MAC" equals \
+    "$(ip -n "$E2E-srv1" -j -6 neigh show "$ANYCAST" | python3 -c "import json,sys; print(json.load(sys.stdin)[0].get('lladdr',''))")" "$rtr_mac"
+check "status: safety checks all ok" equals "$(json "all(c['ok'] for c in d['safety'])")" True
+
+echo "== drift, repaired"
+lap1=$(laptop_address 1)
+ip -n "$E2E-gw" -6 route del "$lap1/128" dev wg0
+check "deleted route back (bound 1 s)" until_ok 1 sh -c "ip -n $E2E-gw -6 route show $lap1/128 proto 77 | grep -q wg0"
+ip -n "$E2E-gw" -6 neigh del proxy "$lap1" dev private0
+check "deleted proxy entry back (bound proxy_poll 0.5 s + 1 s)" until_ok 2 sh -c "ip -n $E2E-gw -6 neigh show proxy | grep -q '$lap1 '"
+check "srv1 reaches lap1 again" until_ok 10 ping_ok srv1 "$lap1"
+lap2_pub=$(wg pubkey < "$WORK/lap2.key")
+in_ns gw wg set wg0 peer "$lap2_pub" remove
+check "removed peer back (bound wireguard_poll 0.5 s + 1 s)" until_ok 2 sh -c "ip netns exec $E2E-gw wg show wg0 peers | grep -q '$lap2_pub'"
+# The re-created peer has no session: traffic resumes when lap2's WireGuard gives up on the
+# old one and handshakes again (keepalive timeout + rekey timeout, about 15 s).
+check "lap2 reaches srv1 again (after its re-handshake)" until_ok 40 ping_ok lap2 "${SERVERS[0]}"
+in_ns gw wg set wg0 peer "$lap2_pub" allowed-ips 2001:db8:9::/64
+check "changed peer restored (bound wireguard_poll 0.5 s + 1 s)" until_ok 2 sh -c "ip netns exec $E2E-gw wg show wg0 allowed-ips | grep '$lap2_pub' | grep -q '$(laptop_address 2)/128'"
+tc -n "$E2E-gw" filter del dev private0 ingress
+check "detached TC program reattached (bound proxy_poll 0.5 s + 1 s)" until_ok 2 sh -c "tc -n $E2E-gw filter show dev private0 ingress | grep -q bpf"
+check "lap1 reaches srv2 through the reattached program" until_ok 5 ping_ok lap1 "${SERVERS[1]}"
+in_ns gw sysctl -qw net.ipv6.conf.private0.proxy_ndp=0
+check "proxy_ndp switched back on (bound 1 s)" until_ok 1 sh -c "[ \$(ip netns exec $E2E-gw sysctl -n net.ipv6.conf.private0.proxy_ndp) = 1 ]"
+ip -n "$E2E-gw" link del wg0
+check "deleted wg0 recreated with its peers (bound 5 s)" until_ok 5 sh -c "[ \$(ip netns exec $E2E-gw wg show wg0 peers | wc -l) = $LAPTOPS ]"
+check "lap1 reaches srv1 over the new wg0 (after its re-handshake)" until_ok 40 ping_ok lap1 "${SERVERS[0]}"
+
+echo "== restart under a continuous ping"
+(lossless lap1 "${SERVERS[0]}" 100 > "$WORK/restart-ping" 2>&1; echo $? >> "$WORK/restart-ping") &
+ping_pid=$!
+sleep 1
+daemon_stop
+check "restart: wgkeeper starts again" daemon_start
+wait $ping_pid
+check "restart: no packet lost" sh -c "tail -1 $WORK/restart-ping | grep -qx 0 && head -1 $WORK/restart-ping"
+check "restart wrote nothing" equals "$(json "d['netlink_writes']")" 0
+
+echo "== on-boarding a new laptop with a file and a reload"
+new=$((LAPTOPS + 1))
+add_laptop "$new"
+(lossless lap1 "${SERVERS[0]}" 60 > "$WORK/reload-ping" 2>&1; echo $? >> "$WORK/reload-ping") &
+ping_pid=$!
+sleep 0.5
+check "wgkeeper reload accepts the new peer file" "$WGKEEPER" reload --socket "$WORK/status.sock"
+check "the new laptop reaches srv1" until_ok 20 ping_ok "lap$new" "${SERVERS[0]}"
+wait $ping_pid
+check "others undisturbed during the reload" sh -c "tail -1 $WORK/reload-ping | grep -qx 0 && head -1 $WORK/reload-ping"
+
+echo "== every laptop at once"
+check "all $LAPTOPS laptops reach srv1" all_reach "$LAPTOPS"
+
+echo "e2e: $passed passed, $failed failed"
+[ "$failed" = 0 ]
