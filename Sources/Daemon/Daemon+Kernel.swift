@@ -26,7 +26,7 @@ extension Daemon {
             case .deletedRoute(let route) where route.family == .inet6:
                 if routes[RouteIdentity(route)]?.protocolNumber == route.protocolNumber { routes[RouteIdentity(route)] = nil }
             case .newLink(let link):
-                if links[link.index] != link { reads.formUnion([.links, .proxies, .wireGuard, .datapath]) }
+                if links[link.index] != link { reads.formUnion([.links, .proxies, .sysctls, .wireGuard, .datapath]) }
                 links[link.index] = link
             case .deletedLink(let link):
                 links[link.index] = nil

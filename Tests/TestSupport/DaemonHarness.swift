@@ -46,7 +46,7 @@ public final class DaemonHarness: @unchecked Sendable {
     }
 
     /// Starts the daemon and waits for `READY=1`.
-    public func start(watchdogUsec: Int? = nil, extraArguments: [String] = []) throws {
+    public func start(watchdogUsec: Int? = nil, extraArguments: [String] = [], environment extra: [String: String] = [:]) throws {
         if notifyFD < 0 { try openNotifySocket() }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -55,6 +55,7 @@ public final class DaemonHarness: @unchecked Sendable {
         environment["NOTIFY_SOCKET"] = notifyPath
         if let watchdogUsec { environment["WATCHDOG_USEC"] = "\(watchdogUsec)" } else { environment["WATCHDOG_USEC"] = nil }
         environment["WATCHDOG_PID"] = nil
+        environment.merge(extra) { $1 }
         process.environment = environment
         output = Pipe()
         process.standardError = output
@@ -73,6 +74,9 @@ public final class DaemonHarness: @unchecked Sendable {
     }
 
     public var log: String { String(decoding: output.fileHandleForReading.availableData, as: UTF8.self) }
+
+    /// Everything the daemon wrote, once it has exited.
+    public func finalLog() -> String { String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
 
     private var notifyPath: String { directory.appendingPathComponent("notify.sock").path }
 
