@@ -68,6 +68,27 @@ final class PinningTests: XCTestCase {
         }
     }
 
+    /// The default pin root where /sys/fs/bpf is a bare sysfs directory (`ip netns exec`, or a
+    /// host without a bpffs): checked in a child process with its own mount namespace and a
+    /// fresh sysfs, so the host's mounts stay untouched.
+    func testDefaultPinRootUnderAFreshSysfs() throws {
+        if ProcessInfo.processInfo.environment["WGK_FRESH_SYSFS"] == "1" {
+            // What `ip netns exec` does: a sysfs of the new network namespace on /sys. Direct
+            // calls: Foundation's Process stops noticing child exits once /sys is replaced.
+            XCTAssertEqual(umount2("/sys", Int32(MNT_DETACH)), 0)
+            XCTAssertEqual(mount("sysfs", "/sys", "sysfs", 0, nil), 0)
+            XCTAssertNotEqual(try mounts(of: "/sys/fs/bpf"), ["bpf"])
+            let datapath = try Datapath(pinRoot: "/sys/fs/bpf/wgkeeper", tunnel: "wgt0")
+            XCTAssertEqual(try mounts(of: "/sys/fs/bpf"), ["bpf"])
+            XCTAssertTrue(FileManager.default.fileExists(atPath: "\(datapath.pinDirectory)/client_prefixes"))
+            return
+        }
+        let binary = try XCTUnwrap(Bundle.main.executablePath)
+        let output = try shell(["timeout", "120", "unshare", "--mount", "--net", "--propagation", "private", "env", "WGK_FRESH_SYSFS=1", binary,
+                                "DatapathKernelTests.PinningTests/testDefaultPinRootUnderAFreshSysfs"])
+        XCTAssertTrue(output.contains("Executed 1 test, with 0 failures"), output)
+    }
+
     /// File system types mounted exactly at `path`.
     private func mounts(of path: String) throws -> [String] {
         try String(contentsOfFile: "/proc/self/mounts", encoding: .utf8).split(separator: "\n").compactMap { line in
