@@ -172,7 +172,8 @@ extension Datapath {
 
     /// Deletes our filter (never the qdisc: others may use it); true when there was one.
     private func removeFilter(_ hook: Hook, _ index: Int32) throws -> Bool {
-        guard (try? filterProgram(index)) ?? nil != nil else { return false }
+        // try? flattens: nil when there is no filter or it cannot be queried.
+        guard (try? filterProgram(index)) != nil else { return false }
         let result = wgk_tc_ingress_delete(index, Self.filterHandle, Self.filterPriority)
         if result == -ENOENT {
             _ = LibbpfLog.take()

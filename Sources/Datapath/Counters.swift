@@ -16,6 +16,12 @@ public struct DatapathCounters: Equatable, Sendable, CustomStringConvertible {
 
     public init() {}
 
+    /// Name → value, for status output; the names are stable.
+    public var byName: [String: UInt64] {
+        ["lan_to_tunnel": lanToTunnel, "tunnel_to_lan": tunnelToLan, "passed": passed,
+         "hop_limit_expired": hopLimitExpired, "errors": errors]
+    }
+
     public var description: String {
         "lan→tunnel \(lanToTunnel), tunnel→lan \(tunnelToLan), passed \(passed), hop limit expired \(hopLimitExpired), errors \(errors)"
     }

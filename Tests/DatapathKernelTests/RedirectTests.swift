@@ -63,6 +63,8 @@ final class RedirectTests: XCTestCase {
         XCTAssertEqual(counters.hopLimitExpired, 2)
         XCTAssertEqual(counters.errors, 0)
         XCTAssertGreaterThanOrEqual(counters.passed, 5, "other destination, other MAC, IPv4, NS, the gateway's own address")
+        XCTAssertEqual(counters.byName["lan_to_tunnel"], 1)
+        XCTAssertEqual(counters.byName["hop_limit_expired"], 2)
     }
 
     /// As deployed (DESIGN §5): client /128s inside the LAN prefix, answered by proxy NDP.
