@@ -17,7 +17,7 @@ extension Datapath {
             case .tcx:
                 if let change = try attachLink(hook, index) { changes.append(change) }
                 // A filter of ours exists only after a mode switch (kernel upgrade, forced
-                // mode): look once per device, since the query logs an error without clsact.
+                // mode): look once per device, not at every resync.
                 if !checkedForStaleFilters.contains(index) {
                     if try removeFilter(hook, index) { changes.append(.removedStale(hook, .clsact)) }
                     checkedForStaleFilters.insert(index)
