@@ -38,7 +38,7 @@ final class DatapathMapsAdapter: DatapathMaps {
 
 extension Daemon {
     /// Loads (or adopts) the programs, attaches them to both devices, and keeps the pass
-    /// entries: a VPN client's own address inside the LAN prefix must not be sent to the LAN.
+    /// entries for the gateway's own addresses inside the LAN prefix.
     /// Attaching is idempotent; it runs at start, on link events and every `proxy_poll`.
     func ensureDatapath() {
         guard let wanted = desired.datapath else { return }
@@ -61,10 +61,13 @@ extension Daemon {
                 datapathWrites += 1
                 logger.info("datapath: \(change)")
             }
+            // The gateway's own addresses inside a LAN prefix stay with the stack: a client's
+            // packet for the gateway itself must not be pushed out onto the LAN. (Clients' own
+            // addresses inside the LAN prefix are kept off the LAN by the program itself.)
             let lanPrefixes = wanted.entries.filter { $0.direction == .tunnelToLAN }.map(\.prefix)
-            let pass = wanted.entries.filter { entry in
-                entry.direction == .lanToTunnel && lanPrefixes.contains { $0.contains(entry.prefix) && $0 != entry.prefix }
-            }.map(\.prefix)
+            let pass = Set(addresses.map { IPPrefix.host($0.prefix.address) }.filter { own in
+                lanPrefixes.contains { $0.contains(own) }
+            })
             let current = try datapath.entries(in: .lan)
             for prefix in pass where current[prefix] != .pass {
                 try datapath.set(.pass, for: prefix, in: .lan)

@@ -32,7 +32,9 @@ extension Daemon {
                 links[link.index] = nil
                 // The kernel drops a link's routes without a notification for each: re-read.
                 reads.insert(.everything)
-            case .newAddress, .deletedAddress, .netconf:
+            case .newAddress, .deletedAddress:
+                reads.formUnion([.sysctls, .datapath])
+            case .netconf:
                 reads.insert(.sysctls)
             case .newProxy, .deletedProxy:
                 reads.insert(.proxies)

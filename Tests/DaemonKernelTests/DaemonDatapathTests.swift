@@ -11,6 +11,7 @@ final class DaemonDatapathTests: XCTestCase {
         let ns = try TestNamespace(for: self)
         try ns.addVeth("wg0", "wg0p")
         try ns.addVeth("private0", "lanp")
+        try ns.ip("-6", "addr", "add", "2001:db8:1::1/128", "dev", "private0", "nodad")
         let h = try DaemonHarness(self, ns: ns)
         // A bpffs in the test's own mount namespace: `ip netns exec` gives the daemon a private
         // copy of it, so what a mount of the daemon's would hold vanishes with each run.
@@ -50,6 +51,9 @@ final class DaemonDatapathTests: XCTestCase {
             return (try JSONSerialization.jsonObject(with: Data(dump.utf8)) as? [Any])?.count ?? -1
         }
         XCTAssertEqual(try clientKeys(), 2)
+        // The gateway's own address inside the LAN prefix stays with the stack: a pass entry.
+        let lanMap = try shell("bpftool", "-j", "map", "dump", "pinned", "\(pinRoot)/wg0/lan_prefixes")
+        XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(lanMap.utf8)) as? [Any])?.count, 2, lanMap)
         // Drift: an entry deleted behind the daemon's back comes back within proxy_poll.
         let key = ["0x80", "0", "0", "0"] + IPv6Address("2001:db8:1::100")!.bytes.map { String(format: "0x%02x", $0) }
         try shell(["bpftool", "map", "delete", "pinned", clients, "key"] + key)
