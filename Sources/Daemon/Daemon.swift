@@ -100,7 +100,9 @@ public final class Daemon {
         lastApplied = LastApplied(loaded.desired)
         loop = try EventLoop()
         rtnetlink = try RTNetlink()
-        events = try NetlinkSocket.events()
+        // WGKEEPER_EVENT_BUFFER shrinks the event queue so tests can make the kernel overflow it.
+        let eventBuffer = ProcessInfo.processInfo.environment["WGKEEPER_EVENT_BUFFER"].flatMap { Int($0) } ?? 32 << 20
+        events = try NetlinkSocket(.route, groups: RouteGroup.allCases.map(\.rawValue), receiveBufferBytes: eventBuffer)
         do {
             wireGuard = try WireGuardNetlink()
         } catch {

@@ -97,3 +97,40 @@ final class DaemonLifecycleTests: XCTestCase {
         XCTAssertTrue(lines.contains { $0.hasPrefix("<6>applied: + route 2001:db8:1::100/128") }, "\(lines)")
     }
 }
+
+/// A real ENOBUFS: the daemon's event queue shrunk to a few kilobytes and flooded.
+final class DaemonOverflowTests: XCTestCase {
+    func testEventOverflowMeansFullResyncAndNothingIsMissed() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addVeth("wg0", "wg0p")
+        try ns.addVeth("private0", "lanp")
+        let h = try DaemonHarness(self, ns: ns)
+        try h.writeConfig("""
+        runtime:
+          status_socket: \(h.socketPath)
+          bpf_pin_root: \(h.directory.path)/bpf
+          resync: 1h
+        wireguard:
+          wg0:
+            private_key_file: \(h.keyPath)
+            peers:
+              - name: alice
+                public_key: "\(PrivateKey.generate().publicKey.base64)"
+                allowed_ips: [2001:db8:1::100/128]
+        gateway: {tunnel: wg0, lan: private0, lan_prefix: "2001:db8:1::/64", redirect: false}
+        """)
+        try h.start(environment: ["WGKEEPER_EVENT_BUFFER": "4096"])
+        // Stop the daemon's loop from reading while the flood lands, then delete our route in it.
+        kill(h.process!.processIdentifier, SIGSTOP)
+        let batch = (1...3000).map { "route add 2001:db8:77::\(String($0, radix: 16))/128 dev wg0 proto static" } + [
+            "route del 2001:db8:1::100/128 dev wg0 proto 77",
+        ]
+        try shell(["ip", "-6", "-n", ns.name, "-batch", "-"], input: batch.joined(separator: "\n") + "\n")
+        kill(h.process!.processIdentifier, SIGCONT)
+        try eventually(within: .seconds(3), "route restored after the overflow") {
+            (try ns.ipJSON("-6", "route", "show", "2001:db8:1::100/128", "proto", "77")).count == 1
+        }
+        XCTAssertGreaterThan(try h.status()["overflows"] as? Int ?? 0, 0, "the overflow was seen and counted")
+        XCTAssertEqual(try ns.ipJSON("-6", "route", "show", "proto", "static").count, 3000, "foreign routes untouched")
+    }
+}
