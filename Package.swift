@@ -59,7 +59,7 @@ let package = Package(
         .executableTarget(name: "wgkeeper-bench", dependencies: ["Netlink"], path: "Sources/Bench"),
 
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "DatapathKernelTests", dependencies: ["Datapath", "Netlink", "CBPF"]),
+        .testTarget(name: "DatapathKernelTests", dependencies: ["Datapath", "Netlink", "CBPF", "TestSupport"]),
         .testTarget(name: "DatapathVMTests", dependencies: ["Datapath", "Netlink", "TestSupport"]),
         .target(name: "TestSupport", dependencies: ["Netlink"], path: "Tests/TestSupport"),
         .testTarget(name: "DaemonVMTests", dependencies: ["Netlink", "TestSupport"]),

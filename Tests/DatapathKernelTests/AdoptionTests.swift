@@ -2,6 +2,7 @@ import CBPF
 import Datapath
 import Foundation
 import Netlink
+import TestSupport
 import XCTest
 
 /// A daemon restart adopts what the previous run pinned and changes nothing; a changed

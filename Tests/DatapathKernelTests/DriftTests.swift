@@ -2,6 +2,7 @@ import CBPF
 import Datapath
 import Foundation
 import Netlink
+import TestSupport
 import XCTest
 
 /// Someone changes the datapath behind the daemon's back: `state` sees it, `attach` /

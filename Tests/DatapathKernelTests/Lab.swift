@@ -2,6 +2,7 @@ import Datapath
 import Foundation
 import Glibc
 import Netlink
+import TestSupport
 import XCTest
 
 /// The gateway of DESIGN §1 in miniature: namespace `gateway` holds a veth end `lan0` (the

@@ -2,6 +2,7 @@ import CBPF
 import Datapath
 import Foundation
 import Netlink
+import TestSupport
 import XCTest
 
 /// Timings worth knowing for the daemon's loop; printed, with loose bounds only.

@@ -2,6 +2,7 @@ import CBPF
 import Datapath
 import Foundation
 import Netlink
+import TestSupport
 import XCTest
 
 /// The pin root and the maps pinned in it.

@@ -1,6 +1,7 @@
 import Datapath
 import Foundation
 import Netlink
+import TestSupport
 import XCTest
 
 /// Both programs move packets, on TCX (the host kernel) and on clsact (forced, as on 6.1).
