@@ -51,9 +51,9 @@ test-vm: deps
 	@[ "$$(id -u)" = 0 ] || { echo "error: the VM tier needs root" >&2; exit 1; }
 	scripts/run-tier vm --exec scripts/test-vm
 
+# Issue 9's figures into BENCHMARKS.md (root; namespaces, BIRD 2, the VM). Never part of `test`.
 bench: deps
-	$(SWIFT) build -c release --product wgkeeper-bench
-	scripts/bench-routes
+	SWIFT=$(SWIFT) scripts/bench
 
 clean:
 	rm -rf .build
