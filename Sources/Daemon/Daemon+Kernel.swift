@@ -71,6 +71,7 @@ extension Daemon {
             }
             if wanted.contains(.everything) || wanted.contains(.wireGuard) {
                 try readWireGuard()
+                reresolveQuietPeers()
             }
             if wanted.contains(.everything) || wanted.contains(.links) || wanted.contains(.datapath) {
                 ensureDatapath()

@@ -50,7 +50,13 @@ extension Daemon {
         let planned = Set(plan.changes.map(\.subject))
         failures = failures.filter { planned.contains($0.key) }
 
-        lastPlan = plan
+        // What status reports as outstanding: the planned changes that did not go through.
+        var outstanding = plan
+        if applied > 0 {
+            let done = Set(due.map(\.subject)).subtracting(failures.keys)
+            outstanding.changes.removeAll { done.contains($0.subject) }
+        }
+        lastPlan = outstanding
         changesApplied += applied
         reconciles += 1
         lastReconcile = Date()
@@ -66,6 +72,9 @@ extension Daemon {
         guard let error = result.error else {
             logger.info("applied: \(change)", metadata: ["reason": "\(change.reason)"])
             failures[change.subject] = nil
+            if case .peer(let device, _, let peerChange, let host) = change.object, host != nil {
+                lastResolved[LastApplied.PeerKey(device: device, publicKey: peerChange.publicKey)] = Date().timeIntervalSince1970
+            }
             if case .peer(let device, _, let peerChange, _) = change.object,
                let peer = desired.devices.first(where: { $0.name == device })?.peers.first(where: { $0.publicKey == peerChange.publicKey }) {
                 lastApplied.record(device: device, publicKey: peer.publicKey, endpoint: peer.endpoint)

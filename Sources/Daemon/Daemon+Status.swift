@@ -4,6 +4,10 @@ import Reconciler
 
 /// The status socket's requests and the one-line summary systemd shows.
 extension Daemon {
+    /// Failed, pending and conflicting objects are listed up to this many each (the per-kind
+    /// counts cover all of them), so a reply stays small on a gateway where everything is pending.
+    static let listedObjects = 1000
+
     var statusLine: String {
         let counts = kindCounts()
         let failed = counts.values.reduce(0) { $0 + $1.failed }
@@ -55,12 +59,12 @@ extension Daemon {
             lastReconcileDurationMs: lastReconcileDuration.map { Double($0.components.attoseconds) / 1e15 + Double($0.components.seconds) * 1e3 },
             reconciles: reconciles, netlinkWrites: netlinkWrites, changesApplied: changesApplied, resyncs: resyncs,
             overflows: overflows, kinds: kindCounts(),
-            failed: failures.sorted { $0.key < $1.key }.map { subject, failure in
+            failed: failures.sorted { $0.key < $1.key }.prefix(Daemon.listedObjects).map { subject, failure in
                 .init(kind: failure.kind.description, object: subject, error: failure.error, attempts: failure.attempts,
                       nextRetryInSeconds: max(0, Double(now.duration(to: failure.retryAt).components.seconds)))
             },
-            pending: lastPlan.pending.map { .init(kind: $0.kind.description, object: $0.object, reason: $0.reason) },
-            conflicts: lastPlan.conflicts.map(\.description),
+            pending: lastPlan.pending.prefix(Daemon.listedObjects).map { .init(kind: $0.kind.description, object: $0.object, reason: $0.reason) },
+            conflicts: lastPlan.conflicts.prefix(Daemon.listedObjects).map(\.description),
             peers: peers, datapath: datapathStatus, safety: safety)
     }
 

@@ -59,6 +59,9 @@ public final class Daemon {
     var addresses: [Address] = []
     var wireGuardDevices: [String: WireGuardDevice] = [:]
     var lastApplied: LastApplied
+    /// When each host-name endpoint was last resolved (seconds since the epoch).
+    var lastResolved: [LastApplied.PeerKey: Double] = [:]
+    let resolver: EndpointResolver
 
     // Scheduling.
     var reads: Set<Read> = [.everything]
@@ -99,6 +102,7 @@ public final class Daemon {
         }
         lastApplied = LastApplied(loaded.desired)
         loop = try EventLoop()
+        resolver = try EndpointResolver()
         rtnetlink = try RTNetlink()
         // WGKEEPER_EVENT_BUFFER shrinks the event queue so tests can make the kernel overflow it.
         let eventBuffer = ProcessInfo.processInfo.environment["WGKEEPER_EVENT_BUFFER"].flatMap { Int($0) } ?? 32 << 20
@@ -117,7 +121,7 @@ public final class Daemon {
     // MARK: - the loop
 
     enum Token: UInt64 {
-        case signals = 1, events = 2, listener = 3
+        case signals = 1, events = 2, listener = 3, resolver = 4
     }
 
     public func run() throws -> Int32 {
@@ -126,6 +130,7 @@ public final class Daemon {
         try loop.add(SignalPipe.readEnd, token: Token.signals.rawValue)
         try loop.add(events.fileDescriptor, token: Token.events.rawValue)
         if let server { try loop.add(server.fd, token: Token.listener.rawValue) }
+        try loop.add(resolver.wakeFD, token: Token.resolver.rawValue)
         logger.info("starting", metadata: ["config": "\(options.configPath)", "summary": "\(loaded.summary)"])
 
         reconcile()
@@ -206,6 +211,8 @@ public final class Daemon {
             }
         case Token.events.rawValue:
             drainEvents()
+        case Token.resolver.rawValue:
+            applyResolutions()
         case Token.listener.rawValue:
             guard let server else { return }
             for fd in server.accept() { try? loop.add(fd, token: UInt64(fd) + 1000) }

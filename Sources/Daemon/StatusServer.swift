@@ -7,7 +7,7 @@ import SystemPackage
 /// that no client (silent, flooding, or never reading) can stall the loop that owns it.
 final class StatusServer {
     static let maxRequestBytes = 64 * 1024
-    static let maxPendingReplyBytes = 8 << 20
+    static let maxPendingReplyBytes = 64 << 20
     static let maxClients = 64
     static let idleTimeout: Duration = .seconds(10)
 

@@ -57,7 +57,7 @@ final class DaemonDatapathTests: XCTestCase {
         // Drift: an entry deleted behind the daemon's back comes back within proxy_poll.
         let key = ["0x80", "0", "0", "0"] + IPv6Address("2001:db8:1::100")!.bytes.map { String(format: "0x%02x", $0) }
         try shell(["bpftool", "map", "delete", "pinned", clients, "key"] + key)
-        XCTAssertEqual(try clientKeys(), 1)
+        // (The next proxy_poll may already have put it back: no assertion on the gap.)
         try eventually(within: .seconds(2), "map entry restored") { try clientKeys() == 2 }
 
         // Restart: the programs and entries are adopted; nothing is written.

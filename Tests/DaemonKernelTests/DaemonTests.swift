@@ -212,6 +212,18 @@ final class DaemonTests: XCTestCase {
         XCTAssertTrue(h.process!.isRunning)
     }
 
+    /// A service manager that stops reading its notify socket must not freeze the loop:
+    /// the socket's queue (net.unix.max_dgram_qlen, 10 by default) fills with STATUS= lines.
+    func testUnreadNotifySocketDoesNotStallRepairs() throws {
+        let (ns, h) = try setUp()
+        try h.start()
+        for round in 1...30 {
+            try ns.ip("-6", "route", "del", "2001:db8:1::100/128", "dev", "wg0", "proto", "77")
+            try eventually(within: .seconds(1), "repair \(round) with nobody reading notifications") { try ourRoutes(ns) == expectedRoutes }
+        }
+        XCTAssertNotNil(try h.status()["pid"])
+    }
+
     func testSecondDaemonOnTheSameSocketRefusesAndStaleSocketIsReplaced() throws {
         let (_, h) = try setUp()
         try h.start()

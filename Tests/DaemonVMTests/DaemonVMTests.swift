@@ -84,6 +84,40 @@ final class DaemonVMTests: XCTestCase {
         XCTAssertEqual(try peers(ns)[alice.base64]?[1], "[2001:db8:ff::99]:4000")
     }
 
+    /// DESIGN §5: a host-name endpoint is resolved when applied and again while the peer stays
+    /// quiet (135 s; shortened here). `ip netns exec` reads /etc/netns/NAME/hosts as /etc/hosts.
+    func testHostNameEndpointIsResolvedAndReResolved() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addVeth("private0", "lanp")
+        let hosts = "/etc/netns/\(ns.name)"
+        try FileManager.default.createDirectory(atPath: hosts, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: hosts) }
+        try "2001:db8:ff::5 peer.wgkeeper.test\n".write(toFile: "\(hosts)/hosts", atomically: true, encoding: .utf8)
+        let h = try DaemonHarness(self, ns: ns)
+        try h.writeConfig("""
+        runtime:
+          status_socket: \(h.socketPath)
+          bpf_pin_root: \(h.directory.path)/bpf
+          wireguard_poll: 300ms
+        wireguard:
+          wg0:
+            private_key_file: \(h.keyPath)
+            peers:
+              - name: alice
+                public_key: "\(alice.base64)"
+                endpoint: "peer.wgkeeper.test:51820"
+                allowed_ips: [2001:db8:1::100/128]
+        """)
+        try h.start(environment: ["WGKEEPER_RERESOLVE_SECONDS": "1"])
+        XCTAssertEqual(try peers(ns)[alice.base64]?[1], "[2001:db8:ff::5]:51820")
+        // In place, not by rename: the daemon sees the file through a bind mount of this inode.
+        try "2001:db8:ff::6 peer.wgkeeper.test\n".write(toFile: "\(hosts)/hosts", atomically: false, encoding: .utf8)
+        let moved = try eventually(within: .seconds(10), "endpoint follows the name") {
+            try peers(ns)[alice.base64]?[1] == "[2001:db8:ff::6]:51820"
+        }
+        print("re-resolved endpoint applied after \(moved) (re-resolve interval 1 s, TCG)")
+    }
+
     func testDeletedDeviceIsRecreatedAndFullyConfigured() throws {
         let (ns, h) = try start()
         try ns.ip("link", "del", "wg0")
