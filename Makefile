@@ -5,8 +5,9 @@ SWIFT_FLAGS  ?=
 PREFIX       ?= /usr/local
 DESTDIR      ?=
 
-# Build and test: libraries and headers, iproute2 as the independent reader, bpftool for map checks.
-DEBIAN_PACKAGES = pkg-config libmnl-dev libbpf-dev libsystemd-dev iproute2 bpftool wireguard-tools iputils-ping
+# Build and test: libraries and headers; iproute2, wireguard-tools and bpftool as independent
+# readers; ping for the scenario; python3 jsonschema/yaml for the schema test (Debian's python3).
+DEBIAN_PACKAGES = pkg-config libmnl-dev libbpf-dev libsystemd-dev iproute2 bpftool wireguard-tools iputils-ping python3-jsonschema python3-yaml
 
 .PHONY: all demo deps build test test-unit test-kernel test-vm bench clean
 

@@ -57,6 +57,16 @@ done
 APT_PACKAGES=(qemu-system-x86 linux-image-amd64 busybox-static wireguard-tools iproute2)
 PIP_PACKAGES=(virtme-ng)
 
+# vng lives in the scripts directory of the python that installed it, which need not be on
+# PATH (a pyenv shim appears only after a rehash): look there too.
+vng_on_path() {
+    command -v vng >/dev/null 2>&1 && return 0
+    local dir
+    dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)
+    if [ -n "$dir" ] && [ -x "$dir/vng" ]; then PATH="$dir:$PATH"; export PATH; fi
+    return 0
+}
+
 do_install() {
     local missing=() p
     for p in "${APT_PACKAGES[@]}"; do
@@ -74,15 +84,22 @@ do_install() {
     fi
     if ! command -v vng >/dev/null 2>&1; then
         log "installing pip packages: ${PIP_PACKAGES[*]}"
-        python3 -m pip install -q "${PIP_PACKAGES[@]}"
+        if ! python3 -m pip --version >/dev/null 2>&1; then
+            apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 python3-pip
+        fi
+        # Debian's own python3 refuses system-wide pip installs (PEP 668) without the flag;
+        # a pyenv or venv python takes the plain form.
+        python3 -m pip install -q "${PIP_PACKAGES[@]}" 2>/dev/null \
+            || python3 -m pip install -q --break-system-packages "${PIP_PACKAGES[@]}"
+        command -v pyenv >/dev/null 2>&1 && pyenv rehash 2>/dev/null || true
         hash -r
-        command -v vng >/dev/null 2>&1 \
-            || die 125 "pip installed virtme-ng but 'vng' is not on PATH ($PATH)"
     fi
+    vng_on_path
 }
 [ "$install" = 0 ] || do_install
 
 # -------------------------------------------------------------- preflight ---
+vng_on_path
 command -v vng >/dev/null 2>&1 \
     || die 125 "'vng' (pip package virtme-ng) not found on PATH; run $prog --install"
 command -v qemu-system-x86_64 >/dev/null 2>&1 \
