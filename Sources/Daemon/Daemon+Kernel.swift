@@ -38,6 +38,9 @@ extension Daemon {
                 reads.insert(.sysctls)
             case .newProxy, .deletedProxy:
                 reads.insert(.proxies)
+            case .trafficControl:
+                // Our own attach causes these too; checking the attachment is cheap and idempotent.
+                if desired.datapath != nil { reads.insert(.datapath) }
             case .overflow:
                 overflows += 1
                 logger.warning("event queue overflowed (ENOBUFS): state unknown, full resync")

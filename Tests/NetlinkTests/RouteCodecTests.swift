@@ -82,3 +82,17 @@ final class RouteCodecTests: XCTestCase {
         XCTAssertNil(text)
     }
 }
+
+final class TrafficControlEventTests: XCTestCase {
+    /// A filter or qdisc change is reported with its interface (the datapath's clsact hook).
+    func testFilterAndQdiscEventsNameTheirInterface() throws {
+        // struct tcmsg: family, 3 pad bytes, ifindex (i32), handle, parent, info.
+        let payload: [UInt8] = [0, 0, 0, 0, 7, 0, 0, 0] + [UInt8](repeating: 0, count: 12)
+        for type: UInt16 in [36, 37, 44, 45] {  // RTM_NEWQDISC, RTM_DELQDISC, RTM_NEWTFILTER, RTM_DELTFILTER
+            let event = try RouteEvent.decode(Message(type: type, flags: 0, sequence: 0, portID: 0, payload: payload))
+            guard case .trafficControl(let index)? = event else { return XCTFail("type \(type): \(String(describing: event))") }
+            XCTAssertEqual(index, 7)
+        }
+        XCTAssertThrowsError(try RouteEvent.decode(Message(type: 45, flags: 0, sequence: 0, portID: 0, payload: [0, 0])))
+    }
+}

@@ -44,7 +44,8 @@ for l in 1 2; do for s in "${SERVERS[@]}"; do
 done; done
 check "srv1 reaches lap1 (LAN-initiated)" until_ok 10 ping_ok srv1 "$(laptop_address 1)"
 in_ns srv1 python3 "$REPO/tests/e2e/tcp.py" serve :: 5001 & server_pid=$!
-sleep 1
+# python starts slowly under emulation: wait until the server listens.
+until_ok 30 sh -c "ip netns exec $E2E-srv1 ss -Hltn 'sport = :5001' | grep -q 5001" > /dev/null
 check "TCP transfer lap1 → srv1, 2 MB intact" in_ns lap1 python3 "$REPO/tests/e2e/tcp.py" send "${SERVERS[0]}" 5001 2000000
 kill $server_pid 2>/dev/null
 check "TC counters moved both ways" python3 -c "

@@ -12,6 +12,9 @@ public enum RouteEvent: Sendable {
     case netconf(Netconf)
     case newProxy(ProxyEntry)
     case deletedProxy(ProxyEntry)
+    /// A qdisc or filter was added or removed on the interface with this index (the datapath's
+    /// clsact attachment may be gone). TCX links are not notified.
+    case trafficControl(interfaceIndex: Int32)
     /// The receive queue overflowed: events were lost and the state is unknown. Resync everything.
     case overflow
 }
@@ -20,6 +23,7 @@ public enum RouteEvent: Sendable {
 public enum RouteGroup: UInt32, CaseIterable, Sendable {
     case link = 1           // RTNLGRP_LINK
     case neighbour = 3      // RTNLGRP_NEIGH
+    case trafficControl = 4 // RTNLGRP_TC
     case ipv4Route = 7      // RTNLGRP_IPV4_ROUTE
     case ipv6Address = 9    // RTNLGRP_IPV6_IFADDR
     case ipv6Route = 11     // RTNLGRP_IPV6_ROUTE
@@ -40,6 +44,8 @@ extension RouteEvent {
         case Int(RTM_NEWNETCONF): return try Netconf.decode(message).map(RouteEvent.netconf)
         case Int(RTM_NEWNEIGH): return try ProxyEntry.decode(message).map(RouteEvent.newProxy)
         case Int(RTM_DELNEIGH): return try ProxyEntry.decode(message).map(RouteEvent.deletedProxy)
+        case Int(RTM_NEWQDISC), Int(RTM_DELQDISC), Int(RTM_NEWTFILTER), Int(RTM_DELTFILTER):
+            return .trafficControl(interfaceIndex: try message.familyHeader(tcmsg.self).tcm_ifindex)
         default: return nil
         }
     }
