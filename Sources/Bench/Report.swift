@@ -49,7 +49,7 @@ func writeReport(results: [String], notes: String?, output: String) throws {
     md += "anchor measured in the same run (wgkeeper ÷ anchor: below 1 is faster, except throughput, where above 1 is faster).\n\n"
     for line in machineDescription() { md += "- \(line)\n" }
     let kernels = Set(figures.map(\.kernel)).subtracting([kernelRelease()])
-    if !kernels.isEmpty { md += "- VM kernel (rows 6, 7): \(kernels.sorted().joined(separator: ", ")), Debian's, under QEMU TCG (no KVM): absolute times are slow, ratios hold\n" }
+    if !kernels.isEmpty { md += "- VM kernel (rows \(Set(figures.filter { $0.kernel != kernelRelease() }.map(\.row)).sorted().map(String.init).joined(separator: ", "))): \(kernels.sorted().joined(separator: ", ")), Debian's, under QEMU TCG (no KVM): absolute times and throughputs are slow, ratios hold\n" }
     md += "\n| # | what | wgkeeper | anchor, same run | ratio | target | met |\n|---|---|---|---|---|---|---|\n"
     for (row, title) in tableRows {
         let measured = figures.filter { $0.row == row }

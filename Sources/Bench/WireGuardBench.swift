@@ -21,8 +21,8 @@ func benchWireGuard(count: Int, runs: Int) throws {
     var setconf: [Double] = [], apply: [Double] = [], show: [Double] = [], read: [Double] = []
     for _ in 0..<runs {
         try withWireGuardNamespace { name, _ in
-            setconf.append(try seconds { try shell(["ip", "netns", "exec", name, "wg", "setconf", "wg0", file.path]) } * 1e3)
-            show.append(try seconds { try shell(["ip", "netns", "exec", name, "wg", "show", "wg0", "dump"]) } * 1e3)
+            setconf.append(try seconds { try shell(["nsenter", "--net=/run/netns/\(name)", "wg", "setconf", "wg0", file.path]) } * 1e3)
+            show.append(try seconds { try shell(["nsenter", "--net=/run/netns/\(name)", "wg", "show", "wg0", "dump"]) } * 1e3)
         }
         try withWireGuardNamespace { _, namespace in
             let wireguard = try namespace.perform { try WireGuardNetlink() }
@@ -35,11 +35,11 @@ func benchWireGuard(count: Int, runs: Int) throws {
     var applyFigure = Figure(row: 6, what: "apply \(count) WireGuard peers to an empty device", unit: "ms", ours: Summary(apply),
                              anchorName: "wg setconf", anchor: Summary(setconf), target: "≤ 1.0×",
                              met: Summary(apply).median <= Summary(setconf).median)
-    applyFigure.notes.append("wg setconf is timed through `ip netns exec` (a fork, setns and exec, a few ms)")
+    applyFigure.notes.append("wg setconf is timed through `nsenter --net` (a fork, setns and exec; not `ip netns exec`, whose remount of /sys costs ~1.8 s per call under TCG)")
     applyFigure.emit()
     var pollFigure = Figure(row: 7, what: "one WireGuard poll at \(count) peers", unit: "ms", ours: Summary(read),
                             anchorName: "wg show dump", anchor: Summary(show), target: "≤ 1.0×",
                             met: Summary(read).median <= Summary(show).median)
-    pollFigure.notes.append("wg show dump is timed through `ip netns exec`, output read to the end")
+    pollFigure.notes.append("wg show dump is timed through `nsenter --net`, output read to the end")
     pollFigure.emit()
 }

@@ -10,6 +10,7 @@ usage: wgkeeper-bench converge N RUNS        rows 1 and 5: cold start of wgkeepe
        wgkeeper-bench steady N RELOADS SECS  rows 2 and 4: no-op reconcile, reload of 1 changed peer
        wgkeeper-bench repair N DELETIONS     row 3: repair latency vs BIRD 2
        wgkeeper-bench wireguard N RUNS       rows 6 and 7 (needs WireGuard: the VM)
+       wgkeeper-bench forward RUNS SECS      row 8: iperf3 through the TC programs vs all.forwarding (the VM)
        wgkeeper-bench routes N RUNS          issue 2's route-write figure
        wgkeeper-bench report OUTPUT NOTES RESULTS...
 """
@@ -23,6 +24,7 @@ do {
     case "steady": try benchSteadyState(count: number(1, 10_000), reloads: number(2, 10), window: .seconds(Double(number(3, 8))))
     case "repair": try benchRepair(peers: number(1, 1000), deletions: number(2, 1000), birdBudget: .seconds(60))
     case "wireguard": try benchWireGuard(count: number(1, 10_000), runs: number(2, 5))
+    case "forward": try benchForwarding(runs: number(1, 3), duration: number(2, 5))
     case "routes": try benchRoutes(count: number(1, 10_000), runs: number(2, 5))
     case "report":
         guard arguments.count >= 3 else { throw BenchError(usage) }
