@@ -13,24 +13,8 @@ final class AnycastSafetyTests: XCTestCase {
         try ns.addVeth("private0", "lanp")
         try ns.ip("-6", "addr", "add", "2001:db8:1::1/64", "dev", "private0", "nodad")
         let h = try DaemonHarness(self, ns: ns)
-        try h.writeConfig("""
-        runtime:
-          status_socket: \(h.socketPath)
-          bpf_pin_root: \(h.directory.path)/bpf
-        wireguard:
-          wg0:
-            private_key_file: \(h.keyPath)
-            peers:
-              - name: alice
-                public_key: "\(PrivateKey.generate().publicKey.base64)"
-                allowed_ips: [2001:db8:1::100/128]
-        gateway:
-          tunnel: wg0
-          lan: private0
-          lan_prefix: 2001:db8:1::/64
-          redirect: false
-          allow_lan_anycast: \(allow)
-        """)
+        try h.writeConfig(h.gatewayConfig(peers: [TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128"])],
+                                          gateway: ["redirect: false", "allow_lan_anycast: \(allow)"]))
         try h.start()
         return (ns, h)
     }

@@ -19,24 +19,10 @@ final class DaemonDatapathTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: pinRoot, withIntermediateDirectories: true)
         try shell("mount", "-t", "bpf", "bpffs", pinRoot)
         addTeardownBlock { _ = try? shell("umount", "-l", pinRoot) }
-        try h.writeConfig("""
-        runtime:
-          status_socket: \(h.socketPath)
-          bpf_pin_root: \(pinRoot)
-          proxy_poll: 200ms
-        wireguard:
-          wg0:
-            private_key_file: \(h.keyPath)
-            peers:
-              - name: alice
-                public_key: "\(PrivateKey.generate().publicKey.base64)"
-                allowed_ips: [2001:db8:1::100/128, 2001:db8:5::/64]
-        gateway:
-          tunnel: wg0
-          lan: private0
-          lan_prefix: 2001:db8:1::/64
-          redirect: true
-        """)
+        try h.writeConfig(h.gatewayConfig(
+            runtime: ["proxy_poll: 200ms"], pinRoot: pinRoot,
+            peers: [TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128", "2001:db8:5::/64"])],
+            gateway: ["redirect: true"]))
         try h.start()
         let status = try h.status()
         let datapath = try XCTUnwrap(status["datapath"] as? [String: Any], "\(status)")

@@ -7,25 +7,7 @@ import XCTest
 /// Pending devices, failing objects, `--cleanup`, and journald priorities.
 final class DaemonLifecycleTests: XCTestCase {
     private func config(_ h: DaemonHarness, extra: String = "") -> String {
-        """
-        runtime:
-          status_socket: \(h.socketPath)
-          bpf_pin_root: \(h.directory.path)/bpf
-          proxy_poll: 200ms
-        wireguard:
-          wg0:
-            private_key_file: \(h.keyPath)
-            peers:
-              - name: alice
-                public_key: "\(PrivateKey.generate().publicKey.base64)"
-                allowed_ips: [2001:db8:1::100/128]
-        gateway:
-          tunnel: wg0
-          lan: private0
-          lan_prefix: 2001:db8:1::/64
-          redirect: false
-        \(extra)
-        """
+        h.gatewayConfig(runtime: ["proxy_poll: 200ms"], peers: [TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128"])], tail: extra)
     }
 
     private func ours(_ ns: TestNamespace) throws -> Int { try ns.ipJSON("-6", "route", "show", "proto", "77").count }
@@ -105,20 +87,8 @@ final class DaemonOverflowTests: XCTestCase {
         try ns.addVeth("wg0", "wg0p")
         try ns.addVeth("private0", "lanp")
         let h = try DaemonHarness(self, ns: ns)
-        try h.writeConfig("""
-        runtime:
-          status_socket: \(h.socketPath)
-          bpf_pin_root: \(h.directory.path)/bpf
-          resync: 1h
-        wireguard:
-          wg0:
-            private_key_file: \(h.keyPath)
-            peers:
-              - name: alice
-                public_key: "\(PrivateKey.generate().publicKey.base64)"
-                allowed_ips: [2001:db8:1::100/128]
-        gateway: {tunnel: wg0, lan: private0, lan_prefix: "2001:db8:1::/64", redirect: false}
-        """)
+        try h.writeConfig(h.gatewayConfig(runtime: ["resync: 1h"],
+                                          peers: [TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128"])]))
         try h.start(environment: ["WGKEEPER_EVENT_BUFFER": "4096"])
         // Stop the daemon's loop from reading while the flood lands, then delete our route in it.
         kill(h.process!.processIdentifier, SIGSTOP)

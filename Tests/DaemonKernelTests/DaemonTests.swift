@@ -11,35 +11,17 @@ final class DaemonTests: XCTestCase {
     private let bob = PrivateKey.generate().publicKey
 
     private func config(_ h: DaemonHarness, extraRoute: String = "2001:db8:2::/64", broken: Bool = false) -> String {
-        """
-        runtime:
-          status_socket: \(h.socketPath)
-          bpf_pin_root: \(h.directory.path)/bpf
-          route_protocol: 77
-          wireguard_poll: 200ms
-          proxy_poll: 200ms
-          resync: 60s
-        wireguard:
-          wg0:
-            private_key_file: \(h.keyPath)
-            listen_port: 51820
-            peers:
-              - name: alice
-                public_key: "\(alice.base64)"
-                allowed_ips: [2001:db8:1::100/128]
-              - name: bob
-                public_key: "\(bob.base64)"
-                allowed_ips: [2001:db8:1::101/128]
-        gateway:
-          tunnel: wg0
-          lan: private0
-          lan_prefix: 2001:db8:1::/64
-          proxy_ndp: true
-          redirect: false
-        routes:
-          - destination: \(extraRoute)
-            device: wg0\(broken ? "\n    metric: many" : "")
-        """
+        h.gatewayConfig(
+            runtime: ["route_protocol: 77", "wireguard_poll: 200ms", "proxy_poll: 200ms", "resync: 60s"],
+            wireGuard: ["listen_port: 51820"],
+            peers: [TestPeer("alice", alice, allowedIPs: ["2001:db8:1::100/128"]),
+                    TestPeer("bob", bob, allowedIPs: ["2001:db8:1::101/128"])],
+            gateway: ["proxy_ndp: true", "redirect: false"],
+            tail: """
+            routes:
+              - destination: \(extraRoute)
+                device: wg0\(broken ? "\n    metric: many" : "")
+            """)
     }
 
     private func setUp() throws -> (TestNamespace, DaemonHarness) {

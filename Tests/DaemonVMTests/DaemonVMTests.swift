@@ -14,32 +14,12 @@ final class DaemonVMTests: XCTestCase {
         let ns = try TestNamespace(for: self)
         try ns.addVeth("private0", "lanp")
         let h = try DaemonHarness(self, ns: ns)
-        try h.writeConfig("""
-        runtime:
-          status_socket: \(h.socketPath)
-          bpf_pin_root: \(h.directory.path)/bpf
-          wireguard_poll: 300ms
-          proxy_poll: 300ms
-        wireguard:
-          wg0:
-            private_key_file: \(h.keyPath)
-            listen_port: 51820
-            peers:
-              - name: alice
-                public_key: "\(alice.base64)"
-                endpoint: "[2001:db8:ff::2]:51820"
-                persistent_keepalive: 25
-                allowed_ips: [2001:db8:1::100/128]
-              - name: bob
-                public_key: "\(bob.base64)"
-                allowed_ips: [2001:db8:1::101/128]
-        gateway:
-          tunnel: wg0
-          lan: private0
-          lan_prefix: 2001:db8:1::/64
-          proxy_ndp: true
-          redirect: false
-        """)
+        try h.writeConfig(h.gatewayConfig(
+            runtime: ["wireguard_poll: 300ms", "proxy_poll: 300ms"], wireGuard: ["listen_port: 51820"],
+            peers: [TestPeer("alice", alice, allowedIPs: ["2001:db8:1::100/128"],
+                             extra: [#"endpoint: "[2001:db8:ff::2]:51820""#, "persistent_keepalive: 25"]),
+                    TestPeer("bob", bob, allowedIPs: ["2001:db8:1::101/128"])],
+            gateway: ["proxy_ndp: true", "redirect: false"]))
         try h.start()
         return (ns, h)
     }
@@ -94,20 +74,10 @@ final class DaemonVMTests: XCTestCase {
         addTeardownBlock { try? FileManager.default.removeItem(atPath: hosts) }
         try "2001:db8:ff::5 peer.wgkeeper.test\n".write(toFile: "\(hosts)/hosts", atomically: true, encoding: .utf8)
         let h = try DaemonHarness(self, ns: ns)
-        try h.writeConfig("""
-        runtime:
-          status_socket: \(h.socketPath)
-          bpf_pin_root: \(h.directory.path)/bpf
-          wireguard_poll: 300ms
-        wireguard:
-          wg0:
-            private_key_file: \(h.keyPath)
-            peers:
-              - name: alice
-                public_key: "\(alice.base64)"
-                endpoint: "peer.wgkeeper.test:51820"
-                allowed_ips: [2001:db8:1::100/128]
-        """)
+        try h.writeConfig(h.gatewayConfig(
+            runtime: ["wireguard_poll: 300ms"],
+            peers: [TestPeer("alice", alice, allowedIPs: ["2001:db8:1::100/128"], extra: [#"endpoint: "peer.wgkeeper.test:51820""#])],
+            gateway: nil))
         try h.start(environment: ["WGKEEPER_RERESOLVE_SECONDS": "1"])
         XCTAssertEqual(try peers(ns)[alice.base64]?[1], "[2001:db8:ff::5]:51820")
         // In place, not by rename: the daemon sees the file through a bind mount of this inode.

@@ -134,3 +134,43 @@ public func eventually(within timeout: Duration, _ what: String, _ condition: ()
     }
     throw TestFailure("\(what) did not happen within \(timeout)")
 }
+
+/// A peer in a test configuration.
+public struct TestPeer {
+    public var name: String
+    public var publicKey: WireGuardKey
+    public var allowedIPs: [String]
+    /// More keys of the peer, as YAML lines (`endpoint: "…"`).
+    public var extra: [String]
+
+    public init(_ name: String, _ publicKey: WireGuardKey, allowedIPs: [String], extra: [String] = []) {
+        self.name = name
+        self.publicKey = publicKey
+        self.allowedIPs = allowedIPs
+        self.extra = extra
+    }
+}
+
+extension DaemonHarness {
+    /// The configuration most daemon tests use: this harness's status socket and pin root,
+    /// `wg0` with `peers`, and (unless `gateway` is nil) a gateway from `wg0` to `private0` for
+    /// 2001:db8:1::/64. Each array holds extra YAML lines for its section; `tail` follows.
+    public func gatewayConfig(
+        runtime: [String] = [], pinRoot: String? = nil, wireGuard: [String] = [], peers: [TestPeer],
+        gateway: [String]? = ["redirect: false"], tail: String = ""
+    ) -> String {
+        var lines = ["runtime:", "  status_socket: \(socketPath)", "  bpf_pin_root: \(pinRoot ?? directory.path + "/bpf")"]
+        lines += runtime.map { "  " + $0 }
+        lines += ["wireguard:", "  wg0:", "    private_key_file: \(keyPath)"] + wireGuard.map { "    " + $0 }
+        lines.append("    peers:")
+        for peer in peers {
+            lines += ["      - name: \(peer.name)", "        public_key: \"\(peer.publicKey.base64)\""]
+            lines += peer.extra.map { "        " + $0 }
+            lines.append("        allowed_ips: [\(peer.allowedIPs.joined(separator: ", "))]")
+        }
+        if let gateway {
+            lines += ["gateway:", "  tunnel: wg0", "  lan: private0", "  lan_prefix: 2001:db8:1::/64"] + gateway.map { "  " + $0 }
+        }
+        return lines.joined(separator: "\n") + "\n" + tail
+    }
+}
