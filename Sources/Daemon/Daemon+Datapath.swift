@@ -42,8 +42,8 @@ extension Daemon {
     /// Attaching is idempotent; it runs at start, on link events and every `proxy_poll`.
     func ensureDatapath() {
         guard let wanted = desired.datapath else { return }
-        guard let lan = links.values.first(where: { $0.name == wanted.lan }),
-              let tunnel = links.values.first(where: { $0.name == wanted.tunnel })
+        guard let lan = link(named: wanted.lan),
+              let tunnel = link(named: wanted.tunnel)
         else {
             datapathProblem = "device \(wanted.lan) or \(wanted.tunnel) missing"
             return
@@ -102,8 +102,8 @@ extension Daemon {
 
     func uninstallDatapath() {
         guard let wanted = desired.datapath, let datapath = datapathMaps?.datapath,
-              let lan = links.values.first(where: { $0.name == wanted.lan }),
-              let tunnel = links.values.first(where: { $0.name == wanted.tunnel }) else { return }
+              let lan = link(named: wanted.lan),
+              let tunnel = link(named: wanted.tunnel) else { return }
         do {
             try datapath.uninstall(lanIndex: lan.index, tunnelIndex: tunnel.index)
             logger.info("cleanup detached and unpinned the datapath")

@@ -57,9 +57,7 @@ extension Daemon {
         let wanted = reads
         reads = []
         do {
-            if wanted.contains(.everything) || wanted.contains(.links) {
-                links = Dictionary(uniqueKeysWithValues: try rtnetlink.links().map { ($0.index, $0) })
-            }
+            if wanted.contains(.everything) || wanted.contains(.links) { try readLinks() }
             if wanted.contains(.everything) {
                 // Drain first: events already queued describe the state the dump will show anyway.
                 _ = try? events.readEvents()
@@ -89,6 +87,13 @@ extension Daemon {
         }
     }
 
+    func readLinks() throws {
+        links = Dictionary(uniqueKeysWithValues: try rtnetlink.links().map { ($0.index, $0) })
+    }
+
+    /// The cached link with this name.
+    func link(named name: String) -> Link? { links.values.first { $0.name == name } }
+
     func readSysctls() {
         sysctls = [:]
         for sysctl in desired.sysctls.map(\.sysctl) + desired.safetyChecks.map(\.sysctl) {
@@ -99,7 +104,7 @@ extension Daemon {
     func readWireGuard(only names: [String]? = nil) throws {
         guard let wireGuard else { return }
         for device in desired.devices where names == nil || names!.contains(device.name) {
-            if links.values.contains(where: { $0.name == device.name && $0.kind == "wireguard" }) {
+            if link(named: device.name)?.kind == "wireguard" {
                 wireGuardDevices[device.name] = try wireGuard.device(named: device.name)
             } else {
                 wireGuardDevices[device.name] = nil
@@ -116,35 +121,30 @@ extension Daemon {
     /// comes back, fully configured by the plan that follows.
     func ensureDevices() {
         guard wireGuard != nil else { return }
-        var created = false
-        for device in desired.devices {
-            let link = links.values.first { $0.name == device.name }
+        var changed = false
+        for device in desired.devices where link(named: device.name) == nil {
             do {
-                if link == nil {
-                    try rtnetlink.socket.perform(Link.createRequest(name: device.name, kind: "wireguard"))
-                    logger.info("created WireGuard device", metadata: ["device": "\(device.name)"])
-                    created = true
-                } else if link!.kind == "wireguard", !link!.isUp {
-                    try rtnetlink.socket.perform(Link.setUpRequest(index: link!.index))
-                    logger.info("set WireGuard device up", metadata: ["device": "\(device.name)"])
-                    created = true
-                }
+                try rtnetlink.socket.perform(Link.createRequest(name: device.name, kind: "wireguard"))
+                logger.info("created WireGuard device", metadata: ["device": "\(device.name)"])
+                changed = true
             } catch {
                 logger.error("cannot create WireGuard device", metadata: ["device": "\(device.name)", "error": "\(error)"])
             }
         }
-        guard created else { return }
         do {
-            links = Dictionary(uniqueKeysWithValues: try rtnetlink.links().map { ($0.index, $0) })
+            if changed { try readLinks() }
+            // A new device starts down, and someone may have set ours down: bring it up.
             for device in desired.devices {
-                if let link = links.values.first(where: { $0.name == device.name && $0.kind == "wireguard" }), !link.isUp {
-                    try rtnetlink.socket.perform(Link.setUpRequest(index: link.index))
-                }
+                guard let link = link(named: device.name), link.kind == "wireguard", !link.isUp else { continue }
+                try rtnetlink.socket.perform(Link.setUpRequest(index: link.index))
+                logger.info("set WireGuard device up", metadata: ["device": "\(device.name)"])
+                changed = true
             }
-            links = Dictionary(uniqueKeysWithValues: try rtnetlink.links().map { ($0.index, $0) })
+            guard changed else { return }
+            try readLinks()
             try readWireGuard()
         } catch {
-            logger.error("reading new WireGuard devices failed", metadata: ["error": "\(error)"])
+            logger.error("bringing up WireGuard devices failed", metadata: ["error": "\(error)"])
         }
     }
 }

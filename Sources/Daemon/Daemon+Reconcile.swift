@@ -22,12 +22,12 @@ extension Daemon {
         // A change that failed waits out its backoff; the rest go ahead.
         var due = plan.changes.filter { failures[$0.subject].map { $0.refused || $0.retryAt <= now } ?? true }
         // LAN forwarding stays off while it would make the gateway claim the LAN's anycast.
-        for change in due {
-            guard let why = refusal(for: change) else { continue }
-            due.removeAll { $0 == change }
+        due.removeAll { change in
+            guard let why = refusal(for: change) else { return false }
             if failures[change.subject]?.error != why { logger.error("\(why)") }
             failures[change.subject] = Failure(kind: .sysctl, error: why, attempts: (failures[change.subject]?.attempts ?? 0) + 1,
                                                retryAt: .now + Daemon.maxRetry, refused: true)
+            return true
         }
         var applied = 0
         if !due.isEmpty {
@@ -43,7 +43,12 @@ extension Daemon {
             if kinds.contains(.proxy) { reads.insert(.proxies) }
             if kinds.contains(.sysctl) { reads.insert(.sysctls) }
             if kinds.contains(.peer) || kinds.contains(.link) { reads.insert(.wireGuard) }
-            if kinds.contains(.datapath) { datapathEntries = try? datapathMaps?.entries() }
+            // Map writes are synchronous and exact: fold the successful ones into the cache
+            // rather than walk both maps again.
+            for result in results where result.succeeded {
+                guard case .datapath(let entry) = result.change.object else { continue }
+                if result.change.action == .remove { datapathEntries?.remove(entry) } else { datapathEntries?.insert(entry) }
+            }
             if !reads.isEmpty { readKernel() }
         }
         // Objects no longer planned are no longer failing.

@@ -8,7 +8,7 @@ import Reconciler
 extension Daemon {
     /// Global addresses on the LAN whose prefix would make the gateway claim an anycast address.
     func unsafeLANAddresses() -> [Address] {
-        guard let gateway = desired.gateway, let lan = links.values.first(where: { $0.name == gateway.lan }) else { return [] }
+        guard let gateway = desired.gateway, let lan = link(named: gateway.lan) else { return [] }
         return addresses.filter { address in
             guard address.interfaceIndex == lan.index, case .v6(let a) = address.prefix.address else { return false }
             return !a.isLinkLocal && address.prefix.length < 127

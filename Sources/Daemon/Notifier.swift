@@ -1,4 +1,3 @@
-import CLinux
 import CSystemd
 import Foundation
 import Glibc
@@ -13,8 +12,7 @@ struct Notifier {
     /// Half of `WATCHDOG_USEC` when the watchdog is on, as systemd recommends.
     let watchdogInterval: Duration?
     private let fd: Int32
-    private let address: sockaddr_un?
-    private let addressLength: socklen_t
+    private let address: UnixSocketAddress?
 
     init() {
         var usec: UInt64 = 0
@@ -23,34 +21,15 @@ struct Notifier {
         } else {
             watchdogInterval = nil
         }
-        guard let path = ProcessInfo.processInfo.environment["NOTIFY_SOCKET"], path.hasPrefix("/") || path.hasPrefix("@"),
-              path.utf8.count < MemoryLayout.size(ofValue: sockaddr_un().sun_path)
-        else {
-            fd = -1
-            address = nil
-            addressLength = 0
-            return
-        }
-        var target = sockaddr_un()
-        target.sun_family = sa_family_t(AF_UNIX)
-        var bytes = Array(path.utf8)
-        if bytes[0] == UInt8(ascii: "@") { bytes[0] = 0 }  // abstract namespace
-        withUnsafeMutableBytes(of: &target.sun_path) { $0.copyBytes(from: bytes) }
-        address = target
-        addressLength = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (bytes[0] == 0 ? 0 : 1))
-        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        address = ProcessInfo.processInfo.environment["NOTIFY_SOCKET"]
+            .flatMap { $0.hasPrefix("/") || $0.hasPrefix("@") ? UnixSocketAddress($0) : nil }
+        fd = address == nil ? -1
+            : socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
     }
 
     func send(_ state: String) {
-        guard fd >= 0, var target = address else { return }
-        let bytes = Array(state.utf8)
-        _ = bytes.withUnsafeBytes { payload in
-            withUnsafePointer(to: &target) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(fd, payload.baseAddress, payload.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL), $0, addressLength)
-                }
-            }
-        }
+        guard fd >= 0, let address else { return }
+        _ = address.send(fd, Array(state.utf8), flags: Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
     }
 
     func ready(status: String) { send("READY=1\nSTATUS=\(status)") }

@@ -34,19 +34,16 @@ final class StatusServer {
         self.path = path
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        guard let address = UnixSocketAddress(path) else { throw DaemonError("status socket path too long: \(path)") }
         if FileManager.default.fileExists(atPath: path) {
-            if Self.someoneAnswers(path) {
+            if Self.someoneAnswers(address) {
                 throw DaemonError("another wgkeeper is running on status socket \(path); stop it first (or set runtime.status_socket)")
             }
             unlink(path)
         }
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw DaemonError("status socket: \(Errno(rawValue: errno))") }
-        var address = try Self.address(path)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard bound == 0, chmod(path, 0o660) == 0, listen(fd, 64) == 0 else {
+        guard address.bind(fd) == 0, chmod(path, 0o660) == 0, listen(fd, 64) == 0 else {
             let error = Errno(rawValue: errno)
             close(fd)
             throw DaemonError("status socket \(path): \(error)")
@@ -59,22 +56,11 @@ final class StatusServer {
         unlink(path)
     }
 
-    static func address(_ path: String) throws -> sockaddr_un {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw DaemonError("status socket path too long: \(path)") }
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
-        return address
-    }
-
-    private static func someoneAnswers(_ path: String) -> Bool {
+    private static func someoneAnswers(_ address: UnixSocketAddress) -> Bool {
         let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard probe >= 0, var address = try? address(path) else { return false }
+        guard probe >= 0 else { return false }
         defer { close(probe) }
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        } == 0
+        return address.connect(probe) == 0
     }
 
     /// Accepts what is waiting; returns the new clients' descriptors for the loop to watch.

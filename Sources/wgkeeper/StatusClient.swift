@@ -7,15 +7,8 @@ func askDaemon(socket path: String, command: String, timeout: Duration = .second
     let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { throw CLIError("socket: \(String(cString: strerror(errno)))") }
     defer { close(fd) }
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    let bytes = Array(path.utf8)
-    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw CLIError("socket path too long: \(path)") }
-    withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-    }
-    guard connected == 0 else {
+    guard let address = UnixSocketAddress(path) else { throw CLIError("socket path too long: \(path)") }
+    guard address.connect(fd) == 0 else {
         throw CLIError("cannot reach wgkeeper at \(path): \(String(cString: strerror(errno))) (is `wgkeeper run` running? see --socket)")
     }
     var seconds = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
