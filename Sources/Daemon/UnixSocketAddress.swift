@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 
 /// An `AF_UNIX` socket address: a path, or an abstract name written `@name` (as systemd does for
