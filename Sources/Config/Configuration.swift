@@ -1,3 +1,4 @@
+import Foundation
 import Netlink
 import Reconciler
 
@@ -15,6 +16,10 @@ public struct Configuration: Sendable {
 public struct RuntimeSettings: Hashable, Sendable {
     public var statusSocket = "/run/wgkeeper/status.sock"
     public var bpfPinRoot = "/sys/fs/bpf/wgkeeper"
+    /// Where the records of what wgkeeper changed live (sysctls' earlier values, devices it
+    /// created); the status socket's directory unless set.
+    public var stateDirectory: String?
+    public var stateDir: String { stateDirectory ?? ((statusSocket as NSString).deletingLastPathComponent) }
     public var routeProtocol: UInt8 = 77
     public var wireGuardPoll: Duration = .seconds(2)
     public var proxyPoll: Duration = .seconds(2)

@@ -159,6 +159,7 @@ struct Decoder {
         guard let map = mapping(entry.value, "runtime", known: ConfigKeys.runtime) else { return runtime }
         if let (text, _) = path(map["status_socket"]) { runtime.statusSocket = text }
         if let (text, _) = path(map["bpf_pin_root"]) { runtime.bpfPinRoot = text }
+        if let (text, _) = path(map["state_dir"]) { runtime.stateDirectory = text }
         if let (text, at) = scalar(map["route_protocol"]) {
             if let value = Scalars.integer(text, in: 1...255) {
                 if let name = ConfigKeys.reservedRouteProtocols[UInt8(value)] {

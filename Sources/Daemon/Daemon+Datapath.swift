@@ -9,9 +9,13 @@ import Reconciler
 /// with the redirect action. Pass entries are the daemon's own business (`ensureDatapath`).
 final class DatapathMapsAdapter: DatapathMaps {
     let datapath: Datapath
+    let tunnel: String
     private(set) var writes = 0
 
-    init(_ datapath: Datapath) { self.datapath = datapath }
+    init(_ datapath: Datapath, tunnel: String) {
+        self.datapath = datapath
+        self.tunnel = tunnel
+    }
 
     static func map(_ direction: DatapathDirection) -> PrefixMap { direction == .lanToTunnel ? .clients : .lan }
 
@@ -41,6 +45,7 @@ extension Daemon {
     /// entries for the gateway's own addresses inside the LAN prefix.
     /// Attaching is idempotent; it runs at start, on link events and every `proxy_poll`.
     func ensureDatapath() {
+        removeUnwantedDatapath()
         guard let wanted = desired.datapath else { return }
         guard let lan = link(named: wanted.lan),
               let tunnel = link(named: wanted.tunnel)
@@ -49,9 +54,9 @@ extension Daemon {
             return
         }
         do {
-            if datapathMaps == nil {
+            if datapathMaps == nil || datapathMaps!.tunnel != wanted.tunnel {
                 let datapath = try Datapath(pinRoot: runtime.bpfPinRoot, tunnel: wanted.tunnel)
-                datapathMaps = DatapathMapsAdapter(datapath)
+                datapathMaps = DatapathMapsAdapter(datapath, tunnel: wanted.tunnel)
                 if !datapath.recreatedMaps.isEmpty {
                     logger.warning("datapath maps recreated empty (their definition changed)", metadata: ["maps": "\(datapath.recreatedMaps)"])
                 }
@@ -65,7 +70,7 @@ extension Daemon {
             // packet for the gateway itself must not be pushed out onto the LAN. (Clients' own
             // addresses inside the LAN prefix are kept off the LAN by the program itself.)
             let lanPrefixes = wanted.entries.filter { $0.direction == .tunnelToLAN }.map(\.prefix)
-            let pass = Set(addresses.map { IPPrefix.host($0.prefix.address) }.filter { own in
+            let pass = Set(kernel.addressList.map { IPPrefix.host($0.prefix.address) }.filter { own in
                 lanPrefixes.contains { $0.contains(own) }
             })
             let current = try datapath.entries(in: .lan)
@@ -100,15 +105,61 @@ extension Daemon {
         return StatusReport.Datapath(attachMode: mode, counters: counters, programs: programs)
     }
 
-    func uninstallDatapath() {
-        guard let wanted = desired.datapath, let datapath = datapathMaps?.datapath,
-              let lan = link(named: wanted.lan),
-              let tunnel = link(named: wanted.tunnel) else { return }
-        do {
-            try datapath.uninstall(lanIndex: lan.index, tunnelIndex: tunnel.index)
-            logger.info("cleanup detached and unpinned the datapath")
-        } catch {
-            logger.error("cleanup of the datapath failed", metadata: ["error": "\(error)"])
+    /// Attachments and pins are keyed by interface and tunnel: whatever the configuration no
+    /// longer wants goes (another tunnel's pin directory, our filter on a former LAN, all of it
+    /// with `redirect: false`). Filters are looked for on every interface only when the wanted
+    /// pair changed or after a full read, not at every poll.
+    func removeUnwantedDatapath() {
+        let wanted = desired.datapath
+        for tunnel in Datapath.pinnedTunnels(pinRoot: runtime.bpfPinRoot) where tunnel != wanted?.tunnel {
+            if datapathMaps?.tunnel == tunnel { datapathMaps = nil }
+            do {
+                try Datapath.removePins(pinRoot: runtime.bpfPinRoot, tunnel: tunnel)
+                datapathWrites += 1
+                logger.info("datapath: detached and unpinned tunnel \(tunnel) (no longer configured)")
+            } catch {
+                logger.error("datapath: cannot remove the pins of tunnel \(tunnel)", metadata: ["error": "\(error)"])
+            }
         }
+        if wanted == nil, datapathMaps != nil {
+            datapathMaps = nil
+            kernel.datapath = nil
+        }
+        let keep = [wanted?.lan, wanted?.tunnel].compactMap { $0.flatMap { link(named: $0)?.index } }
+        guard filterScanFor != keep else { return }
+        do {
+            let others = kernel.links.keys.filter { !keep.contains($0) }.sorted()
+            for index in try Datapath.removeFilters(from: others) {
+                datapathWrites += 1
+                logger.info("datapath: removed the filter from \(kernel.links[index]?.name ?? "index \(index)") (no longer configured)")
+            }
+            filterScanFor = keep
+        } catch {
+            logger.error("datapath: cannot remove filters no longer wanted", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Cleanup: every tunnel's pins under the pin root and our filter on every interface.
+    func uninstallDatapath() -> Bool {
+        datapathMaps = nil
+        var ok = true
+        for tunnel in Datapath.pinnedTunnels(pinRoot: runtime.bpfPinRoot) {
+            do {
+                try Datapath.removePins(pinRoot: runtime.bpfPinRoot, tunnel: tunnel)
+                logger.info("cleanup detached and unpinned the datapath of \(tunnel)")
+            } catch {
+                ok = false
+                logger.error("cleanup of the datapath of \(tunnel) failed", metadata: ["error": "\(error)"])
+            }
+        }
+        do {
+            for index in try Datapath.removeFilters(from: kernel.links.keys.sorted()) {
+                logger.info("cleanup removed the datapath filter from \(kernel.links[index]?.name ?? "index \(index)")")
+            }
+        } catch {
+            ok = false
+            logger.error("cleanup of datapath filters failed", metadata: ["error": "\(error)"])
+        }
+        return ok
     }
 }

@@ -67,7 +67,7 @@ extension Daemon {
     /// Starts resolutions for host-name endpoints of peers that have been quiet too long.
     func reresolveQuietPeers() {
         let now = Date().timeIntervalSince1970
-        for (peer, host) in hostEndpointsToResolve(desired, wireGuard: wireGuardDevices, now: now,
+        for (peer, host) in hostEndpointsToResolve(desired, wireGuard: kernel.wireGuard ?? [:], now: now,
                                                    lastResolved: lastResolved, after: Daemon.reresolveAfter) {
             lastResolved[peer] = now
             resolver.resolve(peer, host)
@@ -81,7 +81,7 @@ extension Daemon {
                 logger.warning("endpoint \(result.host) of a peer on \(result.peer.device) does not resolve; keeping the current one")
                 continue
             }
-            let current = wireGuardDevices[result.peer.device]?.peers.first { $0.publicKey == result.peer.publicKey }?.endpoint
+            let current = kernel.wireGuard?[result.peer.device]?.peers.first { $0.publicKey == result.peer.publicKey }?.endpoint
             guard let wireGuard, current != endpoint else { continue }
             let name = desired.devices.first { $0.name == result.peer.device }?.peers.first { $0.publicKey == result.peer.publicKey }?.name ?? result.peer.publicKey.base64
             do {
@@ -90,7 +90,7 @@ extension Daemon {
                 ]))
                 logger.info("applied: ~ peer \(name) dev \(result.peer.device) endpoint: \(result.host) now resolves to \(endpoint) (was \(current.map(\.description) ?? "none"))")
                 changesApplied += 1
-                reads.insert(.wireGuard)
+                kernel.stale.insert(.wireGuard)
                 schedule()
             } catch {
                 logger.error("failed: endpoint of peer \(name): \(error)")

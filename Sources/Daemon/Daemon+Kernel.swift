@@ -3,10 +3,9 @@ import Logging
 import Netlink
 import Reconciler
 
-/// Keeping the cached kernel state exact: full reads, partial reads, and events.
+/// Keeping the cached kernel state exact: events, and reads of what is stale.
 extension Daemon {
-    /// Applies queued rtnetlink events to the cache. Routes are updated in place (they carry
-    /// everything); a link change re-reads what hangs off links; an overflow re-reads all.
+    /// Folds queued rtnetlink events into the cache and schedules a reconcile if they matter.
     func drainEvents() {
         let batch: [RouteEvent]
         do {
@@ -14,137 +13,91 @@ extension Daemon {
         } catch {
             netlinkHealthy = false
             logger.error("event socket failed; full resync", metadata: ["error": "\(error)"])
-            reads.insert(.everything)
+            kernel.stale = Set(KernelCache.Part.allCases)
             schedule()
             return
         }
-        guard !batch.isEmpty else { return }
-        for event in batch {
-            switch event {
-            case .newRoute(let route) where route.family == .inet6:
-                routes[RouteIdentity(route)] = route
-            case .deletedRoute(let route) where route.family == .inet6:
-                if routes[RouteIdentity(route)]?.protocolNumber == route.protocolNumber { routes[RouteIdentity(route)] = nil }
-            case .newLink(let link):
-                if links[link.index] != link { reads.formUnion([.links, .proxies, .sysctls, .wireGuard, .datapath]) }
-                links[link.index] = link
-            case .deletedLink(let link):
-                links[link.index] = nil
-                // The kernel drops a link's routes without a notification for each: re-read.
-                reads.insert(.everything)
-            case .newAddress, .deletedAddress:
-                reads.formUnion([.sysctls, .datapath])
-            case .netconf:
-                reads.insert(.sysctls)
-            case .newProxy, .deletedProxy:
-                reads.insert(.proxies)
-            case .trafficControl:
-                // Our own attach causes these too; checking the attachment is cheap and idempotent.
-                if desired.datapath != nil { reads.insert(.datapath) }
-            case .overflow:
-                overflows += 1
-                logger.warning("event queue overflowed (ENOBUFS): state unknown, full resync")
-                reads.insert(.everything)
-            default:
-                break
-            }
-        }
-        schedule(after: Daemon.debounce)
+        if fold(batch) { schedule(after: Daemon.debounce) }
     }
 
-    /// Re-reads what `reads` asks for. Failures leave that part as it was and are retried.
+    /// Applies events to the cache; true when anything changed.
+    @discardableResult
+    func fold(_ batch: [RouteEvent]) -> Bool {
+        let overflowsBefore = kernel.overflows
+        var changed = false
+        for event in batch where kernel.apply(event) { changed = true }
+        if kernel.overflows > overflowsBefore {
+            logger.warning("event queue overflowed (ENOBUFS): state unknown, full resync")
+        }
+        return changed
+    }
+
+    /// Re-reads the stale parts. Events queued before and during the dumps are replayed over
+    /// them (see `KernelCache`), so nothing that happened meanwhile is lost. A part whose read
+    /// fails stays stale and is retried.
     func readKernel() {
-        let wanted = reads
-        reads = []
+        let wanted = kernel.stale
+        guard !wanted.isEmpty else { return }
         do {
-            if wanted.contains(.everything) || wanted.contains(.links) { try readLinks() }
-            if wanted.contains(.everything) {
-                // Drain first: events already queued describe the state the dump will show anyway.
-                _ = try? events.readEvents()
-                routes = Dictionary(try rtnetlink.routes(family: .inet6).map { (RouteIdentity($0), $0) }, uniquingKeysWith: { a, _ in a })
+            var queued = try events.readEvents()
+            if wanted.contains(.links) { kernel.seed(links: try rtnetlink.links()) }
+            if wanted.contains(.routes) { kernel.seed(routes: try rtnetlink.routes(family: .inet6)) }
+            if wanted.contains(.addresses) { kernel.seed(addresses: try rtnetlink.addresses(family: .inet6)) }
+            queued += try events.readEvents()
+            fold(queued)
+            if wanted.contains(.proxies) || kernel.stale.contains(.proxies) {
+                kernel.proxies = try rtnetlink.proxyEntries()
+                kernel.stale.remove(.proxies)
             }
-            if wanted.contains(.everything) || wanted.contains(.proxies) {
-                proxies = try rtnetlink.proxyEntries()
+            if wanted.contains(.sysctls) || kernel.stale.contains(.sysctls) {
+                if records.forget(missingFrom: kernel.links.values.map(\.name)) { saveRecords() }
+                kernel.sysctls = readSysctls(desired.sysctlKeys(records))
+                kernel.stale.remove(.sysctls)
             }
-            if wanted.contains(.everything) || wanted.contains(.sysctls) {
-                readSysctls()
-                addresses = try rtnetlink.addresses(family: .inet6)
-            }
-            if wanted.contains(.everything) || wanted.contains(.wireGuard) {
+            if wanted.contains(.wireGuard) || kernel.stale.contains(.wireGuard) {
                 try readWireGuard()
                 reresolveQuietPeers()
+                kernel.stale.remove(.wireGuard)
             }
-            if wanted.contains(.everything) || wanted.contains(.links) || wanted.contains(.datapath) {
+            if wanted.contains(.datapath) || kernel.stale.contains(.datapath) {
                 ensureDatapath()
-                datapathEntries = try? datapathMaps?.entries()
+                kernel.datapath = try? datapathMaps?.entries()
+                kernel.stale.remove(.datapath)
             }
             netlinkHealthy = true
         } catch {
             netlinkHealthy = false
             logger.error("reading kernel state failed; retrying", metadata: ["error": "\(error)"])
-            reads.formUnion(wanted)
+            kernel.stale.formUnion(wanted)
             schedule(after: .seconds(1))
         }
     }
 
-    func readLinks() throws {
-        links = Dictionary(uniqueKeysWithValues: try rtnetlink.links().map { ($0.index, $0) })
-    }
-
     /// The cached link with this name.
-    func link(named name: String) -> Link? { links.values.first { $0.name == name } }
+    func link(named name: String) -> Link? { kernel.link(named: name) }
 
-    func readSysctls() {
-        sysctls = [:]
-        for sysctl in desired.sysctls.map(\.sysctl) + desired.safetyChecks.map(\.sysctl) {
-            sysctls[sysctl.key] = try? sysctl.read()
-        }
-    }
-
+    /// Reads the managed WireGuard devices. The family appears only once the module is loaded
+    /// (creating a device loads it), so a missing one is looked for again at every read.
     func readWireGuard(only names: [String]? = nil) throws {
-        guard let wireGuard else { return }
+        if wireGuard == nil {
+            wireGuard = try? WireGuardNetlink()
+            if wireGuard != nil { logger.info("WireGuard's generic netlink family is available") }
+        }
+        guard let wireGuard else {
+            kernel.wireGuard = nil
+            return
+        }
+        var devices = kernel.wireGuard ?? [:]
         for device in desired.devices where names == nil || names!.contains(device.name) {
-            if link(named: device.name)?.kind == "wireguard" {
-                wireGuardDevices[device.name] = try wireGuard.device(named: device.name)
-            } else {
-                wireGuardDevices[device.name] = nil
-            }
+            devices[device.name] = link(named: device.name)?.kind == "wireguard" ? try wireGuard.device(named: device.name) : nil
         }
+        if names == nil { devices = devices.filter { name, _ in desired.devices.contains { $0.name == name } } }
+        kernel.wireGuard = devices
     }
 
-    var observed: ObservedState {
-        ObservedState(links: Array(links.values), routes: Array(routes.values), proxies: proxies, sysctls: sysctls,
-                      wireGuard: wireGuard == nil ? nil : wireGuardDevices, datapath: datapathEntries)
-    }
+    var observed: ObservedState { kernel.observed }
 
-    /// WireGuard devices are created when missing and set up when down: a deleted `wg0`
-    /// comes back, fully configured by the plan that follows.
-    func ensureDevices() {
-        guard wireGuard != nil else { return }
-        var changed = false
-        for device in desired.devices where link(named: device.name) == nil {
-            do {
-                try rtnetlink.socket.perform(Link.createRequest(name: device.name, kind: "wireguard"))
-                logger.info("created WireGuard device", metadata: ["device": "\(device.name)"])
-                changed = true
-            } catch {
-                logger.error("cannot create WireGuard device", metadata: ["device": "\(device.name)", "error": "\(error)"])
-            }
-        }
-        do {
-            if changed { try readLinks() }
-            // A new device starts down, and someone may have set ours down: bring it up.
-            for device in desired.devices {
-                guard let link = link(named: device.name), link.kind == "wireguard", !link.isUp else { continue }
-                try rtnetlink.socket.perform(Link.setUpRequest(index: link.index))
-                logger.info("set WireGuard device up", metadata: ["device": "\(device.name)"])
-                changed = true
-            }
-            guard changed else { return }
-            try readLinks()
-            try readWireGuard()
-        } catch {
-            logger.error("bringing up WireGuard devices failed", metadata: ["error": "\(error)"])
-        }
+    func saveRecords() {
+        do { try recordStore.save(records) } catch { logger.error("cannot save records", metadata: ["error": "\(error)"]) }
     }
 }

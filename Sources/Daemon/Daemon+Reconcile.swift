@@ -14,51 +14,31 @@ extension Daemon {
     func reconcile() {
         let start = ContinuousClock.now
         reconcileAt = nil
-        if !reads.isEmpty { readKernel() }
-        ensureDevices()
+        readKernel()
 
-        let plan = Reconciler.plan(desired, observed, lastApplied: lastApplied)
-        let now = ContinuousClock.now
-        // A change that failed waits out its backoff; the rest go ahead.
-        var due = plan.changes.filter { failures[$0.subject].map { $0.refused || $0.retryAt <= now } ?? true }
-        // LAN forwarding stays off while it would make the gateway claim the LAN's anycast.
-        due.removeAll { change in
-            guard let why = refusal(for: change) else { return false }
-            if failures[change.subject]?.error != why { logger.error("\(why)") }
-            failures[change.subject] = Failure(kind: .sysctl, error: why, attempts: (failures[change.subject]?.attempts ?? 0) + 1,
-                                               retryAt: .now + Daemon.maxRetry, refused: true)
-            return true
-        }
+        var plan = makePlan()
+        reportRefusals(plan)
         var applied = 0
-        if !due.isEmpty {
-            let applier = KernelApplier(rtnetlink: rtnetlink, wireGuard: wireGuard, datapath: datapathMaps)
-            let results = applier.apply(due)
-            sysctlWrites += due.filter { $0.kind == .sysctl }.count
-            for result in results { record(result) }
-            applied = results.filter(\.succeeded).count
-            // Our own route writes are already queued as events: fold them in now, and re-read
-            // the kinds the kernel does not notify, so the next plan starts from the truth.
-            drainEvents()
-            let kinds = Set(due.map(\.kind))
-            if kinds.contains(.proxy) { reads.insert(.proxies) }
-            if kinds.contains(.sysctl) { reads.insert(.sysctls) }
-            if kinds.contains(.peer) || kinds.contains(.link) { reads.insert(.wireGuard) }
-            // Map writes are synchronous and exact: fold the successful ones into the cache
-            // rather than walk both maps again.
-            for result in results where result.succeeded {
-                guard case .datapath(let entry) = result.change.object else { continue }
-                if result.change.action == .remove { datapathEntries?.remove(entry) } else { datapathEntries?.insert(entry) }
-            }
-            if !reads.isEmpty { readKernel() }
+        var attempted: [Change] = []
+        // A device the plan creates comes first: what hangs off it is planned once it exists.
+        if plan.changes.contains(where: { if case .link(_, .create) = $0.object { true } else { false } }) {
+            let links = due(plan.changes.filter { $0.kind == .link })
+            applied += apply(links)
+            attempted += links
+            plan = makePlan()
         }
+        let changes = due(plan.changes)
+        applied += apply(changes)
+        attempted += changes
         // Objects no longer planned are no longer failing.
         let planned = Set(plan.changes.map(\.subject))
         failures = failures.filter { planned.contains($0.key) }
+        forgetRestoredSysctls()
 
         // What status reports as outstanding: the planned changes that did not go through.
         var outstanding = plan
         if applied > 0 {
-            let done = Set(due.map(\.subject)).subtracting(failures.keys)
+            let done = Set(changes.map(\.subject)).subtracting(failures.keys)
             outstanding.changes.removeAll { done.contains($0.subject) }
         }
         lastPlan = outstanding
@@ -67,9 +47,95 @@ extension Daemon {
         lastReconcile = Date()
         lastReconcileDuration = ContinuousClock.now - start
         for violation in plan.violations { logger.error("safety check failed: \(violation)") }
-        if !due.isEmpty || !plan.violations.isEmpty { notifier.status(statusLine) }
+        if !attempted.isEmpty || !plan.violations.isEmpty { notifier.status(statusLine) }
         // Anything still planned and not failing (a write that raced a change) gets another pass.
-        if due.count > applied, failures.isEmpty { schedule(after: .milliseconds(50)) }
+        if changes.count > applied, failures.isEmpty { schedule(after: .milliseconds(50)) }
+    }
+
+    /// A refusal is logged when it starts or its reason changes, not at every reconcile.
+    func reportRefusals(_ plan: Plan) {
+        for refusal in plan.refused where !lastPlan.refused.contains(refusal) { logger.error("\(refusal.reason)") }
+    }
+
+    func makePlan() -> Plan {
+        Reconciler.plan(desired, observed, lastApplied: lastApplied, records: records)
+    }
+
+    /// The changes to make now: a failed one waits out its backoff.
+    func due(_ changes: [Change]) -> [Change] {
+        let now = ContinuousClock.now
+        return changes.filter { failures[$0.subject].map { $0.retryAt <= now } ?? true }
+    }
+
+    /// Applies `changes`, records each outcome, and brings the cache up to date with what the
+    /// writes did. Returns how many succeeded.
+    func apply(_ changes: [Change]) -> Int {
+        guard !changes.isEmpty else { return 0 }
+        recordBeforeApplying(changes)
+        let applier = KernelApplier(rtnetlink: rtnetlink, wireGuard: wireGuard, datapath: datapathMaps)
+        let results = applier.apply(changes)
+        sysctlWrites += changes.filter { $0.kind == .sysctl }.count
+        for result in results { record(result) }
+        recordAfterApplying(results)
+        // Our own route writes are already queued as events: fold them in now, and re-read
+        // the kinds the kernel does not notify, so the next plan starts from the truth.
+        drainEvents()
+        let kinds = Set(changes.map(\.kind))
+        if kinds.contains(.proxy) { kernel.stale.insert(.proxies) }
+        if kinds.contains(.sysctl) { kernel.stale.insert(.sysctls) }
+        if kinds.contains(.link) { kernel.stale.formUnion([.links, .wireGuard, .datapath]) }
+        if kinds.contains(.peer) { kernel.stale.insert(.wireGuard) }
+        // Map writes are synchronous and exact: fold the successful ones into the cache
+        // rather than walk both maps again.
+        for result in results where result.succeeded {
+            guard case .datapath(let entry) = result.change.object else { continue }
+            if result.change.action == .remove { kernel.datapath?.remove(entry) } else { kernel.datapath?.insert(entry) }
+        }
+        readKernel()
+        return results.filter(\.succeeded).count
+    }
+
+    /// Saves what a write is about to change before it does: a sysctl's value before the first
+    /// write, a device about to be created.
+    func recordBeforeApplying(_ changes: [Change]) {
+        var changed = false
+        for change in changes {
+            switch change.object {
+            case .sysctl(let sysctl, _, let previous) where change.reason != .restore:
+                if records.recordBeforeWrite(sysctl, previous: previous) { changed = true }
+            case .link(let name, .create):
+                if records.createdDevices.insert(name).inserted { changed = true }
+            default:
+                break
+            }
+        }
+        if changed { saveRecords() }
+    }
+
+    func recordAfterApplying(_ results: [ChangeResult]) {
+        var changed = false
+        for result in results {
+            switch result.change.object {
+            case .sysctl(let sysctl, _, _) where result.change.reason == .restore && result.succeeded:
+                changed = records.sysctls.removeValue(forKey: sysctl.key) != nil || changed
+            case .link(let name, .create) where !result.succeeded:
+                changed = records.createdDevices.remove(name) != nil || changed
+            case .link(let name, .delete) where result.succeeded:
+                changed = records.createdDevices.remove(name) != nil || changed
+            default:
+                break
+            }
+        }
+        if changed { saveRecords() }
+    }
+
+    /// A sysctl no longer managed that already holds its earlier value needs no write: forget it.
+    func forgetRestoredSysctls() {
+        let wanted = Set(desired.sysctls.map(\.sysctl.key))
+        let done = records.sysctls.filter { key, original in !wanted.contains(key) && kernel.sysctls[key] == original }
+        guard !done.isEmpty else { return }
+        for key in done.keys { records.sysctls[key] = nil }
+        saveRecords()
     }
 
     func record(_ result: ChangeResult) {
@@ -96,56 +162,120 @@ extension Daemon {
     func reload() -> ReloadReply {
         notifier.reloading()
         defer { notifier.ready(status: statusLine) }
-        switch ConfigLoader().load(path: options.configPath) {
+        let result = ConfigLoader().load(path: options.configPath).flatMap { config in
+            refusedRuntimeChange(config.configuration.runtime).map { .failure(ConfigErrors([$0])) } ?? .success(config)
+        }
+        switch result {
         case .failure(let errors):
             configErrors = errors.errors.map(\.description)
             for error in configErrors { logger.error("reload refused: \(error)") }
             return ReloadReply(ok: false, configGeneration: generation, errors: configErrors, changesApplied: 0)
         case .success(let config):
             let before = changesApplied
-            let old = runtime
+            if config.configuration.runtime.statusSocket != runtime.statusSocket {
+                logger.warning("status_socket takes effect on restart")
+            }
             loaded = config
             generation += 1
             configErrors = []
-            if config.configuration.runtime.statusSocket != old.statusSocket || config.configuration.runtime.bpfPinRoot != old.bpfPinRoot {
-                logger.warning("status_socket and bpf_pin_root take effect on restart")
-            }
-            if config.configuration.runtime.routeProtocol != old.routeProtocol {
-                logger.warning("route_protocol changed: routes and proxy entries tagged \(old.routeProtocol) are no longer wgkeeper's and stay in place")
-            }
-            // The caches hold every route and proxy entry; only what the new desired state adds
-            // (sysctl keys, devices) needs reading.
-            readSysctls()
-            let newDevices = desired.devices.map(\.name).filter { wireGuardDevices[$0] == nil }
-            try? readWireGuard(only: newDevices)
+            // The caches hold every route and proxy entry; what depends on the desired state's
+            // names (sysctl keys, devices, attachments) is read again.
+            kernel.stale.formUnion([.sysctls, .wireGuard, .datapath])
+            filterScanFor = nil
             logger.info("reloaded", metadata: ["generation": "\(generation)", "summary": "\(config.summary)"])
             reconcile()
             return ReloadReply(ok: true, configGeneration: generation, errors: [], changesApplied: changesApplied - before)
         }
     }
 
-    /// `--cleanup`: removes exactly what wgkeeper owns: routes and proxy entries carrying its
-    /// protocol, and the peers of the devices it manages. Sysctls and devices stay.
-    func cleanup() {
-        reads = [.everything]
-        readKernel()
+    /// Settings that name where wgkeeper's claim lives cannot change under a running daemon:
+    /// the old claim would be orphaned (routes tagged with the old protocol, pins under the old
+    /// root, records in the old directory), left in the kernel and nobody's.
+    func refusedRuntimeChange(_ new: RuntimeSettings) -> ConfigError? {
+        let at = SourceLocation(file: options.configPath, line: 1, column: 1)
+        let migrate = "to move, stop wgkeeper, run `wgkeeper cleanup` with the old configuration, then start with the new one"
+        if new.routeProtocol != runtime.routeProtocol {
+            return ConfigError(at, "runtime.route_protocol cannot change from \(runtime.routeProtocol) to \(new.routeProtocol) by reload: every route and proxy entry tagged \(runtime.routeProtocol) would be left behind; \(migrate)")
+        }
+        if new.bpfPinRoot != runtime.bpfPinRoot {
+            return ConfigError(at, "runtime.bpf_pin_root cannot change by reload: the datapath pinned under \(runtime.bpfPinRoot) would stay attached; \(migrate)")
+        }
+        if new.stateDir != runtime.stateDir {
+            return ConfigError(at, "runtime.state_dir cannot change by reload: the records in \(runtime.stateDir) (sysctl values to restore, devices created) would be lost; \(migrate)")
+        }
+        return nil
+    }
+
+    /// `wgkeeper cleanup` and `run --cleanup`: removes everything wgkeeper owns and restores
+    /// what it changed, so the host is as it was before the first start: routes and proxy
+    /// entries with its protocol (on any interface), the datapath (every tunnel's pins under
+    /// the pin root, its filters on any interface), the WireGuard devices it created, the
+    /// configured peers of devices it did not create, and every recorded sysctl. Returns
+    /// whether all of it went.
+    @discardableResult
+    func cleanup() -> Bool {
+        var ok = true
+        do {
+            kernel.seed(links: try rtnetlink.links())
+            kernel.seed(routes: try rtnetlink.routes(family: .inet6))
+            kernel.proxies = try rtnetlink.proxyEntries()
+        } catch {
+            logger.error("cleanup cannot read the kernel", metadata: ["error": "\(error)"])
+            return false
+        }
         let owned = runtime.routeProtocol
-        var requests = routes.values.filter { $0.protocolNumber == owned }.map { $0.deleteRequest() }
-        requests += proxies.filter { $0.protocolNumber == owned }.map { $0.deleteRequest() }
+        var requests = kernel.routes.values.filter { $0.protocolNumber == owned }.map { $0.deleteRequest() }
+        requests += kernel.proxies.filter { $0.protocolNumber == owned }.map { $0.deleteRequest() }
         do {
             let failed = try rtnetlink.perform(requests).filter { if case .failure = $0 { return true }; return false }.count
+            if failed > 0 { ok = false }
             logger.info("cleanup removed \(requests.count - failed) routes and proxy entries", metadata: ["failed": "\(failed)"])
         } catch {
+            ok = false
             logger.error("cleanup failed", metadata: ["error": "\(error)"])
         }
-        uninstallDatapath()
-        for device in desired.devices where wireGuardDevices[device.name] != nil {
+        if !uninstallDatapath() { ok = false }
+
+        if wireGuard == nil { wireGuard = try? WireGuardNetlink() }
+        for name in records.createdDevices.sorted() {
+            guard let link = link(named: name), link.kind == "wireguard" else { records.createdDevices.remove(name); continue }
             do {
-                try wireGuard?.apply(device: device.name, WireGuardDeviceChange(replacePeers: true))
-                logger.info("cleanup removed the peers of \(device.name)")
+                try rtnetlink.socket.perform(Link.deleteRequest(index: link.index))
+                records.createdDevices.remove(name)
+                logger.info("cleanup deleted \(name), which wgkeeper created")
             } catch {
-                logger.error("cleanup of \(device.name) failed", metadata: ["error": "\(error)"])
+                ok = false
+                logger.error("cleanup cannot delete \(name)", metadata: ["error": "\(error)"])
             }
         }
+        for device in desired.devices where !records.createdDevices.contains(device.name) && !device.peers.isEmpty {
+            guard link(named: device.name)?.kind == "wireguard", let wireGuard else { continue }
+            let removals = device.peers.map { WireGuardPeerChange(publicKey: $0.publicKey, remove: true) }
+            do {
+                try wireGuard.apply(device: device.name, WireGuardDeviceChange(peers: removals))
+                logger.info("cleanup removed the \(removals.count) configured peers of \(device.name)")
+            } catch {
+                ok = false
+                logger.error("cleanup of the peers of \(device.name) failed", metadata: ["error": "\(error)"])
+            }
+        }
+
+        for (key, original) in records.sysctls.sorted(by: { $0.key < $1.key }) {
+            let sysctl = Sysctl(key)
+            guard let interface = sysctl.interface, ["all", "default"].contains(interface) || link(named: interface) != nil else {
+                records.sysctls[key] = nil
+                continue
+            }
+            do {
+                try sysctl.write(original)
+                records.sysctls[key] = nil
+                logger.info("cleanup restored \(sysctl) = \(original)")
+            } catch {
+                ok = false
+                logger.error("cleanup cannot restore \(sysctl) = \(original)", metadata: ["error": "\(error)"])
+            }
+        }
+        if records == Records() { recordStore.remove() } else { saveRecords() }
+        return ok
     }
 }

@@ -8,11 +8,8 @@ import Reconciler
 extension Daemon {
     /// Global addresses on the LAN whose prefix would make the gateway claim an anycast address.
     func unsafeLANAddresses() -> [Address] {
-        guard let gateway = desired.gateway, let lan = link(named: gateway.lan) else { return [] }
-        return addresses.filter { address in
-            guard address.interfaceIndex == lan.index, case .v6(let a) = address.prefix.address else { return false }
-            return !a.isLinkLocal && address.prefix.length < 127
-        }
+        guard let gateway = desired.gateway else { return [] }
+        return Reconciler.unsafeLANAddresses(observed, gateway)
     }
 
     /// Global subnet-router anycast addresses the LAN interface holds now (`/proc/net/anycast6`).
@@ -28,21 +25,6 @@ extension Daemon {
             guard let address = IPv6Address(bytes: bytes), !address.isLinkLocal else { return nil }
             return address
         }
-    }
-
-    /// Whether `change` turns on forwarding on the LAN while that would claim an anycast address.
-    func refusal(for change: Change) -> String? {
-        guard let gateway = desired.gateway, !gateway.allowLANAnycast,
-              case .sysctl(let sysctl, let value, _) = change.object, value == "1",
-              sysctl == Sysctl.ipv6(interface: gateway.lan, "forwarding")
-        else { return nil }
-        let unsafe = unsafeLANAddresses()
-        guard !unsafe.isEmpty else { return nil }
-        let names = unsafe.map(\.prefix.description).joined(separator: ", ")
-        let anycast = unsafe.map { $0.prefix.canonical.address.description }.joined(separator: ", ")
-        return "refusing \(sysctl)=1: \(gateway.lan) holds \(names); with forwarding on, the kernel would join the "
-            + "subnet-router anycast \(anycast) and answer for the LAN's router. Keep only link-local or /128 addresses "
-            + "on \(gateway.lan) (an on-link route covers the prefix), or set gateway.allow_lan_anycast: true"
     }
 
     var anycastSafety: [StatusReport.SafetyCheck] {

@@ -15,15 +15,13 @@ public final class Daemon {
     public struct Options: Sendable {
         public var configPath: String
         public var cleanupOnExit: Bool
-        public init(configPath: String, cleanupOnExit: Bool = false) {
+        /// False for `wgkeeper cleanup`: no status socket (one that answers means a daemon runs).
+        public var listen: Bool
+        public init(configPath: String, cleanupOnExit: Bool = false, listen: Bool = true) {
             self.configPath = configPath
             self.cleanupOnExit = cleanupOnExit
+            self.listen = listen
         }
-    }
-
-    /// What must be re-read from the kernel before the next plan.
-    enum Read: Hashable {
-        case everything, links, proxies, sysctls, wireGuard, datapath
     }
 
     struct Failure {
@@ -31,8 +29,6 @@ public final class Daemon {
         var error: String
         var attempts: Int
         var retryAt: ContinuousClock.Instant
-        /// Held back by a safety check rather than failed: re-checked at every reconcile.
-        var refused = false
     }
 
     static let debounce: Duration = .milliseconds(2)
@@ -48,23 +44,21 @@ public final class Daemon {
 
     let rtnetlink: RTNetlink
     let events: NetlinkSocket
-    let wireGuard: WireGuardNetlink?
+    /// nil until the WireGuard generic netlink family exists (re-checked at each read).
+    var wireGuard: WireGuardNetlink?
     var server: StatusServer?
 
-    // The cached kernel state.
-    var links: [Int32: Link] = [:]
-    var routes: [RouteIdentity: Route] = [:]
-    var proxies: [ProxyEntry] = []
-    var sysctls: [String: String] = [:]
-    var addresses: [Address] = []
-    var wireGuardDevices: [String: WireGuardDevice] = [:]
+    /// The kernel as last seen, kept current by events (and by polls for what has none).
+    var kernel = KernelCache()
+    /// What wgkeeper changed that carries no protocol tag, persisted in `runtime.state_dir`.
+    var records: Records
+    let recordStore: RecordStore
     var lastApplied: LastApplied
     /// When each host-name endpoint was last resolved (seconds since the epoch).
     var lastResolved: [LastApplied.PeerKey: Double] = [:]
     let resolver: EndpointResolver
 
     // Scheduling.
-    var reads: Set<Read> = [.everything]
     var reconcileAt: ContinuousClock.Instant? = .now
     var nextWireGuardPoll: ContinuousClock.Instant = .now
     var nextProxyPoll: ContinuousClock.Instant = .now
@@ -81,13 +75,13 @@ public final class Daemon {
     var reconciles = 0
     var changesApplied = 0
     var resyncs = 0
-    var overflows = 0
     var sysctlWrites = 0
     var wireGuardWrites: Int { wireGuard?.writeCount ?? 0 }
     var datapathMaps: DatapathMapsAdapter?
     var datapathProblem: String?
     var datapathWrites = 0
-    var datapathEntries: Set<DatapathEntry>?
+    /// The interfaces our filters were last looked for beside (nil: look again).
+    var filterScanFor: [Int32]?
 
     var runtime: RuntimeSettings { loaded.configuration.runtime }
     var desired: DesiredState { loaded.desired }
@@ -101,27 +95,35 @@ public final class Daemon {
         case .failure(let errors): throw DaemonError("invalid configuration:\n\(errors)")
         }
         lastApplied = LastApplied(loaded.desired)
+        recordStore = RecordStore(directory: loaded.configuration.runtime.stateDir)
+        records = try recordStore.load()
         loop = try EventLoop()
         resolver = try EndpointResolver()
         rtnetlink = try RTNetlink()
         // WGKEEPER_EVENT_BUFFER shrinks the event queue so tests can make the kernel overflow it.
         let eventBuffer = ProcessInfo.processInfo.environment["WGKEEPER_EVENT_BUFFER"].flatMap { Int($0) } ?? 32 << 20
         events = try NetlinkSocket(.route, groups: RouteGroup.allCases.map(\.rawValue), receiveBufferBytes: eventBuffer)
-        do {
-            wireGuard = try WireGuardNetlink()
-        } catch {
-            if !loaded.desired.devices.isEmpty {
-                logger.error("WireGuard is unavailable; peers stay pending", metadata: ["error": "\(error)"])
-            }
-            wireGuard = nil
+        wireGuard = try? WireGuardNetlink()
+        if wireGuard == nil, !loaded.desired.devices.isEmpty {
+            logger.warning("WireGuard's generic netlink family is not there yet; looked for again at each read")
         }
-        server = try StatusServer(path: loaded.configuration.runtime.statusSocket)
+        if options.listen {
+            server = try StatusServer(path: loaded.configuration.runtime.statusSocket)
+        } else if let address = UnixSocketAddress(loaded.configuration.runtime.statusSocket), StatusServer.someoneAnswers(address) {
+            throw DaemonError("a wgkeeper daemon answers on \(loaded.configuration.runtime.statusSocket): it would put back what cleanup removes; stop it first (systemctl stop wgkeeper)")
+        }
     }
 
     // MARK: - the loop
 
     enum Token: UInt64 {
         case signals = 1, events = 2, listener = 3, resolver = 4
+    }
+
+    /// `wgkeeper cleanup`: see `cleanup()`. Returns the exit status.
+    public func cleanupAndExit() -> Int32 {
+        logger.info("cleanup: removing what wgkeeper owns and restoring what it changed")
+        return cleanup() ? 0 : 1
     }
 
     public func run() throws -> Int32 {
@@ -172,16 +174,17 @@ public final class Daemon {
     func runTimers(now: ContinuousClock.Instant) {
         if now >= nextWireGuardPoll {
             nextWireGuardPoll = now + runtime.wireGuardPoll
-            if !desired.devices.isEmpty { reads.insert(.wireGuard); schedule() }
+            if !desired.devices.isEmpty { kernel.stale.insert(.wireGuard); schedule() }
         }
         if now >= nextProxyPoll {
             nextProxyPoll = now + runtime.proxyPoll
-            reads.formUnion([.proxies, .datapath])
+            kernel.stale.formUnion([.proxies, .datapath])
             schedule()
         }
         if now >= nextResync {
             nextResync = now + runtime.resync
-            reads.insert(.everything)
+            kernel.stale = Set(KernelCache.Part.allCases)
+            filterScanFor = nil
             resyncs += 1
             schedule()
         }

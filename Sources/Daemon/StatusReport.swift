@@ -7,7 +7,20 @@ public struct StatusReport: Codable, Sendable {
         public var inSync = 0
         public var pending = 0
         public var failed = 0
+        /// A foreign object holds the desired object's identity; wgkeeper leaves both alone.
+        public var conflict = 0
+        /// A safety rule holds the write back.
+        public var refused = 0
         public init() {}
+
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            inSync = try c.decode(Int.self, forKey: .inSync)
+            pending = try c.decode(Int.self, forKey: .pending)
+            failed = try c.decode(Int.self, forKey: .failed)
+            conflict = try c.decodeIfPresent(Int.self, forKey: .conflict) ?? 0
+            refused = try c.decodeIfPresent(Int.self, forKey: .refused) ?? 0
+        }
     }
 
     public struct FailedObject: Codable, Sendable {
@@ -63,6 +76,7 @@ public struct StatusReport: Codable, Sendable {
     public var failed: [FailedObject]
     public var pending: [PendingObject]
     public var conflicts: [String]
+    public var refused: [PendingObject]
     public var peers: [Peer]
     public var datapath: Datapath?
     public var safety: [SafetyCheck]

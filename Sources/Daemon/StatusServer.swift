@@ -56,7 +56,7 @@ final class StatusServer {
         unlink(path)
     }
 
-    private static func someoneAnswers(_ address: UnixSocketAddress) -> Bool {
+    static func someoneAnswers(_ address: UnixSocketAddress) -> Bool {
         let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard probe >= 0 else { return false }
         defer { close(probe) }

@@ -7,6 +7,8 @@ struct ProgramInfo: Equatable {
     /// The kernel's SHA-1 prefix over the instructions, with map references zeroed.
     var tag: [UInt8]
     var mapIDs: [UInt32]
+    /// The program's name as the kernel keeps it (at most 15 characters).
+    var name: String
 
     init(_ fd: Descriptor, _ object: String) throws {
         var info = bpf_prog_info()
@@ -14,6 +16,7 @@ struct ProgramInfo: Equatable {
         try check(bpf_obj_get_info_by_fd(fd.raw, &info, &length), "read program info of", object)
         id = info.id
         tag = withUnsafeBytes(of: info.tag) { Array($0) }
+        name = withUnsafeBytes(of: info.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         var ids = [UInt32](repeating: 0, count: Int(info.nr_map_ids))
         if !ids.isEmpty {
             var second = bpf_prog_info()

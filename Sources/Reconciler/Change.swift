@@ -37,17 +37,28 @@ public struct Change: Hashable, Sendable, CustomStringConvertible {
         case differs([String])
         /// The object is wgkeeper's and not desired.
         case unexpected
+        /// wgkeeper no longer manages this sysctl: back to the value found before its first write.
+        case restore
 
         public var description: String {
             switch self {
             case .missing: "missing"
             case .differs(let fields): "differs: \(fields.joined(separator: ", "))"
             case .unexpected: "unexpected"
+            case .restore: "restore"
             }
         }
     }
 
+    /// What to do to a network device: only WireGuard devices are ever created or deleted.
+    public enum LinkOperation: Hashable, Sendable {
+        case create(kind: String)
+        case setUp(index: Int32)
+        case delete(index: Int32)
+    }
+
     public enum Object: Hashable, Sendable {
+        case link(name: String, LinkOperation)
         /// WireGuard device settings (private key, listen port).
         case wireGuardDevice(name: String, WireGuardDeviceChange)
         case sysctl(Sysctl, value: String, previous: String?)
@@ -75,7 +86,7 @@ public struct Change: Hashable, Sendable, CustomStringConvertible {
 
     public var kind: Kind {
         switch object {
-        case .wireGuardDevice: .link
+        case .link, .wireGuardDevice: .link
         case .sysctl: .sysctl
         case .peer: .peer
         case .route: .route
@@ -87,6 +98,12 @@ public struct Change: Hashable, Sendable, CustomStringConvertible {
     /// The object in `ip`-like words, without the action.
     public var subject: String {
         switch object {
+        case .link(let name, .create(let kind)):
+            return "link \(name) type \(kind)"
+        case .link(let name, .setUp):
+            return "link \(name) up"
+        case .link(let name, .delete):
+            return "link \(name)"
         case .wireGuardDevice(let name, _):
             return "device \(name)"
         case .sysctl(let sysctl, let value, _):
@@ -159,6 +176,21 @@ public struct Conflict: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { "\(desired): held by a foreign \(foreign)" }
+}
+
+/// A desired write a safety rule holds back, and why.
+public struct Refusal: Hashable, Sendable, CustomStringConvertible {
+    public var kind: Change.Kind
+    public var object: String
+    public var reason: String
+
+    public init(kind: Change.Kind, object: String, reason: String) {
+        self.kind = kind
+        self.object = object
+        self.reason = reason
+    }
+
+    public var description: String { "\(object): \(reason)" }
 }
 
 /// A safety check that does not hold.

@@ -17,12 +17,11 @@ public protocol DatapathMaps {
 extension ObservedState {
     /// Reads what `plan` needs for `desired`. A part that cannot be read is left nil (unknown).
     public static func read(for desired: DesiredState, rtnetlink: RTNetlink, wireGuard: WireGuardControl?,
-                            datapath: DatapathMaps? = nil) throws -> ObservedState {
+                            datapath: DatapathMaps? = nil, records: Records = Records()) throws -> ObservedState {
         var observed = ObservedState(links: try rtnetlink.links(), routes: try rtnetlink.routes(family: .inet6),
-                                     proxies: try rtnetlink.proxyEntries(), wireGuard: nil, datapath: nil)
-        for sysctl in desired.sysctls.map(\.sysctl) + desired.safetyChecks.map(\.sysctl) {
-            observed.sysctls[sysctl.key] = try? sysctl.read()
-        }
+                                     proxies: try rtnetlink.proxyEntries(), addresses: try rtnetlink.addresses(family: .inet6),
+                                     wireGuard: nil, datapath: nil)
+        observed.sysctls = readSysctls(desired.sysctlKeys(records))
         // WireGuard and the datapath need privileges the routing dumps do not: without them
         // those parts stay unknown (their objects pending) instead of failing the whole read.
         if let wireGuard {
@@ -45,6 +44,20 @@ extension ObservedState {
     }
 }
 
+/// Reads each sysctl; one that cannot be read (its interface is gone) is left out.
+public func readSysctls(_ sysctls: [Sysctl]) -> [String: String] {
+    var values: [String: String] = [:]
+    for sysctl in sysctls { values[sysctl.key] = try? sysctl.read() }
+    return values
+}
+
+extension DesiredState {
+    /// The sysctls `plan` needs to see: those it sets, those it checks, those it must restore.
+    public func sysctlKeys(_ records: Records) -> [Sysctl] {
+        sysctls.map(\.sysctl) + safetyChecks.map(\.sysctl) + records.sysctls.keys.sorted().map(Sysctl.init)
+    }
+}
+
 /// One kernel write to make for a change.
 public enum Operation: Sendable {
     case netlink(Request)
@@ -57,6 +70,12 @@ extension Change {
     /// The write for this change. A peer with a host-name endpoint gets it from `resolve`.
     public func operation(resolve: (HostEndpoint) -> Endpoint? = resolveEndpoint) -> Operation {
         switch object {
+        case .link(let name, .create(let kind)):
+            return .netlink(Link.createRequest(name: name, kind: kind))
+        case .link(_, .setUp(let index)):
+            return .netlink(Link.setUpRequest(index: index))
+        case .link(_, .delete(let index)):
+            return .netlink(Link.deleteRequest(index: index))
         case .wireGuardDevice(let name, let change):
             return .wireGuard(device: name, change)
         case .sysctl(let sysctl, let value, _):

@@ -7,6 +7,8 @@ public struct ObservedState: Hashable, Sendable {
     /// IPv6 routes of every table.
     public var routes: [Route]
     public var proxies: [ProxyEntry]
+    /// IPv6 interface addresses (the anycast safety rule reads the LAN's).
+    public var addresses: [Address]
     /// Sysctl values by key (`Sysctl.key`); a missing key was not read.
     public var sysctls: [String: String]
     /// WireGuard devices by name; nil when WireGuard state could not be read at all.
@@ -16,11 +18,12 @@ public struct ObservedState: Hashable, Sendable {
     /// Why a part is nil, in words (`WireGuard: Operation not permitted`), for the operator.
     public var readProblems: [String] = []
 
-    public init(links: [Link] = [], routes: [Route] = [], proxies: [ProxyEntry] = [], sysctls: [String: String] = [:],
-                wireGuard: [String: WireGuardDevice]? = [:], datapath: Set<DatapathEntry>? = nil) {
+    public init(links: [Link] = [], routes: [Route] = [], proxies: [ProxyEntry] = [], addresses: [Address] = [],
+                sysctls: [String: String] = [:], wireGuard: [String: WireGuardDevice]? = [:], datapath: Set<DatapathEntry>? = nil) {
         self.links = links
         self.routes = routes
         self.proxies = proxies
+        self.addresses = addresses
         self.sysctls = sysctls
         self.wireGuard = wireGuard
         self.datapath = datapath

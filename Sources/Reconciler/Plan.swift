@@ -7,6 +7,8 @@ public struct Plan: Hashable, Sendable {
     public var changes: [Change] = []
     public var pending: [Pending] = []
     public var conflicts: [Conflict] = []
+    /// Desired writes a safety rule holds back; nothing is written for them.
+    public var refused: [Refusal] = []
     public var violations: [Violation] = []
 
     public init() {}
@@ -16,12 +18,14 @@ public struct Plan: Hashable, Sendable {
 
 /// Compares `desired` with `observed`. Pure and deterministic: the same inputs give the same plan.
 ///
-/// Ownership: routes and proxy entries are wgkeeper's when they carry `routeProtocol` and sit on
-/// an interface the desired state names; every peer of a managed WireGuard device is
-/// wgkeeper's. Nothing else is ever changed: a foreign object holding a desired object's
-/// identity is reported as a conflict.
-public func plan(_ desired: DesiredState, _ observed: ObservedState, lastApplied: LastApplied? = nil) -> Plan {
-    var planner = Planner(desired: desired, observed: observed, lastApplied: lastApplied)
+/// Ownership (the claim is a property of the object, never of the configuration loaded now):
+/// a route or proxy entry carrying `routeProtocol` is wgkeeper's wherever it sits, and is
+/// removed when not desired; every peer of a managed WireGuard device is wgkeeper's; a sysctl
+/// or device is wgkeeper's while `records` says so. Nothing else is ever changed: a foreign
+/// object holding a desired object's identity is reported as a conflict.
+public func plan(_ desired: DesiredState, _ observed: ObservedState, lastApplied: LastApplied? = nil,
+                 records: Records = Records()) -> Plan {
+    var planner = Planner(desired: desired, observed: observed, lastApplied: lastApplied, records: records)
     planner.planDevicesAndPeers()
     planner.planSysctls()
     planner.planRoutes()
@@ -35,26 +39,26 @@ private struct Planner {
     let desired: DesiredState
     let observed: ObservedState
     let lastApplied: LastApplied?
+    let records: Records
     let indexByName: [String: Int32]
     let nameByIndex: [Int32: String]
-    let managed: Set<String>
     var result = Plan()
 
-    init(desired: DesiredState, observed: ObservedState, lastApplied: LastApplied?) {
+    init(desired: DesiredState, observed: ObservedState, lastApplied: LastApplied?, records: Records) {
         self.desired = desired
         self.observed = observed
         self.lastApplied = lastApplied
+        self.records = records
         indexByName = Dictionary(observed.links.map { ($0.name, $0.index) }, uniquingKeysWith: { a, _ in a })
         nameByIndex = Dictionary(observed.links.map { ($0.index, $0.name) }, uniquingKeysWith: { a, _ in a })
-        managed = desired.managedInterfaces
     }
 
     private func missing(_ device: String) -> String { "device \(device) missing" }
 
-    /// The managed interface an observed object sits on, or nil when it is not wgkeeper's business.
-    private func managedName(_ index: Int32?) -> String? {
-        guard let index, let name = nameByIndex[index], managed.contains(name) else { return nil }
-        return name
+    /// The name of the device an observed object sits on, for messages.
+    private func deviceName(_ index: Int32?) -> String {
+        guard let index else { return "none" }
+        return nameByIndex[index] ?? "index \(index)"
     }
 
     // MARK: links and peers
@@ -62,25 +66,41 @@ private struct Planner {
     mutating func planDevicesAndPeers() {
         var peerChanges: [Change] = []
         for device in desired.devices.sorted(by: { $0.name < $1.name }) {
-            let why: String?
+            let why: String
             var kernel: WireGuardDevice?
-            if indexByName[device.name] == nil {
-                why = missing(device.name)
-            } else if let devices = observed.wireGuard {
-                kernel = devices[device.name]
-                why = kernel == nil ? "\(device.name) is not a WireGuard device" : nil
+            if let link = observed.link(named: device.name) {
+                if link.kind != "wireguard" {
+                    why = "\(device.name) is a \(link.kind ?? "kindless") device, not WireGuard"
+                } else if let devices = observed.wireGuard {
+                    if !link.isUp {
+                        result.changes.append(Change(.replace, .link(name: device.name, .setUp(index: link.index)),
+                                                     reason: .differs(["state"]), detail: "(was down)"))
+                    }
+                    kernel = devices[device.name]
+                    why = "WireGuard state of \(device.name) not read"
+                } else {
+                    why = "the WireGuard generic netlink family is not available (is the wireguard module loaded?)"
+                }
             } else {
-                why = "WireGuard state of \(device.name) not read"
+                // Creating the link also loads the wireguard module; peers follow once it exists.
+                result.changes.append(Change(.add, .link(name: device.name, .create(kind: "wireguard")), reason: .missing))
+                why = "\(missing(device.name)): created first"
             }
             guard let kernel else {
-                result.pending.append(Pending(kind: .link, object: "device \(device.name)", reason: why ?? ""))
+                result.pending.append(Pending(kind: .link, object: "device \(device.name)", reason: why))
                 for peer in device.peers.sorted(by: { $0.name < $1.name }) {
-                    result.pending.append(Pending(kind: .peer, object: "peer \(peer.name) dev \(device.name)", reason: why ?? ""))
+                    result.pending.append(Pending(kind: .peer, object: "peer \(peer.name) dev \(device.name)", reason: why))
                 }
                 continue
             }
             planDevice(device, kernel)
             peerChanges += peers(device, kernel)
+        }
+        // A device wgkeeper created and the configuration no longer names goes, as on a fresh start.
+        let named = Set(desired.devices.map(\.name))
+        for name in records.createdDevices.sorted() where !named.contains(name) {
+            guard let link = observed.link(named: name), link.kind == "wireguard" else { continue }
+            result.changes.append(Change(.remove, .link(name: name, .delete(index: link.index)), reason: .unexpected))
         }
         result.changes += peerChanges
     }
@@ -204,15 +224,42 @@ private struct Planner {
             }
             let current = observed.sysctls[sysctl.key]
             guard current != item.value else { continue }
+            if let why = refusal(item) {
+                result.refused.append(Refusal(kind: .sysctl, object: "sysctl \(sysctl) = \(item.value)", reason: why))
+                continue
+            }
             result.changes.append(Change(.replace, .sysctl(sysctl, value: item.value, previous: current),
                                          reason: current == nil ? .missing : .differs(["value"]),
                                          detail: "(was \(current ?? "unread"))"))
+        }
+        // Sysctls no longer managed go back to what they held before wgkeeper's first write.
+        let wanted = Set(desired.sysctls.map(\.sysctl.key))
+        for (key, original) in records.sysctls.sorted(by: { $0.key < $1.key }) where !wanted.contains(key) {
+            let sysctl = Sysctl(key)
+            guard let current = observed.sysctls[key], current != original else { continue }
+            result.changes.append(Change(.replace, .sysctl(sysctl, value: original, previous: current), reason: .restore,
+                                         detail: "(was \(current); restoring the value found before wgkeeper's first write)"))
         }
         for check in desired.safetyChecks {
             if let actual = observed.sysctls[check.sysctl.key], actual != check.expected {
                 result.violations.append(Violation(check: check, actual: actual))
             }
         }
+    }
+
+    /// DESIGN §1: an interface with `forwarding = 1` joins the subnet-router anycast address of
+    /// every prefix shorter than /127 it holds (addrconf_join_anycast()), and would then answer
+    /// for the LAN router's address. So LAN forwarding stays off while such an address is there.
+    private func refusal(_ item: DesiredSysctl) -> String? {
+        guard let gateway = desired.gateway, !gateway.allowLANAnycast, item.interface == gateway.lan,
+              item.name == "forwarding", item.value == "1" else { return nil }
+        let unsafe = unsafeLANAddresses(observed, gateway)
+        guard !unsafe.isEmpty else { return nil }
+        let names = unsafe.map(\.prefix.description).joined(separator: ", ")
+        let anycast = unsafe.map { $0.prefix.canonical.address.description }.joined(separator: ", ")
+        return "refusing \(item.sysctl)=1: \(gateway.lan) holds \(names); with forwarding on, the kernel would join the "
+            + "subnet-router anycast \(anycast) and answer for the LAN's router. Keep only link-local or /128 addresses "
+            + "on \(gateway.lan) (an on-link route covers the prefix), or set gateway.allow_lan_anycast: true"
     }
 
     // MARK: routes
@@ -234,11 +281,10 @@ private struct Planner {
             let route = Route(destination: item.destination, table: item.table, protocolNumber: protocolNumber,
                               outputInterface: index, gateway: item.gateway, metric: item.metric)
             let present = byIdentity[item.identity] ?? []
-            // Ours means our protocol on a managed interface; anything else at this identity is foreign.
-            if let foreign = present.first(where: { $0.protocolNumber != protocolNumber || managedName($0.outputInterface) == nil }) {
-                let device = foreign.outputInterface.flatMap { nameByIndex[$0] } ?? "?"
+            // Ours means our protocol, wherever it sits; anything else at this identity is foreign.
+            if let foreign = present.first(where: { $0.protocolNumber != protocolNumber }) {
                 result.conflicts.append(Conflict(kind: .route, desired: "route " + Change.describe(route, device: item.device),
-                                                 foreign: "route " + Change.describe(foreign, device: device)))
+                                                 foreign: "route " + Change.describe(foreign, device: deviceName(foreign.outputInterface))))
             } else if let ours = present.first {
                 var fields: [String] = []
                 if ours.outputInterface != index { fields.append("dev") }
@@ -246,7 +292,7 @@ private struct Planner {
                 if ours.type != route.type { fields.append("type") }
                 if ours.scope != route.scope { fields.append("scope") }
                 if !fields.isEmpty {
-                    let was = Change.describe(ours, device: ours.outputInterface.flatMap { nameByIndex[$0] } ?? "?")
+                    let was = Change.describe(ours, device: deviceName(ours.outputInterface))
                     result.changes.append(Change(.replace, .route(route, device: item.device), reason: .differs(fields),
                                                  detail: "(was \(was))"))
                 }
@@ -256,10 +302,9 @@ private struct Planner {
         }
         let unexpected = observed.routes.filter {
             $0.family == .inet6 && $0.protocolNumber == protocolNumber && !wanted.contains(RouteIdentity($0))
-                && managedName($0.outputInterface) != nil
         }
         for route in unexpected.sorted(by: { RouteIdentity($0) < RouteIdentity($1) }) {
-            result.changes.append(Change(.remove, .route(route, device: managedName(route.outputInterface)!), reason: .unexpected))
+            result.changes.append(Change(.remove, .route(route, device: deviceName(route.outputInterface)), reason: .unexpected))
         }
     }
 
@@ -292,11 +337,10 @@ private struct Planner {
             }
         }
         let unexpected = observed.proxies.filter {
-            $0.protocolNumber == protocolNumber && managedName($0.interfaceIndex) != nil
-                && !wanted.contains(Key(address: $0.address, index: $0.interfaceIndex))
+            $0.protocolNumber == protocolNumber && !wanted.contains(Key(address: $0.address, index: $0.interfaceIndex))
         }
         for entry in unexpected.sorted(by: { ($0.interfaceIndex, $0.address) < ($1.interfaceIndex, $1.address) }) {
-            result.changes.append(Change(.remove, .proxy(entry, device: managedName(entry.interfaceIndex)!), reason: .unexpected))
+            result.changes.append(Change(.remove, .proxy(entry, device: deviceName(entry.interfaceIndex)), reason: .unexpected))
         }
     }
 
@@ -326,4 +370,14 @@ private struct Planner {
             result.changes.append(Change(.remove, .datapath(entry), reason: .unexpected))
         }
     }
+}
+
+/// Global addresses on the gateway's LAN whose prefix would make it claim an anycast address
+/// once the LAN forwards: shorter than /127 and not link-local.
+public func unsafeLANAddresses(_ observed: ObservedState, _ gateway: DesiredGateway) -> [Address] {
+    guard let lan = observed.link(named: gateway.lan) else { return [] }
+    return observed.addresses.filter { address in
+        guard address.interfaceIndex == lan.index, case .v6(let a) = address.prefix.address else { return false }
+        return !a.isLinkLocal && address.prefix.length < 127
+    }.sorted { $0.prefix < $1.prefix }
 }

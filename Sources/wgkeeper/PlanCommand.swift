@@ -1,5 +1,6 @@
 import ArgumentParser
 import Config
+import Daemon
 import Foundation
 import Netlink
 import Reconciler
@@ -24,14 +25,16 @@ struct PlanCommand: ParsableCommand {
             throw ExitCode(1)
         }
         let observed: ObservedState
+        let records: Records
         do {
+            records = try RecordStore(directory: loaded.configuration.runtime.stateDir).load()
             observed = try ObservedState.read(for: loaded.desired, rtnetlink: try RTNetlink(),
-                                              wireGuard: wireGuardControl(), datapath: nil)
+                                              wireGuard: wireGuardControl(), datapath: nil, records: records)
         } catch {
             printToStandardError("error: cannot read the kernel state: \(error)")
             throw ExitCode(1)
         }
-        let result = plan(loaded.desired, observed)
+        let result = plan(loaded.desired, observed, records: records)
         if json {
             print(try PlanReport(result).json())
         } else {
@@ -44,6 +47,7 @@ struct PlanCommand: ParsableCommand {
     /// Conflicts, safety violations and pending objects; pending ones grouped by reason.
     private func notes(_ result: Plan) -> [String] {
         var lines = result.conflicts.map { "! conflict: \($0)" } + result.violations.map { "! unsafe: \($0)" }
+            + result.refused.map { "! refused: \($0)" }
         var reasons: [String] = []
         var byReason: [String: [Pending]] = [:]
         for item in result.pending {
@@ -86,6 +90,7 @@ struct PlanReport: Encodable {
     var changes: [Item]
     var pending: [Note]
     var conflicts: [Note]
+    var refused: [Note]
     var violations: [String]
 
     init(_ plan: Plan) {
@@ -95,6 +100,7 @@ struct PlanReport: Encodable {
             switch change.reason {
             case .missing: reason = "missing"
             case .unexpected: reason = "unexpected"
+            case .restore: reason = "restore"
             case .differs(let list): reason = "differs"; fields = list
             }
             return Item(action: change.action.rawValue, kind: change.kind.description, object: change.subject,
@@ -102,6 +108,7 @@ struct PlanReport: Encodable {
         }
         pending = plan.pending.map { Note(kind: $0.kind.description, object: $0.object, reason: $0.reason) }
         conflicts = plan.conflicts.map { Note(kind: $0.kind.description, object: $0.desired, reason: "held by a foreign \($0.foreign)") }
+        refused = plan.refused.map { Note(kind: $0.kind.description, object: $0.object, reason: $0.reason) }
         violations = plan.violations.map(\.description)
     }
 

@@ -12,7 +12,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "The main configuration file.")
     var config: String = "/etc/wgkeeper/wgkeeper.yaml"
 
-    @Flag(name: .long, help: "On stop, remove what wgkeeper owns (routes and proxy entries with its protocol, managed peers).")
+    @Flag(name: .long, help: "On stop, do what `wgkeeper cleanup` does: remove what wgkeeper owns, restore the sysctls it changed.")
     var cleanup = false
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")

@@ -32,10 +32,11 @@ struct StatusCommand: ParsableCommand {
                             age, r.lastReconcileDurationMs ?? 0, r.reconciles, r.netlinkWrites, r.changesApplied, r.resyncs, r.overflows))
         for error in r.configErrors { lines.append("config error (last reload refused): \(error)") }
         lines.append("")
-        lines.append("kind        in sync  pending  failed")
-        for kind in ["sysctl", "peer", "route", "proxy", "datapath"] {
+        lines.append("kind        in sync  pending  failed  conflict  refused")
+        for kind in ["link", "sysctl", "peer", "route", "proxy", "datapath"] {
             let c = r.kinds[kind] ?? .init()
-            lines.append(kind.padding(toLength: 10, withPad: " ", startingAt: 0) + String(format: "%9d%9d%8d", c.inSync, c.pending, c.failed))
+            lines.append(kind.padding(toLength: 10, withPad: " ", startingAt: 0)
+                + String(format: "%9d%9d%8d%10d%9d", c.inSync, c.pending, c.failed, c.conflict, c.refused))
         }
         if !r.failed.isEmpty {
             lines.append("")
@@ -48,6 +49,7 @@ struct StatusCommand: ParsableCommand {
             for p in r.pending { lines.append("  \(p.object): \(p.reason)") }
         }
         for conflict in r.conflicts { lines.append("conflict: \(conflict)") }
+        for refusal in r.refused { lines.append("refused: \(refusal.object): \(refusal.reason)") }
         if !r.peers.isEmpty {
             lines.append("")
             lines.append("peers:")

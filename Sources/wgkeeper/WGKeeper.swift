@@ -7,7 +7,8 @@ struct WGKeeper: ParsableCommand {
         abstract: "Keeps an IPv6 WireGuard gateway's kernel state equal to its declared state.",
         version: "0.1.0-dev",
         // One file per subcommand; `run`, `status` and `reload` join this list.
-        subcommands: [RunCommand.self, CheckCommand.self, PlanCommand.self, StatusCommand.self, ReloadCommand.self])
+        subcommands: [RunCommand.self, CheckCommand.self, PlanCommand.self, StatusCommand.self, ReloadCommand.self,
+                      CleanupCommand.self])
 }
 
 /// Options every command that reads the configuration shares.

@@ -36,9 +36,16 @@ final class AnycastSafetyTests: XCTestCase {
         let (ns, h) = try start(allow: false)
         XCTAssertEqual(try forwarding(ns), "0")
         XCTAssertEqual(try globalAnycast(ns), [])
-        let failed = try XCTUnwrap(try h.status()["failed"] as? [[String: Any]])
-        let why = try XCTUnwrap(failed.first?["error"] as? String)
+        // Refused is its own column, not a failure, and not "in sync".
+        let status = try h.status()
+        XCTAssertEqual((status["failed"] as? [[String: Any]])?.count, 0)
+        let refused = try XCTUnwrap(status["refused"] as? [[String: Any]])
+        let why = try XCTUnwrap(refused.first?["reason"] as? String)
         XCTAssertTrue(why.contains("2001:db8:1::1/64") && why.contains("anycast") && why.contains("allow_lan_anycast"), why)
+        let sysctls = try XCTUnwrap((status["kinds"] as? [String: Any])?["sysctl"] as? [String: Int])
+        XCTAssertEqual(sysctls["refused"], 1)
+        XCTAssertEqual(sysctls["in_sync"], 1, "proxy_ndp only")
+        XCTAssertTrue(h.notifications.contains { $0.contains("1 refused") }, "\(h.notifications)")
         XCTAssertEqual(try check(h, "lan addresses")?["ok"] as? Bool, false)
         // Routes and proxy entries are not held back by the refusal.
         XCTAssertEqual(try ns.ipJSON("-6", "route", "show", "proto", "77").count, 2)
@@ -50,6 +57,7 @@ final class AnycastSafetyTests: XCTestCase {
         XCTAssertEqual(try globalAnycast(ns), [])
         XCTAssertEqual(try check(h, "lan anycast")?["ok"] as? Bool, true)
         XCTAssertEqual((try h.status()["failed"] as? [[String: Any]])?.count, 0)
+        XCTAssertEqual((try h.status()["refused"] as? [[String: Any]])?.count, 0)
     }
 
     func testAllowedAnycastIsAppliedAndReported() throws {

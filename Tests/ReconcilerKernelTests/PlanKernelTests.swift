@@ -85,7 +85,7 @@ final class PlanKernelTests: XCTestCase {
             "+ proxy 2001:db8:1::100 dev private0",
             "+ proxy 2001:db8:1::101 dev private0",
         ])
-        XCTAssertEqual(first.pending.map(\.reason).first, "WireGuard state of wg0 not read")
+        XCTAssertEqual(first.pending.map(\.reason).first, "wg0 is a veth device, not WireGuard")
 
         let results = try ns.namespace.perform { KernelApplier(rtnetlink: try RTNetlink()).apply(first.changes) }
         XCTAssertEqual(results.compactMap(\.error), [])

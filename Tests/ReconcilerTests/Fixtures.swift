@@ -4,7 +4,7 @@ import Reconciler
 /// Shared values for plan tests: wg0 (5) and private0 (6) are managed, eth0 (2) is not.
 enum F {
     static let eth0 = Link(index: 2, name: "eth0", kind: nil)
-    static let wg0 = Link(index: 5, name: "wg0", kind: "wireguard")
+    static let wg0 = Link(index: 5, name: "wg0", kind: "wireguard", flags: 1)  // IFF_UP
     static let lan = Link(index: 6, name: "private0", kind: "veth")
     static let links = [eth0, wg0, lan]
 
@@ -59,7 +59,7 @@ enum F {
         return ObservedState(
             links: links,
             routes: desired.routes.map { route($0.destination.description, $0.device == "wg0" ? 5 : 6) }
-                + [route("fe80::/64", 5, proto: 2, metric: 256), route("2001:db8:99::/64", 2, proto: 77)],
+                + [route("fe80::/64", 5, proto: 2, metric: 256), route("2001:db8:99::/64", 2, proto: 4)],
             proxies: desired.proxies.map { proxy($0.address.description) },
             sysctls: ["net/ipv6/conf/private0/forwarding": "1", "net/ipv6/conf/private0/proxy_ndp": "1",
                       "net/ipv6/conf/all/forwarding": "0"],

@@ -9,10 +9,12 @@ final class PlanTests: XCTestCase {
         var name: String
         var desired = F.desired()
         var lastApplied: LastApplied?
+        var records = Records()
         var edit: @Sendable (inout ObservedState) -> Void = { _ in }
         var changes: [String]
         var pending: [String] = []
         var conflicts: [String] = []
+        var refused: [String] = []
     }
 
     static let cases: [Case] = [
@@ -46,9 +48,13 @@ final class PlanTests: XCTestCase {
         }(), edit: { o in
             o.routes.append(F.route("2001:db8:2::/64", 5, metric: 10, table: 100, gateway: "fe80::2"))
         }, changes: ["~ route 2001:db8:2::/64 via fe80::1 dev wg0 table 100 metric 10 proto 77 (was 2001:db8:2::/64 via fe80::2 dev wg0 table 100 metric 10 proto 77)"]),
-        Case(name: "unexpected routes: ours removed, foreign and unmanaged kept", edit: { o in
-            o.routes += [F.route("2001:db8:3::/64", 5), F.route("2001:db8:4::/64", 5, proto: 4), F.route("2001:db8:5::/64", 2)]
-        }, changes: ["- route 2001:db8:3::/64 dev wg0 proto 77"]),
+        Case(name: "unexpected routes: ours removed on any interface, foreign kept", edit: { o in
+            o.routes += [F.route("2001:db8:3::/64", 5), F.route("2001:db8:4::/64", 5, proto: 4), F.route("2001:db8:5::/64", 2),
+                         F.route("2001:db8:6::/64", 2, proto: 4)]
+        }, changes: ["- route 2001:db8:3::/64 dev wg0 proto 77", "- route 2001:db8:5::/64 dev eth0 proto 77"]),
+        Case(name: "our route at a desired identity on another interface is moved, not a conflict", edit: { o in
+            o.routes[1] = F.route("2001:db8:1::100/128", 2)
+        }, changes: ["~ route 2001:db8:1::100/128 dev wg0 proto 77 (was 2001:db8:1::100/128 dev eth0 proto 77)"]),
         Case(name: "same destination, other metric is another route", edit: { o in
             o.routes.append(F.route("2001:db8:1::100/128", 5, metric: 5))
         }, changes: ["- route 2001:db8:1::100/128 dev wg0 metric 5 proto 77"]),
@@ -60,7 +66,7 @@ final class PlanTests: XCTestCase {
         Case(name: "proxies: missing, unexpected, foreign", edit: { o in
             o.proxies = [F.proxy("2001:db8:1::101", proto: 0), F.proxy("2001:db8:1::9"), F.proxy("2001:db8:1::8", 2),
                          F.proxy("2001:db8:1::7", proto: 0)]
-        }, changes: ["+ proxy 2001:db8:1::100 dev private0", "- proxy 2001:db8:1::9 dev private0"], conflicts: [
+        }, changes: ["+ proxy 2001:db8:1::100 dev private0", "- proxy 2001:db8:1::8 dev eth0", "- proxy 2001:db8:1::9 dev private0"], conflicts: [
             "proxy 2001:db8:1::101 dev private0: held by a foreign proxy 2001:db8:1::101 dev private0 proto 0",
         ]),
         Case(name: "sysctl differs", edit: { o in o.sysctls["net/ipv6/conf/private0/proxy_ndp"] = "0" },
@@ -103,6 +109,8 @@ final class PlanTests: XCTestCase {
         }, changes: ["~ peer bob dev wg0 endpoint: [2001:db8:ff::2]:51820 (was none)"]),
         Case(name: "missing LAN device: pending, not changes", edit: { o in
             o.links.removeAll { $0.name == "private0" }
+            o.routes.removeAll { $0.outputInterface == 6 }
+            o.proxies.removeAll { $0.interfaceIndex == 6 }
         }, changes: [], pending: [
             "sysctl net.ipv6.conf.private0.forwarding: device private0 missing",
             "sysctl net.ipv6.conf.private0.proxy_ndp: device private0 missing",
@@ -115,9 +123,53 @@ final class PlanTests: XCTestCase {
             "datapath tunnel-to-lan 2001:db8:1::/64: device private0 missing",
         ]),
         Case(name: "WireGuard unreadable: peers pending", edit: { o in o.wireGuard = nil }, changes: [], pending: [
-            "device wg0: WireGuard state of wg0 not read",
-            "peer alice dev wg0: WireGuard state of wg0 not read",
-            "peer bob dev wg0: WireGuard state of wg0 not read",
+            "device wg0: the WireGuard generic netlink family is not available (is the wireguard module loaded?)",
+            "peer alice dev wg0: the WireGuard generic netlink family is not available (is the wireguard module loaded?)",
+            "peer bob dev wg0: the WireGuard generic netlink family is not available (is the wireguard module loaded?)",
+        ]),
+        Case(name: "missing WireGuard device: created, peers wait for it", edit: { o in
+            o.links.removeAll { $0.name == "wg0" }
+            o.routes.removeAll { $0.outputInterface == 5 }
+            o.wireGuard = [:]
+        }, changes: ["+ link wg0 type wireguard"], pending: [
+            "device wg0: device wg0 missing: created first",
+            "peer alice dev wg0: device wg0 missing: created first",
+            "peer bob dev wg0: device wg0 missing: created first",
+            "route 2001:db8:1::100/128 dev wg0: device wg0 missing",
+            "route 2001:db8:1::101/128 dev wg0: device wg0 missing",
+            "route 2001:db8:7::/64 dev wg0: device wg0 missing",
+            "datapath lan-to-tunnel 2001:db8:1::100/128: device wg0 missing",
+            "datapath lan-to-tunnel 2001:db8:1::101/128: device wg0 missing",
+            "datapath lan-to-tunnel 2001:db8:7::/64: device wg0 missing",
+            "datapath tunnel-to-lan 2001:db8:1::/64: device wg0 missing",
+        ]),
+        Case(name: "WireGuard device down: set up", edit: { o in o.links[1].flags = 0 }, changes: ["~ link wg0 up (was down)"]),
+        Case(name: "not a WireGuard device: pending", edit: { o in o.links[1].kind = "veth" }, changes: [], pending: [
+            "device wg0: wg0 is a veth device, not WireGuard",
+            "peer alice dev wg0: wg0 is a veth device, not WireGuard",
+            "peer bob dev wg0: wg0 is a veth device, not WireGuard",
+        ]),
+        Case(name: "a device wgkeeper created and no longer wants is deleted; one it did not create stays",
+             records: Records(createdDevices: ["wg7"]), edit: { o in
+            o.links += [Link(index: 9, name: "wg7", kind: "wireguard"), Link(index: 10, name: "wg8", kind: "wireguard")]
+        }, changes: ["- link wg7"]),
+        Case(name: "a sysctl no longer managed goes back to its recorded value", desired: {
+            var d = F.desired(); d.sysctls = []; return d
+        }(), records: Records(sysctls: ["net/ipv6/conf/private0/forwarding": "0", "net/ipv6/conf/private0/proxy_ndp": "1"]),
+             changes: ["~ sysctl net.ipv6.conf.private0.forwarding = 0 (was 1; restoring the value found before wgkeeper's first write)"]),
+        Case(name: "a VLAN's sysctl keeps its dot in the path", desired: {
+            var d = F.desired(); d.sysctls = [DesiredSysctl(interface: "eth0.100", name: "proxy_ndp", value: "1")]; return d
+        }(), edit: { o in
+            o.links.append(Link(index: 11, name: "eth0.100", kind: "vlan"))
+            o.sysctls["net/ipv6/conf/eth0.100/proxy_ndp"] = "0"
+        }, changes: ["~ sysctl net.ipv6.conf.eth0/100.proxy_ndp = 1 (was 0)"]),
+        Case(name: "LAN forwarding is refused while the LAN holds a /64", desired: {
+            var d = F.desired(); d.gateway = DesiredGateway(tunnel: "wg0", lan: "private0", lanPrefix: F.prefix("2001:db8:1::/64")); return d
+        }(), edit: { o in
+            o.sysctls["net/ipv6/conf/private0/forwarding"] = "0"
+            o.addresses = [Address(prefix: F.prefix("2001:db8:1::1/64"), interfaceIndex: 6)]
+        }, changes: [], refused: [
+            "sysctl net.ipv6.conf.private0.forwarding = 1: refusing net.ipv6.conf.private0.forwarding=1: private0 holds 2001:db8:1::1/64; with forwarding on, the kernel would join the subnet-router anycast 2001:db8:1:: and answer for the LAN's router. Keep only link-local or /128 addresses on private0 (an on-link route covers the prefix), or set gateway.allow_lan_anycast: true",
         ]),
         Case(name: "datapath entries", edit: { o in
             o.datapath = [DatapathEntry(direction: .lanToTunnel, prefix: F.prefix("2001:db8:1::100/128")),
@@ -131,10 +183,11 @@ final class PlanTests: XCTestCase {
         for c in Self.cases {
             var observed = F.inSync()
             c.edit(&observed)
-            let result = plan(c.desired, observed, lastApplied: c.lastApplied)
+            let result = plan(c.desired, observed, lastApplied: c.lastApplied, records: c.records)
             XCTAssertEqual(result.changes.map(\.description), c.changes, c.name)
             XCTAssertEqual(result.pending.map(\.description), c.pending, c.name)
             XCTAssertEqual(result.conflicts.map(\.description), c.conflicts, c.name)
+            XCTAssertEqual(result.refused.map(\.description), c.refused, c.name)
         }
     }
 

@@ -1,3 +1,4 @@
+import Glibc
 import Netlink
 import Reconciler
 import XCTest
@@ -21,6 +22,7 @@ struct KernelModel {
     var state: ObservedState
     let routeProtocol: UInt8
     let managed: Set<String>
+    var createdDevices: Set<String> = []
     var violations: [String] = []
 
     mutating func apply(_ changes: [Change]) {
@@ -29,6 +31,20 @@ struct KernelModel {
 
     private mutating func apply(_ change: Change) {
         switch change.object {
+        case .link(let name, .create(let kind)):
+            guard state.link(named: name) == nil else { return violations.append("create over an existing link \(name)") }
+            let index = (state.links.map(\.index).max() ?? 0) + 1
+            state.links.append(Link(index: index, name: name, kind: kind))
+            state.wireGuard?[name] = WireGuardDevice(name: name, index: index)
+        case .link(let name, .setUp(let index)):
+            guard managed.contains(name), let i = state.links.firstIndex(where: { $0.index == index }) else {
+                return violations.append("set up unmanaged link \(name)")
+            }
+            state.links[i].flags |= UInt32(IFF_UP)
+        case .link(let name, .delete(let index)):
+            guard createdDevices.contains(name) else { return violations.append("deleted link \(name) wgkeeper did not create") }
+            state.links.removeAll { $0.index == index }
+            state.wireGuard?[name] = nil
         case .wireGuardDevice(let name, let c):
             guard managed.contains(name) else { return violations.append("touched unmanaged device \(name)") }
             if let key = c.privateKey { state.wireGuard![name]!.privateKey = key }
@@ -94,7 +110,7 @@ struct KernelModel {
 
 final class PropertyTests: XCTestCase {
     static let pool = (1...12).map { F.prefix("2001:db8:1::\($0)/128") } + (1...4).map { F.prefix("2001:db8:\($0 + 20)::/64") }
-    static let links = [Link(index: 2, name: "eth0"), Link(index: 5, name: "wg0", kind: "wireguard"),
+    static let links = [Link(index: 2, name: "eth0"), Link(index: 5, name: "wg0", kind: "wireguard", flags: UInt32(IFF_UP)),
                         Link(index: 6, name: "private0"), Link(index: 7, name: "wg9", kind: "wireguard")]
 
     func randomDesired(_ g: inout SeededRandom) -> DesiredState {
@@ -122,6 +138,8 @@ final class PropertyTests: XCTestCase {
     func randomObserved(_ g: inout SeededRandom) -> ObservedState {
         var links = Self.links
         if Int.random(in: 0..<6, using: &g) == 0 { links.removeAll { $0.name == "private0" } }
+        if Int.random(in: 0..<6, using: &g) == 0 { links[1].flags = 0 }
+        if Int.random(in: 0..<8, using: &g) == 0 { links.remove(at: 1) }
         var routes: [Route] = []
         for _ in 0..<Int.random(in: 0...14, using: &g) {
             let route = F.route(Self.pool.randomElement(using: &g)!.description, [2, 5, 6, 7].randomElement(using: &g)!,
@@ -155,33 +173,61 @@ final class PropertyTests: XCTestCase {
         var datapath: Set<DatapathEntry>? = Set(Self.pool.filter { _ in Bool.random(using: &g) }.map { DatapathEntry(direction: .lanToTunnel, prefix: $0) })
         if Int.random(in: 0..<6, using: &g) == 0 { datapath = nil }
         return ObservedState(links: links, routes: routes, proxies: proxies,
-                             sysctls: ["net/ipv6/conf/private0/forwarding": ["0", "1"].randomElement(using: &g)!],
+                             sysctls: ["net/ipv6/conf/private0/forwarding": ["0", "1"].randomElement(using: &g)!,
+                                       "net/ipv6/conf/eth0/proxy_ndp": ["0", "1"].randomElement(using: &g)!],
                              wireGuard: wireGuard, datapath: datapath)
     }
 
+    /// What an earlier run recorded: eth0's proxy_ndp before it wrote 1, maybe a device it created.
+    func randomRecords(_ g: inout SeededRandom) -> Records {
+        var records = Records()
+        if Bool.random(using: &g) { records.sysctls["net/ipv6/conf/eth0/proxy_ndp"] = "0" }
+        if Int.random(in: 0..<4, using: &g) == 0 { records.createdDevices.insert("wg9") }
+        return records
+    }
+
     /// Applying plan(d, o) to a model of o yields a kernel whose plan against d is empty, and no
-    /// change ever touches a foreign route, proxy entry, unmanaged device or its peers.
+    /// change ever touches a foreign route or proxy entry (another protocol), an unmanaged device
+    /// or its peers, or a device wgkeeper did not create.
     func testApplyingThePlanConverges() {
         for seed in UInt64(1)...600 {
             var g = SeededRandom(seed: seed)
             let desired = randomDesired(&g)
             let observed = randomObserved(&g)
             let lastApplied: LastApplied? = Bool.random(using: &g) ? nil : LastApplied(randomDesired(&g))
-            let first = plan(desired, observed, lastApplied: lastApplied)
-            XCTAssertEqual(plan(desired, observed, lastApplied: lastApplied), first, "seed \(seed): not deterministic")
+            var records = randomRecords(&g)
+            let first = plan(desired, observed, lastApplied: lastApplied, records: records)
+            XCTAssertEqual(plan(desired, observed, lastApplied: lastApplied, records: records), first, "seed \(seed): not deterministic")
 
-            var model = KernelModel(state: observed, routeProtocol: desired.routeProtocol, managed: desired.managedInterfaces)
-            model.apply(first.changes)
+            var model = KernelModel(state: observed, routeProtocol: desired.routeProtocol, managed: desired.managedInterfaces,
+                                    createdDevices: records.createdDevices)
+            // As the daemon does: a device the plan creates first, then a fresh plan against it.
+            var applied = first.changes
+            if first.changes.contains(where: { if case .link(_, .create) = $0.object { true } else { false } }) {
+                model.apply(first.changes.filter { $0.kind == .link })
+                records.createdDevices.formUnion(first.changes.compactMap { if case .link(let name, .create) = $0.object { name } else { nil } })
+                applied = plan(desired, model.state, lastApplied: lastApplied, records: records).changes
+            }
+            model.apply(applied)
             XCTAssertEqual(model.violations, [], "seed \(seed)")
+            for change in applied where change.reason == .restore {
+                if case .sysctl(let sysctl, _, _) = change.object { records.sysctls[sysctl.key] = nil }
+            }
 
-            let second = plan(desired, model.state, lastApplied: LastApplied(desired))
-            XCTAssertEqual(second.changes.map(\.description), [], "seed \(seed): not converged after \(first.changes.map(\.description))")
+            let second = plan(desired, model.state, lastApplied: LastApplied(desired), records: records)
+            XCTAssertEqual(second.changes.map(\.description), [], "seed \(seed): not converged after \(applied.map(\.description))")
 
-            let foreignRoutes = { (state: ObservedState) in state.routes.filter { $0.protocolNumber != desired.routeProtocol || $0.outputInterface == 2 || $0.outputInterface == 7 } }
+            // Ours is our protocol, on any interface; nothing of another protocol ever changes.
+            let foreignRoutes = { (state: ObservedState) in state.routes.filter { $0.protocolNumber != desired.routeProtocol } }
             XCTAssertEqual(Set(foreignRoutes(model.state)), Set(foreignRoutes(observed)), "seed \(seed): a foreign route changed")
-            let foreignProxies = { (state: ObservedState) in state.proxies.filter { $0.protocolNumber != desired.routeProtocol || $0.interfaceIndex == 2 } }
+            let foreignProxies = { (state: ObservedState) in state.proxies.filter { $0.protocolNumber != desired.routeProtocol } }
             XCTAssertEqual(Set(foreignProxies(model.state)), Set(foreignProxies(observed)), "seed \(seed): a foreign proxy changed")
-            XCTAssertEqual(model.state.wireGuard?["wg9"], observed.wireGuard?["wg9"], "seed \(seed): an unmanaged device's peers changed")
+            let wanted = Set(desired.routes.map(\.identity))
+            XCTAssertEqual(model.state.routes.filter { $0.protocolNumber == desired.routeProtocol && !wanted.contains(RouteIdentity($0)) }, [],
+                           "seed \(seed): a route of ours that is not desired stayed")
+            if !records.createdDevices.contains("wg9") {
+                XCTAssertEqual(model.state.wireGuard?["wg9"], observed.wireGuard?["wg9"], "seed \(seed): an unmanaged device's peers changed")
+            }
         }
     }
 }

@@ -8,14 +8,19 @@ public struct Sysctl: Hashable, Sendable, CustomStringConvertible {
 
     public init(_ key: String) { self.key = key }
 
-    /// `net.ipv6.conf.<interface>.<name>`; a `.` inside an interface name (a VLAN such as
-    /// `eth0.100`) is a `/` in the sysctl path, as sysctl(8) writes it.
+    /// `/proc/sys/net/ipv6/conf/<interface>/<name>`. The interface name is used as it is: a
+    /// VLAN's dot (`eth0.100`) stays a dot in the path (only sysctl(8)'s key notation turns it
+    /// into a `/`, because its separator is the dot).
     public static func ipv6(interface: String, _ name: String) -> Sysctl {
-        Sysctl("net/ipv6/conf/\(interface.replacingOccurrences(of: ".", with: "/"))/\(name)")
+        Sysctl("net/ipv6/conf/\(interface)/\(name)")
     }
 
     public var path: FilePath { FilePath("/proc/sys/\(key)") }
-    public var description: String { key.replacingOccurrences(of: "/", with: ".") }
+    /// sysctl(8)'s notation: `net.ipv6.conf.eth0/100.forwarding` for the VLAN `eth0.100`.
+    public var description: String {
+        key.split(separator: "/", omittingEmptySubsequences: false)
+            .map { $0.replacingOccurrences(of: ".", with: "/") }.joined(separator: ".")
+    }
 
     public func read() throws -> String {
         let fd = try FileDescriptor.open(path, .readOnly, options: .closeOnExec)

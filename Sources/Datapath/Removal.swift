@@ -1,0 +1,64 @@
+import CBPF
+import Glibc
+
+/// Removing attachments and pins the configuration no longer wants, without loading anything:
+/// `redirect: false`, a tunnel or LAN that changed, and `wgkeeper cleanup`.
+extension Datapath {
+    /// The tunnels that have a pin directory under `pinRoot`.
+    public static func pinnedTunnels(pinRoot: String) -> [String] {
+        _ = LibbpfLog.install
+        guard let directory = opendir(pinRoot) else { return [] }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != ".", name != "..", entry.pointee.d_type == UInt8(DT_DIR) { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// Detaches the TCX links pinned for `tunnel` and removes every pin of its directory.
+    public static func removePins(pinRoot: String, tunnel: String) throws {
+        _ = LibbpfLog.install
+        let directory = "\(pinRoot.hasSuffix("/") ? String(pinRoot.dropLast()) : pinRoot)/\(tunnel)"
+        guard let handle = opendir(directory) else { return }
+        var names: [String] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != ".", name != ".." { names.append(name) }
+        }
+        closedir(handle)
+        for name in names where name.hasSuffix("_link") {
+            let path = "\(directory)/\(name)"
+            guard let link = try Descriptor.pinned(path) else { continue }
+            if try LinkInfo(link, path).interfaceIndex != 0 { bpf_link_detach(link.raw) }
+        }
+        for name in names { try BPFFileSystem.unpin("\(directory)/\(name)") }
+        if rmdir(directory) != 0 && errno != ENOENT { throw DatapathError("remove directory", directory, code: errno) }
+    }
+
+    /// Deletes our cls_bpf filter (our handle and priority, running one of our programs) from
+    /// the ingress of each interface in `indexes`; returns the interfaces it was on. The clsact
+    /// qdisc stays: others may hang filters on it, and an empty one changes no packet.
+    @discardableResult
+    public static func removeFilters(from indexes: [Int32]) throws -> [Int32] {
+        _ = LibbpfLog.install
+        var removed: [Int32] = []
+        for index in indexes {
+            var programID: UInt32 = 0
+            let result = wgk_tc_ingress_query(index, filterHandle, filterPriority, &programID)
+            if result == -ENOENT || result == -EINVAL || result == -ENODEV {
+                _ = LibbpfLog.take()
+                continue
+            }
+            try check(result, "query cls_bpf filter on", "interface \(index)")
+            guard let fd = try? ProgramInfo.descriptor(id: programID),
+                  let info = try? ProgramInfo(fd, "program \(programID)"),
+                  Hook.allCases.map(\.rawValue).contains(info.name) else { continue }
+            let deleted = wgk_tc_ingress_delete(index, filterHandle, filterPriority)
+            if deleted == -ENOENT { _ = LibbpfLog.take() } else { try check(deleted, "delete cls_bpf filter on", "interface \(index)") }
+            removed.append(index)
+        }
+        return removed
+    }
+}

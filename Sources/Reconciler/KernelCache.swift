@@ -1,0 +1,135 @@
+import Netlink
+
+/// The kernel as last seen: seeded by dumps, kept current by rtnetlink events. A value type
+/// with no I/O: the daemon does the reading and feeds it here, so its rules are testable on
+/// recorded event sequences.
+///
+/// Events that race a dump: the reader drains the event queue, dumps, drains again, and replays
+/// every drained event, in order, over the dump (`seed(...)` then `apply(_:)` for each). Each
+/// event sets or removes one key with the object's full value, so an event the dump already
+/// reflects changes nothing on replay, and the last event for a key wins: nothing that happened
+/// while the dump ran is lost, and nothing older than the dump undoes it.
+public struct KernelCache: Sendable {
+    /// The parts the cache holds; each is re-read on its own.
+    public enum Part: Hashable, Sendable, CaseIterable {
+        case links, routes, addresses, sysctls, proxies, wireGuard, datapath
+    }
+
+    public private(set) var links: [Int32: Link] = [:]
+    public private(set) var routes: [RouteIdentity: Route] = [:]
+    public private(set) var addresses: [AddressKey: Address] = [:]
+    public var proxies: [ProxyEntry] = []
+    /// Values by `Sysctl.key`; a missing key was not read (or cannot be).
+    public var sysctls: [String: String] = [:]
+    /// WireGuard devices by name; nil while the WireGuard family cannot be reached.
+    public var wireGuard: [String: WireGuardDevice]?
+    /// The datapath's map entries; nil while it is not loaded.
+    public var datapath: Set<DatapathEntry>?
+    /// Parts to re-read before the next plan. Everything, until the first full read.
+    public var stale: Set<Part> = Set(Part.allCases)
+    /// Event queue overflows seen (each one made everything stale).
+    public private(set) var overflows = 0
+
+    public struct AddressKey: Hashable, Sendable {
+        public var interfaceIndex: Int32
+        public var prefix: IPPrefix
+        public init(_ address: Address) {
+            interfaceIndex = address.interfaceIndex
+            prefix = address.prefix
+        }
+    }
+
+    public init() {}
+
+    // MARK: seeding from dumps
+
+    public mutating func seed(links dumped: [Link]) {
+        links = Dictionary(dumped.map { ($0.index, $0) }, uniquingKeysWith: { a, _ in a })
+        stale.remove(.links)
+    }
+
+    /// IPv6 routes of every table (others are ignored).
+    public mutating func seed(routes dumped: [Route]) {
+        routes = Dictionary(dumped.lazy.filter { $0.family == .inet6 }.map { (RouteIdentity($0), $0) }, uniquingKeysWith: { a, _ in a })
+        stale.remove(.routes)
+    }
+
+    public mutating func seed(addresses dumped: [Address]) {
+        addresses = Dictionary(dumped.map { (AddressKey($0), $0) }, uniquingKeysWith: { a, _ in a })
+        stale.remove(.addresses)
+    }
+
+    // MARK: events
+
+    /// Folds one event in. Returns whether the cache (or what must be re-read) changed, so the
+    /// caller knows whether a reconcile is worth scheduling.
+    @discardableResult
+    public mutating func apply(_ event: RouteEvent) -> Bool {
+        let before = stale
+        switch event {
+        case .newRoute(let route):
+            guard route.family == .inet6 else { return false }
+            let key = RouteIdentity(route)
+            guard routes[key] != route else { return false }
+            routes[key] = route
+            return true
+        case .deletedRoute(let route):
+            guard route.family == .inet6 else { return false }
+            // Another protocol's route at the same identity is a different route.
+            let key = RouteIdentity(route)
+            guard let cached = routes[key], cached.protocolNumber == route.protocolNumber else { return false }
+            routes[key] = nil
+            return true
+        case .newLink(let link):
+            guard links[link.index] != link else { return false }
+            let renamedOrNew = links[link.index]?.name != link.name
+            links[link.index] = link
+            // What hangs off a link by name (sysctls, WireGuard state, attachments) may differ now.
+            stale.formUnion([.proxies, .sysctls, .wireGuard, .datapath])
+            if renamedOrNew { stale.insert(.addresses) }
+            return true
+        case .deletedLink(let link):
+            links[link.index] = nil
+            // The kernel drops the link's routes, addresses and proxy entries without an event for each.
+            routes = routes.filter { $0.value.outputInterface != link.index }
+            addresses = addresses.filter { $0.key.interfaceIndex != link.index }
+            proxies.removeAll { $0.interfaceIndex == link.index }
+            stale.formUnion([.routes, .sysctls, .wireGuard, .datapath])
+            return true
+        case .newAddress(let address):
+            guard address.prefix.address.family == .inet6 else { return false }
+            let key = AddressKey(address)
+            guard addresses[key] != address else { return false }
+            addresses[key] = address
+            stale.insert(.datapath)  // pass entries follow the gateway's own addresses
+            return true
+        case .deletedAddress(let address):
+            guard address.prefix.address.family == .inet6 else { return false }
+            guard addresses.removeValue(forKey: AddressKey(address)) != nil else { return false }
+            stale.insert(.datapath)
+            return true
+        case .netconf:
+            stale.insert(.sysctls)
+        case .newProxy, .deletedProxy:
+            stale.insert(.proxies)
+        case .trafficControl:
+            stale.insert(.datapath)
+        case .overflow:
+            overflows += 1
+            stale = Set(Part.allCases)
+        }
+        return stale != before
+    }
+
+    // MARK: reading
+
+    public func link(named name: String) -> Link? { links.values.first { $0.name == name } }
+
+    public var addressList: [Address] { Array(addresses.values) }
+
+    /// What `plan` compares with.
+    public var observed: ObservedState {
+        ObservedState(links: Array(links.values), routes: Array(routes.values), proxies: proxies, addresses: addressList,
+                      sysctls: sysctls, wireGuard: wireGuard, datapath: datapath)
+    }
+}

@@ -1,0 +1,116 @@
+import Netlink
+import Reconciler
+import XCTest
+
+/// The event-fed cache on recorded event sequences: what each event does, and the rule for
+/// events that race a dump (drain, dump, drain, replay all in order).
+final class KernelCacheTests: XCTestCase {
+    func route(_ destination: String, _ oif: Int32 = 5, proto: UInt8 = 77) -> Route { F.route(destination, oif, proto: proto) }
+
+    func seeded() -> KernelCache {
+        var cache = KernelCache()
+        cache.seed(links: F.links)
+        cache.seed(routes: [route("2001:db8:1::100/128"), route("2001:db8:1::/64", 6)])
+        cache.seed(addresses: [Address(prefix: F.prefix("2001:db8:1::1/128"), interfaceIndex: 6)])
+        cache.proxies = [F.proxy("2001:db8:1::100")]
+        cache.stale = []
+        return cache
+    }
+
+    func testRouteEventsSetAndRemoveOneKey() {
+        var cache = seeded()
+        XCTAssertTrue(cache.apply(.newRoute(route("2001:db8:1::101/128"))))
+        XCTAssertFalse(cache.apply(.newRoute(route("2001:db8:1::101/128"))), "the same route again changes nothing")
+        // A deletion of another protocol's route at the same identity is another route's.
+        XCTAssertFalse(cache.apply(.deletedRoute(route("2001:db8:1::101/128", proto: 4))))
+        XCTAssertNotNil(cache.routes[RouteIdentity(route("2001:db8:1::101/128"))])
+        XCTAssertTrue(cache.apply(.deletedRoute(route("2001:db8:1::101/128"))))
+        XCTAssertNil(cache.routes[RouteIdentity(route("2001:db8:1::101/128"))])
+        XCTAssertFalse(cache.apply(.newRoute(Route(destination: F.prefix("10.0.0.0/8"), protocolNumber: 77, outputInterface: 5))),
+                       "IPv4 routes are not modelled")
+        XCTAssertEqual(cache.stale, [], "route events are exact: nothing to re-read")
+    }
+
+    func testLinkEventsMarkWhatHangsOffLinks() {
+        var cache = seeded()
+        XCTAssertFalse(cache.apply(.newLink(F.wg0)), "an unchanged link is no news")
+        XCTAssertEqual(cache.stale, [])
+        var down = F.wg0
+        down.flags = 0
+        XCTAssertTrue(cache.apply(.newLink(down)))
+        XCTAssertEqual(cache.stale, [.proxies, .sysctls, .wireGuard, .datapath])
+        XCTAssertEqual(cache.link(named: "wg0")?.isUp, false)
+    }
+
+    func testDeletedLinkTakesItsRoutesAddressesAndProxiesWithIt() {
+        var cache = seeded()
+        XCTAssertTrue(cache.apply(.deletedLink(F.lan)))
+        XCTAssertNil(cache.link(named: "private0"))
+        XCTAssertEqual(cache.routes.values.map(\.outputInterface), [5])
+        XCTAssertEqual(cache.addressList, [])
+        XCTAssertEqual(cache.proxies, [])
+        XCTAssertTrue(cache.stale.isSuperset(of: [.routes, .sysctls, .wireGuard, .datapath]))
+    }
+
+    func testAddressEventsUpdateTheAddressesAndTheDatapathPassEntries() {
+        var cache = seeded()
+        let address = Address(prefix: F.prefix("2001:db8:1::2/64"), interfaceIndex: 6)
+        XCTAssertTrue(cache.apply(.newAddress(address)))
+        XCTAssertEqual(Set(cache.addressList.map(\.prefix)), [F.prefix("2001:db8:1::1/128"), F.prefix("2001:db8:1::2/64")])
+        XCTAssertEqual(cache.stale, [.datapath])
+        cache.stale = []
+        XCTAssertTrue(cache.apply(.deletedAddress(address)))
+        XCTAssertFalse(cache.apply(.deletedAddress(address)))
+        XCTAssertEqual(cache.observed.addresses.map(\.prefix), [F.prefix("2001:db8:1::1/128")])
+    }
+
+    func testUnnotifiedKindsAndOverflowMarkParts() {
+        var cache = seeded()
+        XCTAssertTrue(cache.apply(.netconf(Netconf(interfaceIndex: 6, family: .inet6, forwarding: true))))
+        XCTAssertTrue(cache.apply(.trafficControl(interfaceIndex: 6)))
+        XCTAssertTrue(cache.apply(.newProxy(F.proxy("2001:db8:1::9"))))
+        XCTAssertEqual(cache.stale, [.sysctls, .datapath, .proxies])
+        XCTAssertTrue(cache.apply(.overflow))
+        XCTAssertEqual(cache.stale, Set(KernelCache.Part.allCases))
+        XCTAssertEqual(cache.overflows, 1)
+    }
+
+    /// Events queued before and while the dump ran, replayed in order over it, give the state
+    /// after the last event, wherever in the sequence the dump's snapshot fell.
+    func testEventsThatRaceADumpAreReplayedOverIt() {
+        let a = route("2001:db8:a::/64"), b = route("2001:db8:b::/64"), c = route("2001:db8:c::/64")
+        var moved = a
+        moved.outputInterface = 6
+        let events: [RouteEvent] = [.newRoute(a), .newRoute(b), .deletedRoute(a), .newRoute(c), .newRoute(moved), .deletedRoute(b)]
+        // The kernel's table after each prefix of the sequence: what a dump taken there shows.
+        var table: [RouteIdentity: Route] = [:]
+        var snapshots = [table]
+        for event in events {
+            switch event {
+            case .newRoute(let r): table[RouteIdentity(r)] = r
+            case .deletedRoute(let r): table[RouteIdentity(r)] = nil
+            default: break
+            }
+            snapshots.append(table)
+        }
+        for (k, snapshot) in snapshots.enumerated() {
+            var cache = KernelCache()
+            cache.seed(routes: Array(snapshot.values))
+            for event in events { cache.apply(event) }
+            XCTAssertEqual(cache.routes, table, "dump taken after \(k) events")
+        }
+    }
+
+    /// The old reader dropped the events between the link dump and the route dump; a link that
+    /// went away meanwhile must not stay in the cache.
+    func testALinkDeletedDuringTheReadIsGone() {
+        var cache = KernelCache()
+        let queuedBefore: [RouteEvent] = []
+        cache.seed(links: F.links)           // the dump still shows private0
+        let queuedDuring: [RouteEvent] = [.deletedLink(F.lan)]
+        cache.seed(routes: [route("2001:db8:1::/64", 6)])  // dumped after the deletion: already without private0's routes
+        for event in queuedBefore + queuedDuring { cache.apply(event) }
+        XCTAssertNil(cache.link(named: "private0"))
+        XCTAssertEqual(cache.routes, [:])
+    }
+}
