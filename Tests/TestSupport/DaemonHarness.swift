@@ -48,6 +48,9 @@ public final class DaemonHarness: @unchecked Sendable {
     /// Starts the daemon and waits for `READY=1`.
     public func start(watchdogUsec: Int? = nil, extraArguments: [String] = [], environment extra: [String: String] = [:]) throws {
         if notifyFD < 0 { try openNotifySocket() }
+        // A READY=1 left from an earlier run's reload must not pass for this run's.
+        var stale = [UInt8](repeating: 0, count: 4096)
+        while recv(notifyFD, &stale, stale.count, Int32(MSG_DONTWAIT)) > 0 {}
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["ip", "netns", "exec", ns.name, Self.binary, "run", "--config", configPath] + extraArguments
