@@ -7,7 +7,7 @@ import Reconciler
 /// The pinned TC programs' map entries, as the reconciler's `DatapathMaps` seam sees them:
 /// LAN→tunnel entries live in the clients map, tunnel→LAN entries in the LAN map, both
 /// with the redirect action. Pass entries are the daemon's own business (`ensureDatapath`).
-final class DatapathMapsAdapter: DatapathMaps {
+public final class DatapathMapsAdapter: DatapathMaps {
     let datapath: Datapath
     let tunnel: String
     private(set) var writes = 0
@@ -19,22 +19,33 @@ final class DatapathMapsAdapter: DatapathMaps {
 
     static func map(_ direction: DatapathDirection) -> PrefixMap { direction == .lanToTunnel ? .clients : .lan }
 
-    func entries() throws -> Set<DatapathEntry> {
+    public func entries() throws -> Set<DatapathEntry> {
+        try Self.redirects { try datapath.entries(in: Self.map($0)) }
+    }
+
+    /// The redirect entries of both maps, as the reconciler sees them.
+    static func redirects(_ read: (DatapathDirection) throws -> [IPPrefix: PrefixAction]) rethrows -> Set<DatapathEntry> {
         var found: Set<DatapathEntry> = []
         for direction in [DatapathDirection.lanToTunnel, .tunnelToLAN] {
-            for (prefix, action) in try datapath.entries(in: Self.map(direction)) where action == .redirect {
+            for (prefix, action) in try read(direction) where action == .redirect {
                 found.insert(DatapathEntry(direction: direction, prefix: prefix))
             }
         }
         return found
     }
 
-    func insert(_ entry: DatapathEntry) throws {
+    /// What `wgkeeper plan` sees: the pinned maps of an earlier run, or none (empty: `run`
+    /// creates them and writes every entry).
+    public static func pinnedEntries(pinRoot: String, tunnel: String) throws -> Set<DatapathEntry> {
+        try redirects { try Datapath.pinnedEntries(pinRoot: pinRoot, tunnel: tunnel, in: map($0)) ?? [:] }
+    }
+
+    public func insert(_ entry: DatapathEntry) throws {
         writes += 1
         try datapath.set(.redirect, for: entry.prefix, in: Self.map(entry.direction))
     }
 
-    func remove(_ entry: DatapathEntry) throws {
+    public func remove(_ entry: DatapathEntry) throws {
         writes += 1
         try datapath.remove(entry.prefix, from: Self.map(entry.direction))
     }

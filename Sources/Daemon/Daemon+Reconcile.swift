@@ -237,7 +237,8 @@ extension Daemon {
         if !uninstallDatapath() { ok = false }
 
         if wireGuard == nil { wireGuard = try? WireGuardNetlink() }
-        for name in records.createdDevices.sorted() {
+        let created = records.createdDevices
+        for name in created.sorted() {
             guard let link = link(named: name), link.kind == "wireguard" else { records.createdDevices.remove(name); continue }
             do {
                 try rtnetlink.socket.perform(Link.deleteRequest(index: link.index))
@@ -248,7 +249,7 @@ extension Daemon {
                 logger.error("cleanup cannot delete \(name)", metadata: ["error": "\(error)"])
             }
         }
-        for device in desired.devices where !records.createdDevices.contains(device.name) && !device.peers.isEmpty {
+        for device in desired.devices where !created.contains(device.name) && !device.peers.isEmpty {
             guard link(named: device.name)?.kind == "wireguard", let wireGuard else { continue }
             let removals = device.peers.map { WireGuardPeerChange(publicKey: $0.publicKey, remove: true) }
             do {

@@ -25,7 +25,18 @@ extension Datapath {
     /// Every entry of `map`, as the kernel holds it now (LPM tries have no batch lookup:
     /// this walks `get_next_key`).
     public func entries(in map: PrefixMap) throws -> [IPPrefix: PrefixAction] {
-        let fd = self.map(map.rawValue).raw
+        try Self.entries(of: self.map(map.rawValue).raw, map)
+    }
+
+    /// The entries of a map pinned by an earlier run, read without loading anything (for
+    /// `wgkeeper plan`); nil when nothing is pinned for `tunnel`.
+    public static func pinnedEntries(pinRoot: String, tunnel: String, in map: PrefixMap) throws -> [IPPrefix: PrefixAction]? {
+        let root = pinRoot.count > 1 && pinRoot.hasSuffix("/") ? String(pinRoot.dropLast()) : pinRoot
+        guard let fd = try Descriptor.pinned("\(root)/\(tunnel)/\(map.rawValue)") else { return nil }
+        return try entries(of: fd.raw, map)
+    }
+
+    static func entries(of fd: Int32, _ map: PrefixMap) throws -> [IPPrefix: PrefixAction] {
         var result: [IPPrefix: PrefixAction] = [:]
         var key = [UInt8](repeating: 0, count: 20)
         var next = [UInt8](repeating: 0, count: 20)

@@ -24,12 +24,16 @@ struct PlanCommand: ParsableCommand {
             printErrors(errors)
             throw ExitCode(1)
         }
-        let observed: ObservedState
+        var observed: ObservedState
         let records: Records
         do {
             records = try RecordStore(directory: loaded.configuration.runtime.stateDir).load()
             observed = try ObservedState.read(for: loaded.desired, rtnetlink: try RTNetlink(),
                                               wireGuard: wireGuardControl(), datapath: nil, records: records)
+            if let datapath = loaded.desired.datapath {
+                observed.datapath = try DatapathMapsAdapter.pinnedEntries(pinRoot: loaded.configuration.runtime.bpfPinRoot,
+                                                                          tunnel: datapath.tunnel)
+            }
         } catch {
             printToStandardError("error: cannot read the kernel state: \(error)")
             throw ExitCode(1)

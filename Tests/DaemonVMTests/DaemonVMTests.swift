@@ -99,4 +99,49 @@ final class DaemonVMTests: XCTestCase {
         print("wg0 recreated and configured in \(back) (TCG)")
         XCTAssertTrue(h.process!.isRunning)
     }
+
+    /// A real VLAN LAN (8021q, which the VM's kernel has): its sysctls are set under their dotted
+    /// name; then `wgkeeper cleanup` deletes the wg0 it created and leaves the namespace as before.
+    func testAVLANLANGetsItsSysctlsAndCleanupLeavesTheNamespaceAsBefore() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addVeth("lanp", "lanq")
+        try ns.ip("link", "add", "link", "lanp", "name", "lanp.100", "type", "vlan", "id", "100")
+        try ns.ip("link", "set", "lanp.100", "up")
+        func sysctl(_ interface: String, _ name: String) throws -> String {
+            try shell("ip", "netns", "exec", ns.name, "cat", "/proc/sys/net/ipv6/conf/\(interface)/\(name)")
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        func snapshot() throws -> [String] {
+            var lines = try ns.ip("-o", "link", "show").split(separator: "\n").map { String($0.split(separator: ":")[1]) }
+            lines += try ns.ip("-6", "route", "show", "table", "all").split(separator: "\n").map(String.init)
+            lines += try ns.ip("-6", "neigh", "show", "proxy").split(separator: "\n").map(String.init)
+            for interface in ["lanp", "lanp.100", "all", "default"] {
+                for name in ["forwarding", "proxy_ndp"] { lines.append("\(interface) \(name) = \(try sysctl(interface, name))") }
+            }
+            return lines
+        }
+        try eventually(within: .seconds(10), "link-local addresses settled") {
+            try ns.ip("-6", "route", "show", "table", "local").split(separator: "\n").filter { $0.hasPrefix("local fe80") }.count == 3
+        }
+        let before = try snapshot()
+        let h = try DaemonHarness(self, ns: ns)
+        try h.writeConfig(h.gatewayConfig(
+            runtime: ["wireguard_poll: 300ms", "proxy_poll: 300ms"], wireGuard: ["listen_port: 51820"],
+            peers: [TestPeer("alice", alice, allowedIPs: ["2001:db8:1::100/128"])], gateway: nil, tail: """
+            gateway:
+              tunnel: wg0
+              lan: lanp.100
+              lan_prefix: 2001:db8:1::/64
+              redirect: false
+            """))
+        try h.start()
+        XCTAssertEqual(try sysctl("lanp.100", "forwarding"), "1")
+        XCTAssertEqual(try sysctl("lanp.100", "proxy_ndp"), "1")
+        XCTAssertEqual(try sysctl("lanp", "forwarding"), "0", "the parent is not the LAN")
+        XCTAssertEqual(try ns.ipJSON("-6", "neigh", "show", "proxy").first?["dev"] as? String, "lanp.100")
+        XCTAssertEqual(try peers(ns)[alice.base64]?[2], "2001:db8:1::100/128")
+        h.stop()
+        _ = try shell("ip", "netns", "exec", ns.name, DaemonHarness.binary, "cleanup", "--config", h.configPath)
+        XCTAssertEqual(try snapshot(), before)
+    }
 }
