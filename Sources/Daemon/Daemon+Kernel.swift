@@ -65,6 +65,8 @@ extension Daemon {
                 kernel.stale.remove(.datapath)
             }
             netlinkHealthy = true
+            // Replayed events can make a dumped part stale again (a link deleted meanwhile).
+            if !kernel.stale.isEmpty { schedule(after: Daemon.debounce) }
         } catch {
             netlinkHealthy = false
             logger.error("reading kernel state failed; retrying", metadata: ["error": "\(error)"])

@@ -4,7 +4,9 @@ import Glibc
 /// Removing attachments and pins the configuration no longer wants, without loading anything:
 /// `redirect: false`, a tunnel or LAN that changed, and `wgkeeper cleanup`.
 extension Datapath {
-    /// The tunnels that have a pin directory under `pinRoot`.
+    /// The tunnels that have a pin directory of ours under `pinRoot`: one that holds our
+    /// `client_prefixes` map. Anything else there (a pin root set to a shared bpffs directory)
+    /// belongs to someone else and is never touched.
     public static func pinnedTunnels(pinRoot: String) -> [String] {
         _ = LibbpfLog.install
         guard let directory = opendir(pinRoot) else { return [] }
@@ -14,7 +16,8 @@ extension Datapath {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
             if name != ".", name != "..", entry.pointee.d_type == UInt8(DT_DIR) { names.append(name) }
         }
-        return names.sorted()
+        let root = pinRoot.count > 1 && pinRoot.hasSuffix("/") ? String(pinRoot.dropLast()) : pinRoot
+        return names.filter { BPFFileSystem.exists("\(root)/\($0)/\(PrefixMap.clients.rawValue)") }.sorted()
     }
 
     /// Detaches the TCX links pinned for `tunnel` and removes every pin of its directory.

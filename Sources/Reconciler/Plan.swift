@@ -55,6 +55,23 @@ private struct Planner {
 
     private func missing(_ device: String) -> String { "device \(device) missing" }
 
+    /// Devices this plan deletes: what sits on them goes with them (no removal of its own) and
+    /// holds no identity a desired object needs.
+    private var deletedIndexes: Set<Int32> {
+        Set(result.changes.compactMap { if case .link(_, .delete(let index)) = $0.object { index } else { nil } })
+    }
+
+    /// The observed routes and proxy entries, less those on devices this plan deletes.
+    private var remainingRoutes: [Route] {
+        let deleted = deletedIndexes
+        return observed.routes.filter { $0.family == .inet6 && !deleted.contains($0.outputInterface ?? 0) }
+    }
+
+    private var remainingProxies: [ProxyEntry] {
+        let deleted = deletedIndexes
+        return observed.proxies.filter { !deleted.contains($0.interfaceIndex) }
+    }
+
     /// The name of the device an observed object sits on, for messages.
     private func deviceName(_ index: Int32?) -> String {
         guard let index else { return "none" }
@@ -267,7 +284,8 @@ private struct Planner {
     mutating func planRoutes() {
         let protocolNumber = desired.routeProtocol
         var byIdentity: [RouteIdentity: [Route]] = [:]
-        for route in observed.routes where route.family == .inet6 {
+        let routes = remainingRoutes
+        for route in routes {
             byIdentity[RouteIdentity(route), default: []].append(route)
         }
         var wanted = Set<RouteIdentity>()
@@ -300,9 +318,7 @@ private struct Planner {
                 result.changes.append(Change(.add, .route(route, device: item.device), reason: .missing))
             }
         }
-        let unexpected = observed.routes.filter {
-            $0.family == .inet6 && $0.protocolNumber == protocolNumber && !wanted.contains(RouteIdentity($0))
-        }
+        let unexpected = routes.filter { $0.protocolNumber == protocolNumber && !wanted.contains(RouteIdentity($0)) }
         for route in unexpected.sorted(by: { RouteIdentity($0) < RouteIdentity($1) }) {
             result.changes.append(Change(.remove, .route(route, device: deviceName(route.outputInterface)), reason: .unexpected))
         }
@@ -314,7 +330,8 @@ private struct Planner {
         let protocolNumber = desired.routeProtocol
         struct Key: Hashable { var address: IPAddress; var index: Int32 }
         var present: [Key: ProxyEntry] = [:]
-        for entry in observed.proxies { present[Key(address: entry.address, index: entry.interfaceIndex)] = entry }
+        let proxies = remainingProxies
+        for entry in proxies { present[Key(address: entry.address, index: entry.interfaceIndex)] = entry }
         var wanted = Set<Key>()
         let sorted = desired.proxies.sorted { ($0.device, $0.address) < ($1.device, $1.address) }
         for item in sorted {
@@ -336,7 +353,7 @@ private struct Planner {
                 break
             }
         }
-        let unexpected = observed.proxies.filter {
+        let unexpected = proxies.filter {
             $0.protocolNumber == protocolNumber && !wanted.contains(Key(address: $0.address, index: $0.interfaceIndex))
         }
         for entry in unexpected.sorted(by: { ($0.interfaceIndex, $0.address) < ($1.interfaceIndex, $1.address) }) {

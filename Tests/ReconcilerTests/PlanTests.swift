@@ -152,6 +152,7 @@ final class PlanTests: XCTestCase {
         Case(name: "a device wgkeeper created and no longer wants is deleted; one it did not create stays",
              records: Records(createdDevices: ["wg7"]), edit: { o in
             o.links += [Link(index: 9, name: "wg7", kind: "wireguard"), Link(index: 10, name: "wg8", kind: "wireguard")]
+            o.routes.append(F.route("2001:db8:70::/64", 9))  // goes with the device, no removal of its own
         }, changes: ["- link wg7"]),
         Case(name: "a sysctl no longer managed goes back to its recorded value", desired: {
             var d = F.desired(); d.sysctls = []; return d

@@ -43,7 +43,10 @@ struct KernelModel {
             state.links[i].flags |= UInt32(IFF_UP)
         case .link(let name, .delete(let index)):
             guard createdDevices.contains(name) else { return violations.append("deleted link \(name) wgkeeper did not create") }
+            // The kernel takes the device's routes and proxy entries with it.
             state.links.removeAll { $0.index == index }
+            state.routes.removeAll { $0.outputInterface == index }
+            state.proxies.removeAll { $0.interfaceIndex == index }
             state.wireGuard?[name] = nil
         case .wireGuardDevice(let name, let c):
             guard managed.contains(name) else { return violations.append("touched unmanaged device \(name)") }
@@ -83,7 +86,9 @@ struct KernelModel {
                 if existing != nil { return violations.append("add over an existing route \(route)") }
                 state.routes.append(route)
             case .replace:
-                guard let existing, state.routes[existing].protocolNumber == routeProtocol else {
+                // NLM_F_REPLACE | NLM_F_CREATE: a route that went meanwhile (with its device) is created.
+                guard let existing else { return state.routes.append(route) }
+                guard state.routes[existing].protocolNumber == routeProtocol else {
                     return violations.append("replace of a route that is not ours: \(route)")
                 }
                 state.routes[existing] = route
@@ -218,9 +223,15 @@ final class PropertyTests: XCTestCase {
             XCTAssertEqual(second.changes.map(\.description), [], "seed \(seed): not converged after \(applied.map(\.description))")
 
             // Ours is our protocol, on any interface; nothing of another protocol ever changes.
-            let foreignRoutes = { (state: ObservedState) in state.routes.filter { $0.protocolNumber != desired.routeProtocol } }
+            // (What sat on a device wgkeeper created and then deleted went with the device.)
+            let kept = Set(model.state.links.map(\.index))
+            let foreignRoutes = { (state: ObservedState) in
+                state.routes.filter { $0.protocolNumber != desired.routeProtocol && kept.contains($0.outputInterface ?? 0) }
+            }
             XCTAssertEqual(Set(foreignRoutes(model.state)), Set(foreignRoutes(observed)), "seed \(seed): a foreign route changed")
-            let foreignProxies = { (state: ObservedState) in state.proxies.filter { $0.protocolNumber != desired.routeProtocol } }
+            let foreignProxies = { (state: ObservedState) in
+                state.proxies.filter { $0.protocolNumber != desired.routeProtocol && kept.contains($0.interfaceIndex) }
+            }
             XCTAssertEqual(Set(foreignProxies(model.state)), Set(foreignProxies(observed)), "seed \(seed): a foreign proxy changed")
             let wanted = Set(desired.routes.map(\.identity))
             XCTAssertEqual(model.state.routes.filter { $0.protocolNumber == desired.routeProtocol && !wanted.contains(RouteIdentity($0)) }, [],
