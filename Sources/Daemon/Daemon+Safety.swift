@@ -9,7 +9,7 @@ extension Daemon {
     /// Global addresses on the LAN whose prefix would make the gateway claim an anycast address.
     func unsafeLANAddresses() -> [Address] {
         guard let gateway = desired.gateway else { return [] }
-        return Reconciler.unsafeLANAddresses(observed, gateway)
+        return Reconciler.unsafeLANAddresses(lan: link(named: gateway.lan), kernel.addressList)
     }
 
     /// Global subnet-router anycast addresses the LAN interface holds now (`/proc/net/anycast6`).

@@ -148,7 +148,8 @@ public struct HostEndpoint: Hashable, Sendable, CustomStringConvertible {
     public var description: String { "\(host):\(port)" }
 }
 
-/// A desired object that cannot be planned yet (its device is missing, its state unread).
+/// A desired object that cannot be planned yet (its device is missing, its state unread), or,
+/// as a `Refusal`, one a safety rule holds back.
 public struct Pending: Hashable, Sendable, CustomStringConvertible {
     public var kind: Change.Kind
     public var object: String
@@ -178,20 +179,9 @@ public struct Conflict: Hashable, Sendable, CustomStringConvertible {
     public var description: String { "\(desired): held by a foreign \(foreign)" }
 }
 
-/// A desired write a safety rule holds back, and why.
-public struct Refusal: Hashable, Sendable, CustomStringConvertible {
-    public var kind: Change.Kind
-    public var object: String
-    public var reason: String
-
-    public init(kind: Change.Kind, object: String, reason: String) {
-        self.kind = kind
-        self.object = object
-        self.reason = reason
-    }
-
-    public var description: String { "\(object): \(reason)" }
-}
+/// A desired write a safety rule holds back (the LAN forwarding that would claim an anycast
+/// address), and why: the same shape as a pending object, listed and counted apart.
+public typealias Refusal = Pending
 
 /// A safety check that does not hold.
 public struct Violation: Hashable, Sendable, CustomStringConvertible {

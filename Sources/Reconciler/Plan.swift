@@ -270,7 +270,7 @@ private struct Planner {
     private func refusal(_ item: DesiredSysctl) -> String? {
         guard let gateway = desired.gateway, !gateway.allowLANAnycast, item.interface == gateway.lan,
               item.name == "forwarding", item.value == "1" else { return nil }
-        let unsafe = unsafeLANAddresses(observed, gateway)
+        let unsafe = unsafeLANAddresses(lan: observed.link(named: gateway.lan), observed.addresses)
         guard !unsafe.isEmpty else { return nil }
         let names = unsafe.map(\.prefix.description).joined(separator: ", ")
         let anycast = unsafe.map { $0.prefix.canonical.address.description }.joined(separator: ", ")
@@ -391,9 +391,9 @@ private struct Planner {
 
 /// Global addresses on the gateway's LAN whose prefix would make it claim an anycast address
 /// once the LAN forwards: shorter than /127 and not link-local.
-public func unsafeLANAddresses(_ observed: ObservedState, _ gateway: DesiredGateway) -> [Address] {
-    guard let lan = observed.link(named: gateway.lan) else { return [] }
-    return observed.addresses.filter { address in
+public func unsafeLANAddresses(lan: Link?, _ addresses: [Address]) -> [Address] {
+    guard let lan else { return [] }
+    return addresses.filter { address in
         guard address.interfaceIndex == lan.index, case .v6(let a) = address.prefix.address else { return false }
         return !a.isLinkLocal && address.prefix.length < 127
     }.sorted { $0.prefix < $1.prefix }

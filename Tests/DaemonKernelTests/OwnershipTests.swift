@@ -100,24 +100,25 @@ final class OwnershipTests: XCTestCase {
                        "nothing left to restore")
     }
 
-    func testCleanupRefusesWhileTheDaemonRuns() throws {
+    /// wg0 and private0 as veths, a daemon running the gateway between them.
+    private func startGateway() throws -> (TestNamespace, DaemonHarness) {
         let ns = try TestNamespace(for: self)
         try ns.addVeth("wg0", "wg0p")
         try ns.addVeth("private0", "lanp")
         let h = try DaemonHarness(self, ns: ns)
         try h.writeConfig(config(h, lan: "private0"))
         try h.start()
+        return (ns, h)
+    }
+
+    func testCleanupRefusesWhileTheDaemonRuns() throws {
+        let (ns, h) = try startGateway()
         XCTAssertThrowsError(try shell("ip", "netns", "exec", ns.name, DaemonHarness.binary, "cleanup", "--config", h.configPath))
         XCTAssertEqual(try owned(ns).count, 4, "nothing was removed")
     }
 
     func testRouteProtocolCannotChangeByReload() throws {
-        let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
-        let h = try DaemonHarness(self, ns: ns)
-        try h.writeConfig(config(h, lan: "private0"))
-        try h.start()
+        let (ns, h) = try startGateway()
         try h.writeConfig(config(h, lan: "private0", runtime: ["route_protocol: 78"]))
         XCTAssertThrowsError(try h.ask("reload"))
         let errors = try XCTUnwrap(try h.status()["config_errors"] as? [String])
