@@ -22,13 +22,18 @@ public struct ConfigLoader: Sendable {
     /// When set, absolute paths in the configuration (key files, `include_dir`) are read under
     /// this directory: checking an image or a test fixture instead of the running system.
     public var root: String?
+    public var limits: ConfigLimits
 
-    public init(root: String? = nil) { self.root = root }
+    public init(root: String? = nil, limits: ConfigLimits = .standard) {
+        self.root = root
+        self.limits = limits
+    }
 
     public func load(path: String) -> Result<LoadedConfig, ConfigErrors> {
         var errors: [ConfigError] = []
         var files = [path]
-        guard var tree = read(path, order: 0, errors: &errors) else { return .failure(ConfigErrors(errors)) }
+        var budget = Tree.Budget(limits)
+        guard var tree = read(path, order: 0, budget: &budget, errors: &errors) else { return .failure(ConfigErrors(errors)) }
 
         var includeDir: String?
         if case .scalar(let dir, let at)? = tree.lookup("runtime", "include_dir") {
@@ -40,7 +45,7 @@ public struct ConfigLoader: Sendable {
                 for name in names {
                     let file = (resolved as NSString).appendingPathComponent(name)
                     files.append(file)
-                    guard let included = read(file, order: files.count - 1, errors: &errors) else { continue }
+                    guard let included = read(file, order: files.count - 1, budget: &budget, errors: &errors) else { continue }
                     if let nested = included.lookup("runtime", "include_dir") {
                         errors.append(ConfigError(nested.location, "include_dir: only the main configuration file may name one"))
                     }
@@ -66,16 +71,20 @@ public struct ConfigLoader: Sendable {
         return .success(LoadedConfig(configuration: configuration, desired: desired))
     }
 
-    private func read(_ file: String, order: Int, errors: inout [ConfigError]) -> Tree? {
-        guard let data = FileManager.default.contents(atPath: file) else {
-            errors.append(ConfigError(SourceLocation(file: file, line: 1, column: 1, fileOrder: order), "cannot read the file"))
+    private func read(_ file: String, order: Int, budget: inout Tree.Budget, errors: inout [ConfigError]) -> Tree? {
+        let top = SourceLocation(file: file, line: 1, column: 1, fileOrder: order)
+        let data: Data
+        switch readBounded(file, limit: limits.fileBytes) {
+        case .success(let read): data = read
+        case .failure(let problem):
+            errors.append(ConfigError(top, problem.message))
             return nil
         }
         guard let text = String(data: data, encoding: .utf8) else {
-            errors.append(ConfigError(SourceLocation(file: file, line: 1, column: 1, fileOrder: order), "the file is not UTF-8"))
+            errors.append(ConfigError(top, "the file is not UTF-8"))
             return nil
         }
-        return Tree.parse(text, file: file, fileOrder: order, errors: &errors)
+        return Tree.parse(text, file: file, fileOrder: order, budget: &budget, errors: &errors)
     }
 
     /// Absolute paths go under `root`; relative ones are relative to the file that names them.

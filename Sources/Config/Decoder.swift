@@ -222,6 +222,7 @@ struct Decoder {
         }
         var allowed: [IPPrefix] = []
         var allowedAt: [SourceLocation] = []
+        var listed: [IPPrefix: SourceLocation] = [:]
         for item in list(fields["allowed_ips"]?.value, "allowed_ips") {
             guard case .scalar(let text, let itemAt) = item else {
                 fail(item.location, "allowed_ips: expected an IPv6 prefix, got \(item.kindName)")
@@ -229,9 +230,10 @@ struct Decoder {
                 continue
             }
             if let prefix = prefix(text, "allowed_ips", at: itemAt) {
-                if let first = allowed.firstIndex(of: prefix) {
-                    fail(itemAt, "allowed_ips: \(prefix) is listed twice (first at \(allowedAt[first]))")
+                if let first = listed[prefix] {
+                    fail(itemAt, "allowed_ips: \(prefix) is listed twice (first at \(first))")
                 } else {
+                    listed[prefix] = itemAt
                     allowed.append(prefix)
                     allowedAt.append(itemAt)
                 }
