@@ -63,6 +63,7 @@ public struct ConfigLoader: Sendable {
         configuration.runtime.includeDir = includeDir
         readKeys(&configuration, errors: &errors)
         configuration.checkPeers(errors: &errors)
+        configuration.checkAllowedIPs(errors: &errors)
         let desired = configuration.desiredState(errors: &errors)
 
         guard errors.isEmpty else {

@@ -93,6 +93,10 @@ struct Decoder {
             fail(at, "\(key): \"\(text)\" is not an interface name (1–15 characters, no '/', ':' or spaces)")
             return nil
         }
+        if let why = Scalars.reservedInterfaces[text] {
+            fail(at, "\(key): \"\(text)\" cannot be configured: \(why)")
+            return nil
+        }
         return text
     }
 
@@ -259,6 +263,7 @@ struct Decoder {
         let lan = required(fields, "lan", in: "gateway", at: at).flatMap { interfaceName($0.text, "lan", at: $0.at) }
         let lanPrefix = required(fields, "lan_prefix", in: "gateway", at: at).flatMap { prefix($0.text, "lan_prefix", at: $0.at) }
         let proxyNDP = bool(fields["proxy_ndp"]), redirect = bool(fields["redirect"]), anycast = bool(fields["allow_lan_anycast"])
+        let unsafeAllowedIPs = bool(fields["allow_unsafe_allowed_ips"])
         if let tunnel, let lan, tunnel == lan, let (_, lanAt) = scalar(fields["lan"]) {
             fail(lanAt, "lan: the LAN and the tunnel must be different interfaces")
         }
@@ -267,6 +272,7 @@ struct Decoder {
         gateway.proxyNDP = proxyNDP ?? true
         gateway.redirect = redirect ?? true
         gateway.allowLANAnycast = anycast ?? false
+        gateway.allowUnsafeAllowedIPs = unsafeAllowedIPs ?? false
         return gateway
     }
 

@@ -58,6 +58,15 @@ enum Scalars {
             && !text.contains { $0 == "/" || $0 == ":" || $0.isWhitespace }
     }
 
+    /// Names `dev_valid_name()` accepts that wgkeeper must never configure, and why: `all` and
+    /// `default` are sysctl directories, not devices (`all.forwarding = 1` makes the host a
+    /// router everywhere), and `lo` is the host's own loopback.
+    static let reservedInterfaces = [
+        "all": "net.ipv6.conf.all is every interface at once (its forwarding = 1 makes the host a router on every link)",
+        "default": "net.ipv6.conf.default is the template for interfaces created later, not an interface",
+        "lo": "it is the loopback interface",
+    ]
+
     static func isPeerName(_ text: String) -> Bool {
         guard let first = text.unicodeScalars.first, text.utf8.count <= 64 else { return false }
         let allowed: (Unicode.Scalar) -> Bool = { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._@+-".unicodeScalars.contains($0)) }
