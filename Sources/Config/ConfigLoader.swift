@@ -33,26 +33,19 @@ public struct ConfigLoader: Sendable {
         var errors: [ConfigError] = []
         var files = [path]
         var budget = Tree.Budget(limits)
-        guard var tree = read(path, order: 0, budget: &budget, errors: &errors) else { return .failure(ConfigErrors(errors)) }
+        guard var tree = read(path, order: 0, main: true, budget: &budget, errors: &errors) else { return .failure(ConfigErrors(errors)) }
 
         var includeDir: String?
         if case .scalar(let dir, let at)? = tree.lookup("runtime", "include_dir") {
             let resolved = resolve(dir, relativeTo: path)
             includeDir = resolved
-            do {
-                let names = try FileManager.default.contentsOfDirectory(atPath: resolved)
-                    .filter { $0.hasSuffix(".yaml") && !$0.hasPrefix(".") }.sorted()
-                for name in names {
-                    let file = (resolved as NSString).appendingPathComponent(name)
-                    files.append(file)
-                    guard let included = read(file, order: files.count - 1, budget: &budget, errors: &errors) else { continue }
-                    if let nested = included.lookup("runtime", "include_dir") {
-                        errors.append(ConfigError(nested.location, "include_dir: only the main configuration file may name one"))
-                    }
-                    tree = Tree.merge(tree, included, path: "", errors: &errors)
+            for file in includeFiles(resolved, at: at, errors: &errors) {
+                files.append(file)
+                guard let included = read(file, order: files.count - 1, main: false, budget: &budget, errors: &errors) else { continue }
+                if let nested = included.lookup("runtime", "include_dir") {
+                    errors.append(ConfigError(nested.location, "include_dir: only the main configuration file may name one"))
                 }
-            } catch {
-                errors.append(ConfigError(at, "include_dir: cannot read directory \(resolved): \((error as NSError).localizedDescription)"))
+                tree = Tree.merge(tree, included, path: "", errors: &errors)
             }
         }
 
@@ -72,15 +65,43 @@ public struct ConfigLoader: Sendable {
         return .success(LoadedConfig(configuration: configuration, desired: desired))
     }
 
-    private func read(_ file: String, order: Int, budget: inout Tree.Budget, errors: inout [ConfigError]) -> Tree? {
+    /// The `*.yaml` files of `include_dir` in name order (not dot files), once the directory
+    /// itself is known to be writable only by root (or whoever runs this).
+    private func includeFiles(_ directory: String, at: SourceLocation, errors: inout [ConfigError]) -> [String] {
+        if let problem = checkDirectory(directory, stickyRootIsFine: false) {
+            errors.append(ConfigError(at, "include_dir: \(problem.message)"))
+            return []
+        }
+        do {
+            return try FileManager.default.contentsOfDirectory(atPath: directory)
+                .filter { $0.hasSuffix(".yaml") && !$0.hasPrefix(".") }.sorted()
+                .map { (directory as NSString).appendingPathComponent($0) }
+        } catch {
+            errors.append(ConfigError(at, "include_dir: cannot read directory \(directory): \((error as NSError).localizedDescription)"))
+            return []
+        }
+    }
+
+    /// Reads one file after checking that only root (or whoever runs this) could have written it:
+    /// the file, and the directories holding it (an include's own directory is `include_dir`,
+    /// checked already).
+    private func read(_ file: String, order: Int, main: Bool, budget: inout Tree.Budget, errors: inout [ConfigError]) -> Tree? {
         let top = SourceLocation(file: file, line: 1, column: 1, fileOrder: order)
+        var trusted = true
+        for (i, directory) in directories(holding: file).enumerated() where main || i > 0 {
+            if let problem = checkDirectory(directory, stickyRootIsFine: main) {
+                errors.append(ConfigError(top, problem.message))
+                trusted = false
+            }
+        }
         let data: Data
-        switch readBounded(file, limit: limits.fileBytes) {
+        switch readConfigFile(file, limit: limits.fileBytes) {
         case .success(let read): data = read
         case .failure(let problem):
             errors.append(ConfigError(top, problem.message))
             return nil
         }
+        guard trusted else { return nil }
         guard let text = String(data: data, encoding: .utf8) else {
             errors.append(ConfigError(top, "the file is not UTF-8"))
             return nil
@@ -97,22 +118,29 @@ public struct ConfigLoader: Sendable {
         return ((file as NSString).deletingLastPathComponent as NSString).appendingPathComponent(path)
     }
 
+    /// Reads the key files. An error never repeats the value written for the file name: an
+    /// operator may have pasted the key itself there, and errors reach the journal and status.
     private func readKeys(_ configuration: inout Configuration, errors: inout [ConfigError]) {
+        func key(_ field: String, _ path: String, at: SourceLocation) -> WireGuardKey? {
+            if WireGuardKey(base64: path.trimmingCharacters(in: .whitespaces)) != nil {
+                errors.append(ConfigError(at, "\(field): looks like a key, not a file name (put the key in a file, chmod 600, and name that file here)"))
+                return nil
+            }
+            do {
+                return try readSecretKeyFile(resolve(path, relativeTo: at.file))
+            } catch {
+                errors.append(ConfigError(at, "\(field): \(error.problem)"))
+                return nil
+            }
+        }
         for d in configuration.devices.indices {
-            if let (path, at) = configuration.devices[d].privateKeyFile {
-                do {
-                    configuration.devices[d].privateKey = PrivateKey(try readSecretKeyFile(resolve(path, relativeTo: at.file)))
-                } catch {
-                    errors.append(ConfigError(at, "private_key_file: \(error.description)"))
-                }
+            if let (path, at) = configuration.devices[d].privateKeyFile, let read = key("private_key_file", path, at: at) {
+                configuration.devices[d].privateKey = PrivateKey(read)
             }
             for p in configuration.devices[d].peers.indices {
-                guard let (path, at) = configuration.devices[d].peers[p].presharedKeyFile else { continue }
-                do {
-                    configuration.devices[d].peers[p].peer.presharedKey = PresharedKey(try readSecretKeyFile(resolve(path, relativeTo: at.file)))
-                } catch {
-                    errors.append(ConfigError(at, "preshared_key_file: \(error.description)"))
-                }
+                guard let (path, at) = configuration.devices[d].peers[p].presharedKeyFile,
+                      let read = key("preshared_key_file", path, at: at) else { continue }
+                configuration.devices[d].peers[p].peer.presharedKey = PresharedKey(read)
             }
         }
     }

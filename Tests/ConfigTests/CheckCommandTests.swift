@@ -77,4 +77,16 @@ final class CheckCommandTests: XCTestCase {
         XCTAssertLessThan(run.seconds, 2, "took \(run.seconds) s")
         XCTAssertLessThan(run.peakKiB, 200 * 1024, "peak RSS \(run.peakKiB) KiB")
     }
+
+    func testPastedKeyAppearsInNoOutput() throws {
+        let secret = PrivateKeyText.sample
+        let text = AcceptedConfigs.base
+            .replacingOccurrences(of: "private_key_file: wg0.key", with: "private_key_file: \(secret)")
+            .replacingOccurrences(of: "preshared_key_file: alice.psk", with: "preshared_key_file: \(secret.dropLast())")
+        let run = try check(text)
+        XCTAssertEqual(run.status, 1)
+        XCTAssertTrue(run.output.contains("private_key_file: looks like a key, not a file name"), run.output)
+        XCTAssertTrue(run.output.contains("preshared_key_file: cannot read the key file"), run.output)
+        XCTAssertFalse(run.output.contains(secret.prefix(12)), "the key leaked: \(run.output)")
+    }
 }
