@@ -39,14 +39,16 @@ public struct ConfigLoader: Sendable {
         if case .scalar(let dir, let at)? = tree.lookup("runtime", "include_dir") {
             let resolved = resolve(dir, relativeTo: path)
             includeDir = resolved
+            var trees = [tree]
             for file in includeFiles(resolved, at: at, errors: &errors) {
                 files.append(file)
                 guard let included = read(file, order: files.count - 1, main: false, budget: &budget, errors: &errors) else { continue }
                 if let nested = included.lookup("runtime", "include_dir") {
                     errors.append(ConfigError(nested.location, "include_dir: only the main configuration file may name one"))
                 }
-                tree = Tree.merge(tree, included, path: "", errors: &errors)
+                trees.append(included)
             }
+            tree = Tree.merge(trees, path: "", errors: &errors)
         }
 
         var decoder = Decoder()

@@ -174,36 +174,64 @@ indirect enum Tree {
     }
 
     /// DESIGN §5: maps merge, lists append, a scalar set twice is an error naming both places.
-    /// Recursion follows both trees' nesting, so it is at most `ConfigLimits.depth` deep.
-    static func merge(_ base: Tree, _ other: Tree, path: String, errors: inout [ConfigError]) -> Tree {
-        switch (base, other) {
-        case (.null, _):
-            return other
-        case (_, .null):
-            return base
-        case (.mapping(var entries, let at), .mapping(let more, _)):
-            var index = Dictionary(entries.enumerated().map { ($1.key, $0) }, uniquingKeysWith: { first, _ in first })
-            for entry in more {
-                if let i = index[entry.key] {
-                    let child = path.isEmpty ? entry.key : "\(path).\(entry.key)"
-                    let before = entries[i]
-                    if case .scalar = before.value, case .scalar = entry.value {
-                        errors.append(ConfigError(entry.keyLocation, "\(child) is already set at \(before.keyLocation)"))
-                        continue
-                    }
-                    entries[i].value = merge(before.value, entry.value, path: child, errors: &errors)
-                } else {
-                    index[entry.key] = entries.count
-                    entries.append(entry)
-                }
-            }
-            return .mapping(entries, at)
-        case (.sequence(let items, let at), .sequence(let more, _)):
-            return .sequence(items + more, at)
-        default:
+    /// All files at once, so that each of thousands of `conf.d` files costs its own size, not the
+    /// size of everything merged before it. Recursion follows the trees' nesting, so it is at
+    /// most `ConfigLimits.depth` deep.
+    static func merge(_ trees: [Tree], path: String, errors: inout [ConfigError]) -> Tree {
+        let present = trees.filter { if case .null = $0 { false } else { true } }
+        guard let base = present.first else { return trees.last ?? .null(SourceLocation(file: "", line: 1, column: 1)) }
+        guard present.count > 1 else { return base }
+        let mismatch = { (other: Tree, errors: inout [ConfigError]) in
             let name = path.isEmpty ? "the document" : path
             errors.append(ConfigError(other.location, "\(name) is \(other.kindName) here but \(base.kindName) at \(base.location)"))
+        }
+        switch base {
+        case .mapping(_, let at):
+            var groups: [String: [Entry]] = [:]
+            var order: [String] = []
+            for tree in present {
+                guard case .mapping(let entries, _) = tree else {
+                    mismatch(tree, &errors)
+                    continue
+                }
+                for entry in entries {
+                    if groups[entry.key] == nil { order.append(entry.key) }
+                    groups[entry.key, default: []].append(entry)
+                }
+            }
+            return .mapping(order.map { merge(groups[$0]!, path: path.isEmpty ? $0 : "\(path).\($0)", errors: &errors) }, at)
+        case .sequence(_, let at):
+            var items: [Tree] = []
+            for tree in present {
+                guard case .sequence(let more, _) = tree else {
+                    mismatch(tree, &errors)
+                    continue
+                }
+                items += more
+            }
+            return .sequence(items, at)
+        case .scalar, .null:
+            for tree in present.dropFirst() { mismatch(tree, &errors) }
             return base
         }
+    }
+
+    /// One key set in several files: its first place stays, a second scalar is an error.
+    private static func merge(_ entries: [Entry], path: String, errors: inout [ConfigError]) -> Entry {
+        var merged = entries[0]
+        guard entries.count > 1 else { return merged }
+        var values: [Tree] = []
+        var first: Entry?
+        for entry in entries {
+            if case .null = entry.value { continue }
+            if let first, case .scalar = first.value, case .scalar = entry.value {
+                errors.append(ConfigError(entry.keyLocation, "\(path) is already set at \(merged.keyLocation)"))
+                continue
+            }
+            if first == nil { first = entry }
+            values.append(entry.value)
+        }
+        if !values.isEmpty { merged.value = merge(values, path: path, errors: &errors) }
+        return merged
     }
 }

@@ -113,4 +113,23 @@ final class LimitTests: XCTestCase {
             "wgkeeper.yaml:2:1: YAML syntax: expected a single document in the stream, but found another document",
         ])
     }
+
+    func testMergingThousandsOfIncludeFilesIsLinear() throws {
+        // One peer per file, the way devices are on-boarded: merging file by file into the
+        // growing list would copy 2·10⁸ nodes here.
+        let at = SourceLocation(file: "f", line: 1, column: 1)
+        func file(_ peer: String) -> Tree {
+            let peers = Tree.sequence([.scalar(peer, at)], at)
+            let device = Tree.mapping([Tree.Entry(key: "peers", keyLocation: at, value: peers)], at)
+            return .mapping([Tree.Entry(key: "wireguard", keyLocation: at, value: .mapping([Tree.Entry(key: "wg0", keyLocation: at, value: device)], at))], at)
+        }
+        let files = (0..<20_000).map { file("p\($0)") }
+        var errors: [ConfigError] = []
+        let start = ContinuousClock.now
+        let merged = Tree.merge(files, path: "", errors: &errors)
+        XCTAssertLessThan(ContinuousClock.now - start, .seconds(2))
+        XCTAssertEqual(errors, [])
+        guard case .sequence(let peers, _)? = merged.lookup("wireguard", "wg0", "peers") else { return XCTFail("no peers list") }
+        XCTAssertEqual(peers.count, 20_000)
+    }
 }
