@@ -20,7 +20,7 @@ struct Decoder {
             var result: [String: Tree.Entry] = [:]
             for entry in entries {
                 if let known, !known.contains(entry.key) {
-                    fail(entry.keyLocation, "unknown key \"\(entry.key)\" in \(name) (known: \(known.joined(separator: ", ")))")
+                    fail(entry.keyLocation, "unknown key \(Scalars.quoted(entry.key)) in \(name) (known: \(known.joined(separator: ", ")))")
                     continue
                 }
                 result[entry.key] = entry
@@ -67,7 +67,7 @@ struct Decoder {
     mutating func parse<T>(_ entry: Tree.Entry?, _ expected: String, _ parser: (String) -> T?) -> T? {
         guard let (text, at) = scalar(entry) else { return nil }
         guard let value = parser(text) else {
-            fail(at, "\(entry!.key): expected \(expected), got \"\(text)\"")
+            fail(at, "\(entry!.key): expected \(expected), got \(Scalars.quoted(text))")
             return nil
         }
         return value
@@ -82,7 +82,12 @@ struct Decoder {
     mutating func duration(_ entry: Tree.Entry?) -> Duration? {
         guard let (text, at) = scalar(entry) else { return nil }
         guard let value = Scalars.duration(text) else {
-            fail(at, "\(entry!.key): \"\(text)\" is not an interval (write it like 500ms, 2s, 1m or 1m30s)")
+            fail(at, "\(entry!.key): \(Scalars.quoted(text)) is not an interval (write it like 500ms, 2s, 1m or 1m30s)")
+            return nil
+        }
+        // The event loop turns deadlines into milliseconds: keep them far from overflowing.
+        guard value <= Scalars.longestInterval else {
+            fail(at, "\(entry!.key): \(Scalars.quoted(text)) is longer than 24h (the limit)")
             return nil
         }
         return value
@@ -90,11 +95,11 @@ struct Decoder {
 
     mutating func interfaceName(_ text: String, _ key: String, at: SourceLocation) -> String? {
         guard Scalars.isInterfaceName(text) else {
-            fail(at, "\(key): \"\(text)\" is not an interface name (1–15 characters, no '/', ':' or spaces)")
+            fail(at, "\(key): \(Scalars.quoted(text)) is not an interface name (1–15 characters, no '/', ':' or spaces)")
             return nil
         }
         if let why = Scalars.reservedInterfaces[text] {
-            fail(at, "\(key): \"\(text)\" cannot be configured: \(why)")
+            fail(at, "\(key): \(Scalars.quoted(text)) cannot be configured: \(why)")
             return nil
         }
         return text
@@ -107,7 +112,7 @@ struct Decoder {
 
     mutating func prefix(_ text: String, _ key: String, at: SourceLocation) -> IPPrefix? {
         guard let prefix = Scalars.ipv6Prefix(text) else {
-            fail(at, "\(key): \"\(text)\" is not an IPv6 prefix")
+            fail(at, "\(key): \(Scalars.quoted(text)) is not an IPv6 prefix")
             return nil
         }
         guard prefix.isCanonical else {
@@ -120,7 +125,7 @@ struct Decoder {
     mutating func address(_ entry: Tree.Entry?) -> IPAddress? {
         guard let (text, at) = scalar(entry) else { return nil }
         guard let address = Scalars.ipv6Address(text) else {
-            fail(at, "\(entry!.key): \"\(text)\" is not an IPv6 address")
+            fail(at, "\(entry!.key): \(Scalars.quoted(text)) is not an IPv6 address")
             return nil
         }
         return address
@@ -171,7 +176,7 @@ struct Decoder {
                     runtime.routeProtocol = UInt8(value)
                 }
             } else {
-                fail(at, "route_protocol: expected an integer from 1 to 255, got \"\(text)\"")
+                fail(at, "route_protocol: expected an integer from 1 to 255, got \(Scalars.quoted(text))")
             }
         }
         if let value = duration(map["wireguard_poll"]) { runtime.wireGuardPoll = value }
@@ -213,7 +218,7 @@ struct Decoder {
         let key = required(fields, "public_key", in: name, at: at)
         var ok = peerName != nil && key != nil
         if let (text, at) = peerName, !Scalars.isPeerName(text) {
-            fail(at, "name: \"\(text)\" is not a peer name (letters, digits and . _ @ + -, at most 64)")
+            fail(at, "name: \(Scalars.quoted(text)) is not a peer name (letters, digits and . _ @ + -, at most 64)")
             ok = false
         }
         var publicKey: WireGuardKey?
@@ -287,7 +292,7 @@ struct Decoder {
             if let value = Scalars.integer(text, in: 1...UInt64(UInt32.max)), value != 255 {
                 table = UInt32(value)
             } else {
-                fail(at, "table: expected a table number from 1 to 4294967295 other than 255 (local), got \"\(text)\"")
+                fail(at, "table: expected a table number from 1 to 4294967295 other than 255 (local), got \(Scalars.quoted(text))")
             }
         }
         var metric = DesiredRoute.defaultMetric
@@ -295,7 +300,7 @@ struct Decoder {
             if let value = Scalars.integer(text, in: 1...UInt64(UInt32.max)) {
                 metric = UInt32(value)
             } else {
-                fail(at, "metric: expected an integer from 1 to 4294967295 (the kernel turns 0 into 1024), got \"\(text)\"")
+                fail(at, "metric: expected an integer from 1 to 4294967295 (the kernel turns 0 into 1024), got \(Scalars.quoted(text))")
             }
         }
         guard let destination, let device else { return nil }
@@ -310,7 +315,7 @@ struct Decoder {
         var address: IPAddress?
         if let (text, at) = addressText {
             address = Scalars.ipv6Address(text)
-            if address == nil { fail(at, "address: \"\(text)\" is not an IPv6 address") }
+            if address == nil { fail(at, "address: \(Scalars.quoted(text)) is not an IPv6 address") }
         }
         guard let address, let device else { return nil }
         return ProxyEntrySection(location: tree.location, proxy: DesiredProxy(address: address, device: device))

@@ -3,6 +3,14 @@ import Reconciler
 
 /// Parsers for the scalar types of the configuration: each returns nil for text it refuses.
 enum Scalars {
+    /// A value as an error repeats it: quoted, and cut short so that a stray megabyte stays out
+    /// of the journal.
+    static func quoted(_ text: String) -> String {
+        text.count <= 64 ? "\"\(text)\"" : "\"\(text.prefix(60))…\" (\(text.utf8.count) bytes)"
+    }
+
+    static let longestInterval = Duration.seconds(24 * 3600)
+
     static func bool(_ text: String) -> Bool? {
         switch text {
         case "true": true

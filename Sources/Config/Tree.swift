@@ -100,7 +100,7 @@ indirect enum Tree {
                     return
                 }
                 if let first = stack[i].keys[name] {
-                    errors.append(ConfigError(keyAt, "duplicate key \"\(name)\" (first set at \(first))"))
+                    errors.append(ConfigError(keyAt, "duplicate key \(Scalars.quoted(name)) (first set at \(first))"))
                     stack[i].key = .skip
                     return
                 }

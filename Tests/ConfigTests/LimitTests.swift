@@ -132,4 +132,18 @@ final class LimitTests: XCTestCase {
         guard case .sequence(let peers, _)? = merged.lookup("wireguard", "wg0", "peers") else { return XCTFail("no peers list") }
         XCTAssertEqual(peers.count, 20_000)
     }
+
+    func testIntervalsAreBoundedAndLongValuesAreCutInErrors() throws {
+        // 10⁴ times 999 999 999 hours would overflow the event loop's millisecond arithmetic.
+        let huge = String(repeating: "999999999h", count: 10_000)
+        XCTAssertEqual(try fixture.errors("runtime:\n  resync: 25h\n  proxy_poll: \(huge)\n"), [
+            "wgkeeper.yaml:2:11: resync: \"25h\" is longer than 24h (the limit)",
+            "wgkeeper.yaml:3:15: proxy_poll: \"\(huge.prefix(60))…\" (100000 bytes) is longer than 24h (the limit)",
+        ])
+        XCTAssertEqual(try fixture.loaded(AcceptedConfigs.minimal + "runtime:\n  resync: 24h\n").configuration.runtime.resync, .seconds(86_400))
+        let key = String(repeating: "k", count: 1_000)
+        XCTAssertEqual(try fixture.errors("\(key): 1\n"), [
+            "wgkeeper.yaml:1:1: unknown key \"\(key.prefix(60))…\" (1000 bytes) in the configuration (known: runtime, wireguard, gateway, routes, proxies)",
+        ])
+    }
 }
