@@ -4,7 +4,7 @@ import Reconciler
 /// Rules on allowed IPs that keep a peer from capturing traffic that is not its own: WireGuard
 /// routes each address to exactly one peer, and the gateway derives a route for each prefix.
 extension Configuration {
-    func checkAllowedIPs(errors: inout [ConfigError]) {
+    func checkAllowedIPs(errors: inout ConfigErrorList) {
         if let gateway, !gateway.allowUnsafeAllowedIPs, let tunnel = devices.first(where: { $0.name == gateway.tunnel }) {
             for section in tunnel.peers {
                 for (prefix, at) in zip(section.peer.allowedIPs, section.allowedIPLocations) {
@@ -36,7 +36,7 @@ extension Configuration {
     /// One peer's prefix inside another peer's on the same device: sorted by address then length,
     /// prefixes nest like brackets, so one sweep with a stack of the enclosing ones finds every
     /// case in O(n log n). Equal prefixes are reported by `checkPeers`.
-    private func checkOverlaps(_ device: DeviceSection, errors: inout [ConfigError]) {
+    private func checkOverlaps(_ device: DeviceSection, errors: inout ConfigErrorList) {
         struct Claim {
             var prefix: IPPrefix
             var peer: Int

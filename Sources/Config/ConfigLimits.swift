@@ -9,6 +9,9 @@ public struct ConfigLimits: Sendable {
     public var depth = 32
     /// Nodes that aliases may add, all files together: anchors save typing, not gigabytes.
     public var aliasNodes = 10_000
+    /// Errors kept and reported; the rest are counted. A broken file of a million list items
+    /// must not become a million messages in memory, in the journal and in status.
+    public var errors = 1_000
 
     public init() {}
 

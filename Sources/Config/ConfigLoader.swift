@@ -30,10 +30,10 @@ public struct ConfigLoader: Sendable {
     }
 
     public func load(path: String) -> Result<LoadedConfig, ConfigErrors> {
-        var errors: [ConfigError] = []
+        var errors = ConfigErrorList(limit: limits.errors)
         var files = [path]
         var budget = Tree.Budget(limits)
-        guard var tree = read(path, order: 0, main: true, budget: &budget, errors: &errors) else { return .failure(ConfigErrors(errors)) }
+        guard var tree = read(path, order: 0, main: true, budget: &budget, errors: &errors) else { return .failure(errors.sorted(mainFile: path)) }
 
         var includeDir: String?
         if case .scalar(let dir, let at)? = tree.lookup("runtime", "include_dir") {
@@ -51,7 +51,7 @@ public struct ConfigLoader: Sendable {
             tree = Tree.merge(trees, path: "", errors: &errors)
         }
 
-        var decoder = Decoder()
+        var decoder = Decoder(errors: ConfigErrorList(limit: limits.errors))
         var configuration = decoder.decode(tree)
         errors += decoder.errors
         configuration.files = files
@@ -61,15 +61,13 @@ public struct ConfigLoader: Sendable {
         configuration.checkAllowedIPs(errors: &errors)
         let desired = configuration.desiredState(errors: &errors)
 
-        guard errors.isEmpty else {
-            return .failure(ConfigErrors(errors.enumerated().sorted { ($0.element.location, $0.offset) < ($1.element.location, $1.offset) }.map(\.element)))
-        }
+        guard errors.isEmpty else { return .failure(errors.sorted(mainFile: path)) }
         return .success(LoadedConfig(configuration: configuration, desired: desired))
     }
 
     /// The `*.yaml` files of `include_dir` in name order (not dot files), once the directory
     /// itself is known to be writable only by root (or whoever runs this).
-    private func includeFiles(_ directory: String, at: SourceLocation, errors: inout [ConfigError]) -> [String] {
+    private func includeFiles(_ directory: String, at: SourceLocation, errors: inout ConfigErrorList) -> [String] {
         if let problem = checkDirectory(directory, stickyRootIsFine: false) {
             errors.append(ConfigError(at, "include_dir: \(problem.message)"))
             return []
@@ -87,7 +85,7 @@ public struct ConfigLoader: Sendable {
     /// Reads one file after checking that only root (or whoever runs this) could have written it:
     /// the file, and the directories holding it (an include's own directory is `include_dir`,
     /// checked already).
-    private func read(_ file: String, order: Int, main: Bool, budget: inout Tree.Budget, errors: inout [ConfigError]) -> Tree? {
+    private func read(_ file: String, order: Int, main: Bool, budget: inout Tree.Budget, errors: inout ConfigErrorList) -> Tree? {
         let top = SourceLocation(file: file, line: 1, column: 1, fileOrder: order)
         var trusted = true
         for (i, directory) in directories(holding: file).enumerated() where main || i > 0 {
@@ -122,7 +120,7 @@ public struct ConfigLoader: Sendable {
 
     /// Reads the key files. An error never repeats the value written for the file name: an
     /// operator may have pasted the key itself there, and errors reach the journal and status.
-    private func readKeys(_ configuration: inout Configuration, errors: inout [ConfigError]) {
+    private func readKeys(_ configuration: inout Configuration, errors: inout ConfigErrorList) {
         func key(_ field: String, _ path: String, at: SourceLocation) -> WireGuardKey? {
             if WireGuardKey(base64: path.trimmingCharacters(in: .whitespaces)) != nil {
                 errors.append(ConfigError(at, "\(field): looks like a key, not a file name (put the key in a file, chmod 600, and name that file here)"))

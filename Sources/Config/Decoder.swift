@@ -4,10 +4,10 @@ import Reconciler
 /// Walks the merged tree, turning nodes into typed sections and collecting every problem.
 /// Key files are not read here: `ConfigLoader` does that after the shape is known.
 struct Decoder {
-    var errors: [ConfigError] = []
+    var errors = ConfigErrorList()
     var includeDir: (path: String, location: SourceLocation)?
 
-    mutating func fail(_ at: SourceLocation, _ message: String) { errors.append(ConfigError(at, message)) }
+    mutating func fail(_ at: SourceLocation, _ message: @autoclosure () -> String) { errors.append(at, message()) }
 
     // MARK: shapes
 

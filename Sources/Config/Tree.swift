@@ -70,7 +70,7 @@ indirect enum Tree {
     /// the call stack. Nesting, node count and alias expansion are bounded (`ConfigLimits`) while
     /// the events arrive: an alias costs the nodes it stands for, without copying them.
     /// YAML syntax errors, limits and duplicate keys go to `errors`.
-    static func parse(_ text: String, file: String, fileOrder: Int, budget: inout Budget, errors: inout [ConfigError]) -> Tree? {
+    static func parse(_ text: String, file: String, fileOrder: Int, budget: inout Budget, errors: inout ConfigErrorList) -> Tree? {
         let location = { (mark: YAMLEvent.Mark) in SourceLocation(file: file, line: mark.line, column: mark.column, fileOrder: fileOrder) }
         let top = location((1, 1))
         let reader = YAMLEventReader(text)
@@ -177,11 +177,11 @@ indirect enum Tree {
     /// All files at once, so that each of thousands of `conf.d` files costs its own size, not the
     /// size of everything merged before it. Recursion follows the trees' nesting, so it is at
     /// most `ConfigLimits.depth` deep.
-    static func merge(_ trees: [Tree], path: String, errors: inout [ConfigError]) -> Tree {
+    static func merge(_ trees: [Tree], path: String, errors: inout ConfigErrorList) -> Tree {
         let present = trees.filter { if case .null = $0 { false } else { true } }
         guard let base = present.first else { return trees.last ?? .null(SourceLocation(file: "", line: 1, column: 1)) }
         guard present.count > 1 else { return base }
-        let mismatch = { (other: Tree, errors: inout [ConfigError]) in
+        let mismatch = { (other: Tree, errors: inout ConfigErrorList) in
             let name = path.isEmpty ? "the document" : path
             errors.append(ConfigError(other.location, "\(name) is \(other.kindName) here but \(base.kindName) at \(base.location)"))
         }
@@ -217,7 +217,7 @@ indirect enum Tree {
     }
 
     /// One key set in several files: its first place stays, a second scalar is an error.
-    private static func merge(_ entries: [Entry], path: String, errors: inout [ConfigError]) -> Entry {
+    private static func merge(_ entries: [Entry], path: String, errors: inout ConfigErrorList) -> Entry {
         var merged = entries[0]
         guard entries.count > 1 else { return merged }
         var values: [Tree] = []

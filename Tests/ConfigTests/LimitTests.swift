@@ -26,11 +26,11 @@ final class LimitTests: XCTestCase {
     }
 
     func testNestingWithinTheLimitIsAccepted() throws {
-        var errors: [ConfigError] = []
+        var errors = ConfigErrorList()
         var budget = Tree.Budget(.standard)
         let text = String(repeating: "[", count: 32) + String(repeating: "]", count: 32)
         XCTAssertNotNil(Tree.parse(text, file: "f", fileOrder: 0, budget: &budget, errors: &errors))
-        XCTAssertEqual(errors, [])
+        XCTAssertEqual(errors.kept, [])
     }
 
     func testAliasBombStopsAtTheAliasThatCrossesTheBudget() throws {
@@ -98,12 +98,12 @@ final class LimitTests: XCTestCase {
         let count = 200_000
         var text = (0..<count).map { "k\($0): v\n" }.joined()
         text += "k7: again\n"
-        var errors: [ConfigError] = []
+        var errors = ConfigErrorList()
         var budget = Tree.Budget(.standard)
         let start = ContinuousClock.now
         let tree = Tree.parse(text, file: "f", fileOrder: 0, budget: &budget, errors: &errors)
         XCTAssertLessThan(ContinuousClock.now - start, .seconds(5))
-        XCTAssertEqual(errors.map(\.description), ["f:\(count + 1):1: duplicate key \"k7\" (first set at f:8:1)"])
+        XCTAssertEqual(errors.kept.map(\.description), ["f:\(count + 1):1: duplicate key \"k7\" (first set at f:8:1)"])
         guard case .mapping(let entries, _)? = tree else { return XCTFail("not a mapping") }
         XCTAssertEqual(entries.count, count)
     }
@@ -124,11 +124,11 @@ final class LimitTests: XCTestCase {
             return .mapping([Tree.Entry(key: "wireguard", keyLocation: at, value: .mapping([Tree.Entry(key: "wg0", keyLocation: at, value: device)], at))], at)
         }
         let files = (0..<20_000).map { file("p\($0)") }
-        var errors: [ConfigError] = []
+        var errors = ConfigErrorList()
         let start = ContinuousClock.now
         let merged = Tree.merge(files, path: "", errors: &errors)
         XCTAssertLessThan(ContinuousClock.now - start, .seconds(2))
-        XCTAssertEqual(errors, [])
+        XCTAssertEqual(errors.kept, [])
         guard case .sequence(let peers, _)? = merged.lookup("wireguard", "wg0", "peers") else { return XCTFail("no peers list") }
         XCTAssertEqual(peers.count, 20_000)
     }
@@ -144,6 +144,18 @@ final class LimitTests: XCTestCase {
         let key = String(repeating: "k", count: 1_000)
         XCTAssertEqual(try fixture.errors("\(key): 1\n"), [
             "wgkeeper.yaml:1:1: unknown key \"\(key.prefix(60))…\" (1000 bytes) in the configuration (known: runtime, wireguard, gateway, routes, proxies)",
+        ])
+    }
+
+    func testErrorsBeyondTheLimitAreCountedNotKept() throws {
+        var limits = ConfigLimits()
+        limits.errors = 3
+        let errors = try fixture.errors("routes: [a, b, c, d, e, f, g]\n", limits: limits)
+        XCTAssertEqual(errors, [
+            "wgkeeper.yaml:1:10: routes[0]: expected a mapping, got a scalar",
+            "wgkeeper.yaml:1:13: routes[1]: expected a mapping, got a scalar",
+            "wgkeeper.yaml:1:16: routes[2]: expected a mapping, got a scalar",
+            "wgkeeper.yaml:1:1: 4 more errors not listed (only the first 3 are)",
         ])
     }
 }
