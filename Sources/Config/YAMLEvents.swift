@@ -35,12 +35,15 @@ final class YAMLEventReader {
     private let bytes: UnsafeMutableBufferPointer<UInt8>
 
     init(_ text: String) {
-        let utf8 = Array(text.utf8)
-        bytes = .allocate(capacity: max(utf8.count, 1))
-        _ = bytes.initialize(from: utf8)
+        var text = text
+        text.makeContiguousUTF8()
+        let count = text.utf8.count
+        bytes = .allocate(capacity: max(count, 1))
+        let bytes = bytes
+        text.utf8.withContiguousStorageIfAvailable { _ = bytes.initialize(from: $0) }
         yaml_parser_initialize(&parser)
         yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING)
-        yaml_parser_set_input_string(&parser, bytes.baseAddress, utf8.count)
+        yaml_parser_set_input_string(&parser, bytes.baseAddress, count)
     }
 
     deinit {
