@@ -33,7 +33,9 @@ public struct ConfigLoader: Sendable {
         var errors = ConfigErrorList(limit: limits.errors)
         var files = [path]
         var budget = Tree.Budget(limits)
-        guard var tree = read(path, order: 0, main: true, budget: &budget, errors: &errors) else { return .failure(errors.sorted(mainFile: path)) }
+        guard var tree = read(path, order: 0, main: true, budget: &budget, errors: &errors) else {
+            return .failure(errors.sorted(mainFile: path))
+        }
 
         var includeDir: String?
         if case .scalar(let dir, let at)? = tree.lookup("runtime", "include_dir") {
