@@ -3,6 +3,8 @@
 public struct ConfigLimits: Sendable {
     /// Per file (main file and each include): a 50 000-peer file is about 10 MiB.
     public var fileBytes = 32 << 20
+    /// `*.yaml` files in `include_dir`: one per device is the expected use.
+    public var includeFiles = 100_000
     /// YAML nodes in one load, all files together, aliases counted as what they expand to.
     public var nodes = 2_000_000
     /// Lists and mappings inside one another; the schema itself needs 6.

@@ -75,9 +75,12 @@ public struct ConfigLoader: Sendable {
             return []
         }
         do {
-            return try FileManager.default.contentsOfDirectory(atPath: directory)
-                .filter { $0.hasSuffix(".yaml") && !$0.hasPrefix(".") }.sorted()
-                .map { (directory as NSString).appendingPathComponent($0) }
+            let names = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".yaml") && !$0.hasPrefix(".") }
+            guard names.count <= limits.includeFiles else {
+                errors.append(ConfigError(at, "include_dir: more than \(limits.includeFiles) *.yaml files (the limit)"))
+                return []
+            }
+            return names.sorted().map { (directory as NSString).appendingPathComponent($0) }
         } catch {
             errors.append(ConfigError(at, "include_dir: cannot read directory \(directory): \((error as NSError).localizedDescription)"))
             return []

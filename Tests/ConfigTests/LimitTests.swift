@@ -158,4 +158,16 @@ final class LimitTests: XCTestCase {
             "wgkeeper.yaml:1:1: 4 more errors not listed (only the first 3 are)",
         ])
     }
+
+    func testIncludeFileCountLimit() throws {
+        var limits = ConfigLimits()
+        limits.includeFiles = 3
+        for name in ["a", "b", "c", "d"] { try fixture.write("conf.d/\(name).yaml", "") }
+        try fixture.write("conf.d/notes.txt", "")
+        XCTAssertEqual(try fixture.errors("runtime:\n  include_dir: conf.d\nwireguard: {wg0: {private_key_file: wg0.key}}\n", limits: limits),
+                       ["wgkeeper.yaml:2:16: include_dir: more than 3 *.yaml files (the limit)"])
+        limits.includeFiles = 4
+        XCTAssertEqual(try fixture.load("runtime:\n  include_dir: conf.d\nwireguard: {wg0: {private_key_file: wg0.key}}\n", limits: limits)
+            .map(\.configuration.files.count).get(), 5)
+    }
 }
