@@ -4,7 +4,7 @@ import Netlink
 import TestSupport
 import XCTest
 
-/// A configuration built to crash or exhaust the parser, dropped into `conf.d` of a running
+/// A configuration built to crash or exhaust the parser or the loop, dropped into `conf.d` of a running
 /// daemon: the reload is refused, the daemon lives on and the kernel keeps the running state.
 final class HostileConfigTests: XCTestCase {
     private func kernelState(_ ns: TestNamespace) throws -> [String] {
@@ -16,7 +16,7 @@ final class HostileConfigTests: XCTestCase {
         return [routes, proxies] + sysctls
     }
 
-    func testCrashAndBombFilesInConfDAreRefusedAndTheDaemonKeepsItsState() throws {
+    func testHostileFilesInConfDAreRefusedAndTheDaemonKeepsItsState() throws {
         let ns = try TestNamespace(for: self)
         try ns.addVeth("wg0", "wg0p")
         try ns.addVeth("private0", "lanp")
@@ -36,9 +36,13 @@ final class HostileConfigTests: XCTestCase {
         var bomb = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
         for level in 1...9 { bomb += "a\(level): &a\(level) [" + Array(repeating: "*a\(level - 1)", count: 10).joined(separator: ", ") + "]\n" }
         bomb += "routes: *a9\n"
+        let huge = String(repeating: "999999999h", count: 3_000)
         let hostile = [
             ("crash.yaml", "routes: " + String(repeating: "[", count: 20_000) + "\n", "crash.yaml:1:40: nested deeper than 32 levels (the limit)"),
             ("bomb.yaml", bomb, "bomb.yaml:4:45: aliases expand to more than 10000 nodes (the limit)"),
+            // Once accepted, this overflowed the event loop's millisecond arithmetic (SIGILL).
+            ("intervals.yaml", "runtime: {resync: \(huge)}\n",
+             "intervals.yaml:1:19: resync: \"\(huge.prefix(60))…\" (30000 bytes) is longer than 24h (the limit)"),
         ]
         for (name, text, expected) in hostile {
             let path = (confD as NSString).appendingPathComponent(name)
