@@ -4,8 +4,8 @@ import Netlink
 import TestSupport
 import XCTest
 
-/// A configuration built to crash or exhaust the parser or the loop, dropped into `conf.d` of a running
-/// daemon: the reload is refused, the daemon lives on and the kernel keeps the running state.
+/// Configurations built to crash or exhaust the parser or the loop, dropped into `conf.d` of a
+/// running daemon: the reload is refused, the daemon lives on and the kernel keeps its state.
 final class HostileConfigTests: XCTestCase {
     private func kernelState(_ ns: TestNamespace) throws -> [String] {
         let routes = try ns.ip("-6", "route", "show", "proto", "77")
