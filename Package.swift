@@ -15,7 +15,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
-        .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
     ],
     targets: [
         // System libraries: each shim includes exactly what its module needs.
@@ -23,6 +22,8 @@ let package = Package(
         .systemLibrary(name: "CBPF", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         .systemLibrary(name: "CLinux"),
+        // libyaml's event parser: Config builds its tree from events with an explicit stack.
+        .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
 
         // Edges: the kernel.
         .target(
@@ -39,7 +40,7 @@ let package = Package(
 
         // The pure core and its input.
         .target(name: "Reconciler", dependencies: ["Netlink"]),
-        .target(name: "Config", dependencies: ["Reconciler", "Netlink", "Yams"]),
+        .target(name: "Config", dependencies: ["Reconciler", "Netlink", "CYAML"]),
 
         // The loop and the command line.
         .target(
@@ -66,7 +67,7 @@ let package = Package(
         .testTarget(name: "KernelTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "WireGuardVMTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "DaemonKernelTests", dependencies: ["Netlink", "TestSupport"]),
-        .testTarget(name: "ConfigTests", dependencies: ["Config", "Reconciler", "Netlink"]),
+        .testTarget(name: "ConfigTests", dependencies: ["Config", "Reconciler", "Netlink", "TestSupport"]),
         .testTarget(name: "ReconcilerTests", dependencies: ["Reconciler", "Netlink"]),
         .testTarget(name: "ReconcilerKernelTests", dependencies: ["Reconciler", "Config", "Netlink", "TestSupport"]),
     ],

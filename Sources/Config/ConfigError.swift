@@ -39,3 +39,39 @@ public struct ConfigErrors: Error, Sendable, CustomStringConvertible {
 
     public var description: String { errors.map(\.description).joined(separator: "\n") }
 }
+
+/// The problems found while loading, at most `limit` of them kept (the rest only counted).
+struct ConfigErrorList {
+    private(set) var kept: [ConfigError] = []
+    private(set) var dropped = 0
+    let limit: Int
+
+    init(limit: Int = ConfigLimits.standard.errors) { self.limit = limit }
+
+    var count: Int { kept.count + dropped }
+    var isEmpty: Bool { count == 0 }
+
+    mutating func append(_ error: ConfigError) {
+        if kept.count < limit { kept.append(error) } else { dropped += 1 }
+    }
+
+    /// The message is built only when it is kept.
+    mutating func append(_ at: SourceLocation, _ message: @autoclosure () -> String) {
+        if kept.count < limit { kept.append(ConfigError(at, message())) } else { dropped += 1 }
+    }
+
+    static func += (list: inout Self, more: Self) {
+        for error in more.kept { list.append(error) }
+        list.dropped += more.dropped
+    }
+
+    /// In file order, then a line counting what was left out.
+    func sorted(mainFile: String) -> ConfigErrors {
+        var errors = kept.enumerated().sorted { ($0.element.location, $0.offset) < ($1.element.location, $1.offset) }.map(\.element)
+        if dropped > 0 {
+            errors.append(ConfigError(SourceLocation(file: mainFile, line: 1, column: 1),
+                                      "\(dropped) more errors not listed (only the first \(limit) are)"))
+        }
+        return ConfigErrors(errors)
+    }
+}

@@ -22,60 +22,96 @@ public struct ConfigLoader: Sendable {
     /// When set, absolute paths in the configuration (key files, `include_dir`) are read under
     /// this directory: checking an image or a test fixture instead of the running system.
     public var root: String?
+    public var limits: ConfigLimits
 
-    public init(root: String? = nil) { self.root = root }
+    public init(root: String? = nil, limits: ConfigLimits = .standard) {
+        self.root = root
+        self.limits = limits
+    }
 
     public func load(path: String) -> Result<LoadedConfig, ConfigErrors> {
-        var errors: [ConfigError] = []
+        var errors = ConfigErrorList(limit: limits.errors)
         var files = [path]
-        guard var tree = read(path, order: 0, errors: &errors) else { return .failure(ConfigErrors(errors)) }
+        var budget = Tree.Budget(limits)
+        guard var tree = read(path, order: 0, main: true, budget: &budget, errors: &errors) else {
+            return .failure(errors.sorted(mainFile: path))
+        }
 
         var includeDir: String?
         if case .scalar(let dir, let at)? = tree.lookup("runtime", "include_dir") {
             let resolved = resolve(dir, relativeTo: path)
             includeDir = resolved
-            do {
-                let names = try FileManager.default.contentsOfDirectory(atPath: resolved)
-                    .filter { $0.hasSuffix(".yaml") && !$0.hasPrefix(".") }.sorted()
-                for name in names {
-                    let file = (resolved as NSString).appendingPathComponent(name)
-                    files.append(file)
-                    guard let included = read(file, order: files.count - 1, errors: &errors) else { continue }
-                    if let nested = included.lookup("runtime", "include_dir") {
-                        errors.append(ConfigError(nested.location, "include_dir: only the main configuration file may name one"))
-                    }
-                    tree = Tree.merge(tree, included, path: "", errors: &errors)
+            var trees = [tree]
+            for file in includeFiles(resolved, at: at, errors: &errors) {
+                files.append(file)
+                guard let included = read(file, order: files.count - 1, main: false, budget: &budget, errors: &errors) else { continue }
+                if let nested = included.lookup("runtime", "include_dir") {
+                    errors.append(ConfigError(nested.location, "include_dir: only the main configuration file may name one"))
                 }
-            } catch {
-                errors.append(ConfigError(at, "include_dir: cannot read directory \(resolved): \((error as NSError).localizedDescription)"))
+                trees.append(included)
             }
+            tree = Tree.merge(trees, path: "", errors: &errors)
         }
 
-        var decoder = Decoder()
+        var decoder = Decoder(errors: ConfigErrorList(limit: limits.errors))
         var configuration = decoder.decode(tree)
         errors += decoder.errors
         configuration.files = files
         configuration.runtime.includeDir = includeDir
         readKeys(&configuration, errors: &errors)
         configuration.checkPeers(errors: &errors)
+        configuration.checkAllowedIPs(errors: &errors)
         let desired = configuration.desiredState(errors: &errors)
 
-        guard errors.isEmpty else {
-            return .failure(ConfigErrors(errors.enumerated().sorted { ($0.element.location, $0.offset) < ($1.element.location, $1.offset) }.map(\.element)))
-        }
+        guard errors.isEmpty else { return .failure(errors.sorted(mainFile: path)) }
         return .success(LoadedConfig(configuration: configuration, desired: desired))
     }
 
-    private func read(_ file: String, order: Int, errors: inout [ConfigError]) -> Tree? {
-        guard let data = FileManager.default.contents(atPath: file) else {
-            errors.append(ConfigError(SourceLocation(file: file, line: 1, column: 1, fileOrder: order), "cannot read the file"))
+    /// The `*.yaml` files of `include_dir` in name order (not dot files), once the directory
+    /// itself is known to be writable only by root (or whoever runs this).
+    private func includeFiles(_ directory: String, at: SourceLocation, errors: inout ConfigErrorList) -> [String] {
+        if let problem = checkDirectory(directory, stickyRootIsFine: false) {
+            errors.append(ConfigError(at, "include_dir: \(problem.message)"))
+            return []
+        }
+        do {
+            let names = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".yaml") && !$0.hasPrefix(".") }
+            guard names.count <= limits.includeFiles else {
+                errors.append(ConfigError(at, "include_dir: more than \(limits.includeFiles) *.yaml files (the limit)"))
+                return []
+            }
+            return names.sorted().map { (directory as NSString).appendingPathComponent($0) }
+        } catch {
+            errors.append(ConfigError(at, "include_dir: cannot read directory \(directory): \((error as NSError).localizedDescription)"))
+            return []
+        }
+    }
+
+    /// Reads one file after checking that only root (or whoever runs this) could have written it:
+    /// the file, and the directories holding it (an include's own directory is `include_dir`,
+    /// checked already).
+    private func read(_ file: String, order: Int, main: Bool, budget: inout Tree.Budget, errors: inout ConfigErrorList) -> Tree? {
+        let top = SourceLocation(file: file, line: 1, column: 1, fileOrder: order)
+        var trusted = true
+        for (i, directory) in directories(holding: file).enumerated() where main || i > 0 {
+            if let problem = checkDirectory(directory, stickyRootIsFine: main) {
+                errors.append(ConfigError(top, problem.message))
+                trusted = false
+            }
+        }
+        let data: Data
+        switch readConfigFile(file, limit: limits.fileBytes) {
+        case .success(let read): data = read
+        case .failure(let problem):
+            errors.append(ConfigError(top, problem.message))
             return nil
         }
+        guard trusted else { return nil }
         guard let text = String(data: data, encoding: .utf8) else {
-            errors.append(ConfigError(SourceLocation(file: file, line: 1, column: 1, fileOrder: order), "the file is not UTF-8"))
+            errors.append(ConfigError(top, "the file is not UTF-8"))
             return nil
         }
-        return Tree.parse(text, file: file, fileOrder: order, errors: &errors)
+        return Tree.parse(text, file: file, fileOrder: order, budget: &budget, errors: &errors)
     }
 
     /// Absolute paths go under `root`; relative ones are relative to the file that names them.
@@ -87,22 +123,29 @@ public struct ConfigLoader: Sendable {
         return ((file as NSString).deletingLastPathComponent as NSString).appendingPathComponent(path)
     }
 
-    private func readKeys(_ configuration: inout Configuration, errors: inout [ConfigError]) {
+    /// Reads the key files. An error never repeats the value written for the file name: an
+    /// operator may have pasted the key itself there, and errors reach the journal and status.
+    private func readKeys(_ configuration: inout Configuration, errors: inout ConfigErrorList) {
+        func key(_ field: String, _ path: String, at: SourceLocation) -> WireGuardKey? {
+            if WireGuardKey(base64: path.trimmingCharacters(in: .whitespaces)) != nil {
+                errors.append(ConfigError(at, "\(field): looks like a key, not a file name (put the key in a file, chmod 600, and name that file here)"))
+                return nil
+            }
+            do {
+                return try readSecretKeyFile(resolve(path, relativeTo: at.file))
+            } catch {
+                errors.append(ConfigError(at, "\(field): \(error.problem)"))
+                return nil
+            }
+        }
         for d in configuration.devices.indices {
-            if let (path, at) = configuration.devices[d].privateKeyFile {
-                do {
-                    configuration.devices[d].privateKey = PrivateKey(try readSecretKeyFile(resolve(path, relativeTo: at.file)))
-                } catch {
-                    errors.append(ConfigError(at, "private_key_file: \(error.description)"))
-                }
+            if let (path, at) = configuration.devices[d].privateKeyFile, let read = key("private_key_file", path, at: at) {
+                configuration.devices[d].privateKey = PrivateKey(read)
             }
             for p in configuration.devices[d].peers.indices {
-                guard let (path, at) = configuration.devices[d].peers[p].presharedKeyFile else { continue }
-                do {
-                    configuration.devices[d].peers[p].peer.presharedKey = PresharedKey(try readSecretKeyFile(resolve(path, relativeTo: at.file)))
-                } catch {
-                    errors.append(ConfigError(at, "preshared_key_file: \(error.description)"))
-                }
+                guard let (path, at) = configuration.devices[d].peers[p].presharedKeyFile,
+                      let read = key("preshared_key_file", path, at: at) else { continue }
+                configuration.devices[d].peers[p].peer.presharedKey = PresharedKey(read)
             }
         }
     }

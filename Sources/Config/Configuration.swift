@@ -57,6 +57,8 @@ public struct GatewaySection: Sendable {
     public var proxyNDP = true
     public var redirect = true
     public var allowLANAnycast = false
+    /// Lets the tunnel's peers claim `::/0`, `::`, `::1`, link-local, multicast or the LAN prefix.
+    public var allowUnsafeAllowedIPs = false
 }
 
 public struct RouteEntry: Sendable {

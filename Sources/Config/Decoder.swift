@@ -4,10 +4,10 @@ import Reconciler
 /// Walks the merged tree, turning nodes into typed sections and collecting every problem.
 /// Key files are not read here: `ConfigLoader` does that after the shape is known.
 struct Decoder {
-    var errors: [ConfigError] = []
+    var errors = ConfigErrorList()
     var includeDir: (path: String, location: SourceLocation)?
 
-    mutating func fail(_ at: SourceLocation, _ message: String) { errors.append(ConfigError(at, message)) }
+    mutating func fail(_ at: SourceLocation, _ message: @autoclosure () -> String) { errors.append(at, message()) }
 
     // MARK: shapes
 
@@ -20,7 +20,7 @@ struct Decoder {
             var result: [String: Tree.Entry] = [:]
             for entry in entries {
                 if let known, !known.contains(entry.key) {
-                    fail(entry.keyLocation, "unknown key \"\(entry.key)\" in \(name) (known: \(known.joined(separator: ", ")))")
+                    fail(entry.keyLocation, "unknown key \(Scalars.quoted(entry.key)) in \(name) (known: \(known.joined(separator: ", ")))")
                     continue
                 }
                 result[entry.key] = entry
@@ -67,7 +67,7 @@ struct Decoder {
     mutating func parse<T>(_ entry: Tree.Entry?, _ expected: String, _ parser: (String) -> T?) -> T? {
         guard let (text, at) = scalar(entry) else { return nil }
         guard let value = parser(text) else {
-            fail(at, "\(entry!.key): expected \(expected), got \"\(text)\"")
+            fail(at, "\(entry!.key): expected \(expected), got \(Scalars.quoted(text))")
             return nil
         }
         return value
@@ -82,7 +82,12 @@ struct Decoder {
     mutating func duration(_ entry: Tree.Entry?) -> Duration? {
         guard let (text, at) = scalar(entry) else { return nil }
         guard let value = Scalars.duration(text) else {
-            fail(at, "\(entry!.key): \"\(text)\" is not an interval (write it like 500ms, 2s, 1m or 1m30s)")
+            fail(at, "\(entry!.key): \(Scalars.quoted(text)) is not an interval (write it like 500ms, 2s, 1m or 1m30s)")
+            return nil
+        }
+        // The event loop turns deadlines into milliseconds: keep them far from overflowing.
+        guard value <= Scalars.longestInterval else {
+            fail(at, "\(entry!.key): \(Scalars.quoted(text)) is longer than 24h (the limit)")
             return nil
         }
         return value
@@ -90,7 +95,11 @@ struct Decoder {
 
     mutating func interfaceName(_ text: String, _ key: String, at: SourceLocation) -> String? {
         guard Scalars.isInterfaceName(text) else {
-            fail(at, "\(key): \"\(text)\" is not an interface name (1–15 characters, no '/', ':' or spaces)")
+            fail(at, "\(key): \(Scalars.quoted(text)) is not an interface name (1–15 characters, no '/', ':' or spaces)")
+            return nil
+        }
+        if let why = Scalars.reservedInterfaces[text] {
+            fail(at, "\(key): \(Scalars.quoted(text)) cannot be configured: \(why)")
             return nil
         }
         return text
@@ -103,7 +112,7 @@ struct Decoder {
 
     mutating func prefix(_ text: String, _ key: String, at: SourceLocation) -> IPPrefix? {
         guard let prefix = Scalars.ipv6Prefix(text) else {
-            fail(at, "\(key): \"\(text)\" is not an IPv6 prefix")
+            fail(at, "\(key): \(Scalars.quoted(text)) is not an IPv6 prefix")
             return nil
         }
         guard prefix.isCanonical else {
@@ -116,7 +125,7 @@ struct Decoder {
     mutating func address(_ entry: Tree.Entry?) -> IPAddress? {
         guard let (text, at) = scalar(entry) else { return nil }
         guard let address = Scalars.ipv6Address(text) else {
-            fail(at, "\(entry!.key): \"\(text)\" is not an IPv6 address")
+            fail(at, "\(entry!.key): \(Scalars.quoted(text)) is not an IPv6 address")
             return nil
         }
         return address
@@ -168,7 +177,7 @@ struct Decoder {
                     runtime.routeProtocol = UInt8(value)
                 }
             } else {
-                fail(at, "route_protocol: expected an integer from 1 to 255, got \"\(text)\"")
+                fail(at, "route_protocol: expected an integer from 1 to 255, got \(Scalars.quoted(text))")
             }
         }
         if let value = duration(map["wireguard_poll"]) { runtime.wireGuardPoll = value }
@@ -210,7 +219,7 @@ struct Decoder {
         let key = required(fields, "public_key", in: name, at: at)
         var ok = peerName != nil && key != nil
         if let (text, at) = peerName, !Scalars.isPeerName(text) {
-            fail(at, "name: \"\(text)\" is not a peer name (letters, digits and . _ @ + -, at most 64)")
+            fail(at, "name: \(Scalars.quoted(text)) is not a peer name (letters, digits and . _ @ + -, at most 64)")
             ok = false
         }
         var publicKey: WireGuardKey?
@@ -223,6 +232,7 @@ struct Decoder {
         }
         var allowed: [IPPrefix] = []
         var allowedAt: [SourceLocation] = []
+        var listed: [IPPrefix: SourceLocation] = [:]
         for item in list(fields["allowed_ips"]?.value, "allowed_ips") {
             guard case .scalar(let text, let itemAt) = item else {
                 fail(item.location, "allowed_ips: expected an IPv6 prefix, got \(item.kindName)")
@@ -230,9 +240,10 @@ struct Decoder {
                 continue
             }
             if let prefix = prefix(text, "allowed_ips", at: itemAt) {
-                if let first = allowed.firstIndex(of: prefix) {
-                    fail(itemAt, "allowed_ips: \(prefix) is listed twice (first at \(allowedAt[first]))")
+                if let first = listed[prefix] {
+                    fail(itemAt, "allowed_ips: \(prefix) is listed twice (first at \(first))")
                 } else {
+                    listed[prefix] = itemAt
                     allowed.append(prefix)
                     allowedAt.append(itemAt)
                 }
@@ -258,6 +269,7 @@ struct Decoder {
         let lan = required(fields, "lan", in: "gateway", at: at).flatMap { interfaceName($0.text, "lan", at: $0.at) }
         let lanPrefix = required(fields, "lan_prefix", in: "gateway", at: at).flatMap { prefix($0.text, "lan_prefix", at: $0.at) }
         let proxyNDP = bool(fields["proxy_ndp"]), redirect = bool(fields["redirect"]), anycast = bool(fields["allow_lan_anycast"])
+        let unsafeAllowedIPs = bool(fields["allow_unsafe_allowed_ips"])
         if let tunnel, let lan, tunnel == lan, let (_, lanAt) = scalar(fields["lan"]) {
             fail(lanAt, "lan: the LAN and the tunnel must be different interfaces")
         }
@@ -266,6 +278,7 @@ struct Decoder {
         gateway.proxyNDP = proxyNDP ?? true
         gateway.redirect = redirect ?? true
         gateway.allowLANAnycast = anycast ?? false
+        gateway.allowUnsafeAllowedIPs = unsafeAllowedIPs ?? false
         return gateway
     }
 
@@ -280,7 +293,7 @@ struct Decoder {
             if let value = Scalars.integer(text, in: 1...UInt64(UInt32.max)), value != 255 {
                 table = UInt32(value)
             } else {
-                fail(at, "table: expected a table number from 1 to 4294967295 other than 255 (local), got \"\(text)\"")
+                fail(at, "table: expected a table number from 1 to 4294967295 other than 255 (local), got \(Scalars.quoted(text))")
             }
         }
         var metric = DesiredRoute.defaultMetric
@@ -288,7 +301,7 @@ struct Decoder {
             if let value = Scalars.integer(text, in: 1...UInt64(UInt32.max)) {
                 metric = UInt32(value)
             } else {
-                fail(at, "metric: expected an integer from 1 to 4294967295 (the kernel turns 0 into 1024), got \"\(text)\"")
+                fail(at, "metric: expected an integer from 1 to 4294967295 (the kernel turns 0 into 1024), got \(Scalars.quoted(text))")
             }
         }
         guard let destination, let device else { return nil }
@@ -303,7 +316,7 @@ struct Decoder {
         var address: IPAddress?
         if let (text, at) = addressText {
             address = Scalars.ipv6Address(text)
-            if address == nil { fail(at, "address: \"\(text)\" is not an IPv6 address") }
+            if address == nil { fail(at, "address: \(Scalars.quoted(text)) is not an IPv6 address") }
         }
         guard let address, let device else { return nil }
         return ProxyEntrySection(location: tree.location, proxy: DesiredProxy(address: address, device: device))

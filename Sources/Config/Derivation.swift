@@ -4,7 +4,7 @@ import Reconciler
 extension Configuration {
     /// Checks that span peers: names unique everywhere, public keys unique per device, and no
     /// allowed IP claimed twice (WireGuard would silently move it to the later peer).
-    func checkPeers(errors: inout [ConfigError]) {
+    func checkPeers(errors: inout ConfigErrorList) {
         var names: [String: SourceLocation] = [:]
         var claimed: [IPPrefix: (peer: String, at: SourceLocation)] = [:]
         for device in devices {
@@ -35,7 +35,7 @@ extension Configuration {
 
     /// Expands `gateway` into routes, proxy entries, sysctls and datapath entries, adds the
     /// explicit ones, and reports an explicit object that collides with a derived one.
-    func desiredState(errors: inout [ConfigError]) -> DesiredState {
+    func desiredState(errors: inout ConfigErrorList) -> DesiredState {
         var desired = DesiredState(routeProtocol: runtime.routeProtocol)
         desired.devices = devices.map {
             DesiredWireGuardDevice(name: $0.name, privateKey: $0.privateKey, listenPort: $0.listenPort,

@@ -3,6 +3,14 @@ import Reconciler
 
 /// Parsers for the scalar types of the configuration: each returns nil for text it refuses.
 enum Scalars {
+    /// A value as an error repeats it: quoted, and cut short so that a stray megabyte stays out
+    /// of the journal.
+    static func quoted(_ text: String) -> String {
+        text.count <= 64 ? "\"\(text)\"" : "\"\(text.prefix(60))…\" (\(text.utf8.count) bytes)"
+    }
+
+    static let longestInterval = Duration.seconds(24 * 3600)
+
     static func bool(_ text: String) -> Bool? {
         switch text {
         case "true": true
@@ -57,6 +65,15 @@ enum Scalars {
         !text.isEmpty && text.utf8.count <= 15 && text != "." && text != ".."
             && !text.contains { $0 == "/" || $0 == ":" || $0.isWhitespace }
     }
+
+    /// Names `dev_valid_name()` accepts that wgkeeper must never configure, and why: `all` and
+    /// `default` are sysctl directories, not devices (`all.forwarding = 1` makes the host a
+    /// router everywhere), and `lo` is the host's own loopback.
+    static let reservedInterfaces = [
+        "all": "net.ipv6.conf.all is every interface at once (its forwarding = 1 makes the host a router on every link)",
+        "default": "net.ipv6.conf.default is the template for interfaces created later, not an interface",
+        "lo": "it is the loopback interface",
+    ]
 
     static func isPeerName(_ text: String) -> Bool {
         guard let first = text.unicodeScalars.first, text.utf8.count <= 64 else { return false }

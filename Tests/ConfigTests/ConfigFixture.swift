@@ -34,9 +34,9 @@ final class ConfigFixture {
         try text.write(toFile: file, atomically: false, encoding: .utf8)
     }
 
-    func load(_ text: String, root: String? = nil) throws -> Result<LoadedConfig, ConfigErrors> {
+    func load(_ text: String, root: String? = nil, limits: ConfigLimits = .standard) throws -> Result<LoadedConfig, ConfigErrors> {
         try write("wgkeeper.yaml", text)
-        return ConfigLoader(root: root).load(path: path("wgkeeper.yaml"))
+        return ConfigLoader(root: root, limits: limits).load(path: path("wgkeeper.yaml"))
     }
 
     func loaded(_ text: String, file: StaticString = #filePath, line: UInt = #line) throws -> LoadedConfig {
@@ -49,8 +49,8 @@ final class ConfigFixture {
     }
 
     /// The errors, as `file:line:column: message` with the file name relative to the fixture.
-    func errors(_ text: String, file: StaticString = #filePath, line: UInt = #line) throws -> [String] {
-        switch try load(text) {
+    func errors(_ text: String, limits: ConfigLimits = .standard, file: StaticString = #filePath, line: UInt = #line) throws -> [String] {
+        switch try load(text, limits: limits) {
         case .success:
             XCTFail("expected errors", file: file, line: line)
             return []

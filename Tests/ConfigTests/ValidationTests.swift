@@ -128,7 +128,7 @@ final class ValidationTests: XCTestCase {
     func testPrivateKeyFileMissing() throws {
         let errors = try errors(replacing: "private_key_file: wg0.key", with: "private_key_file: nothere.key")
         XCTAssertEqual(errors, [
-            "wgkeeper.yaml:8:23: private_key_file: nothere.key: cannot read key file: No such file or directory",
+            "wgkeeper.yaml:8:23: private_key_file: cannot read the key file: No such file or directory",
         ])
     }
 
@@ -138,11 +138,11 @@ final class ValidationTests: XCTestCase {
         let key = try String(contentsOfFile: fixture.path("open.key"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let errors = try errors(replacing: "private_key_file: wg0.key", with: "private_key_file: open.key")
         XCTAssertEqual(errors, [
-            "wgkeeper.yaml:8:23: private_key_file: open.key: key file is readable by group or others (mode 0644); run: chmod 600 open.key",
+            "wgkeeper.yaml:8:23: private_key_file: the key file is readable by group or others (mode 0644); run chmod 600 on it",
         ])
         XCTAssertFalse(errors.joined().contains(key), "an error must never carry the key")
         XCTAssertEqual(try self.errors(replacing: "preshared_key_file: alice.psk", with: "preshared_key_file: group.key"), [
-            "wgkeeper.yaml:14:29: preshared_key_file: group.key: key file is readable by group or others (mode 0640); run: chmod 600 group.key",
+            "wgkeeper.yaml:14:29: preshared_key_file: the key file is readable by group or others (mode 0640); run chmod 600 on it",
         ])
     }
 
@@ -150,7 +150,7 @@ final class ValidationTests: XCTestCase {
         try fixture.write("bad.key", "not a key\n")
         try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: fixture.path("bad.key"))
         XCTAssertEqual(try errors(replacing: "private_key_file: wg0.key", with: "private_key_file: bad.key"), [
-            "wgkeeper.yaml:8:23: private_key_file: bad.key: key file does not hold a 44-character base64 WireGuard key",
+            "wgkeeper.yaml:8:23: private_key_file: the key file does not hold a 44-character base64 WireGuard key",
         ])
     }
 

@@ -62,7 +62,7 @@ final class WireGuardKeyTests: XCTestCase {
             }
         }
         XCTAssertThrowsError(try readSecretKeyFile(dir.appendingPathComponent("missing").path)) {
-            XCTAssertTrue("\($0)".contains("cannot read key file"))
+            XCTAssertTrue("\($0)".contains("cannot read the key file"))
         }
         chmod(path, 0o600)
         try "not a key\n".write(toFile: path, atomically: false, encoding: .utf8)

@@ -66,30 +66,49 @@ public struct PresharedKey: Hashable, Sendable, CustomStringConvertible, CustomD
     public var debugDescription: String { description }
 }
 
-/// Why a key file was refused. Never contains any of the file's content.
+/// Why a key file was refused. Never contains any of the file's content, nor the path it was
+/// asked for: that text may itself be a key pasted where its file name belongs.
 public struct KeyFileError: Error, Sendable, CustomStringConvertible {
-    public let path: String
     public let problem: String
-    public var description: String { "\(path): \(problem)" }
+    public var description: String { problem }
+
+    init(_ problem: String) { self.problem = problem }
 }
 
-/// Reads a base64 key from a file that only its owner may read (like `wg setconf` expects).
-public func readSecretKeyFile(_ path: String) throws(KeyFileError) -> WireGuardKey {
+/// Reads a base64 key from a regular file that belongs to one of `owners` (root and the user
+/// running this, by default) and that no group or other user may read or write, like
+/// `wg setconf` expects. A symbolic link is followed: the file it names is what is checked.
+public func readSecretKeyFile(_ path: String, owners: Set<uid_t> = [0, geteuid()]) throws(KeyFileError) -> WireGuardKey {
     var info = stat()
-    guard stat(path, &info) == 0 else {
-        throw KeyFileError(path: path, problem: "cannot read key file: \(Errno(rawValue: errno))")
+    // Refuse a FIFO or device before opening it: opening either can block or have effects.
+    guard stat(path, &info) == 0 else { throw KeyFileError("cannot read the key file: \(Errno(rawValue: errno))") }
+    guard info.st_mode & S_IFMT == S_IFREG else { throw KeyFileError("the key file is not a regular file") }
+    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
+    guard fd >= 0 else { throw KeyFileError("cannot read the key file: \(Errno(rawValue: errno))") }
+    defer { close(fd) }
+    // The checks that matter are made on what was opened, so a swap after `stat` gains nothing.
+    guard fstat(fd, &info) == 0 else { throw KeyFileError("cannot read the key file: \(Errno(rawValue: errno))") }
+    guard info.st_mode & S_IFMT == S_IFREG else { throw KeyFileError("the key file is not a regular file") }
+    guard owners.contains(info.st_uid) else {
+        let allowed = owners.sorted().map { $0 == 0 ? "root" : "uid \($0)" }.joined(separator: " or ")
+        throw KeyFileError("the key file belongs to uid \(info.st_uid), not to \(allowed); run chown root on it")
     }
-    guard info.st_mode & S_IFMT == S_IFREG else { throw KeyFileError(path: path, problem: "key file is not a regular file") }
     guard info.st_mode & 0o077 == 0 else {
-        throw KeyFileError(path: path, problem: String(
-            format: "key file is readable by group or others (mode %04o); run: chmod 600 %@", info.st_mode & 0o7777, path))
+        let access = info.st_mode & 0o044 != 0 ? "readable" : "writable or executable"
+        throw KeyFileError(String(format: "the key file is \(access) by group or others (mode %04o); run chmod 600 on it", info.st_mode & 0o7777))
     }
-    guard let data = FileManager.default.contents(atPath: path) else {
-        throw KeyFileError(path: path, problem: "cannot read key file")
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    var used = 0
+    while used < buffer.count {
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + used, $0.count - used) }
+        if n < 0, errno == EINTR { continue }
+        guard n >= 0 else { throw KeyFileError("cannot read the key file: \(Errno(rawValue: errno))") }
+        if n == 0 { break }
+        used += n
     }
-    let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    let text = String(decoding: buffer[..<used], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     guard let key = WireGuardKey(base64: text) else {
-        throw KeyFileError(path: path, problem: "key file does not hold a 44-character base64 WireGuard key")
+        throw KeyFileError("the key file does not hold a 44-character base64 WireGuard key")
     }
     return key
 }

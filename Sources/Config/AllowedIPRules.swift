@@ -1,0 +1,61 @@
+import Netlink
+import Reconciler
+
+/// Rules on allowed IPs that keep a peer from capturing traffic that is not its own: WireGuard
+/// routes each address to exactly one peer, and the gateway derives a route for each prefix.
+extension Configuration {
+    func checkAllowedIPs(errors: inout ConfigErrorList) {
+        if let gateway, !gateway.allowUnsafeAllowedIPs, let tunnel = devices.first(where: { $0.name == gateway.tunnel }) {
+            for section in tunnel.peers {
+                for (prefix, at) in zip(section.peer.allowedIPs, section.allowedIPLocations) {
+                    guard let why = Self.unsafe(prefix, lanPrefix: gateway.lanPrefix) else { continue }
+                    errors.append(ConfigError(at, "allowed IP \(prefix) of peer \(section.peer.name) \(why): its route via \(gateway.tunnel) would capture traffic that is not the peer's (set gateway.allow_unsafe_allowed_ips: true if this is meant)"))
+                }
+            }
+        }
+        for device in devices { checkOverlaps(device, errors: &errors) }
+    }
+
+    private static let linkLocal = IPPrefix("fe80::/10")!
+    private static let multicast = IPPrefix("ff00::/8")!
+    private static let unspecified = IPAddress("::")!
+    private static let loopback = IPAddress("::1")!
+
+    /// Why a prefix must not be a gateway peer's, or nil.
+    static func unsafe(_ prefix: IPPrefix, lanPrefix: IPPrefix) -> String? {
+        let overlaps = { (other: IPPrefix) in prefix.contains(other) || other.contains(prefix) }
+        if prefix.length == 0 { return "is every address (the default route)" }
+        if prefix.contains(unspecified) { return "holds the unspecified address ::" }
+        if prefix.contains(loopback) { return "holds the loopback address ::1" }
+        if overlaps(linkLocal) { return "overlaps link-local fe80::/10" }
+        if overlaps(multicast) { return "overlaps multicast ff00::/8" }
+        if prefix.contains(lanPrefix) { return "covers lan_prefix \(lanPrefix)" }
+        return nil
+    }
+
+    /// One peer's prefix inside another peer's on the same device: sorted by address then length,
+    /// prefixes nest like brackets, so one sweep with a stack of the enclosing ones finds every
+    /// case in O(n log n). Equal prefixes are reported by `checkPeers`.
+    private func checkOverlaps(_ device: DeviceSection, errors: inout ConfigErrorList) {
+        struct Claim {
+            var prefix: IPPrefix
+            var peer: Int
+            var at: SourceLocation
+        }
+        var claims: [Claim] = []
+        for (p, section) in device.peers.enumerated() {
+            for (prefix, at) in zip(section.peer.allowedIPs, section.allowedIPLocations) { claims.append(Claim(prefix: prefix, peer: p, at: at)) }
+        }
+        claims.sort { ($0.prefix, $0.peer) < ($1.prefix, $1.peer) }
+        var enclosing: [Claim] = []
+        for claim in claims {
+            while let last = enclosing.last, !last.prefix.contains(claim.prefix) { enclosing.removeLast() }
+            // At most 129 enclosing prefixes (one per length), so this stays linear.
+            if let outer = enclosing.last(where: { $0.peer != claim.peer }), outer.prefix != claim.prefix {
+                let peers = device.peers
+                errors.append(ConfigError(claim.at, "allowed IP \(claim.prefix) of peer \(peers[claim.peer].peer.name) lies inside \(outer.prefix) of peer \(peers[outer.peer].peer.name) at \(outer.at): an address must belong to one peer (WireGuard would send \(claim.prefix) to \(peers[claim.peer].peer.name) and the rest to \(peers[outer.peer].peer.name))"))
+            }
+            enclosing.append(claim)
+        }
+    }
+}

@@ -1,0 +1,21 @@
+/// Bounds on what one load reads, checked before the work they bound: a hostile or broken
+/// file is refused with an error, never allowed to exhaust the stack, memory or time.
+public struct ConfigLimits: Sendable {
+    /// Per file (main file and each include): a 50 000-peer file is about 10 MiB.
+    public var fileBytes = 32 << 20
+    /// `*.yaml` files in `include_dir`: one per device is the expected use.
+    public var includeFiles = 100_000
+    /// YAML nodes in one load, all files together, aliases counted as what they expand to.
+    public var nodes = 2_000_000
+    /// Lists and mappings inside one another; the schema itself needs 6.
+    public var depth = 32
+    /// Nodes that aliases may add, all files together: anchors save typing, not gigabytes.
+    public var aliasNodes = 10_000
+    /// Errors kept and reported; the rest are counted. A broken file of a million list items
+    /// must not become a million messages in memory, in the journal and in status.
+    public var errors = 1_000
+
+    public init() {}
+
+    public static let standard = ConfigLimits()
+}

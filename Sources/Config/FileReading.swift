@@ -1,0 +1,87 @@
+import Foundation
+import Glibc
+
+/// Why a configuration file or directory was refused; never quotes a file's content.
+struct FileProblem: Error {
+    var message: String
+}
+
+/// Who may own the configuration and the key files: root, and the user running wgkeeper.
+let trustedOwners: Set<uid_t> = [0, geteuid()]
+
+private var ownerNames: String { trustedOwners.sorted().map { $0 == 0 ? "root" : "uid \($0)" }.joined(separator: " or ") }
+
+private func errnoText() -> String { String(cString: strerror(errno)) }
+
+/// Reads a whole configuration file of at most `limit` bytes, the way sshd's StrictModes trusts
+/// a file: a regular file (a symbolic link is followed, and what it names is checked), owned by
+/// `trustedOwners`, writable by nobody else. Ownership, mode and size are checked on the open
+/// descriptor before anything is read, and the read stops past `limit` in case the file grows.
+func readConfigFile(_ path: String, limit: Int) -> Result<Data, FileProblem> {
+    var info = stat()
+    // A FIFO or device is refused before it is opened: opening either can block or have effects.
+    guard stat(path, &info) == 0 else { return .failure(FileProblem(message: "cannot read the file: \(errnoText())")) }
+    guard info.st_mode & S_IFMT == S_IFREG else { return .failure(FileProblem(message: "not a regular file")) }
+    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
+    guard fd >= 0 else { return .failure(FileProblem(message: "cannot read the file: \(errnoText())")) }
+    defer { close(fd) }
+    guard fstat(fd, &info) == 0 else { return .failure(FileProblem(message: "cannot read the file: \(errnoText())")) }
+    if let problem = untrusted(info, "the file", stickyRootIsFine: false) { return .failure(FileProblem(message: problem)) }
+    let size = limit % (1 << 20) == 0 ? "\(limit >> 20) MiB" : "\(limit) bytes"
+    let tooLarge = FileProblem(message: "the file is larger than \(size) (the limit)")
+    guard Int(info.st_size) <= limit else { return .failure(tooLarge) }
+    var data = Data(count: Int(info.st_size) + 1)
+    var used = 0
+    while true {
+        if used == data.count {
+            guard used <= limit else { return .failure(tooLarge) }
+            data.count = min(limit + 1, used * 2 + 4096)
+        }
+        let n = data.withUnsafeMutableBytes { read(fd, $0.baseAddress! + used, $0.count - used) }
+        if n < 0, errno == EINTR { continue }
+        guard n >= 0 else { return .failure(FileProblem(message: "cannot read the file: \(errnoText())")) }
+        if n == 0 { break }
+        used += n
+    }
+    guard used <= limit else { return .failure(tooLarge) }
+    data.count = used
+    return .success(data)
+}
+
+/// The directory holding a configuration file, or `include_dir` itself: owned by
+/// `trustedOwners` and writable by nobody else, except (for the main file's directory only) a
+/// root-owned sticky directory such as /tmp, where nobody may replace another's file.
+func checkDirectory(_ path: String, stickyRootIsFine: Bool) -> FileProblem? {
+    var info = stat()
+    guard stat(path, &info) == 0 else { return FileProblem(message: "cannot read directory \(path): \(errnoText())") }
+    guard info.st_mode & S_IFMT == S_IFDIR else { return FileProblem(message: "\(path) is not a directory") }
+    return untrusted(info, "directory \(path)", stickyRootIsFine: stickyRootIsFine).map(FileProblem.init)
+}
+
+/// The directories whose writers could replace `file`: the one it is named in and, when
+/// `file` is a symbolic link, the one its target is in.
+func directories(holding file: String) -> [String] {
+    let named = (file as NSString).deletingLastPathComponent
+    var result = [named.isEmpty ? "." : named]
+    if let real = realpath(file, nil) {
+        defer { free(real) }
+        let target = (String(cString: real) as NSString).deletingLastPathComponent
+        if let namedReal = realpath(result[0], nil) {
+            defer { free(namedReal) }
+            if String(cString: namedReal) != target { result.append(target) }
+        }
+    }
+    return result
+}
+
+private func untrusted(_ info: stat, _ what: String, stickyRootIsFine: Bool) -> String? {
+    guard trustedOwners.contains(info.st_uid) else {
+        return "\(what) belongs to uid \(info.st_uid), not to \(ownerNames) (whoever can write it controls the gateway); run chown root on it"
+    }
+    let mode = info.st_mode & 0o7777
+    guard mode & 0o022 == 0 || (stickyRootIsFine && mode & S_ISVTX != 0 && info.st_uid == 0) else {
+        let octal = String(mode, radix: 8)
+        return "\(what) is writable by group or others (mode \(String(repeating: "0", count: max(0, 4 - octal.count)) + octal)); run chmod go-w on it"
+    }
+    return nil
+}

@@ -1,0 +1,141 @@
+@testable import Config
+import Foundation
+import Netlink
+import Reconciler
+import XCTest
+
+/// One test per safety rule: names that are not interfaces, allowed IPs that would capture the
+/// gateway's own traffic, and peers whose allowed IPs overlap.
+final class SafetyRuleTests: XCTestCase {
+    private var fixture: ConfigFixture!
+
+    override func setUpWithError() throws { fixture = try ConfigFixture(for: self) }
+
+    private func errors(replacing old: String, with new: String, file: StaticString = #filePath, line: UInt = #line) throws -> [String] {
+        let base = AcceptedConfigs.base
+        XCTAssertTrue(base.contains(old), "the base configuration has no \(old)", file: file, line: line)
+        return try fixture.errors(base.replacingOccurrences(of: old, with: new), file: file, line: line)
+    }
+
+    private let allWhy = "net.ipv6.conf.all is every interface at once (its forwarding = 1 makes the host a router on every link)"
+    private let defaultWhy = "net.ipv6.conf.default is the template for interfaces created later, not an interface"
+
+    func testLANCannotBeAllDefaultOrLoopback() throws {
+        XCTAssertEqual(try errors(replacing: "  lan: private0", with: "  lan: all"), [
+            "wgkeeper.yaml:26:8: lan: \"all\" cannot be configured: \(allWhy)",
+        ])
+        XCTAssertEqual(try errors(replacing: "  lan: private0", with: "  lan: default"), [
+            "wgkeeper.yaml:26:8: lan: \"default\" cannot be configured: \(defaultWhy)",
+        ])
+        XCTAssertEqual(try errors(replacing: "  lan: private0", with: "  lan: lo"), [
+            "wgkeeper.yaml:26:8: lan: \"lo\" cannot be configured: it is the loopback interface",
+        ])
+    }
+
+    func testTunnelCannotBeAllDefaultLoopbackOrTheLAN() throws {
+        XCTAssertEqual(try errors(replacing: "  tunnel: wg0", with: "  tunnel: all"), [
+            "wgkeeper.yaml:25:11: tunnel: \"all\" cannot be configured: \(allWhy)",
+        ])
+        XCTAssertEqual(try errors(replacing: "  tunnel: wg0", with: "  tunnel: lo"), [
+            "wgkeeper.yaml:25:11: tunnel: \"lo\" cannot be configured: it is the loopback interface",
+        ])
+        XCTAssertEqual(try errors(replacing: "  lan: private0", with: "  lan: wg0"), [
+            "wgkeeper.yaml:26:8: lan: the LAN and the tunnel must be different interfaces",
+        ])
+        XCTAssertEqual(try fixture.errors("wireguard:\n  default:\n    private_key_file: wg0.key\n"), [
+            "wgkeeper.yaml:2:3: wireguard: \"default\" cannot be configured: \(defaultWhy)",
+        ])
+    }
+
+    func testExplicitRoutesAndProxiesCannotUseAllDefaultOrLoopback() throws {
+        XCTAssertEqual(try errors(replacing: "    device: wg0", with: "    device: lo"), [
+            "wgkeeper.yaml:33:13: device: \"lo\" cannot be configured: it is the loopback interface",
+        ])
+        XCTAssertEqual(try errors(replacing: "    device: private0", with: "    device: all"), [
+            "wgkeeper.yaml:39:13: device: \"all\" cannot be configured: \(allWhy)",
+        ])
+        XCTAssertEqual(try errors(replacing: "    device: private0", with: "    device: default"), [
+            "wgkeeper.yaml:39:13: device: \"default\" cannot be configured: \(defaultWhy)",
+        ])
+    }
+
+    private func unsafe(_ prefix: String, _ why: String) -> String {
+        "wgkeeper.yaml:22:13: allowed IP \(prefix) of peer bob-phone \(why): its route via wg0 would capture traffic that is not the peer's (set gateway.allow_unsafe_allowed_ips: true if this is meant)"
+    }
+
+    /// bob-phone's second allowed IP (line 22) replaced by each unsafe kind.
+    func testGatewayPeersCannotClaimSpecialOrCoveringPrefixes() throws {
+        let cases = [
+            ("::/128", "holds the unspecified address ::"),
+            ("::1/128", "holds the loopback address ::1"),
+            ("fe80::1/128", "overlaps link-local fe80::/10"),
+            ("fe80::/9", "overlaps link-local fe80::/10"),
+            ("ff02::1/128", "overlaps multicast ff00::/8"),
+            ("2001:db8:1::/64", "covers lan_prefix 2001:db8:1::/64"),
+            ("2001:db8::/32", "covers lan_prefix 2001:db8:1::/64"),
+        ]
+        for (prefix, why) in cases {
+            var expected = [unsafe(prefix, why)]
+            if prefix.hasPrefix("2001:db8") {
+                expected.insert("wgkeeper.yaml:15:23: allowed IP 2001:db8:1::100/128 of peer alice-laptop lies inside \(prefix) of peer bob-phone at wgkeeper.yaml:22:13: an address must belong to one peer (WireGuard would send 2001:db8:1::100/128 to alice-laptop and the rest to bob-phone)", at: 0)
+            }
+            if prefix == "2001:db8:1::/64" {
+                expected.append("wgkeeper.yaml:22:13: route 2001:db8:1::/64 (table 254, metric 1024) conflicts with the route from gateway lan_prefix at wgkeeper.yaml:24:1")
+                expected.append("wgkeeper.yaml:22:13: allowed IP 2001:db8:1::/64 of peer bob-phone lies inside lan_prefix 2001:db8:1::/64 but is not a /128: proxy NDP answers for single addresses only")
+            }
+            XCTAssertEqual(try errors(replacing: "- 2001:db8:5::/64", with: "- \(prefix)"), expected, prefix)
+        }
+        XCTAssertEqual(try errors(replacing: "- 2001:db8:5::/64", with: "- ::/0"), [
+            "wgkeeper.yaml:15:23: allowed IP 2001:db8:1::100/128 of peer alice-laptop lies inside ::/0 of peer bob-phone at wgkeeper.yaml:22:13: an address must belong to one peer (WireGuard would send 2001:db8:1::100/128 to alice-laptop and the rest to bob-phone)",
+            unsafe("::/0", "is every address (the default route)"),
+        ])
+    }
+
+    func testUnsafeAllowedIPsPassWithTheOptIn() throws {
+        let text = AcceptedConfigs.base
+            .replacingOccurrences(of: "- 2001:db8:5::/64", with: "- fe80::/64")
+            .replacingOccurrences(of: "  allow_lan_anycast: false", with: "  allow_lan_anycast: false\n  allow_unsafe_allowed_ips: true")
+        XCTAssertEqual(try fixture.loaded(text).summary, "1 device, 2 peers, 5 routes, 3 proxies")
+        // Peers of a device that is not the gateway's tunnel get no derived routes: not checked.
+        XCTAssertEqual(try fixture.loaded(AcceptedConfigs.minimal.replacingOccurrences(of: "wg0.key\n", with: """
+            wg0.key
+                peers:
+                  - name: upstream
+                    public_key: "\(ConfigFixture.alice)"
+                    allowed_ips: ["::/0"]
+
+            """)).summary, "1 device, 1 peer, 0 routes, 0 proxies")
+    }
+
+    func testOverlappingAllowedIPsNameBothPeers() throws {
+        XCTAssertEqual(try errors(replacing: "[2001:db8:1::100/128]", with: "[2001:db8:5:0:1::/80]"), [
+            "wgkeeper.yaml:15:23: allowed IP 2001:db8:5:0:1::/80 of peer alice-laptop lies inside 2001:db8:5::/64 of peer bob-phone at wgkeeper.yaml:22:13: an address must belong to one peer (WireGuard would send 2001:db8:5:0:1::/80 to alice-laptop and the rest to bob-phone)",
+        ])
+        // A peer's own prefixes may nest; only another peer's count.
+        XCTAssertEqual(try fixture.loaded(AcceptedConfigs.base.replacingOccurrences(of: "- 2001:db8:1::101/128", with: "- 2001:db8:5::1/128")).summary,
+                       "1 device, 2 peers, 5 routes, 2 proxies")
+    }
+
+    func testOverlapCheckIsFastAtFiftyThousandPeers() throws {
+        let key = WireGuardKey(base64: ConfigFixture.alice)!
+        let at = SourceLocation(file: "f", line: 1, column: 1)
+        var device = DeviceSection(name: "wg0", location: at)
+        // Disjoint /128s, then one /108 that holds 4 096 of them: a pairwise check would compare 1.25·10⁹ pairs.
+        for i in 0..<50_000 {
+            let prefix = IPPrefix(address: .v6(IPv6Address(high: 0x2001_0db8_0009_0000, low: UInt64(i) << 8)), length: 128)
+            device.peers.append(PeerSection(location: at, peer: DesiredPeer(name: "p\(i)", publicKey: key, allowedIPs: [prefix]),
+                                            allowedIPLocations: [at]))
+        }
+        let wide = IPPrefix("2001:db8:9::10:0/108")!
+        device.peers.append(PeerSection(location: at, peer: DesiredPeer(name: "wide", publicKey: key, allowedIPs: [wide]), allowedIPLocations: [at]))
+        var configuration = Configuration()
+        configuration.devices = [device]
+        var errors = ConfigErrorList()
+        let start = ContinuousClock.now
+        configuration.checkAllowedIPs(errors: &errors)
+        XCTAssertLessThan(ContinuousClock.now - start, .seconds(2))
+        XCTAssertEqual(errors.count, 4096)
+        XCTAssertEqual(errors.kept.first?.message.hasPrefix("allowed IP 2001:db8:9::10:0/128 of peer p4096 lies inside 2001:db8:9::10:0/108 of peer wide"), true,
+                       errors.kept.first?.message ?? "")
+    }
+}
