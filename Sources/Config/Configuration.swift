@@ -14,6 +14,8 @@ public struct Configuration: Sendable {
 
 public struct RuntimeSettings: Hashable, Sendable {
     public var statusSocket = "/run/wgkeeper/status.sock"
+    /// Group (name or number) allowed on the status socket besides root; it owns the socket file.
+    public var statusGroup: String?
     public var bpfPinRoot = "/sys/fs/bpf/wgkeeper"
     public var routeProtocol: UInt8 = 77
     public var wireGuardPoll: Duration = .seconds(2)
