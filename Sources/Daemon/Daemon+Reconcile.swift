@@ -94,6 +94,7 @@ extension Daemon {
 
     /// Parses and validates first; an invalid configuration changes nothing but status.
     func reload() -> ReloadReply {
+        reloads += 1
         notifier.reloading()
         defer { notifier.ready(status: statusLine) }
         switch ConfigLoader().load(path: options.configPath) {

@@ -36,6 +36,7 @@ public final class Daemon {
     }
 
     static let debounce: Duration = .milliseconds(2)
+    static let reloadSpacing: Duration = .milliseconds(100)
     static let version = "0.1.0-dev"
 
     let options: Options
@@ -71,6 +72,8 @@ public final class Daemon {
     var nextResync: ContinuousClock.Instant = .now
     var nextWatchdog: ContinuousClock.Instant = .now
     var stopRequested = false
+    var reloadRequested = false
+    var nextReloadAllowed: ContinuousClock.Instant = .now
     var netlinkHealthy = true
 
     // What status shows.
@@ -82,6 +85,7 @@ public final class Daemon {
     var changesApplied = 0
     var resyncs = 0
     var overflows = 0
+    var reloads = 0
     var sysctlWrites = 0
     var wireGuardWrites: Int { wireGuard?.writeCount ?? 0 }
     var datapathMaps: DatapathMapsAdapter?
@@ -115,13 +119,14 @@ public final class Daemon {
             }
             wireGuard = nil
         }
-        server = try StatusServer(path: loaded.configuration.runtime.statusSocket)
+        server = try StatusServer(path: loaded.configuration.runtime.statusSocket,
+                                  access: StatusAccess(statusGroup: loaded.configuration.runtime.statusGroup), loop: loop)
     }
 
     // MARK: - the loop
 
     enum Token: UInt64 {
-        case signals = 1, events = 2, listener = 3, resolver = 4
+        case signals = 1, events = 2, resolver = 4
     }
 
     public func run() throws -> Int32 {
@@ -129,7 +134,6 @@ public final class Daemon {
         signal(SIGPIPE, SIG_IGN)
         try loop.add(SignalPipe.readEnd, token: Token.signals.rawValue)
         try loop.add(events.fileDescriptor, token: Token.events.rawValue)
-        if let server { try loop.add(server.fd, token: Token.listener.rawValue) }
         try loop.add(resolver.wakeFD, token: Token.resolver.rawValue)
         logger.info("starting", metadata: ["config": "\(options.configPath)", "summary": "\(loaded.summary)"])
 
@@ -145,6 +149,8 @@ public final class Daemon {
             let ready = loop.wait(until: nextDeadline)
             for item in ready { handle(item) }
             runTimers(now: .now)
+            serveStatusRequests()
+            reloadIfRequested()
             if let at = reconcileAt, at <= .now { reconcile() }
         }
 
@@ -160,6 +166,8 @@ public final class Daemon {
         if let reconcileAt { candidates.append(reconcileAt) }
         if notifier.watchdogInterval != nil { candidates.append(nextWatchdog) }
         if let at = server?.nextDeadline { candidates.append(at) }
+        if server?.hasRequests == true { candidates.append(.now) }
+        if reloadRequested { candidates.append(nextReloadAllowed) }
         if let retry = failures.values.map(\.retryAt).min() { candidates.append(retry) }
         return candidates.min()
     }
@@ -191,9 +199,7 @@ public final class Daemon {
             // Only a loop that turns and talks to the kernel may say it is alive.
             if netlinkHealthy { notifier.watchdog() }
         }
-        if let server {
-            for fd in server.expired(at: now) { dropClient(fd) }
-        }
+        server?.expire(at: now)
     }
 
     func handle(_ ready: EventLoop.Ready) {
@@ -203,7 +209,7 @@ public final class Daemon {
                 switch signal {
                 case SIGHUP:
                     logger.info("SIGHUP: reloading")
-                    _ = reload()
+                    reloadRequested = true
                 default:
                     logger.info("signal \(signal): stopping")
                     stopRequested = true
@@ -213,11 +219,10 @@ public final class Daemon {
             drainEvents()
         case Token.resolver.rawValue:
             applyResolutions()
-        case Token.listener.rawValue:
-            guard let server else { return }
-            for fd in server.accept() { try? loop.add(fd, token: UInt64(fd) + 1000) }
+        case server?.listenerToken:
+            server?.acceptWaiting(now: .now)
         default:
-            handleClient(Int32(ready.token - 1000), ready)
+            if let server, let fd = server.fd(forToken: ready.token) { server.service(fd, ready) }
         }
     }
 }

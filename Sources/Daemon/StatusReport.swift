@@ -47,6 +47,14 @@ public struct StatusReport: Codable, Sendable {
         public var programs: [String: UInt32] = [:]
     }
 
+    public struct StatusSocket: Codable, Sendable {
+        public var clients: Int
+        /// Connections refused by the peer-credential check.
+        public var refused: Int
+        /// Idle clients closed to make room for new ones.
+        public var evicted: Int
+    }
+
     public var version: String
     public var pid: Int32
     public var configGeneration: Int
@@ -59,6 +67,11 @@ public struct StatusReport: Codable, Sendable {
     public var changesApplied: Int
     public var resyncs: Int
     public var overflows: Int
+    /// Reloads performed (SIGHUP and socket requests, coalesced).
+    public var reloads: Int
+    public var statusSocket: StatusSocket
+    /// Log lines lost because standard error or the journal would have blocked or failed.
+    public var logLinesDropped: Int
     public var kinds: [String: KindCounts]
     public var failed: [FailedObject]
     public var pending: [PendingObject]
