@@ -29,9 +29,17 @@ extension Daemon {
                                                retryAt: .now + Daemon.maxRetry, refused: true)
             return true
         }
+        // A peer whose endpoint name has not resolved waits; the lookup runs off the loop.
+        var held: [Pending] = []
+        due.removeAll { change in
+            guard let why = endpointHold(change) else { return false }
+            held.append(Pending(kind: change.kind, object: change.subject, reason: why))
+            return true
+        }
         var applied = 0
         if !due.isEmpty {
-            let applier = KernelApplier(rtnetlink: rtnetlink, wireGuard: wireGuard, datapath: datapathMaps)
+            let endpoints = resolvedEndpoints
+            let applier = KernelApplier(rtnetlink: rtnetlink, wireGuard: wireGuard, datapath: datapathMaps, resolve: { endpoints[$0] })
             let results = applier.apply(due)
             sysctlWrites += due.filter { $0.kind == .sysctl }.count
             for result in results { record(result) }
@@ -61,6 +69,9 @@ extension Daemon {
             let done = Set(due.map(\.subject)).subtracting(failures.keys)
             outstanding.changes.removeAll { done.contains($0.subject) }
         }
+        let heldSubjects = Set(held.map(\.object))
+        outstanding.changes.removeAll { heldSubjects.contains($0.subject) }
+        outstanding.pending += held
         lastPlan = outstanding
         changesApplied += applied
         reconciles += 1
@@ -108,6 +119,7 @@ extension Daemon {
             loaded = config
             generation += 1
             configErrors = []
+            refreshEndpoints()
             if config.configuration.runtime.statusSocket != old.statusSocket || config.configuration.runtime.bpfPinRoot != old.bpfPinRoot {
                 logger.warning("status_socket and bpf_pin_root take effect on restart")
             }

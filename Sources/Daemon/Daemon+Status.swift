@@ -67,7 +67,7 @@ extension Daemon {
             },
             pending: lastPlan.pending.prefix(Daemon.listedObjects).map { .init(kind: $0.kind.description, object: $0.object, reason: $0.reason) },
             conflicts: lastPlan.conflicts.prefix(Daemon.listedObjects).map(\.description),
-            peers: peers, datapath: datapathStatus, safety: safety)
+            peers: peers, endpoints: endpointStatus, datapath: datapathStatus, safety: safety)
     }
 
     /// Answers what the status clients asked this turn: at most one request each. Reload

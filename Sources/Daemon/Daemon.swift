@@ -63,6 +63,11 @@ public final class Daemon {
     /// When each host-name endpoint was last resolved (seconds since the epoch).
     var lastResolved: [LastApplied.PeerKey: Double] = [:]
     let resolver: EndpointResolver
+    /// Host-name endpoints of the configuration and what their lookups said.
+    var resolutions: [HostEndpoint: HostResolution] = [:]
+    /// Quiet peers whose name is being looked up again (DESIGN §5).
+    var reresolving: Set<LastApplied.PeerKey> = []
+    var nextEndpointCheck: ContinuousClock.Instant?
 
     // Scheduling.
     var reads: Set<Read> = [.everything]
@@ -137,6 +142,7 @@ public final class Daemon {
         try loop.add(resolver.wakeFD, token: Token.resolver.rawValue)
         logger.info("starting", metadata: ["config": "\(options.configPath)", "summary": "\(loaded.summary)"])
 
+        refreshEndpoints()
         reconcile()
         // The first reconcile read everything: the poll and resync timers start from here.
         nextWireGuardPoll = .now + runtime.wireGuardPoll
@@ -168,6 +174,7 @@ public final class Daemon {
         if let at = server?.nextDeadline { candidates.append(at) }
         if server?.hasRequests == true { candidates.append(.now) }
         if reloadRequested { candidates.append(nextReloadAllowed) }
+        if let nextEndpointCheck { candidates.append(nextEndpointCheck) }
         if let retry = failures.values.map(\.retryAt).min() { candidates.append(retry) }
         return candidates.min()
     }
@@ -200,6 +207,7 @@ public final class Daemon {
             if netlinkHealthy { notifier.watchdog() }
         }
         server?.expire(at: now)
+        if let at = nextEndpointCheck, now >= at { refreshEndpoints(now: now) }
     }
 
     func handle(_ ready: EventLoop.Ready) {

@@ -55,6 +55,14 @@ public struct StatusReport: Codable, Sendable {
         public var evicted: Int
     }
 
+    /// A host-name endpoint: `resolving`, `resolved` (to `address`) or `unresolved` (`error`).
+    public struct HostEndpointState: Codable, Sendable {
+        public var endpoint: String
+        public var state: String
+        public var address: String?
+        public var error: String?
+    }
+
     public var version: String
     public var pid: Int32
     public var configGeneration: Int
@@ -77,6 +85,7 @@ public struct StatusReport: Codable, Sendable {
     public var pending: [PendingObject]
     public var conflicts: [String]
     public var peers: [Peer]
+    public var endpoints: [HostEndpointState]
     public var datapath: Datapath?
     public var safety: [SafetyCheck]
 }
