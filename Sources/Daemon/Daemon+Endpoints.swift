@@ -148,6 +148,20 @@ extension Daemon {
         nextEndpointCheck = next
     }
 
+    /// Before the first reconcile only: names that resolve quickly (/etc/hosts, a warm cache)
+    /// are in place for it, so READY=1 does not come with peers held back for no reason.
+    /// A slow DNS server costs at most `within`; the lookups then finish in the background.
+    func awaitFirstLookups(within: Duration) {
+        let deadline = ContinuousClock.now + within
+        while resolutions.values.contains(where: { $0.started != nil }) {
+            let left = ContinuousClock.now.duration(to: deadline)
+            guard left > .zero else { return }
+            var ready = pollfd(fd: resolver.wakeFD, events: Int16(POLLIN), revents: 0)
+            _ = poll(&ready, 1, Int32(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1))
+            applyResolutions()
+        }
+    }
+
     /// Starts re-resolutions for host-name endpoints of peers that have been quiet too long.
     func reresolveQuietPeers() {
         let now = Date().timeIntervalSince1970

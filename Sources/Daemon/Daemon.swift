@@ -143,6 +143,7 @@ public final class Daemon {
         logger.info("starting", metadata: ["config": "\(options.configPath)", "summary": "\(loaded.summary)"])
 
         refreshEndpoints()
+        awaitFirstLookups(within: .milliseconds(200))
         reconcile()
         // The first reconcile read everything: the poll and resync timers start from here.
         nextWireGuardPoll = .now + runtime.wireGuardPoll
