@@ -11,8 +11,9 @@ final class StatusServer {
         var maxClients = 64
         /// Unprocessed bytes read from one client; beyond this the socket is not read.
         var maxInputBytes = 64 * 1024
-        /// Unsent reply bytes queued for one client: it stops being served at this size and is
-        /// dropped at twice it.
+        /// Unsent reply bytes queued for one client: it is not served again until it reads
+        /// below this, so its queue never exceeds this plus one reply (however large a status
+        /// reply of a big gateway is) or the answers to the reload requests it had sent.
         var maxOutputBytes = 1 << 20
         var idleTimeout: Duration = .seconds(10)
     }
@@ -229,7 +230,6 @@ final class StatusServer {
         let idle = client.awaitingReload == 0 && !client.hasRequestLine
         if client.eof, idle, client.output.isEmpty || client.hungUp { return drop(client.fd) }
         if client.hungUp { return loop.remove(client.fd) }
-        if client.output.count > 2 * limits.maxOutputBytes { return drop(client.fd) }
         if !client.eof, client.input.count >= limits.maxInputBytes, !client.input.contains(10) {
             // A line longer than any request: say so and hang up.
             client.input = []
@@ -336,37 +336,6 @@ final class StatusServer {
     }
 
     var nextDeadline: ContinuousClock.Instant? { clients.values.map(\.deadline).min() }
-}
-
-/// Who may use the status socket: root, the daemon's own user, and members of `status_group`
-/// (by the peer's primary or supplementary groups as the kernel recorded them at connect()).
-struct StatusAccess {
-    let group: (id: gid_t, name: String)?
-
-    init(group: (id: gid_t, name: String)?) { self.group = group }
-
-    /// Resolves `status_group` once, at start: a name through the group database, or a number.
-    init(statusGroup: String?) throws {
-        guard let spec = statusGroup else { group = nil; return }
-        if let number = UInt32(spec) {
-            group = (number, spec)
-            return
-        }
-        var entry = Glibc.group()
-        var result: UnsafeMutablePointer<Glibc.group>?
-        var buffer = [CChar](repeating: 0, count: 16 * 1024)
-        let status = getgrnam_r(spec, &entry, &buffer, buffer.count, &result)
-        guard status == 0, let found = result else {
-            throw DaemonError("runtime.status_group: no group named \"\(spec)\"\(status == 0 ? "" : " (\(Errno(rawValue: status)))")")
-        }
-        group = (found.pointee.gr_gid, spec)
-    }
-
-    func allows<Groups: Sequence<UInt32>>(uid: UInt32, gid: UInt32, groups: Groups) -> Bool {
-        if uid == 0 || uid == geteuid() { return true }
-        guard let group else { return false }
-        return gid == group.id || groups.contains(group.id)
-    }
 }
 
 public struct DaemonError: Error, CustomStringConvertible {

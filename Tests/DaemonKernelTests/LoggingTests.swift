@@ -60,10 +60,13 @@ final class LoggingTests: XCTestCase {
 
         var datagrams: [String] = []
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
-        while true {
+        // READY=1 is sent just before the "ready" line is logged: wait for it.
+        let deadline = ContinuousClock.now + .seconds(2)
+        while !datagrams.contains(where: { $0.hasPrefix("MESSAGE=ready") }), ContinuousClock.now < deadline {
+            var pfd = pollfd(fd: journal, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, 100) == 1 else { continue }
             let n = recv(journal, &buffer, buffer.count, Int32(MSG_DONTWAIT))
-            if n <= 0 { break }
-            datagrams.append(String(decoding: buffer[0..<n], as: UTF8.self))
+            if n > 0 { datagrams.append(String(decoding: buffer[0..<n], as: UTF8.self)) }
         }
         let ready = try XCTUnwrap(datagrams.first { $0.hasPrefix("MESSAGE=ready") }, "\(datagrams)")
         let fields = Set(ready.split(separator: "\n").map { String($0.prefix { $0 != "=" }) })
