@@ -72,6 +72,8 @@ final class LoggingTests: XCTestCase {
         let fields = Set(ready.split(separator: "\n").map { String($0.prefix { $0 != "=" }) })
         XCTAssertTrue(fields.isSuperset(of: ["MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "STATUS"]), "\(ready)")
         XCTAssertTrue(ready.contains("\nPRIORITY=6\n"), ready)
+        let key = try String(contentsOfFile: h.keyPath, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        XCTAssertFalse(datagrams.contains { $0.contains(key) }, "the private key is in a log line")
         // `log` waits for data: look only if there is some.
         var output = pollfd(fd: h.output.fileHandleForReading.fileDescriptor, events: Int16(POLLIN), revents: 0)
         if poll(&output, 1, 0) == 1 { XCTAssertFalse(h.log.contains("ready"), "journal messages are not also written to standard error") }
