@@ -3,7 +3,7 @@
 public enum ConfigKeys {
     public static let top = ["runtime", "wireguard", "gateway", "routes", "proxies"]
     public static let runtime = ["status_socket", "bpf_pin_root", "route_protocol", "wireguard_poll", "proxy_poll", "resync",
-                                 "include_dir", "state_dir"]
+                                 "include_dir", "state_dir", "status_group"]
     public static let device = ["private_key_file", "listen_port", "prune_peers", "peers"]
     public static let peer = ["name", "public_key", "preshared_key_file", "allowed_ips", "endpoint", "persistent_keepalive"]
     public static let gateway = ["tunnel", "lan", "lan_prefix", "proxy_ndp", "redirect", "allow_lan_anycast", "allow_unsafe_allowed_ips"]

@@ -15,6 +15,8 @@ public struct Configuration: Sendable {
 
 public struct RuntimeSettings: Hashable, Sendable {
     public var statusSocket = "/run/wgkeeper/status.sock"
+    /// Group (name or number) allowed on the status socket besides root; it owns the socket file.
+    public var statusGroup: String?
     public var bpfPinRoot = "/sys/fs/bpf/wgkeeper"
     /// Where the records of what wgkeeper changed live (sysctls' earlier values, devices it
     /// created); the status socket's directory unless set.

@@ -169,6 +169,13 @@ struct Decoder {
         if let (text, _) = path(map["status_socket"]) { runtime.statusSocket = text }
         if let (text, _) = path(map["bpf_pin_root"]) { runtime.bpfPinRoot = text }
         if let (text, _) = path(map["state_dir"]) { runtime.stateDirectory = text }
+        if let (text, at) = scalar(map["status_group"]) {
+            if Scalars.isGroup(text) {
+                runtime.statusGroup = text
+            } else {
+                fail(at, "status_group: expected a group name (letters, digits, _ and -, at most 32) or a group number, got \"\(text.prefix(40))\"")
+            }
+        }
         if let (text, at) = scalar(map["route_protocol"]) {
             if let value = Scalars.integer(text, in: 1...255) {
                 if let name = ConfigKeys.reservedRouteProtocols[UInt8(value)] {

@@ -74,6 +74,15 @@ enum Scalars {
         "default": "net.ipv6.conf.default is the template for interfaces created later, not an interface",
         "lo": "it is the loopback interface",
     ]
+    /// A group name as useradd(8) accepts it (`[a-z_][a-z0-9_-]*`, an optional trailing `$`,
+    /// at most 32), or a group number.
+    static func isGroup(_ text: String) -> Bool {
+        if let number = UInt32(text) { return number != UInt32.max }
+        guard let first = text.unicodeScalars.first, text.utf8.count <= 32 else { return false }
+        let body = text.hasSuffix("$") ? String(text.dropLast()) : text
+        let allowed: (Unicode.Scalar) -> Bool = { ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-" }
+        return (("a"..."z").contains(first) || first == "_") && !body.isEmpty && body.unicodeScalars.allSatisfy(allowed)
+    }
 
     static func isPeerName(_ text: String) -> Bool {
         guard let first = text.unicodeScalars.first, text.utf8.count <= 64 else { return false }

@@ -20,14 +20,16 @@ extension Daemon {
         reportRefusals(plan)
         var applied = 0
         var attempted: [Change] = []
+        var held: [Pending] = []
         // A device the plan creates comes first: what hangs off it is planned once it exists.
         if plan.changes.contains(where: { if case .link(_, .create) = $0.object { true } else { false } }) {
-            let links = due(plan.changes.filter { $0.kind == .link })
+            let links = due(plan.changes.filter { $0.kind == .link }, held: &held)
             applied += apply(links)
             attempted += links
             plan = makePlan()
         }
-        let changes = due(plan.changes)
+        held = []
+        let changes = due(plan.changes, held: &held)
         applied += apply(changes)
         attempted += changes
         // Objects no longer planned are no longer failing.
@@ -41,6 +43,9 @@ extension Daemon {
             let done = Set(changes.map(\.subject)).subtracting(failures.keys)
             outstanding.changes.removeAll { done.contains($0.subject) }
         }
+        let heldSubjects = Set(held.map(\.object))
+        outstanding.changes.removeAll { heldSubjects.contains($0.subject) }
+        outstanding.pending += held
         lastPlan = outstanding
         changesApplied += applied
         reconciles += 1
@@ -61,10 +66,17 @@ extension Daemon {
         Reconciler.plan(desired, observed, lastApplied: lastApplied, records: records)
     }
 
-    /// The changes to make now: a failed one waits out its backoff.
-    func due(_ changes: [Change]) -> [Change] {
+    /// The changes to make now: a failed one waits out its backoff, and a peer whose endpoint
+    /// name has not resolved waits in `held` (the lookup runs off the loop).
+    func due(_ changes: [Change], held: inout [Pending]) -> [Change] {
         let now = ContinuousClock.now
-        return changes.filter { failures[$0.subject].map { $0.retryAt <= now } ?? true }
+        var due = changes.filter { failures[$0.subject].map { $0.retryAt <= now } ?? true }
+        due.removeAll { change in
+            guard let why = endpointHold(change) else { return false }
+            held.append(Pending(kind: change.kind, object: change.subject, reason: why))
+            return true
+        }
+        return due
     }
 
     /// Applies `changes`, records each outcome, and brings the cache up to date with what the
@@ -72,7 +84,8 @@ extension Daemon {
     func apply(_ changes: [Change]) -> Int {
         guard !changes.isEmpty else { return 0 }
         recordBeforeApplying(changes)
-        let applier = KernelApplier(rtnetlink: rtnetlink, wireGuard: wireGuard, datapath: datapathMaps)
+        let endpoints = resolvedEndpoints
+        let applier = KernelApplier(rtnetlink: rtnetlink, wireGuard: wireGuard, datapath: datapathMaps, resolve: { endpoints[$0] })
         let results = applier.apply(changes)
         sysctlWrites += changes.filter { $0.kind == .sysctl }.count
         for result in results { record(result) }
@@ -160,6 +173,7 @@ extension Daemon {
 
     /// Parses and validates first; an invalid configuration changes nothing but status.
     func reload() -> ReloadReply {
+        reloads += 1
         notifier.reloading()
         defer { notifier.ready(status: statusLine) }
         let result = ConfigLoader().load(path: options.configPath).flatMap { config in
@@ -178,6 +192,7 @@ extension Daemon {
             loaded = config
             generation += 1
             configErrors = []
+            refreshEndpoints()
             // The caches hold every route and proxy entry; what depends on the desired state's
             // names (sysctl keys, devices, attachments) is read again.
             kernel.stale.formUnion([.sysctls, .wireGuard, .datapath])

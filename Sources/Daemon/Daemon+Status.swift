@@ -62,7 +62,9 @@ extension Daemon {
             configErrors: configErrors, lastReconcile: lastReconcile?.timeIntervalSince1970,
             lastReconcileDurationMs: lastReconcileDuration.map { Double($0.components.attoseconds) / 1e15 + Double($0.components.seconds) * 1e3 },
             reconciles: reconciles, netlinkWrites: netlinkWrites, changesApplied: changesApplied, resyncs: resyncs,
-            overflows: kernel.overflows, kinds: kindCounts(),
+            overflows: kernel.overflows, reloads: reloads,
+            statusSocket: .init(clients: server?.clients.count ?? 0, refused: server?.refused ?? 0, evicted: server?.evicted ?? 0),
+            logLinesDropped: JournalLogHandler.dropped, kinds: kindCounts(),
             failed: failures.sorted { $0.key < $1.key }.prefix(Daemon.listedObjects).map { subject, failure in
                 .init(kind: failure.kind.description, object: subject, error: failure.error, attempts: failure.attempts,
                       nextRetryInSeconds: max(0, Double(now.duration(to: failure.retryAt).components.seconds)))
@@ -70,43 +72,42 @@ extension Daemon {
             pending: lastPlan.pending.prefix(Daemon.listedObjects).map { .init(kind: $0.kind.description, object: $0.object, reason: $0.reason) },
             conflicts: lastPlan.conflicts.prefix(Daemon.listedObjects).map(\.description),
             refused: lastPlan.refused.prefix(Daemon.listedObjects).map { .init(kind: $0.kind.description, object: $0.object, reason: $0.reason) },
-            peers: peers, datapath: datapathStatus, safety: safety)
+            peers: peers, endpoints: endpointStatus, datapath: datapathStatus, safety: safety)
     }
 
-    func handleClient(_ fd: Int32, _ ready: EventLoop.Ready) {
+    /// Answers what the status clients asked this turn: at most one request each. Reload
+    /// requests wait for the next reload, which answers all of them at once.
+    func serveStatusRequests() {
         guard let server else { return }
-        if ready.writable, !server.flush(fd) { return dropClient(fd) }
-        if ready.readable || ready.hangup {
-            guard let lines = server.read(fd) else { return dropClient(fd) }
-            for line in lines where !line.trimmingCharacters(in: .whitespaces).isEmpty {
-                if !server.reply(fd, answer(line)) { return dropClient(fd) }
+        var encodedStatus: String?
+        for (fd, request) in server.takeRequests(now: .now) {
+            switch request {
+            case .success(.status):
+                if encodedStatus == nil { encodedStatus = Daemon.encode(statusReport()) }
+                server.reply(fd, encodedStatus!)
+            case .success(.reload):
+                server.awaitReload(fd)
+                reloadRequested = true
+            case .failure(let error):
+                server.reply(fd, Daemon.encode(ErrorReply(error: error.description)))
             }
         }
-        if server.isFinished(fd) { return dropClient(fd) }
-        loop.modify(fd, token: UInt64(fd) + 1000, readable: !server.isReadClosed(fd), writable: server.wantsWrite(fd))
     }
 
-    func dropClient(_ fd: Int32) {
-        loop.remove(fd)
-        server?.drop(fd)
+    /// One reload for every request since the last one (SIGHUP or the socket), no sooner than
+    /// `reloadSpacing` after the previous: a flood of requests costs a few reloads, not one each.
+    func reloadIfRequested() {
+        guard reloadRequested, ContinuousClock.now >= nextReloadAllowed else { return }
+        reloadRequested = false
+        let reply = reload()
+        nextReloadAllowed = .now + Daemon.reloadSpacing
+        server?.answerReloads(Daemon.encode(reply))
     }
 
-    func answer(_ line: String) -> String {
+    static func encode<T: Encodable>(_ value: T) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         encoder.keyEncodingStrategy = .convertToSnakeCase
-        func encode<T: Encodable>(_ value: T) -> String {
-            (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? #"{"error":"encoding failed"}"#
-        }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-              let command = object["command"] as? String
-        else { return encode(ErrorReply(error: #"expected one JSON object per line, such as {"command":"status"}"#)) }
-        switch command {
-        case "status": return encode(statusReport())
-        case "reload":
-            logger.info("reload requested on the status socket")
-            return encode(reload())
-        default: return encode(ErrorReply(error: "unknown command \(command.prefix(40)); known: status, reload"))
-        }
+        return (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? #"{"error":"encoding failed"}"#
     }
 }

@@ -32,6 +32,7 @@ public final class Daemon {
     }
 
     static let debounce: Duration = .milliseconds(2)
+    static let reloadSpacing: Duration = .milliseconds(100)
     static let version = "0.1.0-dev"
 
     let options: Options
@@ -57,6 +58,11 @@ public final class Daemon {
     /// When each host-name endpoint was last resolved (seconds since the epoch).
     var lastResolved: [LastApplied.PeerKey: Double] = [:]
     let resolver: EndpointResolver
+    /// Host-name endpoints of the configuration and what their lookups said.
+    var resolutions: [HostEndpoint: HostResolution] = [:]
+    /// Quiet peers whose name is being looked up again (DESIGN §5).
+    var reresolving: Set<LastApplied.PeerKey> = []
+    var nextEndpointCheck: ContinuousClock.Instant?
 
     // Scheduling.
     var reconcileAt: ContinuousClock.Instant? = .now
@@ -65,6 +71,8 @@ public final class Daemon {
     var nextResync: ContinuousClock.Instant = .now
     var nextWatchdog: ContinuousClock.Instant = .now
     var stopRequested = false
+    var reloadRequested = false
+    var nextReloadAllowed: ContinuousClock.Instant = .now
     var netlinkHealthy = true
 
     // What status shows.
@@ -75,6 +83,7 @@ public final class Daemon {
     var reconciles = 0
     var changesApplied = 0
     var resyncs = 0
+    var reloads = 0
     var sysctlWrites = 0
     var wireGuardWrites: Int { wireGuard?.writeCount ?? 0 }
     var datapathMaps: DatapathMapsAdapter?
@@ -108,7 +117,8 @@ public final class Daemon {
             logger.warning("WireGuard's generic netlink family is not there yet; looked for again at each read")
         }
         if options.listen {
-            server = try StatusServer(path: loaded.configuration.runtime.statusSocket)
+            server = try StatusServer(path: loaded.configuration.runtime.statusSocket,
+                                      access: StatusAccess(statusGroup: loaded.configuration.runtime.statusGroup), loop: loop)
         } else if let address = UnixSocketAddress(loaded.configuration.runtime.statusSocket), StatusServer.someoneAnswers(address) {
             throw DaemonError("a wgkeeper daemon answers on \(loaded.configuration.runtime.statusSocket): it would put back what cleanup removes; stop it first (systemctl stop wgkeeper)")
         }
@@ -117,7 +127,7 @@ public final class Daemon {
     // MARK: - the loop
 
     enum Token: UInt64 {
-        case signals = 1, events = 2, listener = 3, resolver = 4
+        case signals = 1, events = 2, resolver = 4
     }
 
     /// `wgkeeper cleanup`: see `cleanup()`. Returns the exit status.
@@ -131,10 +141,11 @@ public final class Daemon {
         signal(SIGPIPE, SIG_IGN)
         try loop.add(SignalPipe.readEnd, token: Token.signals.rawValue)
         try loop.add(events.fileDescriptor, token: Token.events.rawValue)
-        if let server { try loop.add(server.fd, token: Token.listener.rawValue) }
         try loop.add(resolver.wakeFD, token: Token.resolver.rawValue)
         logger.info("starting", metadata: ["config": "\(options.configPath)", "summary": "\(loaded.summary)"])
 
+        refreshEndpoints()
+        awaitFirstLookups(within: .milliseconds(200))
         reconcile()
         // The first reconcile read everything: the poll and resync timers start from here.
         nextWireGuardPoll = .now + runtime.wireGuardPoll
@@ -147,6 +158,8 @@ public final class Daemon {
             let ready = loop.wait(until: nextDeadline)
             for item in ready { handle(item) }
             runTimers(now: .now)
+            serveStatusRequests()
+            reloadIfRequested()
             if let at = reconcileAt, at <= .now { reconcile() }
         }
 
@@ -162,6 +175,9 @@ public final class Daemon {
         if let reconcileAt { candidates.append(reconcileAt) }
         if notifier.watchdogInterval != nil { candidates.append(nextWatchdog) }
         if let at = server?.nextDeadline { candidates.append(at) }
+        if server?.hasRequests == true { candidates.append(.now) }
+        if reloadRequested { candidates.append(nextReloadAllowed) }
+        if let nextEndpointCheck { candidates.append(nextEndpointCheck) }
         if let retry = failures.values.map(\.retryAt).min() { candidates.append(retry) }
         return candidates.min()
     }
@@ -194,9 +210,8 @@ public final class Daemon {
             // Only a loop that turns and talks to the kernel may say it is alive.
             if netlinkHealthy { notifier.watchdog() }
         }
-        if let server {
-            for fd in server.expired(at: now) { dropClient(fd) }
-        }
+        server?.expire(at: now)
+        if let at = nextEndpointCheck, now >= at { refreshEndpoints(now: now) }
     }
 
     func handle(_ ready: EventLoop.Ready) {
@@ -206,7 +221,7 @@ public final class Daemon {
                 switch signal {
                 case SIGHUP:
                     logger.info("SIGHUP: reloading")
-                    _ = reload()
+                    reloadRequested = true
                 default:
                     logger.info("signal \(signal): stopping")
                     stopRequested = true
@@ -216,11 +231,10 @@ public final class Daemon {
             drainEvents()
         case Token.resolver.rawValue:
             applyResolutions()
-        case Token.listener.rawValue:
-            guard let server else { return }
-            for fd in server.accept() { try? loop.add(fd, token: UInt64(fd) + 1000) }
+        case server?.listenerToken:
+            server?.acceptWaiting(now: .now)
         default:
-            handleClient(Int32(ready.token - 1000), ready)
+            if let server, let fd = server.fd(forToken: ready.token) { server.service(fd, ready) }
         }
     }
 }

@@ -60,6 +60,22 @@ public struct StatusReport: Codable, Sendable {
         public var programs: [String: UInt32] = [:]
     }
 
+    public struct StatusSocket: Codable, Sendable {
+        public var clients: Int
+        /// Connections refused by the peer-credential check.
+        public var refused: Int
+        /// Idle clients closed to make room for new ones.
+        public var evicted: Int
+    }
+
+    /// A host-name endpoint: `resolving`, `resolved` (to `address`) or `unresolved` (`error`).
+    public struct HostEndpointState: Codable, Sendable {
+        public var endpoint: String
+        public var state: String
+        public var address: String?
+        public var error: String?
+    }
+
     public var version: String
     public var pid: Int32
     public var configGeneration: Int
@@ -72,12 +88,18 @@ public struct StatusReport: Codable, Sendable {
     public var changesApplied: Int
     public var resyncs: Int
     public var overflows: Int
+    /// Reloads performed (SIGHUP and socket requests, coalesced).
+    public var reloads: Int
+    public var statusSocket: StatusSocket
+    /// Log lines lost because standard error or the journal would have blocked or failed.
+    public var logLinesDropped: Int
     public var kinds: [String: KindCounts]
     public var failed: [FailedObject]
     public var pending: [PendingObject]
     public var conflicts: [String]
     public var refused: [PendingObject]
     public var peers: [Peer]
+    public var endpoints: [HostEndpointState]
     public var datapath: Datapath?
     public var safety: [SafetyCheck]
 }

@@ -1,59 +1,130 @@
-import Foundation
 import CLinux
 import Glibc
 import SystemPackage
 
 /// The status socket: a Unix stream listener and its clients, all non-blocking and bounded so
-/// that no client (silent, flooding, or never reading) can stall the loop that owns it.
+/// that no client (silent, flooding, never reading, or merely numerous) can stall the loop or
+/// lock others out. The server does the I/O and hands out requests, at most one per client per
+/// loop turn; the daemon answers them.
 final class StatusServer {
-    static let maxRequestBytes = 64 * 1024
-    static let maxPendingReplyBytes = 64 << 20
-    static let maxClients = 64
-    static let idleTimeout: Duration = .seconds(10)
+    struct Limits {
+        var maxClients = 64
+        /// Unprocessed bytes read from one client; beyond this the socket is not read.
+        var maxInputBytes = 64 * 1024
+        /// Unsent reply bytes queued for one client: it is not served again until it reads
+        /// below this, so its queue never exceeds this plus one reply (however large a status
+        /// reply of a big gateway is) or the answers to the reload requests it had sent.
+        var maxOutputBytes = 1 << 20
+        var idleTimeout: Duration = .seconds(10)
+    }
 
     final class Client {
         let fd: Int32
+        let uid: UInt32
         var input: [UInt8] = []
         var output: [UInt8] = []
         /// The client shut down its sending side: answer what it asked, then close.
         var eof = false
+        /// Only a request (never a blank line) moves this.
         var deadline: ContinuousClock.Instant
-        init(fd: Int32) {
+        var lastRequest: ContinuousClock.Instant
+        /// Reload requests of this client that the next reload answers.
+        var awaitingReload = 0
+        /// The peer closed both directions: nothing it sent is lost, but it is no longer polled.
+        var hungUp = false
+
+        init(fd: Int32, uid: UInt32, now: ContinuousClock.Instant, idle: Duration) {
             self.fd = fd
-            deadline = .now + StatusServer.idleTimeout
+            self.uid = uid
+            deadline = now + idle
+            lastRequest = now
         }
+
+        var hasRequestLine: Bool { input.contains(10) || (eof && !input.isEmpty) }
     }
+
+    static let tokenBase: UInt64 = 1000
 
     let path: String
     let fd: Int32
+    let limits: Limits
+    let access: StatusAccess
+    private let loop: EventLoop
+    /// The socket file this server created, so exit removes that file and nothing else.
+    private let identity: (device: UInt64, inode: UInt64)
     private(set) var clients: [Int32: Client] = [:]
+    private(set) var refused = 0
+    private(set) var evicted = 0
 
-    /// Binds `path` (mode 0660). A socket file left by a crashed run is replaced; a live daemon
-    /// answering on it is an error.
-    init(path: String) throws {
+    /// Binds `path` with mode 0660 and the access group. A socket file left by a crashed run is
+    /// replaced; a live daemon answering on it, or anything that is not a socket, is an error.
+    init(path: String, access: StatusAccess, loop: EventLoop, limits: Limits = Limits()) throws {
         self.path = path
-        let directory = (path as NSString).deletingLastPathComponent
-        if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        self.access = access
+        self.loop = loop
+        self.limits = limits
         guard let address = UnixSocketAddress(path) else { throw DaemonError("status socket path too long: \(path)") }
-        if FileManager.default.fileExists(atPath: path) {
+        try Self.makeParent(of: path)
+        var existing = stat()
+        if lstat(path, &existing) == 0 {
+            guard existing.st_mode & S_IFMT == S_IFSOCK else {
+                throw DaemonError("status socket \(path) exists and is not a socket (\(Self.kind(existing.st_mode))); "
+                    + "it is left alone: remove it or set runtime.status_socket")
+            }
             if Self.someoneAnswers(address) {
                 throw DaemonError("another wgkeeper is running on status socket \(path); stop it first (or set runtime.status_socket)")
             }
             unlink(path)
+        } else if errno != ENOENT {
+            throw DaemonError("status socket \(path): \(Errno(rawValue: errno))")
         }
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw DaemonError("status socket: \(Errno(rawValue: errno))") }
-        guard address.bind(fd) == 0, chmod(path, 0o660) == 0, listen(fd, 64) == 0 else {
+        // The file appears with bind(); no one can connect before listen(), by then it is 0660.
+        var created = stat()
+        guard address.bind(fd) == 0, lchown(path, UInt32.max, access.group?.id ?? getegid()) == 0, chmod(path, 0o660) == 0,
+              lstat(path, &created) == 0, listen(fd, 64) == 0
+        else {
             let error = Errno(rawValue: errno)
             close(fd)
             throw DaemonError("status socket \(path): \(error)")
         }
+        identity = (UInt64(created.st_dev), UInt64(created.st_ino))
+        try loop.add(fd, token: Self.tokenBase - 1)
     }
 
     deinit {
         for client in clients.values { close(client.fd) }
         close(fd)
-        unlink(path)
+        // Only the socket this run bound: never a file someone put there since.
+        var now = stat()
+        if lstat(path, &now) == 0, now.st_mode & S_IFMT == S_IFSOCK,
+           UInt64(now.st_dev) == identity.device, UInt64(now.st_ino) == identity.inode {
+            unlink(path)
+        }
+    }
+
+    var listenerToken: UInt64 { Self.tokenBase - 1 }
+
+    private static func makeParent(of path: String) throws {
+        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return }
+        let parent = String(path[..<slash])
+        var info = stat()
+        if stat(parent, &info) == 0 { return }
+        try makeParent(of: parent)
+        guard mkdir(parent, 0o755) == 0 || errno == EEXIST else {
+            throw DaemonError("status socket directory \(parent): \(Errno(rawValue: errno))")
+        }
+    }
+
+    private static func kind(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFREG: "a regular file"
+        case S_IFDIR: "a directory"
+        case S_IFLNK: "a symbolic link"
+        case S_IFIFO: "a FIFO"
+        default: "not a socket"
+        }
     }
 
     static func someoneAnswers(_ address: UnixSocketAddress) -> Bool {
@@ -63,92 +134,205 @@ final class StatusServer {
         return address.connect(probe) == 0
     }
 
-    /// Accepts what is waiting; returns the new clients' descriptors for the loop to watch.
-    func accept() -> [Int32] {
-        var accepted: [Int32] = []
+    // MARK: - clients
+
+    /// Accepts what is waiting. A peer that is neither root nor allowed gets one error line and
+    /// is closed. When full, the client idle longest makes room: a crowd of silent clients
+    /// cannot keep an operator out.
+    func acceptWaiting(now: ContinuousClock.Instant) {
         while true {
             let client = accept4(fd, nil, nil, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
-            if client < 0 { break }
-            if clients.count >= Self.maxClients {
+            if client < 0 {
+                if errno == EINTR || errno == ECONNABORTED { continue }
+                return
+            }
+            var pid: Int32 = 0, uid: UInt32 = 0, gid: UInt32 = 0
+            var groups = [UInt32](repeating: 0, count: 1024)
+            let count = wgk_peer_groups(client, &groups, Int32(groups.count))
+            guard wgk_peer_credentials(client, &pid, &uid, &gid) == 0,
+                  access.allows(uid: uid, gid: gid, groups: groups.prefix(max(0, Int(count))))
+            else {
+                refused += 1
+                let reply = Array(#"{"error":"permission denied: uid \#(uid) is not root\#(access.group.map { " nor in group \($0.name)" } ?? "")"}"#.utf8) + [10]
+                _ = reply.withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
                 close(client)
                 continue
             }
-            clients[client] = Client(fd: client)
-            accepted.append(client)
+            if clients.count >= limits.maxClients, let victim = longestIdle() {
+                evicted += 1
+                drop(victim)
+            }
+            clients[client] = Client(fd: client, uid: uid, now: now, idle: limits.idleTimeout)
+            do { try loop.add(client, token: Self.tokenBase + UInt64(client)) } catch { drop(client) }
         }
-        return accepted
     }
 
-    /// Reads what the client sent; returns the complete request lines. A client that sends more
-    /// than `maxRequestBytes` without a newline, or hangs up, is closed (returns nil).
-    func read(_ fd: Int32) -> [String]? {
-        guard let client = clients[fd] else { return nil }
+    /// The client to give up first: not waiting for a reload, nothing queued, oldest request.
+    private func longestIdle() -> Int32? {
+        clients.values.min { a, b in
+            let busyA = a.awaitingReload > 0 || !a.output.isEmpty, busyB = b.awaitingReload > 0 || !b.output.isEmpty
+            return busyA != busyB ? !busyA : a.lastRequest < b.lastRequest
+        }?.fd
+    }
+
+    func fd(forToken token: UInt64) -> Int32? {
+        token >= Self.tokenBase ? Int32(truncatingIfNeeded: token - Self.tokenBase) : nil
+    }
+
+    /// Reads and writes what the socket allows for one client.
+    func service(_ fd: Int32, _ ready: EventLoop.Ready) {
+        guard let client = clients[fd] else { return }
+        if ready.writable, !flush(client) { return drop(fd) }
+        if ready.readable || ready.hangup, !fill(client) { return drop(fd) }
+        // epoll reports a hang-up whatever it is asked for: stop polling, serve what was read.
+        if ready.hangup, client.eof { client.hungUp = true }
+        settle(client)
+    }
+
+    /// Reads until the socket is empty or the input bound is reached; false on a socket error.
+    private func fill(_ client: Client) -> Bool {
         var buffer = [UInt8](repeating: 0, count: 16 * 1024)
-        while true {
-            let n = Glibc.read(fd, &buffer, buffer.count)
+        while !client.eof, client.input.count < limits.maxInputBytes {
+            let n = Glibc.read(client.fd, &buffer, min(buffer.count, limits.maxInputBytes - client.input.count))
             if n > 0 {
                 client.input += buffer[0..<n]
-                if client.input.count > Self.maxRequestBytes, !client.input.contains(UInt8(ascii: "\n")) { return nil }
-                continue
-            }
-            if n == 0 {
+            } else if n == 0 {
                 client.eof = true
-                break
-            }
-            if errno == EINTR { continue }
-            if errno == EAGAIN { break }
-            return nil
-        }
-        var lines: [String] = []
-        while let newline = client.input.firstIndex(of: UInt8(ascii: "\n")) {
-            lines.append(String(decoding: client.input[..<newline], as: UTF8.self))
-            client.input.removeSubrange(...newline)
-        }
-        if client.input.count > Self.maxRequestBytes { return nil }
-        if client.eof, !client.input.isEmpty {
-            lines.append(String(decoding: client.input, as: UTF8.self))
-            client.input = []
-        }
-        if !lines.isEmpty { client.deadline = .now + Self.idleTimeout }
-        return lines
-    }
-
-    /// Queues a reply and writes what the socket takes now. Returns false when the client must
-    /// be dropped (its unread replies grew past the bound, or the socket failed).
-    func reply(_ fd: Int32, _ line: String) -> Bool {
-        guard let client = clients[fd] else { return false }
-        client.output += Array(line.utf8) + [UInt8(ascii: "\n")]
-        if client.output.count > Self.maxPendingReplyBytes { return false }
-        return flush(fd)
-    }
-
-    /// Writes queued output; false on a socket error.
-    func flush(_ fd: Int32) -> Bool {
-        guard let client = clients[fd] else { return false }
-        while !client.output.isEmpty {
-            let n = client.output.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n > 0 {
-                client.output.removeFirst(n)
+            } else if errno == EINTR {
                 continue
+            } else {
+                return errno == EAGAIN
             }
-            if n < 0, errno == EINTR { continue }
-            return n < 0 && errno == EAGAIN
         }
         return true
     }
 
-    func wantsWrite(_ fd: Int32) -> Bool { !(clients[fd]?.output.isEmpty ?? true) }
-    func isFinished(_ fd: Int32) -> Bool { clients[fd].map { $0.eof && $0.output.isEmpty } ?? true }
-    func isReadClosed(_ fd: Int32) -> Bool { clients[fd]?.eof ?? true }
+    /// Writes queued output; false on a socket error.
+    private func flush(_ client: Client) -> Bool {
+        var sent = 0
+        defer { if sent > 0 { client.output.removeFirst(sent) } }
+        while sent < client.output.count {
+            let n = client.output.withUnsafeBytes { send(client.fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
+            if n > 0 {
+                sent += n
+            } else if n < 0, errno == EINTR {
+                continue
+            } else {
+                return n < 0 && errno == EAGAIN
+            }
+        }
+        return true
+    }
+
+    /// Closes a finished client, or tells the loop what to wait for on it: no reading while the
+    /// input bound is reached (the kernel's socket buffer then pushes back on the sender).
+    private func settle(_ client: Client) {
+        let idle = client.awaitingReload == 0 && !client.hasRequestLine
+        if client.eof, idle, client.output.isEmpty || client.hungUp { return drop(client.fd) }
+        if client.hungUp { return loop.remove(client.fd) }
+        if !client.eof, client.input.count >= limits.maxInputBytes, !client.input.contains(10) {
+            // A line longer than any request: say so and hang up.
+            client.input = []
+            client.eof = true
+            queue(client, #"{"error":"\#(StatusRequestError.tooLong(limits.maxInputBytes))"}"#)
+            _ = flush(client)
+            return settle(client)
+        }
+        loop.modify(client.fd, token: Self.tokenBase + UInt64(client.fd),
+                    readable: !client.eof && client.input.count < limits.maxInputBytes, writable: !client.output.isEmpty)
+    }
 
     func drop(_ fd: Int32) {
         guard clients.removeValue(forKey: fd) != nil else { return }
+        loop.remove(fd)
         close(fd)
     }
 
-    /// Clients idle past their deadline; the loop drops them.
-    func expired(at now: ContinuousClock.Instant) -> [Int32] {
-        clients.values.filter { $0.deadline <= now }.map(\.fd)
+    // MARK: - requests
+
+    /// Whether a client could be served now without waiting for I/O.
+    var hasRequests: Bool { clients.values.contains(where: isServable) }
+
+    private func isServable(_ client: Client) -> Bool {
+        client.awaitingReload == 0 && client.output.count < limits.maxOutputBytes && client.hasRequestLine
+    }
+
+    /// At most one request from each client that has one and is not waiting for a reload or
+    /// sitting on unread replies. Blank lines are skipped and do not count as activity.
+    func takeRequests(now: ContinuousClock.Instant) -> [(fd: Int32, request: Result<StatusRequest, StatusRequestError>)] {
+        var taken: [(Int32, Result<StatusRequest, StatusRequestError>)] = []
+        for client in clients.values where isServable(client) {
+            while let line = nextLine(client) {
+                let request = StatusRequest.parse(line)
+                if case .failure(.empty) = request { continue }
+                client.lastRequest = now
+                client.deadline = now + limits.idleTimeout
+                taken.append((client.fd, request))
+                break
+            }
+            settle(client)
+        }
+        return taken
+    }
+
+    private func nextLine(_ client: Client) -> [UInt8]? {
+        if let newline = client.input.firstIndex(of: 10) {
+            let line = Array(client.input[..<newline])
+            client.input.removeSubrange(...newline)
+            return line
+        }
+        guard client.eof, !client.input.isEmpty else { return nil }
+        defer { client.input = [] }
+        return client.input
+    }
+
+    func reply(_ fd: Int32, _ line: String) {
+        guard let client = clients[fd] else { return }
+        queue(client, line)
+        if !flush(client) { return drop(fd) }
+        settle(client)
+    }
+
+    private func queue(_ client: Client, _ line: String) {
+        client.output += Array(line.utf8)
+        client.output.append(10)
+    }
+
+    /// The client waits for the next reload, and so does every reload request it has already
+    /// sent: one reload answers them all, however many were pipelined.
+    func awaitReload(_ fd: Int32) {
+        guard let client = clients[fd] else { return }
+        client.awaitingReload += 1
+        while let line = peekLine(client) {
+            switch StatusRequest.parse(line) {
+            case .success(.reload): client.awaitingReload += 1
+            case .failure(.empty): break
+            default: return
+            }
+            _ = nextLine(client)
+        }
+    }
+
+    private func peekLine(_ client: Client) -> [UInt8]? {
+        if let newline = client.input.firstIndex(of: 10) { return Array(client.input[..<newline]) }
+        return client.eof && !client.input.isEmpty ? client.input : nil
+    }
+
+    var reloadAwaited: Bool { clients.values.contains { $0.awaitingReload > 0 } }
+
+    /// Answers every waiting reload request with the one reload's reply.
+    func answerReloads(_ line: String) {
+        for client in clients.values where client.awaitingReload > 0 {
+            for _ in 0..<client.awaitingReload { queue(client, line) }
+            client.awaitingReload = 0
+            if !flush(client) { drop(client.fd); continue }
+            settle(client)
+        }
+    }
+
+    /// Drops clients idle past their deadline.
+    func expire(at now: ContinuousClock.Instant) {
+        for client in clients.values where client.deadline <= now && client.awaitingReload == 0 { drop(client.fd) }
     }
 
     var nextDeadline: ContinuousClock.Instant? { clients.values.map(\.deadline).min() }

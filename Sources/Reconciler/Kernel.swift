@@ -97,12 +97,19 @@ extension Change {
     }
 }
 
-/// Resolves a host-name endpoint (IPv6 preferred), or nil when it does not resolve.
+/// Resolves a host-name endpoint (IPv6 preferred), or nil when it does not resolve. Blocks for
+/// as long as the resolver does: the daemon calls it only on its resolver thread.
 public func resolveEndpoint(_ host: HostEndpoint) -> Endpoint? {
+    try? lookUpEndpoint(host).get()
+}
+
+/// As `resolveEndpoint`, with the resolver's reason when the name does not resolve.
+public func lookUpEndpoint(_ host: HostEndpoint) -> Result<Endpoint, EndpointLookupError> {
     var hints = addrinfo()
     hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
     var list: UnsafeMutablePointer<addrinfo>?
-    guard getaddrinfo(host.host, nil, &hints, &list) == 0, let list else { return nil }
+    let status = getaddrinfo(host.host, nil, &hints, &list)
+    guard status == 0, let list else { return .failure(EndpointLookupError(description: String(cString: gai_strerror(status)))) }
     defer { freeaddrinfo(list) }
     var found: [IPAddress] = []
     var cursor: UnsafeMutablePointer<addrinfo>? = list
@@ -116,8 +123,15 @@ public func resolveEndpoint(_ host: HostEndpoint) -> Endpoint? {
         }
         cursor = info.pointee.ai_next
     }
-    guard let address = found.first(where: { $0.family == .inet6 }) ?? found.first else { return nil }
-    return Endpoint(address: address, port: host.port)
+    guard let address = found.first(where: { $0.family == .inet6 }) ?? found.first else {
+        return .failure(EndpointLookupError(description: "no IPv6 or IPv4 address"))
+    }
+    return .success(Endpoint(address: address, port: host.port))
+}
+
+public struct EndpointLookupError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(description: String) { self.description = description }
 }
 
 /// The outcome of one change; `error` never holds a secret.

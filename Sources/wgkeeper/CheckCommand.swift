@@ -1,6 +1,7 @@
 import ArgumentParser
 import Config
 import Foundation
+import Glibc
 
 /// `wgkeeper check`: validate the configuration and everything it names, change nothing.
 struct CheckCommand: ParsableCommand {
@@ -25,6 +26,13 @@ func printErrors(_ errors: ConfigErrors) {
     for error in errors.errors { printToStandardError(error.description) }
 }
 
+/// A plain write(2): FileHandle.write raises (and so kills the process) when standard error is
+/// a closed pipe; a lost error line is better than a crash.
 func printToStandardError(_ line: String) {
-    FileHandle.standardError.write(Data((line + "\n").utf8))
+    let bytes = Array((line + "\n").utf8)
+    var offset = 0
+    while offset < bytes.count {
+        let n = bytes.withUnsafeBytes { write(2, $0.baseAddress! + offset, $0.count - offset) }
+        if n > 0 { offset += n } else if n < 0, errno == EINTR { continue } else { return }
+    }
 }

@@ -19,6 +19,7 @@ struct RunCommand: ParsableCommand {
     var logLevel: String = "info"
 
     func run() throws {
+        StandardStreams.reserve()
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = JournalLogHandler(label: label)

@@ -14,15 +14,19 @@ func askDaemon(socket path: String, command: String, timeout: Duration = .second
     var seconds = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &seconds, socklen_t(MemoryLayout<timeval>.size))
     let request = Array(#"{"command":"\#(command)"}"#.utf8) + [10]
-    guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else {
-        throw CLIError("sending to \(path) failed: \(String(cString: strerror(errno)))")
-    }
+    let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    let sendError = errno
     var reply: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 64 * 1024)
     while !reply.contains(10) {
         let n = recv(fd, &buffer, buffer.count, 0)
         if n > 0 { reply += buffer[0..<n]; continue }
         if n < 0, errno == EINTR { continue }
+        // A daemon that refuses us answers with one error line and closes before our request
+        // is read: that line is the reason to print, not the failed send.
+        if sent != request.count {
+            throw CLIError("sending to \(path) failed: \(String(cString: strerror(sendError)))")
+        }
         throw CLIError(n == 0 ? "wgkeeper closed the connection without answering" : "no answer from wgkeeper: \(String(cString: strerror(errno)))")
     }
     return Data(reply[..<reply.firstIndex(of: 10)!])

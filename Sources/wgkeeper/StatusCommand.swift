@@ -59,9 +59,19 @@ struct StatusCommand: ParsableCommand {
                 lines.append("  \(p.name ?? "(unknown)") \(p.publicKey) dev \(p.device) endpoint \(p.endpoint ?? "(none)") handshake \(handshake) rx \(p.receivedBytes) tx \(p.transmittedBytes)")
             }
         }
+        let unresolved = r.endpoints.filter { $0.state != "resolved" }
+        if !unresolved.isEmpty {
+            lines.append("")
+            lines.append("endpoint names:")
+            for e in unresolved { lines.append("  \(e.endpoint): \(e.error.map { "does not resolve: \($0)" } ?? e.state)") }
+        }
         if let datapath = r.datapath {
             lines.append("")
             lines.append("datapath: \(datapath.attachMode); " + datapath.counters.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        }
+        if r.logLinesDropped > 0 || r.statusSocket.refused > 0 {
+            lines.append("")
+            lines.append("log lines dropped: \(r.logLinesDropped); status clients refused: \(r.statusSocket.refused)")
         }
         lines.append("")
         lines.append("safety:")

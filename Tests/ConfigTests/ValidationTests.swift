@@ -168,6 +168,16 @@ final class ValidationTests: XCTestCase {
             "wgkeeper.yaml:2:19: route_protocol: 186 is the kernel's \"bgp\" protocol; tagging with it would claim another owner's routes (pick an unused number, such as 77)")
     }
 
+    func testStatusGroup() throws {
+        let accepted = try fixture.loaded(AcceptedConfigs.base.replacingOccurrences(of: "route_protocol: 77", with: "status_group: wgstatus"))
+        XCTAssertEqual(accepted.configuration.runtime.statusGroup, "wgstatus")
+        let numeric = try fixture.loaded(AcceptedConfigs.base.replacingOccurrences(of: "route_protocol: 77", with: "status_group: 4242"))
+        XCTAssertEqual(numeric.configuration.runtime.statusGroup, "4242")
+        XCTAssertEqual(try errors(replacing: "route_protocol: 77", with: "status_group: Wheel Users"), [
+            "wgkeeper.yaml:2:17: status_group: expected a group name (letters, digits, _ and -, at most 32) or a group number, got \"Wheel Users\"",
+        ])
+    }
+
     func testIntervals() throws {
         XCTAssertEqual(try errors(replacing: "wireguard_poll: 2s", with: "wireguard_poll: 2 sec"), [
             "wgkeeper.yaml:3:19: wireguard_poll: \"2 sec\" is not an interval (write it like 500ms, 2s, 1m or 1m30s)",

@@ -66,7 +66,7 @@ final class DaemonLifecycleTests: XCTestCase {
         try ns.ip("-6", "neigh", "add", "proxy", "2001:db8:1::999", "dev", "private0")
         let h = try DaemonHarness(self, ns: ns)
         try h.writeConfig(config(h))
-        try h.start(extraArguments: ["--cleanup"], environment: ["JOURNAL_STREAM": "8:1234"])
+        try h.start(extraArguments: ["--cleanup"], journalStream: true)
         XCTAssertEqual(try ours(ns), 2)
         h.stop()
         XCTAssertEqual(try ours(ns), 0, "--cleanup removes wgkeeper's routes")

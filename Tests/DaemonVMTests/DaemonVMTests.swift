@@ -79,7 +79,8 @@ final class DaemonVMTests: XCTestCase {
             peers: [TestPeer("alice", alice, allowedIPs: ["2001:db8:1::100/128"], extra: [#"endpoint: "peer.wgkeeper.test:51820""#])],
             gateway: nil))
         try h.start(environment: ["WGKEEPER_RERESOLVE_SECONDS": "1"])
-        XCTAssertEqual(try peers(ns)[alice.base64]?[1], "[2001:db8:ff::5]:51820")
+        // The name is looked up off the loop: the peer follows within moments of READY=1.
+        try eventually(within: .seconds(2), "endpoint resolved and applied") { try peers(ns)[alice.base64]?[1] == "[2001:db8:ff::5]:51820" }
         // In place, not by rename: the daemon sees the file through a bind mount of this inode.
         try "2001:db8:ff::6 peer.wgkeeper.test\n".write(toFile: "\(hosts)/hosts", atomically: false, encoding: .utf8)
         let moved = try eventually(within: .seconds(10), "endpoint follows the name") {

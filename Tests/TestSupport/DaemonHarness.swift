@@ -45,8 +45,21 @@ public final class DaemonHarness: @unchecked Sendable {
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
     }
 
+    /// Where the daemon's standard error goes.
+    public enum StandardError {
+        /// The output pipe, read by `log`.
+        case pipe
+        /// A pipe whose read end is closed once the daemon runs: every write fails with EPIPE.
+        case brokenPipe
+        /// Not open at all.
+        case closed
+    }
+
     /// Starts the daemon and waits for `READY=1`.
-    public func start(watchdogUsec: Int? = nil, extraArguments: [String] = [], environment extra: [String: String] = [:]) throws {
+    /// `journalStream`: JOURNAL_STREAM names the output pipe, as systemd does for a service whose
+    /// standard error is the journal.
+    public func start(watchdogUsec: Int? = nil, extraArguments: [String] = [], environment extra: [String: String] = [:],
+                      journalStream: Bool = false, standardError: StandardError = .pipe) throws {
         if notifyFD < 0 { try openNotifySocket() }
         // A READY=1 left from an earlier run's reload must not pass for this run's.
         var stale = [UInt8](repeating: 0, count: 4096)
@@ -54,16 +67,31 @@ public final class DaemonHarness: @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["ip", "netns", "exec", ns.name, Self.binary, "run", "--config", configPath] + extraArguments
+        if standardError == .closed {
+            process.arguments = ["sh", "-c", #"exec "$@" 2>&-"#, "sh"] + process.arguments!
+        }
         var environment = ProcessInfo.processInfo.environment
         environment["NOTIFY_SOCKET"] = notifyPath
         if let watchdogUsec { environment["WATCHDOG_USEC"] = "\(watchdogUsec)" } else { environment["WATCHDOG_USEC"] = nil }
         environment["WATCHDOG_PID"] = nil
+        output = Pipe()
+        environment["JOURNAL_STREAM"] = nil
+        if journalStream {
+            var info = stat()
+            fstat(output.fileHandleForWriting.fileDescriptor, &info)
+            environment["JOURNAL_STREAM"] = "\(info.st_dev):\(info.st_ino)"
+        }
         environment.merge(extra) { $1 }
         process.environment = environment
-        output = Pipe()
-        process.standardError = output
         process.standardOutput = output
+        let broken = Pipe()
+        switch standardError {
+        case .pipe: process.standardError = output
+        case .brokenPipe: process.standardError = broken
+        case .closed: break
+        }
         try process.run()
+        if standardError == .brokenPipe { try broken.fileHandleForReading.close() }
         self.process = process
         notifications = []
         try waitForNotification { $0.contains("READY=1") }

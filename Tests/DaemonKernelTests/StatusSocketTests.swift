@@ -1,0 +1,224 @@
+import Foundation
+import Glibc
+import Netlink
+import TestSupport
+import XCTest
+
+/// The status socket under abuse, its access check, and the file at its path.
+final class StatusSocketTests: XCTestCase {
+    private func setUp(runtime: [String] = []) throws -> (TestNamespace, DaemonHarness) {
+        let ns = try TestNamespace(for: self)
+        try ns.addVeth("wg0", "wg0p")
+        try ns.addVeth("private0", "lanp")
+        let h = try DaemonHarness(self, ns: ns)
+        try h.writeConfig(h.gatewayConfig(runtime: runtime,
+                                          peers: [TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128"])]))
+        return (ns, h)
+    }
+
+    private func tunnelRouteIsThere(_ ns: TestNamespace) throws -> Bool {
+        try ns.ipJSON("-6", "route", "show", "2001:db8:1::100/128", "proto", "77").count == 1
+    }
+
+    /// `wgkeeper status` as a separate client; returns how long it took.
+    private func timedStatus(_ h: DaemonHarness) throws -> Duration {
+        let start = ContinuousClock.now
+        XCTAssertNotNil(try h.status()["pid"])
+        return ContinuousClock.now - start
+    }
+
+    func testIdleCrowdNewlineSendersAndReloadFloodDoNotLockOutStatus() throws {
+        let (ns, h) = try setUp()
+        try h.start()
+        var sockets: [Int32] = []
+        defer { sockets.forEach { close($0) } }
+        // More silent clients than the server keeps (64).
+        for _ in 0..<100 { sockets.append(try connectUnix(h.socketPath)) }
+        // Clients that send only blank lines, all the time.
+        let newliners = try (0..<8).map { _ in try connectUnix(h.socketPath) }
+        sockets += newliners
+        let stop = Flag()
+        let feeder = Thread {
+            while !stop.isSet {
+                for fd in newliners { _ = send(fd, "\n", 1, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+                usleep(50_000)
+            }
+        }
+        feeder.start()
+        defer { stop.set() }
+        // 3 000 pipelined reload requests in one write (63 KB), from a client that never reads…
+        let reloadLine = #"{"command":"reload"}"# + "\n"
+        let flood = Array(String(repeating: reloadLine, count: 3000).utf8)
+        let silentFlooder = try connectUnix(h.socketPath)
+        sockets.append(silentFlooder)
+        XCTAssertEqual(flood.withUnsafeBytes { send(silentFlooder, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }, flood.count)
+        // …and the same from one that reads every answer.
+        let reader = try connectUnix(h.socketPath)
+        sockets.append(reader)
+        XCTAssertEqual(flood.withUnsafeBytes { send(reader, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }, flood.count)
+        let answers = try readLines(reader, count: 3000, within: .seconds(10))
+        XCTAssertEqual(answers.count, 3000, "one answer per request")
+        XCTAssertTrue(answers.allSatisfy { $0.contains(#""ok":true"#) }, answers.first ?? "")
+
+        // Status from another client answers within a second, now and after the idle deadline
+        // (10 s), which the blank lines must not have moved.
+        var latencies: [Duration] = [], direct: [Duration] = []
+        for round in 0..<6 {
+            latencies.append(try timedStatus(h))
+            direct.append(try directStatus(h))
+            if round < 5 { usleep(2_200_000) }
+        }
+        print("status latency under abuse, `wgkeeper status` (process spawn included): \(latencies.map { "\(milliseconds($0)) ms" }); "
+            + "one request on a socket: \(direct.map { "\(Double(milliseconds($0 * 1000)) / 1000) ms" })")
+        XCTAssertTrue(latencies.allSatisfy { $0 < .seconds(1) }, "\(latencies)")
+        XCTAssertTrue(direct.allSatisfy { $0 < .seconds(1) }, "\(direct)")
+
+        let status = try h.status()
+        let reloads = try XCTUnwrap(status["reloads"] as? Int)
+        print("reloads performed for 6 000 pipelined reload requests: \(reloads)")
+        XCTAssertGreaterThan(reloads, 0)
+        XCTAssertLessThanOrEqual(reloads, 10, "pipelined reload requests coalesce")
+        let server = try XCTUnwrap(status["status_socket"] as? [String: Any])
+        XCTAssertLessThanOrEqual(server["clients"] as? Int ?? 999, 64)
+        XCTAssertGreaterThan(server["evicted"] as? Int ?? 0, 0, "the idle crowd made room")
+        // The blank-line senders were dropped at their deadline: their sockets read EOF.
+        for fd in newliners {
+            var byte: UInt8 = 0
+            let n = recv(fd, &byte, 1, Int32(MSG_DONTWAIT))
+            // EOF, or a reset when blank lines were still unread as the server closed.
+            XCTAssertTrue(n == 0 || (n < 0 && errno == ECONNRESET), "a client sending only blank lines outlived the idle deadline")
+        }
+
+        // And the loop still repairs.
+        try ns.ip("-6", "route", "del", "2001:db8:1::100/128", "dev", "wg0", "proto", "77")
+        try eventually(within: .seconds(1), "repair during the abuse") { try tunnelRouteIsThere(ns) }
+        XCTAssertTrue(h.process!.isRunning)
+    }
+
+    func testOversizedRequestIsAnsweredWithAnErrorAndClosed() throws {
+        let (_, h) = try setUp()
+        try h.start()
+        let fd = try connectUnix(h.socketPath)
+        defer { close(fd) }
+        let junk = [UInt8](repeating: UInt8(ascii: "{"), count: 200_000)
+        _ = junk.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+        let lines = try readLines(fd, count: 1, within: .seconds(2))
+        XCTAssertTrue(lines.first?.contains("longer than") == true, "\(lines)")
+        XCTAssertNotNil(try h.status()["pid"])
+    }
+
+    func testPeerCredentialsAndStatusGroup() throws {
+        let group = "wgkt\(UInt16.random(in: 0...UInt16.max))"
+        try shell("groupadd", group)
+        addTeardownBlock { _ = try? shell("groupdel", group) }
+        let gid = try XCTUnwrap(UInt32(try shell("getent", "group", group).split(separator: ":")[2]))
+
+        let (_, h) = try setUp(runtime: ["status_group: \(group)"])
+        try h.start()
+        var info = stat()
+        XCTAssertEqual(lstat(h.socketPath, &info), 0)
+        XCTAssertEqual(info.st_mode & 0o777, 0o660)
+        XCTAssertEqual(info.st_gid, gid, "the socket belongs to status_group")
+
+        let nobody = ["setpriv", "--reuid", "65534", "--regid", "65534"]
+        let status = [DaemonHarness.binary, "status", "--socket", h.socketPath]
+        // A member of the group (as a supplementary group) is served.
+        XCTAssertTrue(try shell(nobody + ["--groups", "\(gid)"] + status).contains("config generation 1"))
+        // So is one whose primary group it is.
+        XCTAssertTrue(try shell(["setpriv", "--reuid", "65534", "--regid", "\(gid)", "--clear-groups"] + status).contains("config generation 1"))
+        // A stranger cannot even open the socket file (0660)…
+        XCTAssertThrowsError(try shell(nobody + ["--clear-groups"] + status))
+        // …and when the file is opened up by mistake, the daemon itself refuses it.
+        chmod(h.socketPath, 0o666)
+        XCTAssertThrowsError(try shell(nobody + ["--clear-groups"] + status)) { error in
+            XCTAssertTrue("\(error)".contains("permission denied: uid 65534 is not root nor in group \(group)"), "\(error)")
+        }
+        let refused = try XCTUnwrap(try h.status()["status_socket"] as? [String: Any])["refused"] as? Int
+        XCTAssertEqual(refused, 1)
+    }
+
+    func testWithoutStatusGroupOnlyRootIsServed() throws {
+        let (_, h) = try setUp()
+        try h.start()
+        chmod(h.socketPath, 0o666)
+        XCTAssertThrowsError(try shell(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                                        DaemonHarness.binary, "status", "--socket", h.socketPath])) { error in
+            XCTAssertTrue("\(error)".contains("permission denied: uid 65534 is not root"), "\(error)")
+            XCTAssertFalse("\(error)".contains("nor in group"), "\(error)")
+        }
+    }
+
+    func testRegularFileAtTheSocketPathSurvivesAndStopsTheStart() throws {
+        let (_, h) = try setUp()
+        try "precious\n".write(toFile: h.socketPath, atomically: false, encoding: .utf8)
+        XCTAssertThrowsError(try shell(["ip", "netns", "exec", h.ns.name, DaemonHarness.binary, "run", "--config", h.configPath])) { error in
+            XCTAssertTrue("\(error)".contains("status socket \(h.socketPath) exists and is not a socket (a regular file)"), "\(error)")
+        }
+        XCTAssertEqual(try String(contentsOfFile: h.socketPath, encoding: .utf8), "precious\n")
+
+        // A file put in the socket's place while the daemon runs is not removed on exit either.
+        unlink(h.socketPath)
+        try h.start()
+        unlink(h.socketPath)
+        try "replaced\n".write(toFile: h.socketPath, atomically: false, encoding: .utf8)
+        h.stop()
+        XCTAssertEqual(try String(contentsOfFile: h.socketPath, encoding: .utf8), "replaced\n")
+        unlink(h.socketPath)
+        // The daemon's own socket is removed on exit.
+        try h.start()
+        h.stop()
+        XCTAssertFalse(FileManager.default.fileExists(atPath: h.socketPath))
+    }
+
+    // MARK: - helpers
+
+    /// Connect, ask for status, read the reply line: the daemon's own latency.
+    private func directStatus(_ h: DaemonHarness) throws -> Duration {
+        let start = ContinuousClock.now
+        let fd = try connectUnix(h.socketPath)
+        defer { close(fd) }
+        let request = Array((#"{"command":"status"}"# + "\n").utf8)
+        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        let lines = try readLines(fd, count: 1, within: .seconds(2))
+        XCTAssertTrue(lines.first?.contains(#""config_generation""#) == true)
+        return ContinuousClock.now - start
+    }
+
+    private func readLines(_ fd: Int32, count: Int, within timeout: Duration) throws -> [String] {
+        let deadline = ContinuousClock.now + timeout
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while data.count(where: { $0 == 10 }) < count, ContinuousClock.now < deadline {
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, 100) > 0 else { continue }
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n <= 0 { break }
+            data += buffer[0..<n]
+        }
+        return data.split(separator: 10).map { String(decoding: $0, as: UTF8.self) }
+    }
+}
+
+func milliseconds(_ d: Duration) -> Int64 { d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000 }
+
+func connectUnix(_ path: String) throws -> Int32 {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+    let ok = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard ok == 0 else {
+        close(fd)
+        throw TestFailure("connect \(path) failed: \(String(cString: strerror(errno)))")
+    }
+    return fd
+}
+
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.lock(); value = true; lock.unlock() }
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+}
