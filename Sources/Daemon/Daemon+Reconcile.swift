@@ -239,7 +239,7 @@ extension Daemon {
             return false
         }
         let owned = runtime.routeProtocol
-        var requests = kernel.routes.values.filter { $0.protocolNumber == owned }.map { $0.deleteRequest() }
+        var requests = kernel.routes.values.joined().filter { $0.protocolNumber == owned }.map { $0.deleteRequest() }
         requests += kernel.proxies.filter { $0.protocolNumber == owned }.map { $0.deleteRequest() }
         do {
             let failed = try rtnetlink.perform(requests).filter { if case .failure = $0 { return true }; return false }.count

@@ -16,7 +16,9 @@ public struct KernelCache: Sendable {
     }
 
     public private(set) var links: [Int32: Link] = [:]
-    public private(set) var routes: [RouteIdentity: Route] = [:]
+    /// IPv6 routes by identity: usually one each, but the kernel keeps several at one identity
+    /// when they differ in device or gateway (`ip route append`).
+    public private(set) var routes: [RouteIdentity: [Route]] = [:]
     public private(set) var addresses: [AddressKey: Address] = [:]
     public var proxies: [ProxyEntry] = []
     /// Values by `Sysctl.key`; a missing key was not read (or cannot be).
@@ -50,7 +52,7 @@ public struct KernelCache: Sendable {
 
     /// IPv6 routes of every table (others are ignored).
     public mutating func seed(routes dumped: [Route]) {
-        routes = Dictionary(dumped.lazy.filter { $0.family == .inet6 }.map { (RouteIdentity($0), $0) }, uniquingKeysWith: { a, _ in a })
+        routes = Dictionary(grouping: dumped.lazy.filter { $0.family == .inet6 }, by: RouteIdentity.init)
         stale.remove(.routes)
     }
 
@@ -69,16 +71,29 @@ public struct KernelCache: Sendable {
         switch event {
         case .newRoute(let route):
             guard route.family == .inet6 else { return false }
-            let key = RouteIdentity(route)
-            guard routes[key] != route else { return false }
-            routes[key] = route
+            var present = routes[RouteIdentity(route), default: []]
+            if let i = present.firstIndex(where: { $0.sameNextHop(route) }) {
+                guard present[i] != route else { return false }
+                present[i] = route
+            } else {
+                present.append(route)
+            }
+            routes[RouteIdentity(route)] = present
+            return true
+        case .replacedRoute(let route):
+            guard route.family == .inet6 else { return false }
+            guard routes[RouteIdentity(route)] != [route] else { return false }
+            routes[RouteIdentity(route)] = [route]
             return true
         case .deletedRoute(let route):
             guard route.family == .inet6 else { return false }
             // Another protocol's route at the same identity is a different route.
             let key = RouteIdentity(route)
-            guard let cached = routes[key], cached.protocolNumber == route.protocolNumber else { return false }
-            routes[key] = nil
+            guard var present = routes[key],
+                  let i = present.firstIndex(where: { $0.sameNextHop(route) && $0.protocolNumber == route.protocolNumber })
+            else { return false }
+            present.remove(at: i)
+            routes[key] = present.isEmpty ? nil : present
             return true
         case .newLink(let link):
             guard links[link.index] != link else { return false }
@@ -91,7 +106,10 @@ public struct KernelCache: Sendable {
         case .deletedLink(let link):
             links[link.index] = nil
             // The kernel drops the link's routes, addresses and proxy entries without an event for each.
-            routes = routes.filter { $0.value.outputInterface != link.index }
+            routes = routes.compactMapValues { present in
+                let kept = present.filter { $0.outputInterface != link.index }
+                return kept.isEmpty ? nil : kept
+            }
             addresses = addresses.filter { $0.key.interfaceIndex != link.index }
             proxies.removeAll { $0.interfaceIndex == link.index }
             stale.formUnion([.routes, .sysctls, .wireGuard, .datapath])
@@ -129,7 +147,12 @@ public struct KernelCache: Sendable {
 
     /// What `plan` compares with.
     public var observed: ObservedState {
-        ObservedState(links: Array(links.values), routes: Array(routes.values), proxies: proxies, addresses: addressList,
+        ObservedState(links: Array(links.values), routes: routes.values.flatMap { $0 }, proxies: proxies, addresses: addressList,
                       sysctls: sysctls, wireGuard: wireGuard, datapath: datapath)
     }
+}
+
+extension Route {
+    /// Same device and gateway: at one identity, the kernel holds one route per next hop.
+    public func sameNextHop(_ other: Route) -> Bool { outputInterface == other.outputInterface && gateway == other.gateway }
 }

@@ -288,14 +288,17 @@ private struct Planner {
         for route in routes {
             byIdentity[RouteIdentity(route), default: []].append(route)
         }
+        // Identities a desired route holds now. One whose device is missing holds none: a fresh
+        // start would have no route there, so ours elsewhere at that identity goes.
         var wanted = Set<RouteIdentity>()
+        var extra: [Route] = []
         for item in desired.routes.sorted(by: { $0.identity < $1.identity }) {
-            wanted.insert(item.identity)
             guard let index = indexByName[item.device] else {
                 result.pending.append(Pending(kind: .route, object: "route \(item.destination) dev \(item.device)",
                                               reason: missing(item.device)))
                 continue
             }
+            wanted.insert(item.identity)
             let route = Route(destination: item.destination, table: item.table, protocolNumber: protocolNumber,
                               outputInterface: index, gateway: item.gateway, metric: item.metric)
             let present = byIdentity[item.identity] ?? []
@@ -303,7 +306,9 @@ private struct Planner {
             if let foreign = present.first(where: { $0.protocolNumber != protocolNumber }) {
                 result.conflicts.append(Conflict(kind: .route, desired: "route " + Change.describe(route, device: item.device),
                                                  foreign: "route " + Change.describe(foreign, device: deviceName(foreign.outputInterface))))
-            } else if let ours = present.first {
+            } else if let ours = present.first(where: { $0.sameNextHop(route) }) ?? present.first {
+                // More than one of ours at this identity (`ip route append`): one is kept.
+                extra += present.filter { $0 != ours }
                 var fields: [String] = []
                 if ours.outputInterface != index { fields.append("dev") }
                 if ours.gateway != item.gateway { fields.append("via") }
@@ -318,8 +323,8 @@ private struct Planner {
                 result.changes.append(Change(.add, .route(route, device: item.device), reason: .missing))
             }
         }
-        let unexpected = routes.filter { $0.protocolNumber == protocolNumber && !wanted.contains(RouteIdentity($0)) }
-        for route in unexpected.sorted(by: { RouteIdentity($0) < RouteIdentity($1) }) {
+        let unexpected = routes.filter { $0.protocolNumber == protocolNumber && !wanted.contains(RouteIdentity($0)) } + extra
+        for route in unexpected.sorted(by: { (RouteIdentity($0), $0.outputInterface ?? 0) < (RouteIdentity($1), $1.outputInterface ?? 0) }) {
             result.changes.append(Change(.remove, .route(route, device: deviceName(route.outputInterface)), reason: .unexpected))
         }
     }

@@ -24,6 +24,13 @@ final class KernelCacheTests: XCTestCase {
         // A deletion of another protocol's route at the same identity is another route's.
         XCTAssertFalse(cache.apply(.deletedRoute(route("2001:db8:1::101/128", proto: 4))))
         XCTAssertNotNil(cache.routes[RouteIdentity(route("2001:db8:1::101/128"))])
+        // Appended at the same identity on another device: two routes; a replace leaves one.
+        XCTAssertTrue(cache.apply(.newRoute(route("2001:db8:1::101/128", 6, proto: 4))))
+        XCTAssertEqual(cache.routes[RouteIdentity(route("2001:db8:1::101/128"))]?.count, 2)
+        XCTAssertTrue(cache.apply(.deletedRoute(route("2001:db8:1::101/128", 6, proto: 4))))
+        XCTAssertTrue(cache.apply(.replacedRoute(route("2001:db8:1::101/128", 6))))
+        XCTAssertEqual(cache.routes[RouteIdentity(route("2001:db8:1::101/128"))], [route("2001:db8:1::101/128", 6)])
+        XCTAssertTrue(cache.apply(.replacedRoute(route("2001:db8:1::101/128"))))
         XCTAssertTrue(cache.apply(.deletedRoute(route("2001:db8:1::101/128"))))
         XCTAssertNil(cache.routes[RouteIdentity(route("2001:db8:1::101/128"))])
         XCTAssertFalse(cache.apply(.newRoute(Route(destination: F.prefix("10.0.0.0/8"), protocolNumber: 77, outputInterface: 5))),
@@ -46,7 +53,7 @@ final class KernelCacheTests: XCTestCase {
         var cache = seeded()
         XCTAssertTrue(cache.apply(.deletedLink(F.lan)))
         XCTAssertNil(cache.link(named: "private0"))
-        XCTAssertEqual(cache.routes.values.map(\.outputInterface), [5])
+        XCTAssertEqual(cache.routes.values.flatMap { $0 }.map(\.outputInterface), [5])
         XCTAssertEqual(cache.addressList, [])
         XCTAssertEqual(cache.proxies, [])
         XCTAssertTrue(cache.stale.isSuperset(of: [.routes, .sysctls, .wireGuard, .datapath]))
@@ -81,21 +88,28 @@ final class KernelCacheTests: XCTestCase {
         let a = route("2001:db8:a::/64"), b = route("2001:db8:b::/64"), c = route("2001:db8:c::/64")
         var moved = a
         moved.outputInterface = 6
-        let events: [RouteEvent] = [.newRoute(a), .newRoute(b), .deletedRoute(a), .newRoute(c), .newRoute(moved), .deletedRoute(b)]
+        var appended = b
+        appended.outputInterface = 6
+        let events: [RouteEvent] = [.newRoute(a), .newRoute(b), .deletedRoute(a), .newRoute(c), .newRoute(a), .replacedRoute(moved),
+                                    .newRoute(appended), .deletedRoute(b)]
         // The kernel's table after each prefix of the sequence: what a dump taken there shows.
-        var table: [RouteIdentity: Route] = [:]
+        var table: [RouteIdentity: [Route]] = [:]
         var snapshots = [table]
         for event in events {
             switch event {
-            case .newRoute(let r): table[RouteIdentity(r)] = r
-            case .deletedRoute(let r): table[RouteIdentity(r)] = nil
+            case .newRoute(let r): table[RouteIdentity(r), default: []].append(r)
+            case .replacedRoute(let r): table[RouteIdentity(r)] = [r]
+            case .deletedRoute(let r):
+                table[RouteIdentity(r)]?.removeAll { $0 == r }
+                if table[RouteIdentity(r)]?.isEmpty == true { table[RouteIdentity(r)] = nil }
             default: break
             }
             snapshots.append(table)
         }
+        XCTAssertEqual(table[RouteIdentity(b)], [appended], "two routes at one identity, then one")
         for (k, snapshot) in snapshots.enumerated() {
             var cache = KernelCache()
-            cache.seed(routes: Array(snapshot.values))
+            cache.seed(routes: snapshot.values.flatMap { $0 })
             for event in events { cache.apply(event) }
             XCTAssertEqual(cache.routes, table, "dump taken after \(k) events")
         }

@@ -4,6 +4,9 @@ import Glibc
 /// What an rtnetlink event socket reports.
 public enum RouteEvent: Sendable {
     case newRoute(Route)
+    /// `NLM_F_REPLACE`: the route took the place of the one(s) at its identity (table,
+    /// destination, metric), which get no deletion event of their own.
+    case replacedRoute(Route)
     case deletedRoute(Route)
     case newLink(Link)
     case deletedLink(Link)
@@ -35,7 +38,9 @@ extension RouteEvent {
     /// Decodes one event message; nil for messages of no interest (or objects we do not model).
     public static func decode(_ message: Message) throws -> RouteEvent? {
         switch Int(message.type) {
-        case Int(RTM_NEWROUTE): return try Route.decode(message).map(RouteEvent.newRoute)
+        case Int(RTM_NEWROUTE):
+            let replaced = message.flags & UInt16(NLM_F_REPLACE) != 0
+            return try Route.decode(message).map { replaced ? RouteEvent.replacedRoute($0) : RouteEvent.newRoute($0) }
         case Int(RTM_DELROUTE): return try Route.decode(message).map(RouteEvent.deletedRoute)
         case Int(RTM_NEWLINK): return try Link.decode(message).map(RouteEvent.newLink)
         case Int(RTM_DELLINK): return try Link.decode(message).map(RouteEvent.deletedLink)
