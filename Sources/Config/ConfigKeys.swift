@@ -26,5 +26,8 @@ public enum ConfigKeys {
         0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 8: "gated", 9: "ra", 10: "mrt",
         11: "zebra", 12: "bird", 13: "dnrouted", 14: "xorp", 15: "ntk", 16: "dhcp", 17: "mrouted",
         18: "keepalived", 42: "babel", 99: "openr", 186: "bgp", 187: "isis", 188: "ospf", 189: "rip", 192: "eigrp",
+        // FRR's own numbers (its rt_protos.d/frr.conf): zebra tags each daemon's routes with them.
+        190: "ripng (FRR)", 191: "nhrp (FRR)", 193: "ldp (FRR)", 194: "sharp (FRR)", 195: "pbr (FRR)", 196: "static (FRR)",
+        197: "openfabric (FRR)", 198: "srte (FRR)",
     ]
 }

@@ -92,7 +92,7 @@ extension Configuration {
                                                  proxyNDP: gateway.proxyNDP, redirect: gateway.redirect,
                                                  allowLANAnycast: gateway.allowLANAnycast)
                 desired.safetyChecks = [SafetyCheck(sysctl: Sysctl.ipv6(interface: "all", "forwarding"), expected: "0",
-                                                    why: "all.forwarding = 1 makes the host a router on every interface (DESIGN §1)")]
+                                                    why: "all.forwarding = 1 makes the host a router on every interface and claims every LAN's subnet-router anycast (README: The problem it solves)")]
             } else {
                 errors.append(ConfigError(gateway.location, "gateway: tunnel \"\(gateway.tunnel)\" is not a configured WireGuard device (wireguard: has \(devices.isEmpty ? "none" : devices.map(\.name).joined(separator: ", ")))"))
             }

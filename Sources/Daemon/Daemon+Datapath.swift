@@ -61,10 +61,25 @@ extension Daemon {
         guard let lan = link(named: wanted.lan),
               let tunnel = link(named: wanted.tunnel)
         else {
-            datapathProblem = "device \(wanted.lan) or \(wanted.tunnel) missing"
+            let missing = [wanted.lan, wanted.tunnel].filter { link(named: $0) == nil }
+            datapathProblem = "device \(missing.joined(separator: " and ")) missing"
+            // A fresh start would attach nothing: no program stays on a former LAN meanwhile.
+            do {
+                let stale = try Datapath.detachLinks(pinRoot: runtime.bpfPinRoot, tunnel: wanted.tunnel,
+                                                     wanted: [.lanIngress: link(named: wanted.lan)?.index,
+                                                              .tunnelIngress: link(named: wanted.tunnel)?.index])
+                for hook in stale { datapathWrites += 1; logger.info("datapath: detached \(hook) (its device is missing)") }
+            } catch {
+                logger.error("datapath: cannot detach what the configuration no longer wants", metadata: ["error": "\(error)"])
+            }
             return
         }
         do {
+            // Pins removed behind our back (rm -r, another instance): load and pin again.
+            if let current = datapathMaps, !FileManager.default.fileExists(atPath: current.datapath.pinDirectory) {
+                logger.warning("datapath: pins under \(current.datapath.pinDirectory) disappeared; loading again")
+                datapathMaps = nil
+            }
             if datapathMaps == nil || datapathMaps!.tunnel != wanted.tunnel {
                 let datapath = try Datapath(pinRoot: runtime.bpfPinRoot, tunnel: wanted.tunnel)
                 datapathMaps = DatapathMapsAdapter(datapath, tunnel: wanted.tunnel)
@@ -151,12 +166,12 @@ extension Daemon {
     }
 
     /// Cleanup: every tunnel's pins under the pin root and our filter on every interface.
-    func uninstallDatapath() -> Bool {
+    func uninstallDatapath(pinRoot: String) -> Bool {
         datapathMaps = nil
         var ok = true
-        for tunnel in Datapath.pinnedTunnels(pinRoot: runtime.bpfPinRoot) {
+        for tunnel in Datapath.pinnedTunnels(pinRoot: pinRoot) {
             do {
-                try Datapath.removePins(pinRoot: runtime.bpfPinRoot, tunnel: tunnel)
+                try Datapath.removePins(pinRoot: pinRoot, tunnel: tunnel)
                 logger.info("cleanup detached and unpinned the datapath of \(tunnel)")
             } catch {
                 ok = false

@@ -50,7 +50,7 @@ extension Daemon {
                 kernel.stale.remove(.proxies)
             }
             if wanted.contains(.sysctls) || kernel.stale.contains(.sysctls) {
-                if records.forget(missingFrom: kernel.links.values.map(\.name)) { saveRecords() }
+                if followLinks() { saveRecords() }
                 kernel.sysctls = readSysctls(desired.sysctlKeys(records))
                 kernel.stale.remove(.sysctls)
             }
@@ -61,7 +61,8 @@ extension Daemon {
             }
             if wanted.contains(.datapath) || kernel.stale.contains(.datapath) {
                 ensureDatapath()
-                kernel.datapath = try? datapathMaps?.entries()
+                // A datapath with a problem (not attached, device missing) has nothing in sync.
+                kernel.datapath = datapathProblem == nil ? try? datapathMaps?.entries() : nil
                 kernel.stale.remove(.datapath)
             }
             netlinkHealthy = true
@@ -98,6 +99,18 @@ extension Daemon {
     }
 
     var observed: ObservedState { kernel.observed }
+
+    /// Records follow their devices through renames and go with them (see `Records.follow`);
+    /// a device wgkeeper created is tied to its index once it exists.
+    func followLinks() -> Bool {
+        var changed = records.follow(Array(kernel.links.values))
+        for name in records.createdDevices where records.interfaceIndexes[name] == nil {
+            guard let link = link(named: name), link.kind == "wireguard" else { continue }
+            records.interfaceIndexes[name] = link.index
+            changed = true
+        }
+        return changed
+    }
 
     func saveRecords() {
         do { try recordStore.save(records) } catch { logger.error("cannot save records", metadata: ["error": "\(error)"]) }

@@ -19,19 +19,16 @@ extension Daemon {
         var plan = makePlan()
         reportRefusals(plan)
         var applied = 0
-        var attempted: [Change] = []
         var held: [Pending] = []
         // A device the plan creates comes first: what hangs off it is planned once it exists.
         if plan.changes.contains(where: { if case .link(_, .create) = $0.object { true } else { false } }) {
             let links = due(plan.changes.filter { $0.kind == .link }, held: &held)
             applied += apply(links)
-            attempted += links
             plan = makePlan()
         }
         held = []
         let changes = due(plan.changes, held: &held)
         applied += apply(changes)
-        attempted += changes
         // Objects no longer planned are no longer failing.
         let planned = Set(plan.changes.map(\.subject))
         failures = failures.filter { planned.contains($0.key) }
@@ -46,13 +43,21 @@ extension Daemon {
         let heldSubjects = Set(held.map(\.object))
         outstanding.changes.removeAll { heldSubjects.contains($0.subject) }
         outstanding.pending += held
+        let previous = lastPlan
         lastPlan = outstanding
         changesApplied += applied
         reconciles += 1
         lastReconcile = Date()
         lastReconcileDuration = ContinuousClock.now - start
-        for violation in plan.violations { logger.error("safety check failed: \(violation)") }
-        if !attempted.isEmpty || !plan.violations.isEmpty { notifier.status(statusLine) }
+        // Said once when it starts (and again at each resync), not at every reconcile.
+        for violation in plan.violations where !previous.violations.contains(violation) { logger.error("safety check failed: \(violation)") }
+        for conflict in plan.conflicts where !previous.conflicts.contains(conflict) { logger.warning("conflict: \(conflict)") }
+        // STATUS= follows every change of the summary, whatever caused it (a foreign object too).
+        let line = statusLine
+        if line != lastStatusLine {
+            notifier.status(line)
+            lastStatusLine = line
+        }
         // Anything still planned and not failing (a write that raced a change) gets another pass.
         if changes.count > applied, failures.isEmpty { schedule(after: .milliseconds(50)) }
     }
@@ -81,9 +86,9 @@ extension Daemon {
 
     /// Applies `changes`, records each outcome, and brings the cache up to date with what the
     /// writes did. Returns how many succeeded.
-    func apply(_ changes: [Change]) -> Int {
+    func apply(_ planned: [Change]) -> Int {
+        let changes = recordBeforeApplying(planned)
         guard !changes.isEmpty else { return 0 }
-        recordBeforeApplying(changes)
         let endpoints = resolvedEndpoints
         let applier = KernelApplier(rtnetlink: rtnetlink, wireGuard: wireGuard, datapath: datapathMaps, resolve: { endpoints[$0] })
         let results = applier.apply(changes)
@@ -109,20 +114,33 @@ extension Daemon {
     }
 
     /// Saves what a write is about to change before it does: a sysctl's value before the first
-    /// write, a device about to be created.
-    func recordBeforeApplying(_ changes: [Change]) {
-        var changed = false
+    /// write, a device about to be created. Returns the changes that may go ahead: when the
+    /// records cannot be saved, a write whose earlier value would be lost is held back as failed
+    /// (and retried), never made.
+    func recordBeforeApplying(_ changes: [Change]) -> [Change] {
+        let before = records
+        var needed: Set<String> = []
         for change in changes {
             switch change.object {
             case .sysctl(let sysctl, _, let previous) where change.reason != .restore:
-                if records.recordBeforeWrite(sysctl, previous: previous) { changed = true }
+                let index = sysctl.interface.flatMap { link(named: $0)?.index }
+                if records.recordBeforeWrite(sysctl, previous: previous, interfaceIndex: index) { needed.insert(change.subject) }
             case .link(let name, .create):
-                if records.createdDevices.insert(name).inserted { changed = true }
+                if records.createdDevices.insert(name).inserted { needed.insert(change.subject) }
             default:
                 break
             }
         }
-        if changed { saveRecords() }
+        guard !needed.isEmpty else { return changes }
+        do {
+            try recordStore.save(records)
+            return changes
+        } catch {
+            records = before
+            let why = "not written: what it holds now cannot be recorded for a later restore (\(error))"
+            for change in changes where needed.contains(change.subject) { record(ChangeResult(change: change, error: why)) }
+            return changes.filter { !needed.contains($0.subject) }
+        }
     }
 
     func recordAfterApplying(_ results: [ChangeResult]) {
@@ -238,7 +256,7 @@ extension Daemon {
             logger.error("cleanup cannot read the kernel", metadata: ["error": "\(error)"])
             return false
         }
-        let owned = runtime.routeProtocol
+        let owned = records.routeProtocol ?? runtime.routeProtocol
         var requests = kernel.routes.values.joined().filter { $0.protocolNumber == owned }.map { $0.deleteRequest() }
         requests += kernel.proxies.filter { $0.protocolNumber == owned }.map { $0.deleteRequest() }
         do {
@@ -249,7 +267,7 @@ extension Daemon {
             ok = false
             logger.error("cleanup failed", metadata: ["error": "\(error)"])
         }
-        if !uninstallDatapath() { ok = false }
+        if !uninstallDatapath(pinRoot: records.pinRoot ?? runtime.bpfPinRoot) { ok = false }
 
         if wireGuard == nil { wireGuard = try? WireGuardNetlink() }
         let created = records.createdDevices
@@ -291,7 +309,7 @@ extension Daemon {
                 logger.error("cleanup cannot restore \(sysctl) = \(original)", metadata: ["error": "\(error)"])
             }
         }
-        if records == Records() { recordStore.remove() } else { saveRecords() }
+        if records.isEmpty { recordStore.remove() } else { saveRecords() }
         return ok
     }
 }

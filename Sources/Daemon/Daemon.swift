@@ -48,6 +48,7 @@ public final class Daemon {
     /// nil until the WireGuard generic netlink family exists (re-checked at each read).
     var wireGuard: WireGuardNetlink?
     var server: StatusServer?
+    var instanceLock: InstanceLock?
 
     /// The kernel as last seen, kept current by events (and by polls for what has none).
     var kernel = KernelCache()
@@ -78,6 +79,7 @@ public final class Daemon {
     // What status shows.
     var failures: [String: Failure] = [:]
     var lastPlan = Plan()
+    var lastStatusLine = ""
     var lastReconcile: Date?
     var lastReconcileDuration: Duration?
     var reconciles = 0
@@ -116,18 +118,48 @@ public final class Daemon {
         if wireGuard == nil, !loaded.desired.devices.isEmpty {
             logger.warning("WireGuard's generic netlink family is not there yet; looked for again at each read")
         }
+        guard let lock = try InstanceLock() else {
+            throw DaemonError(options.listen
+                ? "another wgkeeper runs in this network namespace; two would fight over the same objects (stop it first)"
+                : "a wgkeeper daemon runs in this network namespace: it would put back what cleanup removes; stop it first (systemctl stop wgkeeper)")
+        }
+        instanceLock = lock
         if options.listen {
             server = try StatusServer(path: loaded.configuration.runtime.statusSocket,
                                       access: StatusAccess(statusGroup: loaded.configuration.runtime.statusGroup), loop: loop)
-        } else if let address = UnixSocketAddress(loaded.configuration.runtime.statusSocket), StatusServer.someoneAnswers(address) {
-            throw DaemonError("a wgkeeper daemon answers on \(loaded.configuration.runtime.statusSocket): it would put back what cleanup removes; stop it first (systemctl stop wgkeeper)")
         }
+        try claim()
     }
 
     // MARK: - the loop
 
     enum Token: UInt64 {
         case signals = 1, events = 2, resolver = 4
+    }
+
+    /// The claim (route protocol, pin root) is recorded with the records: a daemon started under
+    /// another claim than the one its records were written under would orphan the old one, so
+    /// it refuses; `cleanup` uses the recorded claim, whatever the configuration says now.
+    func claim() throws {
+        let now = runtime
+        var differs: [String] = []
+        if let recorded = records.routeProtocol, recorded != now.routeProtocol { differs.append("route_protocol \(recorded) (now \(now.routeProtocol))") }
+        if let recorded = records.pinRoot, recorded != now.bpfPinRoot { differs.append("bpf_pin_root \(recorded) (now \(now.bpfPinRoot))") }
+        if !differs.isEmpty {
+            guard options.listen else {
+                logger.notice("cleanup uses the claim recorded in \(recordStore.path): \(differs.joined(separator: ", "))")
+                return
+            }
+            throw DaemonError("the state in \(recordStore.path) was written under \(differs.joined(separator: " and ")): "
+                + "starting now would leave everything tagged with the old values behind. Run `wgkeeper cleanup` first "
+                + "(it uses the recorded values), then start")
+        }
+        guard options.listen, records.routeProtocol == nil || records.pinRoot == nil else { return }
+        records.routeProtocol = now.routeProtocol
+        records.pinRoot = now.bpfPinRoot
+        do { try recordStore.save(records) } catch {
+            throw DaemonError("cannot record wgkeeper's state in \(recordStore.path): \(error); runtime.state_dir must be writable")
+        }
     }
 
     /// `wgkeeper cleanup`: see `cleanup()`. Returns the exit status.
@@ -201,6 +233,9 @@ public final class Daemon {
             nextResync = now + runtime.resync
             kernel.stale = Set(KernelCache.Part.allCases)
             filterScanFor = nil
+            // Safety violations and conflicts that persist are logged again once per resync.
+            lastPlan.violations = []
+            lastPlan.conflicts = []
             resyncs += 1
             schedule()
         }

@@ -40,6 +40,25 @@ extension Datapath {
         if rmdir(directory) != 0 && errno != ENOENT { throw DatapathError("remove directory", directory, code: errno) }
     }
 
+    /// Detaches and unpins the TCX link of each hook that is not on the interface `wanted` names
+    /// for it (nil: the device is missing, so the hook should be nowhere). Returns the hooks.
+    @discardableResult
+    public static func detachLinks(pinRoot: String, tunnel: String, wanted: [Hook: Int32?]) throws -> [Hook] {
+        _ = LibbpfLog.install
+        let directory = "\(pinRoot.count > 1 && pinRoot.hasSuffix("/") ? String(pinRoot.dropLast()) : pinRoot)/\(tunnel)"
+        var detached: [Hook] = []
+        for hook in Hook.allCases {
+            let path = "\(directory)/\(hook.rawValue)_link"
+            guard let link = try Descriptor.pinned(path) else { continue }
+            let index = try LinkInfo(link, path).interfaceIndex
+            if let want = wanted[hook] ?? nil, index == UInt32(bitPattern: want) { continue }
+            if index != 0 { bpf_link_detach(link.raw) }
+            try BPFFileSystem.unpin(path)
+            detached.append(hook)
+        }
+        return detached
+    }
+
     /// Deletes our cls_bpf filter (our handle and priority, running one of our programs) from
     /// the ingress of each interface in `indexes`; returns the interfaces it was on. The clsact
     /// qdisc stays: others may hang filters on it, and an empty one changes no packet.

@@ -140,6 +140,11 @@ public struct ChangeResult: Sendable {
     public var error: String?
 
     public var succeeded: Bool { error == nil }
+
+    public init(change: Change, error: String?) {
+        self.change = change
+        self.error = error
+    }
 }
 
 /// Applies a plan's changes to the kernel. Routes and proxy entries go out in one batch;

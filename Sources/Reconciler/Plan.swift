@@ -104,7 +104,10 @@ private struct Planner {
                 why = "\(missing(device.name)): created first"
             }
             guard let kernel else {
-                result.pending.append(Pending(kind: .link, object: "device \(device.name)", reason: why))
+                // A device being created is counted by its change, not also as pending.
+                if observed.link(named: device.name) != nil {
+                    result.pending.append(Pending(kind: .link, object: "device \(device.name)", reason: why))
+                }
                 for peer in device.peers.sorted(by: { $0.name < $1.name }) {
                     result.pending.append(Pending(kind: .peer, object: "peer \(peer.name) dev \(device.name)", reason: why))
                 }

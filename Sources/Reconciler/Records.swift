@@ -1,44 +1,87 @@
 import Netlink
 
 /// What wgkeeper changed that the kernel cannot tag with a protocol number: the value of each
-/// sysctl before wgkeeper's first write, and the WireGuard devices it created. Kept in
-/// `runtime.state_dir` (under /run by default), so it outlives a restart but not a reboot,
-/// exactly like the sysctls and devices themselves.
+/// sysctl before wgkeeper's first write, and the WireGuard devices it created; and the claim
+/// (protocol, pin root) it wrote them under. Kept in `runtime.state_dir` (under /run by
+/// default), so it outlives a restart but not a reboot, exactly like the sysctls and devices.
 public struct Records: Codable, Hashable, Sendable {
     /// Value found before the first write, by `Sysctl.key`.
     public var sysctls: [String: String]
     /// WireGuard devices wgkeeper created: removed when the configuration stops naming them.
     public var createdDevices: Set<String>
+    /// The interface index each recorded name had: a record follows its device through a
+    /// rename, and dies with it (a new device under the same name is not the one recorded).
+    public var interfaceIndexes: [String: Int32]
+    /// The claim the records were written under; a start under another one is refused.
+    public var routeProtocol: UInt8?
+    public var pinRoot: String?
 
-    public init(sysctls: [String: String] = [:], createdDevices: Set<String> = []) {
+    public init(sysctls: [String: String] = [:], createdDevices: Set<String> = [], interfaceIndexes: [String: Int32] = [:],
+                routeProtocol: UInt8? = nil, pinRoot: String? = nil) {
         self.sysctls = sysctls
         self.createdDevices = createdDevices
+        self.interfaceIndexes = interfaceIndexes
+        self.routeProtocol = routeProtocol
+        self.pinRoot = pinRoot
     }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        sysctls = try c.decodeIfPresent([String: String].self, forKey: .sysctls) ?? [:]
+        createdDevices = try c.decodeIfPresent(Set<String>.self, forKey: .createdDevices) ?? []
+        interfaceIndexes = try c.decodeIfPresent([String: Int32].self, forKey: .interfaceIndexes) ?? [:]
+        routeProtocol = try c.decodeIfPresent(UInt8.self, forKey: .routeProtocol)
+        pinRoot = try c.decodeIfPresent(String.self, forKey: .pinRoot)
+    }
+
+    /// Nothing left to restore or remove (the claim alone is not worth keeping).
+    public var isEmpty: Bool { sysctls.isEmpty && createdDevices.isEmpty }
 
     /// Before writing `sysctl`: remember what it held, unless an earlier write already did.
     /// Returns whether the records changed (and must be saved before the write).
-    public mutating func recordBeforeWrite(_ sysctl: Sysctl, previous: String?) -> Bool {
+    public mutating func recordBeforeWrite(_ sysctl: Sysctl, previous: String?, interfaceIndex: Int32?) -> Bool {
         guard sysctls[sysctl.key] == nil, let previous else { return false }
         sysctls[sysctl.key] = previous
+        if let interface = sysctl.interface, let interfaceIndex { interfaceIndexes[interface] = interfaceIndex }
         return true
     }
 
-    /// Drops the records of interfaces that no longer exist: a device created later under the
-    /// same name starts from the kernel's defaults, not from what its namesake held.
-    public mutating func forget(missingFrom links: [String]) -> Bool {
-        let present = Set(links).union(["all", "default"])
-        let before = self
-        sysctls = sysctls.filter { key, _ in Sysctl(key).interface.map(present.contains) ?? true }
-        createdDevices = createdDevices.filter(present.contains)
-        return self != before
+    /// Brings the records in line with the links there are now: a recorded device that was
+    /// renamed takes its records along; one that is gone (or replaced by another device under
+    /// its name) takes them with it. Returns whether anything changed.
+    public mutating func follow(_ links: [Link]) -> Bool {
+        let byIndex = Dictionary(links.map { ($0.index, $0.name) }, uniquingKeysWith: { a, _ in a })
+        let names = Set(links.map(\.name)).union(["all", "default"])
+        // Where each recorded name's records go now: the device's current name, or nowhere.
+        func target(_ name: String) -> String? {
+            if let index = interfaceIndexes[name] { return byIndex[index] }
+            return names.contains(name) ? name : nil  // recorded without an index: by name alone
+        }
+        var moved = Records(routeProtocol: routeProtocol, pinRoot: pinRoot)
+        for (key, value) in sysctls {
+            let sysctl = Sysctl(key)
+            guard let interface = sysctl.interface, let name = sysctl.name else { continue }
+            guard let now = target(interface) else { continue }
+            moved.sysctls[Sysctl.ipv6(interface: now, name).key] = value
+        }
+        for name in createdDevices { if let now = target(name) { moved.createdDevices.insert(now) } }
+        for (name, index) in interfaceIndexes { if let now = byIndex[index] { moved.interfaceIndexes[now] = index } }
+        guard moved != self else { return false }
+        self = moved
+        return true
     }
 }
 
 extension Sysctl {
     /// The interface of a `net/ipv6/conf/<interface>/<name>` key.
-    public var interface: String? {
+    public var interface: String? { parts?.interface }
+
+    /// The setting's name in a `net/ipv6/conf/<interface>/<name>` key.
+    public var name: String? { parts?.name }
+
+    private var parts: (interface: String, name: String)? {
         let parts = key.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 5, parts[0] == "net", parts[2] == "conf" else { return nil }
-        return String(parts[3])
+        return (String(parts[3]), String(parts[4]))
     }
 }

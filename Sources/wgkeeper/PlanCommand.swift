@@ -28,6 +28,11 @@ struct PlanCommand: ParsableCommand {
         let records: Records
         do {
             records = try RecordStore(directory: loaded.configuration.runtime.stateDir).load()
+        } catch {
+            printToStandardError("error: \(error)")
+            throw ExitCode(1)
+        }
+        do {
             observed = try ObservedState.read(for: loaded.desired, rtnetlink: try RTNetlink(),
                                               wireGuard: wireGuardControl(), datapath: nil, records: records)
             if let datapath = loaded.desired.datapath {

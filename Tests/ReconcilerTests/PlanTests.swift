@@ -132,7 +132,6 @@ final class PlanTests: XCTestCase {
             o.routes.removeAll { $0.outputInterface == 5 }
             o.wireGuard = [:]
         }, changes: ["+ link wg0 type wireguard"], pending: [
-            "device wg0: device wg0 missing: created first",
             "peer alice dev wg0: device wg0 missing: created first",
             "peer bob dev wg0: device wg0 missing: created first",
             "route 2001:db8:1::100/128 dev wg0: device wg0 missing",
