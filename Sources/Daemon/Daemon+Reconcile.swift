@@ -256,6 +256,8 @@ extension Daemon {
             logger.error("cleanup cannot read the kernel", metadata: ["error": "\(error)"])
             return false
         }
+        // A recorded device renamed since takes its records along; one gone takes them with it.
+        _ = followLinks()
         let owned = records.routeProtocol ?? runtime.routeProtocol
         var requests = kernel.routes.values.joined().filter { $0.protocolNumber == owned }.map { $0.deleteRequest() }
         requests += kernel.proxies.filter { $0.protocolNumber == owned }.map { $0.deleteRequest() }

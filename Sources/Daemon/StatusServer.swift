@@ -72,7 +72,7 @@ final class StatusServer {
                     + "it is left alone: remove it or set runtime.status_socket")
             }
             if Self.someoneAnswers(address) {
-                throw DaemonError("another wgkeeper is running on status socket \(path); stop it first (or set runtime.status_socket)")
+                throw DaemonError("another wgkeeper is running on status socket \(path); stop it first")
             }
             unlink(path)
         } else if errno != ENOENT {

@@ -1,0 +1,170 @@
+import Foundation
+import Glibc
+import Netlink
+import TestSupport
+import XCTest
+
+/// What a careless or hostile operator found in the first cut of the ownership rules, each
+/// now a test: other tools' pins, an unrecordable sysctl, renamed and missing LANs, a changed
+/// claim across a restart, two daemons, pins removed behind the daemon's back, STATUS=.
+final class ClaimTests: XCTestCase {
+    let alice = TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128"])
+
+    private func config(_ h: DaemonHarness, lan: String = "private0", redirect: Bool = false, pinRoot: String? = nil,
+                        runtime: [String] = []) -> String {
+        h.gatewayConfig(runtime: ["proxy_poll: 200ms"] + runtime, pinRoot: pinRoot, peers: [alice], gateway: nil, tail: """
+        gateway:
+          tunnel: wg0
+          lan: \(lan)
+          lan_prefix: 2001:db8:1::/64
+          redirect: \(redirect)
+        """)
+    }
+
+    private func sysctl(_ ns: TestNamespace, _ interface: String, _ name: String) throws -> String {
+        try shell("ip", "netns", "exec", ns.name, "cat", "/proc/sys/net/ipv6/conf/\(interface)/\(name)")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    private func lab() throws -> (TestNamespace, DaemonHarness) {
+        let ns = try TestNamespace(for: self)
+        try ns.addVeth("wg0", "wg0p")
+        try ns.addVeth("private0", "lanp")
+        return (ns, try DaemonHarness(self, ns: ns))
+    }
+
+    private func bpffs(_ h: DaemonHarness) throws -> String {
+        let pinRoot = h.directory.appendingPathComponent("bpf").path
+        try FileManager.default.createDirectory(atPath: pinRoot, withIntermediateDirectories: true)
+        try shell("mount", "-t", "bpf", "bpffs", pinRoot)
+        addTeardownBlock { _ = try? shell("umount", "-l", pinRoot) }
+        return pinRoot
+    }
+
+    func testAnotherToolsPinsUnderThePinRootAreNeverTouched() throws {
+        let (_, h) = try lab()
+        let pinRoot = try bpffs(h)
+        try FileManager.default.createDirectory(atPath: "\(pinRoot)/othertool", withIntermediateDirectories: true)
+        try shell("bpftool", "map", "create", "\(pinRoot)/othertool/their_map", "type", "hash", "key", "4", "value", "4",
+                  "entries", "4", "name", "their_map")
+        try h.writeConfig(config(h, redirect: true, pinRoot: pinRoot))
+        try h.start()
+        usleep(600_000)  // three proxy polls
+        try h.writeConfig(config(h, redirect: false, pinRoot: pinRoot))
+        _ = try h.ask("reload")
+        h.stop()
+        _ = try shell("ip", "netns", "exec", h.ns.name, DaemonHarness.binary, "cleanup", "--config", h.configPath)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: "\(pinRoot)/othertool/their_map"), "another tool's pin survives")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(pinRoot)/wg0"), "ours is gone")
+    }
+
+    func testASysctlWhoseValueCannotBeRecordedIsNotWritten() throws {
+        let (ns, h) = try lab()
+        try h.writeConfig(config(h, runtime: ["state_dir: \(h.directory.path)/state"]))
+        try FileManager.default.createDirectory(atPath: "\(h.directory.path)/state", withIntermediateDirectories: true)
+        try h.writeConfig(config(h, redirect: false, runtime: ["state_dir: \(h.directory.path)/state"]))
+        try h.start()
+        XCTAssertEqual(try sysctl(ns, "private0", "forwarding"), "1")
+        // Saving the records now fails (a directory where the temporary file goes).
+        try FileManager.default.createDirectory(atPath: "\(h.directory.path)/state/records.json.tmp", withIntermediateDirectories: true)
+        try ns.addVeth("private1", "lanp1")
+        try h.writeConfig(config(h, lan: "private1", runtime: ["state_dir: \(h.directory.path)/state"]))
+        _ = try h.ask("reload")
+        XCTAssertEqual(try sysctl(ns, "private1", "forwarding"), "0", "not written: its value could not be recorded")
+        let failed = try XCTUnwrap(try h.status()["failed"] as? [[String: Any]])
+        XCTAssertTrue(failed.contains { ($0["error"] as? String)?.contains("cannot be recorded") == true }, "\(failed)")
+        // Once the records can be saved again, the write goes through.
+        try FileManager.default.removeItem(atPath: "\(h.directory.path)/state/records.json.tmp")
+        try eventually(within: .seconds(5), "written after the backoff") { try sysctl(ns, "private1", "forwarding") == "1" }
+    }
+
+    func testRecordsFollowARenameAndDieWithTheDevice() throws {
+        let (ns, h) = try lab()
+        try shell("ip", "netns", "exec", ns.name, "sysctl", "-qw", "net.ipv6.conf.private0.proxy_ndp=2")
+        try h.writeConfig(config(h))
+        try h.start()
+        XCTAssertEqual(try sysctl(ns, "private0", "proxy_ndp"), "1")
+        // Renamed under the daemon: no longer the configured LAN; its values come back under the new name.
+        try ns.ip("link", "set", "private0", "down")
+        try ns.ip("link", "set", "private0", "name", "renamed0")
+        try ns.ip("link", "set", "renamed0", "up")
+        try eventually(within: .seconds(2), "the renamed device gets its values back") {
+            try sysctl(ns, "renamed0", "proxy_ndp") == "2" && (try sysctl(ns, "renamed0", "forwarding")) == "0"
+        }
+        // A new device under the recorded name is another device: nothing is restored onto it.
+        try ns.addVeth("private0", "lanq")
+        try eventually(within: .seconds(2), "the new LAN is configured") { try sysctl(ns, "private0", "proxy_ndp") == "1" }
+        h.stop()
+        try ns.ip("link", "del", "private0")
+        try ns.addVeth("private0", "lanr")
+        try shell("ip", "netns", "exec", ns.name, "sysctl", "-qw", "net.ipv6.conf.private0.proxy_ndp=1")
+        _ = try shell("ip", "netns", "exec", ns.name, DaemonHarness.binary, "cleanup", "--config", h.configPath)
+        XCTAssertEqual(try sysctl(ns, "private0", "proxy_ndp"), "1", "a stale record is not restored onto a new device")
+    }
+
+    func testAMissingLANKeepsNeitherOurRouteNorOurProgram() throws {
+        let (ns, h) = try lab()
+        let pinRoot = try bpffs(h)
+        try h.writeConfig(config(h, redirect: true, pinRoot: pinRoot))
+        try h.start()
+        XCTAssertTrue(FileManager.default.fileExists(atPath: "\(pinRoot)/wg0/lan_ingress_link"))
+        try h.writeConfig(config(h, lan: "lanZ", redirect: true, pinRoot: pinRoot))
+        _ = try h.ask("reload")
+        try eventually(within: .seconds(2), "nothing of ours on the former LAN") {
+            (try ns.ipJSON("-6", "route", "show", "dev", "private0", "proto", "77")).isEmpty
+                && !FileManager.default.fileExists(atPath: "\(pinRoot)/wg0/lan_ingress_link")
+        }
+        let pending = try XCTUnwrap(try h.status()["pending"] as? [[String: Any]])
+        XCTAssertTrue(pending.contains { ($0["reason"] as? String)?.contains("lanZ") == true }, "\(pending)")
+    }
+
+    func testAChangedClaimIsRefusedAtStartAndCleanupUsesTheRecordedOne() throws {
+        let (ns, h) = try lab()
+        try ns.ip("-6", "route", "add", "2001:db8:7::/64", "dev", "private0", "proto", "78")
+        try h.writeConfig(config(h))
+        try h.start()
+        h.stop()
+        try h.writeConfig(config(h, runtime: ["route_protocol: 78"]))
+        XCTAssertThrowsError(try h.start(), "a start under another protocol than the recorded one is refused")
+        XCTAssertEqual(try ns.ipJSON("-6", "route", "show", "2001:db8:7::/64").count, 1, "the protocol-78 route is untouched")
+        XCTAssertEqual(try ns.ipJSON("-6", "route", "show", "proto", "77").count, 2, "ours is untouched too")
+        _ = try shell("ip", "netns", "exec", ns.name, DaemonHarness.binary, "cleanup", "--config", h.configPath)
+        XCTAssertEqual(try ns.ipJSON("-6", "route", "show", "proto", "77").count, 0, "cleanup removed what the records claim")
+        XCTAssertEqual(try ns.ipJSON("-6", "route", "show", "2001:db8:7::/64").count, 1, "and not what the new configuration would")
+        try h.start()  // the records are gone: the new claim starts afresh, and 78 is now the claim
+        XCTAssertEqual(try ns.ipJSON("-6", "route", "show", "proto", "78").map { $0["dst"] as? String }.compactMap { $0 }.sorted(),
+                       ["2001:db8:1::/64", "2001:db8:1::100"], "under the new claim a stray 78 route is ours, and not wanted")
+    }
+
+    func testASecondDaemonInTheSameNamespaceIsRefused() throws {
+        let (_, h) = try lab()
+        try h.writeConfig(config(h))
+        try h.start()
+        let other = h.directory.appendingPathComponent("other.yaml").path
+        try config(h).replacingOccurrences(of: h.socketPath, with: h.directory.appendingPathComponent("other.sock").path)
+            .write(toFile: other, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try shell("ip", "netns", "exec", h.ns.name, DaemonHarness.binary, "run", "--config", other))
+    }
+
+    func testPinsRemovedBehindTheDaemonsBackAreLoadedAgain() throws {
+        let (_, h) = try lab()
+        let pinRoot = try bpffs(h)
+        try h.writeConfig(config(h, redirect: true, pinRoot: pinRoot))
+        try h.start()
+        try shell("rm", "-rf", "\(pinRoot)/wg0")
+        try eventually(within: .seconds(3), "pinned again") {
+            FileManager.default.fileExists(atPath: "\(pinRoot)/wg0/lan_ingress_link")
+                && FileManager.default.fileExists(atPath: "\(pinRoot)/wg0/tunnel_ingress_link")
+        }
+        let datapath = try XCTUnwrap((try h.status()["kinds"] as? [String: [String: Int]])?["datapath"])
+        XCTAssertEqual(datapath["in_sync"], 2, "\(datapath)")
+    }
+
+    func testStatusLineFollowsAForeignConflict() throws {
+        let (ns, h) = try lab()
+        try h.writeConfig(config(h))
+        try h.start()
+        try ns.ip("-6", "route", "replace", "2001:db8:1::100/128", "dev", "wg0", "proto", "static")
+        try h.waitForNotification { $0.contains("STATUS=") && $0.contains("1 conflicts") }
+    }
+}
