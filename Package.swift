@@ -53,7 +53,7 @@ let package = Package(
         .executableTarget(
             name: "wgkeeper",
             dependencies: [
-                "Config", "Reconciler", "Daemon", "Netlink",
+                "Config", "Reconciler", "Daemon", "Datapath", "Netlink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

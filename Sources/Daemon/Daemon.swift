@@ -107,7 +107,13 @@ public final class Daemon {
         }
         lastApplied = LastApplied(loaded.desired)
         recordStore = RecordStore(directory: loaded.configuration.runtime.stateDir)
-        records = try recordStore.load()
+        do {
+            records = try recordStore.load()
+        } catch where !options.listen {
+            // Cleanup still removes what the protocol and the pins claim; only the restores are lost.
+            logger.error("\(error); cleanup goes on without them: no sysctl is restored, no created device deleted")
+            records = Records()
+        }
         loop = try EventLoop()
         resolver = try EndpointResolver()
         rtnetlink = try RTNetlink()

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Config
 import Daemon
+import Datapath
 import Foundation
 import Netlink
 import Reconciler
@@ -44,13 +45,31 @@ struct PlanCommand: ParsableCommand {
             throw ExitCode(1)
         }
         let result = plan(loaded.desired, observed, records: records)
+        let programs = datapathPrograms(loaded, records: records)
         if json {
-            print(try PlanReport(result).json())
+            var report = PlanReport(result)
+            report.datapath = programs
+            print(try report.json())
         } else {
             for change in result.changes { print(change.description) }
+            for line in programs { print(line) }
             for line in observed.readProblems.map({ "? not read: \($0)" }) + notes(result) { printToStandardError(line) }
         }
-        if !result.isEmpty { throw ExitCode(2) }
+        if !result.isEmpty || !programs.isEmpty { throw ExitCode(2) }
+    }
+
+    /// What `run` does to the programs and pins themselves (the map entries are changes above):
+    /// pins of tunnels no longer configured go, a configured datapath not loaded yet is loaded.
+    /// Whether an existing attachment sits on the right device is checked by `run` only.
+    private func datapathPrograms(_ loaded: LoadedConfig, records: Records) -> [String] {
+        let pinRoot = records.pinRoot ?? loaded.configuration.runtime.bpfPinRoot
+        let pinned = Datapath.pinnedTunnels(pinRoot: pinRoot)
+        let wanted = loaded.desired.datapath
+        var lines = pinned.filter { $0 != wanted?.tunnel }.map { "- datapath programs and pins of tunnel \($0)" }
+        if let wanted, !pinned.contains(wanted.tunnel) {
+            lines.append("+ datapath programs on \(wanted.lan) and \(wanted.tunnel), pinned under \(pinRoot)/\(wanted.tunnel)")
+        }
+        return lines
     }
 
     /// Conflicts, safety violations and pending objects; pending ones grouped by reason.
@@ -101,6 +120,8 @@ struct PlanReport: Encodable {
     var conflicts: [Note]
     var refused: [Note]
     var violations: [String]
+    /// Programs and pins loaded or removed (lines as the text output prints them).
+    var datapath: [String] = []
 
     init(_ plan: Plan) {
         changes = plan.changes.map { change in
