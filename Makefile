@@ -9,7 +9,7 @@ DESTDIR      ?=
 # readers; ping for the scenario; python3 jsonschema/yaml for the schema test (Debian's python3).
 DEBIAN_PACKAGES = pkg-config libmnl-dev libbpf-dev libsystemd-dev libyaml-dev iproute2 bpftool wireguard-tools iputils-ping python3-jsonschema python3-yaml
 
-.PHONY: all demo deps build test test-unit test-kernel test-vm bench clean
+.PHONY: all demo deps build test test-unit test-kernel test-vm test-fuzz fuzz bench clean
 
 all: build
 
@@ -34,7 +34,8 @@ test: deps
 	-@$(MAKE) --no-print-directory test-kernel
 	-@$(MAKE) --no-print-directory test-vm
 	-@$(MAKE) --no-print-directory test-deploy
-	@scripts/test-summary unit kernel vm deploy
+	-@$(MAKE) --no-print-directory test-fuzz
+	@scripts/test-summary unit kernel vm deploy fuzz
 
 # Tier 1: unit, no privileges.
 test-unit: deps
@@ -52,12 +53,24 @@ test-vm: deps
 	@[ "$$(id -u)" = 0 ] || { echo "error: the VM tier needs root" >&2; exit 1; }
 	scripts/run-tier vm --exec scripts/test-vm
 
+# Tier "fuzz": each libFuzzer target (Fuzz/) for FUZZ_TEST_SECONDS from its seeds, one test per
+# target; a crash fails it and prints the reproducer (under .build/fuzz). No privileges.
+FUZZ_TEST_SECONDS ?= 25
+test-fuzz: deps
+	SWIFT=$(SWIFT) scripts/run-tier fuzz --exec scripts/fuzz --seconds $(FUZZ_TEST_SECONDS)
+
+# The same targets for longer: FUZZ_SECONDS each (FUZZ_TARGETS to choose).
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS ?=
+fuzz: deps
+	SWIFT=$(SWIFT) scripts/fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 # Issue 9's figures into BENCHMARKS.md (root; namespaces, BIRD 2, the VM). Never part of `test`.
 bench: deps
 	SWIFT=$(SWIFT) scripts/bench
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-fuzz
 
 # --- Deployment (README "Installation") ----------------------------------------------------
 # `make install [DESTDIR=...] [PREFIX=/usr/local]`: binary, systemd unit, tmpfiles entry,

@@ -74,3 +74,21 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// libFuzzer targets (Fuzz/, `make fuzz`, scripts/fuzz). Declared only when WGKEEPER_FUZZ is set,
+// which scripts/fuzz does for its own scratch path (.build-fuzz): `swift build` and `swift test`
+// never see them, and their sanitizer flags never reach the normal build.
+if Context.environment["WGKEEPER_FUZZ"] != nil {
+    func fuzzTarget(_ name: String, _ dependencies: [Target.Dependency]) -> Target {
+        .executableTarget(name: "fuzz-\(name)", dependencies: dependencies + ["FuzzDriver"], path: "Fuzz/Sources/\(name)")
+    }
+    package.targets += [
+        .systemLibrary(name: "CFuzzer", path: "Fuzz/Sources/CFuzzer"),
+        .target(name: "FuzzDriver", dependencies: ["CFuzzer"], path: "Fuzz/Sources/FuzzDriver"),
+        fuzzTarget("rtnetlink", ["Netlink"]),
+        fuzzTarget("wireguard", ["Netlink"]),
+        fuzzTarget("config", ["Config"]),
+        // StatusRequest.parse (Sources/Daemon/StatusRequest.swift) comes with the status server's hardening.
+        fuzzTarget("status-request", ["Daemon"]),
+    ]
+}

@@ -65,6 +65,17 @@ final class MalformedInputTests: XCTestCase {
         XCTAssertThrowsError(try message.status())
     }
 
+    /// Found by fuzz-rtnetlink: a status of Int32.min trapped when negated.
+    func testErrorStatusThatIsNotAnErrno() throws {
+        for status: Int32 in [.min, -4096, 1] {
+            let payload = withUnsafeBytes(of: status, Array.init) + [UInt8](repeating: 0, count: 16)
+            let message = Message(type: 2, flags: 0, sequence: 1, portID: 0, payload: payload)
+            XCTAssertThrowsError(try message.status(), "status \(status)")
+        }
+        let ack = Message(type: 2, flags: 0, sequence: 1, portID: 0, payload: [UInt8](repeating: 0, count: 20))
+        XCTAssertEqual(try ack.status().errno, 0)
+    }
+
     /// Every truncation of a real reply is either parsed or refused; none crashes.
     func testEveryTruncationOfARealReply() throws {
         let bytes = try fixture("route-dump-reply")

@@ -68,6 +68,8 @@ public struct Message: Sendable {
     func status() throws -> (errno: Int32, message: String?) {
         guard payload.count >= 4 else { throw NetlinkError.malformed("error message of \(payload.count) bytes") }
         let error = payload.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }
+        // The kernel sends 0 or a negated errno (MAX_ERRNO is 4095); negating Int32.min would trap.
+        guard (-4095...0).contains(error) else { throw NetlinkError.malformed("error status \(error) is not a negated errno") }
         guard flags & UInt16(NLM_F_ACK_TLVS) != 0 else { return (-error, nil) }
         // NLMSG_DONE: the status then TLVs. NLMSG_ERROR: nlmsgerr (status + the request's header),
         // then the request's payload unless capped, then TLVs.
