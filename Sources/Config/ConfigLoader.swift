@@ -53,17 +53,24 @@ public struct ConfigLoader: Sendable {
             tree = Tree.merge(trees, path: "", errors: &errors)
         }
 
+        return validate(tree, files: files, includeDir: includeDir, errors: errors) { readKeys(&$0, errors: &$1) }
+    }
+
+    /// Everything after parsing, the same for a file and for bytes (`load(text:)`): decoding,
+    /// the keys (`keys` reads or stands in for them), the checks that span objects, derivation.
+    func validate(_ tree: Tree, files: [String], includeDir: String?, errors: ConfigErrorList,
+                  keys: (inout Configuration, inout ConfigErrorList) -> Void) -> Result<LoadedConfig, ConfigErrors> {
+        var errors = errors
         var decoder = Decoder(errors: ConfigErrorList(limit: limits.errors))
         var configuration = decoder.decode(tree)
         errors += decoder.errors
         configuration.files = files
         configuration.runtime.includeDir = includeDir
-        readKeys(&configuration, errors: &errors)
+        keys(&configuration, &errors)
         configuration.checkPeers(errors: &errors)
         configuration.checkAllowedIPs(errors: &errors)
         let desired = configuration.desiredState(errors: &errors)
-
-        guard errors.isEmpty else { return .failure(errors.sorted(mainFile: path)) }
+        guard errors.isEmpty else { return .failure(errors.sorted(mainFile: files[0])) }
         return .success(LoadedConfig(configuration: configuration, desired: desired))
     }
 

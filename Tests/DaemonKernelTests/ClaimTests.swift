@@ -12,18 +12,7 @@ final class ClaimTests: XCTestCase {
 
     private func config(_ h: DaemonHarness, lan: String = "private0", redirect: Bool = false, pinRoot: String? = nil,
                         runtime: [String] = []) -> String {
-        h.gatewayConfig(runtime: ["proxy_poll: 200ms"] + runtime, pinRoot: pinRoot, peers: [alice], gateway: nil, tail: """
-        gateway:
-          tunnel: wg0
-          lan: \(lan)
-          lan_prefix: 2001:db8:1::/64
-          redirect: \(redirect)
-        """)
-    }
-
-    private func sysctl(_ ns: TestNamespace, _ interface: String, _ name: String) throws -> String {
-        try shell("ip", "netns", "exec", ns.name, "cat", "/proc/sys/net/ipv6/conf/\(interface)/\(name)")
-            .trimmingCharacters(in: .whitespacesAndNewlines)
+        h.gatewayConfig(lan: lan, redirect: redirect, pinRoot: pinRoot, runtime: runtime, peers: [alice])
     }
 
     private func lab() throws -> (TestNamespace, DaemonHarness) {
@@ -64,18 +53,18 @@ final class ClaimTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: "\(h.directory.path)/state", withIntermediateDirectories: true)
         try h.writeConfig(config(h, redirect: false, runtime: ["state_dir: \(h.directory.path)/state"]))
         try h.start()
-        XCTAssertEqual(try sysctl(ns, "private0", "forwarding"), "1")
+        XCTAssertEqual(try ns.sysctl("private0", "forwarding"), "1")
         // Saving the records now fails (a directory where the temporary file goes).
         try FileManager.default.createDirectory(atPath: "\(h.directory.path)/state/records.json.tmp", withIntermediateDirectories: true)
         try ns.addVeth("private1", "lanp1")
         try h.writeConfig(config(h, lan: "private1", runtime: ["state_dir: \(h.directory.path)/state"]))
         _ = try h.ask("reload")
-        XCTAssertEqual(try sysctl(ns, "private1", "forwarding"), "0", "not written: its value could not be recorded")
+        XCTAssertEqual(try ns.sysctl("private1", "forwarding"), "0", "not written: its value could not be recorded")
         let failed = try XCTUnwrap(try h.status()["failed"] as? [[String: Any]])
         XCTAssertTrue(failed.contains { ($0["error"] as? String)?.contains("cannot be recorded") == true }, "\(failed)")
         // Once the records can be saved again, the write goes through.
         try FileManager.default.removeItem(atPath: "\(h.directory.path)/state/records.json.tmp")
-        try eventually(within: .seconds(5), "written after the backoff") { try sysctl(ns, "private1", "forwarding") == "1" }
+        try eventually(within: .seconds(5), "written after the backoff") { try ns.sysctl("private1", "forwarding") == "1" }
     }
 
     func testRecordsFollowARenameAndDieWithTheDevice() throws {
@@ -83,23 +72,23 @@ final class ClaimTests: XCTestCase {
         try shell("ip", "netns", "exec", ns.name, "sysctl", "-qw", "net.ipv6.conf.private0.proxy_ndp=2")
         try h.writeConfig(config(h))
         try h.start()
-        XCTAssertEqual(try sysctl(ns, "private0", "proxy_ndp"), "1")
+        XCTAssertEqual(try ns.sysctl("private0", "proxy_ndp"), "1")
         // Renamed under the daemon: no longer the configured LAN; its values come back under the new name.
         try ns.ip("link", "set", "private0", "down")
         try ns.ip("link", "set", "private0", "name", "renamed0")
         try ns.ip("link", "set", "renamed0", "up")
         try eventually(within: .seconds(2), "the renamed device gets its values back") {
-            try sysctl(ns, "renamed0", "proxy_ndp") == "2" && (try sysctl(ns, "renamed0", "forwarding")) == "0"
+            try ns.sysctl("renamed0", "proxy_ndp") == "2" && (try ns.sysctl("renamed0", "forwarding")) == "0"
         }
         // A new device under the recorded name is another device: nothing is restored onto it.
         try ns.addVeth("private0", "lanq")
-        try eventually(within: .seconds(2), "the new LAN is configured") { try sysctl(ns, "private0", "proxy_ndp") == "1" }
+        try eventually(within: .seconds(2), "the new LAN is configured") { try ns.sysctl("private0", "proxy_ndp") == "1" }
         h.stop()
         try ns.ip("link", "del", "private0")
         try ns.addVeth("private0", "lanr")
         try shell("ip", "netns", "exec", ns.name, "sysctl", "-qw", "net.ipv6.conf.private0.proxy_ndp=1")
         _ = try shell("ip", "netns", "exec", ns.name, DaemonHarness.binary, "cleanup", "--config", h.configPath)
-        XCTAssertEqual(try sysctl(ns, "private0", "proxy_ndp"), "1", "a stale record is not restored onto a new device")
+        XCTAssertEqual(try ns.sysctl("private0", "proxy_ndp"), "1", "a stale record is not restored onto a new device")
     }
 
     func testAMissingLANKeepsNeitherOurRouteNorOurProgram() throws {

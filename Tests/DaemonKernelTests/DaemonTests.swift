@@ -172,7 +172,7 @@ final class DaemonTests: XCTestCase {
         try h.start()
         // A client that connects and says nothing, one that floods, one that never reads.
         var abusers: [Int32] = []
-        for _ in 0..<3 { abusers.append(try connect(h.socketPath)) }
+        for _ in 0..<3 { abusers.append(try connectUnix(h.socketPath)) }
         let flood = [UInt8](repeating: UInt8(ascii: "x"), count: 1 << 20)
         _ = flood.withUnsafeBytes { send(abusers[1], $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
         let many = Array(String(repeating: #"{"command":"status"}"# + "\n", count: 2000).utf8)
@@ -215,18 +215,6 @@ final class DaemonTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: h.socketPath))
         try h.start()
         XCTAssertNotNil(try h.status()["pid"])
-    }
-
-    private func connect(_ path: String) throws -> Int32 {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
-        let ok = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard ok == 0 else { throw TestFailure("connect \(path) failed") }
-        return fd
     }
 }
 

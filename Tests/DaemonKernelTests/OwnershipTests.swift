@@ -11,19 +11,9 @@ import XCTest
 final class OwnershipTests: XCTestCase {
     let alice = TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128", "2001:db8:5::/64"])
 
-    private func config(_ h: DaemonHarness, lan: String, redirect: Bool = false, pinRoot: String? = nil, runtime: [String] = []) -> String {
-        h.gatewayConfig(runtime: ["proxy_poll: 200ms"] + runtime, pinRoot: pinRoot, peers: [alice], gateway: nil, tail: """
-        gateway:
-          tunnel: wg0
-          lan: \(lan)
-          lan_prefix: 2001:db8:1::/64
-          redirect: \(redirect)
-        """)
-    }
-
-    private func sysctl(_ ns: TestNamespace, _ interface: String, _ name: String) throws -> String {
-        try shell("ip", "netns", "exec", ns.name, "cat", "/proc/sys/net/ipv6/conf/\(interface)/\(name)")
-            .trimmingCharacters(in: .whitespacesAndNewlines)
+    private func config(_ h: DaemonHarness, lan: String = "private0", redirect: Bool = false, pinRoot: String? = nil,
+                        runtime: [String] = []) -> String {
+        h.gatewayConfig(lan: lan, redirect: redirect, pinRoot: pinRoot, runtime: runtime, peers: [alice])
     }
 
     /// Routes (every table) and proxy entries with protocol 77, as `dst dev` lines.
@@ -40,7 +30,7 @@ final class OwnershipTests: XCTestCase {
         var lines = try ns.ip("-6", "route", "show", "table", "all").split(separator: "\n").map(String.init)
         lines += try ns.ip("-6", "neigh", "show", "proxy").split(separator: "\n").map(String.init)
         for interface in interfaces + ["all", "default"] {
-            for name in ["forwarding", "proxy_ndp"] { lines.append("\(interface) \(name) = \(try sysctl(ns, interface, name))") }
+            for name in ["forwarding", "proxy_ndp"] { lines.append("\(interface) \(name) = \(try ns.sysctl(interface, name))") }
         }
         return lines
     }
@@ -60,8 +50,8 @@ final class OwnershipTests: XCTestCase {
 
         try h.writeConfig(config(h, lan: "lan0.100"))
         try h.start()
-        XCTAssertEqual(try sysctl(ns, "lan0.100", "forwarding"), "1")
-        XCTAssertEqual(try sysctl(ns, "lan0.100", "proxy_ndp"), "1")
+        XCTAssertEqual(try ns.sysctl("lan0.100", "forwarding"), "1")
+        XCTAssertEqual(try ns.sysctl("lan0.100", "proxy_ndp"), "1")
         XCTAssertEqual(try owned(ns), ["proxy 2001:db8:1::100 dev lan0.100", "route 2001:db8:1::/64 dev lan0.100",
                                        "route 2001:db8:1::100 dev wg0", "route 2001:db8:5::/64 dev wg0"])
 
@@ -72,17 +62,17 @@ final class OwnershipTests: XCTestCase {
             try owned(ns) == ["proxy 2001:db8:1::100 dev lan1", "route 2001:db8:1::/64 dev lan1",
                               "route 2001:db8:1::100 dev wg0", "route 2001:db8:5::/64 dev wg0"]
         }
-        XCTAssertEqual(try sysctl(ns, "lan0.100", "forwarding"), "0")
-        XCTAssertEqual(try sysctl(ns, "lan0.100", "proxy_ndp"), "0")
-        XCTAssertEqual(try sysctl(ns, "lan1", "forwarding"), "1")
+        XCTAssertEqual(try ns.sysctl("lan0.100", "forwarding"), "0")
+        XCTAssertEqual(try ns.sysctl("lan0.100", "proxy_ndp"), "0")
+        XCTAssertEqual(try ns.sysctl("lan1", "forwarding"), "1")
 
         // Stopped, moved back, started: what lan1 held before comes from the records on disk.
         h.stop()
         try h.writeConfig(config(h, lan: "lan0.100"))
         try h.start()
-        XCTAssertEqual(try sysctl(ns, "lan1", "forwarding"), "0")
-        XCTAssertEqual(try sysctl(ns, "lan1", "proxy_ndp"), "0")
-        XCTAssertEqual(try sysctl(ns, "lan0.100", "forwarding"), "1")
+        XCTAssertEqual(try ns.sysctl("lan1", "forwarding"), "0")
+        XCTAssertEqual(try ns.sysctl("lan1", "proxy_ndp"), "0")
+        XCTAssertEqual(try ns.sysctl("lan0.100", "forwarding"), "1")
         XCTAssertEqual(try owned(ns).filter { $0.contains("lan1") }, [])
 
         // A route of ours on an interface the configuration never named is ours all the same.

@@ -205,3 +205,25 @@ extension DaemonHarness {
         return lines.joined(separator: "\n") + "\n" + tail
     }
 }
+
+extension DaemonHarness {
+    /// `gatewayConfig` with the gateway's LAN and `redirect` chosen: wg0 ⇄ `lan`, 2001:db8:1::/64.
+    public func gatewayConfig(lan: String, redirect: Bool = false, pinRoot: String? = nil, runtime: [String] = [],
+                              peers: [TestPeer]) -> String {
+        gatewayConfig(runtime: ["proxy_poll: 200ms"] + runtime, pinRoot: pinRoot, peers: peers, gateway: nil, tail: """
+        gateway:
+          tunnel: wg0
+          lan: \(lan)
+          lan_prefix: 2001:db8:1::/64
+          redirect: \(redirect)
+        """)
+    }
+}
+
+extension TestNamespace {
+    /// `/proc/sys/net/ipv6/conf/<interface>/<name>` inside the namespace, read with cat(1).
+    public func sysctl(_ interface: String, _ name: String) throws -> String {
+        try shell("ip", "netns", "exec", self.name, "cat", "/proc/sys/net/ipv6/conf/\(interface)/\(name)")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
