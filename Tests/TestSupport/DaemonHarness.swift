@@ -94,7 +94,8 @@ public final class DaemonHarness: @unchecked Sendable {
         if standardError == .brokenPipe { try broken.fileHandleForReading.close() }
         self.process = process
         notifications = []
-        try waitForNotification { $0.contains("READY=1") }
+        // Generous: under emulation (the VM tier) on a loaded host a first reconcile can take seconds.
+        try waitForNotification(timeout: .seconds(30)) { $0.contains("READY=1") }
     }
 
     public func stop(signal: Int32 = SIGTERM) {
