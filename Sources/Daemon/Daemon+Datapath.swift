@@ -106,10 +106,7 @@ extension Daemon {
             return StatusReport.Datapath(attachMode: "not loaded: \(datapathProblem ?? "pending")", counters: [:])
         }
         var counters: [String: UInt64] = [:]
-        if let c = try? datapath.counters() {
-            counters = ["lan_to_tunnel": c.lanToTunnel, "tunnel_to_lan": c.tunnelToLan, "passed": c.passed,
-                        "hop_limit_expired": c.hopLimitExpired, "errors": c.errors]
-        }
+        if let c = try? datapath.counters() { counters = c.byName }
         var mode = datapath.mode.description
         if let datapathProblem { mode += " (problem: \(datapathProblem))" }
         let programs = Dictionary(uniqueKeysWithValues: datapath.programIDs.map { ($0.key.rawValue, $0.value) })
