@@ -57,6 +57,10 @@ public struct GatewaySection: Sendable {
     public var proxyNDP = true
     public var redirect = true
     public var allowLANAnycast = false
+    /// Sources of the datapath's ICMPv6 errors; nil: an address found on the interface.
+    public var icmpSourceLAN: IPAddress?
+    public var icmpSourceTunnel: IPAddress?
+    public var icmpRateLimit: Duration = .milliseconds(1000)
 }
 
 public struct RouteEntry: Sendable {
