@@ -5,11 +5,11 @@ import TestSupport
 import XCTest
 
 /// The datapath's ICMPv6 errors seen by real tools through real WireGuard (6.1, clsact):
-/// traceroute shows the gateway's hop both ways, tracepath learns the tunnel's MTU.
+/// traceroute shows the gateway's hop both ways, tracepath learns the MTU of either side.
 final class ICMPErrorVMTests: XCTestCase {
     static let gatewayLAN = "2001:db8:1::1"
 
-    func testTracerouteShowsTheGatewayAndTracepathLearnsTheTunnelMTU() throws {
+    func testTracerouteShowsTheGatewayAndTracepathLearnsBothMTUs() throws {
         let lab = try WireGuardLab(for: self)
         let gateway = lab.gateway
         // The gateway's own LAN address (a /128, as DESIGN §1 has it), kept with its stack.
@@ -38,9 +38,22 @@ final class ICMPErrorVMTests: XCTestCase {
         let route = try shell("ip", "-n", lab.host.name, "-6", "route", "get", WireGuardLab.client)
         XCTAssertTrue(route.contains("mtu 1420"), "the LAN host cached the path MTU: \(route)")
 
+        // Client → LAN host over a LAN of MTU 1280: Packet Too Big 1280 through the tunnel.
+        try gateway.ip("link", "set", "lan0", "mtu", "1280")
+        XCTAssertTrue(try datapath.configure(ICMPErrorSettings(lanSource: source, tunnelSource: source, tunnelMTU: 1420, lanMTU: 1280)))
+        let back = try shell("ip", "netns", "exec", lab.client.name, "tracepath", "-n", "-m", "3", WireGuardLab.lanHost)
+        XCTAssertTrue(back.contains("pmtu 1280"), back)
+        XCTAssertTrue(back.contains("reached"), back)
+        print(path + back)
+
+        // Still right without the program's help: the kernel's Address Unreachable for a LAN
+        // address nobody holds reaches the client (bpf_redirect_neigh queues on the neighbour).
+        let ping = try shell("bash", "-c", "ip netns exec \(lab.client.name) ping -n -c 1 -W 8 2001:db8:1::99; true")
+        XCTAssertTrue(ping.contains("Address unreachable"), ping)
+
         let counters = try datapath.counters()
         XCTAssertGreaterThanOrEqual(counters.timeExceeded, 2, "\(counters)")
-        XCTAssertGreaterThanOrEqual(counters.packetTooBig, 1, "\(counters)")
+        XCTAssertGreaterThanOrEqual(counters.packetTooBig, 2, "\(counters)")
         XCTAssertEqual(counters.errors, 0, "\(counters)")
         print("datapath counters after traceroute and tracepath: \(counters)")
     }
