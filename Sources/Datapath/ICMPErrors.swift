@@ -30,8 +30,8 @@ public struct ICMPErrorSettings: Equatable, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        "ICMPv6 errors from \(lanSource?.description ?? "none") to the LAN (MTU \(lanMTU)), from \(tunnelSource?.description ?? "none")"
-            + " to the tunnel (MTU \(tunnelMTU)), one per \(intervalMilliseconds) ms per destination"
+        "ICMPv6 errors to the LAN from \(lanSource?.description ?? "nowhere"), to the tunnel from \(tunnelSource?.description ?? "nowhere")"
+            + "; tunnel MTU \(tunnelMTU), LAN MTU \(lanMTU); one per \(intervalMilliseconds) ms per destination"
     }
 }
 
