@@ -204,11 +204,42 @@ static __always_inline int is_unspecified(const struct in6_addr *a)
 		a->in6_u.u6_addr32[3]) == 0;
 }
 
+// All destinations together, as net.ipv4.icmp_msgs_per_sec and icmp_msgs_burst (which the
+// kernel applies to ICMPv6 too): without it, spoofed sources would each get a burst.
+#define ICMP_GLOBAL_PER_SECOND 1000
+#define ICMP_GLOBAL_BURST 50
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct icmp_bucket);
+	__uint(max_entries, 1);
+} icmp_global_bucket SEC(".maps");
+
+// Adds the time since the last call to the bucket (at most `burst` intervals' worth) and takes
+// one interval if it is there. Racy across CPUs like the kernel's: a few extra at worst.
+static __always_inline int take_token(struct icmp_bucket *bucket, __u64 now, __u64 interval, __u64 burst)
+{
+	__u64 tokens = bucket->tokens + (now - bucket->last);
+	bucket->last = now;
+	if (tokens > burst * interval)
+		tokens = burst * interval;
+	int allowed = tokens >= interval;
+	if (allowed)
+		tokens -= interval;
+	bucket->tokens = tokens;
+	return allowed;
+}
+
 static __always_inline int icmp_allowed(const struct in6_addr *destination, __u32 interval_ms)
 {
 	if (interval_ms == 0)
 		return 1;
 	__u64 now = bpf_ktime_get_ns();
+	__u32 zero = 0;
+	struct icmp_bucket *global = bpf_map_lookup_elem(&icmp_global_bucket, &zero);
+	if (!global || !take_token(global, now, 1000000000 / ICMP_GLOBAL_PER_SECOND, ICMP_GLOBAL_BURST))
+		return 0;
 	__u64 interval = (__u64)interval_ms * 1000000;
 	struct icmp_bucket *bucket = bpf_map_lookup_elem(&icmp_buckets, destination);
 	if (!bucket) {
@@ -217,16 +248,7 @@ static __always_inline int icmp_allowed(const struct in6_addr *destination, __u3
 		bpf_map_update_elem(&icmp_buckets, destination, &fresh, BPF_ANY);
 		return 1;
 	}
-	// Racy across CPUs like the kernel's: a few extra errors at worst.
-	__u64 tokens = bucket->tokens + (now - bucket->last);
-	bucket->last = now;
-	if (tokens > ICMP_BURST * interval)
-		tokens = ICMP_BURST * interval;
-	int allowed = tokens >= interval;
-	if (allowed)
-		tokens -= interval;
-	bucket->tokens = tokens;
-	return allowed;
+	return take_token(bucket, now, interval, ICMP_BURST);
 }
 
 static __always_inline __u16 csum_fold(__u64 sum)

@@ -14,7 +14,8 @@ public struct ICMPErrorSettings: Equatable, Sendable, CustomStringConvertible {
     /// The LAN's MTU (Packet Too Big toward the clients); 0: no check.
     public var lanMTU: UInt32
     /// Per-destination token bucket, as net.ipv6.icmp.ratelimit: one error per interval,
-    /// bursts of 6; 0 limits nothing. Packet Too Big is exempt (as the default ratemask does).
+    /// bursts of 6, within 1000/s over all destinations (icmp_msgs_per_sec, bursts of 50);
+    /// 0 limits nothing. Packet Too Big is exempt (as the default ratemask does).
     public var intervalMilliseconds: UInt32
 
     /// The kernel's default net.ipv6.icmp.ratelimit.

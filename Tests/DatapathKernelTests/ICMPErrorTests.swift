@@ -110,6 +110,24 @@ final class ICMPErrorTests: XCTestCase {
         XCTAssertEqual(counters.packetTooBig, 10)
     }
 
+    /// Spoofed sources each have a fresh bucket; the global one (1000/s, bursts of 50, as
+    /// net.ipv4.icmp_msgs_per_sec and icmp_msgs_burst) still holds the flood.
+    func testGlobalRateLimitHoldsAFloodFromManySources() throws {
+        let (lab, datapath) = try gateway(ICMPErrorSettings(lanSource: Self.lanSource, tunnelSource: Self.tunnelSource))
+        let start = DispatchTime.now()
+        for sequence in UInt32(0)..<200 {
+            let source = "2001:db8:1::1:\(String(sequence, radix: 16))"
+            try lab.capture.send(Packet.ethernet(to: lab.lanMAC, from: lab.hostMAC,
+                                                 Packet.test(from: source, to: Lab.clientAddress, hopLimit: 1, sequence: sequence)))
+        }
+        let elapsedMilliseconds = Int((DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1_000_000)
+        _ = lab.capture.drain()
+        let counters = try datapath.counters()
+        XCTAssertEqual(counters.timeExceeded + counters.rateLimited, 200)
+        XCTAssertGreaterThanOrEqual(counters.timeExceeded, 50)
+        XCTAssertLessThanOrEqual(counters.timeExceeded, UInt64(50 + elapsedMilliseconds + 1), "one more per millisecond after the burst")
+    }
+
     /// Without a source for a side nothing is sent to it: expired packets go to the stack (which
     /// drops them), oversized ones go on.
     func testNoSourceSendsNothing() throws {
