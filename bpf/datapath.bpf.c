@@ -260,10 +260,10 @@ static __always_inline __u16 csum_fold(__u64 sum)
 }
 
 // Turns the packet at `l2` (0 on the tunnel, 14 on the LAN) into an ICMPv6 error for its
-// sender and redirects it out of `ifindex`. Follows RFC 4443 2.4 (e): no error about an
-// error, nor to an unspecified or multicast source. Packet Too Big is not rate-limited:
-// the kernel's default net.ipv6.icmp.ratemask (0-1,3-127) exempts it, as path MTU
-// discovery needs one per path.
+// sender, to be redirected back out of the device it came in on. Follows RFC 4443 2.4 (e):
+// no error about an error, nor to an unspecified or multicast source. Packet Too Big is not
+// rate-limited (by neither bucket): the kernel's default net.ipv6.icmp.ratemask (0-1,3-127)
+// exempts it, as path MTU discovery needs one per path; it is never larger than the packet.
 static __always_inline enum icmp_outcome icmp_error(struct __sk_buff *skb, __u32 l2, __u8 type,
 						    __u32 mtu, const struct in6_addr *source,
 						    __u32 interval_ms)
