@@ -43,9 +43,17 @@ struct {
 } lan_prefixes SEC(".maps");
 
 // Written by the loader: where to send packets. A zero index means "not configured": pass.
+// The rest makes the programs answer like a router (RFC 4443): an MTU of 0 sends no Packet
+// Too Big, a source of :: sends no error toward that side, an interval of 0 limits nothing.
 struct datapath_config {
 	__u32 tunnel_ifindex;
 	__u32 lan_ifindex;
+	__u32 tunnel_mtu;
+	__u32 lan_mtu;
+	__u32 icmp_interval_ms; // per destination, as net.ipv6.icmp.ratelimit
+	__u32 reserved;
+	struct in6_addr lan_source;    // source of errors sent to the LAN
+	struct in6_addr tunnel_source; // source of errors sent to the clients
 };
 
 struct {
@@ -62,7 +70,10 @@ enum counter {
 	COUNTER_PASSED = 2,
 	COUNTER_HOP_LIMIT_EXPIRED = 3,
 	COUNTER_ERRORS = 4,
-	COUNTER_COUNT = 5,
+	COUNTER_TIME_EXCEEDED = 5,
+	COUNTER_PACKET_TOO_BIG = 6,
+	COUNTER_ICMP_RATE_LIMITED = 7,
+	COUNTER_COUNT = 8,
 };
 
 struct {
@@ -138,6 +149,237 @@ static __always_inline struct datapath_config *load_config(void)
 	return bpf_map_lookup_elem(&config, &zero);
 }
 
+// ICMPv6 errors (RFC 4443), built in the invoking packet's skb and sent back out of the
+// device it came in on, as the kernel's ip6_forward would send them with icmpv6_send.
+
+// An error and its quote fit the IPv6 minimum MTU (RFC 4443 2.4 c).
+#define ICMP_ERROR_MAX 1280
+#define ICMP_HEADERS (sizeof(struct ipv6hdr) + sizeof(struct icmp6hdr))
+#define ICMP_QUOTE_MAX (ICMP_ERROR_MAX - ICMP_HEADERS)
+// net/ipv4/inetpeer.c XRLIM_BURST_FACTOR: a destination may receive this many at once.
+#define ICMP_BURST 6
+#define ICMP_HOP_LIMIT 64
+
+// Token bucket per destination, in nanoseconds (inet_peer_xrlim_allow, with ns for jiffies).
+struct icmp_bucket {
+	__u64 last;
+	__u64 tokens;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct in6_addr);
+	__type(value, struct icmp_bucket);
+	__uint(max_entries, 16384);
+} icmp_buckets SEC(".maps");
+
+// The quote is copied here to be summed: bpf_csum_diff takes at most 512 bytes at a time.
+struct icmp_scratch {
+	__u8 bytes[3 * 512];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct icmp_scratch);
+	__uint(max_entries, 1);
+} icmp_scratch SEC(".maps");
+
+// What the checksum covers before the quote: the pseudo-header (RFC 8200 8.1) and the
+// ICMPv6 header with a zero checksum.
+struct icmp_sum_head {
+	struct in6_addr source;
+	struct in6_addr destination;
+	__be32 length;
+	__be32 next_header;
+	struct icmp6hdr icmp;
+};
+
+// NOT_SENT leaves the packet as it was; FAILED means it was cut or moved already.
+enum icmp_outcome { ICMP_SENT, ICMP_LIMITED, ICMP_NOT_SENT, ICMP_FAILED };
+
+static __always_inline int is_unspecified(const struct in6_addr *a)
+{
+	return (a->in6_u.u6_addr32[0] | a->in6_u.u6_addr32[1] | a->in6_u.u6_addr32[2] |
+		a->in6_u.u6_addr32[3]) == 0;
+}
+
+// All destinations together, as net.ipv4.icmp_msgs_per_sec and icmp_msgs_burst (which the
+// kernel applies to ICMPv6 too): without it, spoofed sources would each get a burst.
+#define ICMP_GLOBAL_PER_SECOND 1000
+#define ICMP_GLOBAL_BURST 50
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct icmp_bucket);
+	__uint(max_entries, 1);
+} icmp_global_bucket SEC(".maps");
+
+// Adds the time since the last call to the bucket (at most `burst` intervals' worth) and takes
+// one interval if it is there. Racy across CPUs like the kernel's: a few extra at worst.
+static __always_inline int take_token(struct icmp_bucket *bucket, __u64 now, __u64 interval, __u64 burst)
+{
+	__u64 tokens = bucket->tokens + (now - bucket->last);
+	bucket->last = now;
+	if (tokens > burst * interval)
+		tokens = burst * interval;
+	int allowed = tokens >= interval;
+	if (allowed)
+		tokens -= interval;
+	bucket->tokens = tokens;
+	return allowed;
+}
+
+static __always_inline int icmp_allowed(const struct in6_addr *destination, __u32 interval_ms)
+{
+	if (interval_ms == 0)
+		return 1;
+	__u64 now = bpf_ktime_get_ns();
+	__u32 zero = 0;
+	struct icmp_bucket *global = bpf_map_lookup_elem(&icmp_global_bucket, &zero);
+	if (!global || !take_token(global, now, 1000000000 / ICMP_GLOBAL_PER_SECOND, ICMP_GLOBAL_BURST))
+		return 0;
+	__u64 interval = (__u64)interval_ms * 1000000;
+	struct icmp_bucket *bucket = bpf_map_lookup_elem(&icmp_buckets, destination);
+	if (!bucket) {
+		// A new destination starts with a full bucket, as a new inet_peer does.
+		struct icmp_bucket fresh = { .last = now, .tokens = (ICMP_BURST - 1) * interval };
+		bpf_map_update_elem(&icmp_buckets, destination, &fresh, BPF_ANY);
+		return 1;
+	}
+	return take_token(bucket, now, interval, ICMP_BURST);
+}
+
+static __always_inline __u16 csum_fold(__u64 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+// Turns the packet at `l2` (0 on the tunnel, 14 on the LAN) into an ICMPv6 error for its
+// sender, to be redirected back out of the device it came in on. Follows RFC 4443 2.4 (e):
+// no error about an error, nor to an unspecified or multicast source. Packet Too Big is not
+// rate-limited (by neither bucket): the kernel's default net.ipv6.icmp.ratemask (0-1,3-127)
+// exempts it, as path MTU discovery needs one per path; it is never larger than the packet.
+static __always_inline enum icmp_outcome icmp_error(struct __sk_buff *skb, __u32 l2, __u8 type,
+						    __u32 mtu, const struct in6_addr *source,
+						    __u32 interval_ms)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip6 = data + l2;
+	if ((void *)(ip6 + 1) > end || is_unspecified(source))
+		return ICMP_NOT_SENT;
+	// GSO aggregates (GRO) are segmented at egress; their quote would be wrong.
+	if (skb->gso_size != 0)
+		return ICMP_NOT_SENT;
+	if (ip6->saddr.in6_u.u6_addr8[0] == 0xff || is_unspecified(&ip6->saddr))
+		return ICMP_NOT_SENT;
+	if (ip6->nexthdr == IPPROTO_ICMPV6) {
+		struct icmp6hdr *icmp = (void *)(ip6 + 1);
+		if ((void *)(icmp + 1) > end || icmp->icmp6_type < 128)
+			return ICMP_NOT_SENT;
+	}
+
+	struct ethhdr reply_eth;
+	reply_eth.h_proto = bpf_htons(ETH_P_IPV6);
+	if (l2) {
+		struct ethhdr *eth = data;
+		if ((void *)(eth + 1) > end)
+			return ICMP_NOT_SENT;
+		__builtin_memcpy(reply_eth.h_dest, eth->h_source, ETH_ALEN);
+		__builtin_memcpy(reply_eth.h_source, eth->h_dest, ETH_ALEN);
+	}
+	struct icmp_sum_head head = {};
+	head.source = *source;
+	head.destination = ip6->saddr;
+	if (type != ICMPV6_PKT_TOOBIG && !icmp_allowed(&head.destination, interval_ms))
+		return ICMP_LIMITED;
+
+	__u32 zero = 0;
+	struct icmp_scratch *scratch = bpf_map_lookup_elem(&icmp_scratch, &zero);
+	if (!scratch)
+		return ICMP_NOT_SENT;
+	__u32 quote = skb->len - l2;
+	if (quote > ICMP_QUOTE_MAX) {
+		quote = ICMP_QUOTE_MAX;
+		if (bpf_skb_change_tail(skb, l2 + quote, 0))
+			return ICMP_FAILED;
+	}
+	if (quote < sizeof(struct ipv6hdr) || quote > ICMP_QUOTE_MAX)
+		return ICMP_FAILED;
+	if (bpf_skb_load_bytes(skb, l2, scratch->bytes, quote))
+		return ICMP_FAILED;
+	// An odd tail is summed as if padded with zeros (RFC 1071).
+	scratch->bytes[quote] = 0;
+	scratch->bytes[quote + 1] = 0;
+	scratch->bytes[quote + 2] = 0;
+	__u32 padded = (quote + 3) & ~3U;
+
+	head.length = bpf_htonl(sizeof(struct icmp6hdr) + quote);
+	head.next_header = bpf_htonl(IPPROTO_ICMPV6);
+	head.icmp.icmp6_type = type;
+	head.icmp.icmp6_code = 0;
+	head.icmp.icmp6_dataun.un_data32[0] = bpf_htonl(mtu);
+	__s64 sum = bpf_csum_diff(NULL, 0, (void *)&head, sizeof(head), 0);
+	__u32 chunk = padded < 512 ? padded : 512;
+	sum = bpf_csum_diff(NULL, 0, (void *)scratch->bytes, chunk & 0x3fc, sum);
+	if (padded > 512) {
+		chunk = padded - 512 < 512 ? padded - 512 : 512;
+		sum = bpf_csum_diff(NULL, 0, (void *)&scratch->bytes[512], chunk & 0x3fc, sum);
+	}
+	if (padded > 1024) {
+		chunk = padded - 1024 < 512 ? padded - 1024 : 512;
+		sum = bpf_csum_diff(NULL, 0, (void *)&scratch->bytes[1024], chunk & 0x3fc, sum);
+	}
+	if (sum < 0)
+		return ICMP_FAILED;
+	head.icmp.icmp6_cksum = csum_fold(sum);
+
+	// Room for the new IPv6 and ICMPv6 headers between the MAC header (if any) and the
+	// quote; the network header moves to the new IPv6 header.
+	if (bpf_skb_adjust_room(skb, ICMP_HEADERS, BPF_ADJ_ROOM_MAC, 0))
+		return ICMP_FAILED;
+	struct ipv6hdr reply = {
+		.version = 6,
+		.payload_len = bpf_htons(sizeof(struct icmp6hdr) + quote),
+		.nexthdr = IPPROTO_ICMPV6,
+		.hop_limit = ICMP_HOP_LIMIT,
+		.saddr = head.source,
+		.daddr = head.destination,
+	};
+	if (l2 && bpf_skb_store_bytes(skb, 0, &reply_eth, sizeof(reply_eth), 0))
+		return ICMP_FAILED;
+	if (bpf_skb_store_bytes(skb, l2, &reply, sizeof(reply), 0) ||
+	    bpf_skb_store_bytes(skb, l2 + sizeof(reply), &head.icmp, sizeof(head.icmp), 0))
+		return ICMP_FAILED;
+	return ICMP_SENT;
+}
+
+// Sends the error out of the device the packet came in on; -1 when none could be sent and
+// the packet is untouched.
+static __always_inline int answer(struct __sk_buff *skb, __u32 l2, __u8 type, __u32 mtu,
+				  const struct in6_addr *source, __u32 interval_ms)
+{
+	switch (icmp_error(skb, l2, type, mtu, source, interval_ms)) {
+	case ICMP_SENT:
+		count(type == ICMPV6_PKT_TOOBIG ? COUNTER_PACKET_TOO_BIG : COUNTER_TIME_EXCEEDED);
+		return bpf_redirect(skb->ifindex, 0);
+	case ICMP_LIMITED:
+		count(COUNTER_ICMP_RATE_LIMITED);
+		return TC_ACT_SHOT;
+	case ICMP_FAILED:
+		count(COUNTER_ERRORS);
+		return TC_ACT_SHOT;
+	case ICMP_NOT_SENT:
+		break;
+	}
+	return -1;
+}
+
 // Ethernet frames from the LAN: IPv6 for a VPN client goes to the tunnel. The tunnel is a
 // layer-3 device, so bpf_redirect strips the MAC header (__bpf_redirect_no_mac).
 SEC("tc")
@@ -159,14 +401,25 @@ int lan_ingress(struct __sk_buff *skb)
 	if (!cfg || cfg->tunnel_ifindex == 0)
 		return pass();
 
+	int action;
 	switch (classify(skb, sizeof(struct ethhdr), &client_prefixes, NULL)) {
 	case VERDICT_PASS:
 		return pass();
 	case VERDICT_EXPIRED:
 		count(COUNTER_HOP_LIMIT_EXPIRED);
-		return TC_ACT_UNSPEC;
+		action = answer(skb, sizeof(struct ethhdr), ICMPV6_TIME_EXCEED, 0, &cfg->lan_source,
+				cfg->icmp_interval_ms);
+		return action < 0 ? TC_ACT_UNSPEC : action;
 	case VERDICT_REDIRECT:
 		break;
+	}
+	// Without a source address for the error the packet goes on: WireGuard fragments
+	// the outer datagram, which beats losing it.
+	if (cfg->tunnel_mtu && skb->len - sizeof(struct ethhdr) > cfg->tunnel_mtu) {
+		action = answer(skb, sizeof(struct ethhdr), ICMPV6_PKT_TOOBIG, cfg->tunnel_mtu,
+				&cfg->lan_source, cfg->icmp_interval_ms);
+		if (action >= 0)
+			return action;
 	}
 
 	data = (void *)(long)skb->data;
@@ -195,14 +448,22 @@ int tunnel_ingress(struct __sk_buff *skb)
 	if (!cfg || cfg->lan_ifindex == 0)
 		return pass();
 
+	int action;
 	switch (classify(skb, 0, &lan_prefixes, &client_prefixes)) {
 	case VERDICT_PASS:
 		return pass();
 	case VERDICT_EXPIRED:
 		count(COUNTER_HOP_LIMIT_EXPIRED);
-		return TC_ACT_UNSPEC;
+		action = answer(skb, 0, ICMPV6_TIME_EXCEED, 0, &cfg->tunnel_source, cfg->icmp_interval_ms);
+		return action < 0 ? TC_ACT_UNSPEC : action;
 	case VERDICT_REDIRECT:
 		break;
+	}
+	if (cfg->lan_mtu && skb->len > cfg->lan_mtu) {
+		action = answer(skb, 0, ICMPV6_PKT_TOOBIG, cfg->lan_mtu, &cfg->tunnel_source,
+				cfg->icmp_interval_ms);
+		if (action >= 0)
+			return action;
 	}
 
 	// Grow the head first: on failure the packet is still untouched.

@@ -61,6 +61,10 @@ public struct GatewaySection: Sendable {
     public var allowLANAnycast = false
     /// Lets the tunnel's peers claim `::/0`, `::`, `::1`, link-local, multicast or the LAN prefix.
     public var allowUnsafeAllowedIPs = false
+    /// Sources of the datapath's ICMPv6 errors; nil: an address found on the interface.
+    public var icmpSourceLAN: IPAddress?
+    public var icmpSourceTunnel: IPAddress?
+    public var icmpRateLimit: Duration = .milliseconds(1000)
 }
 
 public struct RouteEntry: Sendable {

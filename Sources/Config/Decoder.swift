@@ -286,6 +286,15 @@ struct Decoder {
         gateway.redirect = redirect ?? true
         gateway.allowLANAnycast = anycast ?? false
         gateway.allowUnsafeAllowedIPs = unsafeAllowedIPs ?? false
+        gateway.icmpSourceLAN = address(fields["icmp_source_lan"])
+        gateway.icmpSourceTunnel = address(fields["icmp_source_tunnel"])
+        if let interval = duration(fields["icmp_ratelimit"]) {
+            if interval <= .seconds(3600) {
+                gateway.icmpRateLimit = interval
+            } else if let (_, at) = scalar(fields["icmp_ratelimit"]) {
+                fail(at, "icmp_ratelimit: at most 1h (0 limits nothing)")
+            }
+        }
         return gateway
     }
 

@@ -86,7 +86,10 @@ extension Configuration {
                                        DesiredSysctl(interface: gateway.lan, name: "proxy_ndp", value: "1")]
                 }
                 if gateway.redirect {
-                    desired.datapath = DesiredDatapath(lan: gateway.lan, tunnel: gateway.tunnel, entries: entries)
+                    desired.datapath = DesiredDatapath(lan: gateway.lan, tunnel: gateway.tunnel, entries: entries,
+                                                       icmp: DatapathICMP(sourceLAN: gateway.icmpSourceLAN,
+                                                                          sourceTunnel: gateway.icmpSourceTunnel,
+                                                                          rateLimit: gateway.icmpRateLimit))
                 }
                 desired.gateway = DesiredGateway(tunnel: gateway.tunnel, lan: gateway.lan, lanPrefix: gateway.lanPrefix,
                                                  proxyNDP: gateway.proxyNDP, redirect: gateway.redirect,

@@ -108,6 +108,16 @@ extension Daemon {
                 try datapath.remove(prefix, from: .lan)
                 datapathWrites += 1
             }
+            let (icmp, lanLine, tunnelLine) = ICMPSources.settings(wanted.icmp, lan: lan, tunnel: tunnel,
+                                                                   addresses: kernel.addressList)
+            if try datapath.configure(icmp) {
+                datapathWrites += 1
+                logger.info("datapath: \(icmp)")
+                if icmp.lanSource == nil || icmp.tunnelSource == nil {
+                    logger.warning("datapath: ICMPv6 errors to the LAN \(lanLine); to the clients \(tunnelLine)")
+                }
+            }
+            datapathICMP = ["lan": lanLine, "tunnel": tunnelLine]
             datapathProblem = nil
         } catch {
             if datapathProblem != "\(error)" { logger.error("datapath: \(error)") }
@@ -121,14 +131,11 @@ extension Daemon {
             return StatusReport.Datapath(attachMode: "not loaded: \(datapathProblem ?? "pending")", counters: [:])
         }
         var counters: [String: UInt64] = [:]
-        if let c = try? datapath.counters() {
-            counters = ["lan_to_tunnel": c.lanToTunnel, "tunnel_to_lan": c.tunnelToLan, "passed": c.passed,
-                        "hop_limit_expired": c.hopLimitExpired, "errors": c.errors]
-        }
+        if let c = try? datapath.counters() { counters = c.byName }
         var mode = datapath.mode.description
         if let datapathProblem { mode += " (problem: \(datapathProblem))" }
         let programs = Dictionary(uniqueKeysWithValues: datapath.programIDs.map { ($0.key.rawValue, $0.value) })
-        return StatusReport.Datapath(attachMode: mode, counters: counters, programs: programs)
+        return StatusReport.Datapath(attachMode: mode, counters: counters, programs: programs, icmpErrors: datapathICMP)
     }
 
     /// Attachments and pins are keyed by interface and tunnel: whatever the configuration no

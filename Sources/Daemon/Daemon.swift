@@ -90,6 +90,8 @@ public final class Daemon {
     var wireGuardWrites: Int { wireGuard?.writeCount ?? 0 }
     var datapathMaps: DatapathMapsAdapter?
     var datapathProblem: String?
+    /// Where the datapath's ICMPv6 errors come from, one line per side, for status.
+    var datapathICMP: [String: String] = [:]
     var datapathWrites = 0
     /// The interfaces our filters were last looked for beside (nil: look again).
     var filterScanFor: [Int32]?

@@ -58,6 +58,8 @@ public struct StatusReport: Codable, Sendable {
         public var counters: [String: UInt64]
         /// Program ids by hook (`lan_ingress`, `tunnel_ingress`), as `bpftool prog` shows them.
         public var programs: [String: UInt32] = [:]
+        /// Where ICMPv6 errors to each side (`lan`, `tunnel`) come from, or why none are sent.
+        public var icmpErrors: [String: String]? = nil
     }
 
     public struct StatusSocket: Codable, Sendable {

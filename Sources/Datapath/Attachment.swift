@@ -58,18 +58,29 @@ extension Datapath {
     /// Writes the interface indexes the programs redirect to; true when they changed.
     func configure(lanIndex: Int32, tunnelIndex: Int32) throws -> Bool {
         let wanted = (UInt32(bitPattern: tunnelIndex), UInt32(bitPattern: lanIndex))
-        if try readConfig() == wanted { return false }
-        var key: UInt32 = 0
-        var value: [UInt32] = [wanted.0, wanted.1]
-        try check(bpf_map_update_elem(map("config").raw, &key, &value, UInt64(BPF_ANY)), "write map", "config")
+        var config = try readConfigValue()
+        if (config.tunnelIndex, config.lanIndex) == wanted { return false }
+        (config.tunnelIndex, config.lanIndex) = wanted
+        try writeConfigValue(config)
         return true
     }
 
     func readConfig() throws -> (UInt32, UInt32) {
+        let config = try readConfigValue()
+        return (config.tunnelIndex, config.lanIndex)
+    }
+
+    func readConfigValue() throws -> ConfigValue {
         var key: UInt32 = 0
-        var value: [UInt32] = [0, 0]
+        var value = [UInt8](repeating: 0, count: ConfigValue.size)
         try check(bpf_map_lookup_elem(map("config").raw, &key, &value), "read map", "config")
-        return (value[0], value[1])
+        return ConfigValue(value)
+    }
+
+    func writeConfigValue(_ config: ConfigValue) throws {
+        var key: UInt32 = 0
+        var value = config.bytes
+        try check(bpf_map_update_elem(map("config").raw, &key, &value, UInt64(BPF_ANY)), "write map", "config")
     }
 
     // MARK: shared

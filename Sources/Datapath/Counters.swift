@@ -9,21 +9,29 @@ public struct DatapathCounters: Equatable, Sendable, CustomStringConvertible {
     public var tunnelToLan: UInt64 = 0
     /// Packets handed to the stack unchanged (not IPv6, not ours, neighbour discovery, …).
     public var passed: UInt64 = 0
-    /// Packets for a redirected destination that arrived with hop limit ≤ 1 (left to the stack).
+    /// Packets for a redirected destination that arrived with hop limit ≤ 1.
     public var hopLimitExpired: UInt64 = 0
-    /// Redirects that failed (no room for the Ethernet header).
+    /// Redirects or ICMPv6 errors that failed half-way (no room for a header).
     public var errors: UInt64 = 0
+    /// ICMPv6 Time Exceeded sent (to either side).
+    public var timeExceeded: UInt64 = 0
+    /// ICMPv6 Packet Too Big sent (to either side).
+    public var packetTooBig: UInt64 = 0
+    /// ICMPv6 errors not sent because their destination's token bucket was empty.
+    public var rateLimited: UInt64 = 0
 
     public init() {}
 
     /// Name → value, for status output; the names are stable.
     public var byName: [String: UInt64] {
         ["lan_to_tunnel": lanToTunnel, "tunnel_to_lan": tunnelToLan, "passed": passed,
-         "hop_limit_expired": hopLimitExpired, "errors": errors]
+         "hop_limit_expired": hopLimitExpired, "errors": errors, "time_exceeded": timeExceeded,
+         "packet_too_big": packetTooBig, "rate_limited": rateLimited]
     }
 
     public var description: String {
-        "lan→tunnel \(lanToTunnel), tunnel→lan \(tunnelToLan), passed \(passed), hop limit expired \(hopLimitExpired), errors \(errors)"
+        "lan→tunnel \(lanToTunnel), tunnel→lan \(tunnelToLan), passed \(passed), hop limit expired \(hopLimitExpired), errors \(errors), "
+            + "time exceeded \(timeExceeded), packet too big \(packetTooBig), rate limited \(rateLimited)"
     }
 }
 
@@ -34,7 +42,7 @@ extension Datapath {
         guard cpus > 0 else { throw DatapathError("count possible CPUs for", "counters", code: -Int32(cpus)) }
         let fd = map("counters").raw
         var sums: [UInt64] = []
-        for index in UInt32(0)..<5 {
+        for index in UInt32(0)..<8 {
             var key = index
             var values = [UInt64](repeating: 0, count: cpus)
             try check(bpf_map_lookup_elem(fd, &key, &values), "read map", "counters")
@@ -46,6 +54,9 @@ extension Datapath {
         counters.passed = sums[2]
         counters.hopLimitExpired = sums[3]
         counters.errors = sums[4]
+        counters.timeExceeded = sums[5]
+        counters.packetTooBig = sums[6]
+        counters.rateLimited = sums[7]
         return counters
     }
 }

@@ -225,11 +225,28 @@ public struct DesiredDatapath: Hashable, Sendable {
     public var lan: String
     public var tunnel: String
     public var entries: [DatapathEntry]
+    public var icmp: DatapathICMP
 
-    public init(lan: String, tunnel: String, entries: [DatapathEntry]) {
+    public init(lan: String, tunnel: String, entries: [DatapathEntry], icmp: DatapathICMP = DatapathICMP()) {
         self.lan = lan
         self.tunnel = tunnel
         self.entries = entries
+        self.icmp = icmp
+    }
+}
+
+/// The datapath's ICMPv6 errors (Time Exceeded, Packet Too Big): their sources, nil for an
+/// address found on that side's interface, and the per-destination interval
+/// (net.ipv6.icmp.ratelimit; zero limits nothing).
+public struct DatapathICMP: Hashable, Sendable {
+    public var sourceLAN: IPAddress?
+    public var sourceTunnel: IPAddress?
+    public var rateLimit: Duration
+
+    public init(sourceLAN: IPAddress? = nil, sourceTunnel: IPAddress? = nil, rateLimit: Duration = .milliseconds(1000)) {
+        self.sourceLAN = sourceLAN
+        self.sourceTunnel = sourceTunnel
+        self.rateLimit = rateLimit
     }
 }
 

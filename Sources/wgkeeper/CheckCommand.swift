@@ -1,7 +1,10 @@
 import ArgumentParser
 import Config
+import Daemon
 import Foundation
 import Glibc
+import Netlink
+import Reconciler
 
 /// `wgkeeper check`: validate the configuration and everything it names, change nothing.
 struct CheckCommand: ParsableCommand {
@@ -15,11 +18,24 @@ struct CheckCommand: ParsableCommand {
         switch ConfigLoader(root: options.root).load(path: options.config) {
         case .success(let loaded):
             print(loaded.summary)
+            for line in icmpWarnings(loaded.desired) { printToStandardError("warning: \(line)") }
         case .failure(let errors):
             printErrors(errors)
             throw ExitCode(1)
         }
     }
+}
+
+/// The datapath sends ICMPv6 errors only from a source the receiver accepts: say which side
+/// has none with the interfaces as they are now. Not an error: the addresses may come later,
+/// and `check` also runs where the gateway's interfaces do not exist.
+private func icmpWarnings(_ desired: DesiredState) -> [String] {
+    guard let datapath = desired.datapath,
+          datapath.icmp.sourceLAN == nil || datapath.icmp.sourceTunnel == nil,
+          let rtnetlink = try? RTNetlink(), let links = try? rtnetlink.links(),
+          let addresses = try? rtnetlink.addresses(family: .inet6)
+    else { return [] }
+    return ICMPSources.missing(datapath.icmp, lan: datapath.lan, tunnel: datapath.tunnel, links: links, addresses: addresses)
 }
 
 func printErrors(_ errors: ConfigErrors) {

@@ -68,6 +68,9 @@ struct StatusCommand: ParsableCommand {
         if let datapath = r.datapath {
             lines.append("")
             lines.append("datapath: \(datapath.attachMode); " + datapath.counters.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+            for (side, line) in (datapath.icmpErrors ?? [:]).sorted(by: { $0.key < $1.key }) {
+                lines.append("  icmp errors to the \(side): \(line)")
+            }
         }
         if r.logLinesDropped > 0 || r.statusSocket.refused > 0 {
             lines.append("")

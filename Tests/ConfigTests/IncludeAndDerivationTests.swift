@@ -97,6 +97,22 @@ final class DerivationTests: XCTestCase {
         XCTAssertNotNil(desired.devices.first?.privateKey)
     }
 
+    func testICMPErrorSourcesAndRateLimit() throws {
+        let fixture = try ConfigFixture(for: self)
+        XCTAssertEqual(try fixture.loaded(AcceptedConfigs.base).desired.datapath?.icmp, DatapathICMP())
+        let text = AcceptedConfigs.base.replacingOccurrences(
+            of: "  allow_lan_anycast: false\n",
+            with: "  allow_lan_anycast: false\n  icmp_source_lan: fe80::1\n  icmp_source_tunnel: 2001:db8:1::1\n  icmp_ratelimit: 250ms\n")
+        XCTAssertEqual(try fixture.loaded(text).desired.datapath?.icmp,
+                       DatapathICMP(sourceLAN: IPAddress("fe80::1"), sourceTunnel: IPAddress("2001:db8:1::1"), rateLimit: .milliseconds(250)))
+        let wrong = text.replacingOccurrences(of: "icmp_source_lan: fe80::1", with: "icmp_source_lan: 10.0.0.1")
+            .replacingOccurrences(of: "icmp_ratelimit: 250ms", with: "icmp_ratelimit: 2h")
+        let errors = try fixture.errors(wrong)
+        XCTAssertEqual(errors.count, 2, "\(errors)")
+        XCTAssertTrue(errors.contains { $0.hasSuffix("icmp_source_lan: \"10.0.0.1\" is not an IPv6 address") }, "\(errors)")
+        XCTAssertTrue(errors.contains { $0.hasSuffix("icmp_ratelimit: at most 1h (0 limits nothing)") }, "\(errors)")
+    }
+
     func testNoProxiesNorDatapathWhenSwitchedOff() throws {
         let fixture = try ConfigFixture(for: self)
         let text = AcceptedConfigs.base.replacingOccurrences(of: "proxy_ndp: true", with: "proxy_ndp: false")

@@ -34,6 +34,9 @@ final class MeasurementTests: XCTestCase {
         // Per-packet cost of lan_ingress, by BPF_PROG_TEST_RUN (a redirect is not carried out).
         // Repeats reuse one skb, whose hop limit the program decrements: 250 repeats from 255.
         // Test runs see the frame as arriving on loopback, whose MAC is all zeros.
+        // Configured as the daemon does, so the redirect path pays for the MTU check too.
+        let source = IPv6Address(Lab.gatewayAddress)!
+        try second.configure(ICMPErrorSettings(lanSource: source, tunnelSource: source, tunnelMTU: 1420, intervalMilliseconds: 0))
         let program = bpf_obj_get("\(second.pinDirectory)/lan_ingress")
         XCTAssertGreaterThanOrEqual(program, 0)
         defer { close(program) }
@@ -43,7 +46,7 @@ final class MeasurementTests: XCTestCase {
             var total: UInt64 = 0
             let rounds = 2000
             for _ in 0..<rounds {
-                let (result, retval, duration) = programTestRun(program, frame, repeat: 250)
+                let (result, retval, duration, _) = programTestRun(program, frame, repeat: 250)
                 XCTAssertEqual(result, 0)
                 XCTAssertEqual(retval, verdict, label)
                 total += UInt64(duration)
@@ -51,14 +54,38 @@ final class MeasurementTests: XCTestCase {
             lines.append("lan_ingress, \(label), 10k prefixes".padding(toLength: 48, withPad: " ", startingAt: 0)
                          + String(format: "%9d ns/packet", Int(total / UInt64(rounds))))
         }
+        // The error paths: each run turns its skb into the error, so one repetition per run.
+        let expired = Packet.test(from: Lab.hostAddress, to: "2001:db8:2::2710", hopLimit: 1, sequence: 1)
+        let tooBig = Packet.big(from: Lab.hostAddress, to: "2001:db8:2::2710", length: 1500, sequence: 2)
+        for (label, packet, type, field) in [("Time Exceeded sent", expired, UInt8(3), UInt32(0)),
+                                              ("Packet Too Big sent (1500 → 1280)", tooBig, 2, 1420)] {
+            let frame = Packet.ethernet(to: [0, 0, 0, 0, 0, 0], from: lab.hostMAC, packet)
+            var total: UInt64 = 0
+            let rounds = 2000
+            for round in 0..<rounds {
+                let (result, retval, duration, output) = programTestRun(program, frame, repeat: 1)
+                XCTAssertEqual(result, 0)
+                XCTAssertEqual(retval, 7, label)
+                total += UInt64(duration)
+                if round == 0 {
+                    XCTAssertEqual(Array(output.prefix(6)), lab.hostMAC, "\(label): back to the sender")
+                    try ICMPError.check(Array(output.dropFirst(14)), type: type, code: 0, field: field, from: source,
+                                        to: IPv6Address(Lab.hostAddress)!, quoting: packet)
+                }
+            }
+            lines.append("lan_ingress, \(label)".padding(toLength: 48, withPad: " ", startingAt: 0)
+                         + String(format: "%9d ns/packet", Int(total / UInt64(rounds))))
+        }
+        XCTAssertEqual(try second.counters().timeExceeded, 2000)
         print("datapath timings:\n" + lines.joined(separator: "\n"))
     }
 }
 
-/// One BPF_PROG_TEST_RUN: (status, the program's verdict, average ns per repetition).
-private func programTestRun(_ program: Int32, _ frame: [UInt8], repeat count: Int32) -> (Int32, Int, UInt32) {
+/// One BPF_PROG_TEST_RUN: (status, the program's verdict, average ns per repetition, the
+/// packet as the program left it).
+private func programTestRun(_ program: Int32, _ frame: [UInt8], repeat count: Int32) -> (Int32, Int, UInt32, [UInt8]) {
     var input = frame
-    var output = [UInt8](repeating: 0, count: 256)
+    var output = [UInt8](repeating: 0, count: 2048)
     var opts = bpf_test_run_opts()
     opts.sz = MemoryLayout<bpf_test_run_opts>.size
     opts.repeat = count
@@ -71,5 +98,5 @@ private func programTestRun(_ program: Int32, _ frame: [UInt8], repeat count: In
             return bpf_prog_test_run_opts(program, &opts)
         }
     }
-    return (result, Int(Int32(bitPattern: opts.retval)), opts.duration)
+    return (result, Int(Int32(bitPattern: opts.retval)), opts.duration, Array(output.prefix(Int(opts.data_size_out))))
 }

@@ -15,7 +15,8 @@ final class PinningTests: XCTestCase {
         _ = try lab.datapath()
         XCTAssertEqual(try mounts(of: lab.pinRoot), ["bpf"], "an existing bpffs is used, not mounted over")
         let pins = try FileManager.default.contentsOfDirectory(atPath: first.pinDirectory).sorted()
-        XCTAssertEqual(pins, ["client_prefixes", "config", "counters", "lan_ingress", "lan_prefixes", "tunnel_ingress"])
+        XCTAssertEqual(pins, ["client_prefixes", "config", "counters", "icmp_buckets", "icmp_global_bucket", "icmp_scratch", "lan_ingress",
+                              "lan_prefixes", "tunnel_ingress"])
     }
 
     func testIncompatiblePinnedMapIsRecreated() throws {

@@ -54,7 +54,8 @@ done
 #   busybox-static    virtme-ng builds its initramfs from a *static* busybox
 #                     (replaces the dynamic `busybox` package; it Provides it)
 #   wireguard-tools, iproute2: wg / ip / tc used by the tests inside the guest
-APT_PACKAGES=(qemu-system-x86 linux-image-amd64 busybox-static wireguard-tools iproute2)
+#   traceroute, iputils-tracepath: the datapath's ICMPv6 errors seen by real tools
+APT_PACKAGES=(qemu-system-x86 linux-image-amd64 busybox-static wireguard-tools iproute2 traceroute iputils-tracepath)
 PIP_PACKAGES=(virtme-ng)
 
 # vng lives in the scripts directory of the python that installed it, which need not be on
