@@ -124,3 +124,14 @@ uninstall:
 # against the binary, make install into a scratch DESTDIR, the installed example config.
 test-deploy: deps
 	scripts/run-tier deploy --exec scripts/test-deploy
+
+# `make deb`: .build/dist/wgkeeper_<version>_amd64.deb from the release binary (scripts/build-deb:
+# dpkg-deb, Depends from dpkg-shlibdeps), then lintian, which fails the target on an error or
+# warning not explained in deploy/debian/lintian-overrides.
+deb: release
+	@scripts/apt-ensure binutils dpkg-dev lintian
+	rm -f .build/dist/wgkeeper_*.deb
+	scripts/build-deb $(RELEASE_BIN) .build/dist
+	lintian --fail-on error,warning --info .build/dist/wgkeeper_*_amd64.deb
+	@dpkg-deb --field .build/dist/wgkeeper_*_amd64.deb Version Depends Recommends Installed-Size
+
