@@ -135,3 +135,11 @@ deb: release
 	lintian --fail-on error,warning --info .build/dist/wgkeeper_*_amd64.deb
 	@dpkg-deb --field .build/dist/wgkeeper_*_amd64.deb Version Depends Recommends Installed-Size
 
+# Tier "system" (not yet part of `test`): the package under a real systemd (PID 1) in a VM on
+# a bare Debian 12 root
+# built with mmdebstrap (cached in .build/system): install, enable, traffic, reload, drift,
+# restart, watchdog, stop, journal, exposure, purge. See scripts/test-system.
+test-system: deb
+	@[ "$$(id -u)" = 0 ] || { echo "error: the system tier needs root (mmdebstrap, the VM)" >&2; exit 1; }
+	@scripts/apt-ensure mmdebstrap qemu-system-x86 linux-image-amd64 busybox-static
+	scripts/run-tier system --exec scripts/test-system .build/dist/wgkeeper_*_amd64.deb
