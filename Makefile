@@ -84,6 +84,7 @@ DOCS_OUT        = .build/dist/docs
 .PHONY: install uninstall release test-deploy deb test-system
 
 release: deps
+	@scripts/apt-ensure binutils
 	$(SWIFT) build $(RELEASE_FLAGS) --product wgkeeper $(SWIFT_FLAGS)
 	@mkdir -p .build/dist
 	strip --remove-section=.comment --remove-section=.note --strip-unneeded \
@@ -129,14 +130,13 @@ test-deploy: deps
 # dpkg-deb, Depends from dpkg-shlibdeps), then lintian, which fails the target on an error or
 # warning not explained in deploy/debian/lintian-overrides.
 deb: release
-	@scripts/apt-ensure binutils dpkg-dev lintian
+	@scripts/apt-ensure dpkg-dev lintian
 	rm -f .build/dist/wgkeeper_*.deb
 	scripts/build-deb $(RELEASE_BIN) .build/dist
 	lintian --fail-on error,warning --info .build/dist/wgkeeper_*_amd64.deb
 	@dpkg-deb --field .build/dist/wgkeeper_*_amd64.deb Version Depends Recommends Installed-Size
 
-# Tier "system" (not yet part of `test`): the package under a real systemd (PID 1) in a VM on
-# a bare Debian 12 root
+# Tier "system": the package under a real systemd (PID 1) in a VM on a bare Debian 12 root
 # built with mmdebstrap (cached in .build/system): install, enable, traffic, reload, drift,
 # restart, watchdog, stop, journal, exposure, purge. See scripts/test-system.
 test-system: deb

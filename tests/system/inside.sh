@@ -43,7 +43,7 @@ check "no Swift in the root" no_swift
 check "dpkg -i wgkeeper.deb, in the root before the boot" sh -c 'tail -3 /systemtest/dpkg-install.log; [ "$(cat /systemtest/dpkg-install.rc)" = 0 ]'
 check "the binary's libraries all resolve, none is Swift's" sh -c '! ldd /usr/bin/wgkeeper | grep -E "not found|swift"'
 check "wgkeeper --version runs" wgkeeper --version
-check "postinst: enabled, not started without a configuration" equals "$(systemctl is-enabled wgkeeper) $(systemctl is-active wgkeeper)" "enabled inactive"
+check "enabled, not started at boot without a configuration" equals "$(systemctl is-enabled wgkeeper) $(systemctl is-active wgkeeper) $(prop ConditionResult)" "enabled inactive no"
 check "tmpfiles at boot created /etc/wgkeeper and the pin root" equals "$(stat -c '%a %n' /etc/wgkeeper /sys/fs/bpf/wgkeeper | tr '\n' ' ')" "750 /etc/wgkeeper 700 /sys/fs/bpf/wgkeeper "
 check "manual pages and completions installed" ls /usr/share/man/man8/wgkeeper.8.gz /usr/share/man/man5/wgkeeper.yaml.5.gz /usr/share/bash-completion/completions/wgkeeper
 # (The root has no man-db, so verify cannot look up the Documentation= man pages.)
@@ -67,7 +67,7 @@ ip netns exec lap wg set wg1 private-key /systemtest/lap.key peer "$(wg pubkey <
     endpoint "[fd00::1]:51820" allowed-ips 2001:db8:1::/64 persistent-keepalive 5
 ip -n lap -6 addr add 2001:db8:1::100/128 dev wg1; ip -n lap link set wg1 up
 ip -n lap -6 route add 2001:db8:1::/64 dev wg1
-cat > /etc/wgkeeper/wgkeeper.yaml <<YAML
+cat > /etc/wgkeeper/wgkeeper.yaml.new <<YAML
 runtime:
   wireguard_poll: 500ms
   proxy_poll: 500ms
@@ -85,6 +85,7 @@ gateway:
   lan: private0
   lan_prefix: 2001:db8:1::/64
 YAML
+mv /etc/wgkeeper/wgkeeper.yaml.new /etc/wgkeeper/wgkeeper.yaml
 # The watchdog check waits WatchdogSec; the shipped 30 s would cost 20 s more.
 mkdir -p /etc/systemd/system/wgkeeper.service.d
 printf '[Service]\nWatchdogSec=10s\n' > /etc/systemd/system/wgkeeper.service.d/systemtest.conf
