@@ -9,7 +9,7 @@ DESTDIR      ?=
 # readers; ping for the scenario; python3 jsonschema/yaml for the schema test (Debian's python3).
 DEBIAN_PACKAGES = pkg-config libmnl-dev libbpf-dev libsystemd-dev iproute2 bpftool wireguard-tools iputils-ping python3-jsonschema python3-yaml
 
-.PHONY: all demo deps build test test-unit test-kernel test-vm bench clean
+.PHONY: all demo deps build test test-unit test-kernel test-vm test-system bench clean
 
 all: build
 
@@ -34,7 +34,8 @@ test: deps
 	-@$(MAKE) --no-print-directory test-kernel
 	-@$(MAKE) --no-print-directory test-vm
 	-@$(MAKE) --no-print-directory test-deploy
-	@scripts/test-summary unit kernel vm deploy
+	-@$(MAKE) --no-print-directory test-system
+	@scripts/test-summary unit kernel vm deploy system
 
 # Tier 1: unit, no privileges.
 test-unit: deps
@@ -81,7 +82,7 @@ RELEASE_BIN     = .build/dist/wgkeeper
 # Manual pages and completions generated from the binary (scripts/gen-docs).
 DOCS_OUT        = .build/dist/docs
 
-.PHONY: install uninstall release test-deploy deb test-system
+.PHONY: install uninstall release test-deploy deb
 
 release: deps
 	@scripts/apt-ensure binutils
