@@ -9,7 +9,7 @@ DESTDIR      ?=
 # readers; ping for the scenario; python3 jsonschema/yaml for the schema test (Debian's python3).
 DEBIAN_PACKAGES = pkg-config libmnl-dev libbpf-dev libsystemd-dev libyaml-dev iproute2 bpftool wireguard-tools iputils-ping python3-jsonschema python3-yaml
 
-.PHONY: all demo deps build test test-unit test-kernel test-vm test-fuzz fuzz bench clean
+.PHONY: all demo deps build test test-unit test-kernel test-vm test-system test-fuzz fuzz bench clean
 
 all: build
 
@@ -34,8 +34,9 @@ test: deps
 	-@$(MAKE) --no-print-directory test-kernel
 	-@$(MAKE) --no-print-directory test-vm
 	-@$(MAKE) --no-print-directory test-deploy
+	-@$(MAKE) --no-print-directory test-system
 	-@$(MAKE) --no-print-directory test-fuzz
-	@scripts/test-summary unit kernel vm deploy fuzz
+	@scripts/test-summary unit kernel vm deploy system fuzz
 
 # Tier 1: unit, no privileges.
 test-unit: deps
@@ -74,25 +75,50 @@ clean:
 
 # --- Deployment (README "Installation") ----------------------------------------------------
 # `make install [DESTDIR=...] [PREFIX=/usr/local]`: binary, systemd unit, tmpfiles entry,
-# iproute2 protocol name, example configuration. Files in /etc that exist are never replaced.
-# WGKEEPER_BIN installs a binary already built instead of building a release one.
+# iproute2 protocol name, example configuration, manual pages, shell completions. Files in /etc
+# that exist are never replaced. WGKEEPER_BIN installs a binary already built instead of
+# building the release one.
 SYSCONFDIR     ?= /etc
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 TMPFILESDIR    ?= $(PREFIX)/lib/tmpfiles.d
 DOCDIR         ?= $(PREFIX)/share/doc/wgkeeper
+MANDIR         ?= $(PREFIX)/share/man
+BASHCOMPDIR    ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR     ?= $(PREFIX)/share/zsh/vendor-completions
+FISHCOMPDIR    ?= $(PREFIX)/share/fish/vendor_completions.d
 WGKEEPER_BIN   ?=
 
-.PHONY: install uninstall test-deploy
+# The installed binary: the Swift runtime linked in (it runs without a toolchain; its only
+# shared libraries are Debian's), stripped as dh_strip does.
+RELEASE_FLAGS  ?= -c release --static-swift-stdlib
+RELEASE_BIN     = .build/dist/wgkeeper
+# Manual pages and completions generated from the binary (scripts/gen-docs).
+DOCS_OUT        = .build/dist/docs
 
-install: $(if $(WGKEEPER_BIN),,deps)
-	$(if $(WGKEEPER_BIN),,$(SWIFT) build -c release --product wgkeeper $(SWIFT_FLAGS))
-	install -D -m 0755 "$(or $(WGKEEPER_BIN),$$($(SWIFT) build -c release --show-bin-path $(SWIFT_FLAGS))/wgkeeper)" "$(DESTDIR)$(PREFIX)/bin/wgkeeper"
+.PHONY: install uninstall release test-deploy deb
+
+release: deps
+	@scripts/apt-ensure binutils
+	$(SWIFT) build $(RELEASE_FLAGS) --product wgkeeper $(SWIFT_FLAGS)
+	@mkdir -p .build/dist
+	strip --remove-section=.comment --remove-section=.note --strip-unneeded \
+		-o $(RELEASE_BIN) "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path $(SWIFT_FLAGS))/wgkeeper"
+	@ls -l $(RELEASE_BIN); ldd $(RELEASE_BIN)
+
+install: $(if $(WGKEEPER_BIN),,release)
+	scripts/gen-docs "$(or $(WGKEEPER_BIN),$(RELEASE_BIN))" $(DOCS_OUT)
+	install -D -m 0755 "$(or $(WGKEEPER_BIN),$(RELEASE_BIN))" "$(DESTDIR)$(PREFIX)/bin/wgkeeper"
 	install -d -m 0755 "$(DESTDIR)$(SYSTEMDUNITDIR)" "$(DESTDIR)$(TMPFILESDIR)" "$(DESTDIR)$(DOCDIR)/examples/conf.d"
 	sed 's|/usr/local/|$(PREFIX)/|g' deploy/wgkeeper.service > "$(DESTDIR)$(SYSTEMDUNITDIR)/wgkeeper.service"
 	chmod 0644 "$(DESTDIR)$(SYSTEMDUNITDIR)/wgkeeper.service"
 	install -m 0644 deploy/tmpfiles.d/wgkeeper.conf "$(DESTDIR)$(TMPFILESDIR)/wgkeeper.conf"
 	install -m 0644 README.md deploy/wgkeeper.schema.json deploy/wgkeeper.yaml "$(DESTDIR)$(DOCDIR)/"
 	install -m 0644 deploy/examples/conf.d/*.yaml "$(DESTDIR)$(DOCDIR)/examples/conf.d/"
+	install -D -m 0644 $(DOCS_OUT)/man/wgkeeper.8 "$(DESTDIR)$(MANDIR)/man8/wgkeeper.8"
+	install -D -m 0644 $(DOCS_OUT)/man/wgkeeper.yaml.5 "$(DESTDIR)$(MANDIR)/man5/wgkeeper.yaml.5"
+	install -D -m 0644 $(DOCS_OUT)/completions/wgkeeper.bash "$(DESTDIR)$(BASHCOMPDIR)/wgkeeper"
+	install -D -m 0644 $(DOCS_OUT)/completions/_wgkeeper "$(DESTDIR)$(ZSHCOMPDIR)/_wgkeeper"
+	install -D -m 0644 $(DOCS_OUT)/completions/wgkeeper.fish "$(DESTDIR)$(FISHCOMPDIR)/wgkeeper.fish"
 	install -d -m 0755 "$(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d"
 	[ -e "$(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d/wgkeeper.conf" ] || install -m 0644 deploy/rt_protos.d/wgkeeper.conf "$(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d/wgkeeper.conf"
 	install -d -m 0750 "$(DESTDIR)$(SYSCONFDIR)/wgkeeper" "$(DESTDIR)$(SYSCONFDIR)/wgkeeper/conf.d"
@@ -104,6 +130,8 @@ install: $(if $(WGKEEPER_BIN),,deps)
 # Leaves /etc/wgkeeper (configuration, keys) and /etc/iproute2/rt_protos.d/wgkeeper.conf.
 uninstall:
 	rm -f "$(DESTDIR)$(PREFIX)/bin/wgkeeper" "$(DESTDIR)$(SYSTEMDUNITDIR)/wgkeeper.service" "$(DESTDIR)$(TMPFILESDIR)/wgkeeper.conf"
+	rm -f "$(DESTDIR)$(MANDIR)/man8/wgkeeper.8" "$(DESTDIR)$(MANDIR)/man5/wgkeeper.yaml.5" "$(DESTDIR)$(BASHCOMPDIR)/wgkeeper" \
+		"$(DESTDIR)$(ZSHCOMPDIR)/_wgkeeper" "$(DESTDIR)$(FISHCOMPDIR)/wgkeeper.fish"
 	rm -rf "$(DESTDIR)$(DOCDIR)"
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
@@ -111,3 +139,21 @@ uninstall:
 # against the binary, make install into a scratch DESTDIR, the installed example config.
 test-deploy: deps
 	scripts/run-tier deploy --exec scripts/test-deploy
+
+# `make deb`: .build/dist/wgkeeper_<version>_amd64.deb from the release binary (scripts/build-deb:
+# dpkg-deb, Depends from dpkg-shlibdeps), then lintian, which fails the target on an error or
+# warning not explained in deploy/debian/lintian-overrides.
+deb: release
+	@scripts/apt-ensure dpkg-dev lintian
+	rm -f .build/dist/wgkeeper_*.deb
+	scripts/build-deb $(RELEASE_BIN) .build/dist
+	lintian --fail-on error,warning --info .build/dist/wgkeeper_*_amd64.deb
+	@dpkg-deb --field .build/dist/wgkeeper_*_amd64.deb Version Depends Recommends Installed-Size
+
+# Tier "system": the package under a real systemd (PID 1) in a VM on a bare Debian 12 root
+# built with mmdebstrap (cached in .build/system): install, enable, traffic, reload, drift,
+# restart, watchdog, stop, journal, exposure, purge. See scripts/test-system.
+test-system: deb
+	@[ "$$(id -u)" = 0 ] || { echo "error: the system tier needs root (mmdebstrap, the VM)" >&2; exit 1; }
+	@scripts/apt-ensure mmdebstrap qemu-system-x86 linux-image-amd64 busybox-static
+	scripts/run-tier system --exec scripts/test-system .build/dist/wgkeeper_*_amd64.deb
