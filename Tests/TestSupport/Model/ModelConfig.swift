@@ -1,0 +1,167 @@
+import Foundation
+import Netlink
+
+/// SplitMix64: a small seeded generator, so a seed replays the same sequence everywhere.
+public struct SeededGenerator: RandomNumberGenerator {
+    private var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// The small universe the model draws from: interface names, address plans, a pool of peers.
+/// Every prefix a peer can hold is its own (derived from its index), so any subset of peers
+/// with any subset of their prefixes is a valid configuration (DESIGN §5).
+public struct ModelUniverse: Sendable {
+    public var tunnel = "wg0"
+    /// LAN candidates; one has a dot, as a VLAN's name does.
+    public var lans = ["lan0", "lan0.100", "lan1"]
+    /// Never a LAN; explicit routes and proxies may name it.
+    public var spare = "ext0"
+    /// Peer ends of the veths (or the VLAN's parent): never named by any configuration.
+    public var unmanaged = ["wg0p", "lan0p", "lanvp", "lan1p", "ext0p"]
+    public static let lanPrefixes = ["2001:db8:1::/64", "2001:db8:1:1::/64"]
+    public static let peerPool = 40
+
+    public init() {}
+
+    /// Every interface a configuration may name.
+    public var configurable: [String] { [tunnel] + lans + [spare] }
+    /// Every interface of the topology whose sysctls and objects are compared.
+    public var all: [String] { configurable + unmanaged }
+
+    /// The prefixes peer `i` may hold: a /128 in each LAN prefix, a /64 and a /48 outside both.
+    public static func candidatePrefixes(peer i: Int) -> [String] {
+        ["2001:db8:1::1:\(String(i, radix: 16))/128", "2001:db8:1:1::\(String(i + 1, radix: 16))/128",
+         "2001:db8:2:\(String(i, radix: 16))::/64", "2001:db8:\(String(0x100 + i, radix: 16))::/48"]
+    }
+
+    /// Peer `i`'s public key: a real Curve25519 key derived from the index (stable across seeds).
+    public static func publicKey(peer i: Int) -> WireGuardKey {
+        var rng = SeededGenerator(seed: 0x5EED_0000 + UInt64(i))
+        let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        return PrivateKey(WireGuardKey(bytes: bytes)!).publicKey
+    }
+}
+
+public struct ModelPeer: Hashable, Sendable {
+    public var id: Int
+    public var allowedIPs: [String]
+}
+
+public struct ModelGateway: Hashable, Sendable {
+    public var lan: String
+    public var lanPrefix: String
+    public var proxyNDP: Bool
+    public var redirect: Bool
+}
+
+public struct ModelRoute: Hashable, Sendable {
+    public var destination: String
+    public var device: String
+    public var gateway: String?
+    public var table: Int?
+    public var metric: Int?
+}
+
+public struct ModelProxy: Hashable, Sendable {
+    public var address: String
+    public var device: String
+}
+
+/// One configuration of the universe, rendered to YAML per daemon (paths differ per harness).
+public struct ModelConfig: Hashable, Sendable {
+    public var listenPort = 51820
+    public var prunePeers = true
+    public var peers: [ModelPeer] = []
+    public var gateway: ModelGateway?
+    public var routes: [ModelRoute] = []
+    public var proxies: [ModelProxy] = []
+
+    public init() {}
+
+    public func yaml(statusSocket: String, pinRoot: String, keyFile: String, poll: String = "200ms") -> String {
+        var lines = ["runtime:", "  status_socket: \(statusSocket)", "  bpf_pin_root: \(pinRoot)",
+                     "  route_protocol: 77", "  wireguard_poll: \(poll)", "  proxy_poll: \(poll)", "  resync: 60s",
+                     "wireguard:", "  wg0:", "    private_key_file: \(keyFile)", "    listen_port: \(listenPort)",
+                     "    prune_peers: \(prunePeers)", "    peers:\(peers.isEmpty ? " []" : "")"]
+        for peer in peers {
+            lines += ["      - name: peer\(peer.id)", "        public_key: \"\(ModelUniverse.publicKey(peer: peer.id).base64)\"",
+                      "        allowed_ips: [\(peer.allowedIPs.joined(separator: ", "))]"]
+        }
+        if let gateway {
+            lines += ["gateway:", "  tunnel: wg0", "  lan: \(gateway.lan)", "  lan_prefix: \(gateway.lanPrefix)",
+                      "  proxy_ndp: \(gateway.proxyNDP)", "  redirect: \(gateway.redirect)"]
+        }
+        if !routes.isEmpty {
+            lines.append("routes:")
+            for route in routes {
+                lines += ["  - destination: \(route.destination)", "    device: \(route.device)"]
+                if let gateway = route.gateway { lines.append("    gateway: \(gateway)") }
+                if let table = route.table { lines.append("    table: \(table)") }
+                if let metric = route.metric { lines.append("    metric: \(metric)") }
+            }
+        }
+        if !proxies.isEmpty {
+            lines.append("proxies:")
+            for proxy in proxies { lines += ["  - address: \(proxy.address)", "    device: \(proxy.device)"] }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// A one-line summary for failure reports.
+    public var summary: String {
+        var parts = ["port \(listenPort)", "prune \(prunePeers)"]
+        if let g = gateway {
+            parts.append("gateway lan=\(g.lan) prefix=\(g.lanPrefix) proxy_ndp=\(g.proxyNDP) redirect=\(g.redirect)")
+        } else {
+            parts.append("no gateway")
+        }
+        parts.append("peers [" + peers.map { "\($0.id):\($0.allowedIPs.joined(separator: ","))" }.joined(separator: " ") + "]")
+        if !routes.isEmpty {
+            parts.append("routes [" + routes.map {
+                "\($0.destination) dev \($0.device)\($0.gateway.map { " via \($0)" } ?? "")\($0.table.map { " table \($0)" } ?? "")\($0.metric.map { " metric \($0)" } ?? "")"
+            }.joined(separator: "; ") + "]")
+        }
+        if !proxies.isEmpty { parts.append("proxies [" + proxies.map { "\($0.address) dev \($0.device)" }.joined(separator: "; ") + "]") }
+        return parts.joined(separator: ", ")
+    }
+
+    // MARK: what the configuration claims (for choosing drift targets, not for the expectation)
+
+    /// Routes this configuration wants, as `ip` arguments that identify one: dst, dev, table, metric.
+    public var claimedRoutes: [(dst: String, dev: String, table: Int, metric: Int)] {
+        var result: [(String, String, Int, Int)] = []
+        if let g = gateway {
+            result.append((g.lanPrefix, g.lan, 254, 1024))
+            for peer in peers { for ip in peer.allowedIPs { result.append((ip, "wg0", 254, 1024)) } }
+        }
+        for r in routes { result.append((r.destination, r.device, r.table ?? 254, r.metric ?? 1024)) }
+        return result
+    }
+
+    public var claimedProxies: [(address: String, dev: String)] {
+        var result: [(String, String)] = []
+        if let g = gateway, g.proxyNDP {
+            let inside = g.lanPrefix == ModelUniverse.lanPrefixes[0] ? "2001:db8:1::1:" : "2001:db8:1:1::"
+            for peer in peers {
+                for ip in peer.allowedIPs where ip.hasSuffix("/128") && ip.hasPrefix(inside) {
+                    result.append((String(ip.dropLast(4)), g.lan))
+                }
+            }
+        }
+        for p in proxies { result.append((p.address, p.device)) }
+        return result
+    }
+
+    /// The sysctls the configuration sets, as "iface key".
+    public var managedSysctls: Set<String> {
+        guard let g = gateway, g.proxyNDP else { return [] }
+        return ["\(g.lan) forwarding", "\(g.lan) proxy_ndp"]
+    }
+}
