@@ -329,6 +329,28 @@ public final class ModelRun {
         return (kept, best)
     }
 
+    /// Then the drift of each kept step, one operation at a time (same rule as above).
+    public func shrinkDrift(_ steps: [ModelStep], failure: ModelFailure, log: (String) -> Void) -> ([ModelStep], ModelFailure) {
+        let deadline = ContinuousClock.now + settings.shrinkBudget / 2
+        var current = steps
+        var best = failure
+        for i in current.indices {
+            var j = 0
+            while j < current[i].drift.count && ContinuousClock.now < deadline {
+                var candidate = current
+                candidate[i].drift.remove(at: j)
+                if let f = try? play(candidate), !f.kinds.isDisjoint(with: failure.kinds) {
+                    current = candidate
+                    best = f
+                    log("dropped a drift operation of step \(i)")
+                } else {
+                    j += 1
+                }
+            }
+        }
+        return (current, best)
+    }
+
     // MARK: the whole test
 
     public func sequence() -> [ModelStep] {
@@ -378,12 +400,14 @@ public final class ModelRun {
             let sub = indices.map { steps[original.firstIndex(of: $0)!] }
             var relative = first
             relative.step = min(first.step, sub.count - 1)
-            let (kept, shrunk) = shrink(sub, failure: relative) { print("model: \($0)") }
+            let (kept, stepShrunk) = shrink(sub, failure: relative) { print("model: \($0)") }
             let keptOriginal = kept.map { indices[$0] }
+            var keptSteps = kept.map { sub[$0] }
+            keptSteps[0].restart = false
+            let (minimal, shrunk) = shrinkDrift(keptSteps, failure: stepShrunk) { print("model: \($0)") }
             report.append("shrunk in \(ContinuousClock.now - shrinkStart) to \(kept.count) steps (original indices \(keptOriginal)):")
-            for (n, i) in keptOriginal.enumerated() {
-                let step = steps[original.firstIndex(of: i)!]
-                report.append("  \(n). [\(i)] \(n == 0 ? "start" : step.restart ? "restart" : "reload"): \(step.config.summary)")
+            for (n, step) in minimal.enumerated() {
+                report.append("  \(n). [\(keptOriginal[n])] \(n == 0 ? "start" : step.restart ? "restart" : "reload"): \(step.config.summary)")
                 if !step.drift.isEmpty { report.append("       then drift: \(step.drift.map(\.description).joined(separator: " | "))") }
             }
             report.append("shrunk failure: " + shrunk.description)
