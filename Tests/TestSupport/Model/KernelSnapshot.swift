@@ -69,7 +69,10 @@ public struct KernelSnapshot: Equatable {
                     let type = "\(route["type"] ?? "unicast")"
                     let proto = "\(route["protocol"] ?? "3")"  // iproute2 leaves out `proto boot`
                     if table == "local" || table == "255" || proto == "2" || type == "multicast" || type == "5" { continue }
-                    lines.insert(routeLine(table: table == "main" ? "254" : table, type: type, dst: "\(route["dst"] ?? "?")",
+                    // `ip` prints a host route without its /128; the model's lines always carry it.
+                    var dst = "\(route["dst"] ?? "?")"
+                    if dst != "default" && !dst.contains("/") { dst += "/128" }
+                    lines.insert(routeLine(table: table == "main" ? "254" : table, type: type, dst: dst,
                                            dev: "\(route["dev"] ?? "-")", proto: proto, metric: route["metric"] as? Int ?? 0,
                                            gateway: route["gateway"] as? String))
                 }
@@ -107,8 +110,8 @@ public struct KernelSnapshot: Equatable {
                 }
             case "map":
                 for entry in json(body) {
-                    let key = (entry["key"] as? [String])?.joined(separator: "") ?? "\(entry["key"] ?? "?")"
-                    let value = (entry["value"] as? [String])?.joined(separator: "") ?? "\(entry["value"] ?? "?")"
+                    let key = mapKey(entry["key"])
+                    let value = (entry["value"] as? [String])?.map { $0.replacingOccurrences(of: "0x", with: "") }.joined() ?? "\(entry["value"] ?? "?")"
                     lines.insert("map \(words[1]) \(key) => \(value)")
                 }
             case "wg":
@@ -137,6 +140,19 @@ public struct KernelSnapshot: Equatable {
             }
         }
         return KernelSnapshot(lines: lines)
+    }
+
+    /// An LPM key (4-byte little-endian prefix length, 16-byte address) as a prefix; else hex.
+    static func mapKey(_ key: Any?) -> String {
+        guard let hex = key as? [String] else { return "\(key ?? "?")" }
+        let bytes = hex.compactMap { UInt8($0.replacingOccurrences(of: "0x", with: ""), radix: 16) }
+        guard bytes.count == 20 else { return bytes.map { String(format: "%02x", $0) }.joined() }
+        let length = Int(bytes[0]) | Int(bytes[1]) << 8
+        var address = in6_addr()
+        withUnsafeMutableBytes(of: &address) { $0.copyBytes(from: bytes[4..<20]) }
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        inet_ntop(AF_INET6, &address, &text, socklen_t(text.count))
+        return "\(String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))/\(length)"
     }
 
     /// Expected-versus-actual, one line per difference: `- ` missing, `+ ` unexpected.

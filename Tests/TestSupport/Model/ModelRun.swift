@@ -46,7 +46,13 @@ public struct ModelFailure: CustomStringConvertible {
     public var phase: String
     public var diff: [String]
     public var kinds: Set<String> { KernelSnapshot.kinds(diff) }
-    public var description: String { "step \(step) (\(phase)):\n" + diff.map { "    " + $0 }.joined(separator: "\n") }
+    public var description: String { "step \(step) (\(phase)):\n" + ModelFailure.render(diff) }
+
+    /// The diff, at most 40 lines (the rest counted).
+    public static func render(_ diff: [String]) -> String {
+        let shown = diff.prefix(40).map { "    " + $0 }
+        return (shown + (diff.count > 40 ? ["    … \(diff.count - 40) more lines"] : [])).joined(separator: "\n")
+    }
 }
 
 /// What the test did to the kernel that the daemon must leave alone.
@@ -384,7 +390,7 @@ public final class ModelRun {
             let global = offset + failure.step
             print("model: FAILED at step \(global) (\(failure.phase)) after \(ContinuousClock.now - started)")
             print("model: configuration: \(global < steps.count ? steps[global].config.summary : "(cleanup)")")
-            print(failure.diff.map { "    " + $0 }.joined(separator: "\n"))
+            print(ModelFailure.render(failure.diff))
             failures.append((failure, Array(original[offset..<min(original.count, global + 1)])))
             guard settings.keepGoing, failure.step + 1 < remaining.count else { break }
             // Look past it: start over, fresh, from the next step.
