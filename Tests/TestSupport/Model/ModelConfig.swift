@@ -159,6 +159,27 @@ public struct ModelConfig: Hashable, Sendable {
         return result
     }
 
+    /// What a fresh start must show for this configuration whatever the daemon's internals: the
+    /// simple model the fresh daemon is itself held to (routes, proxies, sysctls, peers).
+    public func claimLines(wireGuard: Bool) -> (required: Set<String>, ownedRoutesAndProxies: Set<String>) {
+        var required: Set<String> = []
+        for r in claimedRoutes {
+            let gateway = routes.first { $0.destination == r.dst && $0.device == r.dev }?.gateway
+            required.insert(KernelSnapshot.routeLine(table: "\(r.table)", type: "unicast", dst: r.dst, dev: r.dev, proto: "77",
+                                                     metric: r.metric, gateway: gateway))
+        }
+        for p in claimedProxies { required.insert(KernelSnapshot.proxyLine(address: p.address, dev: p.dev, proto: "77")) }
+        let owned = required
+        for key in managedSysctls { required.insert("sysctl \(key) 1") }
+        if wireGuard {
+            for peer in peers {
+                required.insert(KernelSnapshot.peerLine(dev: "wg0", key: ModelUniverse.publicKey(peer: peer.id).base64, endpoint: "(none)",
+                                                        allowed: peer.allowedIPs.sorted().joined(separator: ","), keepalive: "off"))
+            }
+        }
+        return (required, owned)
+    }
+
     /// The sysctls the configuration sets, as "iface key".
     public var managedSysctls: Set<String> {
         guard let g = gateway, g.proxyNDP else { return [] }

@@ -63,7 +63,10 @@ struct Overlay {
 
     mutating func expected(from reference: KernelSnapshot, config: ModelConfig?, wireGuard: Bool) -> KernelSnapshot {
         var lines = reference.lines.union(self.lines)
-        for (key, value) in sysctls where !(config?.managedSysctls.contains(key) ?? false) {
+        // After cleanup (config nil) a wg0 the daemon created is gone, and with it what hung off it.
+        let gone = wireGuard && config == nil ? "wg0" : nil
+        if let gone { lines = lines.filter { !$0.contains(" dev \(gone) ") } }
+        for (key, value) in sysctls where !(config?.managedSysctls.contains(key) ?? false) && !(gone.map { key.hasPrefix($0 + " ") } ?? false) {
             lines = lines.filter { !$0.hasPrefix("sysctl \(key) ") }
             lines.insert("sysctl \(key) \(value)")
         }
@@ -204,6 +207,26 @@ public final class ModelRun {
         return snapshot
     }
 
+    /// The fresh start against the configuration's own claims: every wanted route, proxy entry,
+    /// sysctl (and peer) present, no other route or proxy entry with our protocol, programs on
+    /// the LAN and tunnel exactly when `redirect` is on. Catches what a fresh daemon gets wrong
+    /// too (which the comparison with a fresh daemon cannot see).
+    func claimsDiff(_ config: ModelConfig, _ reference: KernelSnapshot) -> [String]? {
+        let (required, owned) = config.claimLines(wireGuard: topology.wireGuard)
+        var diff = required.subtracting(reference.lines).sorted().map { "- configured, missing: \($0)" }
+        let ours = reference.lines.filter { ($0.hasPrefix("route ") || $0.hasPrefix("proxy ")) && $0.contains(" proto 77") }
+        diff += ours.subtracting(owned).sorted().map { "+ not configured, present: \($0)" }
+        let attached = reference.lines.filter { $0.hasPrefix("tcx ") || $0.hasPrefix("filter ") }
+        if let g = config.gateway, g.redirect {
+            for dev in [g.lan, "wg0"] where !attached.contains(where: { $0.hasPrefix("tcx \(dev) ingress ") || $0.hasPrefix("filter \(dev) ingress ") }) {
+                diff.append("- configured, missing: a program on \(dev) ingress (redirect: true)")
+            }
+        } else {
+            diff += attached.sorted().map { "+ not configured, present: \($0) (redirect off)" }
+        }
+        return diff.isEmpty ? nil : diff
+    }
+
     // MARK: playing a sequence
 
     func converge(_ ns: TestNamespace, to expected: KernelSnapshot) throws -> [String]? {
@@ -255,7 +278,11 @@ public final class ModelRun {
         let verbose = ProcessInfo.processInfo.environment["WGK_MODEL_VERBOSE"] == "1"
         for (i, step) in steps.enumerated() {
             let t0 = ContinuousClock.now
-            let expected = overlay.expected(from: try reference(step.config), config: step.config, wireGuard: topology.wireGuard)
+            let fresh = try reference(step.config)
+            if let diff = claimsDiff(step.config, fresh) {
+                return ModelFailure(step: i, phase: "a fresh start does not do what the configuration says", diff: diff)
+            }
+            let expected = overlay.expected(from: fresh, config: step.config, wireGuard: topology.wireGuard)
             let t1 = ContinuousClock.now
             try h.writeConfig(yaml(step.config, h, pins: mainPins))
             if i == 0 {

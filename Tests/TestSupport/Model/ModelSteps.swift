@@ -262,10 +262,11 @@ public struct ModelGenerator {
             case 4 where features.clsact:
                 if let g = config.gateway, g.redirect { result.append(.deleteClsact(dev: pick([g.lan, "wg0"]))) }
             case 5, 6:
-                // Another owner's route: an unused prefix, or a prefix we route at another metric.
+                // Another owner's route: an unused prefix, or a prefix we route at another metric
+                // (7…86: never one the configuration uses, so never the identity of an owned route).
                 foreignCount += 1
                 let dst = chance(0.5) || routes.isEmpty ? "2001:db8:c:\(String(foreignCount, radix: 16))::/64" : pick(routes).dst
-                result.append(.foreignRoute(dst: dst, dev: pick(universe.all), proto: pick([4, 42, 3]), metric: 7 + foreignCount))
+                result.append(.foreignRoute(dst: dst, dev: pick(universe.all), proto: pick([4, 42, 3]), metric: 7 + foreignCount % 80))
             case 7:
                 foreignCount += 1
                 result.append(.foreignProxy(address: "2001:db8:d::\(String(foreignCount, radix: 16))", dev: pick(universe.all),
