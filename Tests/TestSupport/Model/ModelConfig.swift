@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Netlink
 
 /// SplitMix64: a small seeded generator, so a seed replays the same sequence everywhere.
@@ -35,10 +36,21 @@ public struct ModelUniverse: Sendable {
     /// Every interface of the topology whose sysctls and objects are compared.
     public var all: [String] { configurable + unmanaged }
 
+    /// `text` as `ip` prints it (RFC 5952: 2001:db8:f:0::/64 is 2001:db8:f::/64).
+    public static func canonical(_ text: String) -> String {
+        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
+        var address = in6_addr()
+        guard inet_pton(AF_INET6, parts[0], &address) == 1 else { return text }
+        var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        inet_ntop(AF_INET6, &address, &buffer, socklen_t(buffer.count))
+        let printed = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return parts.count == 2 ? "\(printed)/\(parts[1])" : printed
+    }
+
     /// The prefixes peer `i` may hold: a /128 in each LAN prefix, a /64 and a /48 outside both.
     public static func candidatePrefixes(peer i: Int) -> [String] {
         ["2001:db8:1::1:\(String(i, radix: 16))/128", "2001:db8:1:1::\(String(i + 1, radix: 16))/128",
-         "2001:db8:2:\(String(i, radix: 16))::/64", "2001:db8:\(String(0x100 + i, radix: 16))::/48"]
+         "2001:db8:2:\(String(i, radix: 16))::/64", "2001:db8:\(String(0x100 + i, radix: 16))::/48"].map(canonical)
     }
 
     /// Peer `i`'s public key: a real Curve25519 key derived from the index (stable across seeds).

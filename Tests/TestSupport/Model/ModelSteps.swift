@@ -148,7 +148,7 @@ public struct ModelGenerator {
     }
 
     mutating func randomRoute() -> ModelRoute {
-        ModelRoute(destination: "2001:db8:f:\(Int.random(in: 0..<8, using: &rng))::/64",
+        ModelRoute(destination: ModelUniverse.canonical("2001:db8:f:\(Int.random(in: 0..<8, using: &rng))::/64"),
                    device: pick(universe.configurable),
                    gateway: chance(0.2) ? "fe80::1" : nil,
                    table: chance(0.25) ? 100 : nil,
