@@ -45,8 +45,9 @@ public final class DaemonHarness: @unchecked Sendable {
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
     }
 
-    /// Starts the daemon and waits for `READY=1`.
-    public func start(watchdogUsec: Int? = nil, extraArguments: [String] = [], environment extra: [String: String] = [:]) throws {
+    /// Starts the daemon and waits for `READY=1` (`readyWithin`: TCG in the VM is slow).
+    public func start(watchdogUsec: Int? = nil, extraArguments: [String] = [], environment extra: [String: String] = [:],
+                      readyWithin: Duration = .seconds(10)) throws {
         if notifyFD < 0 { try openNotifySocket() }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -63,7 +64,7 @@ public final class DaemonHarness: @unchecked Sendable {
         try process.run()
         self.process = process
         notifications = []
-        try waitForNotification { $0.contains("READY=1") }
+        try waitForNotification(timeout: readyWithin) { $0.contains("READY=1") }
     }
 
     public func stop(signal: Int32 = SIGTERM) {

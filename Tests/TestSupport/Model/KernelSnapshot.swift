@@ -40,7 +40,7 @@ public struct KernelSnapshot: Equatable {
         echo @@proxies; ip -N -j -6 neigh show proxy
         echo @@links; ip -j link show
         echo @@qdiscs; tc -j qdisc show
-        for d in /sys/class/net/*; do d=${d##*/}; echo "@@filters $d"; tc -j filter show dev "$d" ingress 2>/dev/null; done
+        for d in $(tc qdisc show | sed -n 's/^qdisc clsact .* dev \\([^ ]*\\) .*/\\1/p'); do echo "@@filters $d"; tc -j filter show dev "$d" ingress; done
         echo @@sysctls; grep -H . /proc/sys/net/ipv6/conf/*/forwarding /proc/sys/net/ipv6/conf/*/proxy_ndp
         [ -d \(pins) ] && cd \(pins) && { echo @@pins; find . -mindepth 1 | sort
           for f in $(find . -name client_prefixes -o -name lan_prefixes -o -name config); do echo "@@map ${f#./}"; bpftool -j map dump pinned "$f"; done; }
@@ -92,7 +92,8 @@ public struct KernelSnapshot: Equatable {
             case "filters":
                 for filter in json(body) {
                     guard let options = filter["options"] as? [String: Any] else { continue }
-                    let name = "\(options["bpf_name"] ?? options["prog"].map { "\($0)" } ?? "-")"
+                    // "lan_ingress:[12]": the program id differs between namespaces; keep the name.
+                    let name = "\(options["bpf_name"] ?? "-")".split(separator: ":").first.map(String.init) ?? "-"
                     lines.insert("filter \(words[1]) ingress \(filter["kind"] ?? "?") \(name)")
                 }
             case "sysctls":

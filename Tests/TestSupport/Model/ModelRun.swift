@@ -93,6 +93,8 @@ public final class ModelRun {
         public var shrinkBudget: Duration = .seconds(120)
         public var settle: Duration = .seconds(2)
         public var keepGoing = false
+        /// How long a start or reload may take to say READY=1.
+        public var readyWithin: Duration = .seconds(10)
         public var testFilter: String
 
         /// From the environment: WGK_MODEL_SEED, _STEPS, _FEATURES, _ONLY, _SHRINK_SECONDS, _SETTLE_MS, _KEEP_GOING.
@@ -186,7 +188,7 @@ public final class ModelRun {
         try h.writeConfig(yaml(config, h, pins: referencePins))
         let a = ContinuousClock.now
         do {
-            try h.start()
+            try h.start(readyWithin: settings.readyWithin)
         } catch {
             // A configuration the daemon refuses is the generator's bug unless DESIGN §5 allows it.
             if let problem = try? shell(DaemonHarness.binary, "check", "--config", h.configPath), !problem.isEmpty {
@@ -256,7 +258,7 @@ public final class ModelRun {
             try shell(["ip", "netns", "exec", h.ns.name, DaemonHarness.binary, "cleanup", "--config", h.configPath])
         } else {
             // Until `wgkeeper cleanup` exists: a run that cleans up on stop.
-            try h.start(extraArguments: ["--cleanup"])
+            try h.start(extraArguments: ["--cleanup"], readyWithin: settings.readyWithin)
             h.stop()
         }
     }
@@ -286,15 +288,15 @@ public final class ModelRun {
             let t1 = ContinuousClock.now
             try h.writeConfig(yaml(step.config, h, pins: mainPins))
             if i == 0 {
-                try h.start()
+                try h.start(readyWithin: settings.readyWithin)
             } else if step.restart {
                 h.stop()
-                try h.start()
+                try h.start(readyWithin: settings.readyWithin)
             } else {
                 guard let process = h.process else { throw TestFailure("wgkeeper is not running at step \(i)") }
                 kill(process.processIdentifier, SIGHUP)
-                try h.waitForNotification { $0.contains("RELOADING=1") }
-                try h.waitForNotification { $0.contains("READY=1") }
+                try h.waitForNotification(timeout: settings.readyWithin) { $0.contains("RELOADING=1") }
+                try h.waitForNotification(timeout: settings.readyWithin) { $0.contains("READY=1") }
             }
             let t2 = ContinuousClock.now
             if let diff = try converge(ns, to: expected) {
