@@ -46,6 +46,17 @@ public struct ModelFailure: CustomStringConvertible {
     public var phase: String
     public var diff: [String]
     public var kinds: Set<String> { KernelSnapshot.kinds(diff) }
+    /// "+route", "-sysctl", …: which kinds went missing or appeared, and whether at cleanup.
+    public var signature: Set<String> {
+        var result = Set(diff.compactMap { line -> String? in
+            guard let sign = line.first, let kind = KernelSnapshot.kinds([line]).first else { return nil }
+            return "\(sign)\(kind)"
+        })
+        if phase.contains("cleanup") { result.insert("cleanup") }
+        return result
+    }
+    /// A shrinking candidate reproduces this failure when it shows at least the same signature.
+    public func isReproduced(by other: ModelFailure) -> Bool { other.signature.isSuperset(of: signature) }
     public var description: String { "step \(step) (\(phase)):\n" + ModelFailure.render(diff) }
 
     /// The diff, at most 40 lines (the rest counted).
@@ -328,7 +339,7 @@ public final class ModelRun {
     // MARK: shrinking
 
     /// Delta debugging over the step list: drop chunks while the sequence still fails with a
-    /// difference of the same kind, each attempt from a clean namespace. Returns kept indices.
+    /// difference of the same signature (`isReproduced`), each attempt from a clean namespace. Returns kept indices.
     public func shrink(_ steps: [ModelStep], failure: ModelFailure, log: (String) -> Void) -> (indices: [Int], failure: ModelFailure) {
         let deadline = ContinuousClock.now + settings.shrinkBudget
         var kept = Array(0..<min(steps.count, failure.step + 1))
@@ -337,7 +348,7 @@ public final class ModelRun {
             guard !candidate.isEmpty, ContinuousClock.now < deadline else { return nil }
             var sequence = candidate.map { steps[$0] }
             sequence[0].restart = false
-            guard let f = try? play(sequence), !f.kinds.isDisjoint(with: failure.kinds) else { return nil }
+            guard let f = try? play(sequence), failure.isReproduced(by: f) else { return nil }
             return f
         }
         var n = 2
@@ -374,7 +385,7 @@ public final class ModelRun {
             while j < current[i].drift.count && ContinuousClock.now < deadline {
                 var candidate = current
                 candidate[i].drift.remove(at: j)
-                if let f = try? play(candidate), !f.kinds.isDisjoint(with: failure.kinds) {
+                if let f = try? play(candidate), failure.isReproduced(by: f) {
                     current = candidate
                     best = f
                     log("dropped a drift operation of step \(i)")
