@@ -68,6 +68,8 @@ public struct ModelStep: Hashable, Sendable {
 public struct ModelFeatures: Sendable {
     public var lanMove = true, dotted = true, redirect = true, proxyNDP = true, prune = true
     public var routes = true, proxies = true, drift = true, restart = true, gatewayDrop = true
+    /// Drift that moves an owned route to another interface (`ip route replace … dev OTHER proto 77`).
+    public var moveDrift = true
     public var peerDrift = false   // needs real WireGuard
     public var clsact = false      // the kernel attaches with clsact (no TCX)
 
@@ -87,6 +89,7 @@ public struct ModelFeatures: Sendable {
             case "drift": drift = on
             case "restart": restart = on
             case "gatewaydrop": gatewayDrop = on
+            case "move": moveDrift = on
             default: break
             }
         }
@@ -239,7 +242,7 @@ public struct ModelGenerator {
             case 0 where !routes.isEmpty:
                 let r = pick(routes)
                 result.append(.deleteRoute(dst: r.dst, dev: r.dev, table: r.table, metric: r.metric))
-            case 1 where !routes.isEmpty:
+            case 1 where !routes.isEmpty && features.moveDrift:
                 let r = pick(routes)
                 let other = pick(universe.configurable.filter { $0 != r.dev })
                 result.append(.moveRoute(dst: r.dst, dev: r.dev, to: other, table: r.table, metric: r.metric))
