@@ -144,6 +144,41 @@ public struct ModelConfig: Hashable, Sendable {
         return parts.joined(separator: ", ")
     }
 
+    /// What changed from `old`, for reading a shrunk sequence: "+peer 3 [..]", "-route …", "lan lan0→lan1".
+    public func delta(from old: ModelConfig) -> String {
+        var parts: [String] = []
+        if listenPort != old.listenPort { parts.append("listen_port \(old.listenPort)→\(listenPort)") }
+        if prunePeers != old.prunePeers { parts.append("prune_peers \(old.prunePeers)→\(prunePeers)") }
+        switch (old.gateway, gateway) {
+        case (nil, nil): break
+        case (nil, let g?): parts.append("+gateway lan=\(g.lan) prefix=\(g.lanPrefix) proxy_ndp=\(g.proxyNDP) redirect=\(g.redirect)")
+        case (_?, nil): parts.append("-gateway")
+        case let (a?, b?):
+            if a.lan != b.lan { parts.append("lan \(a.lan)→\(b.lan)") }
+            if a.lanPrefix != b.lanPrefix { parts.append("lan_prefix \(a.lanPrefix)→\(b.lanPrefix)") }
+            if a.proxyNDP != b.proxyNDP { parts.append("proxy_ndp \(a.proxyNDP)→\(b.proxyNDP)") }
+            if a.redirect != b.redirect { parts.append("redirect \(a.redirect)→\(b.redirect)") }
+        }
+        let oldPeers = Dictionary(uniqueKeysWithValues: old.peers.map { ($0.id, $0.allowedIPs) })
+        let newPeers = Dictionary(uniqueKeysWithValues: peers.map { ($0.id, $0.allowedIPs) })
+        for id in Set(oldPeers.keys).union(newPeers.keys).sorted() where oldPeers[id] != newPeers[id] {
+            switch (oldPeers[id], newPeers[id]) {
+            case (nil, let ips?): parts.append("+peer\(id) \(ips.joined(separator: ","))")
+            case (_?, nil): parts.append("-peer\(id)")
+            case let (_, ips?): parts.append("~peer\(id) \(ips.joined(separator: ","))")
+            default: break
+            }
+        }
+        func route(_ r: ModelRoute) -> String {
+            "route \(r.destination) dev \(r.device)\(r.gateway.map { " via \($0)" } ?? "")\(r.table.map { " table \($0)" } ?? "")\(r.metric.map { " metric \($0)" } ?? "")"
+        }
+        for r in old.routes where !routes.contains(r) { parts.append("-" + route(r)) }
+        for r in routes where !old.routes.contains(r) { parts.append("+" + route(r)) }
+        for p in old.proxies where !proxies.contains(p) { parts.append("-proxy \(p.address) dev \(p.device)") }
+        for p in proxies where !old.proxies.contains(p) { parts.append("+proxy \(p.address) dev \(p.device)") }
+        return parts.isEmpty ? "(no change)" : parts.joined(separator: "; ")
+    }
+
     // MARK: what the configuration claims (for choosing drift targets, not for the expectation)
 
     /// Routes this configuration wants, as `ip` arguments that identify one: dst, dev, table, metric.

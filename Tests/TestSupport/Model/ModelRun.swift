@@ -45,6 +45,8 @@ public struct ModelFailure: CustomStringConvertible {
     public var step: Int
     public var phase: String
     public var diff: [String]
+    /// The daemon's last log lines at the failure.
+    public var log: String = ""
     public var kinds: Set<String> { KernelSnapshot.kinds(diff) }
     /// "+route", "-sysctl", …: which kinds went missing or appeared, and whether at cleanup.
     public var signature: Set<String> {
@@ -56,13 +58,38 @@ public struct ModelFailure: CustomStringConvertible {
         return result
     }
     /// A shrinking candidate reproduces this failure when it shows at least the same signature.
-    public func isReproduced(by other: ModelFailure) -> Bool { other.signature.isSuperset(of: signature) }
+    public func isReproduced(by other: ModelFailure) -> Bool {
+        other.signature.isSuperset(of: signature) && other.signature.contains("cleanup") == signature.contains("cleanup")
+    }
     public var description: String { "step \(step) (\(phase)):\n" + ModelFailure.render(diff) }
 
     /// The diff, at most 40 lines (the rest counted).
     public static func render(_ diff: [String]) -> String {
         let shown = diff.prefix(40).map { "    " + $0 }
         return (shown + (diff.count > 40 ? ["    … \(diff.count - 40) more lines"] : [])).joined(separator: "\n")
+    }
+}
+
+/// The last 16 KiB of a daemon's output, read as it comes (an unread pipe would block the daemon).
+final class LogTail: @unchecked Sendable {
+    private let lock = NSLock()
+    private var buffer = Data()
+
+    func follow(_ pipe: Pipe) {
+        pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self, !data.isEmpty else { return }
+            self.lock.lock()
+            self.buffer.append(data)
+            if self.buffer.count > 16_384 { self.buffer = self.buffer.suffix(16_384) }
+            self.lock.unlock()
+        }
+    }
+
+    var text: String {
+        lock.lock()
+        defer { lock.unlock() }
+        return String(decoding: buffer, as: UTF8.self)
     }
 }
 
@@ -195,7 +222,7 @@ public final class ModelRun {
         }
         try topology.build(ns)
         let h = try harness(ns)
-        defer { h.stop(signal: SIGKILL) }
+        defer { h.finish() }
         try h.writeConfig(yaml(config, h, pins: referencePins))
         let a = ContinuousClock.now
         do {
@@ -285,7 +312,8 @@ public final class ModelRun {
         try topology.build(ns)
         let baseline = try KernelSnapshot.read(ns, pinRoot: mainPins, wireGuard: topology.wireGuard)
         let h = try harness(ns)
-        defer { h.stop(signal: SIGKILL) }
+        let daemonLog = LogTail()
+        defer { h.finish() }
         var overlay = Overlay()
         let started = ContinuousClock.now
         let verbose = ProcessInfo.processInfo.environment["WGK_MODEL_VERBOSE"] == "1"
@@ -300,9 +328,12 @@ public final class ModelRun {
             try h.writeConfig(yaml(step.config, h, pins: mainPins))
             if i == 0 {
                 try h.start(readyWithin: settings.readyWithin)
+                daemonLog.follow(h.output)
             } else if step.restart {
+                h.output.fileHandleForReading.readabilityHandler = nil
                 h.stop()
                 try h.start(readyWithin: settings.readyWithin)
+                daemonLog.follow(h.output)
             } else {
                 guard let process = h.process else { throw TestFailure("wgkeeper is not running at step \(i)") }
                 kill(process.processIdentifier, SIGHUP)
@@ -311,14 +342,15 @@ public final class ModelRun {
             }
             let t2 = ContinuousClock.now
             if let diff = try converge(ns, to: expected) {
-                return ModelFailure(step: i, phase: i == 0 ? "start" : step.restart ? "restart" : "reload", diff: diff)
+                return ModelFailure(step: i, phase: i == 0 ? "start" : step.restart ? "restart" : "reload", diff: diff, log: daemonLog.text)
             }
             if verbose { print("model: step \(i): reference \(t1 - t0), apply \(t2 - t1), converge \(ContinuousClock.now - t2)") }
             if !step.drift.isEmpty {
                 for drift in step.drift { run(drift, in: ns, overlay: &overlay) }
                 let expected = overlay.expected(from: try reference(step.config), config: step.config, wireGuard: topology.wireGuard)
                 if let diff = try converge(ns, to: expected) {
-                    return ModelFailure(step: i, phase: "after drift: \(step.drift.map(\.description).joined(separator: " | "))", diff: diff)
+                    return ModelFailure(step: i, phase: "after drift: \(step.drift.map(\.description).joined(separator: " | "))", diff: diff,
+                                        log: daemonLog.text)
                 }
             }
             if let log, (i + 1) % 25 == 0 {
@@ -431,6 +463,9 @@ public final class ModelRun {
             print("model: FAILED at step \(global) (\(failure.phase)) after \(ContinuousClock.now - started)")
             print("model: configuration: \(global < steps.count ? steps[global].config.summary : "(cleanup)")")
             print(ModelFailure.render(failure.diff))
+            if !failure.log.isEmpty {
+                print("model: the daemon's last log lines:\n" + failure.log.split(separator: "\n").suffix(15).map { "    | " + $0 }.joined(separator: "\n"))
+            }
             failures.append((failure, Array(original[offset..<min(original.count, global + 1)])))
             guard settings.keepGoing, failure.step + 1 < remaining.count else { break }
             // Look past it: start over, fresh, from the next step.
@@ -453,10 +488,14 @@ public final class ModelRun {
             let (minimal, shrunk) = shrinkDrift(keptSteps, failure: stepShrunk) { print("model: \($0)") }
             report.append("shrunk in \(ContinuousClock.now - shrinkStart) to \(kept.count) steps (original indices \(keptOriginal)):")
             for (n, step) in minimal.enumerated() {
-                report.append("  \(n). [\(keptOriginal[n])] \(n == 0 ? "start" : step.restart ? "restart" : "reload"): \(step.config.summary)")
+                let what = n == 0 ? step.config.summary : step.config.delta(from: minimal[n - 1].config)
+                report.append("  \(n). [\(keptOriginal[n])] \(n == 0 ? "start" : step.restart ? "restart" : "reload"): \(what)")
                 if !step.drift.isEmpty { report.append("       then drift: \(step.drift.map(\.description).joined(separator: " | "))") }
             }
             report.append("shrunk failure: " + shrunk.description)
+            if !shrunk.log.isEmpty {
+                report.append("the daemon's last log lines:\n" + shrunk.log.split(separator: "\n").suffix(12).map { "    | " + $0 }.joined(separator: "\n"))
+            }
             report.append("replay the shrunk sequence: \(replayCommand(only: keptOriginal))")
         }
         report.append("replay the seed: \(replayCommand(only: settings.only))")
