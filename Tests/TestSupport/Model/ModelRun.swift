@@ -279,6 +279,21 @@ public final class ModelRun {
         }
     }
 
+    /// `wgkeeper plan` on a kernel that equals the configuration must list no change (DESIGN §3:
+    /// an already-correct kernel yields zero changes; plan shows what run would do).
+    func planDiff(_ h: DaemonHarness) throws -> [String]? {
+        let text = try shell(["ip", "netns", "exec", h.ns.name, DaemonHarness.binary, "plan", "--json", "--config", h.configPath])
+        guard let plan = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+            return ["+ plan: unreadable output: \(text.prefix(200))"]
+        }
+        let changes = (plan["changes"] as? [Any]) ?? []
+        if changes.isEmpty { return nil }
+        return changes.map { change -> String in
+            let data = (try? JSONSerialization.data(withJSONObject: change, options: [.sortedKeys])) ?? Data()
+            return "+ plan lists a change on a converged kernel: plan \(String(decoding: data, as: UTF8.self))"
+        }
+    }
+
     func run(_ drift: Drift, in ns: TestNamespace, overlay: inout Overlay) {
         var ok = true
         for command in drift.commands {
@@ -344,6 +359,10 @@ public final class ModelRun {
             if let diff = try converge(ns, to: expected) {
                 return ModelFailure(step: i, phase: i == 0 ? "start" : step.restart ? "restart" : "reload", diff: diff, log: daemonLog.text)
             }
+            if let diff = try planDiff(h) {
+                return ModelFailure(step: i, phase: "`wgkeeper plan` after the \(i == 0 ? "start" : step.restart ? "restart" : "reload")", diff: diff,
+                                    log: daemonLog.text)
+            }
             if verbose { print("model: step \(i): reference \(t1 - t0), apply \(t2 - t1), converge \(ContinuousClock.now - t2)") }
             if !step.drift.isEmpty {
                 for drift in step.drift { run(drift, in: ns, overlay: &overlay) }
@@ -405,6 +424,44 @@ public final class ModelRun {
             }
         }
         return (kept, best)
+    }
+
+    /// Then the configurations themselves, the same edit in every step: without explicit routes,
+    /// without explicit proxies, without chunks of the peers (same rule as above).
+    public func shrinkConfigs(_ steps: [ModelStep], failure: ModelFailure, log: (String) -> Void) -> ([ModelStep], ModelFailure) {
+        let deadline = ContinuousClock.now + settings.shrinkBudget / 2
+        var current = steps
+        var best = failure
+        func attempt(_ what: String, _ edit: (inout ModelConfig) -> Void) -> Bool {
+            guard ContinuousClock.now < deadline else { return false }
+            var candidate = current
+            for i in candidate.indices { edit(&candidate[i].config) }
+            guard candidate != current, let f = try? play(candidate), failure.isReproduced(by: f) else { return false }
+            current = candidate
+            best = f
+            log("configurations shrunk: \(what)")
+            return true
+        }
+        _ = attempt("no explicit routes") { $0.routes = [] }
+        _ = attempt("no explicit proxies") { $0.proxies = [] }
+        var ids = Array(Set(current.flatMap { $0.config.peers.map(\.id) })).sorted()
+        var chunk = max(1, ids.count / 2)
+        while !ids.isEmpty && ContinuousClock.now < deadline {
+            var removedAny = false
+            for start in stride(from: 0, to: ids.count, by: chunk) {
+                let drop = Set(ids[start..<min(start + chunk, ids.count)])
+                if attempt("without peers \(drop.sorted())", { $0.peers.removeAll { drop.contains($0.id) } }) {
+                    ids.removeAll { drop.contains($0) }
+                    removedAny = true
+                    break
+                }
+            }
+            if !removedAny {
+                if chunk == 1 { break }
+                chunk = max(1, chunk / 2)
+            }
+        }
+        return (current, best)
     }
 
     /// Then the drift of each kept step, one operation at a time (same rule as above).
@@ -485,7 +542,8 @@ public final class ModelRun {
             let keptOriginal = kept.map { indices[$0] }
             var keptSteps = kept.map { sub[$0] }
             keptSteps[0].restart = false
-            let (minimal, shrunk) = shrinkDrift(keptSteps, failure: stepShrunk) { print("model: \($0)") }
+            let (smaller, configShrunk) = shrinkConfigs(keptSteps, failure: stepShrunk) { print("model: \($0)") }
+            let (minimal, shrunk) = shrinkDrift(smaller, failure: configShrunk) { print("model: \($0)") }
             report.append("shrunk in \(ContinuousClock.now - shrinkStart) to \(kept.count) steps (original indices \(keptOriginal)):")
             for (n, step) in minimal.enumerated() {
                 let what = n == 0 ? step.config.summary : step.config.delta(from: minimal[n - 1].config)
@@ -496,7 +554,7 @@ public final class ModelRun {
             if !shrunk.log.isEmpty {
                 report.append("the daemon's last log lines:\n" + shrunk.log.split(separator: "\n").suffix(12).map { "    | " + $0 }.joined(separator: "\n"))
             }
-            report.append("replay the shrunk sequence: \(replayCommand(only: keptOriginal))")
+            report.append("replay the shrunk step list (configurations and drift as generated, before their own shrinking): \(replayCommand(only: keptOriginal))")
         }
         report.append("replay the seed: \(replayCommand(only: settings.only))")
         if failures.count > 1 {
