@@ -128,7 +128,8 @@ public final class ModelRun {
         public var features = ModelFeatures()
         public var featureSpec = ""
         public var only: [Int]?
-        public var shrinkBudget: Duration = .seconds(120)
+        /// Steps get this long to shrink; configurations and drift half of it each.
+        public var shrinkBudget: Duration = .seconds(60)
         public var settle: Duration = .seconds(2)
         public var keepGoing = false
         /// How long a start or reload may take to say READY=1.
