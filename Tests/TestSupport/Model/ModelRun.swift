@@ -135,6 +135,8 @@ public final class ModelRun {
         /// How long a start or reload may take to say READY=1.
         public var readyWithin: Duration = .seconds(10)
         public var testFilter: String
+        /// How a replay line runs the test (the VM variant goes through tests/vm/run.sh).
+        public var replayRunner: String?
 
         /// From the environment: WGK_MODEL_SEED, _STEPS, _FEATURES, _ONLY, _SHRINK_SECONDS, _SETTLE_MS, _KEEP_GOING.
         public static func fromEnvironment(defaultSteps: Int, testFilter: String) -> Settings {
@@ -502,6 +504,9 @@ public final class ModelRun {
         var env = ["WGK_MODEL_SEED=\(settings.seed)", "WGK_MODEL_STEPS=\(settings.steps)"]
         if !settings.featureSpec.isEmpty { env.append("WGK_MODEL_FEATURES=\(settings.featureSpec)") }
         if let only { env.append("WGK_MODEL_ONLY=\(only.map(String.init).joined(separator: ","))") }
+        if let runner = settings.replayRunner {
+            return "VM_PASS_ENV=\"\(env.map { String($0.split(separator: "=")[0]) }.joined(separator: " "))\" " + env.joined(separator: " ") + " " + runner
+        }
         return env.joined(separator: " ") + " swift test --skip-build --filter \(settings.testFilter)"
     }
 
