@@ -9,7 +9,7 @@ DESTDIR      ?=
 # readers; ping for the scenario; python3 jsonschema/yaml for the schema test (Debian's python3).
 DEBIAN_PACKAGES = pkg-config libmnl-dev libbpf-dev libsystemd-dev libyaml-dev iproute2 bpftool wireguard-tools iputils-ping python3-jsonschema python3-yaml
 
-.PHONY: all demo deps build test test-unit test-kernel test-vm test-system test-fuzz fuzz bench clean
+.PHONY: all demo deps build test test-unit test-kernel test-vm test-system test-fuzz fuzz bench soak clean
 
 all: build
 
@@ -69,6 +69,15 @@ fuzz: deps
 # Issue 9's figures into BENCHMARKS.md (root; namespaces, BIRD 2, the VM). Never part of `test`.
 bench: deps
 	SWIFT=$(SWIFT) scripts/bench
+
+# The model-based test (DaemonKernelTests.ModelTests) over a long sequence: 2 000 configurations
+# from one seed (WGK_MODEL_SEED=N to replay; printed at the start and on failure). Root; never part of `test`.
+SOAK_STEPS ?= 2000
+soak: deps
+	@[ "$$(id -u)" = 0 ] || { echo "error: the soak needs root (network namespaces)" >&2; exit 1; }
+	$(SWIFT) build $(SWIFT_FLAGS)
+	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
+	WGK_MODEL_STEPS=$(SOAK_STEPS) $(SWIFT) test --skip-build $(SWIFT_FLAGS) --filter DaemonKernelTests.ModelTests
 
 clean:
 	rm -rf .build .build-fuzz

@@ -27,8 +27,10 @@ public struct RecordStore {
 
     public func save(_ records: Records) throws {
         let directory = (path as NSString).deletingLastPathComponent
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o750])
+        // mkdir(2) itself: Foundation's createDirectory(attributes:) calls lchown, outside the unit's filter.
+        if mkdir(directory, 0o750) != 0 && errno != EEXIST {
+            throw DaemonError("cannot create \(directory): \(String(cString: strerror(errno)))")
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
         let data = try encoder.encode(records)

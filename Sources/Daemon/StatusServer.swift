@@ -82,7 +82,8 @@ final class StatusServer {
         guard fd >= 0 else { throw DaemonError("status socket: \(Errno(rawValue: errno))") }
         // The file appears with bind(); no one can connect before listen(), by then it is 0660.
         var created = stat()
-        guard address.bind(fd) == 0, lchown(path, UInt32.max, access.group?.id ?? getegid()) == 0, chmod(path, 0o660) == 0,
+        // chown only for a status_group: the unit's system call filter has no @chown otherwise.
+        guard address.bind(fd) == 0, access.group.map({ lchown(path, UInt32.max, $0.id) == 0 }) ?? true, chmod(path, 0o660) == 0,
               lstat(path, &created) == 0, listen(fd, 64) == 0
         else {
             let error = Errno(rawValue: errno)
