@@ -13,7 +13,31 @@ extension Configuration {
                 }
             }
         }
-        for device in devices { checkOverlaps(device, errors: &errors) }
+        // An explicit route through the tunnel captures the same traffic a peer's prefix would.
+        if let gateway, !gateway.allowUnsafeAllowedIPs {
+            for entry in routes where entry.route.device == gateway.tunnel {
+                guard let why = Self.unsafe(entry.route.destination, lanPrefix: gateway.lanPrefix) else { continue }
+                errors.append(ConfigError(entry.location, "route \(entry.route.destination) via \(gateway.tunnel) \(why): it would capture traffic that is not the peers' (set gateway.allow_unsafe_allowed_ips: true if this is meant)"))
+            }
+        }
+        for device in devices {
+            checkOverlaps(device, errors: &errors)
+            checkOwnKeys(device, errors: &errors)
+        }
+    }
+
+    /// WireGuard ignores a peer with the device's own public key (so wgkeeper would add it at
+    /// every poll), and a private key pasted as a peer's public key would be shown in status.
+    private func checkOwnKeys(_ device: DeviceSection, errors: inout ConfigErrorList) {
+        guard let privateKey = device.privateKey else { return }
+        let own = privateKey.publicKey
+        for section in device.peers {
+            if section.peer.publicKey == own {
+                errors.append(ConfigError(section.location, "peer \(section.peer.name) has \(device.name)'s own public key: WireGuard ignores such a peer"))
+            } else if section.peer.publicKey == privateKey.key {
+                errors.append(ConfigError(section.location, "peer \(section.peer.name): its public_key is \(device.name)'s private key (never put a private key in the configuration; use `wg pubkey`)"))
+            }
+        }
     }
 
     private static let linkLocal = IPPrefix("fe80::/10")!

@@ -11,6 +11,9 @@ public struct ConfigLimits: Sendable {
     public var depth = 32
     /// Nodes that aliases may add, all files together: anchors save typing, not gigabytes.
     public var aliasNodes = 10_000
+    /// Bytes of scalar text all aliases together may stand for: a node count alone lets one
+    /// anchored 30 MB scalar be used 10 000 times, each use scanned in full.
+    public var aliasBytes = 1 << 20
     /// Errors kept and reported; the rest are counted. A broken file of a million list items
     /// must not become a million messages in memory, in the journal and in status.
     public var errors = 1_000

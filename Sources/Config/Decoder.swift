@@ -166,7 +166,10 @@ struct Decoder {
     private mutating func decodeRuntime(_ entry: Tree.Entry) -> RuntimeSettings {
         var runtime = RuntimeSettings()
         guard let map = mapping(entry.value, "runtime", known: ConfigKeys.runtime) else { return runtime }
-        if let (text, _) = path(map["status_socket"]) { runtime.statusSocket = text }
+        if let (text, at) = path(map["status_socket"]) {
+            // sun_path holds 108 bytes with the terminating NUL.
+            if text.utf8.count > 107 { fail(at, "status_socket: longer than 107 bytes, the most a Unix socket path can be") } else { runtime.statusSocket = text }
+        }
         if let (text, _) = path(map["bpf_pin_root"]) { runtime.bpfPinRoot = text }
         if let (text, _) = path(map["state_dir"]) { runtime.stateDirectory = text }
         if let (text, at) = scalar(map["status_group"]) {

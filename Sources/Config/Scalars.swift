@@ -60,10 +60,11 @@ enum Scalars {
     }
 
     /// What the kernel accepts as an interface name (`dev_valid_name()`): 1–15 bytes, not `.`
-    /// or `..`, no `/`, `:` or white space.
+    /// or `..`, no `/`, `:` or white space; and printable ASCII only (a NUL would cut the name
+    /// short in a sysctl path: `all\0` is `all`).
     static func isInterfaceName(_ text: String) -> Bool {
         !text.isEmpty && text.utf8.count <= 15 && text != "." && text != ".."
-            && !text.contains { $0 == "/" || $0 == ":" || $0.isWhitespace }
+            && text.utf8.allSatisfy { (0x21...0x7e).contains($0) && $0 != UInt8(ascii: "/") && $0 != UInt8(ascii: ":") }
     }
 
     /// Names `dev_valid_name()` accepts that wgkeeper must never configure, and why: `all` and

@@ -33,11 +33,13 @@ indirect enum Tree {
         let limits: ConfigLimits
         var nodes: Int
         var aliasNodes: Int
+        var aliasBytes: Int
 
         init(_ limits: ConfigLimits) {
             self.limits = limits
             nodes = limits.nodes
             aliasNodes = limits.aliasNodes
+            aliasBytes = limits.aliasBytes
         }
     }
 
@@ -55,6 +57,8 @@ indirect enum Tree {
         /// For an anchor: how many nodes this one holds and how many levels of lists and mappings.
         var nodes = 1
         var height = 1
+        /// Scalar text this one holds, which an alias of it costs again.
+        var bytes = 0
 
         enum Key { case awaited, name(String, SourceLocation), skip }
     }
@@ -64,6 +68,7 @@ indirect enum Tree {
         var tree: Tree
         var nodes: Int
         var height: Int
+        var bytes: Int
     }
 
     /// Parses one file from libyaml's events with an explicit stack, so no input depth reaches
@@ -80,13 +85,14 @@ indirect enum Tree {
         var documents = 0
 
         /// Hands a finished node to its parent (or makes it the document).
-        func add(_ tree: Tree, nodes: Int, height: Int) {
+        func add(_ tree: Tree, nodes: Int, height: Int, bytes: Int) {
             guard !stack.isEmpty else {
                 document = tree
                 return
             }
             let i = stack.count - 1
             stack[i].nodes += nodes
+            stack[i].bytes += bytes
             stack[i].height = max(stack[i].height, height + 1)
             guard stack[i].isMapping else {
                 stack[i].items.append(tree)
@@ -142,18 +148,21 @@ indirect enum Tree {
                 let at = location(mark)
                 guard let anchored = anchors[name] else { return fail(at, "YAML: alias *\(name) names no anchor before it") }
                 budget.aliasNodes -= anchored.nodes
+                budget.aliasBytes -= anchored.bytes
                 budget.nodes -= anchored.nodes
                 if budget.aliasNodes < 0 { return fail(at, "aliases expand to more than \(budget.limits.aliasNodes) nodes (the limit)") }
+                if budget.aliasBytes < 0 { return fail(at, "aliases expand to more than \(budget.limits.aliasBytes) bytes of text (the limit)") }
                 if budget.nodes < 0 { return fail(at, tooMany) }
                 if stack.count + anchored.height > budget.limits.depth { return fail(at, tooDeep) }
-                add(anchored.tree, nodes: anchored.nodes, height: anchored.height)
+                add(anchored.tree, nodes: anchored.nodes, height: anchored.height, bytes: anchored.bytes)
             case .node(.scalar(let text, let plain, let anchor), let mark):
                 let at = location(mark)
                 budget.nodes -= 1
                 if budget.nodes < 0 { return fail(at, tooMany) }
                 let tree: Tree = plain && ["", "~", "null", "Null", "NULL"].contains(text) ? .null(at) : .scalar(text, at)
-                if let anchor { anchors[anchor] = Anchored(tree: tree, nodes: 1, height: 0) }
-                add(tree, nodes: 1, height: 0)
+                let bytes = text.utf8.count
+                if let anchor { anchors[anchor] = Anchored(tree: tree, nodes: 1, height: 0, bytes: bytes) }
+                add(tree, nodes: 1, height: 0, bytes: bytes)
             case .node(let start, let mark):
                 let at = location(mark)
                 budget.nodes -= 1
@@ -167,8 +176,8 @@ indirect enum Tree {
             case .end:
                 guard let open = stack.popLast() else { return fail(top, "YAML: unbalanced end of a list or mapping") }
                 let tree: Tree = open.isMapping ? .mapping(open.entries, open.at) : .sequence(open.items, open.at)
-                if let anchor = open.anchor { anchors[anchor] = Anchored(tree: tree, nodes: open.nodes, height: open.height) }
-                add(tree, nodes: open.nodes, height: open.height)
+                if let anchor = open.anchor { anchors[anchor] = Anchored(tree: tree, nodes: open.nodes, height: open.height, bytes: open.bytes) }
+                add(tree, nodes: open.nodes, height: open.height, bytes: open.bytes)
             }
         }
     }

@@ -263,15 +263,19 @@ final class StatusServer {
     func takeRequests(now: ContinuousClock.Instant) -> [(fd: Int32, request: Result<StatusRequest, StatusRequestError>)] {
         var taken: [(Int32, Result<StatusRequest, StatusRequestError>)] = []
         for client in clients.values where isServable(client) {
+            var took = false
             while let line = nextLine(client) {
                 let request = StatusRequest.parse(line)
                 if case .failure(.empty) = request { continue }
                 client.lastRequest = now
                 client.deadline = now + limits.idleTimeout
                 taken.append((client.fd, request))
+                took = true
                 break
             }
-            settle(client)
+            // A client that asked is settled once answered (reply, answerReloads): one that
+            // half-closed after its request must not be dropped before its answer is queued.
+            if !took { settle(client) }
         }
         return taken
     }
@@ -324,7 +328,10 @@ final class StatusServer {
     /// Answers every waiting reload request with the one reload's reply.
     func answerReloads(_ line: String) {
         for client in clients.values where client.awaitingReload > 0 {
-            for _ in 0..<client.awaitingReload { queue(client, line) }
+            // One answer per request, but never more than the reply bound: the rest of a
+            // pipelined batch is answered by the copies already queued (a client that wants
+            // them all reads first).
+            for _ in 0..<client.awaitingReload where client.output.count < limits.maxOutputBytes { queue(client, line) }
             client.awaitingReload = 0
             if !flush(client) { drop(client.fd); continue }
             settle(client)

@@ -138,4 +138,40 @@ final class SafetyRuleTests: XCTestCase {
         XCTAssertEqual(errors.kept.first?.message.hasPrefix("allowed IP 2001:db8:9::10:0/128 of peer p4096 lies inside 2001:db8:9::10:0/108 of peer wide"), true,
                        errors.kept.first?.message ?? "")
     }
+
+    // MARK: found by the hostile review
+
+    func testInterfaceNamesArePrintableASCII() throws {
+        let found = try errors(replacing: "  lan: private0", with: "  lan: \"all\\0\"")
+        XCTAssertEqual(found.count, 1, "\(found)")
+        XCTAssertTrue(found.first?.hasPrefix("wgkeeper.yaml:26:8: lan:") == true, "\(found)")
+    }
+
+    func testAnExplicitRouteThroughTheTunnelFollowsTheAllowedIPRules() throws {
+        let found = try errors(replacing: "  - destination: 2001:db8:2::/64", with: "  - destination: \"::/0\"")
+        XCTAssertEqual(found.count, 1, "\(found)")
+        XCTAssertTrue(found.first?.contains("route ::/0 via wg0 is every address (the default route)") == true, "\(found)")
+    }
+
+    func testAPeerCannotHaveTheDevicesOwnKeys() throws {
+        let privateKey = try XCTUnwrap(PrivateKey(base64: try String(contentsOfFile: fixture.path("wg0.key"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)))
+        let own = try errors(replacing: ConfigFixture.alice, with: privateKey.publicKey.base64)
+        XCTAssertTrue(own.contains { $0.contains("has wg0's own public key") }, "\(own)")
+        let pasted = try errors(replacing: ConfigFixture.alice, with: privateKey.key.base64)
+        XCTAssertTrue(pasted.contains { $0.contains("its public_key is wg0's private key") }, "\(pasted)")
+        XCTAssertFalse(pasted.joined().contains(privateKey.key.base64), "the private key is never repeated")
+    }
+
+    func testAliasesAreChargedForTheTextTheyStandFor() throws {
+        let big = String(repeating: "a", count: 300_000)
+        let yaml = "x: &k \"\(big)\"\nroutes:\n" + String(repeating: "  - {destination: *k, device: *k}\n", count: 3)
+        let found = try fixture.errors(yaml)
+        XCTAssertTrue(found.contains { $0.contains("aliases expand to more than 1048576 bytes of text (the limit)") }, "\(found.prefix(3))")
+    }
+
+    func testAStatusSocketPathLongerThanSunPathIsRefused() throws {
+        let found = try fixture.errors("runtime:\n  status_socket: /run/\(String(repeating: "s", count: 200))\n")
+        XCTAssertEqual(found, ["wgkeeper.yaml:2:18: status_socket: longer than 107 bytes, the most a Unix socket path can be"])
+    }
 }

@@ -107,6 +107,21 @@ final class StatusSocketTests: XCTestCase {
         XCTAssertNotNil(try h.status()["pid"])
     }
 
+    /// `socat` and `nc -N` send a request and shut down their sending side: still answered.
+    func testARequestFollowedByAHalfCloseIsAnswered() throws {
+        let (_, h) = try setUp()
+        try h.start()
+        for request in [#"{"command":"status"}"# + "\n", #"{"command":"status"}"#, #"{"command":"reload"}"# + "\n"] {
+            let fd = try connectUnix(h.socketPath)
+            defer { close(fd) }
+            let bytes = Array(request.utf8)
+            _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            shutdown(fd, Int32(SHUT_WR))
+            let lines = try readLines(fd, count: 1, within: .seconds(3))
+            XCTAssertTrue(lines.first?.hasPrefix("{") == true, "\(request): \(lines)")
+        }
+    }
+
     func testPeerCredentialsAndStatusGroup() throws {
         let group = "wgkt\(UInt16.random(in: 0...UInt16.max))"
         try shell("groupadd", group)
