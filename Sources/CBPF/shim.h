@@ -48,6 +48,12 @@ static inline int wgk_tc_ingress_delete(int ifindex, __u32 handle, __u32 priorit
     return bpf_tc_detach(&hook, &opts);
 }
 
+/// Deletes the clsact qdisc of `ifindex`, and with it every filter on it.
+static inline int wgk_tc_clsact_destroy(int ifindex) {
+    LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS);
+    return bpf_tc_hook_destroy(&hook);
+}
+
 static inline long wgk_statfs_type(const char *path) {
     struct statfs buffer;
     if (statfs(path, &buffer) != 0) return -1;

@@ -91,6 +91,11 @@ extension Daemon {
             for change in try datapath.attach(lanIndex: lan.index, tunnelIndex: tunnel.index) {
                 datapathWrites += 1
                 logger.info("datapath: \(change)")
+                if case .createdQdisc(let index) = change, let name = kernel.links[index]?.name {
+                    records.createdQdiscs.insert(name)
+                    records.interfaceIndexes[name] = index
+                    saveRecords()
+                }
             }
             // The gateway's own addresses inside a LAN prefix stay with the stack: a client's
             // packet for the gateway itself must not be pushed out onto the LAN. (Clients' own
@@ -166,6 +171,7 @@ extension Daemon {
                 datapathWrites += 1
                 logger.info("datapath: removed the filter from \(kernel.links[index]?.name ?? "index \(index)") (no longer configured)")
             }
+            try removeCreatedQdiscs(except: keep)
             filterScanFor = keep
         } catch {
             logger.error("datapath: cannot remove filters no longer wanted", metadata: ["error": "\(error)"])
@@ -189,10 +195,27 @@ extension Daemon {
             for index in try Datapath.removeFilters(from: kernel.links.keys.sorted()) {
                 logger.info("cleanup removed the datapath filter from \(kernel.links[index]?.name ?? "index \(index)")")
             }
+            try removeCreatedQdiscs(except: [])
         } catch {
             ok = false
             logger.error("cleanup of datapath filters failed", metadata: ["error": "\(error)"])
         }
         return ok
+    }
+
+    /// The clsact qdiscs wgkeeper created (kernels without TCX) on devices it no longer attaches
+    /// to go with its filter, so the device is as it was before.
+    func removeCreatedQdiscs(except keep: [Int32]) throws {
+        for name in records.createdQdiscs.sorted() {
+            let index = link(named: name)?.index
+            if let index, keep.contains(index) { continue }
+            if let index {
+                try Datapath.removeQdisc(interfaceIndex: index)
+                datapathWrites += 1
+                logger.info("datapath: removed the clsact qdisc wgkeeper created on \(name)")
+            }
+            records.createdQdiscs.remove(name)
+            saveRecords()
+        }
     }
 }

@@ -23,7 +23,7 @@ extension Datapath {
                     checkedForStaleFilters.insert(index)
                 }
             case .clsact:
-                if let change = try attachFilter(hook, index) { changes.append(change) }
+                changes += try attachFilter(hook, index)
                 if try removeLink(hook) { changes.append(.removedStale(hook, .tcx)) }
             }
         }
@@ -166,19 +166,23 @@ extension Datapath {
         return programID
     }
 
-    private func attachFilter(_ hook: Hook, _ index: Int32) throws -> AttachChange? {
+    private func attachFilter(_ hook: Hook, _ index: Int32) throws -> [AttachChange] {
         let replace = { (program: Int32) throws in
             _ = try check(wgk_tc_ingress_replace(index, Self.filterHandle, Self.filterPriority, program),
                           "attach cls_bpf filter for \(hook) on", "interface \(index)")
         }
         if let attached = try filterProgram(index) {
-            return try keepOrReplace(hook, attached: attached, replace: replace)
+            return try keepOrReplace(hook, attached: attached, replace: replace).map { [$0] } ?? []
         }
+        var changes: [AttachChange] = []
         let created = wgk_tc_ingress_create(index)
-        if created == -EEXIST { _ = LibbpfLog.take() } else { try check(created, "create clsact qdisc on", "interface \(index)") }
+        if created == -EEXIST { _ = LibbpfLog.take() } else {
+            try check(created, "create clsact qdisc on", "interface \(index)")
+            changes.append(.createdQdisc(interfaceIndex: index))
+        }
         let program = programs[hook]!
         try replace(program.fd.raw)
-        return .attached(hook, .clsact, programID: program.info.id)
+        return changes + [.attached(hook, .clsact, programID: program.info.id)]
     }
 
     /// Deletes our filter (never the qdisc: others may use it); true when there was one.

@@ -72,6 +72,8 @@ public enum AttachChange: Equatable, Sendable, CustomStringConvertible {
     case replaced(Hook, AttachMode, oldProgramID: UInt32, newProgramID: UInt32)
     /// A leftover attachment of the other mode was removed after the new one was in place.
     case removedStale(Hook, AttachMode)
+    /// There was no clsact qdisc on the device: this one is wgkeeper's, to remove when done.
+    case createdQdisc(interfaceIndex: Int32)
 
     public var description: String {
         switch self {
@@ -79,6 +81,7 @@ public enum AttachChange: Equatable, Sendable, CustomStringConvertible {
         case .attached(let hook, let mode, let id): "attached \(hook) (\(mode), program \(id))"
         case .replaced(let hook, let mode, let old, let new): "replaced \(hook) (\(mode), program \(old) → \(new))"
         case .removedStale(let hook, let mode): "removed stale \(mode) attachment of \(hook)"
+        case .createdQdisc(let index): "created the clsact qdisc of interface \(index)"
         }
     }
 }

@@ -59,6 +59,15 @@ extension Datapath {
         return detached
     }
 
+    /// Deletes the clsact qdisc wgkeeper created on `index` (and so any filter on it); a qdisc
+    /// or device already gone is not an error.
+    public static func removeQdisc(interfaceIndex index: Int32) throws {
+        _ = LibbpfLog.install
+        let result = wgk_tc_clsact_destroy(index)
+        if result == -ENOENT || result == -EINVAL || result == -ENODEV { _ = LibbpfLog.take(); return }
+        try check(result, "delete clsact qdisc of", "interface \(index)")
+    }
+
     /// Deletes our cls_bpf filter (our handle and priority, running one of our programs) from
     /// the ingress of each interface in `indexes`; returns the interfaces it was on. The clsact
     /// qdisc stays: others may hang filters on it, and an empty one changes no packet.

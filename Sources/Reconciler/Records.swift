@@ -9,6 +9,9 @@ public struct Records: Codable, Hashable, Sendable {
     public var sysctls: [String: String]
     /// WireGuard devices wgkeeper created: removed when the configuration stops naming them.
     public var createdDevices: Set<String>
+    /// Devices on which wgkeeper created the clsact qdisc (kernels without TCX): removed with
+    /// our filter.
+    public var createdQdiscs: Set<String> = []
     /// The interface index each recorded name had: a record follows its device through a
     /// rename, and dies with it (a new device under the same name is not the one recorded).
     public var interfaceIndexes: [String: Int32]
@@ -29,13 +32,14 @@ public struct Records: Codable, Hashable, Sendable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         sysctls = try c.decodeIfPresent([String: String].self, forKey: .sysctls) ?? [:]
         createdDevices = try c.decodeIfPresent(Set<String>.self, forKey: .createdDevices) ?? []
+        createdQdiscs = try c.decodeIfPresent(Set<String>.self, forKey: .createdQdiscs) ?? []
         interfaceIndexes = try c.decodeIfPresent([String: Int32].self, forKey: .interfaceIndexes) ?? [:]
         routeProtocol = try c.decodeIfPresent(UInt8.self, forKey: .routeProtocol)
         pinRoot = try c.decodeIfPresent(String.self, forKey: .pinRoot)
     }
 
     /// Nothing left to restore or remove (the claim alone is not worth keeping).
-    public var isEmpty: Bool { sysctls.isEmpty && createdDevices.isEmpty }
+    public var isEmpty: Bool { sysctls.isEmpty && createdDevices.isEmpty && createdQdiscs.isEmpty }
 
     /// Before writing `sysctl`: remember what it held, unless an earlier write already did.
     /// Returns whether the records changed (and must be saved before the write).
@@ -65,6 +69,7 @@ public struct Records: Codable, Hashable, Sendable {
             moved.sysctls[Sysctl.ipv6(interface: now, name).key] = value
         }
         for name in createdDevices { if let now = target(name) { moved.createdDevices.insert(now) } }
+        for name in createdQdiscs { if let now = target(name) { moved.createdQdiscs.insert(now) } }
         for (name, index) in interfaceIndexes { if let now = byIndex[index] { moved.interfaceIndexes[now] = index } }
         guard moved != self else { return false }
         self = moved

@@ -92,7 +92,10 @@ printf '[Service]\nWatchdogSec=10s\n' > /etc/systemd/system/wgkeeper.service.d/s
 systemctl daemon-reload
 check "systemctl enable --now wgkeeper: active" sh -c 'systemctl enable --now wgkeeper && systemctl is-active wgkeeper'
 check "wgkeeper check of the live configuration" wgkeeper check
-check "lap reaches srv through the gateway" until_ok 30 ping_ok
+check "lap reaches srv through the gateway" until_ok 30 ping_ok || true
+# What the daemon says about itself, for whoever reads a failure.
+echo "  info status: $(wgkeeper status 2>&1 | grep -iA3 'pending:\|failed:\|datapath' | tr '\n' ' ' | cut -c1-900)"
+echo "  info journal: $(journalctl -u wgkeeper --no-pager -o cat 2>&1 | grep -i 'datapath\|error\|warn' | head -8 | tr '\n' ' ' | cut -c1-900)"
 check "all.forwarding stays 0" equals "$(sysctl -n net.ipv6.conf.all.forwarding)" 0
 check "wgkeeper status answers on /run/wgkeeper/status.sock" sh -c 'wgkeeper status | head -3'
 check "STATUS= line in systemctl status" sh -c 'systemctl show -P StatusText wgkeeper | grep .'
