@@ -3,6 +3,9 @@
 public struct ConfigLimits: Sendable {
     /// Per file (main file and each include): a 50 000-peer file is about 10 MiB.
     public var fileBytes = 32 << 20
+    /// All files of one load together (main file and every include): many large conf.d files
+    /// must not add up to minutes of parsing on the daemon's loop.
+    public var totalBytes = 64 << 20
     /// `*.yaml` files in `include_dir`: one per device is the expected use.
     public var includeFiles = 100_000
     /// YAML nodes in one load, all files together, aliases counted as what they expand to.

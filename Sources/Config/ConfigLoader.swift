@@ -114,6 +114,11 @@ public struct ConfigLoader: Sendable {
             return nil
         }
         guard trusted else { return nil }
+        budget.bytes -= data.count
+        guard budget.bytes >= 0 else {
+            errors.append(ConfigError(top, "the configuration's files add up to more than \(limits.totalBytes) bytes (the limit)"))
+            return nil
+        }
         guard let text = String(data: data, encoding: .utf8) else {
             errors.append(ConfigError(top, "the file is not UTF-8"))
             return nil

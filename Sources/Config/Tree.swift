@@ -34,12 +34,15 @@ indirect enum Tree {
         var nodes: Int
         var aliasNodes: Int
         var aliasBytes: Int
+        /// File bytes still allowed in this load.
+        var bytes: Int
 
         init(_ limits: ConfigLimits) {
             self.limits = limits
             nodes = limits.nodes
             aliasNodes = limits.aliasNodes
             aliasBytes = limits.aliasBytes
+            bytes = limits.totalBytes
         }
     }
 
