@@ -45,8 +45,10 @@ final class DatapathVMTests: XCTestCase {
         try shell("tc", "-n", gateway.name, "qdisc", "del", "dev", "wg0", "clsact")
         let state = try gateway.namespace.perform { try restarted.state(lanIndex: lanIndex, tunnelIndex: tunnelIndex) }
         XCTAssertEqual(state.tunnel, .detached)
+        // The qdisc is made again, and said to be ours (so that cleanup removes it).
         XCTAssertEqual(try gateway.namespace.perform { try restarted.attach(lanIndex: lanIndex, tunnelIndex: tunnelIndex) },
-                       [.attached(.tunnelIngress, .clsact, programID: restarted.programIDs[.tunnelIngress]!)])
+                       [.createdQdisc(interfaceIndex: tunnelIndex),
+                        .attached(.tunnelIngress, .clsact, programID: restarted.programIDs[.tunnelIngress]!)])
         try exchange(3, clientSocket, hostSocket)
         counters = try restarted.counters()
         XCTAssertGreaterThanOrEqual(counters.tunnelToLan, 8, "\(counters)")
