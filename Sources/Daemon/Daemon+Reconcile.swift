@@ -16,6 +16,7 @@ extension Daemon {
         reconcileAt = nil
         readKernel()
 
+        recordTakeovers()
         var plan = makePlan()
         reportRefusals(plan)
         var applied = 0
@@ -158,6 +159,24 @@ extension Daemon {
             }
         }
         if changed { saveRecords() }
+    }
+
+    /// A sysctl is recorded when wgkeeper takes it over, even when it needs no write then: the
+    /// first write may come later, repairing drift, and must not record the drifted value as
+    /// the one to restore. Not saved → not recorded (so the write waits, see recordBeforeApplying).
+    func recordTakeovers() {
+        let before = records
+        for item in desired.sysctls {
+            let sysctl = item.sysctl
+            guard records.sysctls[sysctl.key] == nil, let current = kernel.sysctls[sysctl.key],
+                  let index = link(named: item.interface)?.index else { continue }
+            _ = records.recordBeforeWrite(sysctl, previous: current, interfaceIndex: index)
+        }
+        guard records != before else { return }
+        do { try recordStore.save(records) } catch {
+            records = before
+            logger.error("cannot save records", metadata: ["error": "\(error)"])
+        }
     }
 
     /// A sysctl no longer managed that already holds its earlier value needs no write: forget it.
