@@ -116,8 +116,8 @@ public final class Datapath {
         }
         _ = LibbpfLog.install
         self.mode = mode ?? .preferred
-        let root = pinRoot.count > 1 && pinRoot.hasSuffix("/") ? String(pinRoot.dropLast()) : pinRoot
-        pinDirectory = "\(root)/\(tunnel)"
+        let root = Self.trimmed(pinRoot)
+        pinDirectory = Self.pinDirectory(pinRoot: pinRoot, tunnel: tunnel)
         try BPFFileSystem.prepare(root: root)
         try BPFFileSystem.makeDirectories(pinDirectory)
 
@@ -146,6 +146,14 @@ public final class Datapath {
 
     /// The embedded programs' tags, as `bpftool prog` prints them.
     public var programTags: [Hook: String] { programs.mapValues { $0.info.tagText } }
+
+    /// `<pinRoot>/<tunnel>`, the one place a tunnel's pins live.
+    static func pinDirectory(pinRoot: String, tunnel: String) -> String { "\(trimmed(pinRoot))/\(tunnel)" }
+
+    /// The pin root without a trailing slash (unless it is `/`).
+    static func trimmed(_ pinRoot: String) -> String {
+        pinRoot.count > 1 && pinRoot.hasSuffix("/") ? String(pinRoot.dropLast()) : pinRoot
+    }
 
     func programPin(_ hook: Hook) -> String { "\(pinDirectory)/\(hook.rawValue)" }
     func linkPin(_ hook: Hook) -> String { "\(pinDirectory)/\(hook.rawValue)_link" }

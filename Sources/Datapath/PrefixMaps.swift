@@ -31,8 +31,7 @@ extension Datapath {
     /// The entries of a map pinned by an earlier run, read without loading anything (for
     /// `wgkeeper plan`); nil when nothing is pinned for `tunnel`.
     public static func pinnedEntries(pinRoot: String, tunnel: String, in map: PrefixMap) throws -> [IPPrefix: PrefixAction]? {
-        let root = pinRoot.count > 1 && pinRoot.hasSuffix("/") ? String(pinRoot.dropLast()) : pinRoot
-        guard let fd = try Descriptor.pinned("\(root)/\(tunnel)/\(map.rawValue)") else { return nil }
+        guard let fd = try Descriptor.pinned("\(pinDirectory(pinRoot: pinRoot, tunnel: tunnel))/\(map.rawValue)") else { return nil }
         return try entries(of: fd.raw, map)
     }
 

@@ -9,28 +9,29 @@ extension Datapath {
     /// belongs to someone else and is never touched.
     public static func pinnedTunnels(pinRoot: String) -> [String] {
         _ = LibbpfLog.install
-        guard let directory = opendir(pinRoot) else { return [] }
-        defer { closedir(directory) }
+        return entries(of: pinRoot, directoriesOnly: true)
+            .filter { BPFFileSystem.exists("\(pinDirectory(pinRoot: pinRoot, tunnel: $0))/\(PrefixMap.clients.rawValue)") }.sorted()
+    }
+
+    /// The names in `directory` (none when it cannot be read), without `.` and `..`.
+    private static func entries(of directory: String, directoriesOnly: Bool = false) -> [String] {
+        guard let handle = opendir(directory) else { return [] }
+        defer { closedir(handle) }
         var names: [String] = []
-        while let entry = readdir(directory) {
+        while let entry = readdir(handle) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != ".", name != "..", entry.pointee.d_type == UInt8(DT_DIR) { names.append(name) }
+            guard name != ".", name != "..", !directoriesOnly || entry.pointee.d_type == UInt8(DT_DIR) else { continue }
+            names.append(name)
         }
-        let root = pinRoot.count > 1 && pinRoot.hasSuffix("/") ? String(pinRoot.dropLast()) : pinRoot
-        return names.filter { BPFFileSystem.exists("\(root)/\($0)/\(PrefixMap.clients.rawValue)") }.sorted()
+        return names
     }
 
     /// Detaches the TCX links pinned for `tunnel` and removes every pin of its directory.
     public static func removePins(pinRoot: String, tunnel: String) throws {
         _ = LibbpfLog.install
-        let directory = "\(pinRoot.hasSuffix("/") ? String(pinRoot.dropLast()) : pinRoot)/\(tunnel)"
-        guard let handle = opendir(directory) else { return }
-        var names: [String] = []
-        while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != ".", name != ".." { names.append(name) }
-        }
-        closedir(handle)
+        let directory = pinDirectory(pinRoot: pinRoot, tunnel: tunnel)
+        guard access(directory, F_OK) == 0 else { return }
+        let names = entries(of: directory)
         for name in names where name.hasSuffix("_link") {
             let path = "\(directory)/\(name)"
             guard let link = try Descriptor.pinned(path) else { continue }
@@ -45,7 +46,7 @@ extension Datapath {
     @discardableResult
     public static func detachLinks(pinRoot: String, tunnel: String, wanted: [Hook: Int32?]) throws -> [Hook] {
         _ = LibbpfLog.install
-        let directory = "\(pinRoot.count > 1 && pinRoot.hasSuffix("/") ? String(pinRoot.dropLast()) : pinRoot)/\(tunnel)"
+        let directory = pinDirectory(pinRoot: pinRoot, tunnel: tunnel)
         var detached: [Hook] = []
         for hook in Hook.allCases {
             let path = "\(directory)/\(hook.rawValue)_link"
