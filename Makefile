@@ -54,9 +54,11 @@ test-kernel: deps
 	WGK_MODEL_SEED=$(MODEL_SEED) scripts/run-tier kernel $(SWIFT_FLAGS) --filter KernelTests; status=$$?; scripts/netns-sweep; exit $$status
 
 # Tier 3: WireGuard and the end-to-end scenario, in a VM on Debian's 6.1 kernel.
+# Its model-based test replays a fixed seed too (749130447 found the prune_peers: false leak).
+VM_MODEL_SEED ?= 749130447
 test-vm: deps
 	@[ "$$(id -u)" = 0 ] || { echo "error: the VM tier needs root" >&2; exit 1; }
-	scripts/run-tier vm --exec scripts/test-vm
+	WGK_MODEL_SEED=$(VM_MODEL_SEED) VM_PASS_ENV="$$VM_PASS_ENV WGK_MODEL_SEED" scripts/run-tier vm --exec scripts/test-vm
 
 # Tier "fuzz": each libFuzzer target (Fuzz/) for FUZZ_TEST_SECONDS from its seeds, one test per
 # target; a crash fails it and prints the reproducer (under .build/fuzz). No privileges.

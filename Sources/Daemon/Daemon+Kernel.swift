@@ -91,10 +91,11 @@ extension Daemon {
             return
         }
         var devices = kernel.wireGuard ?? [:]
-        for device in desired.devices where names == nil || names!.contains(device.name) {
-            devices[device.name] = link(named: device.name)?.kind == "wireguard" ? try wireGuard.device(named: device.name) : nil
+        let wanted = desired.wireGuardDeviceNames(records)
+        for name in wanted where names == nil || names!.contains(name) {
+            devices[name] = link(named: name)?.kind == "wireguard" ? try wireGuard.device(named: name) : nil
         }
-        if names == nil { devices = devices.filter { name, _ in desired.devices.contains { $0.name == name } } }
+        if names == nil { devices = devices.filter { name, _ in wanted.contains(name) } }
         kernel.wireGuard = devices
     }
 

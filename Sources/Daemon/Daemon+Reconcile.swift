@@ -33,7 +33,7 @@ extension Daemon {
         // Objects no longer planned are no longer failing.
         let planned = Set(plan.changes.map(\.subject))
         failures = failures.filter { planned.contains($0.key) }
-        forgetRestoredSysctls()
+        forgetSettledRecords()
 
         // What status reports as outstanding: the planned changes that did not go through.
         var outstanding = plan
@@ -128,6 +128,10 @@ extension Daemon {
                 if records.recordBeforeWrite(sysctl, previous: previous, interfaceIndex: index) { needed.insert(change.subject) }
             case .link(let name, .create):
                 if records.createdDevices.insert(name).inserted { needed.insert(change.subject) }
+            case .peer(let device, _, let peer, _) where !peer.remove && !peer.updateOnly:
+                if records.recordPeers([peer.publicKey], device: device, interfaceIndex: link(named: device)?.index) {
+                    needed.insert(change.subject)
+                }
             default:
                 break
             }
@@ -172,6 +176,12 @@ extension Daemon {
                   let index = link(named: item.interface)?.index else { continue }
             _ = records.recordBeforeWrite(sysctl, previous: current, interfaceIndex: index)
         }
+        // A configured peer already there is wgkeeper's from now on, like one it adds.
+        for device in desired.devices {
+            guard let present = kernel.wireGuard?[device.name], let index = link(named: device.name)?.index else { continue }
+            let there = Set(present.peers.map(\.publicKey))
+            _ = records.recordPeers(device.peers.map(\.publicKey).filter(there.contains), device: device.name, interfaceIndex: index)
+        }
         guard records != before else { return }
         do { try recordStore.save(records) } catch {
             records = before
@@ -179,13 +189,20 @@ extension Daemon {
         }
     }
 
-    /// A sysctl no longer managed that already holds its earlier value needs no write: forget it.
-    func forgetRestoredSysctls() {
+    /// A sysctl no longer managed that already holds its earlier value needs no write, and a
+    /// recorded peer neither configured nor on its device any more needs no removal: forget them.
+    func forgetSettledRecords() {
         let wanted = Set(desired.sysctls.map(\.sysctl.key))
         let done = records.sysctls.filter { key, original in !wanted.contains(key) && kernel.sysctls[key] == original }
-        guard !done.isEmpty else { return }
+        var changed = !done.isEmpty
         for key in done.keys { records.sysctls[key] = nil }
-        saveRecords()
+        for device in records.peers.keys.sorted() {
+            guard let present = kernel.wireGuard?[device] else { continue }
+            let keep = Set(present.peers.map(\.publicKey.base64))
+                .union(desired.devices.first { $0.name == device }?.peers.map(\.publicKey.base64) ?? [])
+            if records.forgetPeers(device: device, keeping: keep.contains) { changed = true }
+        }
+        if changed { saveRecords() }
     }
 
     func record(_ result: ChangeResult) {
@@ -262,7 +279,7 @@ extension Daemon {
     /// what it changed, so the host is as it was before the first start: routes and proxy
     /// entries with its protocol (on any interface), the datapath (every tunnel's pins under
     /// the pin root, its filters on any interface), the WireGuard devices it created, the
-    /// configured peers of devices it did not create, and every recorded sysctl. Returns
+    /// peers it configured (now or before) on devices it did not create, and every recorded sysctl. Returns
     /// whether all of it went.
     @discardableResult
     func cleanup() -> Bool {
@@ -303,17 +320,27 @@ extension Daemon {
                 logger.error("cleanup cannot delete \(name)", metadata: ["error": "\(error)"])
             }
         }
-        for device in desired.devices where !created.contains(device.name) && !device.peers.isEmpty {
-            guard link(named: device.name)?.kind == "wireguard", let wireGuard else { continue }
-            let removals = device.peers.map { WireGuardPeerChange(publicKey: $0.publicKey, remove: true) }
+        // On a device it did not create: the peers configured now and those it configured before.
+        var ours = records.peers.mapValues { Set($0.compactMap { WireGuardKey(base64: $0) }) }
+        for device in desired.devices { ours[device.name, default: []].formUnion(device.peers.map(\.publicKey)) }
+        for (name, keys) in ours.sorted(by: { $0.key < $1.key }) where !created.contains(name) && !keys.isEmpty {
+            guard link(named: name)?.kind == "wireguard" else { records.peers[name] = nil; continue }
+            guard let wireGuard else {
+                ok = false
+                logger.error("cleanup cannot remove the peers of \(name): the WireGuard generic netlink family is not available")
+                continue
+            }
+            let removals = keys.sorted { $0.base64 < $1.base64 }.map { WireGuardPeerChange(publicKey: $0, remove: true) }
             do {
-                try wireGuard.apply(device: device.name, WireGuardDeviceChange(peers: removals))
-                logger.info("cleanup removed the \(removals.count) configured peers of \(device.name)")
+                try wireGuard.apply(device: name, WireGuardDeviceChange(peers: removals))
+                records.peers[name] = nil
+                logger.info("cleanup removed the \(removals.count) peers wgkeeper configured on \(name)")
             } catch {
                 ok = false
-                logger.error("cleanup of the peers of \(device.name) failed", metadata: ["error": "\(error)"])
+                logger.error("cleanup of the peers of \(name) failed", metadata: ["error": "\(error)"])
             }
         }
+        for name in created where !records.createdDevices.contains(name) { records.peers[name] = nil }
 
         for (key, original) in records.sysctls.sorted(by: { $0.key < $1.key }) {
             let sysctl = Sysctl(key)

@@ -27,8 +27,8 @@ extension ObservedState {
         if let wireGuard {
             do {
                 var devices: [String: WireGuardDevice] = [:]
-                for device in desired.devices where observed.link(named: device.name)?.kind == "wireguard" {
-                    devices[device.name] = try wireGuard.device(named: device.name)
+                for name in desired.wireGuardDeviceNames(records) where observed.link(named: name)?.kind == "wireguard" {
+                    devices[name] = try wireGuard.device(named: name)
                 }
                 observed.wireGuard = devices
             } catch {
@@ -55,6 +55,13 @@ extension DesiredState {
     /// The sysctls `plan` needs to see: those it sets, those it checks, those it must restore.
     public func sysctlKeys(_ records: Records) -> [Sysctl] {
         sysctls.map(\.sysctl) + safetyChecks.map(\.sysctl) + records.sysctls.keys.sorted().map(Sysctl.init)
+    }
+
+    /// The WireGuard devices `plan` needs to see: those configured, and those holding peers
+    /// wgkeeper configured earlier.
+    public func wireGuardDeviceNames(_ records: Records) -> [String] {
+        let names = devices.map(\.name)
+        return names + records.peers.keys.filter { !names.contains($0) }.sorted()
     }
 }
 

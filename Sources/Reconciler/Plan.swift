@@ -116,11 +116,16 @@ private struct Planner {
             planDevice(device, kernel)
             peerChanges += peers(device, kernel)
         }
-        // A device wgkeeper created and the configuration no longer names goes, as on a fresh start.
+        // A device wgkeeper created and the configuration no longer names goes, as on a fresh start;
+        // on one it did not create, the peers it configured go.
         let named = Set(desired.devices.map(\.name))
         for name in records.createdDevices.sorted() where !named.contains(name) {
             guard let link = observed.link(named: name), link.kind == "wireguard" else { continue }
             result.changes.append(Change(.remove, .link(name: name, .delete(index: link.index)), reason: .unexpected))
+        }
+        for name in records.peers.keys.sorted() where !named.contains(name) && !records.createdDevices.contains(name) {
+            guard observed.link(named: name)?.kind == "wireguard", let kernel = observed.wireGuard?[name] else { continue }
+            peerChanges += peerRemovals(kernel, device: name) { records.configuredPeer($0, device: name) }
         }
         result.changes += peerChanges
     }
@@ -155,14 +160,18 @@ private struct Planner {
                 changes.append(create(peer, device: device.name))
             }
         }
-        if device.prunePeers {
-            for peer in kernel.peers.sorted(by: { $0.publicKey.base64 < $1.publicKey.base64 }) where !wanted.contains(peer.publicKey) {
-                changes.append(Change(.remove, .peer(device: device.name, name: nil,
-                                                     WireGuardPeerChange(publicKey: peer.publicKey, remove: true), hostEndpoint: nil),
-                                      reason: .unexpected))
-            }
+        // Unknown peers go with prune_peers; without it only those wgkeeper configured do.
+        changes += peerRemovals(kernel, device: device.name) { key in
+            !wanted.contains(key) && (device.prunePeers || records.configuredPeer(key, device: device.name))
         }
         return changes
+    }
+
+    private func peerRemovals(_ kernel: WireGuardDevice, device: String, where unwanted: (WireGuardKey) -> Bool) -> [Change] {
+        kernel.peers.map(\.publicKey).filter(unwanted).sorted { $0.base64 < $1.base64 }.map { key in
+            Change(.remove, .peer(device: device, name: nil, WireGuardPeerChange(publicKey: key, remove: true), hostEndpoint: nil),
+                   reason: .unexpected)
+        }
     }
 
     private func create(_ peer: DesiredPeer, device: String) -> Change {

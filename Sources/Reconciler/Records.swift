@@ -12,6 +12,10 @@ public struct Records: Codable, Hashable, Sendable {
     /// Devices on which wgkeeper created the clsact qdisc (kernels without TCX): removed with
     /// our filter.
     public var createdQdiscs: Set<String> = []
+    /// The peers (base64 public keys) wgkeeper configured, by device: with `prune_peers: false`
+    /// these are still removed when the configuration stops naming them, as a fresh start on a
+    /// clean kernel would not have them; the other peers there are the operator's.
+    public var peers: [String: Set<String>] = [:]
     /// The interface index each recorded name had: a record follows its device through a
     /// rename, and dies with it (a new device under the same name is not the one recorded).
     public var interfaceIndexes: [String: Int32]
@@ -20,8 +24,9 @@ public struct Records: Codable, Hashable, Sendable {
     public var pinRoot: String?
 
     public init(sysctls: [String: String] = [:], createdDevices: Set<String> = [], interfaceIndexes: [String: Int32] = [:],
-                routeProtocol: UInt8? = nil, pinRoot: String? = nil) {
+                peers: [String: Set<String>] = [:], routeProtocol: UInt8? = nil, pinRoot: String? = nil) {
         self.sysctls = sysctls
+        self.peers = peers
         self.createdDevices = createdDevices
         self.interfaceIndexes = interfaceIndexes
         self.routeProtocol = routeProtocol
@@ -33,13 +38,41 @@ public struct Records: Codable, Hashable, Sendable {
         sysctls = try c.decodeIfPresent([String: String].self, forKey: .sysctls) ?? [:]
         createdDevices = try c.decodeIfPresent(Set<String>.self, forKey: .createdDevices) ?? []
         createdQdiscs = try c.decodeIfPresent(Set<String>.self, forKey: .createdQdiscs) ?? []
+        peers = try c.decodeIfPresent([String: Set<String>].self, forKey: .peers) ?? [:]
         interfaceIndexes = try c.decodeIfPresent([String: Int32].self, forKey: .interfaceIndexes) ?? [:]
         routeProtocol = try c.decodeIfPresent(UInt8.self, forKey: .routeProtocol)
         pinRoot = try c.decodeIfPresent(String.self, forKey: .pinRoot)
     }
 
     /// Nothing left to restore or remove (the claim alone is not worth keeping).
-    public var isEmpty: Bool { sysctls.isEmpty && createdDevices.isEmpty && createdQdiscs.isEmpty }
+    public var isEmpty: Bool { sysctls.isEmpty && createdDevices.isEmpty && createdQdiscs.isEmpty && peers.isEmpty }
+
+    /// Before configuring peers on `device`: remember them as wgkeeper's. Returns whether the
+    /// records changed (and must be saved before the write).
+    public mutating func recordPeers<S: Sequence>(_ keys: S, device: String, interfaceIndex: Int32?) -> Bool
+    where S.Element == WireGuardKey {
+        var set = peers[device] ?? []
+        let count = set.count
+        for key in keys { set.insert(key.base64) }
+        guard set.count != count else { return false }
+        peers[device] = set
+        if let interfaceIndex { interfaceIndexes[device] = interfaceIndex }
+        return true
+    }
+
+    /// Whether wgkeeper configured this peer on `device`.
+    public func configuredPeer(_ key: WireGuardKey, device: String) -> Bool {
+        peers[device]?.contains(key.base64) ?? false
+    }
+
+    /// Forgets peers of `device` that are gone. Returns whether the records changed.
+    public mutating func forgetPeers(device: String, keeping present: (String) -> Bool) -> Bool {
+        guard let set = peers[device] else { return false }
+        let kept = set.filter(present)
+        guard kept.count != set.count else { return false }
+        peers[device] = kept.isEmpty ? nil : kept
+        return true
+    }
 
     /// Before writing `sysctl`: remember what it held, unless an earlier write already did.
     /// Returns whether the records changed (and must be saved before the write).
@@ -70,6 +103,7 @@ public struct Records: Codable, Hashable, Sendable {
         }
         for name in createdDevices { if let now = target(name) { moved.createdDevices.insert(now) } }
         for name in createdQdiscs { if let now = target(name) { moved.createdQdiscs.insert(now) } }
+        for (name, keys) in peers { if let now = target(name) { moved.peers[now, default: []].formUnion(keys) } }
         for (name, index) in interfaceIndexes { if let now = byIndex[index] { moved.interfaceIndexes[now] = index } }
         guard moved != self else { return false }
         self = moved

@@ -11,7 +11,7 @@ struct CleanupCommand: ParsableCommand {
         discussion: """
             Removes routes and proxy entries tagged with runtime.route_protocol (on any interface), \
             the datapath's attachments and every pin under runtime.bpf_pin_root, the WireGuard \
-            devices wgkeeper created, the configured peers of devices it did not create, and puts \
+            devices wgkeeper created, the peers it configured (now or before) on devices it did not create, and puts \
             back each sysctl's value from before wgkeeper's first write (recorded in runtime.state_dir). \
             It keeps what it cannot tell apart from the operator's own: an empty clsact qdisc, the \
             private key and listen port of a device it did not create, peers it pruned.

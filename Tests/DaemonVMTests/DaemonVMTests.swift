@@ -145,4 +145,42 @@ final class DaemonVMTests: XCTestCase {
         _ = try shell("ip", "netns", "exec", ns.name, DaemonHarness.binary, "cleanup", "--config", h.configPath)
         XCTAssertEqual(try snapshot(), before)
     }
+    /// `prune_peers: false` keeps the operator's peers, but a peer wgkeeper configured goes when
+    /// the configuration drops it, across a restart (records.json), and `cleanup` removes the
+    /// ones it configured, even those a reload since dropped from the configuration.
+    func testWithoutPruningThePeersWgkeeperConfiguredStillGoAndTheOperatorsStay() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addVeth("private0", "lanp")
+        try ns.ip("link", "add", "wg0", "type", "wireguard")
+        let stranger = PrivateKey.generate().publicKey
+        try shell("ip", "netns", "exec", ns.name, "wg", "set", "wg0", "peer", stranger.base64, "allowed-ips", "2001:db8:7::/64")
+        let h = try DaemonHarness(self, ns: ns)
+        let carol = PrivateKey.generate().publicKey
+        func config(_ peers: [TestPeer]) -> String {
+            h.gatewayConfig(runtime: ["wireguard_poll: 300ms"], wireGuard: ["prune_peers: false"], peers: peers, gateway: nil)
+        }
+        let a = TestPeer("alice", alice, allowedIPs: ["2001:db8:1::100/128"])
+        let b = TestPeer("bob", bob, allowedIPs: ["2001:db8:1::101/128"])
+        let c = TestPeer("carol", carol, allowedIPs: ["2001:db8:1::102/128"])
+        try h.writeConfig(config([a, b, c]))
+        try h.start()
+        XCTAssertEqual(Set(try peers(ns).keys), [stranger.base64, alice.base64, bob.base64, carol.base64])
+
+        try h.writeConfig(config([a, c]))
+        _ = try h.ask("reload")
+        try eventually(within: .seconds(5), "bob, which wgkeeper added, goes") {
+            Set(try peers(ns).keys) == [stranger.base64, alice.base64, carol.base64]
+        }
+        // Restarted, it still knows alice was its own.
+        h.stop()
+        try h.writeConfig(config([c]))
+        try h.start()
+        try eventually(within: .seconds(5), "alice goes after a restart") { Set(try peers(ns).keys) == [stranger.base64, carol.base64] }
+        // Carol leaves the configuration while the daemon is stopped: cleanup still removes her.
+        h.stop()
+        try h.writeConfig(config([]))
+        _ = try shell("ip", "netns", "exec", ns.name, DaemonHarness.binary, "cleanup", "--config", h.configPath)
+        XCTAssertEqual(Set(try peers(ns).keys), [stranger.base64], "only the operator's peer is left")
+        XCTAssertEqual(try ns.ip("-o", "link", "show", "wg0").isEmpty, false, "wg0 was the operator's: it stays")
+    }
 }

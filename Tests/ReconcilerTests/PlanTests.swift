@@ -91,6 +91,21 @@ final class PlanTests: XCTestCase {
         Case(name: "unknown peer kept without prune_peers", desired: F.desired(prune: false), edit: { o in
             o.wireGuard!["wg0"]!.peers.append(WireGuardPeer(publicKey: F.key(9)))
         }, changes: []),
+        Case(name: "without prune_peers a peer wgkeeper configured goes when the configuration drops it",
+             desired: F.desired(peers: [F.alice], prune: false),
+             records: Records(peers: ["wg0": [F.alice.publicKey.base64, F.bob.publicKey.base64]]), edit: { o in
+            o.wireGuard!["wg0"]!.peers.append(WireGuardPeer(publicKey: F.key(9)))
+            o.routes.removeAll { $0.outputInterface == 5 && $0.destination != F.prefix("2001:db8:1::100/128") }
+            o.proxies.removeAll { $0.address == F.address("2001:db8:1::101") }
+            o.datapath = o.datapath?.filter { $0.direction != .lanToTunnel || $0.prefix == F.prefix("2001:db8:1::100/128") }
+        }, changes: ["- peer \(F.bob.publicKey.base64) dev wg0"]),
+        Case(name: "a device that leaves the configuration loses the peers wgkeeper configured, keeps the others",
+             desired: { var d = F.desired(); d.devices[0].name = "wg1"; return d }(),
+             records: Records(peers: ["wg0": [F.alice.publicKey.base64]]), edit: { o in
+            o.wireGuard!["wg0"]!.peers.append(WireGuardPeer(publicKey: F.key(9)))
+        }, changes: ["+ link wg1 type wireguard", "- peer \(F.alice.publicKey.base64) dev wg0"], pending: [
+            "peer alice dev wg1: device wg1 missing: created first", "peer bob dev wg1: device wg1 missing: created first",
+        ]),
         Case(name: "roamed endpoint is left alone", edit: { o in
             o.wireGuard!["wg0"]!.peers[1].endpoint = Endpoint("[2001:db8:ee::7]:40000")
         }, changes: []),
