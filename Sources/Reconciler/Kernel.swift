@@ -78,7 +78,7 @@ extension Change {
     public func operation(resolve: (HostEndpoint) -> Endpoint? = resolveEndpoint) -> Operation {
         switch object {
         case .link(let name, .create(let kind)):
-            return .netlink(Link.createRequest(name: name, kind: kind))
+            return .netlink(Link.createRequest(name: name, kind: kind, up: true))
         case .link(_, .setUp(let index)):
             return .netlink(Link.setUpRequest(index: index))
         case .link(_, .delete(let index)):

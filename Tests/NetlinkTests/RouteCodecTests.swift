@@ -38,6 +38,12 @@ final class RouteCodecTests: XCTestCase {
         try assertEncodes(route.deleteRequest(), as: "route-del-v4")
     }
 
+    /// A WireGuard device is created up, in one message, like `ip link add wg0 up type wireguard`
+    /// (the fixture says where the bytes differ from iproute2's).
+    func testLinkCreatedUp() throws {
+        try assertEncodes(Link.createRequest(name: "wg0", kind: "wireguard", up: true), as: "link-add-up")
+    }
+
     func testProxyAddAndDelete() throws {
         let entry = ProxyEntry(address: IPAddress("2001:db8:1::200")!, interfaceIndex: veth0, protocolNumber: 77)
         try assertEncodes(entry.addRequest(), as: "proxy-add")

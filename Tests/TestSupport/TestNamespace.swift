@@ -64,7 +64,7 @@ public struct TestFailure: Error, CustomStringConvertible {
 public func shell(_ arguments: String...) throws -> String { try shell(arguments) }
 
 @discardableResult
-public func shell(_ arguments: [String], input: String? = nil) throws -> String {
+public func shell(_ arguments: [String], input: String? = nil, allowedExitCodes: Set<Int32> = [0]) throws -> String {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = arguments
@@ -81,7 +81,7 @@ public func shell(_ arguments: [String], input: String? = nil) throws -> String 
     let output = out.fileHandleForReading.readDataToEndOfFile()
     let errors = err.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
+    guard allowedExitCodes.contains(process.terminationStatus) else {
         throw TestFailure("\(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(String(decoding: errors, as: UTF8.self))")
     }
     return String(decoding: output, as: UTF8.self)

@@ -43,9 +43,16 @@ public struct Link: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Creates a link of the given kind (`wireguard`, `dummy`, …); it starts down.
-    public static func createRequest(name: String, kind: String) -> Request {
+    /// Creates a link of `kind`; `up` brings it up in the same message (no second write, and
+    /// no moment where the new link sits down).
+    public static func createRequest(name: String, kind: String, up: Bool = false) -> Request {
         Request(type: UInt16(RTM_NEWLINK), flags: Request.create, summary: "create \(kind) link \(name)") { writer in
-            writer.put(header: ifinfomsg())
+            var header = ifinfomsg()
+            if up {
+                header.ifi_flags = UInt32(IFF_UP)
+                header.ifi_change = UInt32(IFF_UP)
+            }
+            writer.put(header: header)
             writer.put(UInt16(IFLA_IFNAME), string: name)
             writer.nest(UInt16(IFLA_LINKINFO)) { $0.put(UInt16(IFLA_INFO_KIND), string: kind) }
         }

@@ -70,20 +70,57 @@ public struct ModelFailure: CustomStringConvertible {
     }
 }
 
-/// The last 16 KiB of a daemon's output, read as it comes (an unread pipe would block the daemon).
+/// The last 16 KiB of a daemon's output, read as it comes (an unread pipe would block the daemon),
+/// and every change it logged as applied or failed since the last `takeChanges()`.
 final class LogTail: @unchecked Sendable {
     private let lock = NSLock()
     private var buffer = Data()
+    private var partial = Data()
+    private var changes: [String] = []
+    private var appliedCount = 0
 
     func follow(_ pipe: Pipe) {
+        lock.lock()
+        partial = Data()
+        lock.unlock()
         pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
             guard let self, !data.isEmpty else { return }
             self.lock.lock()
             self.buffer.append(data)
             if self.buffer.count > 16_384 { self.buffer = self.buffer.suffix(16_384) }
+            self.partial.append(data)
+            while let end = self.partial.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = String(decoding: self.partial[self.partial.startIndex..<end], as: UTF8.self)
+                self.partial = Data(self.partial[(end + 1)...])
+                if let change = LogTail.change(in: line) {
+                    self.changes.append(change)
+                    if line.contains("applied: ") { self.appliedCount += 1 }
+                }
+            }
             self.lock.unlock()
         }
+    }
+
+    /// The change a daemon's `applied: <change> reason=…` or `failed: <change> attempt=…` line
+    /// names, as `wgkeeper plan` prints it.
+    static func change(in line: String) -> String? {
+        for (marker, metadata) in [("applied: ", " reason="), ("failed: ", " attempt=")] {
+            guard let start = line.range(of: marker) else { continue }
+            let rest = line[start.upperBound...]
+            return String(rest.range(of: metadata, options: .backwards).map { rest[..<$0.lowerBound] } ?? rest)
+        }
+        return nil
+    }
+
+    /// The changes logged since the last call, and how many of them were applied.
+    func takeChanges() -> (changes: [String], applied: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        let taken = (changes, appliedCount)
+        changes = []
+        appliedCount = 0
+        return taken
     }
 
     var text: String {
@@ -285,7 +322,8 @@ public final class ModelRun {
     /// `wgkeeper plan` on a kernel that equals the configuration must list no change (DESIGN §3:
     /// an already-correct kernel yields zero changes; plan shows what run would do).
     func planDiff(_ h: DaemonHarness) throws -> [String]? {
-        let text = try shell(["ip", "netns", "exec", h.ns.name, DaemonHarness.binary, "plan", "--json", "--config", h.configPath])
+        let text = try shell(["ip", "netns", "exec", h.ns.name, DaemonHarness.binary, "plan", "--json", "--config", h.configPath],
+                             allowedExitCodes: [0, 2])
         guard let plan = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
             return ["+ plan: unreadable output: \(text.prefix(200))"]
         }
@@ -295,6 +333,64 @@ public final class ModelRun {
             let data = (try? JSONSerialization.data(withJSONObject: change, options: [.sortedKeys])) ?? Data()
             return "+ plan lists a change on a converged kernel: plan \(String(decoding: data, as: UTF8.self))"
         }
+    }
+
+    /// What `wgkeeper plan` says `run` will do from the kernel as it is now: the changes, and the
+    /// objects it holds back (those on a device the same pass creates are written after it).
+    struct PlanLines {
+        var changes: Set<String>
+        var pending: [String]
+        var createdLinks: [String]
+        var createsLink: Bool { !createdLinks.isEmpty }
+    }
+
+    func planLines(_ h: DaemonHarness) throws -> PlanLines {
+        let text = try shell(["ip", "netns", "exec", h.ns.name, DaemonHarness.binary, "plan", "--json", "--config", h.configPath],
+                             allowedExitCodes: [0, 2])
+        guard let plan = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+            throw TestFailure("`wgkeeper plan --json` printed something that is not JSON: \(text.prefix(200))")
+        }
+        let changes = ((plan["changes"] as? [[String: Any]]) ?? []).compactMap { $0["line"] as? String }
+        let pending = ((plan["pending"] as? [[String: Any]]) ?? []).compactMap { $0["object"] as? String }
+        let created = changes.filter { $0.hasPrefix("+ link ") }.map { String($0.split(separator: " ")[2]) }
+        return PlanLines(changes: Set(changes), pending: pending, createdLinks: created)
+    }
+
+    /// DESIGN §3's promise that `plan` lists what `run` then does, checked on one step: the plan
+    /// taken just before the step against the changes the daemon logged while applying it
+    /// (applied or failed). A change `run` makes on a device it creates in the same pass was
+    /// pending in the plan. Nil when they agree or when the daemon lost log lines (said so).
+    func planRunDiff(_ planned: PlanLines, _ h: DaemonHarness, log: LogTail, appliedBefore: Int, droppedBefore: Int) throws -> [String]? {
+        let status = try h.status()
+        let appliedNow = (status["changes_applied"] as? Int) ?? 0
+        let droppedNow = (status["log_lines_dropped"] as? Int) ?? 0
+        if droppedNow != droppedBefore {
+            print("model: the daemon dropped \(droppedNow - droppedBefore) log lines: plan and run not compared at this step")
+            return nil
+        }
+        // The status round trip put the loop past its writes; the lines may still be in the pipe.
+        var logged = log.takeChanges()
+        let deadline = ContinuousClock.now + .seconds(2)
+        while logged.applied < appliedNow - appliedBefore, ContinuousClock.now < deadline {
+            usleep(20_000)
+            let more = log.takeChanges()
+            logged = (logged.changes + more.changes, logged.applied + more.applied)
+        }
+        let done = Set(logged.changes)
+        if ProcessInfo.processInfo.environment["WGK_MODEL_VERBOSE"] == "1" {
+            print("model: plan listed \(planned.changes.count) changes (\(planned.pending.count) pending); run logged \(logged.changes.count), \(logged.applied) applied")
+        }
+        func body(_ line: String) -> String { String(line.drop { $0 != " " }.dropFirst()) }
+        var diff = planned.changes.subtracting(done).sorted().map { "- planned, not written by run: \(body($0)) [\($0.prefix(1))]" }
+        for line in done.subtracting(planned.changes).sorted() {
+            let object = body(line)
+            // Written after a link the same pass creates: what the plan held back for it, and the
+            // new device's own key and port (counted by the link's change, not as pending).
+            if planned.pending.contains(where: { object == $0 || object.hasPrefix($0 + " ") }) && planned.createsLink { continue }
+            if planned.createdLinks.contains(where: { object.hasPrefix("device \($0) ") }) { continue }
+            diff.append("+ written by run, not planned: \(object) [\(line.prefix(1))]")
+        }
+        return diff.isEmpty ? nil : diff
     }
 
     func run(_ drift: Drift, in ns: TestNamespace, overlay: inout Overlay) {
@@ -344,6 +440,15 @@ public final class ModelRun {
             let expected = overlay.expected(from: fresh, config: step.config, wireGuard: topology.wireGuard)
             let t1 = ContinuousClock.now
             try h.writeConfig(yaml(step.config, h, pins: mainPins))
+            // The plan from the kernel as it stands, then the step: what run writes must be it.
+            let planned = try planLines(h)
+            var (appliedBefore, droppedBefore) = (0, 0)
+            if i > 0, !step.restart {
+                let status = try h.status()
+                appliedBefore = (status["changes_applied"] as? Int) ?? 0
+                droppedBefore = (status["log_lines_dropped"] as? Int) ?? 0
+            }
+            _ = daemonLog.takeChanges()
             if i == 0 {
                 try h.start(readyWithin: settings.readyWithin)
                 daemonLog.follow(h.output)
@@ -361,6 +466,10 @@ public final class ModelRun {
             let t2 = ContinuousClock.now
             if let diff = try converge(ns, to: expected) {
                 return ModelFailure(step: i, phase: i == 0 ? "start" : step.restart ? "restart" : "reload", diff: diff, log: daemonLog.text)
+            }
+            if let diff = try planRunDiff(planned, h, log: daemonLog, appliedBefore: appliedBefore, droppedBefore: droppedBefore) {
+                return ModelFailure(step: i, phase: "`wgkeeper plan` before the \(i == 0 ? "start" : step.restart ? "restart" : "reload") against what it wrote",
+                                    diff: diff, log: daemonLog.text)
             }
             if let diff = try planDiff(h) {
                 return ModelFailure(step: i, phase: "`wgkeeper plan` after the \(i == 0 ? "start" : step.restart ? "restart" : "reload")", diff: diff,
