@@ -131,10 +131,14 @@ static __always_inline int answer_solicitation(struct __sk_buff *skb, const stru
 	__u32 offset = NS_MIN;
 	int source_ll = 0;
 	for (int i = 0; i < (NS_MAX - NS_MIN) / 8 && offset < length; i++) {
-		__u8 option_length = scratch->bytes[(offset + 1) & (NS_MAX - 1)];
+		// offset < length <= NS_MAX, which clang knows and 6.1's verifier does not: the
+		// barrier keeps the masks that prove it.
+		__u32 at = offset;
+		asm volatile("" : "+r"(at));
+		__u8 option_length = scratch->bytes[(at + 1) & (NS_MAX - 1)];
 		if (option_length == 0)
 			return -1;
-		if (scratch->bytes[offset & (NS_MAX - 1)] == ND_OPTION_SOURCE_LL)
+		if (scratch->bytes[at & (NS_MAX - 1)] == ND_OPTION_SOURCE_LL)
 			source_ll = 1;
 		offset += option_length * 8;
 	}
