@@ -1,3 +1,4 @@
+import Foundation
 import Datapath
 import Logging
 import Netlink
@@ -44,7 +45,12 @@ extension Daemon {
     var neighbourDiscoveryStatus: String? {
         guard let answered = desired.datapath?.neighbourDiscovery, let lan = desired.datapath?.lan else { return nil }
         var line = "answered by lan_ingress for \(answered.addresses.count) addresses"
-        if link(named: lan).map({ $0.hardwareAddress?.count != 6 }) ?? false { line += " (not answering: \(lan) has no MAC address)" }
+        // What the program uses now, read back from its config map.
+        if let settings = try? datapathMaps?.datapath.neighbourDiscoverySettings(), let mac = settings.lanMAC {
+            line += " with \(mac.map { String(format: "%02x", $0) }.joined(separator: ":"))"
+        } else {
+            line += " (not answering: \(link(named: lan).map { $0.hardwareAddress?.count == 6 } ?? false ? "datapath not configured" : "\(lan) has no MAC address"))"
+        }
         line += "; \(solicitedNodeGroups.memberships.count) solicited-node groups joined on \(lan) through \(solicitedNodeGroups.socketCount) sockets"
         if let first = solicitedNodeFailures.keys.min() {
             line += "; \(solicitedNodeFailures.count) not joined (\(first.group): \(solicitedNodeFailures[first]!))"

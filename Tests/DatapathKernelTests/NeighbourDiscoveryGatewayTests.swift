@@ -102,7 +102,7 @@ final class NeighbourDiscoveryGatewayTests: XCTestCase {
         let joined = try groups()
         XCTAssertTrue(joined.contains("ff02::1:ff00:100") && joined.contains("ff02::1:ff00:101"), joined)
         let line = try neighbourDiscovery()
-        XCTAssertTrue(line.contains("for 2 addresses; 2 solicited-node groups joined on private0 through 1 sockets"), line)
+        XCTAssertTrue(line.contains("for 2 addresses with \(try gatewayMAC); 2 solicited-node groups joined on private0 through 1 sockets"), line)
 
         XCTAssertTrue(try ping(Self.alice), "the LAN host pings a client")
         let entry = try XCTUnwrap(try host.ipJSON("-6", "neigh", "show", Self.alice, "dev", "lanp").first)
@@ -126,6 +126,16 @@ final class NeighbourDiscoveryGatewayTests: XCTestCase {
         // The safety checks hold: no anycast, the /64 is fine with forwarding off.
         let safety = try XCTUnwrap(try daemon.status()["safety"] as? [[String: Any]])
         XCTAssertTrue(safety.allSatisfy { $0["ok"] as? Bool == true }, "\(safety)")
+
+        // A new LAN MAC is advertised from the link event on.
+        try gateway.ip("link", "set", "private0", "address", "02:00:00:00:77:01")
+        let followed = try eventually(within: .seconds(2), "the program answers with the new MAC") {
+            try neighbourDiscovery().contains("with 02:00:00:00:77:01")
+        }
+        print("new LAN MAC in the program's config after \(followed)")
+        try host.ip("-6", "neigh", "flush", "dev", "lanp")
+        XCTAssertTrue(try ping(Self.alice))
+        XCTAssertEqual(try host.ipJSON("-6", "neigh", "show", Self.alice, "dev", "lanp").first?["lladdr"] as? String, "02:00:00:00:77:01")
 
         // A client leaves: its group is left.
         try reload(ndp: "datapath", peers: [Self.alice])
