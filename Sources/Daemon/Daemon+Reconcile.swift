@@ -63,9 +63,14 @@ extension Daemon {
         if changes.count > applied, failures.isEmpty { schedule(after: .milliseconds(50)) }
     }
 
-    /// A refusal is logged when it starts or its reason changes, not at every reconcile.
+    /// A refusal is logged when it starts or its reason changes, not at every reconcile, and a
+    /// reason shared by several objects (a prefix's route, proxy entry, redirect) once.
     func reportRefusals(_ plan: Plan) {
-        for refusal in plan.refused where !lastPlan.refused.contains(refusal) { logger.error("\(refusal.reason)") }
+        let before = Set(lastPlan.refused.map(\.reason))
+        var said: Set<String> = []
+        for refusal in plan.refused where !before.contains(refusal.reason) && said.insert(refusal.reason).inserted {
+            logger.error("\(refusal.reason)")
+        }
     }
 
     func makePlan() -> Plan {

@@ -31,7 +31,8 @@ extension Daemon {
             c.pending = lastPlan.pending.filter { $0.kind == kind }.count
             c.failed = failures.values.filter { $0.kind == kind }.count
             c.conflict = lastPlan.conflicts.filter { $0.kind == kind }.count
-            c.refused = lastPlan.refused.filter { $0.kind == kind }.count
+            // A peer with several refused allowed IPs is listed once for each, counted once.
+            c.refused = Set(lastPlan.refused.filter { $0.kind == kind }.map(\.object)).count
             let unwritten = lastPlan.changes.filter { $0.kind == kind && $0.action != .remove && $0.reason != .restore && failures[$0.subject] == nil }.count
             c.inSync = max(0, total - c.pending - c.failed - c.conflict - c.refused - unwritten)
             counts[kind.description] = c
