@@ -80,18 +80,45 @@ final class StatusServer {
         }
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw DaemonError("status socket: \(Errno(rawValue: errno))") }
-        // The file appears with bind(); no one can connect before listen(), by then it is 0660.
-        var created = stat()
-        // chown only for a status_group: the unit's system call filter has no @chown otherwise.
-        guard address.bind(fd) == 0, access.group.map({ lchown(path, UInt32.max, $0.id) == 0 }) ?? true, chmod(path, 0o660) == 0,
-              lstat(path, &created) == 0, listen(fd, 64) == 0
-        else {
-            let error = Errno(rawValue: errno)
+        do {
+            identity = try Self.bind(fd, address, group: access.group?.id)
+        } catch {
             close(fd)
-            throw DaemonError("status socket \(path): \(error)")
+            throw error
         }
-        identity = (UInt64(created.st_dev), UInt64(created.st_ino))
         try loop.add(fd, token: Self.tokenBase - 1)
+    }
+
+    /// Binds and listens, with the file created 0660 by bind() itself and given the access group
+    /// through a descriptor: no chmod or chown by path that a symbolic link swapped in between
+    /// could send elsewhere. Returns the socket file's identity.
+    private static func bind(_ fd: Int32, _ address: UnixSocketAddress, group: gid_t?) throws -> (device: UInt64, inode: UInt64) {
+        let path = address.path
+        func failure(_ what: String, _ code: Int32) -> DaemonError {
+            DaemonError("status socket \(path): \(what)\(what.isEmpty ? "" : ": ")\(Errno(rawValue: code))")
+        }
+        // unix_bind() creates the file with mode 0777 & ~umask. The umask is the process's: this
+        // runs in Daemon.init, before any other thread exists, so nothing else sees it.
+        let saved = umask(0o117)
+        let bound = address.bind(fd)
+        let bindError = errno
+        umask(saved)
+        guard bound == 0 else { throw failure("", bindError) }
+        // What the path holds now, never through a symbolic link; anything but a socket means
+        // it was replaced since bind() and is not touched.
+        let file = wgk_open_path_nofollow(path)
+        guard file >= 0 else { throw failure("after bind", errno) }
+        defer { close(file) }
+        var created = stat()
+        guard fstat(file, &created) == 0 else { throw failure("after bind", errno) }
+        guard created.st_mode & S_IFMT == S_IFSOCK else {
+            throw DaemonError("status socket \(path) was replaced by \(kind(created.st_mode)) while it was being created; it is left alone")
+        }
+        // chown only for a status_group: the unit's system call filter has no @chown otherwise.
+        if let group, wgk_chown_descriptor(file, UInt32.max, group) != 0 { throw failure("setting its group", errno) }
+        // No one can connect before listen(): by then the file has its final mode and group.
+        guard listen(fd, 64) == 0 else { throw failure("listen", errno) }
+        return (UInt64(created.st_dev), UInt64(created.st_ino))
     }
 
     deinit {
