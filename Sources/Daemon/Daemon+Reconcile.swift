@@ -230,12 +230,9 @@ extension Daemon {
         logger.error("failed: \(change)", metadata: ["error": "\(error)", "attempt": "\(attempts)", "retry_in": "\(delay)"])
     }
 
-    /// Parses and validates first; an invalid configuration changes nothing but status.
-    func reload() -> ReloadReply {
-        reloads += 1
-        notifier.reloading()
-        defer { notifier.ready(status: statusLine) }
-        let result = ConfigLoader().load(path: options.configPath).flatMap { config in
+    /// Applies a configuration read by `ConfigReader`; an invalid one changes nothing but status.
+    func reload(_ outcome: ConfigReader.Outcome) -> ReloadReply {
+        let result = outcome.flatMap { config in
             refusedRuntimeChange(config.configuration.runtime).map { .failure(ConfigErrors([$0])) } ?? .success(config)
         }
         switch result {

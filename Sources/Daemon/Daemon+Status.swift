@@ -95,12 +95,28 @@ extension Daemon {
         }
     }
 
-    /// One reload for every request since the last one (SIGHUP or the socket), no sooner than
-    /// `reloadSpacing` after the previous: a flood of requests costs a few reloads, not one each.
+    /// One reload for every request since the last one started (SIGHUP or the socket), no
+    /// sooner than `reloadSpacing` after the previous one finished: a flood of requests costs a
+    /// few reloads, not one each. The file is read off the loop (`ConfigReader`), one read at a
+    /// time; requests that arrive during a read are answered by one more read after it, since
+    /// they may be about a file written after the first read began.
     func reloadIfRequested() {
-        guard reloadRequested, ContinuousClock.now >= nextReloadAllowed else { return }
+        guard reloadRequested, !reloadInFlight, ContinuousClock.now >= nextReloadAllowed else { return }
         reloadRequested = false
-        let reply = reload()
+        reloadInFlight = true
+        reloads += 1
+        notifier.reloading()
+        server?.beginReload()
+        configReader.start(options.configPath)
+    }
+
+    /// The read is done: the outcome is applied (or refused) here, on the loop, then the
+    /// waiting clients get the reply and systemd READY=1.
+    func finishReload() {
+        guard let outcome = configReader.take() else { return }
+        reloadInFlight = false
+        let reply = reload(outcome)
+        notifier.ready(status: statusLine)
         nextReloadAllowed = .now + Daemon.reloadSpacing
         server?.answerReloads(Daemon.encode(reply))
     }

@@ -30,6 +30,9 @@ final class StatusServer {
         var lastRequest: ContinuousClock.Instant
         /// Reload requests of this client that the next reload answers.
         var awaitingReload = 0
+        /// Reload requests the reload being read now answers (they came before it began).
+        var awaitingRunningReload = 0
+        var waitsForReload: Bool { awaitingReload > 0 || awaitingRunningReload > 0 }
         /// The peer closed both directions: nothing it sent is lost, but it is no longer polled.
         var hungUp = false
 
@@ -198,7 +201,7 @@ final class StatusServer {
     /// The client to give up first: not waiting for a reload, nothing queued, oldest request.
     private func longestIdle() -> Int32? {
         clients.values.min { a, b in
-            let busyA = a.awaitingReload > 0 || !a.output.isEmpty, busyB = b.awaitingReload > 0 || !b.output.isEmpty
+            let busyA = a.waitsForReload || !a.output.isEmpty, busyB = b.waitsForReload || !b.output.isEmpty
             return busyA != busyB ? !busyA : a.lastRequest < b.lastRequest
         }?.fd
     }
@@ -255,7 +258,7 @@ final class StatusServer {
     /// Closes a finished client, or tells the loop what to wait for on it: no reading while the
     /// input bound is reached (the kernel's socket buffer then pushes back on the sender).
     private func settle(_ client: Client) {
-        let idle = client.awaitingReload == 0 && !client.hasRequestLine
+        let idle = !client.waitsForReload && !client.hasRequestLine
         if client.eof, idle, client.output.isEmpty || client.hungUp { return drop(client.fd) }
         if client.hungUp { return loop.remove(client.fd) }
         if !client.eof, client.input.count >= limits.maxInputBytes, !client.input.contains(10) {
@@ -282,7 +285,7 @@ final class StatusServer {
     var hasRequests: Bool { clients.values.contains(where: isServable) }
 
     private func isServable(_ client: Client) -> Bool {
-        client.awaitingReload == 0 && client.output.count < limits.maxOutputBytes && client.hasRequestLine
+        !client.waitsForReload && client.output.count < limits.maxOutputBytes && client.hasRequestLine
     }
 
     /// At most one request from each client that has one and is not waiting for a reload or
@@ -350,16 +353,24 @@ final class StatusServer {
         return client.eof && !client.input.isEmpty ? client.input : nil
     }
 
-    var reloadAwaited: Bool { clients.values.contains { $0.awaitingReload > 0 } }
+    var reloadAwaited: Bool { clients.values.contains(where: \.waitsForReload) }
 
-    /// Answers every waiting reload request with the one reload's reply.
+    /// A reload begins: the requests made so far are answered by it; later ones by the next.
+    func beginReload() {
+        for client in clients.values {
+            client.awaitingRunningReload += client.awaitingReload
+            client.awaitingReload = 0
+        }
+    }
+
+    /// Answers the reload requests made before the reload that just finished began.
     func answerReloads(_ line: String) {
-        for client in clients.values where client.awaitingReload > 0 {
+        for client in clients.values where client.awaitingRunningReload > 0 {
             // One answer per request, but never more than the reply bound: the rest of a
             // pipelined batch is answered by the copies already queued (a client that wants
             // them all reads first).
-            for _ in 0..<client.awaitingReload where client.output.count < limits.maxOutputBytes { queue(client, line) }
-            client.awaitingReload = 0
+            for _ in 0..<client.awaitingRunningReload where client.output.count < limits.maxOutputBytes { queue(client, line) }
+            client.awaitingRunningReload = 0
             if !flush(client) { drop(client.fd); continue }
             settle(client)
         }
@@ -367,7 +378,7 @@ final class StatusServer {
 
     /// Drops clients idle past their deadline.
     func expire(at now: ContinuousClock.Instant) {
-        for client in clients.values where client.deadline <= now && client.awaitingReload == 0 { drop(client.fd) }
+        for client in clients.values where client.deadline <= now && !client.waitsForReload { drop(client.fd) }
     }
 
     var nextDeadline: ContinuousClock.Instant? { clients.values.map(\.deadline).min() }
