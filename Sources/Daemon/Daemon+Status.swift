@@ -111,12 +111,15 @@ extension Daemon {
     }
 
     /// The read is done: the outcome is applied (or refused) here, on the loop, then the
-    /// waiting clients get the reply and systemd READY=1.
+    /// waiting clients get the reply and systemd READY=1, unless a request that came during the
+    /// read makes another one due: systemd stays in "reloading" (RELOADING=1 may come twice)
+    /// until the file as it was at its last request is applied, so `systemctl reload` does
+    /// not return early.
     func finishReload() {
         guard let outcome = configReader.take() else { return }
         reloadInFlight = false
         let reply = reload(outcome)
-        notifier.ready(status: statusLine)
+        if !reloadRequested { notifier.ready(status: statusLine) }
         nextReloadAllowed = .now + Daemon.reloadSpacing
         server?.answerReloads(Daemon.encode(reply))
     }
