@@ -20,9 +20,57 @@ extension Configuration {
                 errors.append(ConfigError(entry.location, "route \(entry.route.destination) via \(gateway.tunnel) \(why): it would capture traffic that is not the peers' (set gateway.allow_unsafe_allowed_ips: true if this is meant)"))
             }
         }
+        if let gateway, !gateway.allowUnsafeAllowedIPs {
+            checkEndpoints(gateway, errors: &errors)
+        }
         for device in devices {
             checkOverlaps(device, errors: &errors)
             checkOwnKeys(device, errors: &errors)
+        }
+    }
+
+    /// WireGuard sends a peer's encrypted packets to its endpoint through the host's routing
+    /// table: a route via the tunnel (a gateway peer's allowed IP, an explicit route) that holds
+    /// a configured endpoint address would carry them into the tunnel itself, a routing loop.
+    /// The tunnel's prefixes are indexed by length, so each endpoint costs one lookup per length.
+    private func checkEndpoints(_ gateway: GatewaySection, errors: inout ConfigErrorList) {
+        struct Claim {
+            var what: String
+            var at: SourceLocation
+            var peer: String?
+            var route = false
+        }
+        var claims: [IPPrefix: [Claim]] = [:]
+        var lengths: Set<UInt8> = []
+        func claim(_ prefix: IPPrefix, _ claim: Claim) {
+            // A prefix refused already (`::/0`, one covering the LAN) is reported once, for that.
+            guard Self.unsafe(prefix, lanPrefix: gateway.lanPrefix) == nil else { return }
+            claims[prefix.canonical, default: []].append(claim)
+            lengths.insert(prefix.length)
+        }
+        for section in devices.first(where: { $0.name == gateway.tunnel })?.peers ?? [] {
+            for (prefix, at) in zip(section.peer.allowedIPs, section.allowedIPLocations) {
+                claim(prefix, Claim(what: "allowed IP \(prefix) of peer \(section.peer.name)", at: at, peer: section.peer.name))
+            }
+        }
+        for entry in routes where entry.route.device == gateway.tunnel {
+            claim(entry.route.destination, Claim(what: "route \(entry.route.destination) via \(gateway.tunnel)", at: entry.location, route: true))
+        }
+        guard !claims.isEmpty else { return }
+        let sortedLengths = lengths.sorted()
+        for device in devices {
+            for section in device.peers {
+                guard case .address(let endpoint)? = section.peer.endpoint else { continue }
+                let address = endpoint.address
+                for length in sortedLengths where Int(length) <= address.bitWidth {
+                    let key = IPPrefix(address: address.masked(to: Int(length)), length: length)
+                    for claim in claims[key] ?? [] {
+                        let whose = claim.peer == section.peer.name ? "its own endpoint \(endpoint)"
+                            : "the endpoint \(endpoint) of peer \(section.peer.name) at \(section.endpointLocation ?? section.location)"
+                        errors.append(claim.at, "\(claim.what) holds \(whose): \(claim.route ? "it" : "its route via \(gateway.tunnel)") would carry the encrypted packets for that endpoint into the tunnel itself, a routing loop (set gateway.allow_unsafe_allowed_ips: true if this is meant)")
+                    }
+                }
+            }
         }
     }
 

@@ -119,11 +119,13 @@ public struct ConfigLoader: Sendable {
             errors.append(ConfigError(top, "the configuration's files add up to more than \(limits.totalBytes) bytes (the limit)"))
             return nil
         }
-        guard let text = String(data: data, encoding: .utf8) else {
-            errors.append(ConfigError(top, "the file is not UTF-8"))
+        switch Self.decode(data, file: file, fileOrder: order) {
+        case .success(let text):
+            return Tree.parse(text, file: file, fileOrder: order, budget: &budget, errors: &errors)
+        case .failure(let error):
+            errors.append(error)
             return nil
         }
-        return Tree.parse(text, file: file, fileOrder: order, budget: &budget, errors: &errors)
     }
 
     /// Absolute paths go under `root`; relative ones are relative to the file that names them.

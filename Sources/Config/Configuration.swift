@@ -49,6 +49,7 @@ public struct PeerSection: Sendable {
     public var peer: DesiredPeer
     /// Where each allowed IP was written, in `peer.allowedIPs` order.
     public var allowedIPLocations: [SourceLocation]
+    public var endpointLocation: SourceLocation? = nil
 }
 
 public struct GatewaySection: Sendable {

@@ -269,7 +269,7 @@ struct Decoder {
         return PeerSection(location: at, presharedKeyFile: presharedKeyFile,
                            peer: DesiredPeer(name: text, publicKey: publicKey, endpoint: endpoint,
                                              persistentKeepalive: UInt16(keepalive ?? 0), allowedIPs: allowed),
-                           allowedIPLocations: allowedAt)
+                           allowedIPLocations: allowedAt, endpointLocation: fields["endpoint"]?.value.location)
     }
 
     private mutating func decodeGateway(_ entry: Tree.Entry) -> GatewaySection? {

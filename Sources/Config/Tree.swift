@@ -19,6 +19,16 @@ indirect enum Tree {
         }
     }
 
+    /// The same node, said to start at `location` (its children stay where they were written).
+    func moved(to location: SourceLocation) -> Tree {
+        switch self {
+        case .scalar(let text, _): .scalar(text, location)
+        case .mapping(let entries, _): .mapping(entries, location)
+        case .sequence(let items, _): .sequence(items, location)
+        case .null: .null(location)
+        }
+    }
+
     var kindName: String {
         switch self {
         case .scalar: "a scalar"
@@ -157,7 +167,8 @@ indirect enum Tree {
                 if budget.aliasBytes < 0 { return fail(at, "aliases expand to more than \(budget.limits.aliasBytes) bytes of text (the limit)") }
                 if budget.nodes < 0 { return fail(at, tooMany) }
                 if stack.count + anchored.height > budget.limits.depth { return fail(at, tooDeep) }
-                add(anchored.tree, nodes: anchored.nodes, height: anchored.height, bytes: anchored.bytes)
+                // The copy is where the alias is: an error about this use of the value names this place.
+                add(anchored.tree.moved(to: at), nodes: anchored.nodes, height: anchored.height, bytes: anchored.bytes)
             case .node(.scalar(let text, let plain, let anchor), let mark):
                 let at = location(mark)
                 budget.nodes -= 1

@@ -63,9 +63,14 @@ extension Daemon {
         if changes.count > applied, failures.isEmpty { schedule(after: .milliseconds(50)) }
     }
 
-    /// A refusal is logged when it starts or its reason changes, not at every reconcile.
+    /// A refusal is logged when it starts or its reason changes, not at every reconcile, and a
+    /// reason shared by several objects (a prefix's route, proxy entry, redirect) once.
     func reportRefusals(_ plan: Plan) {
-        for refusal in plan.refused where !lastPlan.refused.contains(refusal) { logger.error("\(refusal.reason)") }
+        let before = Set(lastPlan.refused.map(\.reason))
+        var said: Set<String> = []
+        for refusal in plan.refused where !before.contains(refusal.reason) && said.insert(refusal.reason).inserted {
+            logger.error("\(refusal.reason)")
+        }
     }
 
     func makePlan() -> Plan {
@@ -225,12 +230,9 @@ extension Daemon {
         logger.error("failed: \(change)", metadata: ["error": "\(error)", "attempt": "\(attempts)", "retry_in": "\(delay)"])
     }
 
-    /// Parses and validates first; an invalid configuration changes nothing but status.
-    func reload() -> ReloadReply {
-        reloads += 1
-        notifier.reloading()
-        defer { notifier.ready(status: statusLine) }
-        let result = ConfigLoader().load(path: options.configPath).flatMap { config in
+    /// Applies a configuration read by `ConfigReader`; an invalid one changes nothing but status.
+    func reload(_ outcome: ConfigReader.Outcome) -> ReloadReply {
+        let result = outcome.flatMap { config in
             refusedRuntimeChange(config.configuration.runtime).map { .failure(ConfigErrors([$0])) } ?? .success(config)
         }
         switch result {

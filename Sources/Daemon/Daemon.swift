@@ -59,6 +59,7 @@ public final class Daemon {
     /// When each host-name endpoint was last resolved (seconds since the epoch).
     var lastResolved: [LastApplied.PeerKey: Double] = [:]
     let resolver: EndpointResolver
+    let configReader: ConfigReader
     /// Host-name endpoints of the configuration and what their lookups said.
     var resolutions: [HostEndpoint: HostResolution] = [:]
     /// Quiet peers whose name is being looked up again (DESIGN §5).
@@ -72,7 +73,10 @@ public final class Daemon {
     var nextResync: ContinuousClock.Instant = .now
     var nextWatchdog: ContinuousClock.Instant = .now
     var stopRequested = false
+    /// A reload was asked for (SIGHUP or the socket) and has not started yet.
     var reloadRequested = false
+    /// The configuration is being read on `configReader`; requests meanwhile wait for the next read.
+    var reloadInFlight = false
     var nextReloadAllowed: ContinuousClock.Instant = .now
     var netlinkHealthy = true
 
@@ -118,6 +122,7 @@ public final class Daemon {
         }
         loop = try EventLoop()
         resolver = try EndpointResolver()
+        configReader = try ConfigReader()
         rtnetlink = try RTNetlink()
         // WGKEEPER_EVENT_BUFFER shrinks the event queue so tests can make the kernel overflow it.
         let eventBuffer = ProcessInfo.processInfo.environment["WGKEEPER_EVENT_BUFFER"].flatMap { Int($0) } ?? 32 << 20
@@ -142,7 +147,7 @@ public final class Daemon {
     // MARK: - the loop
 
     enum Token: UInt64 {
-        case signals = 1, events = 2, resolver = 4
+        case signals = 1, events = 2, resolver = 4, configReader = 8
     }
 
     /// The claim (route protocol, pin root) is recorded with the records: a daemon started under
@@ -182,6 +187,7 @@ public final class Daemon {
         try loop.add(SignalPipe.readEnd, token: Token.signals.rawValue)
         try loop.add(events.fileDescriptor, token: Token.events.rawValue)
         try loop.add(resolver.wakeFD, token: Token.resolver.rawValue)
+        try loop.add(configReader.wakeFD, token: Token.configReader.rawValue)
         logger.info("starting", metadata: ["config": "\(options.configPath)", "summary": "\(loaded.summary)"])
 
         refreshEndpoints()
@@ -216,7 +222,7 @@ public final class Daemon {
         if notifier.watchdogInterval != nil { candidates.append(nextWatchdog) }
         if let at = server?.nextDeadline { candidates.append(at) }
         if server?.hasRequests == true { candidates.append(.now) }
-        if reloadRequested { candidates.append(nextReloadAllowed) }
+        if reloadRequested, !reloadInFlight { candidates.append(nextReloadAllowed) }
         if let nextEndpointCheck { candidates.append(nextEndpointCheck) }
         if let retry = failures.values.map(\.retryAt).min() { candidates.append(retry) }
         return candidates.min()
@@ -274,6 +280,8 @@ public final class Daemon {
             drainEvents()
         case Token.resolver.rawValue:
             applyResolutions()
+        case Token.configReader.rawValue:
+            finishReload()
         case server?.listenerToken:
             server?.acceptWaiting(now: .now)
         default:

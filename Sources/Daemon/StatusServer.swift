@@ -30,6 +30,9 @@ final class StatusServer {
         var lastRequest: ContinuousClock.Instant
         /// Reload requests of this client that the next reload answers.
         var awaitingReload = 0
+        /// Reload requests the reload being read now answers (they came before it began).
+        var awaitingRunningReload = 0
+        var waitsForReload: Bool { awaitingReload > 0 || awaitingRunningReload > 0 }
         /// The peer closed both directions: nothing it sent is lost, but it is no longer polled.
         var hungUp = false
 
@@ -80,18 +83,45 @@ final class StatusServer {
         }
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw DaemonError("status socket: \(Errno(rawValue: errno))") }
-        // The file appears with bind(); no one can connect before listen(), by then it is 0660.
-        var created = stat()
-        // chown only for a status_group: the unit's system call filter has no @chown otherwise.
-        guard address.bind(fd) == 0, access.group.map({ lchown(path, UInt32.max, $0.id) == 0 }) ?? true, chmod(path, 0o660) == 0,
-              lstat(path, &created) == 0, listen(fd, 64) == 0
-        else {
-            let error = Errno(rawValue: errno)
+        do {
+            identity = try Self.bind(fd, address, group: access.group?.id)
+        } catch {
             close(fd)
-            throw DaemonError("status socket \(path): \(error)")
+            throw error
         }
-        identity = (UInt64(created.st_dev), UInt64(created.st_ino))
         try loop.add(fd, token: Self.tokenBase - 1)
+    }
+
+    /// Binds and listens, with the file created 0660 by bind() itself and given the access group
+    /// through a descriptor: no chmod or chown by path that a symbolic link swapped in between
+    /// could send elsewhere. Returns the socket file's identity.
+    private static func bind(_ fd: Int32, _ address: UnixSocketAddress, group: gid_t?) throws -> (device: UInt64, inode: UInt64) {
+        let path = address.path
+        func failure(_ what: String, _ code: Int32) -> DaemonError {
+            DaemonError("status socket \(path): \(what)\(what.isEmpty ? "" : ": ")\(Errno(rawValue: code))")
+        }
+        // unix_bind() creates the file with mode 0777 & ~umask. The umask is the process's: this
+        // runs in Daemon.init, before any other thread exists, so nothing else sees it.
+        let saved = umask(0o117)
+        let bound = address.bind(fd)
+        let bindError = errno
+        umask(saved)
+        guard bound == 0 else { throw failure("", bindError) }
+        // What the path holds now, never through a symbolic link; anything but a socket means
+        // it was replaced since bind() and is not touched.
+        let file = wgk_open_path_nofollow(path)
+        guard file >= 0 else { throw failure("after bind", errno) }
+        defer { close(file) }
+        var created = stat()
+        guard fstat(file, &created) == 0 else { throw failure("after bind", errno) }
+        guard created.st_mode & S_IFMT == S_IFSOCK else {
+            throw DaemonError("status socket \(path) was replaced by \(kind(created.st_mode)) while it was being created; it is left alone")
+        }
+        // chown only for a status_group: the unit's system call filter has no @chown otherwise.
+        if let group, wgk_chown_descriptor(file, UInt32.max, group) != 0 { throw failure("setting its group", errno) }
+        // No one can connect before listen(): by then the file has its final mode and group.
+        guard listen(fd, 64) == 0 else { throw failure("listen", errno) }
+        return (UInt64(created.st_dev), UInt64(created.st_ino))
     }
 
     deinit {
@@ -171,7 +201,7 @@ final class StatusServer {
     /// The client to give up first: not waiting for a reload, nothing queued, oldest request.
     private func longestIdle() -> Int32? {
         clients.values.min { a, b in
-            let busyA = a.awaitingReload > 0 || !a.output.isEmpty, busyB = b.awaitingReload > 0 || !b.output.isEmpty
+            let busyA = a.waitsForReload || !a.output.isEmpty, busyB = b.waitsForReload || !b.output.isEmpty
             return busyA != busyB ? !busyA : a.lastRequest < b.lastRequest
         }?.fd
     }
@@ -228,7 +258,7 @@ final class StatusServer {
     /// Closes a finished client, or tells the loop what to wait for on it: no reading while the
     /// input bound is reached (the kernel's socket buffer then pushes back on the sender).
     private func settle(_ client: Client) {
-        let idle = client.awaitingReload == 0 && !client.hasRequestLine
+        let idle = !client.waitsForReload && !client.hasRequestLine
         if client.eof, idle, client.output.isEmpty || client.hungUp { return drop(client.fd) }
         if client.hungUp { return loop.remove(client.fd) }
         if !client.eof, client.input.count >= limits.maxInputBytes, !client.input.contains(10) {
@@ -255,7 +285,7 @@ final class StatusServer {
     var hasRequests: Bool { clients.values.contains(where: isServable) }
 
     private func isServable(_ client: Client) -> Bool {
-        client.awaitingReload == 0 && client.output.count < limits.maxOutputBytes && client.hasRequestLine
+        !client.waitsForReload && client.output.count < limits.maxOutputBytes && client.hasRequestLine
     }
 
     /// At most one request from each client that has one and is not waiting for a reload or
@@ -323,16 +353,24 @@ final class StatusServer {
         return client.eof && !client.input.isEmpty ? client.input : nil
     }
 
-    var reloadAwaited: Bool { clients.values.contains { $0.awaitingReload > 0 } }
+    var reloadAwaited: Bool { clients.values.contains(where: \.waitsForReload) }
 
-    /// Answers every waiting reload request with the one reload's reply.
+    /// A reload begins: the requests made so far are answered by it; later ones by the next.
+    func beginReload() {
+        for client in clients.values {
+            client.awaitingRunningReload += client.awaitingReload
+            client.awaitingReload = 0
+        }
+    }
+
+    /// Answers the reload requests made before the reload that just finished began.
     func answerReloads(_ line: String) {
-        for client in clients.values where client.awaitingReload > 0 {
+        for client in clients.values where client.awaitingRunningReload > 0 {
             // One answer per request, but never more than the reply bound: the rest of a
             // pipelined batch is answered by the copies already queued (a client that wants
             // them all reads first).
-            for _ in 0..<client.awaitingReload where client.output.count < limits.maxOutputBytes { queue(client, line) }
-            client.awaitingReload = 0
+            for _ in 0..<client.awaitingRunningReload where client.output.count < limits.maxOutputBytes { queue(client, line) }
+            client.awaitingRunningReload = 0
             if !flush(client) { drop(client.fd); continue }
             settle(client)
         }
@@ -340,7 +378,7 @@ final class StatusServer {
 
     /// Drops clients idle past their deadline.
     func expire(at now: ContinuousClock.Instant) {
-        for client in clients.values where client.deadline <= now && client.awaitingReload == 0 { drop(client.fd) }
+        for client in clients.values where client.deadline <= now && !client.waitsForReload { drop(client.fd) }
     }
 
     var nextDeadline: ContinuousClock.Instant? { clients.values.map(\.deadline).min() }

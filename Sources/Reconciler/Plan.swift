@@ -25,13 +25,18 @@ public struct Plan: Hashable, Sendable {
 /// object holding a desired object's identity is reported as a conflict.
 public func plan(_ desired: DesiredState, _ observed: ObservedState, lastApplied: LastApplied? = nil,
                  records: Records = Records()) -> Plan {
-    var planner = Planner(desired: desired, observed: observed, lastApplied: lastApplied, records: records)
+    // What a safety rule holds back is planned as if not configured: not written, and removed
+    // when already there.
+    let (allowed, refused) = GatewayAddressRule.apply(desired, observed)
+    var planner = Planner(desired: allowed, observed: observed, lastApplied: lastApplied, records: records)
     planner.planDevicesAndPeers()
     planner.planSysctls()
     planner.planRoutes()
     planner.planProxies()
     planner.planDatapath()
     planner.result.changes.sort { $0.kind < $1.kind }  // stable: keeps each kind's own order
+    planner.result.refused += refused
+    planner.result.refused.sort { $0.kind < $1.kind }
     return planner.result
 }
 

@@ -153,6 +153,29 @@ final class SafetyRuleTests: XCTestCase {
         XCTAssertTrue(found.first?.contains("route ::/0 via wg0 is every address (the default route)") == true, "\(found)")
     }
 
+    /// alice-laptop's endpoint is [2001:db8:ff::2]:51820 (line 16): a route via wg0 holding it
+    /// would carry the encrypted packets for it into the tunnel.
+    func testAllowedIPsMayNotHoldAConfiguredEndpoint() throws {
+        let loop = "its route via wg0 would carry the encrypted packets for that endpoint into the tunnel itself, a routing loop (set gateway.allow_unsafe_allowed_ips: true if this is meant)"
+        XCTAssertEqual(try errors(replacing: "- 2001:db8:5::/64", with: "- 2001:db8:ff::/64"), [
+            "wgkeeper.yaml:22:13: allowed IP 2001:db8:ff::/64 of peer bob-phone holds the endpoint [2001:db8:ff::2]:51820 of peer alice-laptop at wgkeeper.yaml:16:19: \(loop)",
+        ])
+        // A peer's own endpoint inside its allowed IPs loops the same way.
+        XCTAssertEqual(try errors(replacing: "[2001:db8:1::100/128]", with: "[2001:db8:1::100/128, 2001:db8:ff::2/128]"), [
+            "wgkeeper.yaml:15:44: allowed IP 2001:db8:ff::2/128 of peer alice-laptop holds its own endpoint [2001:db8:ff::2]:51820: \(loop)",
+        ])
+        // So does an explicit route through the tunnel.
+        let route = try errors(replacing: "  - destination: 2001:db8:2::/64", with: "  - destination: 2001:db8:ff::/48")
+        XCTAssertEqual(route, [
+            "wgkeeper.yaml:32:5: route 2001:db8:ff::/48 via wg0 holds the endpoint [2001:db8:ff::2]:51820 of peer alice-laptop at wgkeeper.yaml:16:19: \(loop.replacingOccurrences(of: "its route via wg0", with: "it"))",
+        ])
+        // A host-name endpoint is not known until it resolves; the opt-in lets a literal one through.
+        XCTAssertEqual(try fixture.loaded(AcceptedConfigs.base
+            .replacingOccurrences(of: "- 2001:db8:5::/64", with: "- 2001:db8:ff::/64")
+            .replacingOccurrences(of: "  allow_lan_anycast: false", with: "  allow_lan_anycast: false\n  allow_unsafe_allowed_ips: true")).summary,
+            "1 device, 2 peers, 5 routes, 3 proxies")
+    }
+
     func testAPeerCannotHaveTheDevicesOwnKeys() throws {
         let privateKey = try XCTUnwrap(PrivateKey(base64: try String(contentsOfFile: fixture.path("wg0.key"), encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)))

@@ -152,6 +152,98 @@ final class StatusSocketTests: XCTestCase {
         XCTAssertEqual(refused, 1)
     }
 
+    /// The socket file is created 0660 by bind() itself (under the unit's UMask=0077 too) and
+    /// gets status_group through a descriptor: no chmod or chown by path, which a symbolic link
+    /// swapped in after bind() would redirect to another file.
+    func testSocketModeAndGroupAreSetWithoutFollowingSymlinks() throws {
+        let group = "wgkt\(UInt16.random(in: 0...UInt16.max))"
+        try shell("groupadd", group)
+        addTeardownBlock { _ = try? shell("groupdel", group) }
+        let gid = try shell("getent", "group", group).split(separator: ":")[2]
+        let (ns, h) = try setUp(runtime: ["status_group: \(group)"])
+        let saved = umask(0o077)
+        defer { umask(saved) }
+
+        // As stat(1) sees it, with the daemon started under umask 0077.
+        try h.start()
+        XCTAssertEqual(try shell("stat", "-c", "%F %a %U %g", h.socketPath).trimmingCharacters(in: .whitespacesAndNewlines),
+                       "socket 660 root \(gid)")
+        h.stop()
+
+        // Every call that changes a mode or an owner, traced: no chmod at all, and the one
+        // chown goes through the descriptor of what the path held (AT_EMPTY_PATH), not a path.
+        let trace = h.directory.appendingPathComponent("trace").path
+        let strace = Process()
+        strace.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        strace.arguments = ["ip", "netns", "exec", ns.name, "strace", "-f", "-qq", "-o", trace,
+                            "-e", "trace=chmod,fchmod,fchmodat,chown,fchown,lchown,fchownat,umask,bind",
+                            DaemonHarness.binary, "run", "--config", h.configPath]
+        strace.standardOutput = FileHandle.nullDevice
+        strace.standardError = FileHandle.nullDevice
+        try strace.run()
+        try eventually(within: .seconds(20), "the traced daemon's socket") { (try? connectUnix(h.socketPath)).map { close($0); return true } ?? false }
+        // strace blocks fatal signals while it runs a program (-o FILE PROG): stop the daemon itself.
+        let pid = try XCTUnwrap(try h.status()["pid"] as? Int32)
+        kill(pid, SIGTERM)
+        strace.waitUntilExit()
+        let calls = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n")
+            .filter { !$0.contains("AF_NETLINK") && !$0.contains("+++") && !$0.contains("---") }
+        XCTAssertFalse(calls.contains { $0.contains("chmod") }, "\(calls)")
+        let chowns = calls.filter { $0.contains("chown") }
+        XCTAssertEqual(chowns.count, 1, "\(calls)")
+        XCTAssertTrue(chowns.first?.contains(#"fchownat("#) == true && chowns.first?.contains("AT_EMPTY_PATH") == true
+                      && chowns.first?.contains(", -1, \(gid), ") == true, "\(chowns)")
+        XCTAssertTrue(calls.contains { $0.contains("umask(0117)") }, "\(calls)")
+
+        // A symbolic link at the path: refused, and neither the link nor its target is touched.
+        let target = h.directory.appendingPathComponent("precious").path
+        try "precious\n".write(toFile: target, atomically: false, encoding: .utf8)
+        chmod(target, 0o600)
+        unlink(h.socketPath)
+        XCTAssertEqual(symlink(target, h.socketPath), 0)
+        XCTAssertThrowsError(try shell(["ip", "netns", "exec", ns.name, DaemonHarness.binary, "run", "--config", h.configPath])) { error in
+            XCTAssertTrue("\(error)".contains("exists and is not a socket (a symbolic link)"), "\(error)")
+        }
+        func untouched() throws {
+            XCTAssertEqual(try shell("stat", "-c", "%a %U %G", target).trimmingCharacters(in: .whitespacesAndNewlines), "600 root root")
+            XCTAssertEqual(try String(contentsOfFile: target, encoding: .utf8), "precious\n")
+        }
+        try untouched()
+        XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: h.socketPath), target)
+
+        // A link swapped in while the daemon starts (the window between bind() and setting the
+        // mode and group): whatever each start makes of it, the target is never changed.
+        unlink(h.socketPath)
+        let link = h.directory.appendingPathComponent("link").path
+        let stop = Flag()
+        let swapper = Thread {
+            while !stop.isSet {
+                // The path free for a moment (a start gets past its check and binds), then a
+                // link put in its place at once (rename replaces whatever the path holds).
+                unlink(h.socketPath)
+                usleep(UInt32.random(in: 0...3000))
+                _ = symlink(target, link)
+                _ = rename(link, h.socketPath)
+                usleep(UInt32.random(in: 0...3000))
+            }
+        }
+        swapper.start()
+        for _ in 0..<20 {
+            let run = Process()
+            run.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            run.arguments = ["ip", "netns", "exec", ns.name, DaemonHarness.binary, "run", "--config", h.configPath]
+            run.standardOutput = FileHandle.nullDevice
+            run.standardError = FileHandle.nullDevice
+            try run.run()
+            usleep(100_000)
+            kill(run.processIdentifier, SIGTERM)
+            run.waitUntilExit()
+        }
+        stop.set()
+        while !swapper.isFinished { usleep(1000) }
+        try untouched()
+    }
+
     func testWithoutStatusGroupOnlyRootIsServed() throws {
         let (_, h) = try setUp()
         try h.start()
