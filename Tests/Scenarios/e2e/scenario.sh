@@ -10,7 +10,7 @@ LAN_PREFIX=2001:db8:1::/64
 SERVERS=(2001:db8:1::10 2001:db8:1::11)
 ROUTER=2001:db8:1::1
 ANYCAST=2001:db8:1::
-REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)}
 WGKEEPER=${WGKEEPER:-$REPO/.build/debug/wgkeeper}
 WORK=${WORK:-$(mktemp -d /tmp/wgk-e2e.XXXXXX)}
 
