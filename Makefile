@@ -20,8 +20,8 @@ deps:
 build: deps
 	$(SWIFT) build $(SWIFT_FLAGS)
 
-# The gateway scenario of DESIGN §1, narrated, in network namespaces (in the VM when this
-# kernel has no WireGuard). Leaves nothing behind.
+# The gateway scenario (README, "The problem it solves"), narrated, in network namespaces (in
+# the VM when this kernel has no WireGuard). Leaves nothing behind.
 demo: build
 	@[ "$$(id -u)" = 0 ] || { echo "error: the demo needs root (network namespaces)" >&2; exit 1; }
 	scripts/demo

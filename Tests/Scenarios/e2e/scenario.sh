@@ -1,4 +1,4 @@
-# The gateway of DESIGN §1 in network namespaces, for the end-to-end test and `make demo`.
+# The gateway (README, "The problem it solves") in network namespaces, for the end-to-end test and `make demo`.
 # Source it; needs root, WireGuard (the VM's kernel), iproute2, wireguard-tools, ping.
 #
 #   laptops lap1..N ── underlay bridge (fd00::/64) ── gw ── LAN bridge ── srv1, srv2, rtr
