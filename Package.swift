@@ -67,7 +67,7 @@ let package = Package(
         .testTarget(name: "KernelTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "WireGuardVMTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "DaemonKernelTests", dependencies: ["Netlink", "TestSupport"]),
-        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Reconciler", "Netlink"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Reconciler", "Netlink", "TestSupport"]),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "Reconciler", "Netlink", "TestSupport"]),
         .testTarget(name: "ReconcilerTests", dependencies: ["Reconciler", "Netlink"]),
         .testTarget(name: "ReconcilerKernelTests", dependencies: ["Reconciler", "Config", "Netlink", "TestSupport"]),

@@ -14,6 +14,7 @@ extension Daemon {
     func reconcile() {
         let start = ContinuousClock.now
         reconcileAt = nil
+        metrics.begin(generation: generation, previous: lastPlan, failing: failures.keys)
         readKernel()
 
         recordTakeovers()
@@ -50,6 +51,7 @@ extension Daemon {
         reconciles += 1
         lastReconcile = Date()
         lastReconcileDuration = ContinuousClock.now - start
+        metrics.end(duration: lastReconcileDuration ?? .zero)
         // Said once when it starts (and again at each resync), not at every reconcile.
         for violation in plan.violations where !previous.violations.contains(violation) { logger.error("safety check failed: \(violation)") }
         for conflict in plan.conflicts where !previous.conflicts.contains(conflict) { logger.warning("conflict: \(conflict)") }
@@ -215,6 +217,7 @@ extension Daemon {
         guard let error = result.error else {
             logger.info("applied: \(change)", metadata: ["reason": "\(change.reason)"])
             failures[change.subject] = nil
+            metrics.applied(change)
             if case .peer(let device, _, let peerChange, let host) = change.object, host != nil {
                 lastResolved[LastApplied.PeerKey(device: device, publicKey: peerChange.publicKey)] = Date().timeIntervalSince1970
             }
@@ -238,6 +241,7 @@ extension Daemon {
         switch result {
         case .failure(let errors):
             configErrors = errors.errors.map(\.description)
+            metrics.reloadFailures += 1
             for error in configErrors { logger.error("reload refused: \(error)") }
             return ReloadReply(ok: false, configGeneration: generation, errors: configErrors, changesApplied: 0)
         case .success(let config):

@@ -73,7 +73,9 @@ extension Daemon {
             pending: lastPlan.pending.prefix(Daemon.listedObjects).map { .init(kind: $0.kind.description, object: $0.object, reason: $0.reason) },
             conflicts: lastPlan.conflicts.prefix(Daemon.listedObjects).map(\.description),
             refused: lastPlan.refused.prefix(Daemon.listedObjects).map { .init(kind: $0.kind.description, object: $0.object, reason: $0.reason) },
-            peers: peers, endpoints: endpointStatus, datapath: datapathStatus, safety: safety)
+            peers: peers, endpoints: endpointStatus, datapath: datapathStatus, safety: safety,
+            reconcileDuration: metrics.histogram, changesAppliedByKind: ReconcileMetrics.byName(metrics.applied),
+            repairs: ReconcileMetrics.byName(metrics.repairs), reloadFailures: metrics.reloadFailures)
     }
 
     /// Answers what the status clients asked this turn: at most one request each. Reload

@@ -90,6 +90,7 @@ public final class Daemon {
     var changesApplied = 0
     var resyncs = 0
     var reloads = 0
+    var metrics = ReconcileMetrics()
     var sysctlWrites = 0
     var wireGuardWrites: Int { wireGuard?.writeCount ?? 0 }
     var datapathMaps: DatapathMapsAdapter?

@@ -78,6 +78,16 @@ public struct StatusReport: Codable, Sendable {
         public var error: String?
     }
 
+    /// Reconcile durations since start, bucketed as a Prometheus histogram.
+    public struct DurationHistogram: Codable, Sendable {
+        /// Ascending; the implicit last bucket (+Inf) holds `count`.
+        public var upperBoundsSeconds: [Double]
+        /// Observations at or below each bound (cumulative).
+        public var cumulativeCounts: [Int]
+        public var sumSeconds: Double
+        public var count: Int
+    }
+
     public var version: String
     public var pid: Int32
     public var configGeneration: Int
@@ -104,6 +114,14 @@ public struct StatusReport: Codable, Sendable {
     public var endpoints: [HostEndpointState]
     public var datapath: Datapath?
     public var safety: [SafetyCheck]
+    // Optional, so a newer client still reads a daemon started before they existed.
+    public var reconcileDuration: DurationHistogram? = nil
+    /// Changes applied since start, by kind (`changes_applied` is their sum).
+    public var changesAppliedByKind: [String: Int]? = nil
+    /// Changes applied since start that repaired drift (see ReconcileMetrics), by kind.
+    public var repairs: [String: Int]? = nil
+    /// Reloads refused since start (invalid configuration, a changed claim).
+    public var reloadFailures: Int? = nil
 }
 
 public struct ReloadReply: Codable, Sendable {

@@ -172,7 +172,7 @@ public final class ModelRun {
         /// How long a start or reload may take to say READY=1.
         public var readyWithin: Duration = .seconds(10)
         public var testFilter: String
-        /// How a replay line runs the test (the VM variant goes through tests/vm/run.sh).
+        /// How a replay line runs the test (the VM variant goes through Tests/Scenarios/vm/run.sh).
         public var replayRunner: String?
 
         /// From the environment: WGK_MODEL_SEED, _STEPS, _FEATURES, _ONLY, _SHRINK_SECONDS, _SETTLE_MS, _KEEP_GOING.

@@ -1,4 +1,4 @@
-# The gateway of DESIGN §1 in network namespaces, for the end-to-end test and `make demo`.
+# The gateway (README, "The problem it solves") in network namespaces, for the end-to-end test and `make demo`.
 # Source it; needs root, WireGuard (the VM's kernel), iproute2, wireguard-tools, ping.
 #
 #   laptops lap1..N ── underlay bridge (fd00::/64) ── gw ── LAN bridge ── srv1, srv2, rtr
@@ -10,7 +10,7 @@ LAN_PREFIX=2001:db8:1::/64
 SERVERS=(2001:db8:1::10 2001:db8:1::11)
 ROUTER=2001:db8:1::1
 ANYCAST=2001:db8:1::
-REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)}
 WGKEEPER=${WGKEEPER:-$REPO/.build/debug/wgkeeper}
 WORK=${WORK:-$(mktemp -d /tmp/wgk-e2e.XXXXXX)}
 
