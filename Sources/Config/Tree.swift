@@ -196,7 +196,7 @@ indirect enum Tree {
         }
     }
 
-    /// DESIGN §5: maps merge, lists append, a scalar set twice is an error naming both places.
+    /// README, configuration reference: maps merge, lists append, a scalar set twice is an error naming both places.
     /// All files at once, so that each of thousands of `conf.d` files costs its own size, not the
     /// size of everything merged before it. Recursion follows the trees' nesting, so it is at
     /// most `ConfigLimits.depth` deep.

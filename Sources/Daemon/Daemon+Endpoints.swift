@@ -89,7 +89,7 @@ struct HostResolution {
 }
 
 extension Daemon {
-    /// 135 s (DESIGN §5); WGKEEPER_RERESOLVE_SECONDS shortens it for tests.
+    /// 135 s (README, configuration reference); WGKEEPER_RERESOLVE_SECONDS shortens it for tests.
     static let reresolveAfter: Double = ProcessInfo.processInfo.environment["WGKEEPER_RERESOLVE_SECONDS"].flatMap(Double.init) ?? 135
     /// A lookup that has not answered by then counts as failed (glibc alone may wait 5 s per
     /// server and attempt); WGKEEPER_RESOLVE_TIMEOUT_SECONDS shortens it for tests.

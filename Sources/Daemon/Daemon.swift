@@ -5,7 +5,7 @@ import Logging
 import Netlink
 import Reconciler
 
-/// The long-running controller: one thread, one loop, all state owned here (DESIGN §3).
+/// The long-running controller: one thread, one loop, all state owned here (docs/ARCHITECTURE.md, data flow).
 ///
 /// The kernel state is cached from dumps and kept current from rtnetlink events; kinds the
 /// kernel does not notify (proxy entries, WireGuard peers) are re-read on their poll timers.
@@ -62,7 +62,7 @@ public final class Daemon {
     let configReader: ConfigReader
     /// Host-name endpoints of the configuration and what their lookups said.
     var resolutions: [HostEndpoint: HostResolution] = [:]
-    /// Quiet peers whose name is being looked up again (DESIGN §5).
+    /// Quiet peers whose name is being looked up again (README, configuration reference).
     var reresolving: Set<LastApplied.PeerKey> = []
     var nextEndpointCheck: ContinuousClock.Instant?
 

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The status socket's reply to `{"command":"status"}` (DESIGN §6). Never holds a private or
+/// The status socket's reply to `{"command":"status"}` (README, operations). Never holds a private or
 /// preshared key.
 public struct StatusReport: Codable, Sendable {
     public struct KindCounts: Codable, Sendable {

@@ -119,7 +119,7 @@ public struct DesiredGateway: Hashable, Sendable {
     public var proxyNDP: Bool
     public var redirect: Bool
     /// When false, a LAN subnet-router anycast address joined by the host is a safety violation
-    /// (DESIGN §1; the daemon reads /proc/net/anycast6).
+    /// (docs/ARCHITECTURE.md, kernel facts; the daemon reads /proc/net/anycast6).
     public var allowLANAnycast: Bool
     /// When false, a peer's allowed IP holding an address the gateway has on the LAN is
     /// refused by `plan` (`GatewayAddressRule`).

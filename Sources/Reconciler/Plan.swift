@@ -237,7 +237,7 @@ private struct Planner {
                       reason: .differs(fields), detail: details.joined(separator: "; "))
     }
 
-    /// DESIGN §5: set the endpoint when the peer has none, or when the configured value changed
+    /// README, configuration reference: set the endpoint when the peer has none, or when the configured value changed
     /// since it was last applied; otherwise a different kernel endpoint is roaming, left alone.
     private func endpointNeedsWrite(_ configured: ConfiguredEndpoint, _ current: WireGuardPeer, device: String) -> Bool {
         guard let kernel = current.endpoint else { return true }
@@ -281,7 +281,7 @@ private struct Planner {
         }
     }
 
-    /// DESIGN §1: an interface with `forwarding = 1` joins the subnet-router anycast address of
+    /// docs/ARCHITECTURE.md, kernel facts: an interface with `forwarding = 1` joins the subnet-router anycast address of
     /// every prefix shorter than /127 it holds (addrconf_join_anycast()), and would then answer
     /// for the LAN router's address. So LAN forwarding stays off while such an address is there.
     private func refusal(_ item: DesiredSysctl) -> String? {

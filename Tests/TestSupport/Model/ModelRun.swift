@@ -268,7 +268,7 @@ public final class ModelRun {
         do {
             try h.start(readyWithin: settings.readyWithin)
         } catch {
-            // A configuration the daemon refuses is the generator's bug unless DESIGN §5 allows it.
+            // A configuration the daemon refuses is the generator's bug unless the README's configuration reference allows it.
             if let problem = try? shell(DaemonHarness.binary, "check", "--config", h.configPath), !problem.isEmpty {
                 throw TestFailure("a fresh daemon failed on a configuration `wgkeeper check` accepts (\(config.summary)): \(error)")
             }
@@ -319,7 +319,7 @@ public final class ModelRun {
         }
     }
 
-    /// `wgkeeper plan` on a kernel that equals the configuration must list no change (DESIGN §3:
+    /// `wgkeeper plan` on a kernel that equals the configuration must list no change (docs/ARCHITECTURE.md, data flow:
     /// an already-correct kernel yields zero changes; plan shows what run would do).
     func planDiff(_ h: DaemonHarness) throws -> [String]? {
         let text = try shell(["ip", "netns", "exec", h.ns.name, DaemonHarness.binary, "plan", "--json", "--config", h.configPath],
@@ -356,7 +356,7 @@ public final class ModelRun {
         return PlanLines(changes: Set(changes), pending: pending, createdLinks: created)
     }
 
-    /// DESIGN §3's promise that `plan` lists what `run` then does, checked on one step: the plan
+    /// The promise (docs/ARCHITECTURE.md, data flow) that `plan` lists what `run` then does, checked on one step: the plan
     /// taken just before the step against the changes the daemon logged while applying it
     /// (applied or failed). A change `run` makes on a device it creates in the same pass was
     /// pending in the plan. Nil when they agree or when the daemon lost log lines (said so).
