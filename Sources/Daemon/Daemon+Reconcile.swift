@@ -192,7 +192,8 @@ extension Daemon {
         guard records != before else { return }
         do { try recordStore.save(records) } catch {
             records = before
-            logger.error("cannot save records", metadata: ["error": "\(error)"])
+            if recordSaveError != "\(error)" { logger.error("cannot save records", metadata: ["error": "\(error)"]) }
+            recordSaveError = "\(error)"
         }
     }
 
@@ -362,6 +363,11 @@ extension Daemon {
                 ok = false
                 logger.error("cleanup cannot restore \(sysctl) = \(original)", metadata: ["error": "\(error)"])
             }
+        }
+        if recordsUnreadable {
+            // Never replace what could not be read: the operator may still recover values from it.
+            logger.error("\(recordStore.path) could not be read and is left in place: sysctls it holds were not restored, devices it names not deleted")
+            return false
         }
         if records.isEmpty { recordStore.remove() } else { saveRecords() }
         return ok

@@ -54,6 +54,10 @@ public final class Daemon {
     var kernel = KernelCache()
     /// What wgkeeper changed that carries no protocol tag, persisted in `runtime.state_dir`.
     var records: Records
+    /// Cleanup only: the records file could not be read; it is left in place and cleanup fails.
+    var recordsUnreadable = false
+    /// The last error saving the records, said once until a save succeeds again.
+    var recordSaveError: String?
     let recordStore: RecordStore
     var lastApplied: LastApplied
     /// When each host-name endpoint was last resolved (seconds since the epoch).
@@ -120,6 +124,7 @@ public final class Daemon {
             // Cleanup still removes what the protocol and the pins claim; only the restores are lost.
             logger.error("\(error); cleanup goes on without them: no sysctl is restored, no created device deleted")
             records = Records()
+            recordsUnreadable = true
         }
         loop = try EventLoop()
         resolver = try EndpointResolver()
@@ -252,6 +257,11 @@ public final class Daemon {
             lastPlan.violations = []
             lastPlan.conflicts = []
             resyncs += 1
+            // Records deleted behind the daemon's back are written again (a restart would lose them).
+            if !records.isEmpty, !FileManager.default.fileExists(atPath: recordStore.path) {
+                logger.warning("\(recordStore.path) disappeared; writing it again")
+                saveRecords()
+            }
             schedule()
         }
         if failures.values.contains(where: { $0.retryAt <= now }) { schedule() }

@@ -17,12 +17,18 @@ public struct RecordStore {
             if FileManager.default.fileExists(atPath: path) { throw DaemonError("cannot read \(path)") }
             return Records()
         }
+        let records: Records
         do {
-            return try JSONDecoder().decode(Records.self, from: data)
+            records = try JSONDecoder().decode(Records.self, from: data)
         } catch {
             throw DaemonError("\(path) is not a records file wgkeeper wrote (\(error)); move it away to start afresh, "
                 + "knowing that the sysctl values it held will not be restored")
         }
+        if let problem = records.problem {
+            throw DaemonError("\(path) is not a records file wgkeeper wrote (\(problem)); move it away to start afresh, "
+                + "knowing that the sysctl values it held will not be restored")
+        }
+        return records
     }
 
     public func save(_ records: Records) throws {

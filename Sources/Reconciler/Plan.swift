@@ -257,11 +257,17 @@ private struct Planner {
                 continue
             }
             let current = observed.sysctls[sysctl.key]
-            guard current != item.value else { continue }
             if let why = refusal(item) {
+                // Refused even when already set: a fresh start would not set it. What wgkeeper set
+                // goes back to the value it found; an operator's own setting is reported, not undone.
                 result.refused.append(Refusal(kind: .sysctl, object: "sysctl \(sysctl) = \(item.value)", reason: why))
+                if let current, current == item.value, let original = records.sysctls[sysctl.key], original != current {
+                    result.changes.append(Change(.replace, .sysctl(sysctl, value: original, previous: current), reason: .restore,
+                                                 detail: "(was \(current); refused now, restoring the value found before wgkeeper's first write)"))
+                }
                 continue
             }
+            guard current != item.value else { continue }
             result.changes.append(Change(.replace, .sysctl(sysctl, value: item.value, previous: current),
                                          reason: current == nil ? .missing : .differs(["value"]),
                                          detail: "(was \(current ?? "unread"))"))

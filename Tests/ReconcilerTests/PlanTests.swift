@@ -186,6 +186,24 @@ final class PlanTests: XCTestCase {
         }, changes: [], refused: [
             "sysctl net.ipv6.conf.private0.forwarding = 1: refusing net.ipv6.conf.private0.forwarding=1: private0 holds 2001:db8:1::1/64; with forwarding on, the kernel would join the subnet-router anycast 2001:db8:1:: and answer for the LAN's router. Keep only link-local or /128 addresses on private0 (an on-link route covers the prefix), or set gateway.allow_lan_anycast: true",
         ]),
+        Case(name: "LAN forwarding wgkeeper set goes back when a /64 appears; the refusal is counted", desired: {
+            var d = F.desired(); d.gateway = DesiredGateway(tunnel: "wg0", lan: "private0", lanPrefix: F.prefix("2001:db8:1::/64")); return d
+        }(), records: Records(sysctls: ["net/ipv6/conf/private0/forwarding": "0"]), edit: { o in
+            o.sysctls["net/ipv6/conf/private0/forwarding"] = "1"
+            o.addresses = [Address(prefix: F.prefix("2001:db8:1::1/64"), interfaceIndex: 6)]
+        }, changes: [
+            "~ sysctl net.ipv6.conf.private0.forwarding = 0 (was 1; refused now, restoring the value found before wgkeeper's first write)",
+        ], refused: [
+            "sysctl net.ipv6.conf.private0.forwarding = 1: refusing net.ipv6.conf.private0.forwarding=1: private0 holds 2001:db8:1::1/64; with forwarding on, the kernel would join the subnet-router anycast 2001:db8:1:: and answer for the LAN's router. Keep only link-local or /128 addresses on private0 (an on-link route covers the prefix), or set gateway.allow_lan_anycast: true",
+        ]),
+        Case(name: "LAN forwarding the operator set is refused and reported, not undone", desired: {
+            var d = F.desired(); d.gateway = DesiredGateway(tunnel: "wg0", lan: "private0", lanPrefix: F.prefix("2001:db8:1::/64")); return d
+        }(), records: Records(sysctls: ["net/ipv6/conf/private0/forwarding": "1"]), edit: { o in
+            o.sysctls["net/ipv6/conf/private0/forwarding"] = "1"
+            o.addresses = [Address(prefix: F.prefix("2001:db8:1::1/64"), interfaceIndex: 6)]
+        }, changes: [], refused: [
+            "sysctl net.ipv6.conf.private0.forwarding = 1: refusing net.ipv6.conf.private0.forwarding=1: private0 holds 2001:db8:1::1/64; with forwarding on, the kernel would join the subnet-router anycast 2001:db8:1:: and answer for the LAN's router. Keep only link-local or /128 addresses on private0 (an on-link route covers the prefix), or set gateway.allow_lan_anycast: true",
+        ]),
         Case(name: "an allowed IP holding the gateway's own LAN address: nothing of it is installed, what is there goes",
              desired: F.desiredWithGateway(), edit: { o in
             o.addresses = [Address(prefix: F.prefix("2001:db8:1::101/128"), interfaceIndex: 6),

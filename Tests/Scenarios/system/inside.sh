@@ -142,6 +142,7 @@ echo "== stop"
 check "systemctl stop wgkeeper" systemctl stop wgkeeper
 check "traffic keeps flowing with the daemon stopped" lossless 20
 check "route and proxy entry stay" sh -c 'ip -6 route show proto wgkeeper | grep -q 2001:db8:1::100 && ip -6 neigh show proxy | grep -q 2001:db8:1::100'
+check "records.json outlives the restart and the stop (what cleanup restores from)" sh -c 'grep -H forwarding /run/wgkeeper/records.json'
 down() {
     systemctl start wgkeeper-metrics.service && ! systemctl --quiet is-failed wgkeeper-metrics.service \
         && grep -qx 'wgkeeper_up 0' "$prom" && [ "$(grep -c '^wgkeeper_' "$prom")" = 1 ]
