@@ -1,4 +1,4 @@
-import Crypto
+import CNetlink
 import Foundation
 import SystemPackage
 
@@ -38,13 +38,19 @@ public struct PrivateKey: Hashable, Sendable, CustomStringConvertible, CustomDeb
     }
 
     /// The Curve25519 public key, as `wg pubkey` derives it.
-    public var publicKey: WireGuardKey {
-        let secret = try! Curve25519.KeyAgreement.PrivateKey(rawRepresentation: key.bytes)
-        return WireGuardKey(bytes: secret.publicKey.rawRepresentation)!
-    }
+    public var publicKey: WireGuardKey { WireGuardKey(bytes: X25519.publicKey(key.bytes))! }
 
+    /// 32 bytes from getrandom(2), clamped, as `wg genkey` makes them.
     public static func generate() -> PrivateKey {
-        PrivateKey(WireGuardKey(bytes: Curve25519.KeyAgreement.PrivateKey().rawRepresentation)!)
+        var bytes = [UInt8](repeating: 0, count: 32)
+        var used = 0
+        while used < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { getrandom($0.baseAddress! + used, $0.count - used, 0) }
+            if n < 0, errno == EINTR { continue }
+            precondition(n > 0, "getrandom: \(Errno(rawValue: errno))")
+            used += n
+        }
+        return PrivateKey(WireGuardKey(bytes: X25519.clamp(bytes))!)
     }
 
     public var description: String { "(private key)" }
