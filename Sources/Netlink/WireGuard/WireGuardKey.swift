@@ -1,5 +1,6 @@
 import CNetlink
-import Foundation
+import FoundationEssentials
+import Glibc
 import SystemPackage
 
 /// A 32-byte WireGuard key. Public keys print as base64; the secret kinds wrap it and redact.
@@ -101,7 +102,8 @@ public func readSecretKeyFile(_ path: String, owners: Set<uid_t> = [0, geteuid()
     }
     guard info.st_mode & 0o077 == 0 else {
         let access = info.st_mode & 0o044 != 0 ? "readable" : "writable or executable"
-        throw KeyFileError(String(format: "the key file is \(access) by group or others (mode %04o); run chmod 600 on it", info.st_mode & 0o7777))
+        let octal = String(info.st_mode & 0o7777, radix: 8)
+        throw KeyFileError("the key file is \(access) by group or others (mode \(String(repeating: "0", count: max(0, 4 - octal.count)) + octal)); run chmod 600 on it")
     }
     var buffer = [UInt8](repeating: 0, count: 4096)
     var used = 0
@@ -112,7 +114,7 @@ public func readSecretKeyFile(_ path: String, owners: Set<uid_t> = [0, geteuid()
         if n == 0 { break }
         used += n
     }
-    let text = String(decoding: buffer[..<used], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    let text = String(decoding: buffer[..<used], as: UTF8.self).trimmingWhitespace()
     guard let key = WireGuardKey(base64: text) else {
         throw KeyFileError("the key file does not hold a 44-character base64 WireGuard key")
     }
