@@ -1,9 +1,10 @@
 import CLinux
-import Foundation
+import FoundationEssentials
 import Glibc
 import Logging
 import Netlink
 import Reconciler
+import Synchronization
 
 /// Name resolution off the loop: getaddrinfo can block for seconds on a dead DNS server, and
 /// the loop must keep repairing meanwhile. Lookups run on their own threads (a few at a time);
@@ -19,9 +20,7 @@ final class EndpointResolver: @unchecked Sendable {
 
     let wakeFD: Int32
     private let signalFD: Int32
-    private let lock = NSLock()
-    private var answers: [Answer] = []
-    private var inFlight: Set<HostEndpoint> = []
+    private let state = Mutex<(answers: [Answer], inFlight: Set<HostEndpoint>)>(([], []))
     private let lookUp: @Sendable (HostEndpoint) -> Result<Endpoint, EndpointLookupError>
 
     init(lookUp: @escaping @Sendable (HostEndpoint) -> Result<Endpoint, EndpointLookupError> = lookUpEndpoint) throws {
@@ -39,32 +38,50 @@ final class EndpointResolver: @unchecked Sendable {
 
     /// Starts a lookup; false when one for `host` is still running or too many are.
     func resolve(_ host: HostEndpoint) -> Bool {
-        lock.lock()
-        let started = inFlight.count < Self.maxInFlight && inFlight.insert(host).inserted
-        lock.unlock()
+        let started = state.withLock { $0.inFlight.count < Self.maxInFlight && $0.inFlight.insert(host).inserted }
         guard started else { return false }
-        let thread = Thread { [self] in
+        let running = Self.detach { [self] in
             let outcome = lookUp(host)
-            lock.lock()
-            answers.append(Answer(host: host, outcome: outcome))
-            inFlight.remove(host)
-            lock.unlock()
+            state.withLock {
+                $0.answers.append(Answer(host: host, outcome: outcome))
+                $0.inFlight.remove(host)
+            }
             var byte: UInt8 = 1
             _ = write(signalFD, &byte, 1)
         }
-        thread.stackSize = 256 << 10
-        thread.start()
-        return true
+        if !running { state.withLock { _ = $0.inFlight.remove(host) } }
+        return running
+    }
+
+    /// Runs `body` on a detached thread with a 256 KiB stack (getaddrinfo needs little); false
+    /// when no thread could be made.
+    private static func detach(_ body: @escaping @Sendable () -> Void) -> Bool {
+        final class Body {
+            let run: @Sendable () -> Void
+            init(_ run: @escaping @Sendable () -> Void) { self.run = run }
+        }
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setstacksize(&attributes, 256 << 10)
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        let context = Unmanaged.passRetained(Body(body)).toOpaque()
+        var thread = pthread_t()
+        let created = pthread_create(&thread, &attributes, { context in
+            Unmanaged<Body>.fromOpaque(context!).takeRetainedValue().run()
+            return nil
+        }, context)
+        if created != 0 { Unmanaged<Body>.fromOpaque(context).release() }
+        return created == 0
     }
 
     func take() -> [Answer] {
         var buffer = [UInt8](repeating: 0, count: 64)
         while read(wakeFD, &buffer, buffer.count) > 0 {}
-        lock.lock()
-        defer { lock.unlock() }
-        let taken = answers
-        answers = []
-        return taken
+        return state.withLock { state in
+            defer { state.answers = [] }
+            return state.answers
+        }
     }
 }
 
