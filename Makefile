@@ -120,6 +120,8 @@ release: deps
 	strip --remove-section=.comment --remove-section=.note --strip-unneeded \
 		-o $(RELEASE_BIN) "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path $(SWIFT_FLAGS))/wgkeeper"
 	@ls -l $(RELEASE_BIN); ldd $(RELEASE_BIN)
+	@test $$(stat -c %s $(RELEASE_BIN)) -le 20000000 || { echo "error: $(RELEASE_BIN) is over 20 MB:" \
+		"does a shipping module import Foundation (and its ICU data) instead of FoundationEssentials?" >&2; exit 1; }
 
 install: $(if $(WGKEEPER_BIN),,release)
 	scripts/gen-docs "$(or $(WGKEEPER_BIN),$(RELEASE_BIN))" $(DOCS_OUT)

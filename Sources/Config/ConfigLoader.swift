@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Netlink
 import Reconciler
 
@@ -81,15 +81,16 @@ public struct ConfigLoader: Sendable {
             errors.append(ConfigError(at, "include_dir: \(problem.message)"))
             return []
         }
-        do {
-            let names = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".yaml") && !$0.hasPrefix(".") }
+        switch directoryEntries(directory) {
+        case .success(let entries):
+            let names = entries.filter { $0.hasSuffix(".yaml") && !$0.hasPrefix(".") }
             guard names.count <= limits.includeFiles else {
                 errors.append(ConfigError(at, "include_dir: more than \(limits.includeFiles) *.yaml files (the limit)"))
                 return []
             }
-            return names.sorted().map { (directory as NSString).appendingPathComponent($0) }
-        } catch {
-            errors.append(ConfigError(at, "include_dir: cannot read directory \(directory): \((error as NSError).localizedDescription)"))
+            return names.sorted().map { directory.appendingPathComponent($0) }
+        case .failure(let problem):
+            errors.append(ConfigError(at, "include_dir: cannot read directory \(directory): \(problem.message)"))
             return []
         }
     }
@@ -132,16 +133,16 @@ public struct ConfigLoader: Sendable {
     func resolve(_ path: String, relativeTo file: String) -> String {
         if path.hasPrefix("/") {
             guard let root else { return path }
-            return (root as NSString).appendingPathComponent(String(path.drop { $0 == "/" }))
+            return root.appendingPathComponent(String(path.drop { $0 == "/" }))
         }
-        return ((file as NSString).deletingLastPathComponent as NSString).appendingPathComponent(path)
+        return file.deletingLastPathComponent.appendingPathComponent(path)
     }
 
     /// Reads the key files. An error never repeats the value written for the file name: an
     /// operator may have pasted the key itself there, and errors reach the journal and status.
     private func readKeys(_ configuration: inout Configuration, errors: inout ConfigErrorList) {
         func key(_ field: String, _ path: String, at: SourceLocation) -> WireGuardKey? {
-            if WireGuardKey(base64: path.trimmingCharacters(in: .whitespaces)) != nil {
+            if WireGuardKey(base64: path.trimmingWhitespace(newlines: false)) != nil {
                 errors.append(ConfigError(at, "\(field): looks like a key, not a file name (put the key in a file, chmod 600, and name that file here)"))
                 return nil
             }

@@ -1,4 +1,3 @@
-import Foundation
 import Netlink
 import Reconciler
 
@@ -21,7 +20,7 @@ public struct RuntimeSettings: Hashable, Sendable {
     /// Where the records of what wgkeeper changed live (sysctls' earlier values, devices it
     /// created); the status socket's directory unless set.
     public var stateDirectory: String?
-    public var stateDir: String { stateDirectory ?? ((statusSocket as NSString).deletingLastPathComponent) }
+    public var stateDir: String { stateDirectory ?? statusSocket.deletingLastPathComponent }
     public var routeProtocol: UInt8 = 77
     public var wireGuardPoll: Duration = .seconds(2)
     public var proxyPoll: Duration = .seconds(2)

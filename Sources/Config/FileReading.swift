@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// Why a configuration file or directory was refused; never quotes a file's content.
@@ -61,17 +61,52 @@ func checkDirectory(_ path: String, stickyRootIsFine: Bool) -> FileProblem? {
 /// The directories whose writers could replace `file`: the one it is named in and, when
 /// `file` is a symbolic link, the one its target is in.
 func directories(holding file: String) -> [String] {
-    let named = (file as NSString).deletingLastPathComponent
+    let named = file.deletingLastPathComponent
     var result = [named.isEmpty ? "." : named]
     if let real = realpath(file, nil) {
         defer { free(real) }
-        let target = (String(cString: real) as NSString).deletingLastPathComponent
+        let target = String(cString: real).deletingLastPathComponent
         if let namedReal = realpath(result[0], nil) {
             defer { free(namedReal) }
             if String(cString: namedReal) != target { result.append(target) }
         }
     }
     return result
+}
+
+/// The names in a directory, `.` and `..` left out.
+func directoryEntries(_ path: String) -> Result<[String], FileProblem> {
+    guard let directory = opendir(path) else { return .failure(FileProblem(message: errnoText())) }
+    defer { closedir(directory) }
+    var names: [String] = []
+    while true {
+        errno = 0
+        guard let entry = readdir(directory) else { break }
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != ".", name != ".." { names.append(name) }
+    }
+    // readdir(3) ends with NULL both at the end and on an error; only the error sets errno.
+    return errno == 0 ? .success(names) : .failure(FileProblem(message: errnoText()))
+}
+
+/// NSString's path arithmetic, which FoundationEssentials does not have (and whose
+/// `deletingLastPathComponent` traps on a one-character relative path such as `a`).
+extension String {
+    /// `/a/b/c` → `/a/b`, `/a` → `/`, `a` → ``: runs of `/` count as one, a trailing `/` is ignored.
+    package var deletingLastPathComponent: String {
+        var path = ""
+        for character in self where !(character == "/" && path.hasSuffix("/")) { path.append(character) }
+        if path.count > 1, path.hasSuffix("/") { path.removeLast() }
+        guard let slash = path.lastIndex(of: "/") else { return "" }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    /// `self/component`, with no `/` doubled at the join; either side empty gives the other.
+    package func appendingPathComponent(_ component: String) -> String {
+        if component.isEmpty { return self }
+        if isEmpty { return component }
+        return hasSuffix("/") ? self + component : self + "/" + component
+    }
 }
 
 private func untrusted(_ info: stat, _ what: String, stickyRootIsFine: Bool) -> String? {

@@ -1,7 +1,8 @@
 import CLinux
 import Config
-import Foundation
+import FoundationEssentials
 import Glibc
+import Synchronization
 
 /// Reads and validates the configuration off the loop: a large file (32 MiB is allowed) takes
 /// seconds to parse, and the loop must keep repairing, answering status and feeding the
@@ -12,8 +13,7 @@ final class ConfigReader: @unchecked Sendable {
 
     let wakeFD: Int32
     private let signalFD: Int32
-    private let lock = NSLock()
-    private var finished: Outcome?
+    private let finished = Mutex<Outcome?>(nil)
     private let load: @Sendable (String) -> Outcome
 
     init(load: @escaping @Sendable (String) -> Outcome = { ConfigLoader().load(path: $0) }) throws {
@@ -32,27 +32,29 @@ final class ConfigReader: @unchecked Sendable {
     /// Starts reading `path` on a thread of its own. The caller (the loop) starts no second
     /// read before it has taken this one's outcome.
     func start(_ path: String) {
-        let thread = Thread { [self] in
+        let (load, signalFD, finished) = (load, signalFD, finished)
+        let body: @Sendable () -> Void = {
             let outcome = load(path)
-            lock.lock()
-            finished = outcome
-            lock.unlock()
+            finished.withLock { $0 = outcome }
             var byte: UInt8 = 1
             _ = write(signalFD, &byte, 1)
         }
-        // The loader's recursion is bounded by the nesting limit (32 levels); this is ample.
-        thread.stackSize = 8 << 20
-        thread.start()
+        // The loader's recursion is bounded by the nesting limit (32 levels); 8 MiB is ample.
+        if !detachThread(stackSize: 8 << 20, body) {
+            let error = ConfigErrors([ConfigError(SourceLocation(file: path, line: 1, column: 1), "cannot start a thread to read the configuration: \(String(cString: strerror(errno)))")])
+            finished.withLock { $0 = .failure(error) }
+            var byte: UInt8 = 1
+            _ = write(signalFD, &byte, 1)
+        }
     }
 
     /// The finished read's outcome, once (nil while it runs).
     func take() -> Outcome? {
         var buffer = [UInt8](repeating: 0, count: 16)
         while read(wakeFD, &buffer, buffer.count) > 0 {}
-        lock.lock()
-        defer { lock.unlock() }
-        let outcome = finished
-        finished = nil
-        return outcome
+        return finished.withLock { outcome in
+            defer { outcome = nil }
+            return outcome
+        }
     }
 }

@@ -1,4 +1,3 @@
-import Foundation
 
 /// The status socket's reply to `{"command":"status"}` (README, operations). Never holds a private or
 /// preshared key.

@@ -1,6 +1,5 @@
 import ArgumentParser
 import Daemon
-import Foundation
 
 /// `wgkeeper reload`: what SIGHUP does, with the outcome printed.
 struct ReloadCommand: ParsableCommand {

@@ -1,5 +1,5 @@
 import Daemon
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// One request on the daemon's status socket, one reply line back, within a deadline.

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Daemon
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// `wgkeeper status`: ask a running daemon what it holds, what failed, and why.
@@ -67,17 +67,17 @@ struct StatusCommand: ParsableCommand {
 
     func render(_ r: StatusReport) -> String {
         var lines: [String] = []
-        let age = r.lastReconcile.map { String(format: "%.1fs ago", Date().timeIntervalSince1970 - $0) } ?? "never"
+        let age = r.lastReconcile.map { "\(oneDecimal(Date().timeIntervalSince1970 - $0))s ago" } ?? "never"
         lines.append("wgkeeper \(r.version), pid \(r.pid), config generation \(r.configGeneration) (\(r.configFiles.joined(separator: ", ")))")
-        lines.append(String(format: "last reconcile %@ (%.1f ms); %d reconciles, %d netlink writes, %d changes applied, %d resyncs, %d overflows",
-                            age, r.lastReconcileDurationMs ?? 0, r.reconciles, r.netlinkWrites, r.changesApplied, r.resyncs, r.overflows))
+        lines.append("last reconcile \(age) (\(oneDecimal(r.lastReconcileDurationMs ?? 0)) ms); \(r.reconciles) reconciles, \(r.netlinkWrites) netlink writes, "
+                     + "\(r.changesApplied) changes applied, \(r.resyncs) resyncs, \(r.overflows) overflows")
         for error in r.configErrors { lines.append("config error (last reload refused): \(error)") }
         lines.append("")
         lines.append("kind        in sync  pending  failed  conflict  refused")
         for kind in ["link", "sysctl", "peer", "route", "proxy", "datapath"] {
             let c = r.kinds[kind] ?? .init()
-            lines.append(kind.padding(toLength: 10, withPad: " ", startingAt: 0)
-                + String(format: "%9d%9d%8d%10d%9d", c.inSync, c.pending, c.failed, c.conflict, c.refused))
+            let columns = zip([c.inSync, c.pending, c.failed, c.conflict, c.refused], [9, 9, 8, 10, 9]).map { padded("\($0)", $1) }
+            lines.append(kind + String(repeating: " ", count: max(0, 10 - kind.count)) + columns.joined())
         }
         if !r.failed.isEmpty {
             lines.append("")
@@ -156,4 +156,16 @@ func replaceFile(_ path: String, with text: String) throws {
     close(fd)
     guard rename(temporary, path) == 0 else { throw CLIError("cannot rename \(temporary) to \(path): \(String(cString: strerror(errno)))") }
     renamed = true
+}
+
+/// `%.1f` (String(format:) is not in FoundationEssentials).
+private func oneDecimal(_ value: Double) -> String {
+    var buffer = [CChar](repeating: 0, count: 512)  // any Double fits: at most 309 digits, sign, point, one decimal
+    _ = withVaList([value]) { vsnprintf(&buffer, buffer.count, "%.1f", $0) }
+    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// Right-aligned in `width` columns, like `%9d`.
+private func padded(_ text: String, _ width: Int) -> String {
+    String(repeating: " ", count: max(0, width - text.count)) + text
 }
