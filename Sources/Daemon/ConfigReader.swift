@@ -32,8 +32,7 @@ final class ConfigReader: @unchecked Sendable {
     /// Starts reading `path` on a thread of its own. The caller (the loop) starts no second
     /// read before it has taken this one's outcome.
     func start(_ path: String) {
-        let (load, signalFD, finished) = (load, signalFD, finished)
-        let body: @Sendable () -> Void = {
+        let body: @Sendable () -> Void = { [self] in
             let outcome = load(path)
             finished.withLock { $0 = outcome }
             var byte: UInt8 = 1
