@@ -65,7 +65,7 @@ extension Daemon {
             lastReconcileDurationMs: lastReconcileDuration.map { Double($0.components.attoseconds) / 1e15 + Double($0.components.seconds) * 1e3 },
             reconciles: reconciles, netlinkWrites: netlinkWrites, changesApplied: changesApplied, resyncs: resyncs,
             overflows: kernel.overflows, reloads: reloads,
-            statusSocket: .init(clients: server?.clients.count ?? 0, refused: server?.refused ?? 0, evicted: server?.evicted ?? 0),
+            statusSocket: .init(clients: server?.clients.count ?? 0, refused: server?.refused ?? 0, evicted: server?.evicted ?? 0, busy: server?.busy ?? 0),
             logLinesDropped: JournalLogHandler.dropped, kinds: kindCounts(),
             failed: failures.sorted { $0.key < $1.key }.prefix(Daemon.listedObjects).map { subject, failure in
                 .init(kind: failure.kind.description, object: subject, error: failure.error, attempts: failure.attempts,

@@ -67,6 +67,8 @@ public struct StatusReport: Codable, Sendable {
         public var refused: Int
         /// Idle clients closed to make room for new ones.
         public var evicted: Int
+        /// Connections turned away because every client had a request or a reply in progress.
+        public var busy: Int?
     }
 
     /// A host-name endpoint: `resolving`, `resolved` (to `address`) or `unresolved` (`error`).

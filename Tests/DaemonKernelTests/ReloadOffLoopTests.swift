@@ -20,20 +20,7 @@ final class ReloadOffLoopTests: XCTestCase {
         try h.writeConfig(small)
         try h.start(watchdogUsec: 1_000_000)
 
-        // About 25 MiB: 150 000 peers on wg1 (beside wg0, before the gateway section), and a
-        // route that shows when this generation applies.
-        var wg1 = "  wg1:\n    private_key_file: \(h.keyPath)\n    peers:\n"
-        wg1.reserveCapacity(26 << 20)
-        for n in 0..<150_000 {
-            let key = WireGuardKey(bytes: withUnsafeBytes(of: UInt32(n).bigEndian, Array.init) + [UInt8](repeating: 1, count: 28))!
-            wg1 += "      - name: p\(n)\n        public_key: \"\(key.base64)\"\n"
-                + "        allowed_ips: [2001:db8:100::\(String(n >> 16, radix: 16)):\(String(n & 0xffff, radix: 16))/128]\n"
-                + "        persistent_keepalive: 25\n"
-        }
-        XCTAssertEqual(small.components(separatedBy: "\ngateway:\n").count, 2)
-        let large = small.replacingOccurrences(of: "\ngateway:\n", with: "\n" + wg1 + "gateway:\n")
-            + "routes:\n  - destination: 2001:db8:2::/64\n    device: wg0\n"
-        XCTAssertGreaterThan(large.utf8.count, 20 << 20)
+        let large = Self.largeConfiguration(small, keyPath: h.keyPath)
         try h.writeConfig(large)
 
         let first = try connectUnix(h.socketPath)
@@ -93,6 +80,74 @@ final class ReloadOffLoopTests: XCTestCase {
         // Ready at start; reloading for both reads; ready once the later file is applied.
         let lifecycle = h.notifications.compactMap { n in n.contains("RELOADING=1") ? "R" : n.contains("READY=1") ? "Y" : nil }
         XCTAssertEqual(lifecycle.joined(), "YRRY", "\(h.notifications)")
+    }
+
+    /// `wgkeeper reload` waits for the outcome however long the read takes (before, it gave up
+    /// after 30 s, with "Resource temporarily unavailable"); with `--timeout` it says that the
+    /// reload goes on and where to see its outcome.
+    func testReloadCommandWaitsForTheOutcomeOfALongRead() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addVeth("wg0", "wg0p")
+        try ns.addVeth("private0", "lanp")
+        try ns.addVeth("wg1", "wg1p")
+        let h = try DaemonHarness(self, ns: ns)
+        let small = h.gatewayConfig(peers: [TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128"])])
+        try h.writeConfig(small)
+        try h.start()
+        try h.writeConfig(Self.largeConfiguration(small, keyPath: h.keyPath))
+
+        let reload = [DaemonHarness.binary, "reload", "--socket", h.socketPath]
+        let start = ContinuousClock.now
+        let timedOut = try run(reload + ["--timeout", "1"])
+        XCTAssertEqual(timedOut.status, 2, timedOut.error)
+        XCTAssertLessThan(ContinuousClock.now - start, .seconds(3))
+        XCTAssertTrue(timedOut.error.contains("no answer from wgkeeper within 1 s; the reload is still in progress"), timedOut.error)
+        XCTAssertTrue(timedOut.error.contains("`wgkeeper status --socket \(h.socketPath)` shows its outcome"), timedOut.error)
+        XCTAssertEqual(try h.status()["config_generation"] as? Int, 1, "the file parsed too fast for this test")
+
+        // Without a timeout: it waits for the read it asked for (the one after the read under
+        // way, since the file may have changed since that one began).
+        let waited = try run(reload)
+        let took = ContinuousClock.now - start
+        print("`wgkeeper reload` of a large configuration waited \(took) for: \(waited.output)")
+        XCTAssertEqual(waited.status, 0, waited.error)
+        XCTAssertTrue(waited.output.contains("reloaded: configuration generation "), waited.output)
+        XCTAssertGreaterThan(took, .seconds(2))
+        try eventually(within: .seconds(5), "the large generation applied") {
+            try ns.ipJSON("-6", "route", "show", "2001:db8:2::/64", "proto", "77").count == 1
+        }
+    }
+
+    /// About 25 MiB: `small` with 150 000 peers on wg1 (beside wg0, before the gateway
+    /// section; wg1 is not WireGuard, so they stay pending and the file costs its parse, not
+    /// writes), and a route to 2001:db8:2::/64 that shows when this generation applies.
+    static func largeConfiguration(_ small: String, keyPath: String) -> String {
+        var wg1 = "  wg1:\n    private_key_file: \(keyPath)\n    peers:\n"
+        wg1.reserveCapacity(26 << 20)
+        for n in 0..<150_000 {
+            let key = WireGuardKey(bytes: withUnsafeBytes(of: UInt32(n).bigEndian, Array.init) + [UInt8](repeating: 1, count: 28))!
+            wg1 += "      - name: p\(n)\n        public_key: \"\(key.base64)\"\n"
+                + "        allowed_ips: [2001:db8:100::\(String(n >> 16, radix: 16)):\(String(n & 0xffff, radix: 16))/128]\n"
+                + "        persistent_keepalive: 25\n"
+        }
+        XCTAssertEqual(small.components(separatedBy: "\ngateway:\n").count, 2)
+        let large = small.replacingOccurrences(of: "\ngateway:\n", with: "\n" + wg1 + "gateway:\n")
+            + "routes:\n  - destination: 2001:db8:2::/64\n    device: wg0\n"
+        XCTAssertGreaterThan(large.utf8.count, 20 << 20)
+        return large
+    }
+
+    private func run(_ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: arguments[0])
+        process.arguments = Array(arguments.dropFirst())
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let output = out.fileHandleForReading.readDataToEndOfFile(), error = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: error, as: UTF8.self))
     }
 
     private func send(_ fd: Int32, _ line: String) throws {

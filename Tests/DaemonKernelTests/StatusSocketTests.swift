@@ -95,6 +95,110 @@ final class StatusSocketTests: XCTestCase {
         XCTAssertTrue(h.process!.isRunning)
     }
 
+    /// Blank lines are skipped in time linear in their bytes: before, each one moved the rest
+    /// of the client's 64 KiB buffer (34 ms of loop per buffer), so a few flooding clients
+    /// delayed `status` and drift repair by seconds.
+    func testBlankLineFloodsCostLinearTimeAndLockNoOneOut() throws {
+        let (ns, h) = try setUp()
+        try h.start()
+        let pid = try XCTUnwrap(try h.status()["pid"] as? Int32)
+
+        // The daemon's CPU time for 256 buffers of blank lines, each read whole before the next
+        // is sent: 4x the bytes per buffer costs about 4x the time, not 16x.
+        func cpu(buffers: Int, of size: Int) throws -> Duration {
+            let fd = try connectUnix(h.socketPath)
+            defer { close(fd) }
+            let newlines = [UInt8](repeating: 10, count: size)
+            let before = try cpuTime(pid)
+            for _ in 0..<buffers {
+                XCTAssertEqual(newlines.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }, size)
+                try eventually(within: .seconds(2), "the daemon read the buffer") { try unreadBytes(fd) == 0 }
+            }
+            return try cpuTime(pid) - before
+        }
+        let small = try cpu(buffers: 256, of: 16 * 1024), large = try cpu(buffers: 256, of: 64 * 1024)
+        print("daemon CPU for 256 buffers of blank lines: 16 KiB each \(milliseconds(small)) ms, 64 KiB each \(milliseconds(large)) ms")
+        XCTAssertLessThan(large, max(small, .milliseconds(50)) * 8, "4x the bytes per buffer cost more than 8x the time")
+        XCTAssertLessThan(large, .seconds(2), "16 MiB of blank lines")
+
+        // Six clients sending megabytes of blank lines as fast as they can, for a few seconds.
+        let stop = Flag()
+        let sent = ByteCount()
+        let flooders = try (0..<6).map { _ in try connectUnix(h.socketPath) }
+        defer { flooders.forEach { close($0) } }
+        for fd in flooders {
+            Thread {
+                let newlines = [UInt8](repeating: 10, count: 1 << 20)
+                while !stop.isSet {
+                    let n = newlines.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                    if n <= 0 { break }
+                    sent.add(n)
+                }
+            }.start()
+        }
+        defer { stop.set() }
+        usleep(500_000)
+        var latencies: [Duration] = []
+        for _ in 0..<5 {
+            latencies.append(try timedStatus(h))
+            usleep(300_000)
+        }
+        try ns.ip("-6", "route", "del", "2001:db8:1::100/128", "dev", "wg0", "proto", "77")
+        let repair = try eventually(within: .seconds(1), "repair during the blank-line flood") { try tunnelRouteIsThere(ns) }
+        stop.set()
+        print("during \(sent.value >> 20) MiB of blank lines from 6 clients: `wgkeeper status` \(latencies.map { "\(milliseconds($0)) ms" }), "
+            + "route repaired in \(milliseconds(repair)) ms")
+        XCTAssertGreaterThan(sent.value, 20 << 20, "the flood was not one")
+        XCTAssertTrue(latencies.allSatisfy { $0 < .seconds(1) }, "\(latencies)")
+        XCTAssertTrue(h.process!.isRunning)
+    }
+
+    /// Processes looping connect/close and connect-and-hold (as root, so allowed) fill the
+    /// 64 places many times over; `wgkeeper status` still gets its answer: it is read on
+    /// accept, and the flooding processes' own idle connections are closed for new ones.
+    func testConnectionFloodDoesNotEvictAnOperatorsRequest() throws {
+        let (ns, h) = try setUp()
+        try h.start()
+        let closer = "use Socket; while (1) { socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die; connect($s, pack_sockaddr_un($ARGV[0])); close($s) }"
+        let holder = "use Socket; my @held; while (1) { socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die; "
+            + "push @held, $s if connect($s, pack_sockaddr_un($ARGV[0])); shift @held if @held > 200 }"
+        var flooders: [Process] = []
+        defer { for p in flooders where p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
+        for script in [closer, closer, closer, holder, holder, holder] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/perl")
+            p.arguments = ["-e", script, h.socketPath]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            flooders.append(p)
+        }
+        usleep(1_000_000)
+        var latencies: [Duration] = []
+        var failures: [String] = []
+        for _ in 0..<20 {
+            let start = ContinuousClock.now
+            do {
+                let status = try h.status()
+                XCTAssertNotNil(status["pid"])
+                latencies.append(ContinuousClock.now - start)
+            } catch {
+                failures.append("\(error)")
+            }
+            usleep(100_000)
+        }
+        try ns.ip("-6", "route", "del", "2001:db8:1::100/128", "dev", "wg0", "proto", "77")
+        let repair = try eventually(within: .seconds(1), "repair during the connection flood") { try tunnelRouteIsThere(ns) }
+        let server = try XCTUnwrap(try h.status()["status_socket"] as? [String: Any])
+        for p in flooders { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        print("connection flood (3 connect/close, 3 connect-and-hold): `wgkeeper status` \(latencies.map { "\(milliseconds($0)) ms" }), "
+            + "max \(latencies.map(milliseconds).max() ?? -1) ms; route repaired in \(milliseconds(repair)) ms; socket \(server)")
+        XCTAssertEqual(failures, [], "status probes failed during the flood")
+        XCTAssertTrue(latencies.allSatisfy { $0 < .seconds(1) }, "\(latencies)")
+        XCTAssertGreaterThan(server["evicted"] as? Int ?? 0, 1000, "the flood did not fill the 64 places")
+        XCTAssertTrue(h.process!.isRunning)
+    }
+
     func testOversizedRequestIsAnsweredWithAnErrorAndClosed() throws {
         let (_, h) = try setUp()
         try h.start()
@@ -321,6 +425,31 @@ func connectUnix(_ path: String) throws -> Int32 {
         throw TestFailure("connect \(path) failed: \(String(cString: strerror(errno)))")
     }
     return fd
+}
+
+/// A process's CPU time, user and system, all threads (/proc/PID/stat).
+func cpuTime(_ pid: Int32) throws -> Duration {
+    let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+    // Fields after the command name, which is in parentheses: utime and stime are the 12th and 13th.
+    let fields = stat[stat.index(after: try XCTUnwrap(stat.lastIndex(of: ")")))...].split(separator: " ")
+    let ticks = try XCTUnwrap(Int64(fields[11])) + XCTUnwrap(Int64(fields[12]))
+    return .milliseconds(ticks * 1000 / Int64(sysconf(Int32(_SC_CLK_TCK))))
+}
+
+/// Bytes sent on a Unix stream socket that the peer has not read yet (SIOCOUTQ).
+func unreadBytes(_ fd: Int32) throws -> Int32 {
+    var queued: Int32 = 0
+    guard withUnsafeMutablePointer(to: &queued, { ioctl(fd, UInt(0x5411), $0) }) == 0 else {
+        throw TestFailure("SIOCOUTQ: \(String(cString: strerror(errno)))")
+    }
+    return queued
+}
+
+final class ByteCount: @unchecked Sendable {
+    private let lock = NSLock()
+    private var total = 0
+    func add(_ n: Int) { lock.lock(); total += n; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return total }
 }
 
 final class Flag: @unchecked Sendable {
