@@ -23,10 +23,38 @@ extension Configuration {
         if let gateway, !gateway.allowUnsafeAllowedIPs {
             checkEndpoints(gateway, errors: &errors)
         }
+        if !(gateway?.allowUnsafeAllowedIPs ?? false) {
+            checkProxies(errors: &errors)
+        }
         for device in devices {
             checkOverlaps(device, errors: &errors)
             checkOwnKeys(device, errors: &errors)
         }
+    }
+
+    /// An explicit proxy entry makes the host answer neighbour solicitations for its address on
+    /// its device: for `::`, `::1`, a link-local or multicast address that hijacks what every
+    /// host on the link relies on, and on the tunnel it answers for the peers' own side.
+    private func checkProxies(errors: inout ConfigErrorList) {
+        for entry in proxies {
+            let proxy = entry.proxy
+            if let why = Self.unsafeProxy(proxy.address) {
+                errors.append(entry.location, "proxy \(proxy.address) dev \(proxy.device) \(why): the host would answer neighbour solicitations for an address that is not a peer's (set gateway.allow_unsafe_allowed_ips: true if this is meant)")
+            }
+            if let gateway, proxy.device == gateway.tunnel {
+                errors.append(entry.location, "proxy \(proxy.address) dev \(proxy.device) is on the gateway's tunnel: proxy entries belong on the LAN, where they answer for the peers (set gateway.allow_unsafe_allowed_ips: true if this is meant)")
+            }
+        }
+    }
+
+    /// Why an address must not have an explicit proxy entry, or nil.
+    static func unsafeProxy(_ address: IPAddress) -> String? {
+        let host = IPPrefix(address: address, length: UInt8(address.bitWidth))
+        if address == unspecified { return "is the unspecified address ::" }
+        if address == loopback { return "is the loopback address ::1" }
+        if linkLocal.contains(host) { return "is link-local (fe80::/10)" }
+        if multicast.contains(host) { return "is multicast (ff00::/8)" }
+        return nil
     }
 
     /// WireGuard sends a peer's encrypted packets to its endpoint through the host's routing

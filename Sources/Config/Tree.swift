@@ -206,7 +206,7 @@ indirect enum Tree {
         guard present.count > 1 else { return base }
         let mismatch = { (other: Tree, errors: inout ConfigErrorList) in
             let name = path.isEmpty ? "the document" : path
-            errors.append(ConfigError(other.location, "\(name) is \(other.kindName) here but \(base.kindName) at \(base.location)"))
+            errors.append(ConfigError(other.location, "\(Scalars.shown(name)) is \(other.kindName) here but \(base.kindName) at \(base.location)"))
         }
         switch base {
         case .mapping(_, let at):
@@ -248,7 +248,7 @@ indirect enum Tree {
         for entry in entries {
             if case .null = entry.value { continue }
             if let first, case .scalar = first.value, case .scalar = entry.value {
-                errors.append(ConfigError(entry.keyLocation, "\(path) is already set at \(merged.keyLocation)"))
+                errors.append(ConfigError(entry.keyLocation, "\(Scalars.shown(path)) is already set at \(merged.keyLocation)"))
                 continue
             }
             if first == nil { first = entry }

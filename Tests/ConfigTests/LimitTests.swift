@@ -15,6 +15,25 @@ final class LimitTests: XCTestCase {
         ])
     }
 
+    /// Objects a reconcile compares on the event loop: peers, and allowed IPs + routes + proxies.
+    func testObjectLimitsNameTheFirstObjectPastThem() throws {
+        var limits = ConfigLimits()
+        limits.peers = 1
+        XCTAssertEqual(try fixture.errors(AcceptedConfigs.base, limits: limits), [
+            "wgkeeper.yaml:18:9: more than 1 peers in all (the limit)",
+        ])
+        // alice 1, bob 2, the route and the proxy: the 4th object is the route (line 33).
+        limits = ConfigLimits()
+        limits.objects = 3
+        XCTAssertEqual(try fixture.errors(AcceptedConfigs.base, limits: limits), [
+            "wgkeeper.yaml:32:5: more than 3 allowed IPs, routes and proxies in all (the limit)",
+        ])
+        limits.objects = 5
+        XCTAssertNoThrow(try fixture.load(AcceptedConfigs.base, limits: limits).get())
+        XCTAssertEqual(ConfigLimits.standard.peers, 100_000)
+        XCTAssertEqual(ConfigLimits.standard.objects, 200_000)
+    }
+
     func testDeepBlockNestingIsRefused() throws {
         // `- - - x`: block lists, each one inside the previous; the 32nd starts at column 63.
         XCTAssertEqual(try fixture.errors("routes:\n" + String(repeating: "- ", count: 20_000) + "x\n"), [

@@ -12,7 +12,8 @@ ROUTER=2001:db8:1::1
 ANYCAST=2001:db8:1::
 REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)}
 WGKEEPER=${WGKEEPER:-$REPO/.build/debug/wgkeeper}
-WORK=${WORK:-$(mktemp -d /tmp/wgk-e2e.XXXXXX)}
+# Not under /tmp: the loader refuses a configuration below a world-writable (even sticky) directory.
+WORK=${WORK:-$(mkdir -p -m 0755 /run/wgkeeper-tests && mktemp -d /run/wgkeeper-tests/wgk-e2e.XXXXXX)}
 
 in_ns() { local ns=$1; shift; ip netns exec "$E2E-$ns" "$@"; }
 laptop_address() { printf '2001:db8:1::%x' $((0x100 + $1)); }

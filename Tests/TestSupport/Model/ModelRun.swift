@@ -208,8 +208,7 @@ public final class ModelRun {
         self.settings = settings
         if topology.wireGuard { self.settings.features.peerDrift = true }
         if topology.vlan { self.settings.features.clsact = true }   // the VM's 6.1 kernel has no TCX
-        work = FileManager.default.temporaryDirectory.appendingPathComponent("wgk-model-\(UInt32.random(in: 0...UInt32.max))")
-        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        work = URL(fileURLWithPath: try scratchDirectory("wgk-model"))
         keyText = PrivateKey.generate().key.base64 + "\n"
         mainPins = work.appendingPathComponent("pins-main").path
         referencePins = work.appendingPathComponent("pins-reference").path
