@@ -124,10 +124,13 @@ final class ReloadOffLoopTests: XCTestCase {
     static func largeConfiguration(_ small: String, keyPath: String) -> String {
         var wg1 = "  wg1:\n    private_key_file: \(keyPath)\n    peers:\n"
         wg1.reserveCapacity(26 << 20)
-        for n in 0..<150_000 {
+        // Within the object limits (100 000 peers, 200 000 allowed IPs), over 20 MiB.
+        for n in 0..<95_000 {
             let key = WireGuardKey(bytes: withUnsafeBytes(of: UInt32(n).bigEndian, Array.init) + [UInt8](repeating: 1, count: 28))!
+            let low = "\(String(n >> 16, radix: 16)):\(String(n & 0xffff, radix: 16))"
             wg1 += "      - name: p\(n)\n        public_key: \"\(key.base64)\"\n"
-                + "        allowed_ips: [2001:db8:100::\(String(n >> 16, radix: 16)):\(String(n & 0xffff, radix: 16))/128]\n"
+                + "        allowed_ips: [2001:db8:100::\(low)/128, 2001:db8:200::\(low)/128]\n"
+                + "        endpoint: \"[2001:db8:ff::1]:51820\"\n"
                 + "        persistent_keepalive: 25\n"
         }
         XCTAssertEqual(small.components(separatedBy: "\ngateway:\n").count, 2)
