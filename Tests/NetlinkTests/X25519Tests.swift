@@ -1,5 +1,6 @@
 import Foundation
 import Netlink
+import X25519
 import XCTest
 
 final class X25519Tests: XCTestCase {

@@ -2,6 +2,7 @@ import CNetlink
 import FoundationEssentials
 import Glibc
 import SystemPackage
+import X25519
 
 /// A 32-byte WireGuard key. Public keys print as base64; the secret kinds wrap it and redact.
 public struct WireGuardKey: Hashable, Sendable, CustomStringConvertible {
