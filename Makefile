@@ -20,8 +20,8 @@ deps:
 build: deps
 	$(SWIFT) build $(SWIFT_FLAGS)
 
-# The gateway scenario of DESIGN §1, narrated, in network namespaces (in the VM when this
-# kernel has no WireGuard). Leaves nothing behind.
+# The gateway scenario (README, "The problem it solves"), narrated, in network namespaces (in
+# the VM when this kernel has no WireGuard). Leaves nothing behind.
 demo: build
 	@[ "$$(id -u)" = 0 ] || { echo "error: the demo needs root (network namespaces)" >&2; exit 1; }
 	scripts/demo
@@ -89,7 +89,8 @@ clean:
 	rm -rf .build .build-fuzz
 
 # --- Deployment (README "Installation") ----------------------------------------------------
-# `make install [DESTDIR=...] [PREFIX=/usr/local]`: binary, systemd unit, tmpfiles entry,
+# `make install [DESTDIR=...] [PREFIX=/usr/local]`: binary, systemd units (the daemon; the
+# metrics timer and its service, not enabled), tmpfiles entry,
 # iproute2 protocol name, example configuration, manual pages, shell completions. Files in /etc
 # that exist are never replaced. WGKEEPER_BIN installs a binary already built instead of
 # building the release one.
@@ -119,13 +120,16 @@ release: deps
 	strip --remove-section=.comment --remove-section=.note --strip-unneeded \
 		-o $(RELEASE_BIN) "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path $(SWIFT_FLAGS))/wgkeeper"
 	@ls -l $(RELEASE_BIN); ldd $(RELEASE_BIN)
+	@test $$(stat -c %s $(RELEASE_BIN)) -le 20000000 || { echo "error: $(RELEASE_BIN) is over 20 MB:" \
+		"does a shipping module import Foundation (and its ICU data) instead of FoundationEssentials?" >&2; exit 1; }
 
 install: $(if $(WGKEEPER_BIN),,release)
 	scripts/gen-docs "$(or $(WGKEEPER_BIN),$(RELEASE_BIN))" $(DOCS_OUT)
 	install -D -m 0755 "$(or $(WGKEEPER_BIN),$(RELEASE_BIN))" "$(DESTDIR)$(PREFIX)/bin/wgkeeper"
 	install -d -m 0755 "$(DESTDIR)$(SYSTEMDUNITDIR)" "$(DESTDIR)$(TMPFILESDIR)" "$(DESTDIR)$(DOCDIR)/examples/conf.d"
-	sed 's|/usr/local/|$(PREFIX)/|g' deploy/wgkeeper.service > "$(DESTDIR)$(SYSTEMDUNITDIR)/wgkeeper.service"
-	chmod 0644 "$(DESTDIR)$(SYSTEMDUNITDIR)/wgkeeper.service"
+	for unit in wgkeeper.service wgkeeper-metrics.service wgkeeper-metrics.timer; do \
+		sed 's|/usr/local/|$(PREFIX)/|g' deploy/$$unit > "$(DESTDIR)$(SYSTEMDUNITDIR)/$$unit" && chmod 0644 "$(DESTDIR)$(SYSTEMDUNITDIR)/$$unit" || exit 1; \
+	done
 	install -m 0644 deploy/tmpfiles.d/wgkeeper.conf "$(DESTDIR)$(TMPFILESDIR)/wgkeeper.conf"
 	install -m 0644 README.md deploy/wgkeeper.schema.json deploy/wgkeeper.yaml "$(DESTDIR)$(DOCDIR)/"
 	install -m 0644 deploy/examples/conf.d/*.yaml "$(DESTDIR)$(DOCDIR)/examples/conf.d/"
@@ -145,6 +149,7 @@ install: $(if $(WGKEEPER_BIN),,release)
 # Leaves /etc/wgkeeper (configuration, keys) and /etc/iproute2/rt_protos.d/wgkeeper.conf.
 uninstall:
 	rm -f "$(DESTDIR)$(PREFIX)/bin/wgkeeper" "$(DESTDIR)$(SYSTEMDUNITDIR)/wgkeeper.service" "$(DESTDIR)$(TMPFILESDIR)/wgkeeper.conf"
+	rm -f "$(DESTDIR)$(SYSTEMDUNITDIR)/wgkeeper-metrics.service" "$(DESTDIR)$(SYSTEMDUNITDIR)/wgkeeper-metrics.timer"
 	rm -f "$(DESTDIR)$(MANDIR)/man8/wgkeeper.8" "$(DESTDIR)$(MANDIR)/man5/wgkeeper.yaml.5" "$(DESTDIR)$(BASHCOMPDIR)/wgkeeper" \
 		"$(DESTDIR)$(ZSHCOMPDIR)/_wgkeeper" "$(DESTDIR)$(FISHCOMPDIR)/wgkeeper.fish"
 	rm -rf "$(DESTDIR)$(DOCDIR)"

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
-// wgkeeper datapath (DESIGN §1): two TC ingress programs that move IPv6 packets between the
+// wgkeeper datapath (docs/ARCHITECTURE.md): two TC ingress programs that move IPv6 packets between the
 // LAN (layer 2) and the WireGuard tunnel (layer 3) without net.ipv6.conf.all.forwarding.
 //
 // A packet that is not ours goes on with TC_ACT_UNSPEC: with nothing else attached the stack
@@ -111,7 +111,7 @@ static __always_inline int lookup_redirect(void *prefixes, struct prefix_key *ke
 }
 
 // `prefixes` decides; a destination also found in `exclude` is passed. The tunnel side
-// excludes the VPN clients: their /128s lie inside the LAN prefix (proxy NDP, DESIGN §1),
+// excludes the VPN clients: their /128s lie inside the LAN prefix (proxy NDP),
 // yet must never be sent to the LAN, where only the gateway itself answers for them.
 static __always_inline enum verdict classify(struct __sk_buff *skb, __u32 offset, void *prefixes,
 					     void *exclude)

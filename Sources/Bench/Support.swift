@@ -49,10 +49,13 @@ func seconds(_ body: () throws -> Void) rethrows -> Double {
     return (ContinuousClock.now - start).seconds
 }
 
-/// A scratch directory under /tmp, removed by the caller's `defer`.
+/// A scratch directory, removed by the caller's `defer`: under /run/wgkeeper-bench (0755, root's)
+/// as root, not /tmp, whose world-writable mode makes the loader refuse every file under it.
 func scratchDirectory() throws -> URL {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("wgk-bench-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    let parent = geteuid() == 0 ? URL(fileURLWithPath: "/run/wgkeeper-bench") : FileManager.default.temporaryDirectory
+    try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+    let url = parent.appendingPathComponent("wgk-bench-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
     return url
 }
 

@@ -2,7 +2,9 @@
 #define WGKEEPER_CLINUX_SHIM_H
 /* Linux interfaces Glibc's Swift module does not expose: epoll, and the GNU calls below. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
+#include <unistd.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -28,5 +30,16 @@ static inline int wgk_peer_groups(int fd, uint32_t *groups, int capacity) {
     socklen_t length = (socklen_t)(capacity * sizeof(uint32_t));
     if (getsockopt(fd, SOL_SOCKET, 59 /* SO_PEERGROUPS */, groups, &length) != 0) return -1;
     return (int)(length / sizeof(uint32_t));
+}
+
+/* The file now at `path`, never through a symbolic link, as an O_PATH descriptor (O_PATH is
+ * _GNU_SOURCE-only): it names that inode, whatever the path holds afterwards. */
+static inline int wgk_open_path_nofollow(const char *path) {
+    return open(path, 010000000 /* O_PATH */ | O_NOFOLLOW | O_CLOEXEC);
+}
+
+/* Changes the owner of the file an O_PATH descriptor names (AT_EMPTY_PATH: no path walked). */
+static inline int wgk_chown_descriptor(int fd, uint32_t uid, uint32_t gid) {
+    return fchownat(fd, "", uid, gid, 0x1000 /* AT_EMPTY_PATH */);
 }
 #endif

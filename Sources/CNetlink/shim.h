@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <net/if.h>
+#include <sys/random.h> /* getrandom(2), for PrivateKey.generate() */
 
 #include <libmnl/libmnl.h>
 #include <linux/netlink.h>

@@ -20,9 +20,85 @@ extension Configuration {
                 errors.append(ConfigError(entry.location, "route \(entry.route.destination) via \(gateway.tunnel) \(why): it would capture traffic that is not the peers' (set gateway.allow_unsafe_allowed_ips: true if this is meant)"))
             }
         }
+        if let gateway, !gateway.allowUnsafeAllowedIPs {
+            checkEndpoints(gateway, errors: &errors)
+        }
+        if !(gateway?.allowUnsafeAllowedIPs ?? false) {
+            checkProxies(errors: &errors)
+        }
         for device in devices {
             checkOverlaps(device, errors: &errors)
             checkOwnKeys(device, errors: &errors)
+        }
+    }
+
+    /// An explicit proxy entry makes the host answer neighbour solicitations for its address on
+    /// its device: for `::`, `::1`, a link-local or multicast address that hijacks what every
+    /// host on the link relies on, and on the tunnel it answers for the peers' own side.
+    private func checkProxies(errors: inout ConfigErrorList) {
+        for entry in proxies {
+            let proxy = entry.proxy
+            if let why = Self.unsafeProxy(proxy.address) {
+                errors.append(entry.location, "proxy \(proxy.address) dev \(proxy.device) \(why): the host would answer neighbour solicitations for an address that is not a peer's (set gateway.allow_unsafe_allowed_ips: true if this is meant)")
+            }
+            if let gateway, proxy.device == gateway.tunnel {
+                errors.append(entry.location, "proxy \(proxy.address) dev \(proxy.device) is on the gateway's tunnel: proxy entries belong on the LAN, where they answer for the peers (set gateway.allow_unsafe_allowed_ips: true if this is meant)")
+            }
+        }
+    }
+
+    /// Why an address must not have an explicit proxy entry, or nil.
+    static func unsafeProxy(_ address: IPAddress) -> String? {
+        let host = IPPrefix(address: address, length: UInt8(address.bitWidth))
+        if address == unspecified { return "is the unspecified address ::" }
+        if address == loopback { return "is the loopback address ::1" }
+        if linkLocal.contains(host) { return "is link-local (fe80::/10)" }
+        if multicast.contains(host) { return "is multicast (ff00::/8)" }
+        return nil
+    }
+
+    /// WireGuard sends a peer's encrypted packets to its endpoint through the host's routing
+    /// table: a route via the tunnel (a gateway peer's allowed IP, an explicit route) that holds
+    /// a configured endpoint address would carry them into the tunnel itself, a routing loop.
+    /// The tunnel's prefixes are indexed by length, so each endpoint costs one lookup per length.
+    private func checkEndpoints(_ gateway: GatewaySection, errors: inout ConfigErrorList) {
+        struct Claim {
+            var what: String
+            var at: SourceLocation
+            var peer: String?
+            var route = false
+        }
+        var claims: [IPPrefix: [Claim]] = [:]
+        var lengths: Set<UInt8> = []
+        func claim(_ prefix: IPPrefix, _ claim: Claim) {
+            // A prefix refused already (`::/0`, one covering the LAN) is reported once, for that.
+            guard Self.unsafe(prefix, lanPrefix: gateway.lanPrefix) == nil else { return }
+            claims[prefix.canonical, default: []].append(claim)
+            lengths.insert(prefix.length)
+        }
+        for section in devices.first(where: { $0.name == gateway.tunnel })?.peers ?? [] {
+            for (prefix, at) in zip(section.peer.allowedIPs, section.allowedIPLocations) {
+                claim(prefix, Claim(what: "allowed IP \(prefix) of peer \(section.peer.name)", at: at, peer: section.peer.name))
+            }
+        }
+        for entry in routes where entry.route.device == gateway.tunnel {
+            claim(entry.route.destination, Claim(what: "route \(entry.route.destination) via \(gateway.tunnel)", at: entry.location, route: true))
+        }
+        guard !claims.isEmpty else { return }
+        let sortedLengths = lengths.sorted()
+        for device in devices {
+            for section in device.peers {
+                guard case .address(let endpoint)? = section.peer.endpoint else { continue }
+                let address = endpoint.address
+                for length in sortedLengths where Int(length) <= address.bitWidth {
+                    let key = IPPrefix(address: address.masked(to: Int(length)), length: length)
+                    for claim in claims[key] ?? [] {
+                        let whose = claim.peer == section.peer.name ? "its own endpoint \(endpoint)"
+                            : "the endpoint \(endpoint) of peer \(section.peer.name) at \(section.endpointLocation ?? section.location)"
+                        errors.append(claim.at, "\(claim.what) holds \(whose): \(claim.route ? "it" : "its route via \(gateway.tunnel)") would carry the encrypted packets for that endpoint into the tunnel itself, a routing loop (set gateway.allow_unsafe_allowed_ips: true if this is meant)")
+                    }
+                }
+            }
         }
     }
 

@@ -13,7 +13,8 @@ public struct SourceLocation: Hashable, Sendable, Comparable, CustomStringConver
         self.fileOrder = fileOrder
     }
 
-    public var description: String { "\(file):\(line):\(column)" }
+    /// The file name too is left out when it holds a key (an `include_dir` named by a pasted key).
+    public var description: String { "\(Scalars.shown(file)):\(line):\(column)" }
 
     public static func < (a: Self, b: Self) -> Bool { (a.fileOrder, a.line, a.column) < (b.fileOrder, b.line, b.column) }
 }

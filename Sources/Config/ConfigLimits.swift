@@ -17,6 +17,13 @@ public struct ConfigLimits: Sendable {
     /// Bytes of scalar text all aliases together may stand for: a node count alone lets one
     /// anchored 30 MB scalar be used 10 000 times, each use scanned in full.
     public var aliasBytes = 1 << 20
+    /// Peers of all devices together. Each reconcile still compares every object on the event
+    /// loop (150 000 peers take 1.6 s): until reconciles are incremental, this keeps one well
+    /// inside the watchdog and the status socket's patience.
+    public var peers = 100_000
+    /// Allowed IPs, explicit routes and explicit proxies together: 1.3 million allowed IPs in one
+    /// peer take 4 s per reconcile.
+    public var objects = 200_000
     /// Errors kept and reported; the rest are counted. A broken file of a million list items
     /// must not become a million messages in memory, in the journal and in status.
     public var errors = 1_000

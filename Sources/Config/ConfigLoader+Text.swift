@@ -15,8 +15,10 @@ extension ConfigLoader {
         guard text.count <= limits.fileBytes else {
             return .failure(ConfigErrors([ConfigError(top, "the file is larger than \(limits.fileBytes) bytes (the limit)")]))
         }
-        guard let string = String(validating: text, as: UTF8.self) else {
-            return .failure(ConfigErrors([ConfigError(top, "the file is not UTF-8")]))
+        let string: String
+        switch Self.decode(text, file: file, fileOrder: 0) {
+        case .success(let decoded): string = decoded
+        case .failure(let error): return .failure(ConfigErrors([error]))
         }
         var budget = Tree.Budget(limits)
         guard let tree = Tree.parse(string, file: file, fileOrder: 0, budget: &budget, errors: &errors) else {
@@ -34,5 +36,19 @@ extension ConfigLoader {
                 }
             }
         }
+    }
+}
+
+extension ConfigLoader {
+    /// A file's bytes as text, or an error at its first byte that is not UTF-8.
+    static func decode(_ bytes: some Collection<UInt8>, file: String, fileOrder: Int) -> Result<String, ConfigError> {
+        if let text = String(validating: bytes, as: UTF8.self) { return .success(text) }
+        var parser = Unicode.UTF8.ForwardParser()
+        var iterator = bytes.makeIterator()
+        var offset = 0
+        while case .valid(let scalar) = parser.parseScalar(from: &iterator) { offset += scalar.count }
+        let mark = YAMLEventReader.mark(atByte: offset, in: bytes)
+        return .failure(ConfigError(SourceLocation(file: file, line: mark.line, column: mark.column, fileOrder: fileOrder),
+                                    "the file is not UTF-8 (byte \(offset))"))
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Netlink
 import Reconciler
 
@@ -33,18 +33,21 @@ public struct ConfigLoader: Sendable {
         var errors = ConfigErrorList(limit: limits.errors)
         var files = [path]
         var budget = Tree.Budget(limits)
-        guard var tree = read(path, order: 0, main: true, budget: &budget, errors: &errors) else {
+        var checked = Set<String>()
+        guard var tree = read(path, order: 0, budget: &budget, checked: &checked, errors: &errors) else {
             return .failure(errors.sorted(mainFile: path))
         }
 
         var includeDir: String?
-        if case .scalar(let dir, let at)? = tree.lookup("runtime", "include_dir") {
+        // A path the decoder refuses (a pasted key, `..`) is reported by it and never opened.
+        if case .scalar(let dir, let at)? = tree.lookup("runtime", "include_dir"), !dir.isEmpty,
+           Decoder.runtimePathProblem(dir, relativeAllowed: true) == nil {
             let resolved = resolve(dir, relativeTo: path)
             includeDir = resolved
             var trees = [tree]
-            for file in includeFiles(resolved, at: at, errors: &errors) {
+            for file in includeFiles(resolved, at: at, checked: &checked, errors: &errors) {
                 files.append(file)
-                guard let included = read(file, order: files.count - 1, main: false, budget: &budget, errors: &errors) else { continue }
+                guard let included = read(file, order: files.count - 1, budget: &budget, checked: &checked, errors: &errors) else { continue }
                 if let nested = included.lookup("runtime", "include_dir") {
                     errors.append(ConfigError(nested.location, "include_dir: only the main configuration file may name one"))
                 }
@@ -53,7 +56,7 @@ public struct ConfigLoader: Sendable {
             tree = Tree.merge(trees, path: "", errors: &errors)
         }
 
-        return validate(tree, files: files, includeDir: includeDir, errors: errors) { readKeys(&$0, errors: &$1) }
+        return validate(tree, files: files, includeDir: includeDir, errors: errors) { readKeys(&$0, checked: &checked, errors: &$1) }
     }
 
     /// Everything after parsing, the same for a file and for bytes (`load(text:)`): decoding,
@@ -66,6 +69,7 @@ public struct ConfigLoader: Sendable {
         errors += decoder.errors
         configuration.files = files
         configuration.runtime.includeDir = includeDir
+        configuration.checkObjectLimits(limits, errors: &errors)
         keys(&configuration, &errors)
         configuration.checkPeers(errors: &errors)
         configuration.checkAllowedIPs(errors: &errors)
@@ -75,39 +79,42 @@ public struct ConfigLoader: Sendable {
     }
 
     /// The `*.yaml` files of `include_dir` in name order (not dot files), once the directory
-    /// itself is known to be writable only by root (or whoever runs this).
-    private func includeFiles(_ directory: String, at: SourceLocation, errors: inout ConfigErrorList) -> [String] {
-        if let problem = checkDirectory(directory, stickyRootIsFine: false) {
+    /// itself and every directory on its path are known to be writable only by root (or whoever
+    /// runs this).
+    private func includeFiles(_ directory: String, at: SourceLocation, checked: inout Set<String>, errors: inout ConfigErrorList) -> [String] {
+        if case .failure(let problem) = resolveTrusted(directory, directory: true, checked: &checked) {
             errors.append(ConfigError(at, "include_dir: \(problem.message)"))
             return []
         }
-        do {
-            let names = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".yaml") && !$0.hasPrefix(".") }
+        switch directoryEntries(directory) {
+        case .success(let entries):
+            let names = entries.filter { $0.hasSuffix(".yaml") && !$0.hasPrefix(".") }
             guard names.count <= limits.includeFiles else {
                 errors.append(ConfigError(at, "include_dir: more than \(limits.includeFiles) *.yaml files (the limit)"))
                 return []
             }
-            return names.sorted().map { (directory as NSString).appendingPathComponent($0) }
-        } catch {
-            errors.append(ConfigError(at, "include_dir: cannot read directory \(directory): \((error as NSError).localizedDescription)"))
+            return names.sorted().map { directory.appendingPathComponent($0) }
+        case .failure(let problem):
+            errors.append(ConfigError(at, "include_dir: cannot read directory \(Scalars.shown(directory)): \(problem.message)"))
             return []
         }
     }
 
     /// Reads one file after checking that only root (or whoever runs this) could have written it:
-    /// the file, and the directories holding it (an include's own directory is `include_dir`,
-    /// checked already).
-    private func read(_ file: String, order: Int, main: Bool, budget: inout Tree.Budget, errors: inout ConfigErrorList) -> Tree? {
+    /// the file, every directory on its path, and every symbolic link's and target's (see
+    /// `resolveTrusted`). A file under an untrusted directory is still opened, for its own errors.
+    private func read(_ file: String, order: Int, budget: inout Tree.Budget, checked: inout Set<String>, errors: inout ConfigErrorList) -> Tree? {
         let top = SourceLocation(file: file, line: 1, column: 1, fileOrder: order)
         var trusted = true
-        for (i, directory) in directories(holding: file).enumerated() where main || i > 0 {
-            if let problem = checkDirectory(directory, stickyRootIsFine: main) {
-                errors.append(ConfigError(top, problem.message))
-                trusted = false
-            }
+        var real = file
+        switch resolveTrusted(file, checked: &checked) {
+        case .success(let resolved): real = resolved
+        case .failure(let problem):
+            errors.append(ConfigError(top, problem.message))
+            trusted = false
         }
         let data: Data
-        switch readConfigFile(file, limit: limits.fileBytes) {
+        switch readConfigFile(real, limit: limits.fileBytes) {
         case .success(let read): data = read
         case .failure(let problem):
             errors.append(ConfigError(top, problem.message))
@@ -119,32 +126,43 @@ public struct ConfigLoader: Sendable {
             errors.append(ConfigError(top, "the configuration's files add up to more than \(limits.totalBytes) bytes (the limit)"))
             return nil
         }
-        guard let text = String(data: data, encoding: .utf8) else {
-            errors.append(ConfigError(top, "the file is not UTF-8"))
+        switch Self.decode(data, file: file, fileOrder: order) {
+        case .success(let text):
+            return Tree.parse(text, file: file, fileOrder: order, budget: &budget, errors: &errors)
+        case .failure(let error):
+            errors.append(error)
             return nil
         }
-        return Tree.parse(text, file: file, fileOrder: order, budget: &budget, errors: &errors)
     }
 
     /// Absolute paths go under `root`; relative ones are relative to the file that names them.
     func resolve(_ path: String, relativeTo file: String) -> String {
         if path.hasPrefix("/") {
             guard let root else { return path }
-            return (root as NSString).appendingPathComponent(String(path.drop { $0 == "/" }))
+            return root.appendingPathComponent(String(path.drop { $0 == "/" }))
         }
-        return ((file as NSString).deletingLastPathComponent as NSString).appendingPathComponent(path)
+        return file.deletingLastPathComponent.appendingPathComponent(path)
     }
 
     /// Reads the key files. An error never repeats the value written for the file name: an
     /// operator may have pasted the key itself there, and errors reach the journal and status.
-    private func readKeys(_ configuration: inout Configuration, errors: inout ConfigErrorList) {
+    private func readKeys(_ configuration: inout Configuration, checked: inout Set<String>, errors: inout ConfigErrorList) {
         func key(_ field: String, _ path: String, at: SourceLocation) -> WireGuardKey? {
-            if WireGuardKey(base64: path.trimmingCharacters(in: .whitespaces)) != nil {
+            if WireGuardKey(base64: path.trimmingWhitespace(newlines: false)) != nil {
                 errors.append(ConfigError(at, "\(field): looks like a key, not a file name (put the key in a file, chmod 600, and name that file here)"))
                 return nil
             }
+            // The directories on the key file's path are checked like the configuration's; the
+            // message never names them (they are part of the value written here).
+            let real: String
+            switch resolveTrusted(resolve(path, relativeTo: at.file), checked: &checked, name: { _ in "a directory on the key file's path" }) {
+            case .success(let resolved): real = resolved
+            case .failure(let problem):
+                errors.append(ConfigError(at, "\(field): \(problem.message)"))
+                return nil
+            }
             do {
-                return try readSecretKeyFile(resolve(path, relativeTo: at.file))
+                return try readSecretKeyFile(real)
             } catch {
                 errors.append(ConfigError(at, "\(field): \(error.problem)"))
                 return nil
@@ -160,6 +178,34 @@ public struct ConfigLoader: Sendable {
                 configuration.devices[d].peers[p].peer.presharedKey = PresharedKey(read)
             }
         }
+    }
+}
+
+extension Configuration {
+    /// The object limits (`ConfigLimits.peers`, `.objects`), reported once each at the first
+    /// object past them, in the order the decoder produced them.
+    func checkObjectLimits(_ limits: ConfigLimits, errors: inout ConfigErrorList) {
+        var peers = 0, objects = 0
+        var peersReported = false, objectsReported = false
+        func object(_ at: SourceLocation) {
+            objects += 1
+            if objects > limits.objects, !objectsReported {
+                objectsReported = true
+                errors.append(at, "more than \(limits.objects) allowed IPs, routes and proxies in all (the limit)")
+            }
+        }
+        for device in devices {
+            for section in device.peers {
+                peers += 1
+                if peers > limits.peers, !peersReported {
+                    peersReported = true
+                    errors.append(section.location, "more than \(limits.peers) peers in all (the limit)")
+                }
+                section.allowedIPLocations.forEach(object)
+            }
+        }
+        routes.map(\.location).forEach(object)
+        proxies.map(\.location).forEach(object)
     }
 }
 

@@ -1,4 +1,3 @@
-import Foundation
 import Netlink
 import Reconciler
 
@@ -21,7 +20,7 @@ public struct RuntimeSettings: Hashable, Sendable {
     /// Where the records of what wgkeeper changed live (sysctls' earlier values, devices it
     /// created); the status socket's directory unless set.
     public var stateDirectory: String?
-    public var stateDir: String { stateDirectory ?? ((statusSocket as NSString).deletingLastPathComponent) }
+    public var stateDir: String { stateDirectory ?? statusSocket.deletingLastPathComponent }
     public var routeProtocol: UInt8 = 77
     public var wireGuardPoll: Duration = .seconds(2)
     public var proxyPoll: Duration = .seconds(2)
@@ -49,6 +48,7 @@ public struct PeerSection: Sendable {
     public var peer: DesiredPeer
     /// Where each allowed IP was written, in `peer.allowedIPs` order.
     public var allowedIPLocations: [SourceLocation]
+    public var endpointLocation: SourceLocation? = nil
 }
 
 public struct GatewaySection: Sendable {

@@ -140,6 +140,30 @@ struct Decoder {
         return (text, at)
     }
 
+    /// A path the daemon creates or mounts things under: absolute (the daemon runs in `/` under
+    /// systemd, so a relative one would land wherever it was started), without `.` or `..`
+    /// components (what it names must be what is checked and shown), never a pasted key.
+    /// `include_dir` may be relative: it is resolved against the main file, not the working directory.
+    mutating func runtimePath(_ entry: Tree.Entry?, relativeAllowed: Bool = false) -> (String, SourceLocation)? {
+        guard let (text, at) = path(entry) else { return nil }
+        if let problem = Self.runtimePathProblem(text, relativeAllowed: relativeAllowed) {
+            fail(at, "\(entry!.key): \(problem)")
+            return nil
+        }
+        return (text, at)
+    }
+
+    static func runtimePathProblem(_ text: String, relativeAllowed: Bool) -> String? {
+        if Scalars.holdsKey(text) { return "looks like a key, not a path" }
+        guard relativeAllowed || text.hasPrefix("/") else {
+            return "\(Scalars.quoted(text)) is not an absolute path (it would depend on the daemon's working directory)"
+        }
+        guard !text.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }) else {
+            return "\(Scalars.quoted(text)) has a . or .. component; write the path it stands for"
+        }
+        return nil
+    }
+
     // MARK: sections
 
     mutating func decode(_ tree: Tree) -> Configuration {
@@ -166,17 +190,17 @@ struct Decoder {
     private mutating func decodeRuntime(_ entry: Tree.Entry) -> RuntimeSettings {
         var runtime = RuntimeSettings()
         guard let map = mapping(entry.value, "runtime", known: ConfigKeys.runtime) else { return runtime }
-        if let (text, at) = path(map["status_socket"]) {
+        if let (text, at) = runtimePath(map["status_socket"]) {
             // sun_path holds 108 bytes with the terminating NUL.
             if text.utf8.count > 107 { fail(at, "status_socket: longer than 107 bytes, the most a Unix socket path can be") } else { runtime.statusSocket = text }
         }
-        if let (text, _) = path(map["bpf_pin_root"]) { runtime.bpfPinRoot = text }
-        if let (text, _) = path(map["state_dir"]) { runtime.stateDirectory = text }
+        if let (text, _) = runtimePath(map["bpf_pin_root"]) { runtime.bpfPinRoot = text }
+        if let (text, _) = runtimePath(map["state_dir"]) { runtime.stateDirectory = text }
         if let (text, at) = scalar(map["status_group"]) {
             if Scalars.isGroup(text) {
                 runtime.statusGroup = text
             } else {
-                fail(at, "status_group: expected a group name (letters, digits, _ and -, at most 32) or a group number, got \"\(text.prefix(40))\"")
+                fail(at, "status_group: expected a group name (letters, digits, _ and -, at most 32) or a group number, got \(Scalars.quoted(text))")
             }
         }
         if let (text, at) = scalar(map["route_protocol"]) {
@@ -193,7 +217,7 @@ struct Decoder {
         if let value = duration(map["wireguard_poll"]) { runtime.wireGuardPoll = value }
         if let value = duration(map["proxy_poll"]) { runtime.proxyPoll = value }
         if let value = duration(map["resync"]) { runtime.resync = value }
-        if let (text, at) = path(map["include_dir"]) { includeDir = (text, at) }
+        if let (text, at) = runtimePath(map["include_dir"], relativeAllowed: true) { includeDir = (text, at) }
         return runtime
     }
 
@@ -269,7 +293,7 @@ struct Decoder {
         return PeerSection(location: at, presharedKeyFile: presharedKeyFile,
                            peer: DesiredPeer(name: text, publicKey: publicKey, endpoint: endpoint,
                                              persistentKeepalive: UInt16(keepalive ?? 0), allowedIPs: allowed),
-                           allowedIPLocations: allowedAt)
+                           allowedIPLocations: allowedAt, endpointLocation: fields["endpoint"]?.value.location)
     }
 
     private mutating func decodeGateway(_ entry: Tree.Entry) -> GatewaySection? {

@@ -101,7 +101,8 @@ extension Configuration {
                 }
                 desired.gateway = DesiredGateway(tunnel: gateway.tunnel, lan: gateway.lan, lanPrefix: gateway.lanPrefix,
                                                  proxyNDP: gateway.proxyNDP, redirect: gateway.redirect,
-                                                 allowLANAnycast: gateway.allowLANAnycast, ndp: gateway.ndp)
+                                                 allowLANAnycast: gateway.allowLANAnycast,
+                                                 allowUnsafeAllowedIPs: gateway.allowUnsafeAllowedIPs, ndp: gateway.ndp)
                 desired.safetyChecks = [SafetyCheck(sysctl: Sysctl.ipv6(interface: "all", "forwarding"), expected: "0",
                                                     why: "all.forwarding = 1 makes the host a router on every interface and claims every LAN's subnet-router anycast (README: The problem it solves)")]
             } else {

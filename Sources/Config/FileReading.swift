@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// Why a configuration file or directory was refused; never quotes a file's content.
@@ -26,7 +26,7 @@ func readConfigFile(_ path: String, limit: Int) -> Result<Data, FileProblem> {
     guard fd >= 0 else { return .failure(FileProblem(message: "cannot read the file: \(errnoText())")) }
     defer { close(fd) }
     guard fstat(fd, &info) == 0 else { return .failure(FileProblem(message: "cannot read the file: \(errnoText())")) }
-    if let problem = untrusted(info, "the file", stickyRootIsFine: false) { return .failure(FileProblem(message: problem)) }
+    if let problem = untrusted(info, "the file") { return .failure(FileProblem(message: problem)) }
     let size = limit % (1 << 20) == 0 ? "\(limit >> 20) MiB" : "\(limit) bytes"
     let tooLarge = FileProblem(message: "the file is larger than \(size) (the limit)")
     guard Int(info.st_size) <= limit else { return .failure(tooLarge) }
@@ -48,38 +48,109 @@ func readConfigFile(_ path: String, limit: Int) -> Result<Data, FileProblem> {
     return .success(data)
 }
 
-/// The directory holding a configuration file, or `include_dir` itself: owned by
-/// `trustedOwners` and writable by nobody else, except (for the main file's directory only) a
-/// root-owned sticky directory such as /tmp, where nobody may replace another's file.
-func checkDirectory(_ path: String, stickyRootIsFine: Bool) -> FileProblem? {
-    var info = stat()
-    guard stat(path, &info) == 0 else { return FileProblem(message: "cannot read directory \(path): \(errnoText())") }
-    guard info.st_mode & S_IFMT == S_IFDIR else { return FileProblem(message: "\(path) is not a directory") }
-    return untrusted(info, "directory \(path)", stickyRootIsFine: stickyRootIsFine).map(FileProblem.init)
-}
+/// Symbolic links followed on one path at most, as the kernel's MAXSYMLINKS.
+let symlinkHops = 40
 
-/// The directories whose writers could replace `file`: the one it is named in and, when
-/// `file` is a symbolic link, the one its target is in.
-func directories(holding file: String) -> [String] {
-    let named = (file as NSString).deletingLastPathComponent
-    var result = [named.isEmpty ? "." : named]
-    if let real = realpath(file, nil) {
-        defer { free(real) }
-        let target = (String(cString: real) as NSString).deletingLastPathComponent
-        if let namedReal = realpath(result[0], nil) {
-            defer { free(namedReal) }
-            if String(cString: namedReal) != target { result.append(target) }
-        }
+/// Resolves `path` one component and one symbolic link at a time, as the kernel does, and
+/// checks every directory it passes through, like sshd's StrictModes: `/` and each ancestor of
+/// the file, of each link and of each link's target must belong to `trustedOwners` and be
+/// writable by nobody else. Sticky is not enough (a root-owned /tmp is refused: anyone may
+/// create a directory or link there that a later path would pass through). When `directory`,
+/// the final component must be a trusted directory too; a file itself is checked by whoever
+/// opens it. Returns the resolved path, or nil with `problem` set. A component that cannot be
+/// looked up ends the walk: the caller's open reports it. `checked` caches trusted directories
+/// across calls of one load. `name` says how a directory is named in a message (a key file's
+/// path is never repeated).
+func resolveTrusted(_ path: String, directory: Bool = false, checked: inout Set<String>,
+                    name: (String) -> String = { "directory \(Scalars.shown($0))" }) -> Result<String, FileProblem> {
+    var pending = Array(path.split(separator: "/").map(String.init).reversed())
+    var resolved: [String] = []
+    if !path.hasPrefix("/") {
+        guard let cwd = getcwd(nil, 0) else { return .failure(FileProblem(message: "cannot find the working directory: \(errnoText())")) }
+        defer { free(cwd) }
+        // getcwd() returns a path with no links in it, but its directories are checked all the same.
+        pending += String(cString: cwd).split(separator: "/").map(String.init).reversed()
     }
-    return result
+    func joined(_ parts: [String]) -> String { "/" + parts.joined(separator: "/") }
+    func trusted(_ dir: String) -> FileProblem? {
+        if checked.contains(dir) { return nil }
+        var info = stat()
+        guard lstat(dir, &info) == 0 else { return FileProblem(message: "cannot read \(name(dir)): \(errnoText())") }
+        guard info.st_mode & S_IFMT == S_IFDIR else { return FileProblem(message: "\(name(dir)) is not a directory") }
+        if let problem = untrusted(info, name(dir)) { return FileProblem(message: problem) }
+        checked.insert(dir)
+        return nil
+    }
+    if let problem = trusted("/") { return .failure(problem) }
+    var hops = 0
+    while let component = pending.popLast() {
+        if component == "." { continue }
+        // The parent of a resolved directory was checked on the way down.
+        if component == ".." { _ = resolved.popLast(); continue }
+        let candidate = joined(resolved + [component])
+        var info = stat()
+        guard lstat(candidate, &info) == 0 else { return .success(joined(resolved + [component] + pending.reversed())) }
+        if info.st_mode & S_IFMT == S_IFLNK {
+            hops += 1
+            guard hops <= symlinkHops else {
+                return .failure(FileProblem(message: "more than \(symlinkHops) symbolic links on the path (a loop?)"))
+            }
+            var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+            let n = readlink(candidate, &buffer, buffer.count - 1)
+            guard n >= 0 else { return .failure(FileProblem(message: "cannot read the symbolic link: \(errnoText())")) }
+            let target = String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if target.hasPrefix("/") { resolved = [] }
+            pending += target.split(separator: "/").map(String.init).reversed()
+            continue
+        }
+        if pending.isEmpty && !directory { return .success(candidate) }
+        if let problem = trusted(candidate) { return .failure(problem) }
+        resolved.append(component)
+    }
+    return .success(joined(resolved))
 }
 
-private func untrusted(_ info: stat, _ what: String, stickyRootIsFine: Bool) -> String? {
+/// The names in a directory, `.` and `..` left out.
+func directoryEntries(_ path: String) -> Result<[String], FileProblem> {
+    guard let directory = opendir(path) else { return .failure(FileProblem(message: errnoText())) }
+    defer { closedir(directory) }
+    var names: [String] = []
+    while true {
+        errno = 0
+        guard let entry = readdir(directory) else { break }
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != ".", name != ".." { names.append(name) }
+    }
+    // readdir(3) ends with NULL both at the end and on an error; only the error sets errno.
+    return errno == 0 ? .success(names) : .failure(FileProblem(message: errnoText()))
+}
+
+/// NSString's path arithmetic, which FoundationEssentials does not have (and whose
+/// `deletingLastPathComponent` traps on a one-character relative path such as `a`).
+extension String {
+    /// `/a/b/c` → `/a/b`, `/a` → `/`, `a` → ``: runs of `/` count as one, a trailing `/` is ignored.
+    package var deletingLastPathComponent: String {
+        var path = ""
+        for character in self where !(character == "/" && path.hasSuffix("/")) { path.append(character) }
+        if path.count > 1, path.hasSuffix("/") { path.removeLast() }
+        guard let slash = path.lastIndex(of: "/") else { return "" }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    /// `self/component`, with no `/` doubled at the join; either side empty gives the other.
+    package func appendingPathComponent(_ component: String) -> String {
+        if component.isEmpty { return self }
+        if isEmpty { return component }
+        return hasSuffix("/") ? self + component : self + "/" + component
+    }
+}
+
+private func untrusted(_ info: stat, _ what: String) -> String? {
     guard trustedOwners.contains(info.st_uid) else {
         return "\(what) belongs to uid \(info.st_uid), not to \(ownerNames) (whoever can write it controls the gateway); run chown root on it"
     }
     let mode = info.st_mode & 0o7777
-    guard mode & 0o022 == 0 || (stickyRootIsFine && mode & S_ISVTX != 0 && info.st_uid == 0) else {
+    guard mode & 0o022 == 0 else {
         let octal = String(mode, radix: 8)
         return "\(what) is writable by group or others (mode \(String(repeating: "0", count: max(0, 4 - octal.count)) + octal)); run chmod go-w on it"
     }

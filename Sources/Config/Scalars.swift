@@ -5,8 +5,43 @@ import Reconciler
 enum Scalars {
     /// A value as an error repeats it: quoted, and cut short so that a stray megabyte stays out
     /// of the journal.
+    /// A value that holds a key is never repeated (see `holdsKey`).
     static func quoted(_ text: String) -> String {
-        text.count <= 64 ? "\"\(text)\"" : "\"\(text.prefix(60))…\" (\(text.utf8.count) bytes)"
+        if holdsKey(text) { return keyNotShown }
+        return text.count <= 64 ? "\"\(text)\"" : "\"\(text.prefix(60))…\" (\(text.utf8.count) bytes)"
+    }
+
+    /// A path (or a dotted key path) as a message shows it: whole, unless it holds a key.
+    static func shown(_ path: String) -> String { holdsKey(path) ? keyNotShown : path }
+
+    static let keyNotShown = "(a value that looks like a key, not shown)"
+
+    /// Whether `text` holds something that looks like a WireGuard key: 44 characters of base64
+    /// ending in `=` that `WireGuardKey(base64:)` accepts, alone or inside longer text. A private
+    /// key pasted into the wrong field must not reach the journal or `status` through an error.
+    static func holdsKey(_ text: some StringProtocol) -> Bool {
+        let bytes = Array(text.utf8)
+        guard bytes.count >= 44 else { return false }
+        var run = 0  // base64 characters (other than `=`) just before index i
+        for (i, byte) in bytes.enumerated() {
+            if byte == UInt8(ascii: "=") {
+                if run >= 43, WireGuardKey(base64: String(decoding: bytes[(i - 43)...i], as: UTF8.self)) != nil { return true }
+                run = 0
+            } else if isBase64(byte) {
+                run += 1
+            } else {
+                run = 0
+            }
+        }
+        return false
+    }
+
+    private static func isBase64(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "+"), UInt8(ascii: "/"): true
+        default: false
+        }
     }
 
     static let longestInterval = Duration.seconds(24 * 3600)

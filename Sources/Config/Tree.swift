@@ -19,6 +19,16 @@ indirect enum Tree {
         }
     }
 
+    /// The same node, said to start at `location` (its children stay where they were written).
+    func moved(to location: SourceLocation) -> Tree {
+        switch self {
+        case .scalar(let text, _): .scalar(text, location)
+        case .mapping(let entries, _): .mapping(entries, location)
+        case .sequence(let items, _): .sequence(items, location)
+        case .null: .null(location)
+        }
+    }
+
     var kindName: String {
         switch self {
         case .scalar: "a scalar"
@@ -157,7 +167,8 @@ indirect enum Tree {
                 if budget.aliasBytes < 0 { return fail(at, "aliases expand to more than \(budget.limits.aliasBytes) bytes of text (the limit)") }
                 if budget.nodes < 0 { return fail(at, tooMany) }
                 if stack.count + anchored.height > budget.limits.depth { return fail(at, tooDeep) }
-                add(anchored.tree, nodes: anchored.nodes, height: anchored.height, bytes: anchored.bytes)
+                // The copy is where the alias is: an error about this use of the value names this place.
+                add(anchored.tree.moved(to: at), nodes: anchored.nodes, height: anchored.height, bytes: anchored.bytes)
             case .node(.scalar(let text, let plain, let anchor), let mark):
                 let at = location(mark)
                 budget.nodes -= 1
@@ -185,7 +196,7 @@ indirect enum Tree {
         }
     }
 
-    /// DESIGN §5: maps merge, lists append, a scalar set twice is an error naming both places.
+    /// README, configuration reference: maps merge, lists append, a scalar set twice is an error naming both places.
     /// All files at once, so that each of thousands of `conf.d` files costs its own size, not the
     /// size of everything merged before it. Recursion follows the trees' nesting, so it is at
     /// most `ConfigLimits.depth` deep.
@@ -195,7 +206,7 @@ indirect enum Tree {
         guard present.count > 1 else { return base }
         let mismatch = { (other: Tree, errors: inout ConfigErrorList) in
             let name = path.isEmpty ? "the document" : path
-            errors.append(ConfigError(other.location, "\(name) is \(other.kindName) here but \(base.kindName) at \(base.location)"))
+            errors.append(ConfigError(other.location, "\(Scalars.shown(name)) is \(other.kindName) here but \(base.kindName) at \(base.location)"))
         }
         switch base {
         case .mapping(_, let at):
@@ -237,7 +248,7 @@ indirect enum Tree {
         for entry in entries {
             if case .null = entry.value { continue }
             if let first, case .scalar = first.value, case .scalar = entry.value {
-                errors.append(ConfigError(entry.keyLocation, "\(path) is already set at \(merged.keyLocation)"))
+                errors.append(ConfigError(entry.keyLocation, "\(Scalars.shown(path)) is already set at \(merged.keyLocation)"))
                 continue
             }
             if first == nil { first = entry }

@@ -78,14 +78,50 @@ final class YAMLEventReader {
         let problem = parser.problem.map { String(cString: $0) } ?? "unknown error"
         switch parser.error {
         case YAML_SCANNER_ERROR, YAML_PARSER_ERROR:
-            let context = parser.context.map { "\(String(cString: $0)), " } ?? ""
+            // The context mark is where the construct began (an unterminated quote), the
+            // problem mark where it went wrong (often the end of the file).
+            var context = ""
+            if let text = parser.context {
+                let start = parser.context_mark
+                context = "\(String(cString: text)) (from \(start.line + 1):\(start.column + 1)), "
+            }
             let mark = parser.problem_mark
             return YAMLSyntaxError(message: "YAML syntax: \(context)\(problem)", mark: (Int(mark.line) + 1, Int(mark.column) + 1))
         case YAML_READER_ERROR:
-            return YAMLSyntaxError(message: "YAML: \(problem) (at byte \(parser.problem_offset))", mark: nil)
+            // The reader sets no mark, only the offending byte's offset and character.
+            let value = parser.problem_value
+            let hex = String(value, radix: 16, uppercase: true)
+            let character = value >= 0 ? " (U+\(String(repeating: "0", count: max(0, 4 - hex.count)) + hex))" : ""
+            return YAMLSyntaxError(message: "YAML: \(problem)\(character)",
+                                   mark: Self.mark(atByte: parser.problem_offset, in: UnsafeBufferPointer(bytes)))
         default:
             return YAMLSyntaxError(message: "YAML: \(problem)", mark: nil)
         }
+    }
+
+    /// The line and column of byte `offset`, counted as libyaml counts its marks: columns in
+    /// characters, lines ended by LF, CR, CR LF, NEL, LS or PS, a leading byte order mark not counted.
+    static func mark(atByte offset: Int, in bytes: some Collection<UInt8>) -> YAMLEvent.Mark {
+        let bom: [UInt8] = [0xEF, 0xBB, 0xBF]
+        var line = 1, column = 1
+        var before: (UInt8, UInt8) = (0, 0)  // the two bytes before the current one
+        for (i, byte) in bytes.prefix(offset).enumerated() {
+            defer { before = (before.1, byte) }
+            if i < 3, bytes.starts(with: bom) { continue }
+            switch byte {
+            case 0x0A where before.1 == 0x0D:
+                break  // CR LF: the CR ended the line
+            case 0x0A, 0x0D:
+                (line, column) = (line + 1, 1)
+            case 0x85 where before.1 == 0xC2, 0xA8 where before == (0xE2, 0x80), 0xA9 where before == (0xE2, 0x80):
+                (line, column) = (line + 1, 1)  // NEL, LS, PS: their lead byte's column is undone
+            case 0x80...0xBF:
+                break  // a continuation byte: its character was counted at its lead byte
+            default:
+                column += 1
+            }
+        }
+        return (line, column)
     }
 
     private static func anchor(_ pointer: UnsafeMutablePointer<yaml_char_t>?) -> String? {

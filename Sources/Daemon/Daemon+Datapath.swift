@@ -1,5 +1,5 @@
 import Datapath
-import Foundation
+import FoundationEssentials
 import Logging
 import Netlink
 import Reconciler
@@ -67,11 +67,10 @@ extension Daemon {
             synchronizeSolicitedNodeGroups(lan: nil)
             let missing = [wanted.lan, wanted.tunnel].filter { link(named: $0) == nil }
             datapathProblem = "device \(missing.joined(separator: " and ")) missing"
-            // A fresh start would attach nothing: no program stays on a former LAN meanwhile.
+            // A fresh start would attach nothing: no program stays on either device meanwhile (the
+            // tunnel's would still redirect to the former LAN's index). The maps stay pinned.
             do {
-                let stale = try Datapath.detachLinks(pinRoot: runtime.bpfPinRoot, tunnel: wanted.tunnel,
-                                                     wanted: [.lanIngress: link(named: wanted.lan)?.index,
-                                                              .tunnelIngress: link(named: wanted.tunnel)?.index])
+                let stale = try Datapath.detachLinks(pinRoot: runtime.bpfPinRoot, tunnel: wanted.tunnel, wanted: [:])
                 for hook in stale { datapathWrites += 1; logger.info("datapath: detached \(hook) (its device is missing)") }
             } catch {
                 logger.error("datapath: cannot detach what the configuration no longer wants", metadata: ["error": "\(error)"])
@@ -174,7 +173,9 @@ extension Daemon {
             datapathMaps = nil
             kernel.datapath = nil
         }
-        let keep = [wanted?.lan, wanted?.tunnel].compactMap { $0.flatMap { link(named: $0)?.index } }
+        // Our filters stay only on a complete pair: with either device missing nothing is attached.
+        let pair = [wanted?.lan, wanted?.tunnel].compactMap { $0.flatMap { link(named: $0)?.index } }
+        let keep = pair.count == 2 ? pair : []
         guard filterScanFor != keep else { return }
         do {
             let others = kernel.links.keys.filter { !keep.contains($0) }.sorted()

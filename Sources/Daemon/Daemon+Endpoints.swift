@@ -1,9 +1,10 @@
 import CLinux
-import Foundation
+import FoundationEssentials
 import Glibc
 import Logging
 import Netlink
 import Reconciler
+import Synchronization
 
 /// Name resolution off the loop: getaddrinfo can block for seconds on a dead DNS server, and
 /// the loop must keep repairing meanwhile. Lookups run on their own threads (a few at a time);
@@ -19,9 +20,7 @@ final class EndpointResolver: @unchecked Sendable {
 
     let wakeFD: Int32
     private let signalFD: Int32
-    private let lock = NSLock()
-    private var answers: [Answer] = []
-    private var inFlight: Set<HostEndpoint> = []
+    private let state = Mutex<(answers: [Answer], inFlight: Set<HostEndpoint>)>(([], []))
     private let lookUp: @Sendable (HostEndpoint) -> Result<Endpoint, EndpointLookupError>
 
     init(lookUp: @escaping @Sendable (HostEndpoint) -> Result<Endpoint, EndpointLookupError> = lookUpEndpoint) throws {
@@ -39,32 +38,28 @@ final class EndpointResolver: @unchecked Sendable {
 
     /// Starts a lookup; false when one for `host` is still running or too many are.
     func resolve(_ host: HostEndpoint) -> Bool {
-        lock.lock()
-        let started = inFlight.count < Self.maxInFlight && inFlight.insert(host).inserted
-        lock.unlock()
+        let started = state.withLock { $0.inFlight.count < Self.maxInFlight && $0.inFlight.insert(host).inserted }
         guard started else { return false }
-        let thread = Thread { [self] in
+        let running = detachThread(stackSize: 256 << 10) { [self] in
             let outcome = lookUp(host)
-            lock.lock()
-            answers.append(Answer(host: host, outcome: outcome))
-            inFlight.remove(host)
-            lock.unlock()
+            state.withLock {
+                $0.answers.append(Answer(host: host, outcome: outcome))
+                $0.inFlight.remove(host)
+            }
             var byte: UInt8 = 1
             _ = write(signalFD, &byte, 1)
         }
-        thread.stackSize = 256 << 10
-        thread.start()
-        return true
+        if !running { state.withLock { _ = $0.inFlight.remove(host) } }
+        return running
     }
 
     func take() -> [Answer] {
         var buffer = [UInt8](repeating: 0, count: 64)
         while read(wakeFD, &buffer, buffer.count) > 0 {}
-        lock.lock()
-        defer { lock.unlock() }
-        let taken = answers
-        answers = []
-        return taken
+        return state.withLock { state in
+            defer { state.answers = [] }
+            return state.answers
+        }
     }
 }
 
@@ -89,7 +84,7 @@ struct HostResolution {
 }
 
 extension Daemon {
-    /// 135 s (DESIGN §5); WGKEEPER_RERESOLVE_SECONDS shortens it for tests.
+    /// 135 s (README, configuration reference); WGKEEPER_RERESOLVE_SECONDS shortens it for tests.
     static let reresolveAfter: Double = ProcessInfo.processInfo.environment["WGKEEPER_RERESOLVE_SECONDS"].flatMap(Double.init) ?? 135
     /// A lookup that has not answered by then counts as failed (glibc alone may wait 5 s per
     /// server and attempt); WGKEEPER_RESOLVE_TIMEOUT_SECONDS shortens it for tests.

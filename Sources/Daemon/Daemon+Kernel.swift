@@ -1,4 +1,3 @@
-import Foundation
 import Logging
 import Netlink
 import Reconciler
@@ -113,7 +112,15 @@ extension Daemon {
         return changed
     }
 
+    /// Saves the records; a failure is logged when it starts or changes, not at every reconcile.
     func saveRecords() {
-        do { try recordStore.save(records) } catch { logger.error("cannot save records", metadata: ["error": "\(error)"]) }
+        do {
+            try recordStore.save(records)
+            if recordSaveError != nil { logger.info("records saved again in \(recordStore.path)") }
+            recordSaveError = nil
+        } catch {
+            if recordSaveError != "\(error)" { logger.error("cannot save records", metadata: ["error": "\(error)"]) }
+            recordSaveError = "\(error)"
+        }
     }
 }

@@ -1,5 +1,5 @@
 import Config
-import Foundation
+import FoundationEssentials
 import Logging
 import Netlink
 import Reconciler
@@ -14,6 +14,7 @@ extension Daemon {
     func reconcile() {
         let start = ContinuousClock.now
         reconcileAt = nil
+        metrics.begin(generation: generation, previous: lastPlan, failing: failures.keys)
         readKernel()
 
         recordTakeovers()
@@ -50,6 +51,7 @@ extension Daemon {
         reconciles += 1
         lastReconcile = Date()
         lastReconcileDuration = ContinuousClock.now - start
+        metrics.end(duration: lastReconcileDuration ?? .zero)
         // Said once when it starts (and again at each resync), not at every reconcile.
         for violation in plan.violations where !previous.violations.contains(violation) { logger.error("safety check failed: \(violation)") }
         for conflict in plan.conflicts where !previous.conflicts.contains(conflict) { logger.warning("conflict: \(conflict)") }
@@ -63,9 +65,14 @@ extension Daemon {
         if changes.count > applied, failures.isEmpty { schedule(after: .milliseconds(50)) }
     }
 
-    /// A refusal is logged when it starts or its reason changes, not at every reconcile.
+    /// A refusal is logged when it starts or its reason changes, not at every reconcile, and a
+    /// reason shared by several objects (a prefix's route, proxy entry, redirect) once.
     func reportRefusals(_ plan: Plan) {
-        for refusal in plan.refused where !lastPlan.refused.contains(refusal) { logger.error("\(refusal.reason)") }
+        let before = Set(lastPlan.refused.map(\.reason))
+        var said: Set<String> = []
+        for refusal in plan.refused where !before.contains(refusal.reason) && said.insert(refusal.reason).inserted {
+            logger.error("\(refusal.reason)")
+        }
     }
 
     func makePlan() -> Plan {
@@ -185,7 +192,8 @@ extension Daemon {
         guard records != before else { return }
         do { try recordStore.save(records) } catch {
             records = before
-            logger.error("cannot save records", metadata: ["error": "\(error)"])
+            if recordSaveError != "\(error)" { logger.error("cannot save records", metadata: ["error": "\(error)"]) }
+            recordSaveError = "\(error)"
         }
     }
 
@@ -210,6 +218,7 @@ extension Daemon {
         guard let error = result.error else {
             logger.info("applied: \(change)", metadata: ["reason": "\(change.reason)"])
             failures[change.subject] = nil
+            metrics.applied(change)
             if case .peer(let device, _, let peerChange, let host) = change.object, host != nil {
                 lastResolved[LastApplied.PeerKey(device: device, publicKey: peerChange.publicKey)] = Date().timeIntervalSince1970
             }
@@ -225,17 +234,15 @@ extension Daemon {
         logger.error("failed: \(change)", metadata: ["error": "\(error)", "attempt": "\(attempts)", "retry_in": "\(delay)"])
     }
 
-    /// Parses and validates first; an invalid configuration changes nothing but status.
-    func reload() -> ReloadReply {
-        reloads += 1
-        notifier.reloading()
-        defer { notifier.ready(status: statusLine) }
-        let result = ConfigLoader().load(path: options.configPath).flatMap { config in
+    /// Applies a configuration read by `ConfigReader`; an invalid one changes nothing but status.
+    func reload(_ outcome: ConfigReader.Outcome) -> ReloadReply {
+        let result = outcome.flatMap { config in
             refusedRuntimeChange(config.configuration.runtime).map { .failure(ConfigErrors([$0])) } ?? .success(config)
         }
         switch result {
         case .failure(let errors):
             configErrors = errors.errors.map(\.description)
+            metrics.reloadFailures += 1
             for error in configErrors { logger.error("reload refused: \(error)") }
             return ReloadReply(ok: false, configGeneration: generation, errors: configErrors, changesApplied: 0)
         case .success(let config):
@@ -356,6 +363,11 @@ extension Daemon {
                 ok = false
                 logger.error("cleanup cannot restore \(sysctl) = \(original)", metadata: ["error": "\(error)"])
             }
+        }
+        if recordsUnreadable {
+            // Never replace what could not be read: the operator may still recover values from it.
+            logger.error("\(recordStore.path) could not be read and is left in place: sysctls it holds were not restored, devices it names not deleted")
+            return false
         }
         if records.isEmpty { recordStore.remove() } else { saveRecords() }
         return ok

@@ -1,8 +1,8 @@
-import Foundation
+import FoundationEssentials
 import Netlink
 import Reconciler
 
-/// The anycast safety check (DESIGN §1): an interface with `forwarding = 1` joins the
+/// The anycast safety check (docs/ARCHITECTURE.md, kernel facts): an interface with `forwarding = 1` joins the
 /// subnet-router anycast address of every prefix shorter than /127 it holds
 /// (addrconf_join_anycast()), and then answers for the LAN router's address.
 extension Daemon {

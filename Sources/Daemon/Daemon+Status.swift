@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import Netlink
 import Reconciler
 
@@ -31,7 +32,8 @@ extension Daemon {
             c.pending = lastPlan.pending.filter { $0.kind == kind }.count
             c.failed = failures.values.filter { $0.kind == kind }.count
             c.conflict = lastPlan.conflicts.filter { $0.kind == kind }.count
-            c.refused = lastPlan.refused.filter { $0.kind == kind }.count
+            // A peer with several refused allowed IPs is listed once for each, counted once.
+            c.refused = Set(lastPlan.refused.filter { $0.kind == kind }.map(\.object)).count
             let unwritten = lastPlan.changes.filter { $0.kind == kind && $0.action != .remove && $0.reason != .restore && failures[$0.subject] == nil }.count
             c.inSync = max(0, total - c.pending - c.failed - c.conflict - c.refused - unwritten)
             counts[kind.description] = c
@@ -63,7 +65,7 @@ extension Daemon {
             lastReconcileDurationMs: lastReconcileDuration.map { Double($0.components.attoseconds) / 1e15 + Double($0.components.seconds) * 1e3 },
             reconciles: reconciles, netlinkWrites: netlinkWrites, changesApplied: changesApplied, resyncs: resyncs,
             overflows: kernel.overflows, reloads: reloads,
-            statusSocket: .init(clients: server?.clients.count ?? 0, refused: server?.refused ?? 0, evicted: server?.evicted ?? 0),
+            statusSocket: .init(clients: server?.clients.count ?? 0, refused: server?.refused ?? 0, evicted: server?.evicted ?? 0, busy: server?.busy ?? 0),
             logLinesDropped: JournalLogHandler.dropped, kinds: kindCounts(),
             failed: failures.sorted { $0.key < $1.key }.prefix(Daemon.listedObjects).map { subject, failure in
                 .init(kind: failure.kind.description, object: subject, error: failure.error, attempts: failure.attempts,
@@ -72,7 +74,9 @@ extension Daemon {
             pending: lastPlan.pending.prefix(Daemon.listedObjects).map { .init(kind: $0.kind.description, object: $0.object, reason: $0.reason) },
             conflicts: lastPlan.conflicts.prefix(Daemon.listedObjects).map(\.description),
             refused: lastPlan.refused.prefix(Daemon.listedObjects).map { .init(kind: $0.kind.description, object: $0.object, reason: $0.reason) },
-            peers: peers, endpoints: endpointStatus, datapath: datapathStatus, safety: safety)
+            peers: peers, endpoints: endpointStatus, datapath: datapathStatus, safety: safety,
+            reconcileDuration: metrics.histogram, changesAppliedByKind: ReconcileMetrics.byName(metrics.applied),
+            repairs: ReconcileMetrics.byName(metrics.repairs), reloadFailures: metrics.reloadFailures)
     }
 
     /// Answers what the status clients asked this turn: at most one request each. Reload
@@ -94,12 +98,31 @@ extension Daemon {
         }
     }
 
-    /// One reload for every request since the last one (SIGHUP or the socket), no sooner than
-    /// `reloadSpacing` after the previous: a flood of requests costs a few reloads, not one each.
+    /// One reload for every request since the last one started (SIGHUP or the socket), no
+    /// sooner than `reloadSpacing` after the previous one finished: a flood of requests costs a
+    /// few reloads, not one each. The file is read off the loop (`ConfigReader`), one read at a
+    /// time; requests that arrive during a read are answered by one more read after it, since
+    /// they may be about a file written after the first read began.
     func reloadIfRequested() {
-        guard reloadRequested, ContinuousClock.now >= nextReloadAllowed else { return }
+        guard reloadRequested, !reloadInFlight, ContinuousClock.now >= nextReloadAllowed else { return }
         reloadRequested = false
-        let reply = reload()
+        reloadInFlight = true
+        reloads += 1
+        notifier.reloading()
+        server?.beginReload()
+        configReader.start(options.configPath)
+    }
+
+    /// The read is done: the outcome is applied (or refused) here, on the loop, then the
+    /// waiting clients get the reply and systemd READY=1, unless a request that came during the
+    /// read makes another one due: systemd stays in "reloading" (RELOADING=1 may come twice)
+    /// until the file as it was at its last request is applied, so `systemctl reload` does
+    /// not return early.
+    func finishReload() {
+        guard let outcome = configReader.take() else { return }
+        reloadInFlight = false
+        let reply = reload(outcome)
+        if !reloadRequested { notifier.ready(status: statusLine) }
         nextReloadAllowed = .now + Daemon.reloadSpacing
         server?.answerReloads(Daemon.encode(reply))
     }

@@ -1,11 +1,11 @@
 import Config
-import Foundation
+import FoundationEssentials
 import Glibc
 import Logging
 import Netlink
 import Reconciler
 
-/// The long-running controller: one thread, one loop, all state owned here (DESIGN §3).
+/// The long-running controller: one thread, one loop, all state owned here (docs/ARCHITECTURE.md, data flow).
 ///
 /// The kernel state is cached from dumps and kept current from rtnetlink events; kinds the
 /// kernel does not notify (proxy entries, WireGuard peers) are re-read on their poll timers.
@@ -54,14 +54,19 @@ public final class Daemon {
     var kernel = KernelCache()
     /// What wgkeeper changed that carries no protocol tag, persisted in `runtime.state_dir`.
     var records: Records
+    /// Cleanup only: the records file could not be read; it is left in place and cleanup fails.
+    var recordsUnreadable = false
+    /// The last error saving the records, said once until a save succeeds again.
+    var recordSaveError: String?
     let recordStore: RecordStore
     var lastApplied: LastApplied
     /// When each host-name endpoint was last resolved (seconds since the epoch).
     var lastResolved: [LastApplied.PeerKey: Double] = [:]
     let resolver: EndpointResolver
+    let configReader: ConfigReader
     /// Host-name endpoints of the configuration and what their lookups said.
     var resolutions: [HostEndpoint: HostResolution] = [:]
-    /// Quiet peers whose name is being looked up again (DESIGN §5).
+    /// Quiet peers whose name is being looked up again (README, configuration reference).
     var reresolving: Set<LastApplied.PeerKey> = []
     var nextEndpointCheck: ContinuousClock.Instant?
 
@@ -72,7 +77,10 @@ public final class Daemon {
     var nextResync: ContinuousClock.Instant = .now
     var nextWatchdog: ContinuousClock.Instant = .now
     var stopRequested = false
+    /// A reload was asked for (SIGHUP or the socket) and has not started yet.
     var reloadRequested = false
+    /// The configuration is being read on `configReader`; requests meanwhile wait for the next read.
+    var reloadInFlight = false
     var nextReloadAllowed: ContinuousClock.Instant = .now
     var netlinkHealthy = true
 
@@ -86,6 +94,7 @@ public final class Daemon {
     var changesApplied = 0
     var resyncs = 0
     var reloads = 0
+    var metrics = ReconcileMetrics()
     var sysctlWrites = 0
     var wireGuardWrites: Int { wireGuard?.writeCount ?? 0 }
     var datapathMaps: DatapathMapsAdapter?
@@ -118,9 +127,11 @@ public final class Daemon {
             // Cleanup still removes what the protocol and the pins claim; only the restores are lost.
             logger.error("\(error); cleanup goes on without them: no sysctl is restored, no created device deleted")
             records = Records()
+            recordsUnreadable = true
         }
         loop = try EventLoop()
         resolver = try EndpointResolver()
+        configReader = try ConfigReader()
         rtnetlink = try RTNetlink()
         // WGKEEPER_EVENT_BUFFER shrinks the event queue so tests can make the kernel overflow it.
         let eventBuffer = ProcessInfo.processInfo.environment["WGKEEPER_EVENT_BUFFER"].flatMap { Int($0) } ?? 32 << 20
@@ -145,7 +156,7 @@ public final class Daemon {
     // MARK: - the loop
 
     enum Token: UInt64 {
-        case signals = 1, events = 2, resolver = 4
+        case signals = 1, events = 2, resolver = 4, configReader = 8
     }
 
     /// The claim (route protocol, pin root) is recorded with the records: a daemon started under
@@ -185,6 +196,7 @@ public final class Daemon {
         try loop.add(SignalPipe.readEnd, token: Token.signals.rawValue)
         try loop.add(events.fileDescriptor, token: Token.events.rawValue)
         try loop.add(resolver.wakeFD, token: Token.resolver.rawValue)
+        try loop.add(configReader.wakeFD, token: Token.configReader.rawValue)
         logger.info("starting", metadata: ["config": "\(options.configPath)", "summary": "\(loaded.summary)"])
 
         refreshEndpoints()
@@ -219,7 +231,7 @@ public final class Daemon {
         if notifier.watchdogInterval != nil { candidates.append(nextWatchdog) }
         if let at = server?.nextDeadline { candidates.append(at) }
         if server?.hasRequests == true { candidates.append(.now) }
-        if reloadRequested { candidates.append(nextReloadAllowed) }
+        if reloadRequested, !reloadInFlight { candidates.append(nextReloadAllowed) }
         if let nextEndpointCheck { candidates.append(nextEndpointCheck) }
         if let retry = failures.values.map(\.retryAt).min() { candidates.append(retry) }
         return candidates.min()
@@ -248,6 +260,11 @@ public final class Daemon {
             lastPlan.violations = []
             lastPlan.conflicts = []
             resyncs += 1
+            // Records deleted behind the daemon's back are written again (a restart would lose them).
+            if !records.isEmpty, !FileManager.default.fileExists(atPath: recordStore.path) {
+                logger.warning("\(recordStore.path) disappeared; writing it again")
+                saveRecords()
+            }
             schedule()
         }
         if failures.values.contains(where: { $0.retryAt <= now }) { schedule() }
@@ -277,6 +294,8 @@ public final class Daemon {
             drainEvents()
         case Token.resolver.rawValue:
             applyResolutions()
+        case Token.configReader.rawValue:
+            finishReload()
         case server?.listenerToken:
             server?.acceptWaiting(now: .now)
         default:

@@ -1,7 +1,8 @@
 import CLinux
-import Foundation
+import FoundationEssentials
 import Glibc
 import Logging
+import Synchronization
 
 /// One log line per message, written so that logging can neither block the loop nor kill the
 /// process: a full or closed standard error (EAGAIN, EPIPE) loses the line and counts it.
@@ -60,8 +61,8 @@ final class LogSink: @unchecked Sendable {
         case polled
     }
 
-    private let lock = NSLock()
-    private var lost = 0
+    /// Lines lost; its lock also keeps one line from interleaving with another.
+    private let lost = Mutex(0)
     private let standardError: StandardError
     /// Lines on standard error start with `<N>` (journald's stream protocol).
     private let priorityPrefix: Bool
@@ -94,26 +95,22 @@ final class LogSink: @unchecked Sendable {
         self.journal = journal
     }
 
-    var dropped: Int {
-        lock.lock()
-        defer { lock.unlock() }
-        return lost
-    }
+    var dropped: Int { lost.withLock { $0 } }
 
     func write(priority: Int, level: Logger.Level, message: String, fields: [(String, String)]) {
         let suffix = fields.isEmpty ? "" : " " + fields.map { "\($0.0)=\($0.1)" }.joined(separator: " ")
-        lock.lock()
-        defer { lock.unlock() }
-        if let journal {
-            let datagram = Self.journalDatagram(priority: priority, message: message + suffix, fields: fields)
-            let sent = journal.address.send(journal.fd, datagram, flags: Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
-            if sent == datagram.count { return }
-            // EAGAIN: journald is behind, the line is lost; anything else (too big, journald
-            // restarting): standard error still carries it.
-            if sent < 0, errno == EAGAIN { lost += 1; return }
+        lost.withLock { lost in
+            if let journal {
+                let datagram = Self.journalDatagram(priority: priority, message: message + suffix, fields: fields)
+                let sent = journal.address.send(journal.fd, datagram, flags: Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+                if sent == datagram.count { return }
+                // EAGAIN: journald is behind, the line is lost; anything else (too big, journald
+                // restarting): standard error still carries it.
+                if sent < 0, errno == EAGAIN { lost += 1; return }
+            }
+            let line = priorityPrefix ? "<\(priority)>\(message)\(suffix)\n" : "\(level): \(message)\(suffix)\n"
+            if !writeStandardError(Array(line.utf8)) { lost += 1 }
         }
-        let line = priorityPrefix ? "<\(priority)>\(message)\(suffix)\n" : "\(level): \(message)\(suffix)\n"
-        if !writeStandardError(Array(line.utf8)) { lost += 1 }
     }
 
     /// The journal's native protocol: `KEY=value\n`, or `KEY\n` + 64-bit little-endian length +

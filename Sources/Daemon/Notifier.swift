@@ -1,6 +1,6 @@
 import CLinux
 import CSystemd
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// The service manager's view of us: the `sd_notify` protocol, one datagram per state.

@@ -1,4 +1,5 @@
-import Foundation
+import Config
+import FoundationEssentials
 import Glibc
 import Reconciler
 
@@ -8,7 +9,7 @@ public struct RecordStore {
     public let path: String
 
     public init(directory: String) {
-        path = (directory as NSString).appendingPathComponent("records.json")
+        path = directory.appendingPathComponent("records.json")
     }
 
     /// The saved records; none when the file does not exist (first start since boot).
@@ -17,16 +18,22 @@ public struct RecordStore {
             if FileManager.default.fileExists(atPath: path) { throw DaemonError("cannot read \(path)") }
             return Records()
         }
+        let records: Records
         do {
-            return try JSONDecoder().decode(Records.self, from: data)
+            records = try JSONDecoder().decode(Records.self, from: data)
         } catch {
             throw DaemonError("\(path) is not a records file wgkeeper wrote (\(error)); move it away to start afresh, "
                 + "knowing that the sysctl values it held will not be restored")
         }
+        if let problem = records.problem {
+            throw DaemonError("\(path) is not a records file wgkeeper wrote (\(problem)); move it away to start afresh, "
+                + "knowing that the sysctl values it held will not be restored")
+        }
+        return records
     }
 
     public func save(_ records: Records) throws {
-        let directory = (path as NSString).deletingLastPathComponent
+        let directory = path.deletingLastPathComponent
         // mkdir(2) itself: Foundation's createDirectory(attributes:) calls lchown, outside the unit's filter.
         if mkdir(directory, 0o750) != 0 && errno != EEXIST {
             throw DaemonError("cannot create \(directory): \(String(cString: strerror(errno)))")

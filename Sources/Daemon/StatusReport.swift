@@ -1,6 +1,5 @@
-import Foundation
 
-/// The status socket's reply to `{"command":"status"}` (DESIGN §6). Never holds a private or
+/// The status socket's reply to `{"command":"status"}` (README, operations). Never holds a private or
 /// preshared key.
 public struct StatusReport: Codable, Sendable {
     public struct KindCounts: Codable, Sendable {
@@ -71,6 +70,8 @@ public struct StatusReport: Codable, Sendable {
         public var refused: Int
         /// Idle clients closed to make room for new ones.
         public var evicted: Int
+        /// Connections turned away because every client had a request or a reply in progress.
+        public var busy: Int?
     }
 
     /// A host-name endpoint: `resolving`, `resolved` (to `address`) or `unresolved` (`error`).
@@ -79,6 +80,16 @@ public struct StatusReport: Codable, Sendable {
         public var state: String
         public var address: String?
         public var error: String?
+    }
+
+    /// Reconcile durations since start, bucketed as a Prometheus histogram.
+    public struct DurationHistogram: Codable, Sendable {
+        /// Ascending; the implicit last bucket (+Inf) holds `count`.
+        public var upperBoundsSeconds: [Double]
+        /// Observations at or below each bound (cumulative).
+        public var cumulativeCounts: [Int]
+        public var sumSeconds: Double
+        public var count: Int
     }
 
     public var version: String
@@ -107,6 +118,14 @@ public struct StatusReport: Codable, Sendable {
     public var endpoints: [HostEndpointState]
     public var datapath: Datapath?
     public var safety: [SafetyCheck]
+    // Optional, so a newer client still reads a daemon started before they existed.
+    public var reconcileDuration: DurationHistogram? = nil
+    /// Changes applied since start, by kind (`changes_applied` is their sum).
+    public var changesAppliedByKind: [String: Int]? = nil
+    /// Changes applied since start that repaired drift (see ReconcileMetrics), by kind.
+    public var repairs: [String: Int]? = nil
+    /// Reloads refused since start (invalid configuration, a changed claim).
+    public var reloadFailures: Int? = nil
 }
 
 public struct ReloadReply: Codable, Sendable {

@@ -1,4 +1,4 @@
-/// One request line on the status socket (DESIGN §6): a flat JSON object with a `command`
+/// One request line on the status socket (README, operations): a flat JSON object with a `command`
 /// member, such as `{"command":"status"}`. Parsed by a small strict reader rather than a general
 /// JSON library: the input comes from other users, so it is bounded, flat and never recursed into.
 public enum StatusRequest: Equatable, Sendable {

@@ -1,7 +1,7 @@
 import CBPF
 import Glibc
 
-/// The pin root: a bpffs mount, created when missing (`ip netns exec` hides /sys/fs/bpf, DESIGN §2).
+/// The pin root: a bpffs mount, created when missing (`ip netns exec` hides /sys/fs/bpf; docs/ARCHITECTURE.md, "Kernel facts").
 enum BPFFileSystem {
     static func isMounted(at path: String) -> Bool {
         wgk_statfs_type(path) == Int(WGK_BPF_FS_MAGIC)

@@ -86,7 +86,7 @@ public enum AttachChange: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// The pinned TC redirect programs of one tunnel (DESIGN §1), their maps and attachments.
+/// The pinned TC redirect programs of one tunnel (docs/ARCHITECTURE.md), their maps and attachments.
 ///
 /// Everything lives under `<pinRoot>/<tunnel>/`: creating an instance adopts what a previous
 /// run pinned (map entries kept; programs kept when their code is unchanged), so a restart

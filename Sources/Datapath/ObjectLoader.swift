@@ -1,5 +1,6 @@
 import CBPF
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// The embedded object loaded into the kernel, with maps adopted from the pin directory.
 struct LoadedObject {

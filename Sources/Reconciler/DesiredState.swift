@@ -119,19 +119,24 @@ public struct DesiredGateway: Hashable, Sendable {
     public var proxyNDP: Bool
     public var redirect: Bool
     /// When false, a LAN subnet-router anycast address joined by the host is a safety violation
-    /// (DESIGN §1; the daemon reads /proc/net/anycast6).
+    /// (docs/ARCHITECTURE.md, kernel facts; the daemon reads /proc/net/anycast6).
     public var allowLANAnycast: Bool
+    /// When false, a peer's allowed IP holding an address the gateway has on the LAN is
+    /// refused by `plan` (`GatewayAddressRule`).
+    public var allowUnsafeAllowedIPs: Bool
     /// Who answers neighbour discovery for the clients on the LAN.
     public var ndp: NeighbourDiscoveryMode
 
     public init(tunnel: String, lan: String, lanPrefix: IPPrefix, proxyNDP: Bool = true, redirect: Bool = true,
-                allowLANAnycast: Bool = false, ndp: NeighbourDiscoveryMode = .kernel) {
+                allowLANAnycast: Bool = false, allowUnsafeAllowedIPs: Bool = false,
+                ndp: NeighbourDiscoveryMode = .kernel) {
         self.tunnel = tunnel
         self.lan = lan
         self.lanPrefix = lanPrefix
         self.proxyNDP = proxyNDP
         self.redirect = redirect
         self.allowLANAnycast = allowLANAnycast
+        self.allowUnsafeAllowedIPs = allowUnsafeAllowedIPs
         self.ndp = ndp
     }
 }

@@ -25,13 +25,18 @@ public struct Plan: Hashable, Sendable {
 /// object holding a desired object's identity is reported as a conflict.
 public func plan(_ desired: DesiredState, _ observed: ObservedState, lastApplied: LastApplied? = nil,
                  records: Records = Records()) -> Plan {
-    var planner = Planner(desired: desired, observed: observed, lastApplied: lastApplied, records: records)
+    // What a safety rule holds back is planned as if not configured: not written, and removed
+    // when already there.
+    let (allowed, refused) = GatewayAddressRule.apply(desired, observed)
+    var planner = Planner(desired: allowed, observed: observed, lastApplied: lastApplied, records: records)
     planner.planDevicesAndPeers()
     planner.planSysctls()
     planner.planRoutes()
     planner.planProxies()
     planner.planDatapath()
     planner.result.changes.sort { $0.kind < $1.kind }  // stable: keeps each kind's own order
+    planner.result.refused += refused
+    planner.result.refused.sort { $0.kind < $1.kind }
     return planner.result
 }
 
@@ -232,7 +237,7 @@ private struct Planner {
                       reason: .differs(fields), detail: details.joined(separator: "; "))
     }
 
-    /// DESIGN §5: set the endpoint when the peer has none, or when the configured value changed
+    /// README, configuration reference: set the endpoint when the peer has none, or when the configured value changed
     /// since it was last applied; otherwise a different kernel endpoint is roaming, left alone.
     private func endpointNeedsWrite(_ configured: ConfiguredEndpoint, _ current: WireGuardPeer, device: String) -> Bool {
         guard let kernel = current.endpoint else { return true }
@@ -252,11 +257,17 @@ private struct Planner {
                 continue
             }
             let current = observed.sysctls[sysctl.key]
-            guard current != item.value else { continue }
             if let why = refusal(item) {
+                // Refused even when already set: a fresh start would not set it. What wgkeeper set
+                // goes back to the value it found; an operator's own setting is reported, not undone.
                 result.refused.append(Refusal(kind: .sysctl, object: "sysctl \(sysctl) = \(item.value)", reason: why))
+                if let current, current == item.value, let original = records.sysctls[sysctl.key], original != current {
+                    result.changes.append(Change(.replace, .sysctl(sysctl, value: original, previous: current), reason: .restore,
+                                                 detail: "(was \(current); refused now, restoring the value found before wgkeeper's first write)"))
+                }
                 continue
             }
+            guard current != item.value else { continue }
             result.changes.append(Change(.replace, .sysctl(sysctl, value: item.value, previous: current),
                                          reason: current == nil ? .missing : .differs(["value"]),
                                          detail: "(was \(current ?? "unread"))"))
@@ -276,7 +287,7 @@ private struct Planner {
         }
     }
 
-    /// DESIGN §1: an interface with `forwarding = 1` joins the subnet-router anycast address of
+    /// docs/ARCHITECTURE.md, kernel facts: an interface with `forwarding = 1` joins the subnet-router anycast address of
     /// every prefix shorter than /127 it holds (addrconf_join_anycast()), and would then answer
     /// for the LAN router's address. So LAN forwarding stays off while such an address is there.
     private func refusal(_ item: DesiredSysctl) -> String? {

@@ -44,6 +44,33 @@ public struct Records: Codable, Hashable, Sendable {
         pinRoot = try c.decodeIfPresent(String.self, forKey: .pinRoot)
     }
 
+    /// What in these records wgkeeper could not have written, or nil. A restore writes what the
+    /// file says, so only the sysctls wgkeeper manages (a LAN's `forwarding` and `proxy_ndp`,
+    /// never `all` or `default`) with small integer values, interface names and keys are accepted.
+    public var problem: String? {
+        func badName(_ name: String) -> Bool {
+            name.isEmpty || name.utf8.count > 15 || name.contains("/") || name == "." || name == ".."
+                || name.unicodeScalars.contains { $0.value <= 0x20 || $0.value == 0x7f }
+        }
+        for (key, value) in sysctls.sorted(by: { $0.key < $1.key }) {
+            let sysctl = Sysctl(key)
+            guard let interface = sysctl.interface, let name = sysctl.name, ["forwarding", "proxy_ndp"].contains(name),
+                  !["all", "default"].contains(interface), !badName(interface)
+            else { return "sysctl \(key) is not one wgkeeper manages" }
+            guard (1...3).contains(value.utf8.count), value.utf8.allSatisfy({ (48...57).contains($0) }) else {
+                return "sysctl \(key) holds \(value.debugDescription), not a value wgkeeper found there"
+            }
+        }
+        let names = createdDevices.union(createdQdiscs).union(interfaceIndexes.keys).union(peers.keys)
+        if let name = names.sorted().first(where: badName) { return "\(name.debugDescription) is not an interface name" }
+        for (device, keys) in peers {
+            if let key = keys.sorted().first(where: { WireGuardKey(base64: $0) == nil }) {
+                return "peer \(key.debugDescription) of \(device) is not a WireGuard public key"
+            }
+        }
+        return nil
+    }
+
     /// Nothing left to restore or remove (the claim alone is not worth keeping).
     public var isEmpty: Bool { sysctls.isEmpty && createdDevices.isEmpty && createdQdiscs.isEmpty && peers.isEmpty }
 

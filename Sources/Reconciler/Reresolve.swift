@@ -1,6 +1,6 @@
 import Netlink
 
-/// DESIGN §5: a host-name endpoint is resolved when applied and resolved again when the peer's
+/// README, configuration reference: a host-name endpoint is resolved when applied and resolved again when the peer's
 /// latest handshake is older than 135 s, so a peer whose address moved in DNS is found again.
 /// Pure: which peers are due, given the kernel's handshake times and when each was last resolved.
 public func hostEndpointsToResolve(

@@ -1,7 +1,6 @@
 import ArgumentParser
 import Config
 import Daemon
-import Foundation
 import Glibc
 import Netlink
 import Reconciler

@@ -1,6 +1,5 @@
 import ArgumentParser
 import Daemon
-import Foundation
 import Logging
 
 /// `wgkeeper cleanup`: undo everything wgkeeper did, with the daemon stopped.

@@ -2,7 +2,7 @@ import ArgumentParser
 import Config
 import Daemon
 import Datapath
-import Foundation
+import FoundationEssentials
 import Netlink
 import Reconciler
 

@@ -1,6 +1,5 @@
 import ArgumentParser
 import Daemon
-import Foundation
 
 /// `wgkeeper reload`: what SIGHUP does, with the outcome printed.
 struct ReloadCommand: ParsableCommand {
@@ -10,10 +9,23 @@ struct ReloadCommand: ParsableCommand {
     @Option(name: .long, help: "The daemon's status socket.")
     var socket: String = "/run/wgkeeper/status.sock"
 
+    @Option(name: .long, help: "Give up waiting for the outcome after this many seconds (default: wait until the reload is done).")
+    var timeout: Int?
+
+    func validate() throws {
+        if let timeout, timeout <= 0 { throw ValidationError("--timeout must be a positive number of seconds") }
+    }
+
     func run() throws {
         let reply: ReloadReply
         do {
-            reply = try decodeReply(ReloadReply.self, try askDaemon(socket: socket, command: "reload"))
+            // A large configuration can take minutes to read: wait for it unless told otherwise.
+            reply = try decodeReply(ReloadReply.self, try askDaemon(socket: socket, command: "reload", timeout: timeout.map { .seconds($0) }))
+        } catch let error as AskTimeout {
+            printToStandardError("\(error); the reload is still in progress (or queued) in the daemon, which applies it "
+                + "when the read is done. `wgkeeper status --socket \(socket)` shows its outcome: the configuration "
+                + "generation goes up when it takes effect, a refused one is listed as \"config error (last reload refused)\"")
+            throw ExitCode(2)
         } catch {
             printToStandardError("\(error)")
             throw ExitCode(1)

@@ -1,6 +1,5 @@
 import ArgumentParser
 import Daemon
-import Foundation
 import Logging
 
 /// `wgkeeper run`: the daemon, in the foreground (systemd `Type=notify`).

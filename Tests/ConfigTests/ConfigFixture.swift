@@ -1,6 +1,7 @@
 import Config
 import Foundation
 import Netlink
+import TestSupport
 import XCTest
 
 /// A temporary directory holding key files (mode 0600) and the configuration files of one test.
@@ -11,8 +12,7 @@ final class ConfigFixture {
     static let carol = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0="
 
     init(for test: XCTestCase) throws {
-        directory = NSTemporaryDirectory() + "wgk-config-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        directory = try scratchDirectory("wgk-config")
         let directory = self.directory
         test.addTeardownBlock { try? FileManager.default.removeItem(atPath: directory) }
         try writeKey("wg0.key")

@@ -95,6 +95,67 @@ final class FileTrustTests: XCTestCase {
     }
 }
 
+/// Every directory on the path of a configuration or key file, and on each symbolic link's
+/// path, hop by hop: not only the first link's directory and the final target's.
+final class PathTrustTests: XCTestCase {
+    private var fixture: ConfigFixture!
+
+    override func setUpWithError() throws { fixture = try ConfigFixture(for: self) }
+
+    func testEveryHopOfALinkChainIsChecked() throws {
+        // conf.d/chain.yaml → ww/link.yaml (in a 0777 directory) → ok.yaml
+        let main = "runtime:\n  include_dir: conf.d\n" + AcceptedConfigs.minimal
+        try fixture.write("ok.yaml", AcceptedConfigs.includeFragment)
+        try FileManager.default.createDirectory(atPath: fixture.path("ww"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: fixture.path("conf.d"), withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: fixture.path("ww/link.yaml"), withDestinationPath: fixture.path("ok.yaml"))
+        try FileManager.default.createSymbolicLink(atPath: fixture.path("conf.d/chain.yaml"), withDestinationPath: fixture.path("ww/link.yaml"))
+        try fixture.chmod("ww", 0o777)
+        XCTAssertEqual(try fixture.errors(main), [
+            "conf.d/chain.yaml:1:1: directory ww is writable by group or others (mode 0777); run chmod go-w on it",
+        ])
+        try fixture.chmod("ww", 0o755)
+        XCTAssertEqual(try fixture.loaded(main).desired.peerCount, 1)
+    }
+
+    func testAnAncestorOfTheMainFileIsChecked() throws {
+        try fixture.write("a/b/wgkeeper.yaml", AcceptedConfigs.base.replacingOccurrences(of: "wg0.key", with: "../../wg0.key")
+            .replacingOccurrences(of: "alice.psk", with: "../../alice.psk"))
+        try fixture.chmod("a", 0o757)
+        XCTAssertEqual(fixture.errorsLoading("a/b/wgkeeper.yaml"), [
+            "a/b/wgkeeper.yaml:1:1: directory a is writable by group or others (mode 0757); run chmod go-w on it",
+        ])
+        try fixture.chmod("a", 0o755)
+        XCTAssertEqual(fixture.errorsLoading("a/b/wgkeeper.yaml"), [])
+    }
+
+    func testAKeyFileUnderAWritableAncestorIsRefusedWithoutNamingIt() throws {
+        try fixture.writeKey("keys/inner/wg0.key")
+        try fixture.chmod("keys", 0o777)
+        XCTAssertEqual(try fixture.errors(AcceptedConfigs.base.replacingOccurrences(of: "private_key_file: wg0.key", with: "private_key_file: keys/inner/wg0.key")), [
+            "wgkeeper.yaml:8:23: private_key_file: a directory on the key file's path is writable by group or others (mode 0777); run chmod go-w on it",
+        ])
+    }
+
+    func testALinkLoopStopsAtTheHopLimit() throws {
+        try FileManager.default.createSymbolicLink(atPath: fixture.path("loop.yaml"), withDestinationPath: "loop.yaml")
+        XCTAssertEqual(fixture.errorsLoading("loop.yaml"), [
+            "loop.yaml:1:1: more than 40 symbolic links on the path (a loop?)",
+            // The file is still opened for its own errors, as under any untrusted directory.
+            "loop.yaml:1:1: cannot read the file: Too many levels of symbolic links",
+        ])
+    }
+
+    func testTmpIsRefused() throws {
+        let directory = NSTemporaryDirectory() + "wgk-tmp-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try AcceptedConfigs.minimal.write(toFile: directory + "/wgkeeper.yaml", atomically: false, encoding: .utf8)
+        guard case .failure(let errors) = ConfigLoader().load(path: directory + "/wgkeeper.yaml") else { return XCTFail("accepted under /tmp") }
+        XCTAssertEqual(errors.errors.first?.message, "directory /tmp is writable by group or others (mode 1777); run chmod go-w on it")
+    }
+}
+
 /// The same rules for files and directories that belong to another user (uid 65534), and for
 /// root's sticky directories. Named for the root tier (`make test-kernel`): chown needs root,
 /// and these tests fail rather than skip without it.
@@ -141,9 +202,11 @@ final class FileOwnershipKernelTests: XCTestCase {
         XCTAssertEqual(fixture.errorsLoading(), [
             "wgkeeper.yaml:1:1: directory \(fixture.directory) is writable by group or others (mode 0775); run chmod go-w on it",
         ])
-        // Like /tmp: sticky and root's, nobody can replace another's file there.
+        // Sticky and root's like /tmp is not enough: anyone may create what a later path passes through.
         try fixture.chmod(".", 0o1777)
-        XCTAssertEqual(fixture.errorsLoading(), [])
+        XCTAssertEqual(fixture.errorsLoading(), [
+            "wgkeeper.yaml:1:1: directory \(fixture.directory) is writable by group or others (mode 1777); run chmod go-w on it",
+        ])
         try fixture.chmod(".", 0o755)
         try fixture.giveToNobody(".")
         XCTAssertEqual(fixture.errorsLoading(), [

@@ -15,6 +15,25 @@ final class LimitTests: XCTestCase {
         ])
     }
 
+    /// Objects a reconcile compares on the event loop: peers, and allowed IPs + routes + proxies.
+    func testObjectLimitsNameTheFirstObjectPastThem() throws {
+        var limits = ConfigLimits()
+        limits.peers = 1
+        XCTAssertEqual(try fixture.errors(AcceptedConfigs.base, limits: limits), [
+            "wgkeeper.yaml:18:9: more than 1 peers in all (the limit)",
+        ])
+        // alice 1, bob 2, the route and the proxy: the 4th object is the route (line 33).
+        limits = ConfigLimits()
+        limits.objects = 3
+        XCTAssertEqual(try fixture.errors(AcceptedConfigs.base, limits: limits), [
+            "wgkeeper.yaml:32:5: more than 3 allowed IPs, routes and proxies in all (the limit)",
+        ])
+        limits.objects = 5
+        XCTAssertNoThrow(try fixture.load(AcceptedConfigs.base, limits: limits).get())
+        XCTAssertEqual(ConfigLimits.standard.peers, 100_000)
+        XCTAssertEqual(ConfigLimits.standard.objects, 200_000)
+    }
+
     func testDeepBlockNestingIsRefused() throws {
         // `- - - x`: block lists, each one inside the previous; the 32nd starts at column 63.
         XCTAssertEqual(try fixture.errors("routes:\n" + String(repeating: "- ", count: 20_000) + "x\n"), [
@@ -63,6 +82,60 @@ final class LimitTests: XCTestCase {
         XCTAssertEqual(try fixture.errors("routes: *nothing\n"), ["wgkeeper.yaml:1:9: YAML: alias *nothing names no anchor before it"])
         XCTAssertEqual(try fixture.errors("routes: &loop [*loop]\n"), ["wgkeeper.yaml:1:16: YAML: alias *loop names no anchor before it"])
     }
+
+    // MARK: positions from libyaml
+
+    func testReaderErrorIsWhereTheCharacterIs() throws {
+        // libyaml's reader gives no mark, only the byte offset: a control character on line 3.
+        XCTAssertEqual(try fixture.errors("runtime:\n  resync: 1m\n  status_socket: \"/run/x\u{1}y\"\n"), [
+            "wgkeeper.yaml:3:25: YAML: control characters are not allowed (U+0001)",
+        ])
+        // Columns count characters, as libyaml's marks do; a CR LF ends one line.
+        XCTAssertEqual(try fixture.errors("runtime:\r\n  resync: \"é\u{7f}\"\n"), [
+            "wgkeeper.yaml:2:13: YAML: control characters are not allowed (U+007F)",
+        ])
+    }
+
+    func testScannerErrorIsAtTheProblemAndNamesWhereTheConstructBegan() throws {
+        XCTAssertEqual(try fixture.errors("runtime:\n  resync: 1m\n  state_dir: @x\n"), [
+            "wgkeeper.yaml:3:14: YAML syntax: while scanning for the next token (from 3:14), found character that cannot start any token",
+        ])
+        XCTAssertEqual(try fixture.errors("runtime:\n  state_dir: \"/var\n"), [
+            "wgkeeper.yaml:3:1: YAML syntax: while scanning a quoted scalar (from 2:14), found unexpected end of stream",
+        ])
+    }
+
+    func testAliasErrorsAreAtTheAliasNotTheAnchor() throws {
+        // The budget and an unknown name: at the alias that crosses it, in the file that holds it.
+        var limits = ConfigLimits()
+        limits.aliasNodes = 5
+        try fixture.write("conf.d/a.yaml", "routes: &q [1, 2]\nproxies: [*q, *q]\n")
+        XCTAssertEqual(try fixture.errors("runtime:\n  include_dir: conf.d\n", limits: limits), [
+            "conf.d/a.yaml:2:15: aliases expand to more than 5 nodes (the limit)",
+        ])
+        XCTAssertEqual(try fixture.errors("a: &r 1\nb:\n  - *r\n  - *s\n"), ["wgkeeper.yaml:4:5: YAML: alias *s names no anchor before it"])
+        // An error about the value an alias stands for names the alias, not the anchor.
+        XCTAssertEqual(try fixture.errors("""
+            wireguard:
+              wg0:
+                private_key_file: wg0.key
+                peers:
+                  - name: &n alice
+                    public_key: *n
+                    allowed_ips: [2001:db8:1::100/128]
+
+            """), [
+            "wgkeeper.yaml:6:21: public_key: not a WireGuard key (44 characters of base64, as `wg pubkey` prints)",
+        ])
+        XCTAssertEqual(try fixture.errors(AcceptedConfigs.minimal + """
+            routes:
+              - &r {destination: "2001:db8:2::/64", device: wg0}
+              - *r
+
+            """).last, "wgkeeper.yaml:\(minimalLines + 3):5: route 2001:db8:2::/64 (table 254, metric 1024) conflicts with the route from explicit at wgkeeper.yaml:\(minimalLines + 2):5")
+    }
+
+    private var minimalLines: Int { AcceptedConfigs.minimal.split(separator: "\n", omittingEmptySubsequences: false).count - 1 }
 
     func testNodeCountLimit() throws {
         var limits = ConfigLimits()

@@ -32,6 +32,10 @@ final class LoadTextTests: XCTestCase {
 
     func testRefusesBytesThatAreNotUTF8() {
         guard case .failure(let errors) = ConfigLoader().load(text: [0x72, 0xff, 0x3a], file: "input.yaml") else { return XCTFail() }
-        XCTAssertEqual(errors.errors.map(\.description), ["input.yaml:1:1: the file is not UTF-8"])
+        XCTAssertEqual(errors.errors.map(\.description), ["input.yaml:1:2: the file is not UTF-8 (byte 1)"])
+        // Where the bad byte is: line 2, after a two-byte character (one column).
+        guard case .failure(let later) = ConfigLoader().load(text: Array("a: 1\nb: é".utf8) + [0xc3, 0x28], file: "input.yaml")
+        else { return XCTFail() }
+        XCTAssertEqual(later.errors.map(\.description), ["input.yaml:2:5: the file is not UTF-8 (byte 10)"])
     }
 }

@@ -153,6 +153,29 @@ final class SafetyRuleTests: XCTestCase {
         XCTAssertTrue(found.first?.contains("route ::/0 via wg0 is every address (the default route)") == true, "\(found)")
     }
 
+    /// alice-laptop's endpoint is [2001:db8:ff::2]:51820 (line 16): a route via wg0 holding it
+    /// would carry the encrypted packets for it into the tunnel.
+    func testAllowedIPsMayNotHoldAConfiguredEndpoint() throws {
+        let loop = "its route via wg0 would carry the encrypted packets for that endpoint into the tunnel itself, a routing loop (set gateway.allow_unsafe_allowed_ips: true if this is meant)"
+        XCTAssertEqual(try errors(replacing: "- 2001:db8:5::/64", with: "- 2001:db8:ff::/64"), [
+            "wgkeeper.yaml:22:13: allowed IP 2001:db8:ff::/64 of peer bob-phone holds the endpoint [2001:db8:ff::2]:51820 of peer alice-laptop at wgkeeper.yaml:16:19: \(loop)",
+        ])
+        // A peer's own endpoint inside its allowed IPs loops the same way.
+        XCTAssertEqual(try errors(replacing: "[2001:db8:1::100/128]", with: "[2001:db8:1::100/128, 2001:db8:ff::2/128]"), [
+            "wgkeeper.yaml:15:44: allowed IP 2001:db8:ff::2/128 of peer alice-laptop holds its own endpoint [2001:db8:ff::2]:51820: \(loop)",
+        ])
+        // So does an explicit route through the tunnel.
+        let route = try errors(replacing: "  - destination: 2001:db8:2::/64", with: "  - destination: 2001:db8:ff::/48")
+        XCTAssertEqual(route, [
+            "wgkeeper.yaml:32:5: route 2001:db8:ff::/48 via wg0 holds the endpoint [2001:db8:ff::2]:51820 of peer alice-laptop at wgkeeper.yaml:16:19: \(loop.replacingOccurrences(of: "its route via wg0", with: "it"))",
+        ])
+        // A host-name endpoint is not known until it resolves; the opt-in lets a literal one through.
+        XCTAssertEqual(try fixture.loaded(AcceptedConfigs.base
+            .replacingOccurrences(of: "- 2001:db8:5::/64", with: "- 2001:db8:ff::/64")
+            .replacingOccurrences(of: "  allow_lan_anycast: false", with: "  allow_lan_anycast: false\n  allow_unsafe_allowed_ips: true")).summary,
+            "1 device, 2 peers, 5 routes, 3 proxies")
+    }
+
     func testAPeerCannotHaveTheDevicesOwnKeys() throws {
         let privateKey = try XCTUnwrap(PrivateKey(base64: try String(contentsOfFile: fixture.path("wg0.key"), encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)))
@@ -168,6 +191,49 @@ final class SafetyRuleTests: XCTestCase {
         let yaml = "x: &k \"\(big)\"\nroutes:\n" + String(repeating: "  - {destination: *k, device: *k}\n", count: 3)
         let found = try fixture.errors(yaml)
         XCTAssertTrue(found.contains { $0.contains("aliases expand to more than 1048576 bytes of text (the limit)") }, "\(found.prefix(3))")
+    }
+
+    /// An explicit proxy entry (line 38) for an address every host relies on, or on the tunnel.
+    func testExplicitProxiesFollowTheSafetyRules() throws {
+        let why = "the host would answer neighbour solicitations for an address that is not a peer's (set gateway.allow_unsafe_allowed_ips: true if this is meant)"
+        for (address, what) in [("ff02::1", "is multicast (ff00::/8)"), ("fe80::1", "is link-local (fe80::/10)"),
+                                ("\"::\"", "is the unspecified address ::"), ("\"::1\"", "is the loopback address ::1")] {
+            let shown = address.replacingOccurrences(of: "\"", with: "")
+            XCTAssertEqual(try errors(replacing: "  - address: 2001:db8:1::200", with: "  - address: \(address)"), [
+                "wgkeeper.yaml:38:5: proxy \(shown) dev private0 \(what): \(why)",
+            ])
+        }
+        XCTAssertEqual(try errors(replacing: "    device: private0", with: "    device: wg0"), [
+            "wgkeeper.yaml:38:5: proxy 2001:db8:1::200 dev wg0 is on the gateway's tunnel: proxy entries belong on the LAN, where they answer for the peers (set gateway.allow_unsafe_allowed_ips: true if this is meant)",
+        ])
+        // Without a gateway the rules on addresses still hold.
+        XCTAssertEqual(try fixture.errors(AcceptedConfigs.minimal + "proxies:\n  - address: ff02::1\n    device: eth0\n"), [
+            "wgkeeper.yaml:5:5: proxy ff02::1 dev eth0 is multicast (ff00::/8): \(why)",
+        ])
+        // The same opt-in as for allowed IPs.
+        let optIn = AcceptedConfigs.base
+            .replacingOccurrences(of: "  - address: 2001:db8:1::200\n    device: private0", with: "  - address: ff02::1\n    device: wg0")
+            .replacingOccurrences(of: "  allow_lan_anycast: false", with: "  allow_lan_anycast: false\n  allow_unsafe_allowed_ips: true")
+        XCTAssertEqual(try fixture.loaded(optIn).configuration.proxies.map(\.proxy.device), ["wg0"])
+    }
+
+    func testRuntimePathsMustBeAbsoluteWithoutDotDot() throws {
+        XCTAssertEqual(try fixture.errors("""
+            runtime:
+              status_socket: status.sock
+              state_dir: run/wgkeeper
+              bpf_pin_root: /sys/fs/bpf/../bpf/wgkeeper
+              include_dir: ../conf.d
+
+            """), [
+            "wgkeeper.yaml:2:18: status_socket: \"status.sock\" is not an absolute path (it would depend on the daemon's working directory)",
+            "wgkeeper.yaml:3:14: state_dir: \"run/wgkeeper\" is not an absolute path (it would depend on the daemon's working directory)",
+            "wgkeeper.yaml:4:17: bpf_pin_root: \"/sys/fs/bpf/../bpf/wgkeeper\" has a . or .. component; write the path it stands for",
+            "wgkeeper.yaml:5:16: include_dir: \"../conf.d\" has a . or .. component; write the path it stands for",
+        ])
+        // include_dir may stay relative to the main file, as documented.
+        try FileManager.default.createDirectory(atPath: fixture.path("conf.d"), withIntermediateDirectories: true)
+        XCTAssertNoThrow(try fixture.loaded("runtime:\n  include_dir: conf.d\n  state_dir: /run/wgkeeper/\n" + AcceptedConfigs.minimal))
     }
 
     func testAStatusSocketPathLongerThanSunPathIsRefused() throws {

@@ -4,7 +4,7 @@ import Netlink
 import TestSupport
 import XCTest
 
-/// DESIGN §1: LAN forwarding = 1 with a global prefix shorter than /127 on the LAN makes the
+/// docs/ARCHITECTURE.md, "Kernel facts": LAN forwarding = 1 with a global prefix shorter than /127 on the LAN makes the
 /// gateway join that prefix's subnet-router anycast. wgkeeper refuses unless allowed.
 final class AnycastSafetyTests: XCTestCase {
     private func start(allow: Bool) throws -> (TestNamespace, DaemonHarness) {

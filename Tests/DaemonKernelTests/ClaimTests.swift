@@ -99,12 +99,90 @@ final class ClaimTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: "\(pinRoot)/wg0/lan_ingress_link"))
         try h.writeConfig(config(h, lan: "lanZ", redirect: true, pinRoot: pinRoot))
         _ = try h.ask("reload")
-        try eventually(within: .seconds(2), "nothing of ours on the former LAN") {
+        // Nothing attached at all, as on a fresh start: the tunnel's program would still redirect
+        // to the former LAN.
+        try eventually(within: .seconds(2), "nothing of ours on the former LAN, nothing on the tunnel") {
             (try ns.ipJSON("-6", "route", "show", "dev", "private0", "proto", "77")).isEmpty
                 && !FileManager.default.fileExists(atPath: "\(pinRoot)/wg0/lan_ingress_link")
+                && !FileManager.default.fileExists(atPath: "\(pinRoot)/wg0/tunnel_ingress_link")
         }
         let pending = try XCTUnwrap(try h.status()["pending"] as? [[String: Any]])
         XCTAssertTrue(pending.contains { ($0["reason"] as? String)?.contains("lanZ") == true }, "\(pending)")
+        // The LAN appears: both programs are attached again.
+        try ns.ip("link", "set", "private0", "down")
+        try ns.ip("link", "set", "private0", "name", "lanZ")
+        try ns.ip("link", "set", "lanZ", "up")
+        try eventually(within: .seconds(3), "attached again on lanZ and wg0") {
+            FileManager.default.fileExists(atPath: "\(pinRoot)/wg0/lan_ingress_link")
+                && FileManager.default.fileExists(atPath: "\(pinRoot)/wg0/tunnel_ingress_link")
+        }
+    }
+
+    /// The LAN renamed under a running daemon: the tunnel's program goes with the LAN's.
+    func testARenamedLANTakesTheTunnelsProgramAlong() throws {
+        let (ns, h) = try lab()
+        let pinRoot = try bpffs(h)
+        try h.writeConfig(config(h, redirect: true, pinRoot: pinRoot))
+        try h.start()
+        XCTAssertTrue(FileManager.default.fileExists(atPath: "\(pinRoot)/wg0/tunnel_ingress_link"))
+        try ns.ip("link", "set", "private0", "down")
+        try ns.ip("link", "set", "private0", "name", "lanX")
+        try ns.ip("link", "set", "lanX", "up")
+        try eventually(within: .seconds(3), "nothing attached") {
+            !FileManager.default.fileExists(atPath: "\(pinRoot)/wg0/lan_ingress_link")
+                && !FileManager.default.fileExists(atPath: "\(pinRoot)/wg0/tunnel_ingress_link")
+        }
+        XCTAssertEqual(try ns.sysctl("lanX", "forwarding"), "0", "the renamed device got its value back")
+    }
+
+    /// records.json is what cleanup restores from: one wgkeeper could not have written is refused
+    /// by run and plan, and cleanup fails and leaves it in place rather than deleting it.
+    func testARecordsFileWgkeeperDidNotWriteIsRefusedAndKept() throws {
+        let (ns, h) = try lab()
+        let state = "\(h.directory.path)/state"
+        try h.writeConfig(config(h, runtime: ["state_dir: \(state)"]))
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        for text in [#"{"sysctls":{"net/ipv6/conf/all/forwarding":"1"}}"#, #"{"sysctls":{"net/ipv4/ip_forward":"1"}}"#,
+                     #"{"sysctls":{"net/ipv6/conf/private0/forwarding":"1; rm"}}"#, "", #"{"sysctls":"#] {
+            try text.write(toFile: "\(state)/records.json", atomically: false, encoding: .utf8)
+            XCTAssertThrowsError(try h.start(), "run refuses \(text.debugDescription)")
+            XCTAssertThrowsError(try shell("ip", "netns", "exec", ns.name, DaemonHarness.binary, "plan", "--config", h.configPath),
+                                 "plan refuses \(text.debugDescription)")
+            XCTAssertThrowsError(try shell("ip", "netns", "exec", ns.name, DaemonHarness.binary, "cleanup", "--config", h.configPath),
+                                 "cleanup fails on \(text.debugDescription)")
+            XCTAssertEqual(try String(contentsOfFile: "\(state)/records.json", encoding: .utf8), text, "and leaves the file as it was")
+            XCTAssertEqual(try ns.sysctl("all", "forwarding"), "0")
+        }
+    }
+
+    /// LAN forwarding wgkeeper turned on goes back off when the LAN gains an address whose
+    /// subnet-router anycast the kernel would join (what a fresh start would do), and the
+    /// refusal is counted.
+    func testForwardingWgkeeperSetIsUndoneWhenTheLANGainsAPrefix() throws {
+        let (ns, h) = try lab()
+        try h.writeConfig(config(h))
+        try h.start()
+        XCTAssertEqual(try ns.sysctl("private0", "forwarding"), "1")
+        try ns.ip("-6", "addr", "add", "2001:db8:1::1/64", "dev", "private0", "nodad")
+        try eventually(within: .seconds(3), "forwarding back to 0") { try ns.sysctl("private0", "forwarding") == "0" }
+        let kinds = try XCTUnwrap(try h.status()["kinds"] as? [String: [String: Any]])
+        XCTAssertEqual(kinds["sysctl"]?["refused"] as? Int, 1, "\(kinds)")
+        try ns.ip("-6", "addr", "del", "2001:db8:1::1/64", "dev", "private0")
+        try eventually(within: .seconds(3), "on again once the address is gone") { try ns.sysctl("private0", "forwarding") == "1" }
+    }
+
+    /// records.json removed under a running daemon is written again at the next resync.
+    func testARecordsFileDeletedWhileRunningIsWrittenAgain() throws {
+        let (ns, h) = try lab()
+        let state = "\(h.directory.path)/state"
+        try h.writeConfig(config(h, runtime: ["state_dir: \(state)", "resync: 1s"]))
+        try h.start()
+        XCTAssertEqual(try ns.sysctl("private0", "forwarding"), "1")
+        try FileManager.default.removeItem(atPath: "\(state)/records.json")
+        try eventually(within: .seconds(5), "written again") { FileManager.default.fileExists(atPath: "\(state)/records.json") }
+        h.stop()
+        _ = try shell("ip", "netns", "exec", ns.name, DaemonHarness.binary, "cleanup", "--config", h.configPath)
+        XCTAssertEqual(try ns.sysctl("private0", "forwarding"), "0", "cleanup restored from the rewritten file")
     }
 
     func testAChangedClaimIsRefusedAtStartAndCleanupUsesTheRecordedOne() throws {

@@ -2,7 +2,7 @@ import Foundation
 import TestSupport
 import XCTest
 
-/// The reconcile contract under change (DESIGN §2: after any reload the kernel equals what a
+/// The reconcile contract under change (docs/ARCHITECTURE.md, ownership: after any reload the kernel equals what a
 /// fresh start with that configuration on a clean kernel produces), checked model-style:
 /// a seeded random sequence of configurations, applied by SIGHUP and every tenth by restart,
 /// with drift made behind the daemon's back, each step compared with a fresh daemon's result;

@@ -95,6 +95,110 @@ final class StatusSocketTests: XCTestCase {
         XCTAssertTrue(h.process!.isRunning)
     }
 
+    /// Blank lines are skipped in time linear in their bytes: before, each one moved the rest
+    /// of the client's 64 KiB buffer (34 ms of loop per buffer), so a few flooding clients
+    /// delayed `status` and drift repair by seconds.
+    func testBlankLineFloodsCostLinearTimeAndLockNoOneOut() throws {
+        let (ns, h) = try setUp()
+        try h.start()
+        let pid = try XCTUnwrap(try h.status()["pid"] as? Int32)
+
+        // The daemon's CPU time for 256 buffers of blank lines, each read whole before the next
+        // is sent: 4x the bytes per buffer costs about 4x the time, not 16x.
+        func cpu(buffers: Int, of size: Int) throws -> Duration {
+            let fd = try connectUnix(h.socketPath)
+            defer { close(fd) }
+            let newlines = [UInt8](repeating: 10, count: size)
+            let before = try cpuTime(pid)
+            for _ in 0..<buffers {
+                XCTAssertEqual(newlines.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }, size)
+                try eventually(within: .seconds(2), "the daemon read the buffer") { try unreadBytes(fd) == 0 }
+            }
+            return try cpuTime(pid) - before
+        }
+        let small = try cpu(buffers: 256, of: 16 * 1024), large = try cpu(buffers: 256, of: 64 * 1024)
+        print("daemon CPU for 256 buffers of blank lines: 16 KiB each \(milliseconds(small)) ms, 64 KiB each \(milliseconds(large)) ms")
+        XCTAssertLessThan(large, max(small, .milliseconds(50)) * 8, "4x the bytes per buffer cost more than 8x the time")
+        XCTAssertLessThan(large, .seconds(2), "16 MiB of blank lines")
+
+        // Six clients sending megabytes of blank lines as fast as they can, for a few seconds.
+        let stop = Flag()
+        let sent = ByteCount()
+        let flooders = try (0..<6).map { _ in try connectUnix(h.socketPath) }
+        defer { flooders.forEach { close($0) } }
+        for fd in flooders {
+            Thread {
+                let newlines = [UInt8](repeating: 10, count: 1 << 20)
+                while !stop.isSet {
+                    let n = newlines.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                    if n <= 0 { break }
+                    sent.add(n)
+                }
+            }.start()
+        }
+        defer { stop.set() }
+        usleep(500_000)
+        var latencies: [Duration] = []
+        for _ in 0..<5 {
+            latencies.append(try timedStatus(h))
+            usleep(300_000)
+        }
+        try ns.ip("-6", "route", "del", "2001:db8:1::100/128", "dev", "wg0", "proto", "77")
+        let repair = try eventually(within: .seconds(1), "repair during the blank-line flood") { try tunnelRouteIsThere(ns) }
+        stop.set()
+        print("during \(sent.value >> 20) MiB of blank lines from 6 clients: `wgkeeper status` \(latencies.map { "\(milliseconds($0)) ms" }), "
+            + "route repaired in \(milliseconds(repair)) ms")
+        XCTAssertGreaterThan(sent.value, 20 << 20, "the flood was not one")
+        XCTAssertTrue(latencies.allSatisfy { $0 < .seconds(1) }, "\(latencies)")
+        XCTAssertTrue(h.process!.isRunning)
+    }
+
+    /// Processes looping connect/close and connect-and-hold (as root, so allowed) fill the
+    /// 64 places many times over; `wgkeeper status` still gets its answer: it is read on
+    /// accept, and the flooding processes' own idle connections are closed for new ones.
+    func testConnectionFloodDoesNotEvictAnOperatorsRequest() throws {
+        let (ns, h) = try setUp()
+        try h.start()
+        let closer = "use Socket; while (1) { socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die; connect($s, pack_sockaddr_un($ARGV[0])); close($s) }"
+        let holder = "use Socket; my @held; while (1) { socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die; "
+            + "push @held, $s if connect($s, pack_sockaddr_un($ARGV[0])); shift @held if @held > 200 }"
+        var flooders: [Process] = []
+        defer { for p in flooders where p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
+        for script in [closer, closer, closer, holder, holder, holder] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/perl")
+            p.arguments = ["-e", script, h.socketPath]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            flooders.append(p)
+        }
+        usleep(1_000_000)
+        var latencies: [Duration] = []
+        var failures: [String] = []
+        for _ in 0..<20 {
+            let start = ContinuousClock.now
+            do {
+                let status = try h.status()
+                XCTAssertNotNil(status["pid"])
+                latencies.append(ContinuousClock.now - start)
+            } catch {
+                failures.append("\(error)")
+            }
+            usleep(100_000)
+        }
+        try ns.ip("-6", "route", "del", "2001:db8:1::100/128", "dev", "wg0", "proto", "77")
+        let repair = try eventually(within: .seconds(1), "repair during the connection flood") { try tunnelRouteIsThere(ns) }
+        let server = try XCTUnwrap(try h.status()["status_socket"] as? [String: Any])
+        for p in flooders { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        print("connection flood (3 connect/close, 3 connect-and-hold): `wgkeeper status` \(latencies.map { "\(milliseconds($0)) ms" }), "
+            + "max \(latencies.map(milliseconds).max() ?? -1) ms; route repaired in \(milliseconds(repair)) ms; socket \(server)")
+        XCTAssertEqual(failures, [], "status probes failed during the flood")
+        XCTAssertTrue(latencies.allSatisfy { $0 < .seconds(1) }, "\(latencies)")
+        XCTAssertGreaterThan(server["evicted"] as? Int ?? 0, 1000, "the flood did not fill the 64 places")
+        XCTAssertTrue(h.process!.isRunning)
+    }
+
     func testOversizedRequestIsAnsweredWithAnErrorAndClosed() throws {
         let (_, h) = try setUp()
         try h.start()
@@ -150,6 +254,98 @@ final class StatusSocketTests: XCTestCase {
         }
         let refused = try XCTUnwrap(try h.status()["status_socket"] as? [String: Any])["refused"] as? Int
         XCTAssertEqual(refused, 1)
+    }
+
+    /// The socket file is created 0660 by bind() itself (under the unit's UMask=0077 too) and
+    /// gets status_group through a descriptor: no chmod or chown by path, which a symbolic link
+    /// swapped in after bind() would redirect to another file.
+    func testSocketModeAndGroupAreSetWithoutFollowingSymlinks() throws {
+        let group = "wgkt\(UInt16.random(in: 0...UInt16.max))"
+        try shell("groupadd", group)
+        addTeardownBlock { _ = try? shell("groupdel", group) }
+        let gid = try shell("getent", "group", group).split(separator: ":")[2]
+        let (ns, h) = try setUp(runtime: ["status_group: \(group)"])
+        let saved = umask(0o077)
+        defer { umask(saved) }
+
+        // As stat(1) sees it, with the daemon started under umask 0077.
+        try h.start()
+        XCTAssertEqual(try shell("stat", "-c", "%F %a %U %g", h.socketPath).trimmingCharacters(in: .whitespacesAndNewlines),
+                       "socket 660 root \(gid)")
+        h.stop()
+
+        // Every call that changes a mode or an owner, traced: no chmod at all, and the one
+        // chown goes through the descriptor of what the path held (AT_EMPTY_PATH), not a path.
+        let trace = h.directory.appendingPathComponent("trace").path
+        let strace = Process()
+        strace.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        strace.arguments = ["ip", "netns", "exec", ns.name, "strace", "-f", "-qq", "-o", trace,
+                            "-e", "trace=chmod,fchmod,fchmodat,chown,fchown,lchown,fchownat,umask,bind",
+                            DaemonHarness.binary, "run", "--config", h.configPath]
+        strace.standardOutput = FileHandle.nullDevice
+        strace.standardError = FileHandle.nullDevice
+        try strace.run()
+        try eventually(within: .seconds(20), "the traced daemon's socket") { (try? connectUnix(h.socketPath)).map { close($0); return true } ?? false }
+        // strace blocks fatal signals while it runs a program (-o FILE PROG): stop the daemon itself.
+        let pid = try XCTUnwrap(try h.status()["pid"] as? Int32)
+        kill(pid, SIGTERM)
+        strace.waitUntilExit()
+        let calls = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n")
+            .filter { !$0.contains("AF_NETLINK") && !$0.contains("+++") && !$0.contains("---") }
+        XCTAssertFalse(calls.contains { $0.contains("chmod") }, "\(calls)")
+        let chowns = calls.filter { $0.contains("chown") }
+        XCTAssertEqual(chowns.count, 1, "\(calls)")
+        XCTAssertTrue(chowns.first?.contains(#"fchownat("#) == true && chowns.first?.contains("AT_EMPTY_PATH") == true
+                      && chowns.first?.contains(", -1, \(gid), ") == true, "\(chowns)")
+        XCTAssertTrue(calls.contains { $0.contains("umask(0117)") }, "\(calls)")
+
+        // A symbolic link at the path: refused, and neither the link nor its target is touched.
+        let target = h.directory.appendingPathComponent("precious").path
+        try "precious\n".write(toFile: target, atomically: false, encoding: .utf8)
+        chmod(target, 0o600)
+        unlink(h.socketPath)
+        XCTAssertEqual(symlink(target, h.socketPath), 0)
+        XCTAssertThrowsError(try shell(["ip", "netns", "exec", ns.name, DaemonHarness.binary, "run", "--config", h.configPath])) { error in
+            XCTAssertTrue("\(error)".contains("exists and is not a socket (a symbolic link)"), "\(error)")
+        }
+        func untouched() throws {
+            XCTAssertEqual(try shell("stat", "-c", "%a %U %G", target).trimmingCharacters(in: .whitespacesAndNewlines), "600 root root")
+            XCTAssertEqual(try String(contentsOfFile: target, encoding: .utf8), "precious\n")
+        }
+        try untouched()
+        XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: h.socketPath), target)
+
+        // A link swapped in while the daemon starts (the window between bind() and setting the
+        // mode and group): whatever each start makes of it, the target is never changed.
+        unlink(h.socketPath)
+        let link = h.directory.appendingPathComponent("link").path
+        let stop = Flag()
+        let swapper = Thread {
+            while !stop.isSet {
+                // The path free for a moment (a start gets past its check and binds), then a
+                // link put in its place at once (rename replaces whatever the path holds).
+                unlink(h.socketPath)
+                usleep(UInt32.random(in: 0...3000))
+                _ = symlink(target, link)
+                _ = rename(link, h.socketPath)
+                usleep(UInt32.random(in: 0...3000))
+            }
+        }
+        swapper.start()
+        for _ in 0..<20 {
+            let run = Process()
+            run.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            run.arguments = ["ip", "netns", "exec", ns.name, DaemonHarness.binary, "run", "--config", h.configPath]
+            run.standardOutput = FileHandle.nullDevice
+            run.standardError = FileHandle.nullDevice
+            try run.run()
+            usleep(100_000)
+            kill(run.processIdentifier, SIGTERM)
+            run.waitUntilExit()
+        }
+        stop.set()
+        while !swapper.isFinished { usleep(1000) }
+        try untouched()
     }
 
     func testWithoutStatusGroupOnlyRootIsServed() throws {
@@ -229,6 +425,31 @@ func connectUnix(_ path: String) throws -> Int32 {
         throw TestFailure("connect \(path) failed: \(String(cString: strerror(errno)))")
     }
     return fd
+}
+
+/// A process's CPU time, user and system, all threads (/proc/PID/stat).
+func cpuTime(_ pid: Int32) throws -> Duration {
+    let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+    // Fields after the command name, which is in parentheses: utime and stime are the 12th and 13th.
+    let fields = stat[stat.index(after: try XCTUnwrap(stat.lastIndex(of: ")")))...].split(separator: " ")
+    let ticks = try XCTUnwrap(Int64(fields[11])) + XCTUnwrap(Int64(fields[12]))
+    return .milliseconds(ticks * 1000 / Int64(sysconf(Int32(_SC_CLK_TCK))))
+}
+
+/// Bytes sent on a Unix stream socket that the peer has not read yet (SIOCOUTQ).
+func unreadBytes(_ fd: Int32) throws -> Int32 {
+    var queued: Int32 = 0
+    guard withUnsafeMutablePointer(to: &queued, { ioctl(fd, UInt(0x5411), $0) }) == 0 else {
+        throw TestFailure("SIOCOUTQ: \(String(cString: strerror(errno)))")
+    }
+    return queued
+}
+
+final class ByteCount: @unchecked Sendable {
+    private let lock = NSLock()
+    private var total = 0
+    func add(_ n: Int) { lock.lock(); total += n; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return total }
 }
 
 final class Flag: @unchecked Sendable {

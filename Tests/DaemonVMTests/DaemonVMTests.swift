@@ -64,7 +64,7 @@ final class DaemonVMTests: XCTestCase {
         XCTAssertEqual(try peers(ns)[alice.base64]?[1], "[2001:db8:ff::99]:4000")
     }
 
-    /// DESIGN §5: a host-name endpoint is resolved when applied and again while the peer stays
+    /// README, `peers[].endpoint`: a host-name endpoint is resolved when applied and again while the peer stays
     /// quiet (135 s; shortened here). `ip netns exec` reads /etc/netns/NAME/hosts as /etc/hosts.
     func testHostNameEndpointIsResolvedAndReResolved() throws {
         let ns = try TestNamespace(for: self)

@@ -16,7 +16,7 @@ final class ModelVMTests: XCTestCase {
         if ProcessInfo.processInfo.environment["WGK_MODEL_SETTLE_MS"] == nil { settings.settle = .seconds(15) }
         if ProcessInfo.processInfo.environment["WGK_MODEL_SHRINK_SECONDS"] == nil { settings.shrinkBudget = .seconds(30) }
         settings.readyWithin = .seconds(60)
-        settings.replayRunner = "tests/vm/run.sh -- .build/x86_64-unknown-linux-gnu/debug/wgkeeperPackageTests.xctest DaemonVMTests.ModelVMTests"
+        settings.replayRunner = "Tests/Scenarios/vm/run.sh -- .build/x86_64-unknown-linux-gnu/debug/wgkeeperPackageTests.xctest DaemonVMTests.ModelVMTests"
         let run = try ModelRun(self, topology: ModelTopology(wireGuard: true, vlan: true), settings: settings)
         try run.check()
     }

@@ -5,7 +5,7 @@ import Netlink
 import TestSupport
 import XCTest
 
-/// The gateway of DESIGN §1 in miniature: namespace `gateway` holds a veth end `lan0` (the
+/// The gateway (README, "The problem it solves") in miniature: namespace `gateway` holds a veth end `lan0` (the
 /// LAN) and a TUN device `wgt0` (the tunnel); namespace `host` holds the other veth end
 /// `host0`, a LAN host with 2001:db8:1::10/64. VPN clients live in 2001:db8:2::/64.
 final class Lab {

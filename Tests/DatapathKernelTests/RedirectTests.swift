@@ -68,7 +68,7 @@ final class RedirectTests: XCTestCase {
         XCTAssertEqual(counters.byName["hop_limit_expired"], 2)
     }
 
-    /// As deployed (DESIGN §5): client /128s inside the LAN prefix, answered by proxy NDP.
+    /// As deployed (README, `allowed_ips`): client /128s inside the LAN prefix, answered by proxy NDP.
     func testClientInsideTheLANPrefixIsNeverSentToTheLAN() throws {
         let lab = try Lab(for: self)
         let client = "2001:db8:1::100"

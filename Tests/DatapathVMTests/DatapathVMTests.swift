@@ -5,7 +5,7 @@ import Netlink
 import TestSupport
 import XCTest
 
-/// The whole gateway of DESIGN §1 on Debian's 6.1 kernel (no TCX: the clsact path), with
+/// The whole gateway (README, "The problem it solves") on Debian's 6.1 kernel (no TCX: the clsact path), with
 /// real WireGuard: a client namespace exchanges UDP with a LAN host through the gateway namespace.
 final class DatapathVMTests: XCTestCase {
     static let client = "2001:db8:1::100"

@@ -12,7 +12,7 @@ final class ICMPErrorVMTests: XCTestCase {
     func testTracerouteShowsTheGatewayAndTracepathLearnsBothMTUs() throws {
         let lab = try WireGuardLab(for: self)
         let gateway = lab.gateway
-        // The gateway's own LAN address (a /128, as DESIGN §1 has it), kept with its stack.
+        // The gateway's own LAN address (a /128, as the README has it), kept with its stack.
         try gateway.ip("-6", "addr", "add", "\(Self.gatewayLAN)/128", "dev", "lan0", "nodad")
         let lanIndex = try gateway.index(of: "lan0")
         let tunnelIndex = try gateway.index(of: "wg0")

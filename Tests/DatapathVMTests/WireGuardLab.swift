@@ -4,7 +4,7 @@ import Netlink
 import TestSupport
 import XCTest
 
-/// DESIGN §1 with real WireGuard: namespace `client` (wg1, 2001:db8:1::100) reaches the LAN
+/// The gateway with real WireGuard: namespace `client` (wg1, 2001:db8:1::100) reaches the LAN
 /// host (2001:db8:1::10 on a veth) through namespace `gateway` (wg0, lan0), whose
 /// all.forwarding is 0. Proxy NDP is set up as the reconciler does; no datapath yet.
 struct WireGuardLab {

@@ -37,6 +37,35 @@ final class EventTests: XCTestCase {
         XCTAssertTrue(seen.contains { if case .netconf(let c) = $0 { return c.interfaceIndex == veth && c.proxyNeighbour == true }; return false })
     }
 
+    /// Proxy (pneigh) entries come and go without an event (pneigh_create() and pneigh_delete()
+    /// send no RTM_NEWNEIGH/RTM_DELNEIGH), which is why the daemon re-reads them on `proxy_poll`.
+    /// `ip monitor neigh`, a listener independent of our decoder, sees an ordinary neighbour
+    /// entry added after them and nothing of the proxies. Should this fail, the kernel notifies
+    /// them now: the poll still works, and could be relaxed on such kernels.
+    func testProxyEntriesAreNotNotified() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addVeth()
+        let monitor = Process()
+        monitor.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        monitor.arguments = ["ip", "-n", ns.name, "monitor", "neigh"]
+        let output = Pipe()
+        monitor.standardOutput = output
+        try monitor.run()
+        defer { if monitor.isRunning { monitor.terminate() } }
+        usleep(300_000)  // subscribed
+        try ns.ip("-6", "neigh", "add", "proxy", "2001:db8::1", "dev", "veth0")
+        try ns.ip("-6", "neigh", "del", "proxy", "2001:db8::1", "dev", "veth0")
+        try ns.ip("-6", "neigh", "add", "proxy", "2001:db8::3", "dev", "veth0")
+        try ns.ip("-6", "neigh", "add", "2001:db8::2", "lladdr", "02:00:00:00:00:02", "dev", "veth0")
+        usleep(500_000)
+        monitor.terminate()
+        monitor.waitUntilExit()
+        let seen = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertTrue(seen.contains("2001:db8::2 "), "the ordinary neighbour entry is notified: \(seen)")
+        XCTAssertFalse(seen.contains("2001:db8::1 ") || seen.contains("2001:db8::3 "), "a proxy entry was notified: \(seen)")
+        XCTAssertEqual(try ns.ipJSON("-6", "neigh", "show", "proxy").compactMap { $0["dst"] as? String }, ["2001:db8::3"])
+    }
+
     /// A real overflow: a tiny receive queue that nobody reads, flooded with route events.
     func testOverflowIsReportedNotSwallowed() throws {
         let ns = try TestNamespace(for: self)

@@ -11,8 +11,7 @@ final class PlanKernelTests: XCTestCase {
     private var directory = ""
 
     private func writeConfig() throws -> String {
-        directory = NSTemporaryDirectory() + "wgk-plan-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        directory = try scratchDirectory("wgk-plan")
         let directory = self.directory
         addTeardownBlock { try? FileManager.default.removeItem(atPath: directory) }
         let key = directory + "/wg0.key"

@@ -28,13 +28,24 @@ enum F {
             routes: [DesiredRoute(destination: prefix("2001:db8:1::/64"), device: "private0", origin: .lanPrefix)]
                 + peers.flatMap { peer in peer.allowedIPs.map { DesiredRoute(destination: $0, device: "wg0", origin: .peer(peer.name)) } },
             proxies: peers.flatMap { peer in
-                peer.allowedIPs.filter { prefix("2001:db8:1::/64").contains($0) }.map { DesiredProxy(address: $0.address, device: "private0") }
+                peer.allowedIPs.filter { prefix("2001:db8:1::/64").contains($0) }
+                    .map { DesiredProxy(address: $0.address, device: "private0", origin: .peer(peer.name)) }
             },
             datapath: DesiredDatapath(lan: "private0", tunnel: "wg0", entries:
                 [DatapathEntry(direction: .tunnelToLAN, prefix: prefix("2001:db8:1::/64"))]
                 + peers.flatMap { $0.allowedIPs.map { DatapathEntry(direction: .lanToTunnel, prefix: $0) } }),
             safetyChecks: [SafetyCheck(sysctl: Sysctl.ipv6(interface: "all", "forwarding"), expected: "0", why: "no router")])
     }
+
+    /// `desired()` with its `gateway` section (wg0 ⇄ private0, 2001:db8:1::/64).
+    static func desiredWithGateway(allowUnsafe: Bool = false) -> DesiredState {
+        var d = desired()
+        d.gateway = DesiredGateway(tunnel: "wg0", lan: "private0", lanPrefix: prefix("2001:db8:1::/64"), allowUnsafeAllowedIPs: allowUnsafe)
+        return d
+    }
+
+    /// Why bob's 2001:db8:1::101/128 is refused while private0 holds that address.
+    static let ownAddressRefusal = "refusing allowed IP 2001:db8:1::101/128 of peer bob: it holds 2001:db8:1::101, which this gateway has on private0; its route, proxy entry and LAN-to-tunnel redirect would take the LAN's traffic for the gateway into the tunnel. Nothing of 2001:db8:1::101/128 is installed (not even as the peer's WireGuard allowed IP) while private0 holds that address; give the peer its own addresses, or set gateway.allow_unsafe_allowed_ips: true"
 
     static func route(_ destination: String, _ oif: Int32, proto: UInt8 = 77, metric: UInt32 = 1024, table: UInt32 = 254,
                       gateway: String? = nil) -> Route {

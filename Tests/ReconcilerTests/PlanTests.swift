@@ -186,6 +186,65 @@ final class PlanTests: XCTestCase {
         }, changes: [], refused: [
             "sysctl net.ipv6.conf.private0.forwarding = 1: refusing net.ipv6.conf.private0.forwarding=1: private0 holds 2001:db8:1::1/64; with forwarding on, the kernel would join the subnet-router anycast 2001:db8:1:: and answer for the LAN's router. Keep only link-local or /128 addresses on private0 (an on-link route covers the prefix), or set gateway.allow_lan_anycast: true",
         ]),
+        Case(name: "LAN forwarding wgkeeper set goes back when a /64 appears; the refusal is counted", desired: {
+            var d = F.desired(); d.gateway = DesiredGateway(tunnel: "wg0", lan: "private0", lanPrefix: F.prefix("2001:db8:1::/64")); return d
+        }(), records: Records(sysctls: ["net/ipv6/conf/private0/forwarding": "0"]), edit: { o in
+            o.sysctls["net/ipv6/conf/private0/forwarding"] = "1"
+            o.addresses = [Address(prefix: F.prefix("2001:db8:1::1/64"), interfaceIndex: 6)]
+        }, changes: [
+            "~ sysctl net.ipv6.conf.private0.forwarding = 0 (was 1; refused now, restoring the value found before wgkeeper's first write)",
+        ], refused: [
+            "sysctl net.ipv6.conf.private0.forwarding = 1: refusing net.ipv6.conf.private0.forwarding=1: private0 holds 2001:db8:1::1/64; with forwarding on, the kernel would join the subnet-router anycast 2001:db8:1:: and answer for the LAN's router. Keep only link-local or /128 addresses on private0 (an on-link route covers the prefix), or set gateway.allow_lan_anycast: true",
+        ]),
+        Case(name: "LAN forwarding the operator set is refused and reported, not undone", desired: {
+            var d = F.desired(); d.gateway = DesiredGateway(tunnel: "wg0", lan: "private0", lanPrefix: F.prefix("2001:db8:1::/64")); return d
+        }(), records: Records(sysctls: ["net/ipv6/conf/private0/forwarding": "1"]), edit: { o in
+            o.sysctls["net/ipv6/conf/private0/forwarding"] = "1"
+            o.addresses = [Address(prefix: F.prefix("2001:db8:1::1/64"), interfaceIndex: 6)]
+        }, changes: [], refused: [
+            "sysctl net.ipv6.conf.private0.forwarding = 1: refusing net.ipv6.conf.private0.forwarding=1: private0 holds 2001:db8:1::1/64; with forwarding on, the kernel would join the subnet-router anycast 2001:db8:1:: and answer for the LAN's router. Keep only link-local or /128 addresses on private0 (an on-link route covers the prefix), or set gateway.allow_lan_anycast: true",
+        ]),
+        Case(name: "an allowed IP holding the gateway's own LAN address: nothing of it is installed, what is there goes",
+             desired: F.desiredWithGateway(), edit: { o in
+            o.addresses = [Address(prefix: F.prefix("2001:db8:1::101/128"), interfaceIndex: 6),
+                           Address(prefix: F.prefix("fe80::1/64"), interfaceIndex: 6),
+                           Address(prefix: F.prefix("2001:db8:1::100/128"), interfaceIndex: 5)]  // on wg0: not the LAN's
+        }, changes: [
+            "~ peer bob dev wg0 allowed_ips: -2001:db8:1::101/128",
+            "- route 2001:db8:1::101/128 dev wg0 proto 77",
+            "- proxy 2001:db8:1::101 dev private0",
+            "- datapath lan-to-tunnel 2001:db8:1::101/128",
+        ], refused: [
+            "peer bob dev wg0: \(F.ownAddressRefusal)",
+            "route 2001:db8:1::101/128 dev wg0: \(F.ownAddressRefusal)",
+            "proxy 2001:db8:1::101 dev private0: \(F.ownAddressRefusal)",
+            "datapath lan-to-tunnel 2001:db8:1::101/128: \(F.ownAddressRefusal)",
+        ]),
+        Case(name: "an allowed IP holding the gateway's own LAN address is not written on an empty kernel",
+             desired: F.desiredWithGateway(), edit: { o in
+            o.addresses = [Address(prefix: F.prefix("2001:db8:1::101/128"), interfaceIndex: 6)]
+            o.routes = []; o.proxies = []; o.datapath = []
+            o.wireGuard = ["wg0": WireGuardDevice(name: "wg0", index: 5, privateKey: F.privateKey, listenPort: 51820)]
+        }, changes: [
+            "+ peer alice dev wg0 allowed_ips: 2001:db8:1::100/128",
+            "+ peer bob dev wg0 allowed_ips: 2001:db8:7::/64; endpoint: [2001:db8:ff::2]:51820",
+            "+ route 2001:db8:1::/64 dev private0 proto 77",
+            "+ route 2001:db8:1::100/128 dev wg0 proto 77",
+            "+ route 2001:db8:7::/64 dev wg0 proto 77",
+            "+ proxy 2001:db8:1::100 dev private0",
+            "+ datapath lan-to-tunnel 2001:db8:1::100/128",
+            "+ datapath lan-to-tunnel 2001:db8:7::/64",
+            "+ datapath tunnel-to-lan 2001:db8:1::/64",
+        ], refused: [
+            "peer bob dev wg0: \(F.ownAddressRefusal)",
+            "route 2001:db8:1::101/128 dev wg0: \(F.ownAddressRefusal)",
+            "proxy 2001:db8:1::101 dev private0: \(F.ownAddressRefusal)",
+            "datapath lan-to-tunnel 2001:db8:1::101/128: \(F.ownAddressRefusal)",
+        ]),
+        Case(name: "an allowed IP holding the gateway's own LAN address, allowed by allow_unsafe_allowed_ips",
+             desired: F.desiredWithGateway(allowUnsafe: true), edit: { o in
+            o.addresses = [Address(prefix: F.prefix("2001:db8:1::101/128"), interfaceIndex: 6)]
+        }, changes: []),
         Case(name: "datapath entries", edit: { o in
             o.datapath = [DatapathEntry(direction: .lanToTunnel, prefix: F.prefix("2001:db8:1::100/128")),
                           DatapathEntry(direction: .tunnelToLAN, prefix: F.prefix("2001:db8:1::/64")),

@@ -39,4 +39,18 @@ final class RecordsTests: XCTestCase {
             Records(peers: ["wg0": [F.alice.publicKey.base64]])))
         XCTAssertEqual(again.peers, ["wg0": [F.alice.publicKey.base64]])
     }
+
+    func testOnlyWhatWgkeeperCouldHaveWrittenIsAccepted() {
+        XCTAssertNil(Records(sysctls: ["net/ipv6/conf/eth0.100/forwarding": "0", "net/ipv6/conf/lan0/proxy_ndp": "2"],
+                             createdDevices: ["wg0"], peers: ["wg0": [F.alice.publicKey.base64]]).problem)
+        for sysctls in [["net/ipv6/conf/all/forwarding": "1"], ["net/ipv6/conf/default/forwarding": "0"],
+                        ["net/ipv4/ip_forward": "1"], ["net/ipv6/conf/lan0/accept_ra": "0"],
+                        ["net/ipv6/conf/lan0/forwarding": "1\n"], ["net/ipv6/conf/lan0/forwarding": ""],
+                        ["net/ipv6/conf/../forwarding": "0"]] {
+            XCTAssertNotNil(Records(sysctls: sysctls).problem, "\(sysctls)")
+        }
+        XCTAssertNotNil(Records(createdDevices: ["a/b"]).problem)
+        XCTAssertNotNil(Records(createdDevices: ["sixteen-chars-xx"]).problem)
+        XCTAssertNotNil(Records(peers: ["wg0": ["not a key"]]).problem)
+    }
 }

@@ -21,8 +21,7 @@ public final class DaemonHarness: @unchecked Sendable {
 
     public init(_ test: XCTestCase, ns: TestNamespace) throws {
         self.ns = ns
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("wgk-daemon-\(UInt32.random(in: 0...UInt32.max))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        directory = URL(fileURLWithPath: try scratchDirectory("wgk-daemon"))
         configPath = directory.appendingPathComponent("wgkeeper.yaml").path
         socketPath = directory.appendingPathComponent("status.sock").path
         let keyPath = directory.appendingPathComponent("wg0.key").path

@@ -1,4 +1,3 @@
-import Foundation
 import SystemPackage
 
 /// A key under /proc/sys. Reads and writes act on the network namespace of the calling thread
@@ -19,7 +18,7 @@ public struct Sysctl: Hashable, Sendable, CustomStringConvertible {
     /// sysctl(8)'s notation: `net.ipv6.conf.eth0/100.forwarding` for the VLAN `eth0.100`.
     public var description: String {
         key.split(separator: "/", omittingEmptySubsequences: false)
-            .map { $0.replacingOccurrences(of: ".", with: "/") }.joined(separator: ".")
+            .map { String($0.map { $0 == "." ? "/" : $0 }) }.joined(separator: ".")
     }
 
     public func read() throws -> String {
@@ -27,7 +26,7 @@ public struct Sysctl: Hashable, Sendable, CustomStringConvertible {
         defer { try? fd.close() }
         var bytes = [UInt8](repeating: 0, count: 256)
         let n = try bytes.withUnsafeMutableBytes { try fd.read(into: $0) }
-        return String(decoding: bytes[..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return String(decoding: bytes[..<n], as: UTF8.self).trimmingWhitespace()
     }
 
     public func write(_ value: String) throws {
@@ -37,4 +36,15 @@ public struct Sysctl: Hashable, Sendable, CustomStringConvertible {
     }
 
     public func readInt() throws -> Int? { Int(try read()) }
+}
+
+extension StringProtocol {
+    /// Without leading and trailing white space: Foundation's `trimmingCharacters(in:)` with
+    /// `.whitespacesAndNewlines`, or `.whitespaces` when `newlines` is false (FoundationEssentials
+    /// has neither). Foundation's set is Unicode's White_Space plus U+200B ZERO WIDTH SPACE.
+    package func trimmingWhitespace(newlines: Bool = true) -> String {
+        func trimmed(_ c: Character) -> Bool { (c.isWhitespace || c == "\u{200B}") && (newlines || !c.isNewline) }
+        guard let first = firstIndex(where: { !trimmed($0) }), let last = lastIndex(where: { !trimmed($0) }) else { return "" }
+        return String(self[first...last])
+    }
 }

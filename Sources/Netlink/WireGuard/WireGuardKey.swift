@@ -1,6 +1,8 @@
-import Crypto
-import Foundation
+import CNetlink
+import FoundationEssentials
+import Glibc
 import SystemPackage
+import X25519
 
 /// A 32-byte WireGuard key. Public keys print as base64; the secret kinds wrap it and redact.
 public struct WireGuardKey: Hashable, Sendable, CustomStringConvertible {
@@ -38,13 +40,19 @@ public struct PrivateKey: Hashable, Sendable, CustomStringConvertible, CustomDeb
     }
 
     /// The Curve25519 public key, as `wg pubkey` derives it.
-    public var publicKey: WireGuardKey {
-        let secret = try! Curve25519.KeyAgreement.PrivateKey(rawRepresentation: key.bytes)
-        return WireGuardKey(bytes: secret.publicKey.rawRepresentation)!
-    }
+    public var publicKey: WireGuardKey { WireGuardKey(bytes: X25519.publicKey(key.bytes))! }
 
+    /// 32 bytes from getrandom(2), clamped, as `wg genkey` makes them.
     public static func generate() -> PrivateKey {
-        PrivateKey(WireGuardKey(bytes: Curve25519.KeyAgreement.PrivateKey().rawRepresentation)!)
+        var bytes = [UInt8](repeating: 0, count: 32)
+        var used = 0
+        while used < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { getrandom($0.baseAddress! + used, $0.count - used, 0) }
+            if n < 0, errno == EINTR { continue }
+            precondition(n > 0, "getrandom: \(Errno(rawValue: errno))")
+            used += n
+        }
+        return PrivateKey(WireGuardKey(bytes: X25519.clamp(bytes))!)
     }
 
     public var description: String { "(private key)" }
@@ -95,7 +103,8 @@ public func readSecretKeyFile(_ path: String, owners: Set<uid_t> = [0, geteuid()
     }
     guard info.st_mode & 0o077 == 0 else {
         let access = info.st_mode & 0o044 != 0 ? "readable" : "writable or executable"
-        throw KeyFileError(String(format: "the key file is \(access) by group or others (mode %04o); run chmod 600 on it", info.st_mode & 0o7777))
+        let octal = String(info.st_mode & 0o7777, radix: 8)
+        throw KeyFileError("the key file is \(access) by group or others (mode \(String(repeating: "0", count: max(0, 4 - octal.count)) + octal)); run chmod 600 on it")
     }
     var buffer = [UInt8](repeating: 0, count: 4096)
     var used = 0
@@ -106,7 +115,7 @@ public func readSecretKeyFile(_ path: String, owners: Set<uid_t> = [0, geteuid()
         if n == 0 { break }
         used += n
     }
-    let text = String(decoding: buffer[..<used], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    let text = String(decoding: buffer[..<used], as: UTF8.self).trimmingWhitespace()
     guard let key = WireGuardKey(base64: text) else {
         throw KeyFileError("the key file does not hold a 44-character base64 WireGuard key")
     }

@@ -17,7 +17,7 @@ public struct SeededGenerator: RandomNumberGenerator {
 
 /// The small universe the model draws from: interface names, address plans, a pool of peers.
 /// Every prefix a peer can hold is its own (derived from its index), so any subset of peers
-/// with any subset of their prefixes is a valid configuration (DESIGN §5).
+/// with any subset of their prefixes is a valid configuration (README, configuration reference).
 public struct ModelUniverse: Sendable {
     public var tunnel = "wg0"
     /// LAN candidates; one has a dot, as a VLAN's name does.

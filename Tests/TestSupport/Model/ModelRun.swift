@@ -172,7 +172,7 @@ public final class ModelRun {
         /// How long a start or reload may take to say READY=1.
         public var readyWithin: Duration = .seconds(10)
         public var testFilter: String
-        /// How a replay line runs the test (the VM variant goes through tests/vm/run.sh).
+        /// How a replay line runs the test (the VM variant goes through Tests/Scenarios/vm/run.sh).
         public var replayRunner: String?
 
         /// From the environment: WGK_MODEL_SEED, _STEPS, _FEATURES, _ONLY, _SHRINK_SECONDS, _SETTLE_MS, _KEEP_GOING.
@@ -208,8 +208,7 @@ public final class ModelRun {
         self.settings = settings
         if topology.wireGuard { self.settings.features.peerDrift = true }
         if topology.vlan { self.settings.features.clsact = true }   // the VM's 6.1 kernel has no TCX
-        work = FileManager.default.temporaryDirectory.appendingPathComponent("wgk-model-\(UInt32.random(in: 0...UInt32.max))")
-        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        work = URL(fileURLWithPath: try scratchDirectory("wgk-model"))
         keyText = PrivateKey.generate().key.base64 + "\n"
         mainPins = work.appendingPathComponent("pins-main").path
         referencePins = work.appendingPathComponent("pins-reference").path
@@ -268,7 +267,7 @@ public final class ModelRun {
         do {
             try h.start(readyWithin: settings.readyWithin)
         } catch {
-            // A configuration the daemon refuses is the generator's bug unless DESIGN §5 allows it.
+            // A configuration the daemon refuses is the generator's bug unless the README's configuration reference allows it.
             if let problem = try? shell(DaemonHarness.binary, "check", "--config", h.configPath), !problem.isEmpty {
                 throw TestFailure("a fresh daemon failed on a configuration `wgkeeper check` accepts (\(config.summary)): \(error)")
             }
@@ -319,7 +318,7 @@ public final class ModelRun {
         }
     }
 
-    /// `wgkeeper plan` on a kernel that equals the configuration must list no change (DESIGN §3:
+    /// `wgkeeper plan` on a kernel that equals the configuration must list no change (docs/ARCHITECTURE.md, data flow:
     /// an already-correct kernel yields zero changes; plan shows what run would do).
     func planDiff(_ h: DaemonHarness) throws -> [String]? {
         let text = try shell(["ip", "netns", "exec", h.ns.name, DaemonHarness.binary, "plan", "--json", "--config", h.configPath],
@@ -356,7 +355,7 @@ public final class ModelRun {
         return PlanLines(changes: Set(changes), pending: pending, createdLinks: created)
     }
 
-    /// DESIGN §3's promise that `plan` lists what `run` then does, checked on one step: the plan
+    /// The promise (docs/ARCHITECTURE.md, data flow) that `plan` lists what `run` then does, checked on one step: the plan
     /// taken just before the step against the changes the daemon logged while applying it
     /// (applied or failed). A change `run` makes on a device it creates in the same pass was
     /// pending in the plan. Nil when they agree or when the daemon lost log lines (said so).

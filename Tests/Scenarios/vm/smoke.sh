@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Smoke test of the VM tier; run it *inside* the guest:
-#   tests/vm/run.sh -- tests/vm/smoke.sh
+#   Tests/Scenarios/vm/run.sh -- Tests/Scenarios/vm/smoke.sh
 # Checks: wireguard module, netns + wg device, tc, bpftool, bpffs, that
 # host-built dynamically linked binaries (Swift toolchain) run in the guest.
 set -euo pipefail
@@ -12,7 +12,7 @@ check() { # check NAME CMD...
     else echo "FAIL - $name"; fail=$((fail + 1)); fi
 }
 
-[ "${WGKEEPER_IN_VM:-}" = 1 ] || { echo "smoke.sh: run me via tests/vm/run.sh" >&2; exit 2; }
+[ "${WGKEEPER_IN_VM:-}" = 1 ] || { echo "smoke.sh: run me via Tests/Scenarios/vm/run.sh" >&2; exit 2; }
 echo "kernel: $(uname -r)"
 
 ns=wgk-smoke-$$

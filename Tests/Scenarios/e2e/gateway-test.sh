@@ -1,7 +1,7 @@
 #!/bin/bash
 # End-to-end test of the gateway (issue 7), run inside the VM (real WireGuard):
-#   tests/vm/run.sh -- tests/e2e/gateway-test.sh
-#   NDP=datapath VM_PASS_ENV=NDP tests/vm/run.sh -- tests/e2e/gateway-test.sh   # ndp: datapath
+#   Tests/Scenarios/vm/run.sh -- Tests/Scenarios/e2e/gateway-test.sh
+#   NDP=datapath VM_PASS_ENV=NDP Tests/Scenarios/vm/run.sh -- Tests/Scenarios/e2e/gateway-test.sh   # ndp: datapath
 # Prints one line per check and closes with "e2e: N passed, M failed".
 set -uo pipefail
 LAPTOPS=${LAPTOPS:-50}
@@ -44,10 +44,10 @@ for l in 1 2; do for s in "${SERVERS[@]}"; do
     check "lap$l reaches $s and back" until_ok 20 ping_ok "lap$l" "$s"
 done; done
 check "srv1 reaches lap1 (LAN-initiated)" until_ok 10 ping_ok srv1 "$(laptop_address 1)"
-in_ns srv1 python3 "$REPO/tests/e2e/tcp.py" serve :: 5001 & server_pid=$!
+in_ns srv1 python3 "$REPO/Tests/Scenarios/e2e/tcp.py" serve :: 5001 & server_pid=$!
 # python starts slowly under emulation: wait until the server listens.
 until_ok 30 sh -c "ip netns exec $E2E-srv1 ss -Hltn 'sport = :5001' | grep -q 5001" > /dev/null
-check "TCP transfer lap1 → srv1, 2 MB intact" in_ns lap1 python3 "$REPO/tests/e2e/tcp.py" send "${SERVERS[0]}" 5001 2000000
+check "TCP transfer lap1 → srv1, 2 MB intact" in_ns lap1 python3 "$REPO/Tests/Scenarios/e2e/tcp.py" send "${SERVERS[0]}" 5001 2000000
 kill $server_pid 2>/dev/null
 check "TC counters moved both ways" python3 -c "
 import json, subprocess, sys

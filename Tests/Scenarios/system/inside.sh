@@ -100,6 +100,22 @@ check "all.forwarding stays 0" equals "$(sysctl -n net.ipv6.conf.all.forwarding)
 check "wgkeeper status answers on /run/wgkeeper/status.sock" sh -c 'wgkeeper status | head -3'
 check "STATUS= line in systemctl status" sh -c 'systemctl show -P StatusText wgkeeper | grep .'
 
+echo "== metrics (node-exporter's textfile collector)"
+prom=/var/lib/prometheus/node-exporter/wgkeeper.prom
+scrape() { # node-exporter's /metrics, over bash's /dev/tcp (no curl in the root)
+    { printf 'GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3; cat <&3; } 3<>/dev/tcp/127.0.0.1/9100
+}
+written() { grep -qx 'wgkeeper_up 1' "$prom" && [ "$(stat -c %a "$prom")" = 644 ]; }
+served() { local out; out=$(scrape) || return 1; grep -qx 'wgkeeper_up 1' <<<"$out" && grep -qx 'node_textfile_scrape_error 0' <<<"$out"; }
+quiet() { ! journalctl -u wgkeeper-metrics --no-pager -o cat | grep -E 'Starting|Started|Finished'; }
+check "systemctl enable --now wgkeeper-metrics.timer" sh -c 'systemctl enable --now wgkeeper-metrics.timer && systemctl is-active wgkeeper-metrics.timer'
+check "the timer wrote $prom (mode 644)" until_ok 30 written
+check "node-exporter serves wgkeeper_up 1, its parser took the file (node_textfile_scrape_error 0)" until_ok 30 served
+echo "  info node-exporter: $(scrape 2>&1 | grep -E '^(node_textfile|wgkeeper_objects\{kind="route"|wgkeeper_repairs_total\{kind="route")' | tr '\n' ' ' | cut -c1-900)"
+score=$(systemd-analyze security wgkeeper-metrics.service 2>&1 | tail -1 | grep -oE '[0-9]+\.[0-9]+' | head -1)
+check "systemd-analyze security wgkeeper-metrics.service: exposure ${score:-?} <= 1.5" awk -v s="${score:-9}" 'BEGIN { exit !(s <= 1.5) }'
+check "its runs leave no start or finish line in the journal (LogLevelMax=notice)" quiet
+
 echo "== reload, drift, restart"
 printf 'proxies:\n  - address: 2001:db8:1::200\n    device: private0\n' > /etc/wgkeeper/conf.d/extra.yaml
 pid=$(prop MainPID)
@@ -126,6 +142,12 @@ echo "== stop"
 check "systemctl stop wgkeeper" systemctl stop wgkeeper
 check "traffic keeps flowing with the daemon stopped" lossless 20
 check "route and proxy entry stay" sh -c 'ip -6 route show proto wgkeeper | grep -q 2001:db8:1::100 && ip -6 neigh show proxy | grep -q 2001:db8:1::100'
+check "records.json outlives the restart and the stop (what cleanup restores from)" sh -c 'grep -H forwarding /run/wgkeeper/records.json'
+down() {
+    systemctl start wgkeeper-metrics.service && ! systemctl --quiet is-failed wgkeeper-metrics.service \
+        && grep -qx 'wgkeeper_up 0' "$prom" && [ "$(grep -c '^wgkeeper_' "$prom")" = 1 ]
+}
+check "daemon stopped: the metrics file says wgkeeper_up 0 alone (the unit does not turn failed)" down
 
 echo "== the journal"
 journalctl -u wgkeeper -o export --no-pager > /systemtest/journal.export 2>/dev/null

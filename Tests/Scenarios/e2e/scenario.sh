@@ -1,4 +1,4 @@
-# The gateway of DESIGN §1 in network namespaces, for the end-to-end test and `make demo`.
+# The gateway (README, "The problem it solves") in network namespaces, for the end-to-end test and `make demo`.
 # Source it; needs root, WireGuard (the VM's kernel), iproute2, wireguard-tools, ping.
 #
 #   laptops lap1..N ── underlay bridge (fd00::/64) ── gw ── LAN bridge ── srv1, srv2, rtr
@@ -19,9 +19,10 @@ LAN_PREFIX=2001:db8:1::/64
 SERVERS=(2001:db8:1::10 2001:db8:1::11)
 ROUTER=2001:db8:1::1
 ANYCAST=2001:db8:1::
-REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)}
 WGKEEPER=${WGKEEPER:-$REPO/.build/debug/wgkeeper}
-WORK=${WORK:-$(mktemp -d /tmp/wgk-e2e.XXXXXX)}
+# Not under /tmp: the loader refuses a configuration below a world-writable (even sticky) directory.
+WORK=${WORK:-$(mkdir -p -m 0755 /run/wgkeeper-tests && mktemp -d /run/wgkeeper-tests/wgk-e2e.XXXXXX)}
 
 in_ns() { local ns=$1; shift; ip netns exec "$E2E-$ns" "$@"; }
 laptop_address() { printf '2001:db8:1::%x' $((0x100 + $1)); }

@@ -1,0 +1,59 @@
+import CLinux
+import Config
+import FoundationEssentials
+import Glibc
+import Synchronization
+
+/// Reads and validates the configuration off the loop: a large file (32 MiB is allowed) takes
+/// seconds to parse, and the loop must keep repairing, answering status and feeding the
+/// watchdog meanwhile. One read at a time; its result comes back through a lock-guarded
+/// mailbox and a pipe the loop watches, as the `EndpointResolver`'s answers do.
+final class ConfigReader: @unchecked Sendable {
+    typealias Outcome = Result<LoadedConfig, ConfigErrors>
+
+    let wakeFD: Int32
+    private let signalFD: Int32
+    private let finished = Mutex<Outcome?>(nil)
+    private let load: @Sendable (String) -> Outcome
+
+    init(load: @escaping @Sendable (String) -> Outcome = { ConfigLoader().load(path: $0) }) throws {
+        var fds: [Int32] = [0, 0]
+        guard pipe2(&fds, O_NONBLOCK | O_CLOEXEC) == 0 else { throw DaemonError("configuration reader pipe: \(String(cString: strerror(errno)))") }
+        wakeFD = fds[0]
+        signalFD = fds[1]
+        self.load = load
+    }
+
+    deinit {
+        close(wakeFD)
+        close(signalFD)
+    }
+
+    /// Starts reading `path` on a thread of its own. The caller (the loop) starts no second
+    /// read before it has taken this one's outcome.
+    func start(_ path: String) {
+        let body: @Sendable () -> Void = { [self] in
+            let outcome = load(path)
+            finished.withLock { $0 = outcome }
+            var byte: UInt8 = 1
+            _ = write(signalFD, &byte, 1)
+        }
+        // The loader's recursion is bounded by the nesting limit (32 levels); 8 MiB is ample.
+        if !detachThread(stackSize: 8 << 20, body) {
+            let error = ConfigErrors([ConfigError(SourceLocation(file: path, line: 1, column: 1), "cannot start a thread to read the configuration: \(String(cString: strerror(errno)))")])
+            finished.withLock { $0 = .failure(error) }
+            var byte: UInt8 = 1
+            _ = write(signalFD, &byte, 1)
+        }
+    }
+
+    /// The finished read's outcome, once (nil while it runs).
+    func take() -> Outcome? {
+        var buffer = [UInt8](repeating: 0, count: 16)
+        while read(wakeFD, &buffer, buffer.count) > 0 {}
+        return finished.withLock { outcome in
+            defer { outcome = nil }
+            return outcome
+        }
+    }
+}
