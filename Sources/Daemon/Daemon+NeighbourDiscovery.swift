@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Datapath
 import Logging
 import Netlink
@@ -47,7 +47,7 @@ extension Daemon {
         var line = "answered by lan_ingress for \(answered.addresses.count) addresses"
         // What the program uses now, read back from its config map.
         if let settings = try? datapathMaps?.datapath.neighbourDiscoverySettings(), let mac = settings.lanMAC {
-            line += " with \(mac.map { String(format: "%02x", $0) }.joined(separator: ":"))"
+            line += " with \(mac.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":"))"
         } else {
             line += " (not answering: \(link(named: lan).map { $0.hardwareAddress?.count == 6 } ?? false ? "datapath not configured" : "\(lan) has no MAC address"))"
         }
