@@ -51,10 +51,15 @@ struct datapath_config {
 	__u32 tunnel_mtu;
 	__u32 lan_mtu;
 	__u32 icmp_interval_ms; // per destination, as net.ipv6.icmp.ratelimit
-	__u32 reserved;
+	__u32 flags;		// CONFIG_*
 	struct in6_addr lan_source;    // source of errors sent to the LAN
 	struct in6_addr tunnel_source; // source of errors sent to the clients
+	__u8 lan_mac[ETH_ALEN];	// the LAN device's address, for Neighbor Advertisements
+	__u8 pad[2];
 };
+
+// lan_ingress answers Neighbor Solicitations for the clients (gateway.ndp: datapath).
+#define CONFIG_ANSWER_NS 1
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -73,7 +78,8 @@ enum counter {
 	COUNTER_TIME_EXCEEDED = 5,
 	COUNTER_PACKET_TOO_BIG = 6,
 	COUNTER_ICMP_RATE_LIMITED = 7,
-	COUNTER_COUNT = 8,
+	COUNTER_NS_ANSWERED = 8,
+	COUNTER_COUNT = 9,
 };
 
 struct {
@@ -130,7 +136,7 @@ static __always_inline enum verdict classify(struct __sk_buff *skb, __u32 offset
 		return VERDICT_PASS;
 
 	// Neighbour discovery for a redirected address (NUD probes to a client) is answered by
-	// the gateway's proxy NDP, so it goes to the stack.
+	// the gateway's proxy NDP (or, before this, by answer_solicitation), so it goes to the stack.
 	if (ip6->nexthdr == IPPROTO_ICMPV6) {
 		struct icmp6hdr *icmp = (void *)(ip6 + 1);
 		if ((void *)(icmp + 1) > end)
@@ -380,16 +386,14 @@ static __always_inline int answer(struct __sk_buff *skb, __u32 l2, __u8 type, __
 	return -1;
 }
 
+#include "ndp.h"
+
 // Ethernet frames from the LAN: IPv6 for a VPN client goes to the tunnel. The tunnel is a
 // layer-3 device, so bpf_redirect strips the MAC header (__bpf_redirect_no_mac).
 SEC("tc")
 int lan_ingress(struct __sk_buff *skb)
 {
 	if (skb->protocol != bpf_htons(ETH_P_IPV6))
-		return pass();
-	// Only frames sent to the gateway's MAC: in promiscuous mode the device also sees frames
-	// between other hosts, and redirecting those would duplicate them.
-	if (skb->pkt_type != PACKET_HOST)
 		return pass();
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
@@ -402,6 +406,16 @@ int lan_ingress(struct __sk_buff *skb)
 		return pass();
 
 	int action;
+	if (cfg->flags & CONFIG_ANSWER_NS) {
+		action = answer_solicitation(skb, cfg);
+		if (action >= 0)
+			return action;
+	}
+	// Only frames sent to the gateway's MAC: in promiscuous mode the device also sees frames
+	// between other hosts, and redirecting those would duplicate them.
+	if (skb->pkt_type != PACKET_HOST)
+		return pass();
+
 	switch (classify(skb, sizeof(struct ethhdr), &client_prefixes, NULL)) {
 	case VERDICT_PASS:
 		return pass();

@@ -6,7 +6,7 @@ public enum ConfigKeys {
                                  "include_dir", "state_dir", "status_group"]
     public static let device = ["private_key_file", "listen_port", "prune_peers", "peers"]
     public static let peer = ["name", "public_key", "preshared_key_file", "allowed_ips", "endpoint", "persistent_keepalive"]
-    public static let gateway = ["tunnel", "lan", "lan_prefix", "proxy_ndp", "redirect", "allow_lan_anycast", "allow_unsafe_allowed_ips",
+    public static let gateway = ["tunnel", "lan", "lan_prefix", "proxy_ndp", "ndp", "redirect", "allow_lan_anycast", "allow_unsafe_allowed_ips",
                                  "icmp_source_lan", "icmp_source_tunnel", "icmp_ratelimit"]
     public static let route = ["destination", "device", "gateway", "table", "metric"]
     public static let proxy = ["address", "device"]

@@ -57,6 +57,7 @@ public struct GatewaySection: Sendable {
     public var lan: String
     public var lanPrefix: IPPrefix
     public var proxyNDP = true
+    public var ndp = NeighbourDiscoveryMode.kernel
     public var redirect = true
     public var allowLANAnycast = false
     /// Lets the tunnel's peers claim `::/0`, `::`, `::1`, link-local, multicast or the LAN prefix.

@@ -311,6 +311,12 @@ struct Decoder {
         var gateway = GatewaySection(location: at, tunnel: tunnel, lan: lan, lanPrefix: lanPrefix)
         gateway.proxyNDP = proxyNDP ?? true
         gateway.redirect = redirect ?? true
+        if let ndp = parse(fields["ndp"], "kernel or datapath", { NeighbourDiscoveryMode(rawValue: $0) }) {
+            gateway.ndp = ndp
+            if ndp == .datapath, !gateway.redirect, let (_, ndpAt) = scalar(fields["ndp"]) {
+                fail(ndpAt, "ndp: datapath needs redirect: true (the LAN's TC program answers the solicitations)")
+            }
+        }
         gateway.allowLANAnycast = anycast ?? false
         gateway.allowUnsafeAllowedIPs = unsafeAllowedIPs ?? false
         gateway.icmpSourceLAN = address(fields["icmp_source_lan"])

@@ -33,7 +33,8 @@ extension Configuration {
         }
     }
 
-    /// Expands `gateway` into routes, proxy entries, sysctls and datapath entries, adds the
+    /// Expands `gateway` into routes, proxy entries (or, with `ndp: datapath`, the addresses the
+    /// LAN program answers for), sysctls and datapath entries, adds the
     /// explicit ones, and reports an explicit object that collides with a derived one.
     func desiredState(errors: inout ConfigErrorList) -> DesiredState {
         var desired = DesiredState(routeProtocol: runtime.routeProtocol)
@@ -68,33 +69,40 @@ extension Configuration {
             if let tunnel = devices.first(where: { $0.name == gateway.tunnel }) {
                 add(DesiredRoute(destination: gateway.lanPrefix, device: gateway.lan, origin: .lanPrefix), at: gateway.location)
                 var entries = [DatapathEntry(direction: .tunnelToLAN, prefix: gateway.lanPrefix)]
+                // ndp: datapath answers from the program's clients map instead of proxy entries.
+                var answered: [IPAddress] = []
                 for section in tunnel.peers {
                     for (prefix, at) in zip(section.peer.allowedIPs, section.allowedIPLocations) {
                         let origin = Origin.peer(section.peer.name)
                         add(DesiredRoute(destination: prefix, device: gateway.tunnel, origin: origin), at: at)
                         entries.append(DatapathEntry(direction: .lanToTunnel, prefix: prefix))
                         guard gateway.proxyNDP, gateway.lanPrefix.contains(prefix) else { continue }
-                        if prefix.isHost {
+                        if prefix.isHost, gateway.ndp == .datapath {
+                            answered.append(prefix.address)
+                        } else if prefix.isHost {
                             add(DesiredProxy(address: prefix.address, device: gateway.lan, origin: origin), at: at)
                         } else {
                             errors.append(ConfigError(at, "allowed IP \(prefix) of peer \(section.peer.name) lies inside lan_prefix \(gateway.lanPrefix) but is not a /128: proxy NDP answers for single addresses only"))
                         }
                     }
                 }
-                if gateway.proxyNDP {
+                // The kernel answers proxy NDP only with the LAN's own forwarding on (ndp: kernel).
+                if gateway.proxyNDP, gateway.ndp == .kernel {
                     desired.sysctls = [DesiredSysctl(interface: gateway.lan, name: "forwarding", value: "1"),
                                        DesiredSysctl(interface: gateway.lan, name: "proxy_ndp", value: "1")]
                 }
                 if gateway.redirect {
+                    let answers = gateway.proxyNDP && gateway.ndp == .datapath
                     desired.datapath = DesiredDatapath(lan: gateway.lan, tunnel: gateway.tunnel, entries: entries,
                                                        icmp: DatapathICMP(sourceLAN: gateway.icmpSourceLAN,
                                                                           sourceTunnel: gateway.icmpSourceTunnel,
-                                                                          rateLimit: gateway.icmpRateLimit))
+                                                                          rateLimit: gateway.icmpRateLimit),
+                                                       neighbourDiscovery: answers ? DatapathNeighbourDiscovery(addresses: answered) : nil)
                 }
                 desired.gateway = DesiredGateway(tunnel: gateway.tunnel, lan: gateway.lan, lanPrefix: gateway.lanPrefix,
                                                  proxyNDP: gateway.proxyNDP, redirect: gateway.redirect,
                                                  allowLANAnycast: gateway.allowLANAnycast,
-                                                 allowUnsafeAllowedIPs: gateway.allowUnsafeAllowedIPs)
+                                                 allowUnsafeAllowedIPs: gateway.allowUnsafeAllowedIPs, ndp: gateway.ndp)
                 desired.safetyChecks = [SafetyCheck(sysctl: Sysctl.ipv6(interface: "all", "forwarding"), expected: "0",
                                                     why: "all.forwarding = 1 makes the host a router on every interface and claims every LAN's subnet-router anycast (README: The problem it solves)")]
             } else {

@@ -57,10 +57,14 @@ extension Daemon {
     /// Attaching is idempotent; it runs at start, on link events and every `proxy_poll`.
     func ensureDatapath() {
         removeUnwantedDatapath()
-        guard let wanted = desired.datapath else { return }
+        guard let wanted = desired.datapath else {
+            synchronizeSolicitedNodeGroups(lan: nil)
+            return
+        }
         guard let lan = link(named: wanted.lan),
               let tunnel = link(named: wanted.tunnel)
         else {
+            synchronizeSolicitedNodeGroups(lan: nil)
             let missing = [wanted.lan, wanted.tunnel].filter { link(named: $0) == nil }
             datapathProblem = "device \(missing.joined(separator: " and ")) missing"
             // A fresh start would attach nothing: no program stays on either device meanwhile (the
@@ -122,11 +126,17 @@ extension Daemon {
                 }
             }
             datapathICMP = ["lan": lanLine, "tunnel": tunnelLine]
+            let neighbourDiscovery = neighbourDiscoverySettings(lan: lan)
+            if try datapath.configure(neighbourDiscovery) {
+                datapathWrites += 1
+                logger.info("datapath: \(neighbourDiscovery)")
+            }
             datapathProblem = nil
         } catch {
             if datapathProblem != "\(error)" { logger.error("datapath: \(error)") }
             datapathProblem = "\(error)"
         }
+        synchronizeSolicitedNodeGroups(lan: lan)
     }
 
     var datapathStatus: StatusReport.Datapath? {
@@ -139,7 +149,8 @@ extension Daemon {
         var mode = datapath.mode.description
         if let datapathProblem { mode += " (problem: \(datapathProblem))" }
         let programs = Dictionary(uniqueKeysWithValues: datapath.programIDs.map { ($0.key.rawValue, $0.value) })
-        return StatusReport.Datapath(attachMode: mode, counters: counters, programs: programs, icmpErrors: datapathICMP)
+        return StatusReport.Datapath(attachMode: mode, counters: counters, programs: programs, icmpErrors: datapathICMP,
+                                     neighbourDiscovery: neighbourDiscoveryStatus)
     }
 
     /// Attachments and pins are keyed by interface and tunnel: whatever the configuration no

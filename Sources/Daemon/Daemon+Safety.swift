@@ -30,13 +30,16 @@ extension Daemon {
     var anycastSafety: [StatusReport.SafetyCheck] {
         guard let gateway = desired.gateway else { return [] }
         let held = lanAnycastHeld()
-        let unsafe = unsafeLANAddresses()
+        // Only a LAN that wgkeeper makes forward (ndp: kernel) joins an anycast for its prefixes.
+        let forwards = desired.sysctls.contains { $0.interface == gateway.lan && $0.name == "forwarding" && $0.value == "1" }
+        let unsafe = forwards ? unsafeLANAddresses() : []
         return [
             .init(name: "lan anycast (\(gateway.lan))", ok: held.isEmpty || gateway.allowLANAnycast,
                   detail: held.isEmpty ? "no global subnet-router anycast held"
                       : "holds \(held.map(\.description).joined(separator: ", "))\(gateway.allowLANAnycast ? " (allowed by allow_lan_anycast)" : ": the gateway answers for the LAN router's address")"),
             .init(name: "lan addresses (\(gateway.lan))", ok: unsafe.isEmpty || gateway.allowLANAnycast,
-                  detail: unsafe.isEmpty ? "only link-local or /127-/128 global addresses"
+                  detail: !forwards ? "wgkeeper leaves \(gateway.lan)'s forwarding off: any prefix is safe there"
+                      : unsafe.isEmpty ? "only link-local or /127-/128 global addresses"
                       : "\(unsafe.map(\.prefix.description).joined(separator: ", ")) would claim an anycast with forwarding on"),
         ]
     }

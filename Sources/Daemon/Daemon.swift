@@ -104,6 +104,9 @@ public final class Daemon {
     var datapathWrites = 0
     /// The interfaces our filters were last looked for beside (nil: look again).
     var filterScanFor: [Int32]?
+    /// `ndp: datapath`: the clients' solicited-node groups joined on the LAN, and what failed.
+    let solicitedNodeGroups = MulticastMemberships()
+    var solicitedNodeFailures: [MulticastMembership: String] = [:]
 
     var runtime: RuntimeSettings { loaded.configuration.runtime }
     var desired: DesiredState { loaded.desired }

@@ -59,6 +59,9 @@ public struct StatusReport: Codable, Sendable {
         public var programs: [String: UInt32] = [:]
         /// Where ICMPv6 errors to each side (`lan`, `tunnel`) come from, or why none are sent.
         public var icmpErrors: [String: String]? = nil
+        /// `ndp: datapath`: how many addresses the LAN program answers for and the solicited-node
+        /// groups joined; nil when the kernel answers (`ndp: kernel`).
+        public var neighbourDiscovery: String? = nil
     }
 
     public struct StatusSocket: Codable, Sendable {

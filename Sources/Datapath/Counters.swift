@@ -19,6 +19,8 @@ public struct DatapathCounters: Equatable, Sendable, CustomStringConvertible {
     public var packetTooBig: UInt64 = 0
     /// ICMPv6 errors not sent because their destination's token bucket was empty.
     public var rateLimited: UInt64 = 0
+    /// Neighbor Solicitations for a client answered by the program (`gateway.ndp: datapath`).
+    public var solicitationsAnswered: UInt64 = 0
 
     public init() {}
 
@@ -26,12 +28,13 @@ public struct DatapathCounters: Equatable, Sendable, CustomStringConvertible {
     public var byName: [String: UInt64] {
         ["lan_to_tunnel": lanToTunnel, "tunnel_to_lan": tunnelToLan, "passed": passed,
          "hop_limit_expired": hopLimitExpired, "errors": errors, "time_exceeded": timeExceeded,
-         "packet_too_big": packetTooBig, "rate_limited": rateLimited]
+         "packet_too_big": packetTooBig, "rate_limited": rateLimited, "solicitations_answered": solicitationsAnswered]
     }
 
     public var description: String {
         "lan→tunnel \(lanToTunnel), tunnel→lan \(tunnelToLan), passed \(passed), hop limit expired \(hopLimitExpired), errors \(errors), "
-            + "time exceeded \(timeExceeded), packet too big \(packetTooBig), rate limited \(rateLimited)"
+            + "time exceeded \(timeExceeded), packet too big \(packetTooBig), rate limited \(rateLimited), "
+            + "solicitations answered \(solicitationsAnswered)"
     }
 }
 
@@ -42,7 +45,7 @@ extension Datapath {
         guard cpus > 0 else { throw DatapathError("count possible CPUs for", "counters", code: -Int32(cpus)) }
         let fd = map("counters").raw
         var sums: [UInt64] = []
-        for index in UInt32(0)..<8 {
+        for index in UInt32(0)..<9 {
             var key = index
             var values = [UInt64](repeating: 0, count: cpus)
             try check(bpf_map_lookup_elem(fd, &key, &values), "read map", "counters")
@@ -57,6 +60,7 @@ extension Datapath {
         counters.timeExceeded = sums[5]
         counters.packetTooBig = sums[6]
         counters.rateLimited = sums[7]
+        counters.solicitationsAnswered = sums[8]
         return counters
     }
 }

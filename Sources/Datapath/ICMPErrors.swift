@@ -38,11 +38,12 @@ public struct ICMPErrorSettings: Equatable, Sendable, CustomStringConvertible {
 
 /// `struct datapath_config` of bpf/datapath.bpf.c, in host byte order but for the addresses.
 struct ConfigValue: Equatable {
-    static let size = 6 * 4 + 2 * 16
+    static let size = 6 * 4 + 2 * 16 + 8
 
     var tunnelIndex: UInt32 = 0
     var lanIndex: UInt32 = 0
     var icmp = ICMPErrorSettings(intervalMilliseconds: 0)
+    var neighbourDiscovery = NeighbourDiscoverySettings()
 
     init(_ bytes: [UInt8]) {
         func word(_ index: Int) -> UInt32 {
@@ -56,13 +57,15 @@ struct ConfigValue: Equatable {
         lanIndex = word(1)
         icmp = ICMPErrorSettings(lanSource: address(24), tunnelSource: address(40), tunnelMTU: word(2), lanMTU: word(3),
                                  intervalMilliseconds: word(4))
+        neighbourDiscovery = NeighbourDiscoverySettings(flags: word(5), lanMAC: Array(bytes[56..<62]))
     }
 
     var bytes: [UInt8] {
-        let words = [tunnelIndex, lanIndex, icmp.tunnelMTU, icmp.lanMTU, icmp.intervalMilliseconds, 0]
+        let words = [tunnelIndex, lanIndex, icmp.tunnelMTU, icmp.lanMTU, icmp.intervalMilliseconds, neighbourDiscovery.flags]
         let unspecified = [UInt8](repeating: 0, count: 16)
         return words.flatMap { value in withUnsafeBytes(of: value) { Array($0) } }
             + (icmp.lanSource?.bytes ?? unspecified) + (icmp.tunnelSource?.bytes ?? unspecified)
+            + neighbourDiscovery.macBytes + [0, 0]
     }
 }
 

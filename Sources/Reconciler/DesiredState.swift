@@ -124,9 +124,12 @@ public struct DesiredGateway: Hashable, Sendable {
     /// When false, a peer's allowed IP holding an address the gateway has on the LAN is
     /// refused by `plan` (`GatewayAddressRule`).
     public var allowUnsafeAllowedIPs: Bool
+    /// Who answers neighbour discovery for the clients on the LAN.
+    public var ndp: NeighbourDiscoveryMode
 
     public init(tunnel: String, lan: String, lanPrefix: IPPrefix, proxyNDP: Bool = true, redirect: Bool = true,
-                allowLANAnycast: Bool = false, allowUnsafeAllowedIPs: Bool = false) {
+                allowLANAnycast: Bool = false, allowUnsafeAllowedIPs: Bool = false,
+                ndp: NeighbourDiscoveryMode = .kernel) {
         self.tunnel = tunnel
         self.lan = lan
         self.lanPrefix = lanPrefix
@@ -134,7 +137,17 @@ public struct DesiredGateway: Hashable, Sendable {
         self.redirect = redirect
         self.allowLANAnycast = allowLANAnycast
         self.allowUnsafeAllowedIPs = allowUnsafeAllowedIPs
+        self.ndp = ndp
     }
+}
+
+/// `gateway.ndp`: who answers the LAN's Neighbor Solicitations for the clients' addresses.
+public enum NeighbourDiscoveryMode: String, Hashable, Sendable, CaseIterable {
+    /// One proxy entry per address, with the LAN's `forwarding` and `proxy_ndp` at 1.
+    case kernel
+    /// The LAN's TC program answers from its clients map and the daemon joins the addresses'
+    /// solicited-node groups: nothing is written to the LAN's sysctls.
+    case datapath
 }
 
 /// A value that must hold for the gateway to be safe, which wgkeeper reports but never sets.
@@ -230,13 +243,26 @@ public struct DesiredDatapath: Hashable, Sendable {
     public var tunnel: String
     public var entries: [DatapathEntry]
     public var icmp: DatapathICMP
+    /// nil: the LAN program leaves Neighbor Solicitations to the kernel (`ndp: kernel`).
+    public var neighbourDiscovery: DatapathNeighbourDiscovery?
 
-    public init(lan: String, tunnel: String, entries: [DatapathEntry], icmp: DatapathICMP = DatapathICMP()) {
+    public init(lan: String, tunnel: String, entries: [DatapathEntry], icmp: DatapathICMP = DatapathICMP(),
+                neighbourDiscovery: DatapathNeighbourDiscovery? = nil) {
         self.lan = lan
         self.tunnel = tunnel
         self.entries = entries
         self.icmp = icmp
+        self.neighbourDiscovery = neighbourDiscovery
     }
+}
+
+/// `ndp: datapath`: the LAN program answers Neighbor Solicitations for these client addresses
+/// (the /128s inside the LAN prefix), and the daemon joins their solicited-node groups on the
+/// LAN so that multicast solicitations reach it.
+public struct DatapathNeighbourDiscovery: Hashable, Sendable {
+    public var addresses: [IPAddress]
+
+    public init(addresses: [IPAddress]) { self.addresses = addresses }
 }
 
 /// The datapath's ICMPv6 errors (Time Exceeded, Packet Too Big): their sources, nil for an

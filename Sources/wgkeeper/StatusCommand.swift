@@ -112,6 +112,7 @@ struct StatusCommand: ParsableCommand {
             for (side, line) in (datapath.icmpErrors ?? [:]).sorted(by: { $0.key < $1.key }) {
                 lines.append("  icmp errors to the \(side): \(line)")
             }
+            if let line = datapath.neighbourDiscovery { lines.append("  neighbour discovery: \(line)") }
         }
         if r.logLinesDropped > 0 || r.statusSocket.refused > 0 {
             lines.append("")

@@ -113,6 +113,42 @@ final class DerivationTests: XCTestCase {
         XCTAssertTrue(errors.contains { $0.hasSuffix("icmp_ratelimit: at most 1h (0 limits nothing)") }, "\(errors)")
     }
 
+    /// `ndp: datapath`: no proxy entries and no LAN sysctl; the LAN program answers for the
+    /// peers' /128s inside the LAN prefix. Explicit proxies stay what they are.
+    func testDatapathNeighbourDiscoveryWritesNoProxyNorSysctl() throws {
+        let fixture = try ConfigFixture(for: self)
+        let text = AcceptedConfigs.base.replacingOccurrences(of: "proxy_ndp: true\n", with: "proxy_ndp: true\n  ndp: datapath\n")
+        let desired = try fixture.loaded(text).desired
+        XCTAssertEqual(desired.proxies.map { "\($0.address) \($0.origin)" }, ["2001:db8:1::200 explicit"])
+        XCTAssertTrue(desired.sysctls.isEmpty)
+        XCTAssertEqual(desired.safetyChecks.map { "\($0.sysctl)=\($0.expected)" }, ["net.ipv6.conf.all.forwarding=0"])
+        XCTAssertEqual(desired.datapath?.neighbourDiscovery?.addresses.map(\.description), ["2001:db8:1::100", "2001:db8:1::101"])
+        XCTAssertEqual(desired.gateway?.ndp, .datapath)
+        XCTAssertEqual(Set(desired.datapath?.entries.map(\.description) ?? []), [
+            "tunnel-to-lan 2001:db8:1::/64", "lan-to-tunnel 2001:db8:1::100/128",
+            "lan-to-tunnel 2001:db8:1::101/128", "lan-to-tunnel 2001:db8:5::/64",
+        ])
+        // Written out, the default is the kernel's proxy entries.
+        let kernel = try fixture.loaded(text.replacingOccurrences(of: "ndp: datapath", with: "ndp: kernel")).desired
+        XCTAssertEqual(kernel, try fixture.loaded(AcceptedConfigs.base).desired)
+        XCTAssertNil(kernel.datapath?.neighbourDiscovery)
+        // proxy_ndp: false answers nothing, in either mode.
+        let off = try fixture.loaded(text.replacingOccurrences(of: "proxy_ndp: true", with: "proxy_ndp: false")).desired
+        XCTAssertNil(off.datapath?.neighbourDiscovery)
+        XCTAssertTrue(off.sysctls.isEmpty)
+    }
+
+    func testDatapathNeighbourDiscoveryNeedsRedirect() throws {
+        let fixture = try ConfigFixture(for: self)
+        let text = AcceptedConfigs.base.replacingOccurrences(of: "proxy_ndp: true\n", with: "proxy_ndp: true\n  ndp: datapath\n")
+        XCTAssertEqual(try fixture.errors(text.replacingOccurrences(of: "redirect: true", with: "redirect: false")), [
+            "wgkeeper.yaml:29:8: ndp: datapath needs redirect: true (the LAN's TC program answers the solicitations)",
+        ])
+        XCTAssertEqual(try fixture.errors(text.replacingOccurrences(of: "ndp: datapath", with: "ndp: router")), [
+            "wgkeeper.yaml:29:8: ndp: expected kernel or datapath, got \"router\"",
+        ])
+    }
+
     func testNoProxiesNorDatapathWhenSwitchedOff() throws {
         let fixture = try ConfigFixture(for: self)
         let text = AcceptedConfigs.base.replacingOccurrences(of: "proxy_ndp: true", with: "proxy_ndp: false")

@@ -36,7 +36,7 @@ final class DaemonDatapathTests: XCTestCase {
         let config = try shell("bpftool", "-j", "map", "dump", "pinned", "\(pinRoot)/wg0/config")
         let value = try XCTUnwrap(((try JSONSerialization.jsonObject(with: Data(config.utf8)) as? [[String: Any]])?.first?["value"] as? [String])
             .map { $0.compactMap { UInt8($0.dropFirst(2), radix: 16) } }, config)
-        XCTAssertEqual(value.count, 56)
+        XCTAssertEqual(value.count, 64)
         XCTAssertEqual(Array(value[8..<20]), [0xdc, 0x05, 0, 0, 0xdc, 0x05, 0, 0, 0xe8, 0x03, 0, 0], "MTUs 1500 (veth), 1000 ms")
         XCTAssertEqual(Array(value[24..<40]), IPv6Address("2001:db8:1::1")!.bytes)
         let datapathKind = try XCTUnwrap((status["kinds"] as? [String: [String: Int]])?["datapath"])

@@ -10,7 +10,7 @@ import XCTest
 /// (no WireGuard here), so peers stay pending while its routes are reconciled; `lan0.100` is a
 /// veth with a VLAN-style name. `make soak` runs the same test with 2 000 steps.
 /// Environment: WGK_MODEL_SEED, WGK_MODEL_STEPS, WGK_MODEL_FEATURES (turn parts off to look past a
-/// bug: -lanmove,-dotted,-redirect,-proxyndp,-prune,-routes,-proxies,-drift,-move,-restart,-gatewaydrop),
+/// bug: -lanmove,-dotted,-redirect,-proxyndp,-ndp,-prune,-routes,-proxies,-drift,-move,-restart,-gatewaydrop),
 /// WGK_MODEL_ONLY (step indices to keep), WGK_MODEL_SHRINK_SECONDS, WGK_MODEL_KEEP_GOING=1.
 final class ModelTests: XCTestCase {
     func testRandomConfigurationSequencesMatchAFreshStart() throws {

@@ -85,7 +85,7 @@ final class DriftTests: XCTestCase {
         let lanKey = ["40", "00", "00", "00", "20", "01", "0d", "b8", "00", "01"] + Array(repeating: "00", count: 10)
         try shell(["bpftool", "map", "update", "pinned", "\(pins)/lan_prefixes", "key", "hex"] + lanKey + ["value", "hex", "00", "00", "00", "00"])
         try shell(["bpftool", "map", "update", "pinned", "\(pins)/config", "key", "hex", "00", "00", "00", "00",
-                   "value", "hex"] + Array(repeating: "00", count: 56))
+                   "value", "hex"] + Array(repeating: "00", count: 64))
 
         XCTAssertEqual(try datapath.entries(in: .clients), [:])
         XCTAssertEqual(try datapath.entries(in: .lan)[Lab.lanPrefix], .pass)

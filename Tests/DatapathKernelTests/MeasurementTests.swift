@@ -83,7 +83,7 @@ final class MeasurementTests: XCTestCase {
 
 /// One BPF_PROG_TEST_RUN: (status, the program's verdict, average ns per repetition, the
 /// packet as the program left it).
-private func programTestRun(_ program: Int32, _ frame: [UInt8], repeat count: Int32) -> (Int32, Int, UInt32, [UInt8]) {
+func programTestRun(_ program: Int32, _ frame: [UInt8], repeat count: Int32) -> (Int32, Int, UInt32, [UInt8]) {
     var input = frame
     var output = [UInt8](repeating: 0, count: 2048)
     var opts = bpf_test_run_opts()

@@ -8,13 +8,17 @@ public struct Link: Hashable, Sendable, CustomStringConvertible {
     public var kind: String?
     public var flags: UInt32
     public var mtu: UInt32
+    /// `IFLA_ADDRESS`: the MAC of an Ethernet device; nil for a layer-3 device such as WireGuard.
+    public var hardwareAddress: [UInt8]?
 
-    public init(index: Int32, name: String, kind: String? = nil, flags: UInt32 = 0, mtu: UInt32 = 0) {
+    public init(index: Int32, name: String, kind: String? = nil, flags: UInt32 = 0, mtu: UInt32 = 0,
+                hardwareAddress: [UInt8]? = nil) {
         self.index = index
         self.name = name
         self.kind = kind
         self.flags = flags
         self.mtu = mtu
+        self.hardwareAddress = hardwareAddress
     }
 
     public var isUp: Bool { flags & UInt32(IFF_UP) != 0 }
@@ -25,8 +29,9 @@ public struct Link: Hashable, Sendable, CustomStringConvertible {
         let attributes = try message.attributes(after: ifinfomsg.self)
         guard let name = attributes.string(UInt16(IFLA_IFNAME)) else { return nil }
         let kind = try attributes.nested(UInt16(IFLA_LINKINFO))?.string(UInt16(IFLA_INFO_KIND))
+        let address = attributes.bytes(UInt16(IFLA_ADDRESS)).map(Array.init)
         return Link(index: header.ifi_index, name: name, kind: kind, flags: header.ifi_flags,
-                    mtu: try attributes.u32(UInt16(IFLA_MTU)) ?? 0)
+                    mtu: try attributes.u32(UInt16(IFLA_MTU)) ?? 0, hardwareAddress: address?.isEmpty == true ? nil : address)
     }
 
     public static func dumpRequest() -> Request {

@@ -5,7 +5,16 @@
 #   each laptop: wg1 with 2001:db8:1::1xx/128     wg0 + private0    servers 2001:db8:1::10, ::11,
 #                                                (wgkeeper run)      default via 2001:db8:1:: (anycast,
 #                                                                     held by rtr 2001:db8:1::1/64)
+#
+# NDP=kernel (default) or datapath is the gateway's `ndp`. With datapath, private0 also holds
+# an ordinary global address, 2001:db8:1::2/64, and keeps forwarding = 0 and proxy_ndp = 0.
+# STRICT_MLD=1 (the default with NDP=datapath) makes the LAN bridge a switch that snoops MLD
+# (querier on) and sends the gateway's port no multicast it has not reported: solicitations for
+# the laptops then reach the gateway only through the solicited-node groups it joins.
 E2E=${E2E:-wgk-e2e}
+NDP=${NDP:-kernel}
+if [ "$NDP" = datapath ]; then STRICT_MLD=${STRICT_MLD:-1}; else STRICT_MLD=${STRICT_MLD:-0}; fi
+GW_LAN_ADDRESS=2001:db8:1::2
 LAN_PREFIX=2001:db8:1::/64
 SERVERS=(2001:db8:1::10 2001:db8:1::11)
 ROUTER=2001:db8:1::1
@@ -43,7 +52,17 @@ scenario_setup() {
 
     plug gw ul0 ul br0
     ip -n "$E2E-gw" -6 addr add fd00::1/64 dev ul0
-    plug gw private0 lan br0      # only a link-local address on the LAN: no anycast claimed
+    if [ "$STRICT_MLD" = 1 ]; then
+        ip -n "$E2E-lan" link set br0 type bridge mcast_snooping 1 mcast_querier 1
+    fi
+    plug gw private0 lan br0
+    if [ "$NDP" = datapath ]; then
+        # An ordinary /64: with forwarding off the LAN joins no anycast for it.
+        ip -n "$E2E-gw" -6 addr add "$GW_LAN_ADDRESS/64" dev private0
+    fi                            # (kernel mode: only a link-local address: no anycast claimed)
+    if [ "$STRICT_MLD" = 1 ]; then
+        bridge -n "$E2E-lan" link set dev p-gw mcast_flood off
+    fi
     plug rtr eth0 lan br0
     ip -n "$E2E-rtr" -6 addr add "$ROUTER/64" dev eth0
     in_ns rtr sysctl -qw net.ipv6.conf.all.forwarding=1   # the LAN's real router: holds the anycast
@@ -73,6 +92,7 @@ gateway:
   lan: private0
   lan_prefix: $LAN_PREFIX
   proxy_ndp: true
+  ndp: $NDP
   redirect: true
 YAML
     for i in $(seq 1 "$laptops"); do add_laptop "$i"; done

@@ -11,6 +11,7 @@ import XCTest
 ///   qdisc DEV KIND / filter DEV ingress KIND NAME   (clsact and its filters)
 ///   pin PATH                        (under the pin root)
 ///   map PATH KEY => VALUE           (the datapath's prefix and config maps)
+///   mcast DEV GROUP users N         (solicited-node groups of peer addresses in the first LAN prefix)
 ///   wg DEV listen PORT public KEY / wgpeer DEV KEY endpoint E allowed A keepalive K
 /// Kernel-owned noise is dropped: `proto kernel` routes, multicast, the local table.
 public struct KernelSnapshot: Equatable {
@@ -42,6 +43,7 @@ public struct KernelSnapshot: Equatable {
         echo @@qdiscs; tc -j qdisc show
         for d in $(tc qdisc show | sed -n 's/^qdisc clsact .* dev \\([^ ]*\\) .*/\\1/p'); do echo "@@filters $d"; tc -j filter show dev "$d" ingress; done
         echo @@sysctls; grep -H . /proc/sys/net/ipv6/conf/*/forwarding /proc/sys/net/ipv6/conf/*/proxy_ndp
+        echo @@igmp6; cat /proc/net/igmp6
         [ -d \(pins) ] && cd \(pins) && { echo @@pins; find . -mindepth 1 | sort
           for f in $(find . -name client_prefixes -o -name lan_prefixes -o -name config); do echo "@@map ${f#./}"; bpftool -j map dump pinned "$f"; done; }
         \(wireGuard ? "[ -d /sys/class/net/wg0 ] && { echo @@wg; wg show wg0 dump; }" : "")
@@ -103,6 +105,17 @@ public struct KernelSnapshot: Equatable {
                     let path = parts[0].split(separator: "/")
                     guard parts.count == 2, path.count >= 2 else { continue }
                     lines.insert("sysctl \(path[path.count - 2]) \(path[path.count - 1]) \(parts[1])")
+                }
+            case "igmp6":
+                // "INDEX DEV GROUP USERS …": only the groups of the peers' addresses in the first
+                // LAN prefix (2001:db8:1::1:XX, group ff02::1:ff01:00XX), which no explicit or
+                // foreign proxy entry shares: the proxy entries' (ndp: kernel) or the daemon's
+                // (ndp: datapath). Others follow random MACs (link-local) or drift.
+                for line in body.split(separator: "\n") {
+                    let f = line.split(separator: " ", omittingEmptySubsequences: true)
+                    guard f.count >= 4, f[2].hasPrefix("ff0200000000000000000001ff0100"), f[2].count == 32 else { continue }
+                    let low = f[2].suffix(6)
+                    lines.insert("mcast \(f[1]) ff02::1:ff\(low.prefix(2)):\(low.suffix(4)) users \(f[3])")
                 }
             case "pins":
                 for path in body.split(separator: "\n") {

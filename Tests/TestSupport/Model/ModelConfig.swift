@@ -71,6 +71,12 @@ public struct ModelGateway: Hashable, Sendable {
     public var lanPrefix: String
     public var proxyNDP: Bool
     public var redirect: Bool
+    /// `ndp: datapath` (needs `redirect`); false is `ndp: kernel`, the default.
+    public var ndpDatapath = false
+}
+
+extension ModelGateway {
+    public var ndp: String { ndpDatapath ? "datapath" : "kernel" }
 }
 
 public struct ModelRoute: Hashable, Sendable {
@@ -108,7 +114,8 @@ public struct ModelConfig: Hashable, Sendable {
         }
         if let gateway {
             lines += ["gateway:", "  tunnel: wg0", "  lan: \(gateway.lan)", "  lan_prefix: \(gateway.lanPrefix)",
-                      "  proxy_ndp: \(gateway.proxyNDP)", "  redirect: \(gateway.redirect)"]
+                      "  proxy_ndp: \(gateway.proxyNDP)", "  redirect: \(gateway.redirect)",
+                      "  ndp: \(gateway.ndpDatapath ? "datapath" : "kernel")"]
         }
         if !routes.isEmpty {
             lines.append("routes:")
@@ -130,7 +137,7 @@ public struct ModelConfig: Hashable, Sendable {
     public var summary: String {
         var parts = ["port \(listenPort)", "prune \(prunePeers)"]
         if let g = gateway {
-            parts.append("gateway lan=\(g.lan) prefix=\(g.lanPrefix) proxy_ndp=\(g.proxyNDP) redirect=\(g.redirect)")
+            parts.append("gateway lan=\(g.lan) prefix=\(g.lanPrefix) proxy_ndp=\(g.proxyNDP) redirect=\(g.redirect) ndp=\(g.ndp)")
         } else {
             parts.append("no gateway")
         }
@@ -151,13 +158,14 @@ public struct ModelConfig: Hashable, Sendable {
         if prunePeers != old.prunePeers { parts.append("prune_peers \(old.prunePeers)→\(prunePeers)") }
         switch (old.gateway, gateway) {
         case (nil, nil): break
-        case (nil, let g?): parts.append("+gateway lan=\(g.lan) prefix=\(g.lanPrefix) proxy_ndp=\(g.proxyNDP) redirect=\(g.redirect)")
+        case (nil, let g?): parts.append("+gateway lan=\(g.lan) prefix=\(g.lanPrefix) proxy_ndp=\(g.proxyNDP) redirect=\(g.redirect) ndp=\(g.ndp)")
         case (_?, nil): parts.append("-gateway")
         case let (a?, b?):
             if a.lan != b.lan { parts.append("lan \(a.lan)→\(b.lan)") }
             if a.lanPrefix != b.lanPrefix { parts.append("lan_prefix \(a.lanPrefix)→\(b.lanPrefix)") }
             if a.proxyNDP != b.proxyNDP { parts.append("proxy_ndp \(a.proxyNDP)→\(b.proxyNDP)") }
             if a.redirect != b.redirect { parts.append("redirect \(a.redirect)→\(b.redirect)") }
+            if a.ndp != b.ndp { parts.append("ndp \(a.ndp)→\(b.ndp)") }
         }
         let oldPeers = Dictionary(uniqueKeysWithValues: old.peers.map { ($0.id, $0.allowedIPs) })
         let newPeers = Dictionary(uniqueKeysWithValues: peers.map { ($0.id, $0.allowedIPs) })
@@ -194,7 +202,7 @@ public struct ModelConfig: Hashable, Sendable {
 
     public var claimedProxies: [(address: String, dev: String)] {
         var result: [(String, String)] = []
-        if let g = gateway, g.proxyNDP {
+        if let g = gateway, g.proxyNDP, !g.ndpDatapath {
             let inside = g.lanPrefix == ModelUniverse.lanPrefixes[0] ? "2001:db8:1::1:" : "2001:db8:1:1::"
             for peer in peers {
                 for ip in peer.allowedIPs where ip.hasSuffix("/128") && ip.hasPrefix(inside) {
@@ -218,6 +226,7 @@ public struct ModelConfig: Hashable, Sendable {
         for p in claimedProxies { required.insert(KernelSnapshot.proxyLine(address: p.address, dev: p.dev, proto: "77")) }
         let owned = required
         for key in managedSysctls { required.insert("sysctl \(key) 1") }
+        for line in solicitedNodeGroupLines { required.insert(line) }
         if wireGuard {
             for peer in peers {
                 required.insert(KernelSnapshot.peerLine(dev: "wg0", key: ModelUniverse.publicKey(peer: peer.id).base64, endpoint: "(none)",
@@ -227,9 +236,20 @@ public struct ModelConfig: Hashable, Sendable {
         return (required, owned)
     }
 
+    /// The solicited-node group of each peer /128 inside the first LAN prefix (the ones the
+    /// snapshot reads), joined once on the LAN: by the daemon (`ndp: datapath`) or by the
+    /// kernel for the proxy entry (`ndp: kernel`).
+    var solicitedNodeGroupLines: Set<String> {
+        guard let g = gateway, g.proxyNDP, g.redirect || !g.ndpDatapath, g.lanPrefix == ModelUniverse.lanPrefixes[0] else { return [] }
+        return Set(peers.flatMap(\.allowedIPs).filter { $0.hasSuffix("/128") && $0.hasPrefix("2001:db8:1::1:") }.map { ip in
+            let low = IPv6Address(String(ip.dropLast(4)))!.low & 0xff_ffff
+            return "mcast \(g.lan) ff02::1:ff" + String(format: "%02x:%04x", low >> 16, low & 0xffff) + " users 1"
+        })
+    }
+
     /// The sysctls the configuration sets, as "iface key".
     public var managedSysctls: Set<String> {
-        guard let g = gateway, g.proxyNDP else { return [] }
+        guard let g = gateway, g.proxyNDP, !g.ndpDatapath else { return [] }
         return ["\(g.lan) forwarding", "\(g.lan) proxy_ndp"]
     }
 }

@@ -66,7 +66,7 @@ public struct ModelStep: Hashable, Sendable {
 /// Which parts of the universe a run exercises (`WGK_MODEL_FEATURES=-lanmove,-redirect` turns
 /// some off, to look past a bug already found).
 public struct ModelFeatures: Sendable {
-    public var lanMove = true, dotted = true, redirect = true, proxyNDP = true, prune = true
+    public var lanMove = true, dotted = true, redirect = true, proxyNDP = true, prune = true, ndp = true
     public var routes = true, proxies = true, drift = true, restart = true, gatewayDrop = true
     /// Drift that moves an owned route to another interface (`ip route replace … dev OTHER proto 77`).
     public var moveDrift = true
@@ -83,6 +83,7 @@ public struct ModelFeatures: Sendable {
             case "dotted": dotted = on
             case "redirect": redirect = on
             case "proxyndp": proxyNDP = on
+            case "ndp": ndp = on
             case "prune": prune = on
             case "routes": routes = on
             case "proxies": proxies = on
@@ -102,10 +103,14 @@ public struct ModelGenerator {
     public var universe = ModelUniverse()
     public var features = ModelFeatures()
     var rng: SeededGenerator
+    /// Draws for `ndp` only, so that a seed found before `ndp` existed still replays the same
+    /// configurations otherwise.
+    var ndpRNG: SeededGenerator
     var foreignCount = 0
 
     public init(seed: UInt64, features: ModelFeatures = ModelFeatures(), universe: ModelUniverse = ModelUniverse()) {
         rng = SeededGenerator(seed: seed)
+        ndpRNG = SeededGenerator(seed: seed ^ 0x0D9E_5EED_0000_0000)
         self.features = features
         self.universe = universe
     }
@@ -128,11 +133,23 @@ public struct ModelGenerator {
                     for _ in 0..<Int.random(in: 1...3, using: &rng) { edit(&config) }
                 }
             }
+            chooseNDP(&config)
             let restart = features.restart && i > 0 && i % 10 == 0
             let drift = features.drift && i > 0 && chance(0.35) ? drifts(for: config) : []
             steps.append(ModelStep(config: config, restart: restart, drift: drift))
         }
         return steps
+    }
+
+    /// `ndp: datapath` now and then where `redirect` allows it (a check error otherwise).
+    mutating func chooseNDP(_ config: inout ModelConfig) {
+        guard var gateway = config.gateway else { return }
+        if !gateway.redirect || !features.ndp {
+            gateway.ndpDatapath = false
+        } else if Double.random(in: 0..<1, using: &ndpRNG) < 0.3 {
+            gateway.ndpDatapath.toggle()
+        }
+        config.gateway = gateway
     }
 
     mutating func randomPeer(_ id: Int) -> ModelPeer {
