@@ -37,7 +37,7 @@ let package = Package(
         // made a test that derives 2 000 keys take minutes under the VM tier's emulation.
         .target(name: "X25519", swiftSettings: [.unsafeFlags(["-O"])]),
         // The BPF object (bpf/) is compiled by the plugin and embedded as a generated source.
-        .target(name: "Datapath", dependencies: ["CBPF", "Netlink"], plugins: ["BPFObjectPlugin"]),
+        .target(name: "Datapath", dependencies: ["CBPF", "Netlink", "Reconciler"], plugins: ["BPFObjectPlugin"]),
         .plugin(name: "BPFObjectPlugin", capability: .buildTool()),
 
         // The pure core and its input.
@@ -62,16 +62,16 @@ let package = Package(
         .executableTarget(name: "wgkeeper-bench", dependencies: ["Netlink"], path: "Sources/Bench"),
 
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "X25519"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "DatapathKernelTests", dependencies: ["Datapath", "Netlink", "CBPF", "TestSupport"]),
+        .testTarget(name: "DatapathKernelTests", dependencies: ["Datapath", "Netlink", "CBPF", "Reconciler", "TestSupport"]),
         .testTarget(name: "DatapathVMTests", dependencies: ["Datapath", "Netlink", "TestSupport"]),
-        .target(name: "TestSupport", dependencies: ["Netlink"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Netlink", "Reconciler"], path: "Tests/TestSupport"),
         .testTarget(name: "DaemonVMTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "KernelTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "WireGuardVMTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "DaemonKernelTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Reconciler", "Netlink", "TestSupport"]),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "Reconciler", "Netlink", "TestSupport"]),
-        .testTarget(name: "ReconcilerTests", dependencies: ["Reconciler", "Netlink"]),
+        .testTarget(name: "ReconcilerTests", dependencies: ["Reconciler", "Netlink", "TestSupport"]),
         .testTarget(name: "ReconcilerKernelTests", dependencies: ["Reconciler", "Config", "Netlink", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,7 +1,7 @@
 /// Every key the validator knows, by path (`wireguard.*` is any device name, `[]` a list item).
 /// The JSON schema in deploy/ names exactly these; a test keeps the two in step.
 public enum ConfigKeys {
-    public static let top = ["runtime", "wireguard", "gateway", "routes", "proxies"]
+    public static let top = ["runtime", "wireguard", "gateway", "routes", "proxies", "policy"]
     public static let runtime = ["status_socket", "bpf_pin_root", "route_protocol", "wireguard_poll", "proxy_poll", "resync",
                                  "include_dir", "state_dir", "status_group"]
     public static let device = ["private_key_file", "listen_port", "prune_peers", "peers"]
@@ -10,6 +10,8 @@ public enum ConfigKeys {
                                  "icmp_source_lan", "icmp_source_tunnel", "icmp_ratelimit"]
     public static let route = ["destination", "device", "gateway", "table", "metric"]
     public static let proxy = ["address", "device"]
+    public static let policy = ["client_to_lan", "lan_to_client", "groups", "rules"]
+    public static let rule = ["from", "to", "protocol", "ports"]
 
     public static let byPath: [String: [String]] = [
         "": top,
@@ -19,6 +21,8 @@ public enum ConfigKeys {
         "gateway": gateway,
         "routes[]": route,
         "proxies[]": proxy,
+        "policy": policy,
+        "policy.rules[]": rule,
     ]
 
     /// Route protocol numbers the kernel names (include/uapi/linux/rtnetlink.h, RTPROT_*):

@@ -27,6 +27,13 @@ public struct ConfigLimits: Sendable {
     /// Errors kept and reported; the rest are counted. A broken file of a million list items
     /// must not become a million messages in memory, in the journal and in status.
     public var errors = 1_000
+    /// `policy.rules`, all files together: each has a per-CPU counter pair in the datapath
+    /// (and 1 000 rules at 10 000 peers is what the per-packet cost is measured at).
+    public var policyRules = 4_096
+    /// `policy.groups`, all files together.
+    public var policyGroups = 10_000
+    /// Port ranges of one rule: each is an item of the datapath entry (16 at most per entry).
+    public var policyPorts = 16
 
     public init() {}
 

@@ -65,6 +65,7 @@ public struct ConfigLoader: Sendable {
                   keys: (inout Configuration, inout ConfigErrorList) -> Void) -> Result<LoadedConfig, ConfigErrors> {
         var errors = errors
         var decoder = Decoder(errors: ConfigErrorList(limit: limits.errors))
+        decoder.limits = limits
         var configuration = decoder.decode(tree)
         errors += decoder.errors
         configuration.files = files

@@ -8,6 +8,8 @@ public struct Configuration: Sendable {
     public var gateway: GatewaySection?
     public var routes: [RouteEntry] = []
     public var proxies: [ProxyEntrySection] = []
+    /// nil: no `policy` section (everything allowed both ways, as before there was one).
+    public var policy: PolicySection?
     /// The files read, main file first.
     public var files: [String] = []
 }
@@ -76,4 +78,22 @@ public struct RouteEntry: Sendable {
 public struct ProxyEntrySection: Sendable {
     public var location: SourceLocation
     public var proxy: DesiredProxy
+}
+
+public struct PolicySection: Sendable {
+    public var location: SourceLocation
+    public var clientToLAN = DesiredPolicy.ClientToLAN.allow
+    public var lanToClient = DesiredPolicy.LANToClient.allow
+    /// Group name → members (peer names) as written, with where each was written.
+    public var groups: [String: (location: SourceLocation, members: [(name: String, location: SourceLocation)])] = [:]
+    public var rules: [PolicyRuleSection] = []
+}
+
+public struct PolicyRuleSection: Sendable {
+    public var location: SourceLocation
+    /// Peer names, group names or `any`, as written.
+    public var from: [(name: String, location: SourceLocation)]
+    public var destination: IPPrefix
+    public var proto: PolicyProtocol?
+    public var ports: [PortRange]
 }

@@ -6,6 +6,7 @@ import Reconciler
 struct Decoder {
     var errors = ConfigErrorList()
     var includeDir: (path: String, location: SourceLocation)?
+    var limits = ConfigLimits.standard
 
     mutating func fail(_ at: SourceLocation, _ message: @autoclosure () -> String) { errors.append(at, message()) }
 
@@ -184,6 +185,7 @@ struct Decoder {
         for (i, item) in list(top["proxies"]?.value, "proxies").enumerated() {
             if let proxy = decodeProxy(item, "proxies[\(i)]") { config.proxies.append(proxy) }
         }
+        if let policy = section("policy") { config.policy = decodePolicy(policy, limits: limits) }
         return config
     }
 

@@ -111,6 +111,10 @@ extension Configuration {
         }
         for entry in routes { add(entry.route, at: entry.location) }
         for entry in proxies { add(entry.proxy, at: entry.location) }
+        if let (policy, compiled) = desiredPolicy(errors: &errors) {
+            desired.policy = policy
+            desired.datapath?.policy = compiled
+        }
         return desired
     }
 }

@@ -15,6 +15,8 @@ public struct DesiredState: Hashable, Sendable {
     public var safetyChecks: [SafetyCheck]
     /// The `gateway` section as configured, for the daemon's anycast check and the datapath.
     public var gateway: DesiredGateway?
+    /// The `policy` section with groups expanded; nil when there is none (everything allowed).
+    public var policy: DesiredPolicy?
 
     public init(routeProtocol: UInt8 = 77, devices: [DesiredWireGuardDevice] = [], sysctls: [DesiredSysctl] = [],
                 routes: [DesiredRoute] = [], proxies: [DesiredProxy] = [], datapath: DesiredDatapath? = nil,
@@ -245,6 +247,8 @@ public struct DesiredDatapath: Hashable, Sendable {
     public var icmp: DatapathICMP
     /// nil: the LAN program leaves Neighbor Solicitations to the kernel (`ndp: kernel`).
     public var neighbourDiscovery: DatapathNeighbourDiscovery?
+    /// The policy as the programs' maps hold it; nil: no policy (everything allowed).
+    public var policy: CompiledPolicy?
 
     public init(lan: String, tunnel: String, entries: [DatapathEntry], icmp: DatapathICMP = DatapathICMP(),
                 neighbourDiscovery: DatapathNeighbourDiscovery? = nil) {

@@ -18,6 +18,7 @@ struct CheckCommand: ParsableCommand {
         case .success(let loaded):
             print(loaded.summary)
             for line in icmpWarnings(loaded.desired) { printToStandardError("warning: \(line)") }
+            for line in loaded.configuration.policyWarnings { printToStandardError("warning: \(line)") }
         case .failure(let errors):
             printErrors(errors)
             throw ExitCode(1)

@@ -122,5 +122,27 @@ enum AcceptedConfigs {
 
         """
 
-    static let all = [base, minimal]
+    /// The base configuration with a policy: a group, a rule for it, one for a peer, one for any.
+    static let withPolicy = base + """
+        policy:
+          client_to_lan: deny
+          lan_to_client: replies
+          groups:
+            admins: [alice-laptop]
+          rules:
+            - from: admins
+              to: 2001:db8:1::/64
+              protocol: tcp
+              ports: [22, 8000-8080]
+            - from: [bob-phone, admins]
+              to: 2001:db8:1::53
+              protocol: udp
+              ports: 53
+            - from: any
+              to: 2001:db8:1::80/128
+              protocol: icmpv6
+
+        """
+
+    static let all = [base, minimal, withPolicy]
 }

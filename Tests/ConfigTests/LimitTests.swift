@@ -216,7 +216,7 @@ final class LimitTests: XCTestCase {
         XCTAssertEqual(try fixture.loaded(AcceptedConfigs.minimal + "runtime:\n  resync: 24h\n").configuration.runtime.resync, .seconds(86_400))
         let key = String(repeating: "k", count: 1_000)
         XCTAssertEqual(try fixture.errors("\(key): 1\n"), [
-            "wgkeeper.yaml:1:1: unknown key \"\(key.prefix(60))…\" (1000 bytes) in the configuration (known: runtime, wireguard, gateway, routes, proxies)",
+            "wgkeeper.yaml:1:1: unknown key \"\(key.prefix(60))…\" (1000 bytes) in the configuration (known: runtime, wireguard, gateway, routes, proxies, policy)",
         ])
     }
 

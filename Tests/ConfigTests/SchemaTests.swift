@@ -40,6 +40,8 @@ final class SchemaTests: XCTestCase {
             "gateway": try keys(object(properties["gateway"], "gateway"), "gateway"),
             "routes[]": try keys(object(object(properties["routes"], "routes")["items"], "routes[]"), "routes[]"),
             "proxies[]": try keys(object(object(properties["proxies"], "proxies")["items"], "proxies[]"), "proxies[]"),
+            "policy": try keys(object(properties["policy"], "policy"), "policy"),
+            "policy.rules[]": try keys(object(object(object(object(properties["policy"], "policy")["properties"], "policy")["rules"], "rules")["items"], "rules[]"), "policy.rules[]"),
         ]
         XCTAssertEqual(Set(found.keys), Set(ConfigKeys.byPath.keys))
         for (path, names) in ConfigKeys.byPath {

@@ -25,7 +25,7 @@ final class ValidationTests: XCTestCase {
             "wgkeeper.yaml:9:5: unknown key \"listen_prot\" in wireguard.wg0 (known: private_key_file, listen_port, prune_peers, peers)",
         ])
         XCTAssertEqual(try errors(replacing: "gateway:\n", with: "gatewya:\n"), [
-            "wgkeeper.yaml:24:1: unknown key \"gatewya\" in the configuration (known: runtime, wireguard, gateway, routes, proxies)",
+            "wgkeeper.yaml:24:1: unknown key \"gatewya\" in the configuration (known: runtime, wireguard, gateway, routes, proxies, policy)",
         ])
     }
 

@@ -1,0 +1,238 @@
+import Netlink
+import Reconciler
+
+extension Decoder {
+    /// `policy`: defaults, groups and rules. Groups (a mapping of lists) and rules (a list) merge
+    /// across files like everything else, so a conf.d file can add its peer to a group and
+    /// carry that peer's rules; the defaults are scalars, set once.
+    mutating func decodePolicy(_ entry: Tree.Entry, limits: ConfigLimits) -> PolicySection? {
+        guard let fields = mapping(entry.value, "policy", known: ConfigKeys.policy) else { return nil }
+        var policy = PolicySection(location: entry.keyLocation)
+        if let value = parse(fields["client_to_lan"], "allow or deny", { DesiredPolicy.ClientToLAN(rawValue: $0) }) {
+            policy.clientToLAN = value
+        }
+        if let value = parse(fields["lan_to_client"], "allow, deny or replies", { DesiredPolicy.LANToClient(rawValue: $0) }) {
+            policy.lanToClient = value
+        }
+        if let groupsEntry = fields["groups"], let groups = mapping(groupsEntry.value, "policy.groups", known: nil) {
+            for name in groups.keys.sorted() {
+                let group = groups[name]!
+                if policy.groups.count >= limits.policyGroups {
+                    fail(group.keyLocation, "policy.groups: more than \(limits.policyGroups) groups (the limit)")
+                    break
+                }
+                guard Scalars.isPeerName(name), name != "any" else {
+                    fail(group.keyLocation, "policy.groups: \(Scalars.quoted(name)) is not a group name (letters, digits and . _ @ + -, at most 64; not \"any\")")
+                    continue
+                }
+                var members: [(name: String, location: SourceLocation)] = []
+                var seen: [String: SourceLocation] = [:]
+                for item in list(group.value, "policy.groups.\(name)") {
+                    guard case .scalar(let member, let at) = item else {
+                        fail(item.location, "policy.groups.\(name): expected a peer name, got \(item.kindName)")
+                        continue
+                    }
+                    if let first = seen[member] {
+                        fail(at, "policy.groups.\(name): \(Scalars.quoted(member)) is listed twice (first at \(first))")
+                        continue
+                    }
+                    seen[member] = at
+                    members.append((member, at))
+                }
+                policy.groups[name] = (group.keyLocation, members)
+            }
+        }
+        for (i, item) in list(fields["rules"]?.value, "policy.rules").enumerated() {
+            if i >= limits.policyRules {
+                fail(item.location, "policy.rules: more than \(limits.policyRules) rules (the limit)")
+                break
+            }
+            if let rule = decodeRule(item, "policy.rules[\(i)]", limits: limits) { policy.rules.append(rule) }
+        }
+        return policy
+    }
+
+    private mutating func decodeRule(_ tree: Tree, _ name: String, limits: ConfigLimits) -> PolicyRuleSection? {
+        guard let fields = mapping(tree, name, known: ConfigKeys.rule) else { return nil }
+        let at = tree.location
+        var from: [(name: String, location: SourceLocation)] = []
+        var ok = true
+        switch fields["from"]?.value {
+        case nil, .null?:
+            fail(at, "\(name): missing required key \"from\" (a peer, a group or any)")
+            ok = false
+        case .scalar(let text, let textAt)?:
+            from = [(text, textAt)]
+        case .sequence(let items, let listAt)?:
+            for item in items {
+                guard case .scalar(let text, let textAt) = item else {
+                    fail(item.location, "from: expected a peer or group name, got \(item.kindName)")
+                    ok = false
+                    continue
+                }
+                from.append((text, textAt))
+            }
+            if items.isEmpty {
+                fail(listAt, "from: an empty list allows nothing; name a peer, a group or any")
+                ok = false
+            }
+        case let other?:
+            fail(other.location, "from: expected a peer, a group, any, or a list of them, got \(other.kindName)")
+            ok = false
+        }
+        var destination: IPPrefix?
+        if let (text, textAt) = required(fields, "to", in: name, at: at) {
+            // A bare address is its /128.
+            if !text.contains("/"), let address = Scalars.ipv6Address(text) {
+                destination = .host(address)
+            } else if !text.contains("/") {
+                fail(textAt, "to: \(Scalars.quoted(text)) is neither an IPv6 address nor a prefix")
+            } else {
+                destination = prefix(text, "to", at: textAt)
+            }
+        }
+        let proto = parse(fields["protocol"], "tcp, udp or icmpv6") { PolicyProtocol(name: $0) }
+        if fields["protocol"] != nil, proto == nil, scalar(fields["protocol"]) != nil { ok = false }
+        var ports: [PortRange] = []
+        if let portsEntry = fields["ports"] {
+            let items: [Tree]
+            if case .scalar = portsEntry.value { items = [portsEntry.value] } else { items = list(portsEntry.value, "ports") }
+            if proto == nil || proto?.hasPorts == false, !items.isEmpty {
+                fail(portsEntry.keyLocation, "ports: only with protocol tcp or udp")
+                ok = false
+            }
+            if items.count > limits.policyPorts {
+                fail(portsEntry.keyLocation, "ports: more than \(limits.policyPorts) ranges in one rule (the limit)")
+                ok = false
+            }
+            for item in items.prefix(limits.policyPorts) {
+                guard case .scalar(let text, let itemAt) = item, let range = Self.portRange(text) else {
+                    fail(item.location, "ports: expected a port (1-65535) or a range such as 8000-8080, got \(item.kindName == "a scalar" ? Scalars.quoted(item.scalarText ?? "") : item.kindName)")
+                    ok = false
+                    continue
+                }
+                ports.append(range)
+            }
+        }
+        guard ok, let destination else { return nil }
+        return PolicyRuleSection(location: at, from: from, destination: destination, proto: proto, ports: ports)
+    }
+
+    /// `22` or `8000-8080`, within 1-65535.
+    static func portRange(_ text: String) -> PortRange? {
+        let parts = text.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
+        let numbers = parts.map { part -> UInt16? in
+            let digits = part.trimmingCharacters(in: " ")
+            guard !digits.isEmpty, digits.count <= 5, digits.allSatisfy({ $0.isASCII && $0.isNumber }), let n = Int(digits), (1...65535).contains(n) else { return nil }
+            return UInt16(n)
+        }
+        guard numbers.allSatisfy({ $0 != nil }), let first = numbers.first! else { return nil }
+        let last = numbers.last!!
+        guard first <= last else { return nil }
+        return PortRange(first, last)
+    }
+}
+
+extension Tree {
+    var scalarText: String? {
+        if case .scalar(let text, _) = self { return text }
+        return nil
+    }
+}
+
+private extension Substring {
+    func trimmingCharacters(in set: Character) -> Substring {
+        var text = self
+        while text.first == set { text = text.dropFirst() }
+        while text.last == set { text = text.dropLast() }
+        return text
+    }
+}
+
+extension Configuration {
+    /// Resolves the policy's names (groups to peers of the gateway's tunnel), compiles it for
+    /// the datapath, and reports what cannot hold: a policy without the datapath that enforces
+    /// it, names that are no tunnel peer or group, rule sets that do not fit the maps.
+    func desiredPolicy(errors: inout ConfigErrorList) -> (DesiredPolicy, CompiledPolicy)? {
+        guard let policy else { return nil }
+        guard let gateway, gateway.redirect else {
+            errors.append(policy.location, "policy: enforced by the datapath, so it needs a gateway section with redirect: true (without it, the kernel forwards and netfilter's FORWARD chain is the place for rules)")
+            return nil
+        }
+        guard let tunnel = devices.first(where: { $0.name == gateway.tunnel }) else { return nil }
+        let tunnelPeers = Set(tunnel.peers.map(\.peer.name))
+        var otherDevice: [String: String] = [:]
+        for device in devices where device.name != gateway.tunnel {
+            for section in device.peers { otherDevice[section.peer.name] = device.name }
+        }
+        var ok = true
+        func peerProblem(_ name: String) -> String? {
+            if tunnelPeers.contains(name) { return nil }
+            if let device = otherDevice[name] {
+                return "peer \(Scalars.quoted(name)) is on \(device); the policy applies to the peers of the gateway's tunnel \(gateway.tunnel)"
+            }
+            return "\(Scalars.quoted(name)) is no peer of \(gateway.tunnel) and no group"
+        }
+        var members: [String: [String]] = [:]
+        for (name, group) in policy.groups {
+            if tunnelPeers.contains(name) || otherDevice[name] != nil {
+                errors.append(group.location, "policy.groups: \(Scalars.quoted(name)) is also a peer's name; a rule's from could not tell them apart")
+                ok = false
+            }
+            for member in group.members {
+                if let problem = peerProblem(member.name) {
+                    errors.append(member.location, "policy.groups.\(name): \(problem)")
+                    ok = false
+                }
+            }
+            members[name] = group.members.map(\.name)
+        }
+        var rules: [PolicyRule] = []
+        var ruleLocations: [SourceLocation] = []
+        for rule in policy.rules {
+            var names = Set<String>()
+            var any = false
+            for source in rule.from {
+                if source.name == "any" {
+                    any = true
+                } else if let group = members[source.name] {
+                    names.formUnion(group)
+                } else if let problem = peerProblem(source.name) {
+                    errors.append(source.location, "from: \(problem)")
+                    ok = false
+                } else {
+                    names.insert(source.name)
+                }
+            }
+            let label = rule.from.map(\.name).joined(separator: ",")
+            rules.append(PolicyRule(source: any ? .any : .peers(names.sorted()), destination: rule.destination,
+                                    proto: rule.proto, ports: rule.ports, label: label))
+            ruleLocations.append(rule.location)
+        }
+        guard ok else { return nil }
+        let desired = DesiredPolicy(clientToLAN: policy.clientToLAN, lanToClient: policy.lanToClient, rules: rules)
+        switch desired.compile(clients: PolicyClients(peers: tunnel.peers.map(\.peer))) {
+        case .success(let compiled):
+            return (desired, compiled)
+        case .failure(let problem):
+            errors.append(problem.rule.map { ruleLocations[$0] } ?? policy.location, "policy: \(problem.description)")
+            return nil
+        }
+    }
+
+    /// What `check` says about the policy without failing: none set, or rules that cannot matter.
+    public var policyWarnings: [String] {
+        guard let gateway, gateway.redirect else { return [] }
+        guard let policy else {
+            return ["no policy section: every peer of \(gateway.tunnel) reaches every LAN address on every port and every LAN host reaches every client; netfilter FORWARD rules do not see this traffic (the datapath redirects it past the forwarding path)"]
+        }
+        var warnings: [String] = []
+        if policy.clientToLAN == .allow, !policy.rules.isEmpty {
+            warnings.append("\(policy.location): policy: client_to_lan is allow, so the rules only count packets; set client_to_lan: deny to enforce them")
+        }
+        if policy.lanToClient == .deny, policy.clientToLAN == .deny || !policy.rules.isEmpty {
+            warnings.append("\(policy.location): policy: lan_to_client: deny drops the LAN's replies too (TCP and ping to the LAN cannot work); lan_to_client: replies lets replies through")
+        }
+        return warnings
+    }
+}

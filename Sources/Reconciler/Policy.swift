@@ -1,0 +1,199 @@
+import Netlink
+
+/// The access policy of the gateway path (`policy` in the configuration): which clients may
+/// reach which LAN destinations, and what the LAN may send to the clients. Enforced by the
+/// datapath's TC programs, which netfilter's FORWARD chain never sees.
+public struct DesiredPolicy: Hashable, Sendable {
+    /// What a client's packet to the LAN that no rule allows meets.
+    public enum ClientToLAN: String, Hashable, Sendable, CaseIterable { case allow, deny }
+    /// What a LAN packet to a client meets. `replies` (this version: stateless) lets through a
+    /// LAN packet only when the same packet reversed, client to LAN, would be allowed.
+    public enum LANToClient: String, Hashable, Sendable, CaseIterable { case allow, deny, replies }
+
+    public var clientToLAN: ClientToLAN
+    public var lanToClient: LANToClient
+    public var rules: [PolicyRule]
+
+    public init(clientToLAN: ClientToLAN = .allow, lanToClient: LANToClient = .allow, rules: [PolicyRule] = []) {
+        self.clientToLAN = clientToLAN
+        self.lanToClient = lanToClient
+        self.rules = rules
+    }
+
+    /// Today's behaviour: everything allowed both ways.
+    public static let allowAll = DesiredPolicy()
+}
+
+/// IP protocols a rule may name (the IPv6 next header right after the fixed header: extension
+/// headers are not walked, so a packet with one matches only rules without a protocol).
+public enum PolicyProtocol: UInt8, Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    case tcp = 6, udp = 17, icmpv6 = 58
+
+    public init?(name: String) {
+        guard let value = Self.allCases.first(where: { $0.description == name }) else { return nil }
+        self = value
+    }
+
+    public var description: String {
+        switch self {
+        case .tcp: "tcp"
+        case .udp: "udp"
+        case .icmpv6: "icmpv6"
+        }
+    }
+    /// TCP and UDP carry ports.
+    public var hasPorts: Bool { self != .icmpv6 }
+}
+
+public struct PortRange: Hashable, Sendable, CustomStringConvertible {
+    public var first: UInt16
+    public var last: UInt16
+
+    public init(_ first: UInt16, _ last: UInt16) {
+        precondition(first <= last)
+        self.first = first
+        self.last = last
+    }
+
+    public static let all = PortRange(0, .max)
+    public func contains(_ port: UInt16) -> Bool { first <= port && port <= last }
+    public var description: String { first == last ? "\(first)" : "\(first)-\(last)" }
+}
+
+/// `from (peers | any) to destination [protocol [ports]] allow`, groups already expanded.
+public struct PolicyRule: Hashable, Sendable, CustomStringConvertible {
+    public enum Source: Hashable, Sendable {
+        case any
+        /// Peer names (of the gateway's tunnel), sorted, no duplicates.
+        case peers([String])
+    }
+
+    public var source: Source
+    public var destination: IPPrefix
+    /// nil: every protocol (and no ports).
+    public var proto: PolicyProtocol?
+    /// Empty: every port (or the protocol has none).
+    public var ports: [PortRange]
+    /// As written (`from: admins`), for plan and status.
+    public var label: String
+
+    public init(source: Source, destination: IPPrefix, proto: PolicyProtocol? = nil, ports: [PortRange] = [], label: String = "") {
+        self.source = source
+        self.destination = destination.canonical
+        self.proto = proto
+        self.ports = ports
+        self.label = label
+    }
+
+    public func applies(to peer: String?) -> Bool {
+        switch source {
+        case .any: true
+        case .peers(let names): peer.map { names.contains($0) } ?? false
+        }
+    }
+
+    /// Protocol and port of the LAN side of a flow.
+    public func matches(proto packetProto: UInt8, port: UInt16) -> Bool {
+        guard let proto else { return true }
+        guard proto.rawValue == packetProto else { return false }
+        return ports.isEmpty || ports.contains { $0.contains(port) }
+    }
+
+    public var description: String {
+        var text = "from \(label.isEmpty ? "any" : label) to \(destination.isHost ? destination.address.description : destination.description)"
+        if let proto { text += " \(proto)" }
+        if !ports.isEmpty { text += " port \(ports.map(\.description).joined(separator: ","))" }
+        return text + " allow"
+    }
+}
+
+/// One packet as the policy sees it, in the direction it travels.
+public struct PolicyPacket: Hashable, Sendable, CustomStringConvertible {
+    public enum Direction: Hashable, Sendable { case clientToLAN, lanToClient }
+
+    public var direction: Direction
+    public var source: IPv6Address
+    public var destination: IPv6Address
+    /// The next header of the fixed IPv6 header.
+    public var proto: UInt8
+    /// TCP/UDP ports (0 for other protocols).
+    public var sourcePort: UInt16
+    public var destinationPort: UInt16
+    /// ICMPv6 type (0 for other protocols).
+    public var icmpType: UInt8
+
+    public init(direction: Direction, source: IPv6Address, destination: IPv6Address, proto: UInt8,
+                sourcePort: UInt16 = 0, destinationPort: UInt16 = 0, icmpType: UInt8 = 0) {
+        self.direction = direction
+        self.source = source
+        self.destination = destination
+        self.proto = proto
+        self.sourcePort = sourcePort
+        self.destinationPort = destinationPort
+        self.icmpType = icmpType
+    }
+
+    public var client: IPv6Address { direction == .clientToLAN ? source : destination }
+    public var lanHost: IPv6Address { direction == .clientToLAN ? destination : source }
+    /// The port on the LAN host's side of the flow.
+    public var lanPort: UInt16 {
+        guard proto == PolicyProtocol.tcp.rawValue || proto == PolicyProtocol.udp.rawValue else { return 0 }
+        return direction == .clientToLAN ? destinationPort : sourcePort
+    }
+    /// An ICMPv6 error message (types below 128).
+    public var isICMPError: Bool { proto == PolicyProtocol.icmpv6.rawValue && icmpType < 128 }
+
+    public var description: String {
+        "\(direction == .clientToLAN ? "client→LAN" : "LAN→client") [\(source)]:\(sourcePort) → [\(destination)]:\(destinationPort) proto \(proto) type \(icmpType)"
+    }
+}
+
+/// What the policy does with a packet, and which counter it adds to.
+public enum PolicyVerdict: Hashable, Sendable, CustomStringConvertible {
+    /// No rule consulted: the direction's default is allow.
+    case allowedByDefault
+    /// Allowed by the rule at this index of `DesiredPolicy.rules`.
+    case allowed(rule: Int)
+    /// Denied by the direction's default (no rule allows it).
+    case denied
+
+    public var isAllowed: Bool { self != .denied }
+
+    public var description: String {
+        switch self {
+        case .allowedByDefault: "allowed (default)"
+        case .allowed(let rule): "allowed (rule \(rule))"
+        case .denied: "denied"
+        }
+    }
+}
+
+extension DesiredPolicy {
+    /// The reference evaluation, straight from the rules: the datapath must agree with it on
+    /// every packet (DatapathKernelTests compares them). `peerOf` names the peer whose allowed
+    /// IPs hold a client address (longest match), nil when none does.
+    ///
+    /// - client to LAN: `allow` lets everything through; `deny` only what a rule allows.
+    /// - LAN to client: `allow` everything, `deny` nothing, `replies` what a rule allows for the
+    ///   packet reversed (the LAN host's source port as the rule's port); an ICMPv6 error only
+    ///   needs some rule of the client for the LAN host, whatever its protocol and ports.
+    /// The first rule (lowest index) that allows the packet is the one counted.
+    public func evaluate(_ packet: PolicyPacket, peerOf: (IPv6Address) -> String?) -> PolicyVerdict {
+        switch packet.direction {
+        case .clientToLAN:
+            if clientToLAN == .allow { return .allowedByDefault }
+        case .lanToClient:
+            switch lanToClient {
+            case .allow: return .allowedByDefault
+            case .deny: return .denied
+            case .replies: if clientToLAN == .allow { return .allowedByDefault }
+            }
+        }
+        let peer = peerOf(packet.client)
+        let anyProtocol = packet.direction == .lanToClient && packet.isICMPError
+        for (index, rule) in rules.enumerated() where rule.applies(to: peer) && rule.destination.contains(.v6(packet.lanHost)) {
+            if anyProtocol || rule.matches(proto: packet.proto, port: packet.lanPort) { return .allowed(rule: index) }
+        }
+        return .denied
+    }
+}

@@ -1,0 +1,195 @@
+import Netlink
+
+/// The policy in the datapath's representation (bpf/datapath.bpf.c, `policy_*` maps):
+///
+/// - every client prefix (the tunnel peers' allowed IPs) maps to a *class*: the peers that the
+///   same set of peer- or group-specific rules name share one; class 0 is the peers that only
+///   `from: any` rules apply to;
+/// - an LPM entry per (class, destination prefix) holds the protocol/port items of every rule
+///   of that class (its own and `any`) whose destination contains the prefix, in rule order.
+///   The longest match for (class, LAN address) therefore holds every rule that applies, so a
+///   packet costs two LPM lookups and a scan of at most `itemsPerEntry` items;
+/// - one word holds the defaults and which of the two map sets is live.
+public struct CompiledPolicy: Hashable, Sendable {
+    /// Items an entry holds (`POLICY_ITEMS`).
+    public static let itemsPerEntry = 16
+    /// Rules the counters have room for (`POLICY_RULES_MAX`).
+    public static let maximumRules = 4096
+    /// Entries of each map (`max_entries` of `policy_sources_*`, `policy_rules_*`).
+    public static let maximumEntries = 65536
+
+    public struct Item: Hashable, Sendable, CustomStringConvertible {
+        /// 0: any protocol.
+        public var proto: UInt8
+        public var rule: UInt16
+        public var ports: PortRange
+
+        public init(proto: UInt8, rule: UInt16, ports: PortRange) {
+            self.proto = proto
+            self.rule = rule
+            self.ports = ports
+        }
+
+        public var description: String { "rule \(rule) proto \(proto) ports \(ports)" }
+    }
+
+    public struct Key: Hashable, Sendable, Comparable, CustomStringConvertible {
+        public var policyClass: UInt32
+        public var destination: IPPrefix
+
+        public init(policyClass: UInt32, destination: IPPrefix) {
+            self.policyClass = policyClass
+            self.destination = destination
+        }
+
+        public static func < (a: Key, b: Key) -> Bool { (a.policyClass, a.destination) < (b.policyClass, b.destination) }
+        public var description: String { "class \(policyClass) \(destination)" }
+    }
+
+    public var clientToLAN: DesiredPolicy.ClientToLAN
+    public var lanToClient: DesiredPolicy.LANToClient
+    /// Client prefix → class.
+    public var sources: [IPPrefix: UInt32]
+    public var entries: [Key: [Item]]
+    public var ruleCount: Int
+
+    /// Bits of the `policy_select` word (`POLICY_*` in bpf/datapath.bpf.c).
+    public static let generationBit: UInt32 = 1
+    public static let clientDenyBit: UInt32 = 2
+    public static let lanShift: UInt32 = 2
+    public static let lanMask: UInt32 = 3 << 2
+
+    /// The word that selects map set `generation` (0 or 1) with these defaults.
+    public func selectWord(generation: UInt32) -> UInt32 {
+        let lan: UInt32 = switch lanToClient {
+        case .allow: 0
+        case .deny: 1
+        case .replies: 2
+        }
+        return (generation & 1) | (clientToLAN == .deny ? Self.clientDenyBit : 0) | (lan << Self.lanShift)
+    }
+
+    /// Nothing to look up: both defaults allow (the word alone says so).
+    public var allowsEverything: Bool { clientToLAN == .allow && lanToClient != .deny }
+
+    /// The Swift twin of the programs' lookup, over this representation: what `evaluate` on
+    /// the rules says, the compiled form must say too (unit-tested on random rule sets).
+    public func evaluate(_ packet: PolicyPacket) -> PolicyVerdict {
+        switch packet.direction {
+        case .clientToLAN:
+            if clientToLAN == .allow { return .allowedByDefault }
+        case .lanToClient:
+            switch lanToClient {
+            case .allow: return .allowedByDefault
+            case .deny: return .denied
+            case .replies: if clientToLAN == .allow { return .allowedByDefault }
+            }
+        }
+        let policyClass = Self.longestMatch(sources, packet.client).map { sources[$0]! } ?? 0
+        let candidates = entries.keys.filter { $0.policyClass == policyClass && $0.destination.contains(.v6(packet.lanHost)) }
+        guard let key = candidates.max(by: { $0.destination.length < $1.destination.length }) else { return .denied }
+        let anyProtocol = packet.direction == .lanToClient && packet.isICMPError
+        for item in entries[key]! {
+            if anyProtocol { return .allowed(rule: Int(item.rule)) }
+            if item.proto != 0, item.proto != packet.proto { continue }
+            if !item.ports.contains(packet.lanPort) { continue }
+            return .allowed(rule: Int(item.rule))
+        }
+        return .denied
+    }
+
+    static func longestMatch<V>(_ table: [IPPrefix: V], _ address: IPv6Address) -> IPPrefix? {
+        table.keys.filter { $0.contains(.v6(address)) }.max { $0.length < $1.length }
+    }
+}
+
+/// Which peer a client address belongs to: the tunnel peers' allowed IPs, longest match.
+public struct PolicyClients: Sendable {
+    public var prefixes: [IPPrefix: String]
+
+    public init(peers: [DesiredPeer]) {
+        var prefixes: [IPPrefix: String] = [:]
+        for peer in peers {
+            for prefix in peer.allowedIPs where prefix.family == .inet6 { prefixes[prefix.canonical] = peer.name }
+        }
+        self.prefixes = prefixes
+    }
+
+    public func peer(of address: IPv6Address) -> String? {
+        CompiledPolicy.longestMatch(prefixes, address).map { prefixes[$0]! }
+    }
+}
+
+public struct PolicyCompileError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var description: String
+    /// The rule the problem is about, when one is.
+    public var rule: Int?
+}
+
+extension DesiredPolicy {
+    /// Compiles for the peers of the gateway's tunnel; errors name what does not fit the maps.
+    public func compile(clients: PolicyClients) -> Result<CompiledPolicy, PolicyCompileError> {
+        guard rules.count <= CompiledPolicy.maximumRules else {
+            return .failure(PolicyCompileError(description: "more than \(CompiledPolicy.maximumRules) rules", rule: nil))
+        }
+        // The items of each rule, once.
+        let items: [[CompiledPolicy.Item]] = rules.enumerated().map { index, rule in
+            let ranges = rule.ports.isEmpty ? [PortRange.all] : rule.ports
+            return ranges.map { CompiledPolicy.Item(proto: rule.proto?.rawValue ?? 0, rule: UInt16(index), ports: $0) }
+        }
+        let anyRules = rules.indices.filter { rules[$0].source == .any }
+        // Classes: the set of specific rules naming each peer.
+        var rulesOfPeer: [String: [Int]] = [:]
+        for (index, rule) in rules.enumerated() {
+            guard case .peers(let names) = rule.source else { continue }
+            for name in names { rulesOfPeer[name, default: []].append(index) }
+        }
+        var classOfRuleSet: [[Int]: UInt32] = [:]
+        var classOfPeer: [String: UInt32] = [:]
+        for name in rulesOfPeer.keys.sorted() {
+            let set = rulesOfPeer[name]!
+            if let existing = classOfRuleSet[set] {
+                classOfPeer[name] = existing
+            } else {
+                let next = UInt32(classOfRuleSet.count + 1)
+                classOfRuleSet[set] = next
+                classOfPeer[name] = next
+            }
+        }
+        var compiled = CompiledPolicy(clientToLAN: clientToLAN, lanToClient: lanToClient, sources: [:], entries: [:], ruleCount: rules.count)
+        for (prefix, name) in clients.prefixes { compiled.sources[prefix] = classOfPeer[name] ?? 0 }
+
+        var classes: [(UInt32, [Int])] = [(0, anyRules)]
+        for (set, policyClass) in classOfRuleSet { classes.append((policyClass, (set + anyRules).sorted())) }
+        for (policyClass, ruleIndexes) in classes {
+            let destinations = Set(ruleIndexes.map { rules[$0].destination })
+            for destination in destinations {
+                var entry: [CompiledPolicy.Item] = []
+                var seen = Set<CompiledPolicy.Item>()
+                for index in ruleIndexes where rules[index].destination.contains(destination) {
+                    for item in items[index] {
+                        // An item already there for an earlier rule matches first: drop the copy.
+                        var shape = item
+                        shape.rule = 0
+                        if seen.insert(shape).inserted { entry.append(item) }
+                    }
+                }
+                guard entry.count <= CompiledPolicy.itemsPerEntry else {
+                    return .failure(PolicyCompileError(
+                        description: "\(destination) gathers \(entry.count) protocol/port ranges from the rules that contain it (the datapath holds \(CompiledPolicy.itemsPerEntry) per destination and peer); merge port ranges or split the destination",
+                        rule: ruleIndexes.first { rules[$0].destination == destination }))
+                }
+                compiled.entries[CompiledPolicy.Key(policyClass: policyClass, destination: destination)] = entry
+            }
+        }
+        guard compiled.entries.count <= CompiledPolicy.maximumEntries else {
+            return .failure(PolicyCompileError(
+                description: "the rules compile to \(compiled.entries.count) datapath entries (the maps hold \(CompiledPolicy.maximumEntries)); use groups so that peers share rule sets",
+                rule: nil))
+        }
+        guard compiled.sources.count <= CompiledPolicy.maximumEntries else {
+            return .failure(PolicyCompileError(description: "more than \(CompiledPolicy.maximumEntries) client prefixes", rule: nil))
+        }
+        return .success(compiled)
+    }
+}

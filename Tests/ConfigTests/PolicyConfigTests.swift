@@ -1,0 +1,164 @@
+import Config
+import Foundation
+import Netlink
+import Reconciler
+import XCTest
+
+/// The `policy` section: decoding, names resolved against the tunnel's peers, drop-ins, errors
+/// with their place, and what `check` warns about.
+final class PolicyConfigTests: XCTestCase {
+    private var fixture: ConfigFixture!
+
+    override func setUpWithError() throws { fixture = try ConfigFixture(for: self) }
+
+    private func withPolicy(_ policy: String) -> String { AcceptedConfigs.base + policy }
+
+    func testNoPolicyKeepsEverythingAllowedAndCheckWarns() throws {
+        let loaded = try fixture.loaded(AcceptedConfigs.base)
+        XCTAssertNil(loaded.desired.policy)
+        XCTAssertNil(loaded.desired.datapath?.policy)
+        XCTAssertEqual(loaded.configuration.policyWarnings.count, 1)
+        XCTAssertTrue(loaded.configuration.policyWarnings[0].hasPrefix("no policy section: every peer of wg0 reaches every LAN address"),
+                      loaded.configuration.policyWarnings[0])
+        // Without the datapath there is nothing to warn about: netfilter sees forwarded traffic.
+        let noRedirect = try fixture.loaded(AcceptedConfigs.base.replacingOccurrences(of: "redirect: true", with: "redirect: false"))
+        XCTAssertEqual(noRedirect.configuration.policyWarnings, [])
+    }
+
+    func testPolicyExpandsGroupsAndCompiles() throws {
+        let loaded = try fixture.loaded(AcceptedConfigs.withPolicy)
+        let policy = try XCTUnwrap(loaded.desired.policy)
+        XCTAssertEqual(policy.clientToLAN, .deny)
+        XCTAssertEqual(policy.lanToClient, .replies)
+        XCTAssertEqual(policy.rules.map(\.description), [
+            "from admins to 2001:db8:1::/64 tcp port 22,8000-8080 allow",
+            "from bob-phone,admins to 2001:db8:1::53 udp port 53 allow",
+            "from any to 2001:db8:1::80 icmpv6 allow",
+        ])
+        XCTAssertEqual(policy.rules[0].source, .peers(["alice-laptop"]))
+        XCTAssertEqual(policy.rules[1].source, .peers(["alice-laptop", "bob-phone"]))
+        XCTAssertEqual(policy.rules[2].source, .any)
+        let compiled = try XCTUnwrap(loaded.desired.datapath?.policy)
+        XCTAssertEqual(compiled.ruleCount, 3)
+        // alice {0, 1}, bob {1}: two classes besides 0; every client prefix has one.
+        XCTAssertEqual(Set(compiled.sources.values), [1, 2])
+        XCTAssertEqual(compiled.sources.count, 3)
+        XCTAssertEqual(loaded.configuration.policyWarnings, [])
+    }
+
+    func testDropInCarriesItsPeersMembershipAndRules() throws {
+        try fixture.write("conf.d/carol.yaml", """
+            wireguard:
+              wg0:
+                peers:
+                  - name: carol
+                    public_key: "\(ConfigFixture.carol)"
+                    allowed_ips: [2001:db8:1::102/128]
+            policy:
+              groups:
+                admins: [carol]
+              rules:
+                - from: carol
+                  to: 2001:db8:1::9
+            """)
+        let loaded = try fixture.loaded("runtime:\n  include_dir: conf.d\n" + AcceptedConfigs.withPolicy.replacingOccurrences(of: "runtime:\n", with: ""))
+        let policy = try XCTUnwrap(loaded.desired.policy)
+        XCTAssertEqual(policy.rules.count, 4)
+        XCTAssertEqual(policy.rules[0].source, .peers(["alice-laptop", "carol"]))
+        XCTAssertEqual(policy.rules[3].description, "from carol to 2001:db8:1::9 allow")
+    }
+
+    func testDefaultsAreSetOnce() throws {
+        try fixture.write("conf.d/x.yaml", "policy:\n  client_to_lan: allow\n")
+        let errors = try fixture.errors("runtime:\n  include_dir: conf.d\n" + AcceptedConfigs.withPolicy.replacingOccurrences(of: "runtime:\n", with: ""))
+        XCTAssertEqual(errors, ["conf.d/x.yaml:2:3: policy.client_to_lan is already set at wgkeeper.yaml:42:3"])
+    }
+
+    func testErrorsNameTheirPlace() throws {
+        XCTAssertEqual(try fixture.errors(withPolicy("""
+            policy:
+              client_to_lan: block
+              lan_to_client: reply
+              groups:
+                any: [alice-laptop]
+                bob-phone: [alice-laptop]
+                ops: [mallory, alice-laptop, alice-laptop]
+              rules:
+                - from: nobody
+                  to: 2001:db8:1::/64
+                - from: alice-laptop
+                  to: 2001:db8:1::1/64
+                - from: alice-laptop
+                  to: 2001:db8:1::1
+                  ports: 22
+                - from: alice-laptop
+                  to: 2001:db8:1::1
+                  protocol: sctp
+                - from: alice-laptop
+                  to: 2001:db8:1::1
+                  protocol: tcp
+                  ports: [0, 80-70, http]
+                - to: 2001:db8:1::1
+                  action: allow
+                - from: []
+                  to: 2001:db8:1::1
+
+            """)), [
+            "wgkeeper.yaml:41:18: client_to_lan: expected allow or deny, got \"block\"",
+            "wgkeeper.yaml:42:18: lan_to_client: expected allow, deny or replies, got \"reply\"",
+            "wgkeeper.yaml:44:5: policy.groups: \"any\" is not a group name (letters, digits and . _ @ + -, at most 64; not \"any\")",
+            "wgkeeper.yaml:45:5: policy.groups: \"bob-phone\" is also a peer's name; a rule's from could not tell them apart",
+            "wgkeeper.yaml:46:11: policy.groups.ops: \"mallory\" is no peer of wg0 and no group",
+            "wgkeeper.yaml:46:34: policy.groups.ops: \"alice-laptop\" is listed twice (first at wgkeeper.yaml:46:20)",
+            "wgkeeper.yaml:48:13: from: \"nobody\" is no peer of wg0 and no group",
+            "wgkeeper.yaml:51:11: to: 2001:db8:1::1/64 has bits set past the prefix length; did you mean 2001:db8:1::/64?",
+            "wgkeeper.yaml:54:7: ports: only with protocol tcp or udp",
+            "wgkeeper.yaml:57:17: protocol: expected tcp, udp or icmpv6, got \"sctp\"",
+            "wgkeeper.yaml:61:15: ports: expected a port (1-65535) or a range such as 8000-8080, got \"0\"",
+            "wgkeeper.yaml:61:18: ports: expected a port (1-65535) or a range such as 8000-8080, got \"80-70\"",
+            "wgkeeper.yaml:61:25: ports: expected a port (1-65535) or a range such as 8000-8080, got \"http\"",
+            "wgkeeper.yaml:62:7: policy.rules[5]: missing required key \"from\" (a peer, a group or any)",
+            "wgkeeper.yaml:63:7: unknown key \"action\" in policy.rules[5] (known: from, to, protocol, ports)",
+            "wgkeeper.yaml:64:13: from: an empty list allows nothing; name a peer, a group or any",
+        ])
+        // Names are resolved once the shape is right.
+        XCTAssertEqual(try fixture.errors(withPolicy("""
+            policy:
+              groups:
+                bob-phone: [alice-laptop]
+                ops: [mallory]
+              rules:
+                - from: nobody
+                  to: 2001:db8:1::/64
+
+            """)), [
+            "wgkeeper.yaml:42:5: policy.groups: \"bob-phone\" is also a peer's name; a rule's from could not tell them apart",
+            "wgkeeper.yaml:43:11: policy.groups.ops: \"mallory\" is no peer of wg0 and no group",
+            "wgkeeper.yaml:45:13: from: \"nobody\" is no peer of wg0 and no group",
+        ])
+    }
+
+    func testPolicyNeedsTheDatapath() throws {
+        XCTAssertEqual(try fixture.errors(withPolicy("policy:\n  client_to_lan: deny\n").replacingOccurrences(of: "redirect: true", with: "redirect: false")), [
+            "wgkeeper.yaml:40:1: policy: enforced by the datapath, so it needs a gateway section with redirect: true (without it, the kernel forwards and netfilter's FORWARD chain is the place for rules)",
+        ])
+    }
+
+    func testRulesThatDoNotFitAnEntryAreRefused() throws {
+        var text = "policy:\n  client_to_lan: deny\n  rules:\n"
+        for i in 0..<17 { text += "    - {from: any, to: 2001:db8:1::/64, protocol: tcp, ports: \(1000 + i)}\n" }
+        XCTAssertEqual(try fixture.errors(withPolicy(text)), [
+            "wgkeeper.yaml:43:7: policy: 2001:db8:1::/64 gathers 17 protocol/port ranges from the rules that contain it (the datapath holds 16 per destination and peer); merge port ranges or split the destination",
+        ])
+    }
+
+    func testRuleLimit() throws {
+        var limits = ConfigLimits()
+        limits.policyRules = 2
+        var text = "policy:\n  rules:\n"
+        for _ in 0..<3 { text += "    - {from: any, to: 2001:db8:1::/64}\n" }
+        XCTAssertEqual(try fixture.errors(withPolicy(text), limits: limits), [
+            "wgkeeper.yaml:44:7: policy.rules: more than 2 rules (the limit)",
+        ])
+    }
+}
