@@ -7,6 +7,7 @@
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
+#include <linux/in.h>
 #include <linux/in6.h>
 #include <linux/ipv6.h>
 #include <linux/icmpv6.h>
@@ -79,7 +80,9 @@ enum counter {
 	COUNTER_PACKET_TOO_BIG = 6,
 	COUNTER_ICMP_RATE_LIMITED = 7,
 	COUNTER_NS_ANSWERED = 8,
-	COUNTER_COUNT = 9,
+	COUNTER_POLICY_DENIED = 9,
+	COUNTER_PROHIBITED = 10,
+	COUNTER_COUNT = 11,
 };
 
 struct {
@@ -271,7 +274,7 @@ static __always_inline __u16 csum_fold(__u64 sum)
 // rate-limited (by neither bucket): the kernel's default net.ipv6.icmp.ratemask (0-1,3-127)
 // exempts it, as path MTU discovery needs one per path; it is never larger than the packet.
 static __always_inline enum icmp_outcome icmp_error(struct __sk_buff *skb, __u32 l2, __u8 type,
-						    __u32 mtu, const struct in6_addr *source,
+						    __u8 code, __u32 mtu, const struct in6_addr *source,
 						    __u32 interval_ms)
 {
 	void *data = (void *)(long)skb->data;
@@ -328,7 +331,7 @@ static __always_inline enum icmp_outcome icmp_error(struct __sk_buff *skb, __u32
 	head.length = bpf_htonl(sizeof(struct icmp6hdr) + quote);
 	head.next_header = bpf_htonl(IPPROTO_ICMPV6);
 	head.icmp.icmp6_type = type;
-	head.icmp.icmp6_code = 0;
+	head.icmp.icmp6_code = code;
 	head.icmp.icmp6_dataun.un_data32[0] = bpf_htonl(mtu);
 	__s64 sum = bpf_csum_diff(NULL, 0, (void *)&head, sizeof(head), 0);
 	__u32 chunk = padded < 512 ? padded : 512;
@@ -367,12 +370,14 @@ static __always_inline enum icmp_outcome icmp_error(struct __sk_buff *skb, __u32
 
 // Sends the error out of the device the packet came in on; -1 when none could be sent and
 // the packet is untouched.
-static __always_inline int answer(struct __sk_buff *skb, __u32 l2, __u8 type, __u32 mtu,
+static __always_inline int answer(struct __sk_buff *skb, __u32 l2, __u8 type, __u8 code, __u32 mtu,
 				  const struct in6_addr *source, __u32 interval_ms)
 {
-	switch (icmp_error(skb, l2, type, mtu, source, interval_ms)) {
+	switch (icmp_error(skb, l2, type, code, mtu, source, interval_ms)) {
 	case ICMP_SENT:
-		count(type == ICMPV6_PKT_TOOBIG ? COUNTER_PACKET_TOO_BIG : COUNTER_TIME_EXCEEDED);
+		count(type == ICMPV6_PKT_TOOBIG	 ? COUNTER_PACKET_TOO_BIG
+		      : type == ICMPV6_DEST_UNREACH ? COUNTER_PROHIBITED
+						    : COUNTER_TIME_EXCEEDED);
 		return bpf_redirect(skb->ifindex, 0);
 	case ICMP_LIMITED:
 		count(COUNTER_ICMP_RATE_LIMITED);
@@ -387,6 +392,19 @@ static __always_inline int answer(struct __sk_buff *skb, __u32 l2, __u8 type, __
 }
 
 #include "ndp.h"
+#include "policy.h"
+
+// A packet the policy denies is dropped, and its sender gets Destination Unreachable,
+// "communication administratively prohibited" (RFC 4443 3.1 code 1), rate-limited like Time
+// Exceeded, as from a router with a reject rule. Checked before Packet Too Big: a denied
+// packet tells nothing about the path behind the gateway.
+static __always_inline int reject(struct __sk_buff *skb, __u32 l2, const struct in6_addr *source,
+				  __u32 interval_ms)
+{
+	count(COUNTER_POLICY_DENIED);
+	int action = answer(skb, l2, ICMPV6_DEST_UNREACH, ICMPV6_ADM_PROHIBITED, 0, source, interval_ms);
+	return action < 0 ? TC_ACT_SHOT : action;
+}
 
 // Ethernet frames from the LAN: IPv6 for a VPN client goes to the tunnel. The tunnel is a
 // layer-3 device, so bpf_redirect strips the MAC header (__bpf_redirect_no_mac).
@@ -421,16 +439,19 @@ int lan_ingress(struct __sk_buff *skb)
 		return pass();
 	case VERDICT_EXPIRED:
 		count(COUNTER_HOP_LIMIT_EXPIRED);
-		action = answer(skb, sizeof(struct ethhdr), ICMPV6_TIME_EXCEED, 0, &cfg->lan_source,
+		action = answer(skb, sizeof(struct ethhdr), ICMPV6_TIME_EXCEED, 0, 0, &cfg->lan_source,
 				cfg->icmp_interval_ms);
 		return action < 0 ? TC_ACT_UNSPEC : action;
 	case VERDICT_REDIRECT:
 		break;
 	}
+	__u32 word = policy_word();
+	if (!policy_allows(skb, sizeof(struct ethhdr), word, 0))
+		return reject(skb, sizeof(struct ethhdr), &cfg->lan_source, cfg->icmp_interval_ms);
 	// Without a source address for the error the packet goes on: WireGuard fragments
 	// the outer datagram, which beats losing it.
 	if (cfg->tunnel_mtu && skb->len - sizeof(struct ethhdr) > cfg->tunnel_mtu) {
-		action = answer(skb, sizeof(struct ethhdr), ICMPV6_PKT_TOOBIG, cfg->tunnel_mtu,
+		action = answer(skb, sizeof(struct ethhdr), ICMPV6_PKT_TOOBIG, 0, cfg->tunnel_mtu,
 				&cfg->lan_source, cfg->icmp_interval_ms);
 		if (action >= 0)
 			return action;
@@ -468,13 +489,16 @@ int tunnel_ingress(struct __sk_buff *skb)
 		return pass();
 	case VERDICT_EXPIRED:
 		count(COUNTER_HOP_LIMIT_EXPIRED);
-		action = answer(skb, 0, ICMPV6_TIME_EXCEED, 0, &cfg->tunnel_source, cfg->icmp_interval_ms);
+		action = answer(skb, 0, ICMPV6_TIME_EXCEED, 0, 0, &cfg->tunnel_source, cfg->icmp_interval_ms);
 		return action < 0 ? TC_ACT_UNSPEC : action;
 	case VERDICT_REDIRECT:
 		break;
 	}
+	__u32 word = policy_word();
+	if (!policy_allows(skb, 0, word, 1))
+		return reject(skb, 0, &cfg->tunnel_source, cfg->icmp_interval_ms);
 	if (cfg->lan_mtu && skb->len > cfg->lan_mtu) {
-		action = answer(skb, 0, ICMPV6_PKT_TOOBIG, cfg->lan_mtu, &cfg->tunnel_source,
+		action = answer(skb, 0, ICMPV6_PKT_TOOBIG, 0, cfg->lan_mtu, &cfg->tunnel_source,
 				cfg->icmp_interval_ms);
 		if (action >= 0)
 			return action;

@@ -21,6 +21,10 @@ public struct DatapathCounters: Equatable, Sendable, CustomStringConvertible {
     public var rateLimited: UInt64 = 0
     /// Neighbor Solicitations for a client answered by the program (`gateway.ndp: datapath`).
     public var solicitationsAnswered: UInt64 = 0
+    /// Packets the access policy denied (dropped; see `Datapath.policyCounters` per rule).
+    public var policyDenied: UInt64 = 0
+    /// ICMPv6 Destination Unreachable "administratively prohibited" sent for them.
+    public var prohibited: UInt64 = 0
 
     public init() {}
 
@@ -28,13 +32,14 @@ public struct DatapathCounters: Equatable, Sendable, CustomStringConvertible {
     public var byName: [String: UInt64] {
         ["lan_to_tunnel": lanToTunnel, "tunnel_to_lan": tunnelToLan, "passed": passed,
          "hop_limit_expired": hopLimitExpired, "errors": errors, "time_exceeded": timeExceeded,
-         "packet_too_big": packetTooBig, "rate_limited": rateLimited, "solicitations_answered": solicitationsAnswered]
+         "packet_too_big": packetTooBig, "rate_limited": rateLimited, "solicitations_answered": solicitationsAnswered,
+         "policy_denied": policyDenied, "prohibited": prohibited]
     }
 
     public var description: String {
         "lan→tunnel \(lanToTunnel), tunnel→lan \(tunnelToLan), passed \(passed), hop limit expired \(hopLimitExpired), errors \(errors), "
             + "time exceeded \(timeExceeded), packet too big \(packetTooBig), rate limited \(rateLimited), "
-            + "solicitations answered \(solicitationsAnswered)"
+            + "solicitations answered \(solicitationsAnswered), policy denied \(policyDenied), prohibited \(prohibited)"
     }
 }
 
@@ -45,7 +50,7 @@ extension Datapath {
         guard cpus > 0 else { throw DatapathError("count possible CPUs for", "counters", code: -Int32(cpus)) }
         let fd = map("counters").raw
         var sums: [UInt64] = []
-        for index in UInt32(0)..<9 {
+        for index in UInt32(0)..<11 {
             var key = index
             var values = [UInt64](repeating: 0, count: cpus)
             try check(bpf_map_lookup_elem(fd, &key, &values), "read map", "counters")
@@ -61,6 +66,8 @@ extension Datapath {
         counters.packetTooBig = sums[6]
         counters.rateLimited = sums[7]
         counters.solicitationsAnswered = sums[8]
+        counters.policyDenied = sums[9]
+        counters.prohibited = sums[10]
         return counters
     }
 }

@@ -101,6 +101,8 @@ public final class Datapath {
     let maps: [String: Descriptor]
     var programs: [Hook: (fd: Descriptor, info: ProgramInfo)] = [:]
     var checkedForStaleFilters: Set<Int32> = []
+    /// When this instance last switched policy generations (`install(policy:)`).
+    var lastPolicySwap: ContinuousClock.Instant?
 
     /// The handle and priority of our cls_bpf filter; stable so a replace hits the same filter.
     static let filterHandle: UInt32 = 0x77

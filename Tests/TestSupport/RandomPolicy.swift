@@ -50,10 +50,18 @@ public struct RandomPolicy {
     }
 
     /// Few distinct values per field: prefixes of every length the rules use collide often.
+    /// Hosts are ::10 to ::17 of each subnet (never the subnet-router anycast or a gateway's ::1).
     public static func lanAddress(using rng: inout SeededGenerator) -> IPv6Address {
-        let subnet = UInt64.random(in: 0...3, using: &rng) << 16 | UInt64.random(in: 0...1, using: &rng) << 8
-        let host = UInt64.random(in: 0...7, using: &rng)
+        let subnet = UInt64.random(in: 0...3, using: &rng) << 8 | UInt64.random(in: 0...1, using: &rng)
+        let host = UInt64(0x10) + UInt64.random(in: 0...7, using: &rng)
         return IPv6Address(high: lanBase.high | subnet, low: host)
+    }
+
+    /// Every address `lanAddress` can return.
+    public static var allLANAddresses: [IPv6Address] {
+        (0...3).flatMap { a in (0...1).flatMap { b in (0...7).map { h in
+            IPv6Address(high: lanBase.high | UInt64(a) << 8 | UInt64(b), low: 0x10 + UInt64(h))
+        } } }
     }
 
     public func clientAddress(using rng: inout SeededGenerator) -> IPv6Address {

@@ -1,0 +1,157 @@
+import CBPF
+import Glibc
+import Netlink
+import Reconciler
+
+/// The policy's counters of the live generation, summed over every CPU.
+public struct PolicyCounters: Equatable, Sendable {
+    /// Client packets to the LAN that no rule allowed (`client_to_lan: deny`).
+    public var clientToLANDenied: UInt64 = 0
+    /// LAN packets to a client denied (`lan_to_client: deny`, or `replies` with no rule).
+    public var lanToClientDenied: UInt64 = 0
+    /// Packets each rule allowed, in rule order (only counted where a default denies).
+    public var rules: [UInt64] = []
+
+    public init() {}
+}
+
+/// What one `install(policy:)` did.
+public struct PolicySwap: Equatable, Sendable {
+    /// The map set the policy now lives in.
+    public var generation: UInt32
+    public var sources: Int
+    public var entries: Int
+}
+
+extension Datapath {
+    static let policySlots = CompiledPolicy.maximumRules + 2
+    /// Time the programs get to finish with a set that was switched away from before it is
+    /// rewritten: a program runs for microseconds inside an RCU read section.
+    static let policyGrace: Duration = .milliseconds(50)
+
+    /// The `policy_select` word: live generation and defaults (`CompiledPolicy.selectWord`).
+    public func policyWord() throws -> UInt32 {
+        var key: UInt32 = 0
+        var value: UInt32 = 0
+        try check(bpf_map_lookup_elem(map("policy_select").raw, &key, &value), "read map", "policy_select")
+        return value
+    }
+
+    func writePolicyWord(_ word: UInt32) throws {
+        var key: UInt32 = 0
+        var value = word
+        try check(bpf_map_update_elem(map("policy_select").raw, &key, &value, UInt64(BPF_ANY)), "write map", "policy_select")
+    }
+
+    /// Installs `policy` (nil: everything allowed, today's behaviour) without a moment in which
+    /// neither the old nor the new one holds: the set not in use is emptied and filled, its
+    /// counters zeroed, then one 4-byte store of the select word makes it live. A program reads
+    /// the word once per packet, so each packet meets one policy whole.
+    @discardableResult
+    public func install(policy: CompiledPolicy?) throws -> PolicySwap {
+        let current = try policyWord()
+        guard let policy, !(policy.allowsEverything && policy.ruleCount == 0) else {
+            // Allow-all needs no set: keep the live one (and its counters), clear the defaults.
+            try writePolicyWord(current & CompiledPolicy.generationBit)
+            return PolicySwap(generation: current & 1, sources: 0, entries: 0)
+        }
+        let next = (current & 1) ^ 1
+        if let last = lastPolicySwap {
+            let waited = ContinuousClock.now - last
+            if waited < Self.policyGrace { sleepFor(Self.policyGrace - waited) }
+        }
+        let sources = map("policy_sources_\(next)").raw, rules = map("policy_rules_\(next)").raw
+        try Self.clear(sources, keySize: 20, "policy_sources_\(next)")
+        try Self.clear(rules, keySize: 24, "policy_rules_\(next)")
+        try zeroPolicyCounters(generation: next, slots: policy.ruleCount + 2)
+        for (prefix, policyClass) in policy.sources {
+            var key = try Self.key(prefix, .clients)
+            var value = policyClass
+            try check(bpf_map_update_elem(sources, &key, &value, UInt64(BPF_ANY)), "write \(prefix) to map", "policy_sources_\(next)")
+        }
+        for (key, items) in policy.entries {
+            var keyBytes = try Self.policyKey(key)
+            var value = Self.policyEntry(items)
+            try check(bpf_map_update_elem(rules, &keyBytes, &value, UInt64(BPF_ANY)), "write \(key) to map", "policy_rules_\(next)")
+        }
+        try writePolicyWord(policy.selectWord(generation: next))
+        lastPolicySwap = .now
+        return PolicySwap(generation: next, sources: policy.sources.count, entries: policy.entries.count)
+    }
+
+    /// The counters of the live generation, for the first `ruleCount` rules.
+    public func policyCounters(ruleCount: Int) throws -> PolicyCounters {
+        let generation = try policyWord() & 1
+        let sums = try readPolicyCounters(generation: generation, slots: min(ruleCount, CompiledPolicy.maximumRules) + 2)
+        var counters = PolicyCounters()
+        counters.clientToLANDenied = sums[0]
+        counters.lanToClientDenied = sums[1]
+        counters.rules = Array(sums.dropFirst(2))
+        return counters
+    }
+
+    func readPolicyCounters(generation: UInt32, slots: Int) throws -> [UInt64] {
+        let cpus = Int(libbpf_num_possible_cpus())
+        guard cpus > 0 else { throw DatapathError("count possible CPUs for", "policy_counters", code: -Int32(cpus)) }
+        let fd = map("policy_counters").raw
+        return try (0..<slots).map { slot in
+            var key = UInt32(Int(generation) * Self.policySlots + slot)
+            var values = [UInt64](repeating: 0, count: cpus)
+            try check(bpf_map_lookup_elem(fd, &key, &values), "read map", "policy_counters")
+            return values.reduce(0, &+)
+        }
+    }
+
+    func zeroPolicyCounters(generation: UInt32, slots: Int) throws {
+        let cpus = Int(libbpf_num_possible_cpus())
+        guard cpus > 0 else { throw DatapathError("count possible CPUs for", "policy_counters", code: -Int32(cpus)) }
+        let fd = map("policy_counters").raw
+        var zeros = [UInt64](repeating: 0, count: cpus)
+        for slot in 0..<min(slots, Self.policySlots) {
+            var key = UInt32(Int(generation) * Self.policySlots + slot)
+            try check(bpf_map_update_elem(fd, &key, &zeros, UInt64(BPF_ANY)), "zero map", "policy_counters")
+        }
+    }
+
+    /// Deletes every entry (LPM tries have no batch delete: walk from the first key each time).
+    static func clear(_ fd: Int32, keySize: Int, _ name: String) throws {
+        var key = [UInt8](repeating: 0, count: keySize)
+        while true {
+            let status = bpf_map_get_next_key(fd, nil, &key)
+            if status == -ENOENT { return }
+            try check(status, "iterate map", name)
+            let deleted = bpf_map_delete_elem(fd, &key)
+            if deleted != -ENOENT { try check(deleted, "delete from map", name) }
+        }
+    }
+
+    /// `struct policy_key`: prefix length (32 + the destination's), class big-endian, address.
+    static func policyKey(_ key: CompiledPolicy.Key) throws -> [UInt8] {
+        guard case .v6 = key.destination.address else {
+            throw DatapathError("write \(key) to map", "policy_rules", code: EAFNOSUPPORT, detail: "the datapath is IPv6 only")
+        }
+        return withUnsafeBytes(of: UInt32(32 + Int(key.destination.length))) { Array($0) }
+            + withUnsafeBytes(of: key.policyClass.bigEndian) { Array($0) } + key.destination.canonical.address.bytes
+    }
+
+    /// `struct policy_entry`: count, padding, then `POLICY_ITEMS` items of 8 bytes.
+    static func policyEntry(_ items: [CompiledPolicy.Item]) -> [UInt8] {
+        precondition(items.count <= CompiledPolicy.itemsPerEntry)
+        var bytes = withUnsafeBytes(of: UInt32(items.count)) { Array($0) } + [0, 0, 0, 0]
+        for item in items {
+            bytes += [item.proto, 0]
+            bytes += withUnsafeBytes(of: item.rule) { Array($0) }
+            bytes += withUnsafeBytes(of: item.ports.first) { Array($0) }
+            bytes += withUnsafeBytes(of: item.ports.last) { Array($0) }
+        }
+        bytes += [UInt8](repeating: 0, count: (CompiledPolicy.itemsPerEntry - items.count) * 8)
+        return bytes
+    }
+}
+
+private func sleepFor(_ duration: Duration) {
+    let (seconds, attoseconds) = duration.components
+    var request = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
+    var remaining = timespec()
+    while nanosleep(&request, &remaining) == -1, errno == EINTR { request = remaining }
+}

@@ -1,0 +1,318 @@
+import CBPF
+import Datapath
+import Foundation
+import Netlink
+import Reconciler
+import TestSupport
+import XCTest
+
+/// The access policy in the programs (bpf/policy.h): verdicts both ways, the reject message,
+/// counters, generation swaps, agreement with the Swift reference on random policies, and the
+/// per-packet cost.
+///
+/// Real traffic through the lab: client packets written to the TUN device, LAN frames sent by
+/// the host to the gateway's MAC. LAN addresses are `RandomPolicy`'s (2001:db8:1::/48, hosts ::10
+/// to ::17 of eight /64s, all resolved to the host's MAC); clients are 2001:db8:c::/48.
+final class PolicyKernelTests: XCTestCase {
+    static let tunnelSource = IPv6Address("2001:db8:ff::1")!
+    static let lanSource = IPv6Address(Lab.gatewayAddress)!
+    static let clientsPrefix = IPPrefix("2001:db8:c::/48")!
+    static let lanWide = IPPrefix("2001:db8:1::/48")!
+
+    let a = IPv6Address("2001:db8:c::1")!, b = IPv6Address("2001:db8:c::2")!
+    let server1 = IPv6Address("2001:db8:1::10")!, server2 = IPv6Address("2001:db8:1::11")!
+
+    private func gateway() throws -> (Lab, Datapath) {
+        let lab = try Lab(for: self)
+        let datapath = try lab.datapath()
+        try lab.attach(datapath)
+        XCTAssertEqual(try datapath.synchronize(.clients, to: [Self.clientsPrefix: .redirect]), [:])
+        XCTAssertEqual(try datapath.synchronize(.lan, to: [Self.lanWide: .redirect, IPPrefix(Lab.gatewayAddress)!: .pass]), [:])
+        try datapath.configure(ICMPErrorSettings(lanSource: Self.lanSource, tunnelSource: Self.tunnelSource, intervalMilliseconds: 0))
+        try lab.gateway.ip("-6", "route", "add", Self.lanWide.description, "dev", "lan0")
+        try lab.gateway.ip("-6", "route", "add", Self.clientsPrefix.description, "dev", "wgt0")
+        let hostMAC = lab.hostMAC.map { String(format: "%02x", $0) }.joined(separator: ":")
+        // One batch: 64 neighbours, so redirect_neigh never waits for a solicitation.
+        let batch = RandomPolicy.allLANAddresses.map { "neigh replace \($0) lladdr \(hostMAC) dev lan0 nud permanent" }.joined(separator: "\n") + "\n"
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("wgk-neigh-\(UInt32.random(in: 0...UInt32.max))").path
+        try batch.write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try lab.gateway.ip("-batch", file)
+        return (lab, datapath)
+    }
+
+    // MARK: packets
+
+    /// An IPv6 packet for `packet` with a payload carrying `sequence` after the L4 header.
+    static func bytes(_ packet: PolicyPacket, sequence: UInt32) -> [UInt8] {
+        let tag = Packet.marker + withUnsafeBytes(of: sequence.bigEndian, Array.init)
+        var l4: [UInt8]
+        switch packet.proto {
+        case 6:
+            l4 = be16(packet.sourcePort) + be16(packet.destinationPort) + [0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]
+        case 17:
+            l4 = be16(packet.sourcePort) + be16(packet.destinationPort) + be16(UInt16(8 + tag.count)) + [0, 0]
+        case 58:
+            l4 = [packet.icmpType, 0, 0, 0, 0, 0, 0, 0]
+        default:
+            l4 = []
+        }
+        let payload = l4 + tag
+        var bytes: [UInt8] = [0x60, 0, 0, 0] + be16(UInt16(payload.count)) + [packet.proto, 64]
+        bytes += packet.source.bytes + packet.destination.bytes + payload
+        return bytes
+    }
+
+    static func be16(_ value: UInt16) -> [UInt8] { [UInt8(value >> 8), UInt8(value & 0xff)] }
+
+    /// The sequence of a packet made by `bytes`, nil for anything else (rejects, ND, MLD).
+    static func sequence(of packet: [UInt8]) -> UInt32? {
+        guard packet.count >= 47, packet[0] >> 4 == 6 else { return nil }
+        let offset: Int
+        switch packet[6] {
+        case 6: offset = 60
+        case 17: offset = 48
+        case 58:
+            guard packet[40] >= 128 || packet.count >= 48 + 7, packet[40] != 133, packet[40] < 135 || packet[40] > 137 else { return nil }
+            offset = 48
+        default: offset = 40
+        }
+        guard packet.count >= offset + 7, Array(packet[offset..<(offset + 3)]) == Packet.marker else { return nil }
+        return packet[(offset + 3)..<(offset + 7)].reduce(0) { $0 << 8 | UInt32($1) }
+    }
+
+    func send(_ lab: Lab, _ packet: PolicyPacket, sequence: UInt32) throws {
+        let bytes = Self.bytes(packet, sequence: sequence)
+        if packet.direction == .clientToLAN {
+            try lab.tun.write(bytes)
+        } else {
+            try lab.capture.send(Packet.ethernet(to: lab.lanMAC, from: lab.hostMAC, bytes))
+        }
+    }
+
+    /// Sequences that came through (to the LAN host or out of the tunnel), and the rejects each side got.
+    func received(_ lab: Lab, quiet: Int32 = 300) -> (through: Set<UInt32>, rejectsOnTunnel: [[UInt8]], rejectsOnLAN: [[UInt8]]) {
+        var through = Set<UInt32>()
+        var onTunnel: [[UInt8]] = [], onLAN: [[UInt8]] = []
+        for packet in lab.tun.drain(quiet: quiet) {
+            if packet.count >= 48, packet[6] == 58, packet[40] == 1, packet[41] == 1, IPv6Address(bytes: packet[8..<24]) == Self.tunnelSource {
+                onTunnel.append(packet)
+            } else if let s = Self.sequence(of: packet) { through.insert(s) }
+        }
+        for frame in lab.capture.drain(quiet: quiet) where frame.count > 14 && frame[12] == 0x86 && frame[13] == 0xdd {
+            let packet = Array(frame[14...])
+            if packet.count >= 48, packet[6] == 58, packet[40] == 1, packet[41] == 1, IPv6Address(bytes: packet[8..<24]) == Self.lanSource {
+                onLAN.append(frame)
+            } else if let s = Self.sequence(of: packet), IPv6Address(bytes: packet[8..<24]).map({ $0.high >> 48 == 0x2001 && ($0.high >> 16) & 0xffff_ffff == 0x0db8_000c }) ?? false {
+                through.insert(s)
+            }
+        }
+        return (through, onTunnel, onLAN)
+    }
+
+    func clients(_ names: [String: IPv6Address]) -> PolicyClients {
+        PolicyClients(peers: names.sorted { $0.key < $1.key }.enumerated().map { i, entry in
+            DesiredPeer(name: entry.key, publicKey: WireGuardKey(bytes: [UInt8](repeating: UInt8(i + 1), count: 32))!,
+                        allowedIPs: [.host(.v6(entry.value))])
+        })
+    }
+
+    func tcp(_ from: IPv6Address, _ to: IPv6Address, _ sport: UInt16, _ dport: UInt16, _ direction: PolicyPacket.Direction) -> PolicyPacket {
+        PolicyPacket(direction: direction, source: from, destination: to, proto: 6, sourcePort: sport, destinationPort: dport)
+    }
+
+    // MARK: tests
+
+    /// The example: A reaches server 1 on TCP 22 only, B reaches everything; replies.
+    func testExampleVerdictsRejectsAndCounters() throws {
+        let (lab, datapath) = try gateway()
+        let policy = DesiredPolicy(clientToLAN: .deny, lanToClient: .replies, rules: [
+            PolicyRule(source: .peers(["a"]), destination: .host(.v6(server1)), proto: .tcp, ports: [PortRange(22, 22)], label: "a"),
+            PolicyRule(source: .peers(["b"]), destination: Self.lanWide, label: "b"),
+        ])
+        let compiled = try policy.compile(clients: clients(["a": a, "b": b])).get()
+        XCTAssertEqual(try datapath.install(policy: compiled).generation, 1)
+        XCTAssertEqual(try datapath.policyWord(), compiled.selectWord(generation: 1))
+
+        let packets: [(PolicyPacket, Bool)] = [
+            (tcp(a, server1, 40000, 22, .clientToLAN), true),
+            (tcp(a, server1, 40000, 23, .clientToLAN), false),
+            (tcp(a, server2, 40000, 22, .clientToLAN), false),
+            (PolicyPacket(direction: .clientToLAN, source: a, destination: server1, proto: 17, sourcePort: 5, destinationPort: 22), false),
+            (tcp(b, server2, 40000, 80, .clientToLAN), true),
+            (PolicyPacket(direction: .clientToLAN, source: b, destination: server1, proto: 58, icmpType: 128), true),
+            (tcp(server1, a, 22, 40000, .lanToClient), true),
+            (tcp(server1, a, 23, 40000, .lanToClient), false),
+            (tcp(server2, b, 443, 40000, .lanToClient), true),
+        ]
+        for (i, (packet, _)) in packets.enumerated() {
+            XCTAssertEqual(policy.evaluate(packet, peerOf: clients(["a": a, "b": b]).peer(of:)).isAllowed, packets[i].1, "reference: \(packet)")
+            try send(lab, packet, sequence: UInt32(i))
+        }
+        let result = received(lab)
+        XCTAssertEqual(result.through, Set(packets.indices.filter { packets[$0].1 }.map(UInt32.init)))
+
+        // Each denied client packet got Destination Unreachable code 1 quoting it, from the tunnel's source.
+        XCTAssertEqual(result.rejectsOnTunnel.count, 3)
+        for (reject, index) in zip(result.rejectsOnTunnel, [1, 2, 3]) {
+            try ICMPError.check(reject, type: 1, code: 1, field: 0, from: Self.tunnelSource, to: a,
+                                quoting: Self.bytes(packets[index].0, sequence: UInt32(index)))
+        }
+        XCTAssertEqual(result.rejectsOnLAN.count, 1)
+        if let frame = result.rejectsOnLAN.first {
+            XCTAssertEqual(Array(frame[0..<6]), lab.hostMAC)
+            XCTAssertEqual(Array(frame[6..<12]), lab.lanMAC)
+            try ICMPError.check(Array(frame[14...]), type: 1, code: 1, field: 0, from: Self.lanSource, to: server1,
+                                quoting: Self.bytes(packets[7].0, sequence: 7))
+        }
+        let counters = try datapath.counters()
+        XCTAssertEqual(counters.policyDenied, 4)
+        XCTAssertEqual(counters.prohibited, 4)
+        let perRule = try datapath.policyCounters(ruleCount: 2)
+        XCTAssertEqual(perRule.clientToLANDenied, 3)
+        XCTAssertEqual(perRule.lanToClientDenied, 1)
+        XCTAssertEqual(perRule.rules, [2, 3])
+    }
+
+    /// A swap never lets through what both policies deny, nor drops what both allow, with
+    /// probes flowing while the generations alternate; each swap starts from zeroed counters.
+    func testSwapsHaveNoWindow() throws {
+        let (lab, datapath) = try gateway()
+        let peers = clients(["a": a])
+        let narrow = DesiredPolicy(clientToLAN: .deny, lanToClient: .allow, rules: [
+            PolicyRule(source: .peers(["a"]), destination: .host(.v6(server1)), proto: .tcp, ports: [PortRange(22, 22)], label: "a"),
+        ])
+        var wide = narrow
+        wide.rules.append(PolicyRule(source: .any, destination: .host(.v6(server1)), proto: .tcp, ports: [PortRange(80, 80)], label: "any"))
+        let compiled = [try narrow.compile(clients: peers).get(), try wide.compile(clients: peers).get()]
+        try datapath.install(policy: compiled[0])
+
+        let allowed = tcp(a, server1, 40000, 22, .clientToLAN), denied = tcp(a, server1, 40000, 23, .clientToLAN)
+        var sequence: UInt32 = 0
+        var expected = Set<UInt32>()
+        for swap in 0..<40 {
+            for _ in 0..<25 {
+                try send(lab, allowed, sequence: sequence)
+                expected.insert(sequence)
+                try send(lab, denied, sequence: sequence + 1)
+                sequence += 2
+            }
+            try datapath.install(policy: compiled[(swap + 1) % 2])
+        }
+        let result = received(lab)
+        XCTAssertEqual(result.through, expected, "every allowed probe through, no denied one")
+        XCTAssertEqual(try datapath.counters().policyDenied, UInt64(sequence / 2))
+
+        // After a swap, the live generation's counters start from zero.
+        try datapath.install(policy: compiled[1])
+        try send(lab, allowed, sequence: 1_000_000)
+        _ = received(lab)
+        XCTAssertEqual(try datapath.policyCounters(ruleCount: 2).rules, [1, 0])
+
+        // No policy: everything through again.
+        try datapath.install(policy: nil)
+        XCTAssertEqual(try datapath.policyWord() & ~CompiledPolicy.generationBit, 0)
+        try send(lab, denied, sequence: 2_000_000)
+        XCTAssertEqual(received(lab).through, [2_000_000])
+    }
+
+    /// The programs' verdicts against `DesiredPolicy.evaluate` on random policies and packets.
+    func testRandomPoliciesAgreeWithTheReference() throws {
+        let (lab, datapath) = try gateway()
+        var rng = SeededGenerator(seed: 1717)
+        var compared = 0, allowedCount = 0, rounds = 0
+        while rounds < 24 {
+            let random = RandomPolicy(ruleCount: Int.random(in: 1...12, using: &rng), using: &rng)
+            guard case .success(let compiled) = random.policy.compile(clients: random.clients) else { continue }
+            rounds += 1
+            try datapath.install(policy: compiled)
+            var expected = Set<UInt32>()
+            var ruleCounts = [UInt64](repeating: 0, count: random.policy.rules.count)
+            var packets: [UInt32: PolicyPacket] = [:]
+            for i in 0..<150 {
+                let packet = random.packet(using: &rng)
+                let sequence = UInt32(rounds * 1000 + i)
+                let verdict = random.policy.evaluate(packet, peerOf: random.clients.peer(of:))
+                if verdict.isAllowed { expected.insert(sequence) }
+                if case .allowed(let rule) = verdict { ruleCounts[rule] += 1 }
+                packets[sequence] = packet
+                try send(lab, packet, sequence: sequence)
+            }
+            let through = received(lab, quiet: 200).through
+            for sequence in expected.symmetricDifference(through).sorted().prefix(5) {
+                XCTFail("round \(rounds), \(expected.contains(sequence) ? "dropped" : "let through"): \(packets[sequence]!)\nrules: \(random.policy.rules)\nlan_to_client: \(random.policy.lanToClient)")
+            }
+            XCTAssertEqual(try datapath.policyCounters(ruleCount: random.policy.rules.count).rules, ruleCounts, "round \(rounds)")
+            compared += packets.count
+            allowedCount += expected.count
+        }
+        XCTAssertEqual(compared, 3600)
+        XCTAssertGreaterThan(allowedCount, compared / 10)
+        XCTAssertLessThan(allowedCount, compared * 9 / 10)
+    }
+
+    /// lan_ingress by BPF_PROG_TEST_RUN at 10 000 clients and 1 000 rules (100 groups of 100
+    /// peers, 10 rules each): the cost a policy adds to a redirected packet. tunnel_ingress
+    /// cannot be test-run (the test frame has a MAC header, the tunnel has none); it does the
+    /// same two lookups and scan.
+    func testPerPacketCost() throws {
+        let (lab, datapath) = try gateway()
+        var clientEntries: [IPPrefix: PrefixAction] = [:]
+        var peers: [DesiredPeer] = []
+        for i in 0..<10_000 {
+            let address = IPv6Address(high: 0x2001_0db8_000c_0000, low: UInt64(i + 1))
+            clientEntries[.host(.v6(address))] = .redirect
+            peers.append(DesiredPeer(name: "p\(i)", publicKey: WireGuardKey(bytes: [UInt8](repeating: 1, count: 32))!, allowedIPs: [.host(.v6(address))]))
+        }
+        XCTAssertEqual(try datapath.synchronize(.clients, to: clientEntries), [:])
+        var rules: [PolicyRule] = []
+        for group in 0..<100 {
+            let members = (0..<100).map { "p\(group * 100 + $0)" }.sorted()
+            for r in 0..<10 {
+                // Server ::10 of subnet r (in 2001:db8:1::/48 as far as the lab resolves), and /64s beyond.
+                let destination = r < 8 ? IPPrefix(address: .v6(RandomPolicy.allLANAddresses[r * 8]), length: 128)
+                                        : IPPrefix("2001:db8:1:\(group + 0x100)::/64")!
+                rules.append(PolicyRule(source: .peers(members), destination: destination, proto: .tcp,
+                                        ports: [PortRange(22, 22), PortRange(443, 443), PortRange(8000, 8080)], label: "g\(group)"))
+            }
+        }
+        let policy = DesiredPolicy(clientToLAN: .deny, lanToClient: .replies, rules: rules)
+        let compiled = try policy.compile(clients: PolicyClients(peers: peers)).get()
+        XCTAssertEqual(compiled.ruleCount, 1000)
+
+        let program = bpf_obj_get("\(datapath.pinDirectory)/lan_ingress")
+        XCTAssertGreaterThanOrEqual(program, 0)
+        defer { close(program) }
+        // A reply from server ::10 (port 8080) to peer p4321: allowed by the last item of its entry.
+        let client = IPv6Address(high: 0x2001_0db8_000c_0000, low: 4322)
+        let reply = tcp(RandomPolicy.allLANAddresses[0], client, 8080, 40000, .lanToClient)
+        XCTAssertEqual(policy.evaluate(reply, peerOf: PolicyClients(peers: peers).peer(of:)), .allowed(rule: 430))
+        var packet = Self.bytes(reply, sequence: 1)
+        packet[7] = 255
+        let frame = Packet.ethernet(to: [0, 0, 0, 0, 0, 0], from: lab.hostMAC, packet)
+        func cost() -> Int {
+            var total: UInt64 = 0
+            let rounds = 1000
+            for _ in 0..<rounds {
+                let (result, retval, duration, _) = programTestRun(program, frame, repeat: 250)
+                XCTAssertEqual(result, 0)
+                XCTAssertEqual(retval, 7)
+                total += UInt64(duration)
+            }
+            return Int(total / UInt64(rounds))
+        }
+        // Interleaved, best of three each: the machine is shared.
+        var without: [Int] = [], with: [Int] = []
+        for _ in 0..<3 {
+            try datapath.install(policy: nil)
+            without.append(cost())
+            try datapath.install(policy: compiled)
+            with.append(cost())
+        }
+        let added = with.min()! - without.min()!
+        print("policy cost, lan_ingress redirected, 10 000 clients, 1 000 rules: without \(without) ns, with \(with) ns, added \(added) ns/packet")
+        XCTAssertGreaterThan(try datapath.policyCounters(ruleCount: 1000).rules[430], 0)
+        // Loose: the figure is printed; a shared 2-core machine is noisy.
+        XCTAssertLessThan(added, 200)
+    }
+}

@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: GPL-2.0
+// Access policy of the gateway path (issue 17; Sources/Reconciler/PolicyCompiler.swift is the
+// compiler, DesiredPolicy.evaluate the reference these programs must agree with).
+//
+// Two map sets (generation 0 and 1) and one selecting word: the loader fills the set not in
+// use, then switches the word with one aligned 4-byte store. A program reads the word once per
+// packet and uses one set throughout, so each packet meets either the old policy or the new
+// one, never a mixture and never no policy.
+
+// policy_select bits: which set is live and the two defaults.
+#define POLICY_GENERATION 1
+#define POLICY_CLIENT_DENY 2
+#define POLICY_LAN_SHIFT 2
+#define POLICY_LAN_MASK (3 << POLICY_LAN_SHIFT)
+enum policy_lan { POLICY_LAN_ALLOW = 0, POLICY_LAN_DENY = 1, POLICY_LAN_REPLIES = 2 };
+
+#define POLICY_ITEMS 16
+#define POLICY_RULES_MAX 4096
+// Counter slots per generation: the two defaults' denials, then one per rule.
+#define POLICY_SLOT_CLIENT_DENIED 0
+#define POLICY_SLOT_LAN_DENIED 1
+#define POLICY_SLOT_RULES 2
+#define POLICY_SLOTS (POLICY_RULES_MAX + POLICY_SLOT_RULES)
+#define POLICY_ENTRIES 65536
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} policy_select SEC(".maps");
+
+// A client prefix (the tunnel peers' allowed IPs) → its class; a miss is class 0.
+#define POLICY_SOURCES(n)                                                                          \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                                               \
+		__type(key, struct prefix_key);                                                    \
+		__type(value, __u32);                                                              \
+		__uint(max_entries, POLICY_ENTRIES);                                               \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                                              \
+	} policy_sources_##n SEC(".maps")
+
+// (class, LAN prefix): the class is matched whole (its 32 bits count in prefixlen).
+struct policy_key {
+	__u32 prefixlen;
+	__be32 class;
+	__u8 addr[16];
+};
+
+// One protocol/port range of a rule; proto 0 is any protocol.
+struct policy_item {
+	__u8 proto;
+	__u8 pad;
+	__u16 rule;
+	__u16 port_first;
+	__u16 port_last;
+};
+
+struct policy_entry {
+	__u32 count;
+	__u32 pad;
+	struct policy_item items[POLICY_ITEMS];
+};
+
+#define POLICY_RULES(n)                                                                            \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                                               \
+		__type(key, struct policy_key);                                                    \
+		__type(value, struct policy_entry);                                                \
+		__uint(max_entries, POLICY_ENTRIES);                                               \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                                              \
+	} policy_rules_##n SEC(".maps")
+
+POLICY_SOURCES(0);
+POLICY_SOURCES(1);
+POLICY_RULES(0);
+POLICY_RULES(1);
+
+// Per generation: POLICY_SLOTS packet counters (the loader zeroes a set's before using it).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 2 * POLICY_SLOTS);
+} policy_counters SEC(".maps");
+
+static __always_inline void policy_count(__u32 generation, __u32 slot)
+{
+	__u32 index = (generation & 1) * POLICY_SLOTS + slot;
+	if (index >= 2 * POLICY_SLOTS)
+		return;
+	__u64 *value = bpf_map_lookup_elem(&policy_counters, &index);
+	if (value)
+		*value += 1;
+}
+
+static __always_inline __u32 policy_word(void)
+{
+	__u32 zero = 0;
+	__u32 *word = bpf_map_lookup_elem(&policy_select, &zero);
+	return word ? *(volatile __u32 *)word : 0;
+}
+
+// The rule that allows a flow between `client` and `lan` (protocol, LAN-side port), or -1.
+// With `any_protocol` the first rule of the client for the LAN address will do.
+static __always_inline int policy_lookup(__u32 generation, const struct in6_addr *client,
+					 const struct in6_addr *lan, __u8 proto, __u16 port, int any_protocol)
+{
+	struct prefix_key source = { .prefixlen = 128 };
+	__builtin_memcpy(source.addr, client, 16);
+	__u32 *class;
+	if (generation & 1)
+		class = bpf_map_lookup_elem(&policy_sources_1, &source);
+	else
+		class = bpf_map_lookup_elem(&policy_sources_0, &source);
+
+	struct policy_key key = { .prefixlen = 32 + 128, .class = bpf_htonl(class ? *class : 0) };
+	__builtin_memcpy(key.addr, lan, 16);
+	struct policy_entry *entry;
+	if (generation & 1)
+		entry = bpf_map_lookup_elem(&policy_rules_1, &key);
+	else
+		entry = bpf_map_lookup_elem(&policy_rules_0, &key);
+	if (!entry)
+		return -1;
+	__u32 count = entry->count;
+	for (int i = 0; i < POLICY_ITEMS; i++) {
+		if (i >= count)
+			break;
+		struct policy_item *item = &entry->items[i];
+		if (any_protocol)
+			return item->rule;
+		if (item->proto && item->proto != proto)
+			continue;
+		if (port < item->port_first || port > item->port_last)
+			continue;
+		return item->rule;
+	}
+	return -1;
+}
+
+// Whether the packet at `l2` may pass, counting it; `to_lan` says which way it goes.
+// Extension headers are not walked: the protocol is the fixed header's next header, and
+// TCP/UDP ports are read right after it (0 when the packet is too short to hold them).
+static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 word, int to_lan)
+{
+	__u32 lan_mode = (word & POLICY_LAN_MASK) >> POLICY_LAN_SHIFT;
+	if (to_lan) {
+		if (!(word & POLICY_CLIENT_DENY))
+			return 1;
+	} else {
+		if (lan_mode == POLICY_LAN_ALLOW)
+			return 1;
+		if (lan_mode == POLICY_LAN_DENY) {
+			policy_count(word, POLICY_SLOT_LAN_DENIED);
+			return 0;
+		}
+		if (!(word & POLICY_CLIENT_DENY))
+			return 1; // replies, and the clients may send anything
+	}
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip6 = data + l2;
+	if ((void *)(ip6 + 1) > end)
+		return 0;
+	struct in6_addr source = ip6->saddr, destination = ip6->daddr;
+	__u8 proto = ip6->nexthdr;
+	__u16 port = 0;
+	int any_protocol = 0;
+	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+		__be16 ports[2];
+		if (bpf_skb_load_bytes(skb, l2 + sizeof(struct ipv6hdr), ports, sizeof(ports)) == 0)
+			port = bpf_ntohs(to_lan ? ports[1] : ports[0]);
+	} else if (proto == IPPROTO_ICMPV6 && !to_lan) {
+		__u8 type;
+		if (bpf_skb_load_bytes(skb, l2 + sizeof(struct ipv6hdr), &type, 1) == 0 && type < 128)
+			any_protocol = 1;
+	}
+	int rule = to_lan ? policy_lookup(word, &source, &destination, proto, port, 0)
+			  : policy_lookup(word, &destination, &source, proto, port, any_protocol);
+	if (rule < 0 || rule >= POLICY_RULES_MAX) {
+		policy_count(word, to_lan ? POLICY_SLOT_CLIENT_DENIED : POLICY_SLOT_LAN_DENIED);
+		return 0;
+	}
+	policy_count(word, POLICY_SLOT_RULES + rule);
+	return 1;
+}
