@@ -22,6 +22,8 @@ enum policy_lan { POLICY_LAN_ALLOW = 0, POLICY_LAN_DENY = 1, POLICY_LAN_REPLIES 
 #define POLICY_SLOT_RULES 2
 #define POLICY_SLOTS (POLICY_RULES_MAX + POLICY_SLOT_RULES)
 #define POLICY_ENTRIES 65536
+// Distinct destination prefix lengths one generation's rules may use.
+#define POLICY_LENGTHS 8
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -30,20 +32,46 @@ struct {
 	__uint(max_entries, 1);
 } policy_select SEC(".maps");
 
-// A client prefix (the tunnel peers' allowed IPs) → its class; a miss is class 0.
+// What each generation's maps hold, indexed by generation: the destination prefix lengths the
+// entries use, longest first, and whether any client prefix is shorter than /128.
+#define POLICY_INFO_SOURCE_PREFIXES 1
+struct policy_info {
+	__u32 flags;
+	__u32 length_count;
+	__u8 lengths[POLICY_LENGTHS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct policy_info);
+	__uint(max_entries, 2);
+} policy_info SEC(".maps");
+
+// A client's /128 → its class (hash: one probe, where an LPM trie of 10 000 addresses costs
+// a walk); shorter client prefixes go to the trie, consulted only on a miss and only when the
+// generation has any. A miss everywhere is class 0.
 #define POLICY_SOURCES(n)                                                                          \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_HASH);                                                   \
+		__type(key, struct in6_addr);                                                      \
+		__type(value, __u32);                                                              \
+		__uint(max_entries, POLICY_ENTRIES);                                               \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                                              \
+	} policy_sources_##n SEC(".maps");                                                         \
 	struct {                                                                                   \
 		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                                               \
 		__type(key, struct prefix_key);                                                    \
 		__type(value, __u32);                                                              \
 		__uint(max_entries, POLICY_ENTRIES);                                               \
 		__uint(map_flags, BPF_F_NO_PREALLOC);                                              \
-	} policy_sources_##n SEC(".maps")
+	} policy_source_prefixes_##n SEC(".maps")
 
-// (class, LAN prefix): the class is matched whole (its 32 bits count in prefixlen).
+// (class, prefix length, LAN prefix): probed for each length of policy_info, longest first;
+// the first hit is the longest matching destination of the class.
 struct policy_key {
-	__u32 prefixlen;
-	__be32 class;
+	__u32 class;
+	__u32 length;
 	__u8 addr[16];
 };
 
@@ -64,7 +92,7 @@ struct policy_entry {
 
 #define POLICY_RULES(n)                                                                            \
 	struct {                                                                                   \
-		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                                               \
+		__uint(type, BPF_MAP_TYPE_HASH);                                                   \
 		__type(key, struct policy_key);                                                    \
 		__type(value, struct policy_entry);                                                \
 		__uint(max_entries, POLICY_ENTRIES);                                               \
@@ -101,31 +129,63 @@ static __always_inline __u32 policy_word(void)
 	return word ? *(volatile __u32 *)word : 0;
 }
 
+static __always_inline __u32 policy_mask(__u32 length, __u32 word)
+{
+	if (length >= 32 * (word + 1))
+		return 0xffffffff;
+	if (length <= 32 * word)
+		return 0;
+	return bpf_htonl(0xffffffff << (32 * (word + 1) - length));
+}
+
 // The rule that allows a flow between `client` and `lan` (protocol, LAN-side port), or -1.
 // With `any_protocol` the first rule of the client for the LAN address will do.
 static __always_inline int policy_lookup(__u32 generation, const struct in6_addr *client,
 					 const struct in6_addr *lan, __u8 proto, __u16 port, int any_protocol)
 {
-	struct prefix_key source = { .prefixlen = 128 };
-	__builtin_memcpy(source.addr, client, 16);
+	__u32 index = generation & 1;
+	struct policy_info *info = bpf_map_lookup_elem(&policy_info, &index);
+	if (!info)
+		return -1;
 	__u32 *class;
-	if (generation & 1)
-		class = bpf_map_lookup_elem(&policy_sources_1, &source);
+	if (index)
+		class = bpf_map_lookup_elem(&policy_sources_1, client);
 	else
-		class = bpf_map_lookup_elem(&policy_sources_0, &source);
+		class = bpf_map_lookup_elem(&policy_sources_0, client);
+	if (!class && (info->flags & POLICY_INFO_SOURCE_PREFIXES)) {
+		struct prefix_key source = { .prefixlen = 128 };
+		__builtin_memcpy(source.addr, client, 16);
+		if (index)
+			class = bpf_map_lookup_elem(&policy_source_prefixes_1, &source);
+		else
+			class = bpf_map_lookup_elem(&policy_source_prefixes_0, &source);
+	}
 
-	struct policy_key key = { .prefixlen = 32 + 128, .class = bpf_htonl(class ? *class : 0) };
-	__builtin_memcpy(key.addr, lan, 16);
-	struct policy_entry *entry;
-	if (generation & 1)
-		entry = bpf_map_lookup_elem(&policy_rules_1, &key);
-	else
-		entry = bpf_map_lookup_elem(&policy_rules_0, &key);
+	struct policy_key key = { .class = class ? *class : 0 };
+	struct policy_entry *entry = NULL;
+	__u32 count = info->length_count;
+	for (int l = 0; l < POLICY_LENGTHS; l++) {
+		if (l >= count)
+			break;
+		__u32 length = info->lengths[l];
+		key.length = length;
+		__u32 *address = (__u32 *)key.addr;
+		address[0] = lan->in6_u.u6_addr32[0] & policy_mask(length, 0);
+		address[1] = lan->in6_u.u6_addr32[1] & policy_mask(length, 1);
+		address[2] = lan->in6_u.u6_addr32[2] & policy_mask(length, 2);
+		address[3] = lan->in6_u.u6_addr32[3] & policy_mask(length, 3);
+		if (index)
+			entry = bpf_map_lookup_elem(&policy_rules_1, &key);
+		else
+			entry = bpf_map_lookup_elem(&policy_rules_0, &key);
+		if (entry)
+			break;
+	}
 	if (!entry)
 		return -1;
-	__u32 count = entry->count;
+	__u32 items = entry->count;
 	for (int i = 0; i < POLICY_ITEMS; i++) {
-		if (i >= count)
+		if (i >= items)
 			break;
 		struct policy_item *item = &entry->items[i];
 		if (any_protocol)
@@ -167,15 +227,18 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 	__u8 proto = ip6->nexthdr;
 	__u16 port = 0;
 	int any_protocol = 0;
-	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
-		__be16 ports[2];
-		if (bpf_skb_load_bytes(skb, l2 + sizeof(struct ipv6hdr), ports, sizeof(ports)) == 0)
-			port = bpf_ntohs(to_lan ? ports[1] : ports[0]);
-	} else if (proto == IPPROTO_ICMPV6 && !to_lan) {
-		__u8 type;
-		if (bpf_skb_load_bytes(skb, l2 + sizeof(struct ipv6hdr), &type, 1) == 0 && type < 128)
-			any_protocol = 1;
-	}
+	// The four bytes after the fixed header: ports, or the ICMPv6 type. Read in place when
+	// they are in the linear part, copied otherwise.
+	__u8 l4[4] = {};
+	__u8 *head = (void *)(ip6 + 1);
+	if (head + 4 <= (__u8 *)end)
+		__builtin_memcpy(l4, head, 4);
+	else if (bpf_skb_load_bytes(skb, l2 + sizeof(struct ipv6hdr), l4, 4))
+		__builtin_memset(l4, 0, 4);
+	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP)
+		port = to_lan ? (__u16)l4[2] << 8 | l4[3] : (__u16)l4[0] << 8 | l4[1];
+	else if (proto == IPPROTO_ICMPV6 && !to_lan && l4[0] < 128)
+		any_protocol = 1;
 	int rule = to_lan ? policy_lookup(word, &source, &destination, proto, port, 0)
 			  : policy_lookup(word, &destination, &source, proto, port, any_protocol);
 	if (rule < 0 || rule >= POLICY_RULES_MAX) {

@@ -226,7 +226,8 @@ extension Configuration {
         guard let policy else {
             return ["no policy section: every peer of \(gateway.tunnel) reaches every LAN address on every port and every LAN host reaches every client; netfilter FORWARD rules do not see this traffic (the datapath redirects it past the forwarding path)"]
         }
-        var warnings: [String] = []
+        // Until the daemon installs the policy maps (issue 17, reconciler part), say so.
+        var warnings = ["\(policy.location): policy: checked and compiled, but this version of the daemon does not enforce it yet"]
         if policy.clientToLAN == .allow, !policy.rules.isEmpty {
             warnings.append("\(policy.location): policy: client_to_lan is allow, so the rules only count packets; set client_to_lan: deny to enforce them")
         }

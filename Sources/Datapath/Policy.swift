@@ -60,20 +60,38 @@ extension Datapath {
             let waited = ContinuousClock.now - last
             if waited < Self.policyGrace { sleepFor(Self.policyGrace - waited) }
         }
-        let sources = map("policy_sources_\(next)").raw, rules = map("policy_rules_\(next)").raw
-        try Self.clear(sources, keySize: 20, "policy_sources_\(next)")
+        let sources = map("policy_sources_\(next)").raw, sourcePrefixes = map("policy_source_prefixes_\(next)").raw
+        let rules = map("policy_rules_\(next)").raw
+        try Self.clear(sources, keySize: 16, "policy_sources_\(next)")
+        try Self.clear(sourcePrefixes, keySize: 20, "policy_source_prefixes_\(next)")
         try Self.clear(rules, keySize: 24, "policy_rules_\(next)")
         try zeroPolicyCounters(generation: next, slots: policy.ruleCount + 2)
+        var shorter = false
         for (prefix, policyClass) in policy.sources {
-            var key = try Self.key(prefix, .clients)
             var value = policyClass
-            try check(bpf_map_update_elem(sources, &key, &value, UInt64(BPF_ANY)), "write \(prefix) to map", "policy_sources_\(next)")
+            if prefix.isHost {
+                var key = prefix.address.bytes
+                try check(bpf_map_update_elem(sources, &key, &value, UInt64(BPF_ANY)), "write \(prefix) to map", "policy_sources_\(next)")
+            } else {
+                shorter = true
+                var key = try Self.key(prefix, .clients)
+                try check(bpf_map_update_elem(sourcePrefixes, &key, &value, UInt64(BPF_ANY)), "write \(prefix) to map", "policy_source_prefixes_\(next)")
+            }
         }
         for (key, items) in policy.entries {
             var keyBytes = try Self.policyKey(key)
             var value = Self.policyEntry(items)
             try check(bpf_map_update_elem(rules, &keyBytes, &value, UInt64(BPF_ANY)), "write \(key) to map", "policy_rules_\(next)")
         }
+        // struct policy_info: flags, length count, the lengths longest first.
+        let lengths = policy.lengths
+        guard lengths.count <= CompiledPolicy.maximumLengths else {
+            throw DatapathError("write map", "policy_info", code: E2BIG, detail: "\(lengths.count) destination prefix lengths")
+        }
+        var info = withUnsafeBytes(of: UInt32(shorter ? 1 : 0)) { Array($0) } + withUnsafeBytes(of: UInt32(lengths.count)) { Array($0) }
+            + lengths + [UInt8](repeating: 0, count: CompiledPolicy.maximumLengths - lengths.count)
+        var infoKey = next
+        try check(bpf_map_update_elem(map("policy_info").raw, &infoKey, &info, UInt64(BPF_ANY)), "write map", "policy_info")
         try writePolicyWord(policy.selectWord(generation: next))
         lastPolicySwap = .now
         return PolicySwap(generation: next, sources: policy.sources.count, entries: policy.entries.count)
@@ -113,25 +131,34 @@ extension Datapath {
         }
     }
 
-    /// Deletes every entry (LPM tries have no batch delete: walk from the first key each time).
+    /// Deletes every entry: the keys are gathered first (a hash map walked from its first key
+    /// after each delete would rescan its buckets every time), then deleted one by one.
     static func clear(_ fd: Int32, keySize: Int, _ name: String) throws {
+        var keys: [[UInt8]] = []
         var key = [UInt8](repeating: 0, count: keySize)
+        var next = key
+        var first = true
         while true {
-            let status = bpf_map_get_next_key(fd, nil, &key)
-            if status == -ENOENT { return }
+            let status = first ? bpf_map_get_next_key(fd, nil, &next) : bpf_map_get_next_key(fd, &key, &next)
+            first = false
+            if status == -ENOENT { break }
             try check(status, "iterate map", name)
+            keys.append(next)
+            key = next
+        }
+        for var key in keys {
             let deleted = bpf_map_delete_elem(fd, &key)
             if deleted != -ENOENT { try check(deleted, "delete from map", name) }
         }
     }
 
-    /// `struct policy_key`: prefix length (32 + the destination's), class big-endian, address.
+    /// `struct policy_key`: class, prefix length, the prefix's address (bits past it clear).
     static func policyKey(_ key: CompiledPolicy.Key) throws -> [UInt8] {
         guard case .v6 = key.destination.address else {
             throw DatapathError("write \(key) to map", "policy_rules", code: EAFNOSUPPORT, detail: "the datapath is IPv6 only")
         }
-        return withUnsafeBytes(of: UInt32(32 + Int(key.destination.length))) { Array($0) }
-            + withUnsafeBytes(of: key.policyClass.bigEndian) { Array($0) } + key.destination.canonical.address.bytes
+        return withUnsafeBytes(of: key.policyClass) { Array($0) } + withUnsafeBytes(of: UInt32(key.destination.length)) { Array($0) }
+            + key.destination.canonical.address.bytes
     }
 
     /// `struct policy_entry`: count, padding, then `POLICY_ITEMS` items of 8 bytes.

@@ -5,10 +5,11 @@ import Netlink
 /// - every client prefix (the tunnel peers' allowed IPs) maps to a *class*: the peers that the
 ///   same set of peer- or group-specific rules name share one; class 0 is the peers that only
 ///   `from: any` rules apply to;
-/// - an LPM entry per (class, destination prefix) holds the protocol/port items of every rule
+/// - an entry per (class, destination prefix) holds the protocol/port items of every rule
 ///   of that class (its own and `any`) whose destination contains the prefix, in rule order.
 ///   The longest match for (class, LAN address) therefore holds every rule that applies, so a
-///   packet costs two LPM lookups and a scan of at most `itemsPerEntry` items;
+///   packet costs one hash probe for its class, one per destination length until a hit (the
+///   lengths in use, longest first), and a scan of at most `itemsPerEntry` items;
 /// - one word holds the defaults and which of the two map sets is live.
 public struct CompiledPolicy: Hashable, Sendable {
     /// Items an entry holds (`POLICY_ITEMS`).
@@ -17,6 +18,9 @@ public struct CompiledPolicy: Hashable, Sendable {
     public static let maximumRules = 4096
     /// Entries of each map (`max_entries` of `policy_sources_*`, `policy_rules_*`).
     public static let maximumEntries = 65536
+    /// Distinct destination prefix lengths (`POLICY_LENGTHS`): a packet probes the rules' hash
+    /// once per length, longest first, until one holds its (class, destination).
+    public static let maximumLengths = 8
 
     public struct Item: Hashable, Sendable, CustomStringConvertible {
         /// 0: any protocol.
@@ -52,6 +56,9 @@ public struct CompiledPolicy: Hashable, Sendable {
     public var sources: [IPPrefix: UInt32]
     public var entries: [Key: [Item]]
     public var ruleCount: Int
+
+    /// The destination prefix lengths the entries use, longest first (the programs' probe order).
+    public var lengths: [UInt8] { Set(entries.keys.map(\.destination.length)).sorted(by: >) }
 
     /// Bits of the `policy_select` word (`POLICY_*` in bpf/datapath.bpf.c).
     public static let generationBit: UInt32 = 1
@@ -185,6 +192,11 @@ extension DesiredPolicy {
         guard compiled.entries.count <= CompiledPolicy.maximumEntries else {
             return .failure(PolicyCompileError(
                 description: "the rules compile to \(compiled.entries.count) datapath entries (the maps hold \(CompiledPolicy.maximumEntries)); use groups so that peers share rule sets",
+                rule: nil))
+        }
+        guard compiled.lengths.count <= CompiledPolicy.maximumLengths else {
+            return .failure(PolicyCompileError(
+                description: "the rules' destinations use \(compiled.lengths.count) different prefix lengths (\(compiled.lengths.map { "/\($0)" }.joined(separator: ", "))); the datapath probes at most \(CompiledPolicy.maximumLengths)",
                 rule: nil))
         }
         guard compiled.sources.count <= CompiledPolicy.maximumEntries else {

@@ -92,6 +92,14 @@ final class PolicyTests: XCTestCase {
         ])
     }
 
+    /// The programs probe at most eight destination lengths; a ninth is refused with its reason.
+    func testAtMostEightDestinationLengths() throws {
+        let rules = (0..<9).map { i in PolicyRule(source: .any, destination: IPPrefix(address: .v6(IPv6Address("2001:db8:1::")!), length: UInt8(120 + i))) }
+        let problem = try XCTUnwrap(DesiredPolicy(clientToLAN: .deny, rules: rules).compile(clients: clients).failure)
+        XCTAssertEqual(problem.description, "the rules' destinations use 9 different prefix lengths (/128, /127, /126, /125, /124, /123, /122, /121, /120); the datapath probes at most 8")
+        XCTAssertEqual(try DesiredPolicy(clientToLAN: .deny, rules: Array(rules.prefix(8))).compile(clients: clients).get().lengths, [127, 126, 125, 124, 123, 122, 121, 120])
+    }
+
     /// Thousands of random packets over hundreds of random rule sets: the compiled form says
     /// what the rules say, verdict and counted rule alike.
     func testCompiledAgreesWithTheRulesOnRandomPolicies() throws {
@@ -116,5 +124,12 @@ final class PolicyTests: XCTestCase {
         // Both verdicts are common, or the comparison proves little.
         XCTAssertGreaterThan(allowed, checked / 10)
         XCTAssertLessThan(allowed, checked * 9 / 10)
+    }
+}
+
+private extension Result {
+    var failure: Failure? {
+        if case .failure(let error) = self { return error }
+        return nil
     }
 }
