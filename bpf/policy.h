@@ -39,6 +39,7 @@ struct policy_info {
 	__u32 flags;
 	__u32 length_count;
 	__u8 lengths[POLICY_LENGTHS];
+	__u32 rule_count; // for the loader's read-back; the programs do not use it
 };
 
 struct {

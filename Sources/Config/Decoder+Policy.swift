@@ -226,10 +226,9 @@ extension Configuration {
         guard let policy else {
             return ["no policy section: every peer of \(gateway.tunnel) reaches every LAN address on every port and every LAN host reaches every client; netfilter FORWARD rules do not see this traffic (the datapath redirects it past the forwarding path)"]
         }
-        // Until the daemon installs the policy maps (issue 17, reconciler part), say so.
-        var warnings = ["\(policy.location): policy: checked and compiled, but this version of the daemon does not enforce it yet"]
+        var warnings: [String] = []
         if policy.clientToLAN == .allow, !policy.rules.isEmpty {
-            warnings.append("\(policy.location): policy: client_to_lan is allow, so the rules only count packets; set client_to_lan: deny to enforce them")
+            warnings.append("\(policy.location): policy: client_to_lan is allow, so the rules have no effect; set client_to_lan: deny to enforce them")
         }
         if policy.lanToClient == .deny, policy.clientToLAN == .deny || !policy.rules.isEmpty {
             warnings.append("\(policy.location): policy: lan_to_client: deny drops the LAN's replies too (TCP and ping to the LAN cannot work); lan_to_client: replies lets replies through")

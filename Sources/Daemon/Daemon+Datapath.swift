@@ -52,6 +52,26 @@ public final class DatapathMapsAdapter: DatapathMaps {
 }
 
 extension Daemon {
+    /// The access policy: what the maps hold is read back when the desired policy changed or
+    /// the select word is not the one last seen (a restart, someone else's write), and a whole
+    /// new generation is installed only when it differs, so a restart with the same policy
+    /// changes nothing and a reload or a repair swaps atomically.
+    func ensurePolicy(_ datapath: Datapath, _ desired: CompiledPolicy?) throws {
+        let wanted = desired.flatMap { $0.isInert ? nil : $0 }
+        let word = try datapath.policyWord()
+        if let installed = installedPolicy, installed.word == word, installed.policy == wanted { return }
+        if try datapath.installedPolicy() != wanted {
+            let swap = try datapath.install(policy: wanted)
+            datapathWrites += 1
+            if let wanted {
+                logger.info("datapath: access policy installed (generation \(swap.generation): \(wanted.ruleCount) rules, \(swap.sources) client prefixes, \(swap.entries) entries)")
+            } else {
+                logger.info("datapath: no access policy (everything allowed both ways)")
+            }
+        }
+        installedPolicy = (wanted, try datapath.policyWord())
+    }
+
     /// Loads (or adopts) the programs, attaches them to both devices, and keeps the pass
     /// entries for the gateway's own addresses inside the LAN prefix.
     /// Attaching is idempotent; it runs at start, on link events and every `proxy_poll`.
@@ -131,6 +151,7 @@ extension Daemon {
                 datapathWrites += 1
                 logger.info("datapath: \(neighbourDiscovery)")
             }
+            try ensurePolicy(datapath, wanted.policy)
             datapathProblem = nil
         } catch {
             if datapathProblem != "\(error)" { logger.error("datapath: \(error)") }

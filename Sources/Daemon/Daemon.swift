@@ -102,6 +102,9 @@ public final class Daemon {
     /// Where the datapath's ICMPv6 errors come from, one line per side, for status.
     var datapathICMP: [String: String] = [:]
     var datapathWrites = 0
+    /// The access policy last found or installed in the maps, and the select word then: while
+    /// the word is unchanged and the desired policy the same, nothing is read back.
+    var installedPolicy: (policy: CompiledPolicy?, word: UInt32)?
     /// The interfaces our filters were last looked for beside (nil: look again).
     var filterScanFor: [Int32]?
     /// `ndp: datapath`: the clients' solicited-node groups joined on the LAN, and what failed.

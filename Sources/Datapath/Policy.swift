@@ -50,7 +50,7 @@ extension Datapath {
     @discardableResult
     public func install(policy: CompiledPolicy?) throws -> PolicySwap {
         let current = try policyWord()
-        guard let policy, !(policy.allowsEverything && policy.ruleCount == 0) else {
+        guard let policy, !policy.isInert else {
             // Allow-all needs no set: keep the live one (and its counters), clear the defaults.
             try writePolicyWord(current & CompiledPolicy.generationBit)
             return PolicySwap(generation: current & 1, sources: 0, entries: 0)
@@ -90,11 +90,74 @@ extension Datapath {
         }
         var info = withUnsafeBytes(of: UInt32(shorter ? 1 : 0)) { Array($0) } + withUnsafeBytes(of: UInt32(lengths.count)) { Array($0) }
             + lengths + [UInt8](repeating: 0, count: CompiledPolicy.maximumLengths - lengths.count)
+            + withUnsafeBytes(of: UInt32(policy.ruleCount)) { Array($0) }
         var infoKey = next
         try check(bpf_map_update_elem(map("policy_info").raw, &infoKey, &info, UInt64(BPF_ANY)), "write map", "policy_info")
         try writePolicyWord(policy.selectWord(generation: next))
         lastPolicySwap = .now
         return PolicySwap(generation: next, sources: policy.sources.count, entries: policy.entries.count)
+    }
+
+    /// The live policy as the maps hold it (nil: none, both defaults allow): compared with
+    /// the desired one, it tells a restart that nothing needs installing and a periodic check
+    /// that nobody changed the maps.
+    public func installedPolicy() throws -> CompiledPolicy? {
+        let word = try policyWord()
+        guard word & ~CompiledPolicy.generationBit != 0 else { return nil }
+        let generation = word & 1
+        var infoKey = generation
+        var info = [UInt8](repeating: 0, count: 20)
+        try check(bpf_map_lookup_elem(map("policy_info").raw, &infoKey, &info), "read map", "policy_info")
+        func word32(_ offset: Int) -> UInt32 { info[offset..<(offset + 4)].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } }
+        let lan: DesiredPolicy.LANToClient = switch (word & CompiledPolicy.lanMask) >> CompiledPolicy.lanShift {
+        case 0: .allow
+        case 1: .deny
+        default: .replies
+        }
+        var policy = CompiledPolicy(clientToLAN: word & CompiledPolicy.clientDenyBit != 0 ? .deny : .allow, lanToClient: lan,
+                                    sources: [:], entries: [:], ruleCount: Int(word32(16)))
+        for (key, value) in try Self.allEntries(map("policy_sources_\(generation)").raw, keySize: 16, valueSize: 4, "policy_sources_\(generation)") {
+            guard let address = IPAddress(bytes: key) else { continue }
+            policy.sources[IPPrefix.host(address)] = value.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+        }
+        for (key, value) in try Self.allEntries(map("policy_source_prefixes_\(generation)").raw, keySize: 20, valueSize: 4, "policy_source_prefixes_\(generation)") {
+            guard let prefix = Self.prefix(fromKey: key) else { continue }
+            policy.sources[prefix] = value.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+        }
+        let entrySize = 8 + 8 * CompiledPolicy.itemsPerEntry
+        for (key, value) in try Self.allEntries(map("policy_rules_\(generation)").raw, keySize: 24, valueSize: entrySize, "policy_rules_\(generation)") {
+            func u32(_ bytes: [UInt8], _ offset: Int) -> UInt32 { bytes[offset..<(offset + 4)].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } }
+            func u16(_ offset: Int) -> UInt16 { value[offset..<(offset + 2)].withUnsafeBytes { $0.loadUnaligned(as: UInt16.self) } }
+            let length = u32(key, 4)
+            guard length <= 128, let address = IPAddress(bytes: key[8..<24]) else { continue }
+            let count = min(Int(u32(value, 0)), CompiledPolicy.itemsPerEntry)
+            let items = (0..<count).map { i in
+                let at = 8 + 8 * i
+                return CompiledPolicy.Item(proto: value[at], rule: u16(at + 2), ports: PortRange(u16(at + 4), max(u16(at + 4), u16(at + 6))))
+            }
+            policy.entries[CompiledPolicy.Key(policyClass: u32(key, 0), destination: IPPrefix(address: address, length: UInt8(length)))] = items
+        }
+        return policy
+    }
+
+    static func allEntries(_ fd: Int32, keySize: Int, valueSize: Int, _ name: String) throws -> [([UInt8], [UInt8])] {
+        var result: [([UInt8], [UInt8])] = []
+        var key = [UInt8](repeating: 0, count: keySize)
+        var next = key
+        var first = true
+        while true {
+            let status = first ? bpf_map_get_next_key(fd, nil, &next) : bpf_map_get_next_key(fd, &key, &next)
+            first = false
+            if status == -ENOENT { break }
+            try check(status, "iterate map", name)
+            key = next
+            var value = [UInt8](repeating: 0, count: valueSize)
+            let found = bpf_map_lookup_elem(fd, &key, &value)
+            if found == -ENOENT { continue }
+            try check(found, "read map", name)
+            result.append((key, value))
+        }
+        return result
     }
 
     /// The counters of the live generation, for the first `ruleCount` rules.

@@ -57,6 +57,15 @@ public struct CompiledPolicy: Hashable, Sendable {
     public var entries: [Key: [Item]]
     public var ruleCount: Int
 
+    public init(clientToLAN: DesiredPolicy.ClientToLAN, lanToClient: DesiredPolicy.LANToClient, sources: [IPPrefix: UInt32],
+                entries: [Key: [Item]], ruleCount: Int) {
+        self.clientToLAN = clientToLAN
+        self.lanToClient = lanToClient
+        self.sources = sources
+        self.entries = entries
+        self.ruleCount = ruleCount
+    }
+
     /// The destination prefix lengths the entries use, longest first (the programs' probe order).
     public var lengths: [UInt8] { Set(entries.keys.map(\.destination.length)).sorted(by: >) }
 
@@ -78,6 +87,8 @@ public struct CompiledPolicy: Hashable, Sendable {
 
     /// Nothing to look up: both defaults allow (the word alone says so).
     public var allowsEverything: Bool { clientToLAN == .allow && lanToClient != .deny }
+    /// The programs never consult the maps: both defaults are `allow`. Installed as no policy.
+    public var isInert: Bool { clientToLAN == .allow && lanToClient == .allow }
 
     /// The Swift twin of the programs' lookup, over this representation: what `evaluate` on
     /// the rules says, the compiled form must say too (unit-tested on random rule sets).

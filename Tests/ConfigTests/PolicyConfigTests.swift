@@ -43,8 +43,14 @@ final class PolicyConfigTests: XCTestCase {
         // alice {0, 1}, bob {1}: two classes besides 0; every client prefix has one.
         XCTAssertEqual(Set(compiled.sources.values), [1, 2])
         XCTAssertEqual(compiled.sources.count, 3)
-        XCTAssertEqual(loaded.configuration.policyWarnings.map { $0.replacingOccurrences(of: fixture.directory + "/", with: "") },
-                       ["wgkeeper.yaml:40:1: policy: checked and compiled, but this version of the daemon does not enforce it yet"])
+        XCTAssertEqual(loaded.configuration.policyWarnings, [])
+        // Rules under client_to_lan: allow only count; deny toward the clients drops replies too.
+        let lax = try fixture.loaded(AcceptedConfigs.withPolicy.replacingOccurrences(of: "client_to_lan: deny", with: "client_to_lan: allow")
+            .replacingOccurrences(of: "lan_to_client: replies", with: "lan_to_client: deny"))
+        XCTAssertEqual(lax.configuration.policyWarnings.map { $0.replacingOccurrences(of: fixture.directory + "/", with: "") }, [
+            "wgkeeper.yaml:40:1: policy: client_to_lan is allow, so the rules have no effect; set client_to_lan: deny to enforce them",
+            "wgkeeper.yaml:40:1: policy: lan_to_client: deny drops the LAN's replies too (TCP and ping to the LAN cannot work); lan_to_client: replies lets replies through",
+        ])
     }
 
     func testDropInCarriesItsPeersMembershipAndRules() throws {

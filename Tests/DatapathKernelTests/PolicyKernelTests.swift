@@ -131,8 +131,10 @@ final class PolicyKernelTests: XCTestCase {
             PolicyRule(source: .peers(["b"]), destination: Self.lanWide, label: "b"),
         ])
         let compiled = try policy.compile(clients: clients(["a": a, "b": b])).get()
+        XCTAssertNil(try datapath.installedPolicy())
         XCTAssertEqual(try datapath.install(policy: compiled).generation, 1)
         XCTAssertEqual(try datapath.policyWord(), compiled.selectWord(generation: 1))
+        XCTAssertEqual(try datapath.installedPolicy(), compiled, "read back as installed")
 
         let packets: [(PolicyPacket, Bool)] = [
             (tcp(a, server1, 40000, 22, .clientToLAN), true),
@@ -172,6 +174,28 @@ final class PolicyKernelTests: XCTestCase {
         XCTAssertEqual(perRule.clientToLANDenied, 3)
         XCTAssertEqual(perRule.lanToClientDenied, 1)
         XCTAssertEqual(perRule.rules, [2, 3])
+    }
+
+    /// A restart adopts the pinned maps: the policy is still live, read back the same, and
+    /// enforced without a moment's gap (nothing is written).
+    func testRestartKeepsThePolicy() throws {
+        let (lab, datapath) = try gateway()
+        let policy = DesiredPolicy(clientToLAN: .deny, lanToClient: .deny, rules: [
+            PolicyRule(source: .any, destination: Self.lanWide, proto: .udp, ports: [PortRange(53, 53)], label: "any"),
+        ])
+        let compiled = try policy.compile(clients: clients(["a": a])).get()
+        try datapath.install(policy: compiled)
+        let word = try datapath.policyWord()
+        let restarted = try lab.datapath()
+        XCTAssertEqual(restarted.recreatedMaps, [])
+        XCTAssertEqual(try restarted.policyWord(), word)
+        XCTAssertEqual(try restarted.installedPolicy(), compiled)
+        let dns = PolicyPacket(direction: .clientToLAN, source: a, destination: server2, proto: 17, sourcePort: 5353, destinationPort: 53)
+        try send(lab, dns, sequence: 1)
+        try send(lab, tcp(a, server2, 40000, 53, .clientToLAN), sequence: 2)
+        try send(lab, tcp(server2, a, 53, 40000, .lanToClient), sequence: 3)
+        XCTAssertEqual(received(lab).through, [1])
+        XCTAssertEqual(try restarted.policyCounters(ruleCount: 1).rules, [1])
     }
 
     /// A swap never lets through what both policies deny, nor drops what both allow, with
@@ -226,6 +250,7 @@ final class PolicyKernelTests: XCTestCase {
             guard case .success(let compiled) = random.policy.compile(clients: random.clients) else { continue }
             rounds += 1
             try datapath.install(policy: compiled)
+            XCTAssertEqual(try datapath.installedPolicy(), compiled)
             var expected = Set<UInt32>()
             var ruleCounts = [UInt64](repeating: 0, count: random.policy.rules.count)
             var packets: [UInt32: PolicyPacket] = [:]
@@ -279,6 +304,8 @@ final class PolicyKernelTests: XCTestCase {
         let policy = DesiredPolicy(clientToLAN: .deny, lanToClient: .replies, rules: rules)
         let compiled = try policy.compile(clients: PolicyClients(peers: peers)).get()
         XCTAssertEqual(compiled.ruleCount, 1000)
+        try datapath.install(policy: compiled)
+        XCTAssertEqual(try datapath.installedPolicy(), compiled, "10 000 sources and \(compiled.entries.count) entries read back")
 
         let program = bpf_obj_get("\(datapath.pinDirectory)/lan_ingress")
         XCTAssertGreaterThanOrEqual(program, 0)

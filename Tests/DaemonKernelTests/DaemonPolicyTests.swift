@@ -1,0 +1,62 @@
+import Foundation
+import Glibc
+import Netlink
+import TestSupport
+import XCTest
+
+/// The daemon installs the access policy (issue 17): at start, adopted untouched across a
+/// restart, repaired when the select word is changed behind its back, removed by a reload.
+final class DaemonPolicyTests: XCTestCase {
+    func testInstallsAdoptsRepairsAndRemovesThePolicy() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addVeth("wg0", "wg0p")
+        try ns.addVeth("private0", "lanp")
+        try ns.ip("-6", "addr", "add", "2001:db8:1::1/128", "dev", "private0", "nodad")
+        let h = try DaemonHarness(self, ns: ns)
+        let pinRoot = h.directory.appendingPathComponent("bpf").path
+        try FileManager.default.createDirectory(atPath: pinRoot, withIntermediateDirectories: true)
+        try shell("mount", "-t", "bpf", "bpffs", pinRoot)
+        addTeardownBlock { _ = try? shell("umount", "-l", pinRoot) }
+        let peers = [TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128"])]
+        let policy = """
+            policy:
+              client_to_lan: deny
+              lan_to_client: replies
+              rules:
+                - from: alice
+                  to: 2001:db8:1::10
+                  protocol: tcp
+                  ports: 22
+
+            """
+        try h.writeConfig(h.gatewayConfig(runtime: ["proxy_poll: 200ms"], pinRoot: pinRoot, peers: peers, gateway: ["redirect: true"], tail: policy))
+        try h.start()
+
+        let select = "\(pinRoot)/wg0/policy_select"
+        func word() throws -> UInt32 {
+            let dump = try shell("bpftool", "-j", "map", "dump", "pinned", select)
+            let value = try XCTUnwrap(((try JSONSerialization.jsonObject(with: Data(dump.utf8)) as? [[String: Any]])?.first?["value"] as? [String])
+                .map { $0.compactMap { UInt8($0.dropFirst(2), radix: 16) } }, dump)
+            return value.reversed().reduce(0) { $0 << 8 | UInt32($1) }
+        }
+        // Deny to the LAN (bit 1), replies from it (2 << 2), in generation 1.
+        let expected: UInt32 = 2 | 2 << 2
+        try eventually(within: .seconds(3), "policy installed") { try word() == expected | 1 }
+
+        // Restart: adopted, nothing written, the same word.
+        h.stop()
+        try h.start()
+        usleep(300_000)
+        XCTAssertEqual(try h.writes(), 0, "a restart must adopt the policy without writing")
+        XCTAssertEqual(try word(), expected | 1)
+
+        // Someone clears the word: the next proxy_poll installs the policy again (a new generation).
+        try shell("bpftool", "map", "update", "pinned", select, "key", "0", "0", "0", "0", "value", "0", "0", "0", "0")
+        try eventually(within: .seconds(3), "policy repaired") { try word() & ~1 == expected }
+
+        // A reload without the section: no policy, everything allowed.
+        try h.writeConfig(h.gatewayConfig(runtime: ["proxy_poll: 200ms"], pinRoot: pinRoot, peers: peers, gateway: ["redirect: true"]))
+        _ = try h.ask("reload")
+        try eventually(within: .seconds(3), "policy removed") { try word() & ~1 == 0 }
+    }
+}
