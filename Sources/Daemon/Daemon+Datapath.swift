@@ -171,7 +171,19 @@ extension Daemon {
         if let datapathProblem { mode += " (problem: \(datapathProblem))" }
         let programs = Dictionary(uniqueKeysWithValues: datapath.programIDs.map { ($0.key.rawValue, $0.value) })
         return StatusReport.Datapath(attachMode: mode, counters: counters, programs: programs, icmpErrors: datapathICMP,
-                                     neighbourDiscovery: neighbourDiscoveryStatus)
+                                     neighbourDiscovery: neighbourDiscoveryStatus, policy: policyStatus(datapath))
+    }
+
+    /// The desired policy with the live generation's counters; nil without a policy section.
+    func policyStatus(_ datapath: Datapath) -> StatusReport.Policy? {
+        guard let policy = desired.policy else { return nil }
+        let counters = (try? datapath.policyCounters(ruleCount: policy.rules.count)) ?? PolicyCounters()
+        return StatusReport.Policy(
+            clientToLan: policy.clientToLAN.rawValue, lanToClient: policy.lanToClient.rawValue,
+            deniedToLan: counters.clientToLANDenied, deniedToClients: counters.lanToClientDenied,
+            rules: policy.rules.enumerated().map { index, rule in
+                StatusReport.Policy.Rule(rule: rule.description, packets: index < counters.rules.count ? counters.rules[index] : 0)
+            })
     }
 
     /// Attachments and pins are keyed by interface and tunnel: whatever the configuration no

@@ -62,6 +62,24 @@ public struct StatusReport: Codable, Sendable {
         /// `ndp: datapath`: how many addresses the LAN program answers for and the solicited-node
         /// groups joined; nil when the kernel answers (`ndp: kernel`).
         public var neighbourDiscovery: String? = nil
+        /// The access policy in force (nil: none, everything allowed both ways).
+        public var policy: Policy? = nil
+    }
+
+    /// The live policy's defaults, its rules as compiled (groups expanded) and their counters.
+    public struct Policy: Codable, Sendable {
+        public var clientToLan: String
+        public var lanToClient: String
+        /// Packets the defaults denied, per direction.
+        public var deniedToLan: UInt64
+        public var deniedToClients: UInt64
+        public var rules: [Rule]
+
+        public struct Rule: Codable, Sendable {
+            public var rule: String
+            /// Packets the rule allowed (counted only where a default denies).
+            public var packets: UInt64
+        }
     }
 
     public struct StatusSocket: Codable, Sendable {

@@ -113,6 +113,10 @@ struct StatusCommand: ParsableCommand {
                 lines.append("  icmp errors to the \(side): \(line)")
             }
             if let line = datapath.neighbourDiscovery { lines.append("  neighbour discovery: \(line)") }
+            if let policy = datapath.policy {
+                lines.append("  policy: client_to_lan \(policy.clientToLan), lan_to_client \(policy.lanToClient); denied to the LAN \(policy.deniedToLan), to the clients \(policy.deniedToClients)")
+                for (index, rule) in policy.rules.enumerated() { lines.append("    \(index): \(rule.rule) (\(rule.packets) packets)") }
+            }
         }
         if r.logLinesDropped > 0 || r.statusSocket.refused > 0 {
             lines.append("")

@@ -43,6 +43,17 @@ final class DaemonPolicyTests: XCTestCase {
         let expected: UInt32 = 2 | 2 << 2
         try eventually(within: .seconds(3), "policy installed") { try word() == expected | 1 }
 
+        // Status shows the policy as compiled, with its counters.
+        let shown = try XCTUnwrap((try h.status()["datapath"] as? [String: Any])?["policy"] as? [String: Any])
+        XCTAssertEqual(shown["client_to_lan"] as? String, "deny")
+        XCTAssertEqual(shown["lan_to_client"] as? String, "replies")
+        XCTAssertEqual(shown["denied_to_lan"] as? Int, 0)
+        let rules = try XCTUnwrap(shown["rules"] as? [[String: Any]])
+        XCTAssertEqual(rules.map { $0["rule"] as? String }, ["from alice to 2001:db8:1::10 tcp port 22 allow"])
+        XCTAssertEqual(rules.map { $0["packets"] as? Int }, [0])
+        let text = try shell(DaemonHarness.binary, "status", "--socket", h.socketPath)
+        XCTAssertTrue(text.contains("  policy: client_to_lan deny, lan_to_client replies; denied to the LAN 0, to the clients 0\n    0: from alice to 2001:db8:1::10 tcp port 22 allow (0 packets)"), text)
+
         // Restart: adopted, nothing written, the same word.
         h.stop()
         try h.start()
