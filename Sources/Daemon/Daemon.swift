@@ -262,6 +262,8 @@ public final class Daemon {
             // Safety violations and conflicts that persist are logged again once per resync.
             lastPlan.violations = []
             lastPlan.conflicts = []
+            // The policy maps are read back in full: an entry changed behind our back is repaired.
+            installedPolicy = nil
             resyncs += 1
             // Records deleted behind the daemon's back are written again (a restart would lose them).
             if !records.isEmpty, !FileManager.default.fileExists(atPath: recordStore.path) {

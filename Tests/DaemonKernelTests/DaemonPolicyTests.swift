@@ -29,7 +29,7 @@ final class DaemonPolicyTests: XCTestCase {
                   ports: 22
 
             """
-        try h.writeConfig(h.gatewayConfig(runtime: ["proxy_poll: 200ms"], pinRoot: pinRoot, peers: peers, gateway: ["redirect: true"], tail: policy))
+        try h.writeConfig(h.gatewayConfig(runtime: ["proxy_poll: 200ms", "resync: 1s"], pinRoot: pinRoot, peers: peers, gateway: ["redirect: true"], tail: policy))
         try h.start()
 
         let select = "\(pinRoot)/wg0/policy_select"
@@ -64,6 +64,17 @@ final class DaemonPolicyTests: XCTestCase {
         // Someone clears the word: the next proxy_poll installs the policy again (a new generation).
         try shell("bpftool", "map", "update", "pinned", select, "key", "0", "0", "0", "0", "value", "0", "0", "0", "0")
         try eventually(within: .seconds(3), "policy repaired") { try word() & ~1 == expected }
+
+        // An entry of the live set deleted behind its back: the next resync reads the maps
+        // back and installs the policy again, in the other generation.
+        let live = try word() & 1
+        let rulesMap = "\(pinRoot)/wg0/policy_rules_\(live)"
+        let dump = try shell("bpftool", "-j", "map", "dump", "pinned", rulesMap)
+        let keys = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(dump.utf8)) as? [[String: Any]])?.compactMap { $0["key"] as? [String] }, dump)
+        XCTAssertEqual(keys.count, 1, "alice's class and its one destination (class 0 has no rule); \(dump)")
+        try shell(["bpftool", "map", "delete", "pinned", rulesMap, "key"] + keys[0])
+        try eventually(within: .seconds(4), "policy repaired by the resync") { try word() & 1 != live }
+        XCTAssertEqual(try word() & ~1, expected)
 
         // A reload without the section: no policy, everything allowed.
         try h.writeConfig(h.gatewayConfig(runtime: ["proxy_poll: 200ms"], pinRoot: pinRoot, peers: peers, gateway: ["redirect: true"]))
