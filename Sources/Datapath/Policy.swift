@@ -102,12 +102,30 @@ extension Datapath {
     /// the desired one, it tells a restart that nothing needs installing and a periodic check
     /// that nobody changed the maps.
     public func installedPolicy() throws -> CompiledPolicy? {
-        let word = try policyWord()
+        try Self.readPolicy { self.map($0).raw }
+    }
+
+    /// The policy in force as a previous run pinned it, read without loading anything (for
+    /// `wgkeeper plan`); nil when there is none or nothing is pinned for `tunnel`.
+    public static func pinnedPolicy(pinRoot: String, tunnel: String) throws -> CompiledPolicy? {
+        let directory = pinDirectory(pinRoot: pinRoot, tunnel: tunnel)
+        var open: [String: Descriptor] = [:]
+        for name in ["policy_select", "policy_info"] + (0...1).flatMap({ ["policy_sources_\($0)", "policy_source_prefixes_\($0)", "policy_rules_\($0)"] }) {
+            guard let fd = try Descriptor.pinned("\(directory)/\(name)") else { return nil }
+            open[name] = fd
+        }
+        return try readPolicy { open[$0]!.raw }
+    }
+
+    static func readPolicy(_ map: (String) throws -> Int32) throws -> CompiledPolicy? {
+        var selectKey: UInt32 = 0
+        var word: UInt32 = 0
+        try check(bpf_map_lookup_elem(try map("policy_select"), &selectKey, &word), "read map", "policy_select")
         guard word & ~CompiledPolicy.generationBit != 0 else { return nil }
         let generation = word & 1
         var infoKey = generation
         var info = [UInt8](repeating: 0, count: 20)
-        try check(bpf_map_lookup_elem(map("policy_info").raw, &infoKey, &info), "read map", "policy_info")
+        try check(bpf_map_lookup_elem(try map("policy_info"), &infoKey, &info), "read map", "policy_info")
         func word32(_ offset: Int) -> UInt32 { info[offset..<(offset + 4)].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } }
         let lan: DesiredPolicy.LANToClient = switch (word & CompiledPolicy.lanMask) >> CompiledPolicy.lanShift {
         case 0: .allow
@@ -116,16 +134,16 @@ extension Datapath {
         }
         var policy = CompiledPolicy(clientToLAN: word & CompiledPolicy.clientDenyBit != 0 ? .deny : .allow, lanToClient: lan,
                                     sources: [:], entries: [:], ruleCount: Int(word32(16)))
-        for (key, value) in try Self.allEntries(map("policy_sources_\(generation)").raw, keySize: 16, valueSize: 4, "policy_sources_\(generation)") {
+        for (key, value) in try Self.allEntries(try map("policy_sources_\(generation)"), keySize: 16, valueSize: 4, "policy_sources_\(generation)") {
             guard let address = IPAddress(bytes: key) else { continue }
             policy.sources[IPPrefix.host(address)] = value.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
         }
-        for (key, value) in try Self.allEntries(map("policy_source_prefixes_\(generation)").raw, keySize: 20, valueSize: 4, "policy_source_prefixes_\(generation)") {
+        for (key, value) in try Self.allEntries(try map("policy_source_prefixes_\(generation)"), keySize: 20, valueSize: 4, "policy_source_prefixes_\(generation)") {
             guard let prefix = Self.prefix(fromKey: key) else { continue }
             policy.sources[prefix] = value.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
         }
         let entrySize = 8 + 8 * CompiledPolicy.itemsPerEntry
-        for (key, value) in try Self.allEntries(map("policy_rules_\(generation)").raw, keySize: 24, valueSize: entrySize, "policy_rules_\(generation)") {
+        for (key, value) in try Self.allEntries(try map("policy_rules_\(generation)"), keySize: 24, valueSize: entrySize, "policy_rules_\(generation)") {
             func u32(_ bytes: [UInt8], _ offset: Int) -> UInt32 { bytes[offset..<(offset + 4)].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } }
             func u16(_ offset: Int) -> UInt16 { value[offset..<(offset + 2)].withUnsafeBytes { $0.loadUnaligned(as: UInt16.self) } }
             let length = u32(key, 4)

@@ -69,6 +69,29 @@ struct PlanCommand: ParsableCommand {
         if let wanted, !pinned.contains(wanted.tunnel) {
             lines.append("+ datapath programs on \(wanted.lan) and \(wanted.tunnel), pinned under \(pinRoot)/\(wanted.tunnel)")
         }
+        if let wanted { lines += policyLines(loaded, pinRoot: pinRoot, tunnel: wanted.tunnel) }
+        return lines
+    }
+
+    /// The access policy `run` would install (its rules as compiled), or remove; nothing when
+    /// the pinned maps already hold it.
+    private func policyLines(_ loaded: LoadedConfig, pinRoot: String, tunnel: String) -> [String] {
+        let wanted = loaded.desired.datapath?.policy.flatMap { $0.isInert ? nil : $0 }
+        let installed: CompiledPolicy?
+        do {
+            installed = try Datapath.pinnedPolicy(pinRoot: pinRoot, tunnel: tunnel)
+        } catch {
+            printToStandardError("? not read: the pinned policy maps: \(error)")
+            installed = nil
+        }
+        guard installed != wanted else { return [] }
+        guard let wanted, let policy = loaded.desired.policy else {
+            return ["- datapath access policy (everything allowed both ways)"]
+        }
+        let classes = Set(wanted.sources.values).count
+        var lines = ["\(installed == nil ? "+" : "~") datapath access policy: client_to_lan \(wanted.clientToLAN.rawValue), lan_to_client \(wanted.lanToClient.rawValue), "
+            + "\(wanted.ruleCount) rules, \(wanted.sources.count) client prefixes in \(classes) classes, \(wanted.entries.count) entries"]
+        lines += policy.rules.enumerated().map { "    \($0.offset): \($0.element)" }
         return lines
     }
 

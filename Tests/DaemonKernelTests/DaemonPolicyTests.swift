@@ -30,7 +30,13 @@ final class DaemonPolicyTests: XCTestCase {
 
             """
         try h.writeConfig(h.gatewayConfig(runtime: ["proxy_poll: 200ms", "resync: 1s"], pinRoot: pinRoot, peers: peers, gateway: ["redirect: true"], tail: policy))
+        // plan: the policy is to be installed, its rules listed as compiled (exit status 2: changes).
+        let plan = { try shell(["ip", "netns", "exec", ns.name, DaemonHarness.binary, "plan", "--config", h.configPath], allowedExitCodes: [0, 2]) }
+        let before = try plan()
+        XCTAssertTrue(before.contains("+ datapath access policy: client_to_lan deny, lan_to_client replies, 1 rules, 1 client prefixes in 1 classes, 1 entries\n    0: from alice to 2001:db8:1::10 tcp port 22 allow"), before)
         try h.start()
+        let after = try plan()
+        XCTAssertFalse(after.contains("access policy"), "installed: nothing to plan\n\(after)")
 
         let select = "\(pinRoot)/wg0/policy_select"
         func word() throws -> UInt32 {
