@@ -112,6 +112,16 @@ public enum PrometheusText {
             out.family("wgkeeper_datapath_packets_total", .counter, "The TC programs' counters, summed over every CPU, by counter.") { f in
                 for (name, value) in datapath.counters.sorted(by: { $0.key < $1.key }) { f.sample(["counter": name], String(value)) }
             }
+            if let policy = datapath.policy {
+                out.family("wgkeeper_policy_packets_total", .counter,
+                           "Packets the access policy counted: denied by each direction's default, allowed by each rule (index and text).") { f in
+                    f.sample(["verdict": "denied", "direction": "client_to_lan"], String(policy.deniedToLan))
+                    f.sample(["verdict": "denied", "direction": "lan_to_client"], String(policy.deniedToClients))
+                    for (index, rule) in policy.rules.enumerated() {
+                        f.sample(["verdict": "allowed", "rule": String(index), "description": rule.rule], String(rule.packets))
+                    }
+                }
+            }
         }
         out.family("wgkeeper_log_lines_dropped_total", .counter, "Log lines dropped because standard error or the journal would have blocked.") {
             $0.sample(report.logLinesDropped)

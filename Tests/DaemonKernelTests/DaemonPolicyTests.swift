@@ -60,6 +60,10 @@ final class DaemonPolicyTests: XCTestCase {
         let text = try shell(DaemonHarness.binary, "status", "--socket", h.socketPath)
         XCTAssertTrue(text.contains("  policy: client_to_lan deny, lan_to_client replies; denied to the LAN 0, to the clients 0\n    0: from alice to 2001:db8:1::10 tcp port 22 allow (0 packets)"), text)
 
+        let metrics = try shell(DaemonHarness.binary, "status", "--socket", h.socketPath, "--format", "prometheus")
+        XCTAssertTrue(metrics.contains(#"wgkeeper_policy_packets_total{verdict="denied",direction="client_to_lan"} 0"#), metrics)
+        XCTAssertTrue(metrics.contains(#"wgkeeper_policy_packets_total{verdict="allowed",rule="0",description="from alice to 2001:db8:1::10 tcp port 22 allow"} 0"#), metrics)
+
         // Restart: adopted, nothing written, the same word.
         h.stop()
         try h.start()
