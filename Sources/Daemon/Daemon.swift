@@ -114,7 +114,7 @@ public final class Daemon {
         self.logger = logger
         switch ConfigLoader().load(path: options.configPath) {
         case .success(let config): loaded = config
-        case .failure(let errors): throw DaemonError("invalid configuration:\n\(errors)")
+        case .failure(let errors): throw DaemonError("invalid configuration:\n\(errors)", configuration: true)
         }
         lastApplied = LastApplied(loaded.desired)
         recordStore = RecordStore(directory: loaded.configuration.runtime.stateDir)
@@ -171,7 +171,7 @@ public final class Daemon {
             }
             throw DaemonError("the state in \(recordStore.path) was written under \(differs.joined(separator: " and ")): "
                 + "starting now would leave everything tagged with the old values behind. Run `wgkeeper cleanup` first "
-                + "(it uses the recorded values), then start")
+                + "(it uses the recorded values), then start", configuration: true)
         }
         guard options.listen, records.routeProtocol == nil || records.pinRoot == nil else { return }
         records.routeProtocol = now.routeProtocol

@@ -20,7 +20,7 @@ struct StatusAccess {
         var buffer = [CChar](repeating: 0, count: 16 * 1024)
         let status = getgrnam_r(spec, &entry, &buffer, buffer.count, &result)
         guard status == 0, let found = result else {
-            throw DaemonError("runtime.status_group: no group named \"\(spec)\"\(status == 0 ? "" : " (\(Errno(rawValue: status)))")")
+            throw DaemonError("runtime.status_group: no group named \"\(spec)\"\(status == 0 ? "" : " (\(Errno(rawValue: status)))")", configuration: status == 0)
         }
         group = (found.pointee.gr_gid, spec)
     }
