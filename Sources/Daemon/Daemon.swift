@@ -144,8 +144,12 @@ public final class Daemon {
         }
         instanceLock = lock
         if options.listen {
-            server = try StatusServer(path: loaded.configuration.runtime.statusSocket,
-                                      access: StatusAccess(statusGroup: loaded.configuration.runtime.statusGroup), loop: loop)
+            let access = try StatusAccess(statusGroup: loaded.configuration.runtime.statusGroup)
+            server = try StatusServer(path: loaded.configuration.runtime.statusSocket, access: access, loop: loop)
+            if let group = access.group, let closed = access.directoryClosedToGroup(socketPath: loaded.configuration.runtime.statusSocket) {
+                let mode = String(closed.mode, radix: 8)
+                logger.warning("runtime.status_group: members of \(group.name) cannot reach the status socket: directory \(closed.path) (mode \(mode), group \(closed.gid)) lets them through only with mode 0755 (under the unit: RuntimeDirectoryMode=0755 in the drop-in, README)")
+            }
         }
         try claim()
     }
