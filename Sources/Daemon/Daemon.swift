@@ -117,7 +117,7 @@ public final class Daemon {
         self.logger = logger
         switch ConfigLoader().load(path: options.configPath) {
         case .success(let config): loaded = config
-        case .failure(let errors): throw DaemonError("invalid configuration:\n\(errors)")
+        case .failure(let errors): throw DaemonError("invalid configuration:\n\(errors)", configuration: true)
         }
         lastApplied = LastApplied(loaded.desired)
         recordStore = RecordStore(directory: loaded.configuration.runtime.stateDir)
@@ -147,8 +147,12 @@ public final class Daemon {
         }
         instanceLock = lock
         if options.listen {
-            server = try StatusServer(path: loaded.configuration.runtime.statusSocket,
-                                      access: StatusAccess(statusGroup: loaded.configuration.runtime.statusGroup), loop: loop)
+            let access = try StatusAccess(statusGroup: loaded.configuration.runtime.statusGroup)
+            server = try StatusServer(path: loaded.configuration.runtime.statusSocket, access: access, loop: loop)
+            if let group = access.group, let closed = access.directoryClosedToGroup(socketPath: loaded.configuration.runtime.statusSocket) {
+                let mode = String(closed.mode, radix: 8)
+                logger.warning("runtime.status_group: members of \(group.name) cannot reach the status socket: directory \(closed.path) (mode \(mode), group \(closed.gid)) lets them through only with mode 0755 (under the unit: RuntimeDirectoryMode=0755 in the drop-in, README)")
+            }
         }
         try claim()
     }
@@ -174,7 +178,7 @@ public final class Daemon {
             }
             throw DaemonError("the state in \(recordStore.path) was written under \(differs.joined(separator: " and ")): "
                 + "starting now would leave everything tagged with the old values behind. Run `wgkeeper cleanup` first "
-                + "(it uses the recorded values), then start")
+                + "(it uses the recorded values), then start", configuration: true)
         }
         guard options.listen, records.routeProtocol == nil || records.pinRoot == nil else { return }
         records.routeProtocol = now.routeProtocol
