@@ -75,10 +75,7 @@ final class NeighbourDiscoveryScaleTests: XCTestCase {
         try ns.addVeth("private0", "lanp")
         try ns.ip("-6", "addr", "add", "2001:db8:1::1/128", "dev", "private0", "nodad")
         let h = try DaemonHarness(self, ns: ns)
-        let pinRoot = h.directory.appendingPathComponent("bpf").path
-        try FileManager.default.createDirectory(atPath: pinRoot, withIntermediateDirectories: true)
-        try shell("mount", "-t", "bpf", "bpffs", pinRoot)
-        addTeardownBlock { _ = try? shell("umount", "-l", pinRoot) }
+        let pinRoot = try h.mountPinRoot(self)
         func config(_ n: Int) -> String {
             h.gatewayConfig(runtime: ["proxy_poll: 30s", "resync: 1h"], pinRoot: pinRoot,
                             peers: (0..<n).map { TestPeer("c\($0)", keys[$0], allowedIPs: ["2001:db8:1::1:\(String($0, radix: 16))/128"]) },
