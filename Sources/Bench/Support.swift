@@ -60,7 +60,9 @@ func scratchDirectory() throws -> URL {
 }
 
 /// `wgkeeper`, built next to this executable.
+/// `WGK_BENCH_WGKEEPER` names another one (an older build, for before/after figures).
 func wgkeeperBinary() throws -> String {
+    if let other = ProcessInfo.processInfo.environment["WGK_BENCH_WGKEEPER"], !other.isEmpty { return other }
     let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("wgkeeper").path
     guard FileManager.default.isExecutableFile(atPath: binary) else { throw BenchError("\(binary) missing: build the wgkeeper product") }
     return binary

@@ -6,6 +6,19 @@ import Reconciler
 struct Decoder {
     var errors = ConfigErrorList()
     var includeDir: (path: String, location: SourceLocation)?
+    /// Peers decoded by the last load, by where their list item starts; see `decodePeer(_:at:)`.
+    var peerMemo: PeerMemo?
+
+    struct PeerMemo {
+        var previous: [SourceLocation: DecodedPeer]
+        /// What this load decoded without an error: the next load's `previous`.
+        var next: [SourceLocation: DecodedPeer] = [:]
+
+        init(previous: [SourceLocation: DecodedPeer]) {
+            self.previous = previous
+            next.reserveCapacity(previous.count)
+        }
+    }
 
     mutating func fail(_ at: SourceLocation, _ message: @autoclosure () -> String) { errors.append(at, message()) }
 
@@ -133,7 +146,7 @@ struct Decoder {
 
     mutating func path(_ entry: Tree.Entry?) -> (String, SourceLocation)? {
         guard let (text, at) = scalar(entry) else { return nil }
-        guard !text.isEmpty, !text.contains("\0") else {
+        guard !text.isEmpty, !text.utf8.contains(0) else {
             fail(at, "\(entry!.key): expected a file path")
             return nil
         }
@@ -237,13 +250,30 @@ struct Decoder {
             if let port = integer(fields["listen_port"], 1...65535) { device.listenPort = UInt16(port) }
             if let prune = bool(fields["prune_peers"]) { device.prunePeers = prune }
             for (i, item) in list(fields["peers"]?.value, "wireguard.\(name).peers").enumerated() {
-                if let peer = decodePeer(item, "wireguard.\(name).peers[\(i)]") {
+                if let peer = decodePeer(item, name: "wireguard.\(name).peers[\(i)]") {
                     device.peers.append(peer)
                 }
             }
             devices.append(device)
         }
         return devices
+    }
+
+    /// A peer's list item whose tree equals, node for node and location for location, one the
+    /// last load decoded without an error decodes to the same section without an error (decoding
+    /// a peer reads nothing but its own tree), so that section is taken as it is. Anything else
+    /// is decoded; what decodes without an error is kept for the next load.
+    private mutating func decodePeer(_ tree: Tree, name: @autoclosure () -> String) -> PeerSection? {
+        guard peerMemo != nil else { return decodePeer(tree, name()) }
+        let at = tree.location
+        if let hit = peerMemo!.previous.removeValue(forKey: at), hit.tree == tree {
+            peerMemo!.next[at] = hit
+            return hit.section
+        }
+        let before = errors.count
+        let section = decodePeer(tree, name())
+        if let section, errors.count == before { peerMemo!.next[at] = DecodedPeer(tree: tree, section: section) }
+        return section
     }
 
     private mutating func decodePeer(_ tree: Tree, _ name: String) -> PeerSection? {

@@ -1,7 +1,7 @@
 /// A YAML document as wgkeeper reads it: every scalar a string (no implicit typing), every
 /// node with its location. Include files merge at this level, before any value is parsed.
-indirect enum Tree {
-    struct Entry {
+indirect enum Tree: Equatable, Sendable {
+    struct Entry: Equatable, Sendable {
         var key: String
         var keyLocation: SourceLocation
         var value: Tree
@@ -88,8 +88,8 @@ indirect enum Tree {
     /// the call stack. Nesting, node count and alias expansion are bounded (`ConfigLimits`) while
     /// the events arrive: an alias costs the nodes it stands for, without copying them.
     /// YAML syntax errors, limits and duplicate keys go to `errors`.
-    static func parse(_ text: String, file: String, fileOrder: Int, budget: inout Budget, errors: inout ConfigErrorList) -> Tree? {
-        let location = { (mark: YAMLEvent.Mark) in SourceLocation(file: file, line: mark.line, column: mark.column, fileOrder: fileOrder) }
+    static func parse(_ text: String, file: String, budget: inout Budget, errors: inout ConfigErrorList) -> Tree? {
+        let location = { (mark: YAMLEvent.Mark) in SourceLocation(file: file, line: mark.line, column: mark.column) }
         let top = location((1, 1))
         let reader = YAMLEventReader(text)
         var stack: [Open] = []
@@ -173,7 +173,7 @@ indirect enum Tree {
                 let at = location(mark)
                 budget.nodes -= 1
                 if budget.nodes < 0 { return fail(at, tooMany) }
-                let tree: Tree = plain && ["", "~", "null", "Null", "NULL"].contains(text) ? .null(at) : .scalar(text, at)
+                let tree: Tree = plain && isNull(text) ? .null(at) : .scalar(text, at)
                 let bytes = text.utf8.count
                 if let anchor { anchors[anchor] = Anchored(tree: tree, nodes: 1, height: 0, bytes: bytes) }
                 add(tree, nodes: 1, height: 0, bytes: bytes)
@@ -194,6 +194,11 @@ indirect enum Tree {
                 add(tree, nodes: open.nodes, height: open.height, bytes: open.bytes)
             }
         }
+    }
+
+    /// A plain scalar that YAML reads as null: empty, `~`, `null`, `Null`, `NULL`.
+    private static func isNull(_ text: String) -> Bool {
+        text.utf8.count <= 4 && (text.isEmpty || text == "~" || text == "null" || text == "Null" || text == "NULL")
     }
 
     /// README, configuration reference: maps merge, lists append, a scalar set twice is an error naming both places.
