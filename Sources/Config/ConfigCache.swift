@@ -42,7 +42,17 @@ public final class ConfigCache: Sendable {
     struct State: Sendable {
         var files: [String: CachedFile] = [:]
         var peers: [SourceLocation: DecodedPeer] = [:]
+        var statistics = Statistics()
     }
+
+    /// What the last load did: how many files it read and parsed, how many peers it decoded.
+    public struct Statistics: Sendable, Equatable {
+        public var filesRead = 0
+        public var filesParsed = 0
+        public var peersDecoded = 0
+    }
+
+    public var lastLoad: Statistics { state.withLock { $0.statistics } }
 
     /// The kept state, handed to one load at a time (a concurrent load finds it empty and
     /// just does a full load).

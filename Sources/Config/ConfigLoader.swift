@@ -78,7 +78,10 @@ public struct ConfigLoader: Sendable {
             round.previous.peers = [:]
         }
         var configuration = decoder.decode(tree)
-        if let memo = decoder.peerMemo { round.next.peers = memo.next }
+        if let memo = decoder.peerMemo {
+            round.next.peers = memo.next
+            round.next.statistics.peersDecoded = memo.decoded
+        }
         errors += decoder.errors
         configuration.files = files
         configuration.runtime.includeDir = includeDir
@@ -151,15 +154,22 @@ public struct ConfigLoader: Sendable {
         let start = round.now()
         let data: Data
         let identity: FileIdentity
+        round.next.statistics.filesRead += 1
         switch readConfigFile(real, limit: limits.fileBytes) {
         case .success(let (read, info)):
             data = read
             identity = FileIdentity(info)
         case .failure(let problem):
             errors.append(ConfigError(top, problem.message))
+            // Refused (its mode, say), not changed: what was parsed stays kept, and is taken
+            // again once the file is trusted and its bytes are found unchanged.
+            if var kept = previous { round.keep(file, &kept) }
             return nil
         }
-        guard trusted else { return nil }
+        guard trusted else {
+            if var kept = previous { round.keep(file, &kept) }
+            return nil
+        }
         budget.bytes -= data.count
         guard budget.bytes >= 0 else {
             errors.append(ConfigError(top, "the configuration's files add up to more than \(limits.totalBytes) bytes (the limit)"))
@@ -176,6 +186,7 @@ public struct ConfigLoader: Sendable {
         case .success(let text):
             var own = ConfigErrorList(limit: limits.errors)
             let before = budget
+            round.next.statistics.filesParsed += 1
             let tree = Tree.parse(text, file: file, budget: &budget, errors: &own)
             if let tree, own.isEmpty, round.keeping {
                 var kept = CachedFile(real: real, identity: identity, settled: identity.settled(before: start), content: data, tree: tree,

@@ -13,6 +13,7 @@ struct Decoder {
         var previous: [SourceLocation: DecodedPeer]
         /// What this load decoded without an error: the next load's `previous`.
         var next: [SourceLocation: DecodedPeer] = [:]
+        var decoded = 0
 
         init(previous: [SourceLocation: DecodedPeer]) {
             self.previous = previous
@@ -271,6 +272,7 @@ struct Decoder {
             return hit.section
         }
         let before = errors.count
+        peerMemo!.decoded += 1
         let section = decodePeer(tree, name())
         if let section, errors.count == before { peerMemo!.next[at] = DecodedPeer(tree: tree, section: section) }
         return section
