@@ -43,6 +43,13 @@ extension Duration {
     var milliseconds: Double { seconds * 1e3 }
 }
 
+/// CPU time of the calling thread, in seconds.
+func threadCPUTime() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now)
+    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+}
+
 func seconds(_ body: () throws -> Void) rethrows -> Double {
     let start = ContinuousClock.now
     try body()

@@ -51,6 +51,7 @@ public struct ConfigLoader: Sendable {
             includeDir = resolved
             var trees = [tree]
             let (names, realDirectory) = includeFiles(resolved, at: at, checked: &checked, errors: &errors)
+            round.next.files.reserveCapacity(names.count + 1)
             for name in names {
                 let file = resolved.appendingPathComponent(name)
                 files.append(file)
@@ -74,7 +75,7 @@ public struct ConfigLoader: Sendable {
         var errors = errors
         var decoder = Decoder(errors: ConfigErrorList(limit: limits.errors))
         if round.keeping {
-            decoder.peerMemo = Decoder.PeerMemo(previous: round.previous.peers)
+            decoder.peerMemo = Decoder.PeerMemo(previous: round.previous.peers, unchanged: round.unchanged)
             round.previous.peers = [:]
         }
         var configuration = decoder.decode(tree)
@@ -149,6 +150,7 @@ public struct ConfigLoader: Sendable {
         if trusted, var kept = previous, kept.settled, let info = trustedFileStatus(real, known: status), FileIdentity(info) == kept.identity,
            let tree = reuse(kept, chargingBytes: true, budget: &budget) {
             round.keep(file, &kept)
+            round.unchanged.insert(file)
             return tree
         }
         let start = round.now()
@@ -180,6 +182,7 @@ public struct ConfigLoader: Sendable {
             kept.identity = identity
             kept.settled = identity.settled(before: start)
             round.keep(file, &kept)
+            round.unchanged.insert(file)
             return tree
         }
         switch Self.decode(data, file: file) {
@@ -266,6 +269,8 @@ public struct ConfigLoader: Sendable {
 struct CacheRound {
     var previous: ConfigCache.State
     var next = ConfigCache.State()
+    /// Files whose kept tree this load uses as it is (their content is the one parsed before).
+    var unchanged: Set<String> = []
     /// Whether anything is kept (a load without a cache keeps nothing).
     let keeping: Bool
     let now: @Sendable () -> timespec

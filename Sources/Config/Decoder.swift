@@ -14,9 +14,13 @@ struct Decoder {
         /// What this load decoded without an error: the next load's `previous`.
         var next: [SourceLocation: DecodedPeer] = [:]
         var decoded = 0
+        /// Files whose tree this load took from the cache as it was: their items are the ones
+        /// decoded before, so they need no comparing.
+        var unchanged: Set<String>
 
-        init(previous: [SourceLocation: DecodedPeer]) {
+        init(previous: [SourceLocation: DecodedPeer], unchanged: Set<String>) {
             self.previous = previous
+            self.unchanged = unchanged
             next.reserveCapacity(previous.count)
         }
     }
@@ -267,7 +271,7 @@ struct Decoder {
     private mutating func decodePeer(_ tree: Tree, name: @autoclosure () -> String) -> PeerSection? {
         guard peerMemo != nil else { return decodePeer(tree, name()) }
         let at = tree.location
-        if let hit = peerMemo!.previous.removeValue(forKey: at), hit.tree == tree {
+        if let hit = peerMemo!.previous[at], peerMemo!.unchanged.contains(at.file) || hit.tree == tree {
             peerMemo!.next[at] = hit
             return hit.section
         }
