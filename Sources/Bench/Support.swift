@@ -123,6 +123,17 @@ struct Figure: Codable {
     var ratio: Double? { anchor.map { ours.median / $0.median } }
 
     func emit() {
+        var figure = self
+        // Figures of another daemon build (`WGK_BENCH_WGKEEPER`, scripts/bench's BENCH_BASELINE) say so.
+        if let other = ProcessInfo.processInfo.environment["WGK_BENCH_WGKEEPER"], !other.isEmpty {
+            figure.what += " [baseline build]"
+            figure.notes.insert("daemon: \(other), the build before the change (same run, same machine)", at: 0)
+            figure.met = nil
+        }
+        figure.write()
+    }
+
+    private func write() {
         var line = "[\(row)] \(what): wgkeeper \(ours.text(unit))"
         if let anchorName, let anchor { line += "; \(anchorName) \(anchor.text(unit)); ratio \(String(format: "%.2f", ratio!))" }
         line += "; target \(target): \(met.map { $0 ? "met" : "MISSED" } ?? "n/a")"

@@ -1,6 +1,33 @@
 import Netlink
 import Reconciler
 
+/// A mapping's entries by key. A section has a handful of keys: they are searched, which costs
+/// less than hashing them into a table for every peer; a table is built past `Fields.scanned`.
+struct Fields {
+    private let entries: [Tree.Entry]
+    private let index: [String: Int]?
+    static let scanned = 16
+
+    init(_ entries: [Tree.Entry]) {
+        self.entries = entries
+        // As a dictionary built entry by entry would: a key given twice (merging keeps keys
+        // unique, so only in principle) answers with its last entry.
+        index = entries.count > Self.scanned
+            ? Dictionary(entries.enumerated().map { ($1.key, $0) }, uniquingKeysWith: { _, last in last }) : nil
+    }
+
+    subscript(key: String) -> Tree.Entry? {
+        if let index { return index[key].map { entries[$0] } }
+        return entries.last { $0.key == key }
+    }
+
+    /// Each key once.
+    var keys: [String] {
+        var seen = Set<String>()
+        return entries.map(\.key).filter { seen.insert($0).inserted }
+    }
+}
+
 /// Walks the merged tree, turning nodes into typed sections and collecting every problem.
 /// Key files are not read here: `ConfigLoader` does that after the shape is known.
 struct Decoder {
@@ -30,20 +57,22 @@ struct Decoder {
     // MARK: shapes
 
     /// The entries of a mapping, after reporting unknown keys; nil (with an error) when `tree` is no mapping.
-    mutating func mapping(_ tree: Tree, _ name: String, known: [String]?) -> [String: Tree.Entry]? {
+    mutating func mapping(_ tree: Tree, _ name: String, known: [String]?) -> Fields? {
         switch tree {
         case .null:
-            return [:]
+            return Fields([])
         case .mapping(let entries, _):
-            var result: [String: Tree.Entry] = [:]
+            guard let known else { return Fields(entries) }
+            var result: [Tree.Entry] = []
+            result.reserveCapacity(entries.count)
             for entry in entries {
-                if let known, !known.contains(entry.key) {
+                if !known.contains(entry.key) {
                     fail(entry.keyLocation, "unknown key \(Scalars.quoted(entry.key)) in \(name) (known: \(known.joined(separator: ", ")))")
                     continue
                 }
-                result[entry.key] = entry
+                result.append(entry)
             }
-            return result
+            return Fields(result)
         default:
             fail(tree.location, "\(name): expected a mapping, got \(tree.kindName)")
             return nil
@@ -72,7 +101,7 @@ struct Decoder {
         }
     }
 
-    mutating func required(_ entries: [String: Tree.Entry], _ key: String, in name: String, at: SourceLocation) -> (text: String, at: SourceLocation)? {
+    mutating func required(_ entries: Fields, _ key: String, in name: String, at: SourceLocation) -> (text: String, at: SourceLocation)? {
         if entries[key] == nil || (entries[key].map { if case .null = $0.value { true } else { false } } ?? true) {
             fail(at, "\(name): missing required key \"\(key)\"")
             return nil

@@ -63,8 +63,21 @@ indirect enum Tree: Equatable, Sendable {
         var isMapping: Bool
         var items: [Tree] = []
         var entries: [Entry] = []
-        /// The first place each key of this mapping was set: duplicates in O(1) each.
-        var keys: [String: SourceLocation] = [:]
+        /// The first place each key of this mapping was set, once it has more than
+        /// `Open.scanned` keys: duplicates in O(1) each. Below that, the entries are searched
+        /// (a peer's three or four keys cost less to compare than to hash into a table).
+        var keys: [String: SourceLocation]?
+        static let scanned = 16
+
+        /// Where `name` was set already in this mapping, if it was. Every key recorded is in
+        /// `entries` by the time the next key arrives (its value came in between).
+        mutating func firstPlace(of name: String) -> SourceLocation? {
+            if keys == nil, entries.count > Self.scanned {
+                keys = Dictionary(entries.map { ($0.key, $0.keyLocation) }, uniquingKeysWith: { first, _ in first })
+            }
+            if let keys { return keys[name] }
+            return entries.first { $0.key == name }?.keyLocation
+        }
         /// In a mapping: the key whose value comes next, or `.skip` when that value is dropped.
         var key: Key = .awaited
         /// For an anchor: how many nodes this one holds and how many levels of lists and mappings.
@@ -118,12 +131,12 @@ indirect enum Tree: Equatable, Sendable {
                     stack[i].key = .skip
                     return
                 }
-                if let first = stack[i].keys[name] {
+                if let first = stack[i].firstPlace(of: name) {
                     errors.append(ConfigError(keyAt, "duplicate key \(Scalars.quoted(name)) (first set at \(first))"))
                     stack[i].key = .skip
                     return
                 }
-                stack[i].keys[name] = keyAt
+                stack[i].keys?[name] = keyAt
                 stack[i].key = .name(name, keyAt)
             case .name(let name, let keyAt):
                 stack[i].entries.append(Entry(key: name, keyLocation: keyAt, value: tree))
