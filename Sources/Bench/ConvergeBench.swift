@@ -138,7 +138,7 @@ func benchSteadyState(count: Int, reloads: Int, window: Duration, confD: Bool = 
         var reload = Figure(row: 4, what: "reload with 1 changed peer among \(count), \(layout) (status-socket reload, wall time)", unit: "ms",
                             ours: wallSummary, target: "≤ \(Int(target)) ms (issue 16), only that peer's writes",
                             met: wallSummary.median <= target && writeCounts.allSatisfy { $0 == 4 })
-        reload.notes.append("of which the reconcile (plan + writes): \(Summary(reconcile).text("ms")); the rest is reading and validating the files (only the changed ones are parsed, only changed peers decoded)")
+        reload.notes.append("of which the reconcile (plan + writes): \(Summary(reconcile).text("ms")); the rest is the daemon reading and validating the configuration")
         reload.notes.append("netlink writes per reload: \(writeCounts.map(String.init).joined(separator: ", ")) (expected 4: route and proxy entry, old removed and new added); changes applied: \(changes.map(String.init).joined(separator: ", "))")
         reload.emit()
     }
