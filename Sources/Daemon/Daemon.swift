@@ -115,7 +115,10 @@ public final class Daemon {
     public init(options: Options, logger: Logger) throws {
         self.options = options
         self.logger = logger
-        switch ConfigLoader().load(path: options.configPath) {
+        // A running daemon keeps each file's tree and its decoded peers for its reloads
+        // (`ConfigCache`); a one-shot use (cleanup) has no reload to keep them for.
+        let cache = options.listen ? ConfigCache() : nil
+        switch ConfigLoader().load(path: options.configPath, cache: cache) {
         case .success(let config): loaded = config
         case .failure(let errors): throw DaemonError("invalid configuration:\n\(errors)", configuration: true)
         }
@@ -131,7 +134,7 @@ public final class Daemon {
         }
         loop = try EventLoop()
         resolver = try EndpointResolver()
-        configReader = try ConfigReader()
+        configReader = try ConfigReader(cache: cache)
         rtnetlink = try RTNetlink()
         // WGKEEPER_EVENT_BUFFER shrinks the event queue so tests can make the kernel overflow it.
         let eventBuffer = ProcessInfo.processInfo.environment["WGKEEPER_EVENT_BUFFER"].flatMap { Int($0) } ?? 32 << 20
