@@ -88,7 +88,7 @@ final class IncrementalLoadTests: XCTestCase {
     }
 
     private func runRandomEdits(seed: UInt64, steps: Int) throws {
-        var random = SplitMix(seed: seed)
+        var random = SeededGenerator(seed: seed)
         let confD = fixture.path("conf.d")
         try? FileManager.default.removeItem(atPath: confD)
         try FileManager.default.createDirectory(atPath: confD, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
@@ -97,7 +97,7 @@ final class IncrementalLoadTests: XCTestCase {
         // addresses collide across files now and then.
         let keys = (0..<150).map { _ in PrivateKey.generate().publicKey.base64 }
 
-        func peer(_ r: inout SplitMix) -> String {
+        func peer(_ r: inout SeededGenerator) -> String {
             let name = "p\(r.below(150))"
             let key = keys[r.below(keys.count)]
             var ips: [String] = []
@@ -111,7 +111,7 @@ final class IncrementalLoadTests: XCTestCase {
             }
             return "      - {name: \(name), public_key: \"\(key)\", allowed_ips: [\(ips.joined(separator: ", "))]}\n"
         }
-        func fragment(_ r: inout SplitMix) -> String {
+        func fragment(_ r: inout SeededGenerator) -> String {
             var text = "wireguard:\n  wg0:\n    peers:\n"
             for _ in 0..<(1 + r.below(3)) { text += peer(&r) }
             if r.below(40) == 0 { text += "    listen_port: \(51820 + r.below(2))\n" }  // set twice across files
@@ -286,16 +286,7 @@ final class IncrementalLoadTests: XCTestCase {
     }
 }
 
-/// A small deterministic generator (SplitMix64), so a failing sequence can be replayed by seed.
-private struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// TestSupport's SplitMix64, drawn as the sequences were written: `next() % n`.
+private extension SeededGenerator {
     mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
 }
