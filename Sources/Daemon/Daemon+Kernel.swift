@@ -4,11 +4,21 @@ import Reconciler
 
 /// Keeping the cached kernel state exact: events, and reads of what is stale.
 extension Daemon {
-    /// Folds queued rtnetlink events into the cache and schedules a reconcile if they matter.
+    /// Folds every rtnetlink event already queued into the cache (read without blocking until
+    /// the socket says EAGAIN) and, if they matter, schedules a reconcile now: no fixed delay.
+    /// A burst still costs one reconcile, because whatever the kernel queued before the loop
+    /// woke is folded before the plan is made, and whatever it queues while the reconcile runs
+    /// is folded by the next turn in one piece.
     func drainEvents() {
-        let batch: [RouteEvent]
+        var batch: [RouteEvent] = []
         do {
-            batch = try events.readEvents()
+            // `readEvents` stops at its limit; go on until the queue is empty (bounded, so an
+            // endless flood cannot keep the loop here: what is left wakes the next turn).
+            for _ in 0..<64 {
+                let read = try events.readEvents(limit: Daemon.eventsPerRead)
+                batch += read
+                if read.count < Daemon.eventsPerRead { break }
+            }
         } catch {
             netlinkHealthy = false
             logger.error("event socket failed; full resync", metadata: ["error": "\(error)"])
@@ -16,7 +26,7 @@ extension Daemon {
             schedule()
             return
         }
-        if fold(batch) { schedule(after: Daemon.debounce) }
+        if fold(batch) { schedule() }
     }
 
     /// Applies events to the cache; true when anything changed.
@@ -66,7 +76,7 @@ extension Daemon {
             }
             netlinkHealthy = true
             // Replayed events can make a dumped part stale again (a link deleted meanwhile).
-            if !kernel.stale.isEmpty { schedule(after: Daemon.debounce) }
+            if !kernel.stale.isEmpty { schedule() }
         } catch {
             netlinkHealthy = false
             logger.error("reading kernel state failed; retrying", metadata: ["error": "\(error)"])

@@ -31,7 +31,8 @@ public final class Daemon {
         var retryAt: ContinuousClock.Instant
     }
 
-    static let debounce: Duration = .milliseconds(2)
+    /// Events read per `readEvents` call while draining the event socket.
+    static let eventsPerRead = 4096
     static let reloadSpacing: Duration = .milliseconds(100)
     static let version = "0.1.0-dev"
 
