@@ -26,7 +26,8 @@ extension Daemon {
             schedule()
             return
         }
-        if fold(batch) { schedule() }
+        // Only what changed needs planning: the reconcile looks at what the events touched.
+        if fold(batch) { schedule(full: false) }
     }
 
     /// Applies events to the cache; true when anything changed.
@@ -43,10 +44,14 @@ extension Daemon {
 
     /// Re-reads the stale parts. Events queued before and during the dumps are replayed over
     /// them (see `KernelCache`), so nothing that happened meanwhile is lost. A part whose read
-    /// fails stays stale and is retried.
-    func readKernel() {
+    /// fails stays stale and is retried. Returns whether a polled part (proxy entries, sysctls,
+    /// WireGuard, the datapath) read differently from what the cache held, or a read failed:
+    /// then only a full plan is right. (Dumps mark the cache `changedBeyondRoutes` themselves.)
+    @discardableResult
+    func readKernel() -> Bool {
         let wanted = kernel.stale
-        guard !wanted.isEmpty else { return }
+        guard !wanted.isEmpty else { return false }
+        var changed = false
         do {
             var queued = try events.readEvents()
             if wanted.contains(.links) { kernel.seed(links: try rtnetlink.links()) }
@@ -55,23 +60,32 @@ extension Daemon {
             queued += try events.readEvents()
             fold(queued)
             if wanted.contains(.proxies) || kernel.stale.contains(.proxies) {
-                kernel.proxies = try rtnetlink.proxyEntries()
+                let proxies = try rtnetlink.proxyEntries()
+                if proxies != kernel.proxies { changed = true }
+                kernel.proxies = proxies
                 kernel.stale.remove(.proxies)
             }
             if wanted.contains(.sysctls) || kernel.stale.contains(.sysctls) {
-                if followLinks() { saveRecords() }
-                kernel.sysctls = readSysctls(desired.sysctlKeys(records))
+                if followLinks() { saveRecords(); changed = true }
+                let sysctls = readSysctls(desired.sysctlKeys(records))
+                if sysctls != kernel.sysctls { changed = true }
+                kernel.sysctls = sysctls
                 kernel.stale.remove(.sysctls)
             }
             if wanted.contains(.wireGuard) || kernel.stale.contains(.wireGuard) {
+                let before = kernel.wireGuard.map(Self.planned)
                 try readWireGuard()
+                if kernel.wireGuard.map(Self.planned) != before { changed = true }
                 reresolveQuietPeers()
                 kernel.stale.remove(.wireGuard)
             }
             if wanted.contains(.datapath) || kernel.stale.contains(.datapath) {
+                let problem = datapathProblem
                 ensureDatapath()
                 // A datapath with a problem (not attached, device missing) has nothing in sync.
-                kernel.datapath = datapathProblem == nil ? try? datapathMaps?.entries() : nil
+                let entries = datapathProblem == nil ? try? datapathMaps?.entries() : nil
+                if entries != kernel.datapath || datapathProblem != problem { changed = true }
+                kernel.datapath = entries
                 kernel.stale.remove(.datapath)
             }
             netlinkHealthy = true
@@ -82,6 +96,24 @@ extension Daemon {
             logger.error("reading kernel state failed; retrying", metadata: ["error": "\(error)"])
             kernel.stale.formUnion(wanted)
             schedule(after: .seconds(1))
+            changed = true
+        }
+        return changed
+    }
+
+    /// What `plan` reads of a WireGuard device: without the handshake times and byte counters,
+    /// which change with traffic and never make a write.
+    static func planned(_ devices: [String: WireGuardDevice]) -> [String: WireGuardDevice] {
+        devices.mapValues { device in
+            var device = device
+            device.peers = device.peers.map { peer in
+                var peer = peer
+                peer.latestHandshake = nil
+                peer.receivedBytes = 0
+                peer.transmittedBytes = 0
+                return peer
+            }
+            return device
         }
     }
 

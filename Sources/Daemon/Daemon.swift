@@ -73,6 +73,12 @@ public final class Daemon {
 
     // Scheduling.
     var reconcileAt: ContinuousClock.Instant? = .now
+    /// The next reconcile must plan everything (a timer, a reload, a retry, a resolution). When
+    /// false, what changed decides: route events alone plan only their routes (`routePlanner`),
+    /// a poll that read nothing new plans nothing.
+    var fullPlanDue = true
+    /// Plans the routes a route event touched; remade when its inputs change.
+    var routePlanner: RoutePlanner?
     var nextWireGuardPoll: ContinuousClock.Instant = .now
     var nextProxyPoll: ContinuousClock.Instant = .now
     var nextResync: ContinuousClock.Instant = .now
@@ -92,6 +98,8 @@ public final class Daemon {
     var lastReconcile: Date?
     var lastReconcileDuration: Duration?
     var reconciles = 0
+    /// Of which planned only the routes route events touched.
+    var routeReconciles = 0
     var changesApplied = 0
     var resyncs = 0
     var reloads = 0
@@ -235,7 +243,10 @@ public final class Daemon {
         return candidates.min()
     }
 
-    func schedule(after delay: Duration = .zero) {
+    /// A reconcile after `delay`; `full: false` when only what changed in the kernel needs a look
+    /// (events, polls): the reconcile then plans in full only if more than routes changed.
+    func schedule(after delay: Duration = .zero, full: Bool = true) {
+        if full { fullPlanDue = true }
         let at = ContinuousClock.now + delay
         if reconcileAt == nil || at < reconcileAt! { reconcileAt = at }
     }
@@ -243,12 +254,12 @@ public final class Daemon {
     func runTimers(now: ContinuousClock.Instant) {
         if now >= nextWireGuardPoll {
             nextWireGuardPoll = now + runtime.wireGuardPoll
-            if !desired.devices.isEmpty { kernel.stale.insert(.wireGuard); schedule() }
+            if !desired.devices.isEmpty { kernel.stale.insert(.wireGuard); schedule(full: false) }
         }
         if now >= nextProxyPoll {
             nextProxyPoll = now + runtime.proxyPoll
             kernel.stale.formUnion([.proxies, .datapath])
-            schedule()
+            schedule(full: false)
         }
         if now >= nextResync {
             nextResync = now + runtime.resync
