@@ -81,9 +81,9 @@ extension Daemon {
             }
             if wanted.contains(.datapath) || kernel.stale.contains(.datapath) {
                 let problem = datapathProblem
-                ensureDatapath()
+                let lan = ensureDatapath()
                 // A datapath with a problem (not attached, device missing) has nothing in sync.
-                let entries = datapathProblem == nil ? try? datapathMaps?.entries() : nil
+                let entries = datapathProblem == nil ? try? datapathMaps?.entries(lan: lan) : nil
                 if entries != kernel.datapath || datapathProblem != problem { changed = true }
                 kernel.datapath = entries
                 kernel.stale.remove(.datapath)

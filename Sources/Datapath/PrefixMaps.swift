@@ -66,6 +66,43 @@ extension Datapath {
                   "write \(prefix) to map", map.rawValue)
     }
 
+    /// Whether the kernel took a BPF_MAP_UPDATE_BATCH on an LPM trie; nil until one was tried.
+    nonisolated(unsafe) public internal(set) static var batchUpdates: Bool?
+
+    /// Adds or changes many entries of one map with one `BPF_MAP_UPDATE_BATCH` where the kernel
+    /// takes it on an LPM trie, else (or from the first that fails) one update each. Returns the
+    /// prefixes whose write failed, with the error.
+    public func set(_ action: PrefixAction, for prefixes: [IPPrefix], in map: PrefixMap) -> [IPPrefix: DatapathError] {
+        var failures: [IPPrefix: DatapathError] = [:]
+        var keyed: [(prefix: IPPrefix, key: [UInt8])] = []
+        for prefix in prefixes {
+            do { keyed.append((prefix, try Self.key(prefix, map))) } catch let error as DatapathError { failures[prefix] = error } catch {}
+        }
+        var written = 0
+        if Self.batchUpdates != false, keyed.count > 1 {
+            let keys = keyed.flatMap(\.key)
+            let values = [UInt32](repeating: action.rawValue, count: keyed.count)
+            var count = UInt32(keyed.count)
+            let result = wgk_map_update_batch(self.map(map.rawValue).raw, keys, values, &count)
+            _ = LibbpfLog.take()
+            if result == 0 {
+                Self.batchUpdates = true
+                return failures
+            }
+            let code = result == -1 ? errno : -result
+            // ENOTSUPP (524): no batch operation for this map type; EINVAL: no batch command at all.
+            if count == 0, Self.batchUpdates == nil, [524, EOPNOTSUPP, EINVAL].contains(code) {
+                Self.batchUpdates = false
+            }
+            // The kernel stops at the first entry it cannot write: that one and the rest go one by one.
+            written = Int(min(count, UInt32(keyed.count)))
+        }
+        for (prefix, _) in keyed[written...] {
+            do { try set(action, for: prefix, in: map) } catch let error as DatapathError { failures[prefix] = error } catch {}
+        }
+        return failures
+    }
+
     /// Removes one entry; true when it was there.
     @discardableResult
     public func remove(_ prefix: IPPrefix, from map: PrefixMap) throws -> Bool {

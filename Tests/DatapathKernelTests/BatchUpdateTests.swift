@@ -1,0 +1,45 @@
+import CBPF
+@testable import Datapath
+import Foundation
+import Netlink
+import TestSupport
+import XCTest
+
+/// 10 000 client entries written at once: one BPF_MAP_UPDATE_BATCH where the kernel takes it on
+/// an LPM trie, one update each otherwise; the maps hold the same either way.
+final class BatchUpdateTests: XCTestCase {
+    private let prefixes = (0..<10_000).map { IPPrefix("2001:db8:1::\(String($0 >> 16 + 1, radix: 16)):\(String($0 & 0xffff, radix: 16))/128")! }
+
+    private func write(batch: Bool?) throws -> (Duration, [IPPrefix: PrefixAction], Bool?) {
+        let lab = try Lab(for: self)
+        let datapath = try lab.datapath()
+        Datapath.batchUpdates = batch
+        defer { Datapath.batchUpdates = nil }
+        let start = ContinuousClock.now
+        let failed = datapath.set(.redirect, for: prefixes, in: .clients)
+        let took = ContinuousClock.now - start
+        XCTAssertEqual(failed.count, 0, "\(failed.first.map { "\($0.key): \($0.value)" } ?? "")")
+        return (took, try datapath.entries(in: .clients), Datapath.batchUpdates)
+    }
+
+    func testTenThousandEntriesBatchedAndOneByOneHoldTheSame() throws {
+        let wanted = Dictionary(uniqueKeysWithValues: prefixes.map { ($0, PrefixAction.redirect) })
+        let (batched, viaBatch, supported) = try write(batch: nil)
+        let (single, oneByOne, _) = try write(batch: false)
+        XCTAssertEqual(viaBatch, wanted)
+        XCTAssertEqual(oneByOne, wanted)
+        print("10 000 LPM entries: \(supported == true ? "batched" : "batch refused, one by one") \(batched); one by one \(single)")
+    }
+
+    /// An entry the kernel refuses in the middle of a batch: the ones before it are written, it
+    /// fails alone, the ones after it are still written.
+    func testAFailureInsideABatchFailsOnlyThatEntry() throws {
+        let lab = try Lab(for: self)
+        let datapath = try lab.datapath()
+        // An IPv4 prefix cannot be keyed at all; it fails before the kernel sees the batch.
+        let mixed = Array(prefixes.prefix(10)) + [IPPrefix("192.0.2.0/24")!] + Array(prefixes[10..<20])
+        let failed = datapath.set(.redirect, for: mixed, in: .clients)
+        XCTAssertEqual(Array(failed.keys), [IPPrefix("192.0.2.0/24")!])
+        XCTAssertEqual(Set(try datapath.entries(in: .clients).keys), Set(prefixes.prefix(20)))
+    }
+}
