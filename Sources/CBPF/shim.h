@@ -67,4 +67,12 @@ static inline int wgk_map_update_batch(int fd, const void *keys, const void *val
     return bpf_map_update_batch(fd, keys, values, count, &opts);
 }
 
+/// BPF_MAP_LOOKUP_BATCH: up to `*count` keys and values from where `in_batch` left off (NULL:
+/// the start); `out_batch` receives where to go on; `*count` how many came back. -ENOENT once
+/// the map is exhausted (the last entries may come with it).
+static inline int wgk_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, __u32 *count) {
+    LIBBPF_OPTS(bpf_map_batch_opts, opts);
+    return bpf_map_lookup_batch(fd, in_batch, out_batch, keys, values, count, &opts);
+}
+
 #endif

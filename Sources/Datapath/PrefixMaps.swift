@@ -35,7 +35,49 @@ extension Datapath {
         return try entries(of: fd.raw, map)
     }
 
+    /// Whether the kernel took a BPF_MAP_LOOKUP_BATCH on an LPM trie; nil until one was tried.
+    nonisolated(unsafe) public internal(set) static var batchLookups: Bool?
+
     static func entries(of fd: Int32, _ map: PrefixMap) throws -> [IPPrefix: PrefixAction] {
+        if batchLookups != false, let found = try batchEntries(of: fd, map) { return found }
+        return try walkedEntries(of: fd, map)
+    }
+
+    /// The entries in chunks of 4 096 per system call; nil when the kernel has no batch lookup
+    /// for LPM tries (then `walkedEntries` reads them, two system calls per entry).
+    static func batchEntries(of fd: Int32, _ map: PrefixMap) throws -> [IPPrefix: PrefixAction]? {
+        let chunk = 4096
+        var result: [IPPrefix: PrefixAction] = [:]
+        var keys = [UInt8](repeating: 0, count: 20 * chunk)
+        var values = [UInt32](repeating: 0, count: chunk)
+        var token = [UInt8](repeating: 0, count: 20), next = [UInt8](repeating: 0, count: 20)
+        var first = true
+        while true {
+            var count = UInt32(chunk)
+            let status = first
+                ? wgk_map_lookup_batch(fd, nil, &next, &keys, &values, &count)
+                : wgk_map_lookup_batch(fd, &token, &next, &keys, &values, &count)
+            let code = status == -1 ? errno : -status
+            _ = LibbpfLog.take()
+            if status < 0, code != ENOENT {
+                // ENOTSUPP (524) or EINVAL: no batch lookup here; anything else on the first call too.
+                if first, batchLookups == nil { batchLookups = false; return nil }
+                throw DatapathError("read map", map.rawValue, code: code, detail: "batch lookup")
+            }
+            batchLookups = true
+            for i in 0..<Int(min(count, UInt32(chunk))) {
+                guard let prefix = Self.prefix(fromKey: Array(keys[(20 * i)..<(20 * i + 20)])) else {
+                    throw DatapathError("read map", map.rawValue, code: 0, detail: "malformed key")
+                }
+                result[prefix] = PrefixAction(rawValue: values[i]) ?? .pass
+            }
+            if status < 0 { return result }  // ENOENT: that was the last of them
+            first = false
+            token = next
+        }
+    }
+
+    static func walkedEntries(of fd: Int32, _ map: PrefixMap) throws -> [IPPrefix: PrefixAction] {
         var result: [IPPrefix: PrefixAction] = [:]
         var key = [UInt8](repeating: 0, count: 20)
         var next = [UInt8](repeating: 0, count: 20)

@@ -28,7 +28,29 @@ final class BatchUpdateTests: XCTestCase {
         let (single, oneByOne, _) = try write(batch: false)
         XCTAssertEqual(viaBatch, wanted)
         XCTAssertEqual(oneByOne, wanted)
+        print("batch lookups: \(Datapath.batchLookups.map { $0 ? "taken" : "refused" } ?? "not tried")")
         print("10 000 LPM entries: \(supported == true ? "batched" : "batch refused, one by one") \(batched); one by one \(single)")
+    }
+
+    /// The batched read (BPF_MAP_LOOKUP_BATCH, 4 096 a call) and the walk (get_next_key and a
+    /// lookup per entry) see the same entries, across chunk boundaries and in an empty map.
+    func testBatchedReadAndWalkAgree() throws {
+        let lab = try Lab(for: self)
+        let datapath = try lab.datapath()
+        let fd = datapath.map(PrefixMap.clients.rawValue).raw
+        XCTAssertEqual(try Datapath.entries(of: fd, .clients), [:])
+        for count in [1, 4096, 4097, 10_000] {
+            XCTAssertEqual(datapath.set(.redirect, for: Array(prefixes.prefix(count)), in: .clients).count, 0)
+            let walked = try Datapath.walkedEntries(of: fd, .clients)
+            XCTAssertEqual(walked.count, count)
+            XCTAssertEqual(try Datapath.entries(of: fd, .clients), walked)
+        }
+        let start = ContinuousClock.now
+        _ = try Datapath.entries(of: fd, .clients)
+        let batched = ContinuousClock.now - start
+        let walkStart = ContinuousClock.now
+        _ = try Datapath.walkedEntries(of: fd, .clients)
+        print("read 10 000 LPM entries: \(Datapath.batchLookups == true ? "batched" : "walked (batch refused)") \(batched); walked \(ContinuousClock.now - walkStart)")
     }
 
     /// An entry the kernel refuses in the middle of a batch: the ones before it are written, it
