@@ -60,6 +60,7 @@ extension Daemon {
             queued += try events.readEvents()
             fold(queued)
             if wanted.contains(.proxies) || kernel.stale.contains(.proxies) {
+                proxyEpoch += 1
                 let proxies = try rtnetlink.proxyEntries()
                 if proxies != kernel.proxies { changed = true }
                 kernel.proxies = proxies
@@ -99,6 +100,24 @@ extension Daemon {
             changed = true
         }
         return changed
+    }
+
+    /// The proxy poll's off-loop dump is done: folded in when nothing overtook it (a read or a
+    /// write of the loop's own since it started, or a proxy event waiting for a read), and a
+    /// full reconcile is due when it differs from the cache. A failed dump is done again on the loop.
+    func finishProxyRead() {
+        guard let (result, epoch) = proxyReader.take() else { return }
+        guard epoch == proxyEpoch, !kernel.stale.contains(.proxies) else { return }
+        switch result {
+        case .success(let proxies):
+            guard proxies != kernel.proxies else { return }
+            kernel.proxies = proxies
+            schedule()
+        case .failure(let error):
+            logger.warning("proxy poll failed off the loop; reading again", metadata: ["error": "\(error)"])
+            kernel.stale.insert(.proxies)
+            schedule(full: false)
+        }
     }
 
     /// What `plan` reads of a WireGuard device: without the handshake times and byte counters,

@@ -161,7 +161,7 @@ extension Daemon {
         // the kinds the kernel does not notify, so the next plan starts from the truth.
         drainEvents()
         let kinds = Set(changes.map(\.kind))
-        if kinds.contains(.proxy) { kernel.stale.insert(.proxies) }
+        if kinds.contains(.proxy) { kernel.stale.insert(.proxies); proxyEpoch += 1 }
         if kinds.contains(.sysctl) { kernel.stale.insert(.sysctls) }
         if kinds.contains(.link) { kernel.stale.formUnion([.links, .wireGuard, .datapath]) }
         if kinds.contains(.peer) { kernel.stale.insert(.wireGuard) }

@@ -65,6 +65,11 @@ public final class Daemon {
     var lastResolved: [LastApplied.PeerKey: Double] = [:]
     let resolver: EndpointResolver
     let configReader: ConfigReader
+    /// The proxy poll's dump, off the loop.
+    let proxyReader: ProxyReader
+    /// Counts the loop's own reads and writes of proxy entries: an off-loop dump started before
+    /// one of them is older than the cache and is dropped.
+    var proxyEpoch = 0
     /// Host-name endpoints of the configuration and what their lookups said.
     var resolutions: [HostEndpoint: HostResolution] = [:]
     /// Quiet peers whose name is being looked up again (README, configuration reference).
@@ -138,6 +143,7 @@ public final class Daemon {
         loop = try EventLoop()
         resolver = try EndpointResolver()
         configReader = try ConfigReader()
+        proxyReader = try ProxyReader()
         rtnetlink = try RTNetlink()
         // WGKEEPER_EVENT_BUFFER shrinks the event queue so tests can make the kernel overflow it.
         let eventBuffer = ProcessInfo.processInfo.environment["WGKEEPER_EVENT_BUFFER"].flatMap { Int($0) } ?? 32 << 20
@@ -162,7 +168,7 @@ public final class Daemon {
     // MARK: - the loop
 
     enum Token: UInt64 {
-        case signals = 1, events = 2, resolver = 4, configReader = 8
+        case signals = 1, events = 2, resolver = 4, configReader = 8, proxyReader = 16
     }
 
     /// The claim (route protocol, pin root) is recorded with the records: a daemon started under
@@ -203,6 +209,7 @@ public final class Daemon {
         try loop.add(events.fileDescriptor, token: Token.events.rawValue)
         try loop.add(resolver.wakeFD, token: Token.resolver.rawValue)
         try loop.add(configReader.wakeFD, token: Token.configReader.rawValue)
+        try loop.add(proxyReader.wakeFD, token: Token.proxyReader.rawValue)
         logger.info("starting", metadata: ["config": "\(options.configPath)", "summary": "\(loaded.summary)"])
 
         refreshEndpoints()
@@ -258,7 +265,10 @@ public final class Daemon {
         }
         if now >= nextProxyPoll {
             nextProxyPoll = now + runtime.proxyPoll
-            kernel.stale.formUnion([.proxies, .datapath])
+            // The proxy entries are dumped off the loop (`finishProxyRead` takes the result);
+            // the datapath's maps are read here.
+            if !proxyReader.start(epoch: proxyEpoch) { kernel.stale.insert(.proxies) }
+            kernel.stale.insert(.datapath)
             schedule(full: false)
         }
         if now >= nextResync {
@@ -305,6 +315,8 @@ public final class Daemon {
             applyResolutions()
         case Token.configReader.rawValue:
             finishReload()
+        case Token.proxyReader.rawValue:
+            finishProxyRead()
         case server?.listenerToken:
             server?.acceptWaiting(now: .now)
         default:
