@@ -111,6 +111,8 @@ extension Daemon {
         switch result {
         case .success(let proxies):
             guard proxies != kernel.proxies else { return }
+            logger.debug("proxy poll: the entries differ", metadata: ["read": "\(proxies.count)", "cached": "\(kernel.proxies.count)",
+                                                                     "as_sets": "\(Set(proxies) == Set(kernel.proxies) ? "equal" : "differ")"])
             kernel.proxies = proxies
             schedule()
         case .failure(let error):

@@ -24,8 +24,11 @@ extension Daemon {
         if !full, !readChanged, let planner = currentRoutePlanner() {
             let (touched, beyond) = kernel.takeChanges()
             if !beyond { return reconcileRoutes(touched, planner: planner, start: start) }
+            logger.debug("full plan: more than routes changed in the kernel")
+        } else {
+            _ = kernel.takeChanges()
+            logger.debug("full plan", metadata: ["due": "\(full)", "failures": "\(failures.count)", "read_changed": "\(readChanged)"])
         }
-        _ = kernel.takeChanges()
 
         recordTakeovers()
         var plan = makePlan()
