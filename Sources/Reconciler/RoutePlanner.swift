@@ -84,25 +84,8 @@ public struct RoutePlanner: Sendable {
             for item in desired[identity] ?? [] {
                 guard let index = indexByName[item.device] else { continue }
                 wanted = true
-                let route = route(item, index)
-                if let foreign = present.first(where: { $0.protocolNumber != routeProtocol }) {
-                    result.conflicts.append(Conflict(kind: .route, desired: "route " + Change.describe(route, device: item.device),
-                                                     foreign: "route " + Change.describe(foreign, device: deviceName(foreign.outputInterface))))
-                } else if let ours = present.first(where: { $0.sameNextHop(route) }) ?? present.first {
-                    unexpected += present.filter { $0 != ours }
-                    var fields: [String] = []
-                    if ours.outputInterface != index { fields.append("dev") }
-                    if ours.gateway != item.gateway { fields.append("via") }
-                    if ours.type != route.type { fields.append("type") }
-                    if ours.scope != route.scope { fields.append("scope") }
-                    if !fields.isEmpty {
-                        let was = Change.describe(ours, device: deviceName(ours.outputInterface))
-                        result.changes.append(Change(.replace, .route(route, device: item.device), reason: .differs(fields),
-                                                     detail: "(was \(was))"))
-                    }
-                } else {
-                    result.changes.append(Change(.add, .route(route, device: item.device), reason: .missing))
-                }
+                unexpected += result.planRoute(route(item, index), device: item.device, present: present,
+                                               routeProtocol: routeProtocol, deviceName: deviceName)
             }
             if !wanted { unexpected += present.filter { $0.protocolNumber == routeProtocol } }
         }
