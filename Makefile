@@ -162,12 +162,16 @@ test-deploy: deps
 
 # `make deb`: .build/dist/wgkeeper_<version>_amd64.deb from the release binary (scripts/build-deb:
 # dpkg-deb, Depends from dpkg-shlibdeps), then lintian, which fails the target on an error or
-# warning not explained in deploy/debian/lintian-overrides.
+# warning not explained in deploy/debian/lintian-overrides, and on an override that no longer
+# matches anything (a stale explanation).
 deb: release
 	@scripts/apt-ensure dpkg-dev lintian
 	rm -f .build/dist/wgkeeper_*.deb
 	scripts/build-deb $(RELEASE_BIN) .build/dist
-	lintian --fail-on error,warning --info .build/dist/wgkeeper_*_amd64.deb
+	lintian --fail-on error,warning -I .build/dist/wgkeeper_*_amd64.deb > .build/deb/lintian.log 2>&1; \
+		status=$$?; grep -v '^I: ' .build/deb/lintian.log; exit $$status
+	@! grep -E "^[EWI]: wgkeeper: (unused|mismatched)-override" .build/deb/lintian.log \
+		|| { echo "error: deploy/debian/lintian-overrides explains a tag lintian no longer reports: remove it" >&2; exit 1; }
 	@dpkg-deb --field .build/dist/wgkeeper_*_amd64.deb Version Depends Recommends Installed-Size
 
 # Tier "system": the package under a real systemd (PID 1) in a VM on a bare Debian 12 root

@@ -66,11 +66,13 @@ func kernelObjects(_ netlink: RTNetlink) throws -> Int {
     try netlink.routes(family: .inet6).filter { $0.protocolNumber == 77 }.count + netlink.proxyEntries().filter { $0.protocolNumber == 77 }.count
 }
 
-/// Rows 2 and 4 on one converged daemon with N = `count` and 1 s timers.
-func benchSteadyState(count: Int, reloads: Int, window: Duration) throws {
+/// Rows 2 and 4 on one converged daemon with N = `count` and 1 s timers. With `confD`, each peer
+/// is a file of its own in `conf.d` and only row 4 is measured (row 2 does not read the files).
+func benchSteadyState(count: Int, reloads: Int, window: Duration, confD: Bool = false) throws {
     let directory = try scratchDirectory()
     defer { try? FileManager.default.removeItem(at: directory) }
     var config = GatewayConfig(directory: directory, peers: count, timers: "1s")
+    config.confD = confD
     try config.write()
     try withGatewayNamespace { name, _ in
         let daemon = try GatewayDaemon(namespace: name, config: config)
@@ -86,6 +88,7 @@ func benchSteadyState(count: Int, reloads: Int, window: Duration) throws {
 
         // Row 2: timer-driven reconciles (full resync, proxy and WireGuard polls, each every 1 s).
         usleep(1_500_000)
+        if !confD {
         status = try daemon.status()
         let writesBefore = status.netlinkWrites
         var full: [Double] = [], polls: [Double] = []
@@ -105,13 +108,21 @@ func benchSteadyState(count: Int, reloads: Int, window: Duration) throws {
         noOp.notes.append("netlink writes during the \(Int(window.seconds)) s window: \(writes)")
         if !polls.isEmpty { noOp.notes.append("poll-only reconciles (proxy dump + plan): \(Summary(polls).text("ms"))") }
         noOp.emit()
+        } else {
+            // The files written more than `ConfigCache.settled` (3 s) ago, as on a gateway whose
+            // conf.d changes one file at a time: their stamps vouch for their content.
+            usleep(4_000_000)
+        }
 
         // Row 4: one peer's address moved and back, `reloads` times.
         var wall: [Double] = [], reconcile: [Double] = [], writeCounts: [Int] = [], changes: [Int] = []
         let peer = count / 2
         for k in 0..<reloads {
             config.moved = k % 2 == 0 ? [peer] : []
-            try config.write()
+            try config.write(peers: [peer])
+            // Reloads are spaced at least 100 ms apart (`Daemon.reloadSpacing`): a request sooner
+            // after the previous one waits, and that wait is not the reload's cost.
+            usleep(150_000)
             let before = try daemon.status()
             var reply: [String: Any] = [:]
             wall.append(try seconds { reply = try daemon.request("reload") } * 1e3)
@@ -122,10 +133,12 @@ func benchSteadyState(count: Int, reloads: Int, window: Duration) throws {
             changes.append(reply["changes_applied"] as? Int ?? -1)
         }
         let wallSummary = Summary(wall)
-        var reload = Figure(row: 4, what: "reload with 1 changed peer among \(count) (status-socket reload, wall time)", unit: "ms",
-                            ours: wallSummary, target: "< 20 ms, only that peer's writes",
-                            met: wallSummary.median < 20 && writeCounts.allSatisfy { $0 == 4 })
-        reload.notes.append("of which the reconcile (plan + writes): \(Summary(reconcile).text("ms")); the rest is reading and validating \(count) peers of YAML")
+        let layout = confD ? "one file per peer in conf.d" : "one file"
+        let target = confD ? 10.0 : 50.0
+        var reload = Figure(row: 4, what: "reload with 1 changed peer among \(count), \(layout) (status-socket reload, wall time)", unit: "ms",
+                            ours: wallSummary, target: "≤ \(Int(target)) ms (issue 16), only that peer's writes",
+                            met: wallSummary.median <= target && writeCounts.allSatisfy { $0 == 4 })
+        reload.notes.append("of which the reconcile (plan + writes): \(Summary(reconcile).text("ms")); the rest is the daemon reading and validating the configuration")
         reload.notes.append("netlink writes per reload: \(writeCounts.map(String.init).joined(separator: ", ")) (expected 4: route and proxy entry, old removed and new added); changes applied: \(changes.map(String.init).joined(separator: ", "))")
         reload.emit()
     }

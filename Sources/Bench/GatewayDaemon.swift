@@ -30,9 +30,30 @@ struct GatewayConfig {
     var resync: String? = nil
     /// Peers whose address is `peerAddress(i, moved: true)`.
     var moved: Set<Int> = []
+    /// Each peer in a file of its own in `conf.d` (named by `include_dir`), as operators
+    /// on-board devices, instead of one list in the main file.
+    var confD = false
 
     var path: String { directory.appendingPathComponent("wgkeeper.yaml").path }
     var statusSocket: String { directory.appendingPathComponent("status.sock").path }
+    var includeDirectory: URL { directory.appendingPathComponent("conf.d") }
+
+    func peerLine(_ i: Int, _ publicKey: String) -> String {
+        "      - {name: p\(i), public_key: \"\(publicKey)\", allowed_ips: [\"\(peerAddress(i, moved: moved.contains(i)))/128\"]}\n"
+    }
+
+    /// With `confD`, rewrites only these peers' files (by rename, as an editor or `install` does).
+    func write(peers only: [Int]) throws {
+        guard confD else { return try write() }
+        let keys = PeerKeys.first(peers)
+        for i in only { try writePeerFile(i, keys[i]) }
+    }
+
+    private func writePeerFile(_ i: Int, _ publicKey: String) throws {
+        let file = includeDirectory.appendingPathComponent(String(format: "p%06d.yaml", i)).path
+        try ("wireguard:\n  wg0:\n    peers:\n" + peerLine(i, publicKey)).write(toFile: file, atomically: true, encoding: .utf8)
+        chmod(file, 0o644)
+    }
 
     func write() throws {
         let key = directory.appendingPathComponent("wg0.key").path
@@ -47,14 +68,18 @@ struct GatewayConfig {
           proxy_poll: \(timers)
           wireguard_poll: \(timers)
           resync: \(resync ?? timers)
-        wireguard:
+        \(confD ? "  include_dir: conf.d\n" : "")wireguard:
           wg0:
             private_key_file: \(key)
             peers:
 
         """
-        for (i, publicKey) in PeerKeys.first(peers).enumerated() {
-            yaml += "      - {name: p\(i), public_key: \"\(publicKey)\", allowed_ips: [\"\(peerAddress(i, moved: moved.contains(i)))/128\"]}\n"
+        if confD {
+            try? FileManager.default.removeItem(at: includeDirectory)
+            try FileManager.default.createDirectory(at: includeDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            for (i, publicKey) in PeerKeys.first(peers).enumerated() { try writePeerFile(i, publicKey) }
+        } else {
+            for (i, publicKey) in PeerKeys.first(peers).enumerated() { yaml += peerLine(i, publicKey) }
         }
         yaml += "gateway: {tunnel: wg0, lan: private0, lan_prefix: \"2001:db8:1::/64\", proxy_ndp: true, redirect: \(redirect)}\n"
         try yaml.write(toFile: path, atomically: true, encoding: .utf8)

@@ -4,7 +4,11 @@ import Netlink
 // Throwaway network namespaces, all named `wgk-bench-…` and removed when the closure returns,
 // thrown errors included (`scripts/bench` sweeps what a killed run leaves behind).
 
-func namespaceName() -> String { "wgk-bench-\(UInt32.random(in: 0...UInt32.max))" }
+/// `WGK_BENCH_NS_PREFIX` replaces the prefix for a run by hand beside a `make bench` of another
+/// checkout, whose sweep removes every `wgk-bench-…` namespace (such a run removes its own).
+func namespaceName() -> String {
+    (ProcessInfo.processInfo.environment["WGK_BENCH_NS_PREFIX"] ?? "wgk-bench-") + "\(UInt32.random(in: 0...UInt32.max))"
+}
 
 /// An empty namespace with loopback up.
 func withEmptyNamespace<T>(_ body: (String, NetworkNamespace) throws -> T) throws -> T {

@@ -43,6 +43,13 @@ extension Duration {
     var milliseconds: Double { seconds * 1e3 }
 }
 
+/// CPU time of the calling thread, in seconds.
+func threadCPUTime() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now)
+    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+}
+
 func seconds(_ body: () throws -> Void) rethrows -> Double {
     let start = ContinuousClock.now
     try body()
@@ -60,7 +67,9 @@ func scratchDirectory() throws -> URL {
 }
 
 /// `wgkeeper`, built next to this executable.
+/// `WGK_BENCH_WGKEEPER` names another one (an older build, for before/after figures).
 func wgkeeperBinary() throws -> String {
+    if let other = ProcessInfo.processInfo.environment["WGK_BENCH_WGKEEPER"], !other.isEmpty { return other }
     let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("wgkeeper").path
     guard FileManager.default.isExecutableFile(atPath: binary) else { throw BenchError("\(binary) missing: build the wgkeeper product") }
     return binary
@@ -114,6 +123,17 @@ struct Figure: Codable {
     var ratio: Double? { anchor.map { ours.median / $0.median } }
 
     func emit() {
+        var figure = self
+        // Figures of another daemon build (`WGK_BENCH_WGKEEPER`, scripts/bench's BENCH_BASELINE) say so.
+        if let other = ProcessInfo.processInfo.environment["WGK_BENCH_WGKEEPER"], !other.isEmpty {
+            figure.what += " [baseline build]"
+            figure.notes.insert("daemon: \(other), the build before the change (same run, same machine)", at: 0)
+            figure.met = nil
+        }
+        figure.write()
+    }
+
+    private func write() {
         var line = "[\(row)] \(what): wgkeeper \(ours.text(unit))"
         if let anchorName, let anchor { line += "; \(anchorName) \(anchor.text(unit)); ratio \(String(format: "%.2f", ratio!))" }
         line += "; target \(target): \(met.map { $0 ? "met" : "MISSED" } ?? "n/a")"

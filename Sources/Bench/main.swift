@@ -7,11 +7,14 @@ import Glibc
 
 let usage = """
 usage: wgkeeper-bench converge N RUNS        rows 1 and 5: cold start of wgkeeper run vs ip -batch
-       wgkeeper-bench steady N RELOADS SECS  rows 2 and 4: no-op reconcile, reload of 1 changed peer
-       wgkeeper-bench repair N DELETIONS     row 3: repair latency vs BIRD 2
+       wgkeeper-bench steady N RELOADS SECS [confd]  rows 2 and 4: no-op reconcile, reload of 1 changed peer (confd: row 4 only, one file per peer)
+       wgkeeper-bench config N RUNS          row 4's configuration reading alone, in-process: fresh and cached loads
+       wgkeeper-bench repair N[,N...] DELETIONS
+                                             row 3: repair latency at each N; at the smallest vs FRR zebra and BIRD 2
        wgkeeper-bench wireguard N RUNS       rows 6 and 7 (needs WireGuard: the VM)
        wgkeeper-bench forward RUNS SECS      row 8: iperf3 through the TC programs vs all.forwarding (the VM)
        wgkeeper-bench routes N RUNS          issue 2's route-write figure
+       wgkeeper-bench idle N SECS            row 9: CPU while nothing changes, N peers, default polls
        wgkeeper-bench report OUTPUT NOTES RESULTS...
 """
 
@@ -21,11 +24,17 @@ func number(_ index: Int, _ otherwise: Int) -> Int { arguments.count > index ? I
 do {
     switch arguments.first {
     case "converge": try benchConverge(count: number(1, 10_000), runs: number(2, 5))
-    case "steady": try benchSteadyState(count: number(1, 10_000), reloads: number(2, 10), window: .seconds(Double(number(3, 8))))
-    case "repair": try benchRepair(peers: number(1, 1000), deletions: number(2, 1000), birdBudget: .seconds(60))
+    case "steady": try benchSteadyState(count: number(1, 10_000), reloads: number(2, 10), window: .seconds(Double(number(3, 8))),
+                                        confD: arguments.count > 4 && arguments[4] == "confd")
+    case "config": try benchConfigLoad(count: number(1, 10_000), runs: number(2, 10))
+    case "repair":
+        let sizes = (arguments.count > 1 ? arguments[1] : "1000").split(separator: ",").compactMap { Int($0) }
+        guard !sizes.isEmpty else { throw BenchError(usage) }
+        try benchRepair(sizes: sizes, deletions: number(2, 1000), birdBudget: .seconds(60))
     case "wireguard": try benchWireGuard(count: number(1, 10_000), runs: number(2, 5))
     case "forward": try benchForwarding(runs: number(1, 3), duration: number(2, 5))
     case "routes": try benchRoutes(count: number(1, 10_000), runs: number(2, 5))
+    case "idle": try benchIdle(count: number(1, 10_000), window: number(2, 60))
     case "report":
         guard arguments.count >= 3 else { throw BenchError(usage) }
         let notes = try? String(contentsOfFile: arguments[2], encoding: .utf8)

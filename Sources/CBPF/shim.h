@@ -59,4 +59,20 @@ static inline long wgk_statfs_type(const char *path) {
     if (statfs(path, &buffer) != 0) return -1;
     return (long)buffer.f_type;
 }
+/// BPF_MAP_UPDATE_BATCH of `*count` keys and values (BPF_ANY each); on return `*count` is how
+/// many were written. LPM tries take it from Linux 5.? on (generic_map_update_batch); older
+/// kernels answer ENOTSUPP (524) or EINVAL, and the caller writes one entry at a time.
+static inline int wgk_map_update_batch(int fd, const void *keys, const void *values, __u32 *count) {
+    LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
+    return bpf_map_update_batch(fd, keys, values, count, &opts);
+}
+
+/// BPF_MAP_LOOKUP_BATCH: up to `*count` keys and values from where `in_batch` left off (NULL:
+/// the start); `out_batch` receives where to go on; `*count` how many came back. -ENOENT once
+/// the map is exhausted (the last entries may come with it).
+static inline int wgk_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, __u32 *count) {
+    LIBBPF_OPTS(bpf_map_batch_opts, opts);
+    return bpf_map_lookup_batch(fd, in_batch, out_batch, keys, values, count, &opts);
+}
+
 #endif

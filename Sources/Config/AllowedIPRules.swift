@@ -68,6 +68,8 @@ extension Configuration {
             var peer: String?
             var route = false
         }
+        // Only literal endpoints can lie inside a claim: without any, there is nothing to index.
+        guard devices.contains(where: { $0.peers.contains { if case .address? = $0.peer.endpoint { true } else { false } } }) else { return }
         var claims: [IPPrefix: [Claim]] = [:]
         var lengths: Set<UInt8> = []
         func claim(_ prefix: IPPrefix, _ claim: Claim) {

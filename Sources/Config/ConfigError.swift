@@ -3,20 +3,20 @@ public struct SourceLocation: Hashable, Sendable, Comparable, CustomStringConver
     public var file: String
     public var line: Int
     public var column: Int
-    /// The file's position in reading order, so errors sort main file first, then includes.
-    var fileOrder: Int
 
-    public init(file: String, line: Int, column: Int, fileOrder: Int = 0) {
+    public init(file: String, line: Int, column: Int) {
         self.file = file
         self.line = line
         self.column = column
-        self.fileOrder = fileOrder
     }
 
     /// The file name too is left out when it holds a key (an `include_dir` named by a pasted key).
     public var description: String { "\(Scalars.shown(file)):\(line):\(column)" }
 
-    public static func < (a: Self, b: Self) -> Bool { (a.fileOrder, a.line, a.column) < (b.fileOrder, b.line, b.column) }
+    /// By file name, then position. Errors are listed in reading order instead (main file first,
+    /// then the includes: `ConfigErrorList.sorted(files:)`), which a location does not carry, so
+    /// that a file's parsed tree stays valid when files are added or removed before it.
+    public static func < (a: Self, b: Self) -> Bool { (a.file, a.line, a.column) < (b.file, b.line, b.column) }
 }
 
 /// One configuration problem, printed as `file:line:column: message`. Never holds a secret.
@@ -66,11 +66,17 @@ struct ConfigErrorList {
         list.dropped += more.dropped
     }
 
-    /// In file order, then a line counting what was left out.
-    func sorted(mainFile: String) -> ConfigErrors {
-        var errors = kept.enumerated().sorted { ($0.element.location, $0.offset) < ($1.element.location, $1.offset) }.map(\.element)
+    /// In reading order (`files`: main file first, then the includes; a file not among them
+    /// after them), then by position, then a line counting what was left out.
+    func sorted(files: [String]) -> ConfigErrors {
+        var order: [String: Int] = [:]
+        for (i, file) in files.enumerated() where order[file] == nil { order[file] = i }
+        func key(_ e: (offset: Int, element: ConfigError)) -> (Int, String, Int, Int, Int) {
+            (order[e.element.location.file] ?? files.count, e.element.location.file, e.element.location.line, e.element.location.column, e.offset)
+        }
+        var errors = kept.enumerated().sorted { key($0) < key($1) }.map(\.element)
         if dropped > 0 {
-            errors.append(ConfigError(SourceLocation(file: mainFile, line: 1, column: 1),
+            errors.append(ConfigError(SourceLocation(file: files.first ?? "", line: 1, column: 1),
                                       "\(dropped) more errors not listed (only the first \(limit) are)"))
         }
         return ConfigErrors(errors)

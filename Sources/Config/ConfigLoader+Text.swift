@@ -16,17 +16,18 @@ extension ConfigLoader {
             return .failure(ConfigErrors([ConfigError(top, "the file is larger than \(limits.fileBytes) bytes (the limit)")]))
         }
         let string: String
-        switch Self.decode(text, file: file, fileOrder: 0) {
+        switch Self.decode(text, file: file) {
         case .success(let decoded): string = decoded
         case .failure(let error): return .failure(ConfigErrors([error]))
         }
         var budget = Tree.Budget(limits)
-        guard let tree = Tree.parse(string, file: file, fileOrder: 0, budget: &budget, errors: &errors) else {
-            return .failure(errors.sorted(mainFile: file))
+        guard let tree = Tree.parse(string, file: file, budget: &budget, errors: &errors) else {
+            return .failure(errors.sorted(files: [file]))
         }
         var includeDir: String?
         if case .scalar(let dir, _)? = tree.lookup("runtime", "include_dir") { includeDir = resolve(dir, relativeTo: file) }
-        return validate(tree, files: [file], includeDir: includeDir, errors: errors) { configuration, _ in
+        var round = CacheRound(previous: ConfigCache.State(), keeping: false)
+        return validate(tree, files: [file], includeDir: includeDir, errors: errors, peers: &round) { configuration, _ in
             for d in configuration.devices.indices {
                 if configuration.devices[d].privateKeyFile != nil {
                     configuration.devices[d].privateKey = PrivateKey(Self.placeholderKey)
@@ -41,14 +42,14 @@ extension ConfigLoader {
 
 extension ConfigLoader {
     /// A file's bytes as text, or an error at its first byte that is not UTF-8.
-    static func decode(_ bytes: some Collection<UInt8>, file: String, fileOrder: Int) -> Result<String, ConfigError> {
+    static func decode(_ bytes: some Collection<UInt8>, file: String) -> Result<String, ConfigError> {
         if let text = String(validating: bytes, as: UTF8.self) { return .success(text) }
         var parser = Unicode.UTF8.ForwardParser()
         var iterator = bytes.makeIterator()
         var offset = 0
         while case .valid(let scalar) = parser.parseScalar(from: &iterator) { offset += scalar.count }
         let mark = YAMLEventReader.mark(atByte: offset, in: bytes)
-        return .failure(ConfigError(SourceLocation(file: file, line: mark.line, column: mark.column, fileOrder: fileOrder),
+        return .failure(ConfigError(SourceLocation(file: file, line: mark.line, column: mark.column),
                                     "the file is not UTF-8 (byte \(offset))"))
     }
 }

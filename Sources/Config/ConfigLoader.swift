@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Glibc
 import Netlink
 import Reconciler
 
@@ -29,13 +30,17 @@ public struct ConfigLoader: Sendable {
         self.limits = limits
     }
 
-    public func load(path: String) -> Result<LoadedConfig, ConfigErrors> {
+    /// With a `cache`, files and peers unchanged since the cache's last load are not read,
+    /// parsed or decoded again (see `ConfigCache`); the outcome is the same as without one.
+    public func load(path: String, cache: ConfigCache? = nil) -> Result<LoadedConfig, ConfigErrors> {
+        var round = CacheRound(previous: cache?.take() ?? ConfigCache.State(), keeping: cache != nil, now: cache?.now ?? realtimeNow)
+        defer { if let cache { cache.store(round.next) } }
         var errors = ConfigErrorList(limit: limits.errors)
         var files = [path]
         var budget = Tree.Budget(limits)
         var checked = Set<String>()
-        guard var tree = read(path, order: 0, budget: &budget, checked: &checked, errors: &errors) else {
-            return .failure(errors.sorted(mainFile: path))
+        guard var tree = read(path, budget: &budget, checked: &checked, errors: &errors, round: &round) else {
+            return .failure(errors.sorted(files: files))
         }
 
         var includeDir: String?
@@ -45,9 +50,13 @@ public struct ConfigLoader: Sendable {
             let resolved = resolve(dir, relativeTo: path)
             includeDir = resolved
             var trees = [tree]
-            for file in includeFiles(resolved, at: at, checked: &checked, errors: &errors) {
+            let (names, realDirectory) = includeFiles(resolved, at: at, checked: &checked, errors: &errors)
+            round.next.files.reserveCapacity(names.count + 1)
+            for name in names {
+                let file = resolved.appendingPathComponent(name)
                 files.append(file)
-                guard let included = read(file, order: files.count - 1, budget: &budget, checked: &checked, errors: &errors) else { continue }
+                guard let included = read(file, entry: (name, realDirectory), budget: &budget, checked: &checked, errors: &errors, round: &round)
+                else { continue }
                 if let nested = included.lookup("runtime", "include_dir") {
                     errors.append(ConfigError(nested.location, "include_dir: only the main configuration file may name one"))
                 }
@@ -56,17 +65,25 @@ public struct ConfigLoader: Sendable {
             tree = Tree.merge(trees, path: "", errors: &errors)
         }
 
-        return validate(tree, files: files, includeDir: includeDir, errors: errors) { readKeys(&$0, checked: &checked, errors: &$1) }
+        return validate(tree, files: files, includeDir: includeDir, errors: errors, peers: &round) { readKeys(&$0, checked: &checked, errors: &$1) }
     }
 
     /// Everything after parsing, the same for a file and for bytes (`load(text:)`): decoding,
     /// the keys (`keys` reads or stands in for them), the checks that span objects, derivation.
-    func validate(_ tree: Tree, files: [String], includeDir: String?, errors: ConfigErrorList,
+    func validate(_ tree: Tree, files: [String], includeDir: String?, errors: ConfigErrorList, peers round: inout CacheRound,
                   keys: (inout Configuration, inout ConfigErrorList) -> Void) -> Result<LoadedConfig, ConfigErrors> {
         var errors = errors
         var decoder = Decoder(errors: ConfigErrorList(limit: limits.errors))
         decoder.limits = limits
+        if round.keeping {
+            decoder.peerMemo = Decoder.PeerMemo(previous: round.previous.peers, unchanged: round.unchanged)
+            round.previous.peers = [:]
+        }
         var configuration = decoder.decode(tree)
+        if let memo = decoder.peerMemo {
+            round.next.peers = memo.next
+            round.next.statistics.peersDecoded = memo.decoded
+        }
         errors += decoder.errors
         configuration.files = files
         configuration.runtime.includeDir = includeDir
@@ -75,65 +92,132 @@ public struct ConfigLoader: Sendable {
         configuration.checkPeers(errors: &errors)
         configuration.checkAllowedIPs(errors: &errors)
         let desired = configuration.desiredState(errors: &errors)
-        guard errors.isEmpty else { return .failure(errors.sorted(mainFile: files[0])) }
+        guard errors.isEmpty else { return .failure(errors.sorted(files: files)) }
         return .success(LoadedConfig(configuration: configuration, desired: desired))
     }
 
     /// The `*.yaml` files of `include_dir` in name order (not dot files), once the directory
     /// itself and every directory on its path are known to be writable only by root (or whoever
     /// runs this).
-    private func includeFiles(_ directory: String, at: SourceLocation, checked: inout Set<String>, errors: inout ConfigErrorList) -> [String] {
-        if case .failure(let problem) = resolveTrusted(directory, directory: true, checked: &checked) {
+    /// Also the directory's resolved path, every directory on it checked.
+    private func includeFiles(_ directory: String, at: SourceLocation, checked: inout Set<String>,
+                              errors: inout ConfigErrorList) -> (names: [String], real: String) {
+        let real: String
+        switch resolveTrusted(directory, directory: true, checked: &checked) {
+        case .success(let resolved): real = resolved
+        case .failure(let problem):
             errors.append(ConfigError(at, "include_dir: \(problem.message)"))
-            return []
+            return ([], directory)
         }
         switch directoryEntries(directory) {
         case .success(let entries):
             let names = entries.filter { $0.hasSuffix(".yaml") && !$0.hasPrefix(".") }
             guard names.count <= limits.includeFiles else {
                 errors.append(ConfigError(at, "include_dir: more than \(limits.includeFiles) *.yaml files (the limit)"))
-                return []
+                return ([], real)
             }
-            return names.sorted().map { directory.appendingPathComponent($0) }
+            return (names.sorted(), real)
         case .failure(let problem):
             errors.append(ConfigError(at, "include_dir: cannot read directory \(Scalars.shown(directory)): \(problem.message)"))
-            return []
+            return ([], real)
         }
     }
 
     /// Reads one file after checking that only root (or whoever runs this) could have written it:
     /// the file, every directory on its path, and every symbolic link's and target's (see
     /// `resolveTrusted`). A file under an untrusted directory is still opened, for its own errors.
-    private func read(_ file: String, order: Int, budget: inout Tree.Budget, checked: inout Set<String>, errors: inout ConfigErrorList) -> Tree? {
-        let top = SourceLocation(file: file, line: 1, column: 1, fileOrder: order)
+    /// These checks are made on every load; what `round` holds only saves reading a file whose
+    /// identity vouches for its content, and parsing one whose bytes are those parsed before
+    /// (see `ConfigCache`). A file parsed with an error is not kept: it is parsed again, and
+    /// reports the same errors, at the next load.
+    /// `entry`: the file's name in an include directory this load resolved and checked already
+    /// (its resolved path), so that only the last component is looked at again.
+    private func read(_ file: String, entry: (name: String, directory: String)? = nil, budget: inout Tree.Budget,
+                      checked: inout Set<String>, errors: inout ConfigErrorList, round: inout CacheRound) -> Tree? {
+        let top = SourceLocation(file: file, line: 1, column: 1)
         var trusted = true
         var real = file
-        switch resolveTrusted(file, checked: &checked) {
-        case .success(let resolved): real = resolved
-        case .failure(let problem):
+        var status: stat?
+        switch entry.map({ resolveTrustedEntry($0.name, in: $0.directory, checked: &checked) }) ?? (resolveTrusted(file, checked: &checked), nil) {
+        case (.success(let resolved), let info):
+            real = resolved
+            status = info
+        case (.failure(let problem), _):
             errors.append(ConfigError(top, problem.message))
             trusted = false
         }
+        let previous = round.previous.files.removeValue(forKey: file).flatMap { $0.real == real ? $0 : nil }
+        // The same file, untouched since a read that began well after its last change.
+        if trusted, var kept = previous, kept.settled, let info = trustedFileStatus(real, known: status), FileIdentity(info) == kept.identity,
+           let tree = reuse(kept, chargingBytes: true, budget: &budget) {
+            round.keep(file, &kept)
+            round.unchanged.insert(file)
+            return tree
+        }
+        let start = round.now()
         let data: Data
+        let identity: FileIdentity
+        round.next.statistics.filesRead += 1
         switch readConfigFile(real, limit: limits.fileBytes) {
-        case .success(let read): data = read
+        case .success(let (read, info)):
+            data = read
+            identity = FileIdentity(info)
         case .failure(let problem):
             errors.append(ConfigError(top, problem.message))
+            // Refused (its mode, say), not changed: what was parsed stays kept, and is taken
+            // again once the file is trusted and its bytes are found unchanged.
+            if var kept = previous { round.keep(file, &kept) }
             return nil
         }
-        guard trusted else { return nil }
+        guard trusted else {
+            if var kept = previous { round.keep(file, &kept) }
+            return nil
+        }
         budget.bytes -= data.count
         guard budget.bytes >= 0 else {
             errors.append(ConfigError(top, "the configuration's files add up to more than \(limits.totalBytes) bytes (the limit)"))
             return nil
         }
-        switch Self.decode(data, file: file, fileOrder: order) {
+        // Stamps moved (or were too recent to vouch), the bytes did not: the tree stands.
+        if var kept = previous, kept.content == data, let tree = reuse(kept, chargingBytes: false, budget: &budget) {
+            kept.identity = identity
+            kept.settled = identity.settled(before: start)
+            round.keep(file, &kept)
+            round.unchanged.insert(file)
+            return tree
+        }
+        switch Self.decode(data, file: file) {
         case .success(let text):
-            return Tree.parse(text, file: file, fileOrder: order, budget: &budget, errors: &errors)
+            var own = ConfigErrorList(limit: limits.errors)
+            let before = budget
+            round.next.statistics.filesParsed += 1
+            let tree = Tree.parse(text, file: file, budget: &budget, errors: &own)
+            if let tree, own.isEmpty, round.keeping {
+                var kept = CachedFile(real: real, identity: identity, settled: identity.settled(before: start), content: data, tree: tree,
+                                      nodes: before.nodes - budget.nodes, aliasNodes: before.aliasNodes - budget.aliasNodes,
+                                      aliasBytes: before.aliasBytes - budget.aliasBytes)
+                round.keep(file, &kept)
+            }
+            errors += own
+            return tree
         case .failure(let error):
             errors.append(error)
             return nil
         }
+    }
+
+    /// A kept tree, charged to the budget as parsing it charged it; nil when it no longer fits
+    /// (other files grew), so that the file is parsed and the limit reported where it is reached.
+    private func reuse(_ kept: CachedFile, chargingBytes: Bool, budget: inout Tree.Budget) -> Tree? {
+        guard kept.content.count <= limits.fileBytes else { return nil }
+        var after = budget
+        if chargingBytes { after.bytes -= kept.content.count }  // a file read just now was charged already
+        after.nodes -= kept.nodes
+        after.aliasNodes -= kept.aliasNodes
+        after.aliasBytes -= kept.aliasBytes
+        guard after.bytes >= 0, after.nodes >= 0, after.aliasNodes >= 0, after.aliasBytes >= 0 else { return nil }
+        budget = after
+        return kept.tree
     }
 
     /// Absolute paths go under `root`; relative ones are relative to the file that names them.
@@ -179,6 +263,27 @@ public struct ConfigLoader: Sendable {
                 configuration.devices[d].peers[p].peer.presharedKey = PresharedKey(read)
             }
         }
+    }
+}
+
+/// One load's use of a `ConfigCache`: what the last load kept, and what this one keeps.
+struct CacheRound {
+    var previous: ConfigCache.State
+    var next = ConfigCache.State()
+    /// Files whose kept tree this load uses as it is (their content is the one parsed before).
+    var unchanged: Set<String> = []
+    /// Whether anything is kept (a load without a cache keeps nothing).
+    let keeping: Bool
+    let now: @Sendable () -> timespec
+
+    init(previous: ConfigCache.State, keeping: Bool, now: @escaping @Sendable () -> timespec = realtimeNow) {
+        self.previous = previous
+        self.keeping = keeping
+        self.now = now
+    }
+
+    mutating func keep(_ file: String, _ entry: inout CachedFile) {
+        if keeping { next.files[file] = entry }
     }
 }
 

@@ -1,32 +1,79 @@
 import Netlink
 import Reconciler
 
+/// A mapping's entries by key. A section has a handful of keys: they are searched, which costs
+/// less than hashing them into a table for every peer; a table is built past `Fields.scanned`.
+struct Fields {
+    private let entries: [Tree.Entry]
+    private let index: [String: Int]?
+    static let scanned = 16
+
+    init(_ entries: [Tree.Entry]) {
+        self.entries = entries
+        // As a dictionary built entry by entry would: a key given twice (merging keeps keys
+        // unique, so only in principle) answers with its last entry.
+        index = entries.count > Self.scanned
+            ? Dictionary(entries.enumerated().map { ($1.key, $0) }, uniquingKeysWith: { _, last in last }) : nil
+    }
+
+    subscript(key: String) -> Tree.Entry? {
+        if let index { return index[key].map { entries[$0] } }
+        return entries.last { $0.key == key }
+    }
+
+    /// Each key once.
+    var keys: [String] {
+        var seen = Set<String>()
+        return entries.map(\.key).filter { seen.insert($0).inserted }
+    }
+}
+
 /// Walks the merged tree, turning nodes into typed sections and collecting every problem.
 /// Key files are not read here: `ConfigLoader` does that after the shape is known.
 struct Decoder {
     var errors = ConfigErrorList()
     var includeDir: (path: String, location: SourceLocation)?
     var limits = ConfigLimits.standard
+    /// Peers decoded by the last load, by where their list item starts; see `decodePeer(_:at:)`.
+    var peerMemo: PeerMemo?
+
+    struct PeerMemo {
+        var previous: [SourceLocation: DecodedPeer]
+        /// What this load decoded without an error: the next load's `previous`.
+        var next: [SourceLocation: DecodedPeer] = [:]
+        var decoded = 0
+        /// Files whose tree this load took from the cache as it was: their items are the ones
+        /// decoded before, so they need no comparing.
+        var unchanged: Set<String>
+
+        init(previous: [SourceLocation: DecodedPeer], unchanged: Set<String>) {
+            self.previous = previous
+            self.unchanged = unchanged
+            next.reserveCapacity(previous.count)
+        }
+    }
 
     mutating func fail(_ at: SourceLocation, _ message: @autoclosure () -> String) { errors.append(at, message()) }
 
     // MARK: shapes
 
     /// The entries of a mapping, after reporting unknown keys; nil (with an error) when `tree` is no mapping.
-    mutating func mapping(_ tree: Tree, _ name: String, known: [String]?) -> [String: Tree.Entry]? {
+    mutating func mapping(_ tree: Tree, _ name: String, known: [String]?) -> Fields? {
         switch tree {
         case .null:
-            return [:]
+            return Fields([])
         case .mapping(let entries, _):
-            var result: [String: Tree.Entry] = [:]
+            guard let known else { return Fields(entries) }
+            var result: [Tree.Entry] = []
+            result.reserveCapacity(entries.count)
             for entry in entries {
-                if let known, !known.contains(entry.key) {
+                if !known.contains(entry.key) {
                     fail(entry.keyLocation, "unknown key \(Scalars.quoted(entry.key)) in \(name) (known: \(known.joined(separator: ", ")))")
                     continue
                 }
-                result[entry.key] = entry
+                result.append(entry)
             }
-            return result
+            return Fields(result)
         default:
             fail(tree.location, "\(name): expected a mapping, got \(tree.kindName)")
             return nil
@@ -55,7 +102,7 @@ struct Decoder {
         }
     }
 
-    mutating func required(_ entries: [String: Tree.Entry], _ key: String, in name: String, at: SourceLocation) -> (text: String, at: SourceLocation)? {
+    mutating func required(_ entries: Fields, _ key: String, in name: String, at: SourceLocation) -> (text: String, at: SourceLocation)? {
         if entries[key] == nil || (entries[key].map { if case .null = $0.value { true } else { false } } ?? true) {
             fail(at, "\(name): missing required key \"\(key)\"")
             return nil
@@ -134,7 +181,7 @@ struct Decoder {
 
     mutating func path(_ entry: Tree.Entry?) -> (String, SourceLocation)? {
         guard let (text, at) = scalar(entry) else { return nil }
-        guard !text.isEmpty, !text.contains("\0") else {
+        guard !text.isEmpty, !text.utf8.contains(0) else {
             fail(at, "\(entry!.key): expected a file path")
             return nil
         }
@@ -239,13 +286,31 @@ struct Decoder {
             if let port = integer(fields["listen_port"], 1...65535) { device.listenPort = UInt16(port) }
             if let prune = bool(fields["prune_peers"]) { device.prunePeers = prune }
             for (i, item) in list(fields["peers"]?.value, "wireguard.\(name).peers").enumerated() {
-                if let peer = decodePeer(item, "wireguard.\(name).peers[\(i)]") {
+                if let peer = decodePeer(item, name: "wireguard.\(name).peers[\(i)]") {
                     device.peers.append(peer)
                 }
             }
             devices.append(device)
         }
         return devices
+    }
+
+    /// A peer's list item whose tree equals, node for node and location for location, one the
+    /// last load decoded without an error decodes to the same section without an error (decoding
+    /// a peer reads nothing but its own tree), so that section is taken as it is. Anything else
+    /// is decoded; what decodes without an error is kept for the next load.
+    private mutating func decodePeer(_ tree: Tree, name: @autoclosure () -> String) -> PeerSection? {
+        guard peerMemo != nil else { return decodePeer(tree, name()) }
+        let at = tree.location
+        if let hit = peerMemo!.previous[at], peerMemo!.unchanged.contains(at.file) || hit.tree == tree {
+            peerMemo!.next[at] = hit
+            return hit.section
+        }
+        let before = errors.count
+        peerMemo!.decoded += 1
+        let section = decodePeer(tree, name())
+        if let section, errors.count == before { peerMemo!.next[at] = DecodedPeer(tree: tree, section: section) }
+        return section
     }
 
     private mutating func decodePeer(_ tree: Tree, _ name: String) -> PeerSection? {

@@ -7,8 +7,12 @@ extension Configuration {
     func checkPeers(errors: inout ConfigErrorList) {
         var names: [String: SourceLocation] = [:]
         var claimed: [IPPrefix: (peer: String, at: SourceLocation)] = [:]
+        let peerCount = devices.reduce(0) { $0 + $1.peers.count }
+        names.reserveCapacity(peerCount)
+        claimed.reserveCapacity(peerCount)
         for device in devices {
             var keys: [WireGuardKey: (peer: String, at: SourceLocation)] = [:]
+            keys.reserveCapacity(device.peers.count)
             for section in device.peers {
                 let peer = section.peer
                 if let first = names[peer.name] {
@@ -44,6 +48,11 @@ extension Configuration {
         }
         var routeOwners: [RouteIdentity: (origin: Origin, at: SourceLocation)] = [:]
         var proxyOwners: [DesiredProxyKey: (origin: Origin, at: SourceLocation)] = [:]
+        let allowedIPs = devices.reduce(0) { $0 + $1.peers.reduce(0) { $0 + $1.peer.allowedIPs.count } }
+        routeOwners.reserveCapacity(allowedIPs + routes.count + 1)
+        proxyOwners.reserveCapacity(allowedIPs + proxies.count)
+        desired.routes.reserveCapacity(allowedIPs + routes.count + 1)
+        desired.proxies.reserveCapacity(allowedIPs + proxies.count)
         func add(_ route: DesiredRoute, at: SourceLocation) {
             if let first = routeOwners[route.identity] {
                 // Two peers claiming one allowed IP is reported once, by `checkPeers`.

@@ -17,7 +17,8 @@ private func errnoText() -> String { String(cString: strerror(errno)) }
 /// a file: a regular file (a symbolic link is followed, and what it names is checked), owned by
 /// `trustedOwners`, writable by nobody else. Ownership, mode and size are checked on the open
 /// descriptor before anything is read, and the read stops past `limit` in case the file grows.
-func readConfigFile(_ path: String, limit: Int) -> Result<Data, FileProblem> {
+/// Returns the bytes and what `fstat` said of the descriptor before the read.
+func readConfigFile(_ path: String, limit: Int) -> Result<(Data, stat), FileProblem> {
     var info = stat()
     // A FIFO or device is refused before it is opened: opening either can block or have effects.
     guard stat(path, &info) == 0 else { return .failure(FileProblem(message: "cannot read the file: \(errnoText())")) }
@@ -45,7 +46,32 @@ func readConfigFile(_ path: String, limit: Int) -> Result<Data, FileProblem> {
     }
     guard used <= limit else { return .failure(tooLarge) }
     data.count = used
-    return .success(data)
+    return .success((data, info))
+}
+
+/// What `readConfigFile` would check before reading, without opening the file: nil when it is
+/// a regular file that only `trustedOwners` can write (then its identity), else nil and the
+/// read reports the problem.
+/// `known`: what `lstat` said of it just now, when that was no symbolic link (so `stat` would say the same).
+func trustedFileStatus(_ path: String, known: stat? = nil) -> stat? {
+    var info = stat()
+    if let known { info = known } else { guard stat(path, &info) == 0 else { return nil } }
+    guard info.st_mode & S_IFMT == S_IFREG, untrusted(info, "the file") == nil else { return nil }
+    return info
+}
+
+/// `resolveTrusted` for `name` inside `directory`, a resolved path whose every directory this
+/// load checked already: only the last component is looked at, and a symbolic link there is
+/// resolved and checked in full. The same outcome as `resolveTrusted` on the whole path (whose
+/// walk would find the same directories, already in `checked`), with one `lstat` instead of one
+/// per component: `conf.d` may hold tens of thousands of files. Also what `lstat` said when the
+/// entry is no symbolic link.
+func resolveTrustedEntry(_ name: String, in directory: String, checked: inout Set<String>) -> (Result<String, FileProblem>, stat?) {
+    let candidate = directory.appendingPathComponent(name)
+    var info = stat()
+    guard lstat(candidate, &info) == 0 else { return (.success(candidate), nil) }
+    if info.st_mode & S_IFMT == S_IFLNK { return (resolveTrusted(candidate, checked: &checked), nil) }
+    return (.success(candidate), info)
 }
 
 /// Symbolic links followed on one path at most, as the kernel's MAXSYMLINKS.

@@ -1,3 +1,4 @@
+import Glibc
 import Netlink
 import Reconciler
 
@@ -85,13 +86,42 @@ enum Scalars {
 
     /// An IPv6 address written alone.
     static func ipv6Address(_ text: String) -> IPAddress? {
-        guard !text.contains("/"), let address = IPv6Address(text) else { return nil }
-        return .v6(address)
+        var text = text
+        return text.withUTF8 { bytes in
+            guard !bytes.contains(UInt8(ascii: "/")), let address = inet6(bytes[...]) else { return nil }
+            return .v6(address)
+        }
     }
 
+    /// `address/length`, both required. Parsed here on the bytes (inet_pton for the address)
+    /// rather than through the generic `IPPrefix(_:)`: a configuration holds one per allowed IP.
     static func ipv6Prefix(_ text: String) -> IPPrefix? {
-        guard text.contains("/"), let prefix = IPPrefix(text), prefix.family == .inet6 else { return nil }
-        return prefix
+        var text = text
+        return text.withUTF8 { bytes in
+            guard let slash = bytes.firstIndex(of: UInt8(ascii: "/")) else { return nil }
+            let digits = bytes[(slash + 1)...]
+            guard (1...3).contains(digits.count), digits.allSatisfy({ (48...57).contains($0) }) else { return nil }
+            let length = digits.reduce(0) { $0 * 10 + Int($1 - 48) }
+            guard length <= 128, let address = inet6(bytes[..<slash]) else { return nil }
+            return IPPrefix(address: .v6(address), length: UInt8(length))
+        }
+    }
+
+    /// inet_pton(AF_INET6) on UTF-8 bytes; nil for anything it refuses (and anything longer
+    /// than the longest IPv6 text, so the copy stays on the stack).
+    private static func inet6(_ bytes: Slice<UnsafeBufferPointer<UInt8>>) -> IPv6Address? {
+        // A NUL would end inet_pton's string early: `::1` followed by one and anything is no address.
+        guard bytes.count < 64, !bytes.contains(0) else { return nil }
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { buffer -> IPv6Address? in
+            for (i, byte) in bytes.enumerated() { buffer[i] = CChar(bitPattern: byte) }
+            buffer[bytes.count] = 0
+            var raw = in6_addr()
+            guard inet_pton(AF_INET6, buffer.baseAddress!, &raw) == 1 else { return nil }
+            return withUnsafeBytes(of: raw) {
+                IPv6Address(high: UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)),
+                            low: UInt64(bigEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+            }
+        }
     }
 
     /// What the kernel accepts as an interface name (`dev_valid_name()`): 1–15 bytes, not `.`
@@ -120,10 +150,18 @@ enum Scalars {
         return (("a"..."z").contains(first) || first == "_") && !body.isEmpty && body.unicodeScalars.allSatisfy(allowed)
     }
 
+    /// ASCII letters (the only ASCII characters Unicode calls alphabetic), digits and `. _ @ + -`,
+    /// checked byte by byte: a byte past ASCII is never allowed, so no multi-byte character passes.
     static func isPeerName(_ text: String) -> Bool {
-        guard let first = text.unicodeScalars.first, text.utf8.count <= 64 else { return false }
-        let allowed: (Unicode.Scalar) -> Bool = { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._@+-".unicodeScalars.contains($0)) }
-        return allowed(first) && first != "-" && text.unicodeScalars.allSatisfy(allowed)
+        guard let first = text.utf8.first, text.utf8.count <= 64 else { return false }
+        let allowed: (UInt8) -> Bool = {
+            switch $0 {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "@"), UInt8(ascii: "+"), UInt8(ascii: "-"): true
+            default: false
+            }
+        }
+        return first != UInt8(ascii: "-") && text.utf8.allSatisfy(allowed)
     }
 
     /// `[2001:db8::1]:51820`, `192.0.2.1:51820` or `vpn.example.com:51820`.

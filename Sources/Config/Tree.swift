@@ -1,7 +1,7 @@
 /// A YAML document as wgkeeper reads it: every scalar a string (no implicit typing), every
 /// node with its location. Include files merge at this level, before any value is parsed.
-indirect enum Tree {
-    struct Entry {
+indirect enum Tree: Equatable, Sendable {
+    struct Entry: Equatable, Sendable {
         var key: String
         var keyLocation: SourceLocation
         var value: Tree
@@ -63,8 +63,21 @@ indirect enum Tree {
         var isMapping: Bool
         var items: [Tree] = []
         var entries: [Entry] = []
-        /// The first place each key of this mapping was set: duplicates in O(1) each.
-        var keys: [String: SourceLocation] = [:]
+        /// The first place each key of this mapping was set, once it has more than
+        /// `Open.scanned` keys: duplicates in O(1) each. Below that, the entries are searched
+        /// (a peer's three or four keys cost less to compare than to hash into a table).
+        var keys: [String: SourceLocation]?
+        static let scanned = 16
+
+        /// Where `name` was set already in this mapping, if it was. Every key recorded is in
+        /// `entries` by the time the next key arrives (its value came in between).
+        mutating func firstPlace(of name: String) -> SourceLocation? {
+            if keys == nil, entries.count > Self.scanned {
+                keys = Dictionary(entries.map { ($0.key, $0.keyLocation) }, uniquingKeysWith: { first, _ in first })
+            }
+            if let keys { return keys[name] }
+            return entries.first { $0.key == name }?.keyLocation
+        }
         /// In a mapping: the key whose value comes next, or `.skip` when that value is dropped.
         var key: Key = .awaited
         /// For an anchor: how many nodes this one holds and how many levels of lists and mappings.
@@ -88,8 +101,8 @@ indirect enum Tree {
     /// the call stack. Nesting, node count and alias expansion are bounded (`ConfigLimits`) while
     /// the events arrive: an alias costs the nodes it stands for, without copying them.
     /// YAML syntax errors, limits and duplicate keys go to `errors`.
-    static func parse(_ text: String, file: String, fileOrder: Int, budget: inout Budget, errors: inout ConfigErrorList) -> Tree? {
-        let location = { (mark: YAMLEvent.Mark) in SourceLocation(file: file, line: mark.line, column: mark.column, fileOrder: fileOrder) }
+    static func parse(_ text: String, file: String, budget: inout Budget, errors: inout ConfigErrorList) -> Tree? {
+        let location = { (mark: YAMLEvent.Mark) in SourceLocation(file: file, line: mark.line, column: mark.column) }
         let top = location((1, 1))
         let reader = YAMLEventReader(text)
         var stack: [Open] = []
@@ -118,12 +131,12 @@ indirect enum Tree {
                     stack[i].key = .skip
                     return
                 }
-                if let first = stack[i].keys[name] {
+                if let first = stack[i].firstPlace(of: name) {
                     errors.append(ConfigError(keyAt, "duplicate key \(Scalars.quoted(name)) (first set at \(first))"))
                     stack[i].key = .skip
                     return
                 }
-                stack[i].keys[name] = keyAt
+                stack[i].keys?[name] = keyAt
                 stack[i].key = .name(name, keyAt)
             case .name(let name, let keyAt):
                 stack[i].entries.append(Entry(key: name, keyLocation: keyAt, value: tree))
@@ -173,7 +186,7 @@ indirect enum Tree {
                 let at = location(mark)
                 budget.nodes -= 1
                 if budget.nodes < 0 { return fail(at, tooMany) }
-                let tree: Tree = plain && ["", "~", "null", "Null", "NULL"].contains(text) ? .null(at) : .scalar(text, at)
+                let tree: Tree = plain && isNull(text) ? .null(at) : .scalar(text, at)
                 let bytes = text.utf8.count
                 if let anchor { anchors[anchor] = Anchored(tree: tree, nodes: 1, height: 0, bytes: bytes) }
                 add(tree, nodes: 1, height: 0, bytes: bytes)
@@ -194,6 +207,11 @@ indirect enum Tree {
                 add(tree, nodes: open.nodes, height: open.height, bytes: open.bytes)
             }
         }
+    }
+
+    /// A plain scalar that YAML reads as null: empty, `~`, `null`, `Null`, `NULL`.
+    private static func isNull(_ text: String) -> Bool {
+        text.utf8.count <= 4 && (text.isEmpty || text == "~" || text == "null" || text == "Null" || text == "NULL")
     }
 
     /// README, configuration reference: maps merge, lists append, a scalar set twice is an error naming both places.

@@ -16,7 +16,13 @@ final class ConfigReader: @unchecked Sendable {
     private let finished = Mutex<Outcome?>(nil)
     private let load: @Sendable (String) -> Outcome
 
-    init(load: @escaping @Sendable (String) -> Outcome = { ConfigLoader().load(path: $0) }) throws {
+    /// Reads with `cache` (the one the daemon's first load filled), so a reload re-reads and
+    /// re-decodes only what changed.
+    convenience init(cache: ConfigCache?) throws {
+        try self.init { ConfigLoader().load(path: $0, cache: cache) }
+    }
+
+    init(load: @escaping @Sendable (String) -> Outcome) throws {
         var fds: [Int32] = [0, 0]
         guard pipe2(&fds, O_NONBLOCK | O_CLOEXEC) == 0 else { throw DaemonError("configuration reader pipe: \(String(cString: strerror(errno)))") }
         wakeFD = fds[0]

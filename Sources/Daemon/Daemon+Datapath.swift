@@ -20,7 +20,16 @@ public final class DatapathMapsAdapter: DatapathMaps {
     static func map(_ direction: DatapathDirection) -> PrefixMap { direction == .lanToTunnel ? .clients : .lan }
 
     public func entries() throws -> Set<DatapathEntry> {
-        try Self.redirects { try datapath.entries(in: Self.map($0)) }
+        try entries(lan: nil)
+    }
+
+    /// Both maps' redirect entries, with the LAN map as `lan` when the caller has just walked it
+    /// (`ensureDatapath` does, for the pass entries): each map is walked once per poll.
+    func entries(lan: [IPPrefix: PrefixAction]?) throws -> Set<DatapathEntry> {
+        try Self.redirects { direction in
+            if direction == .tunnelToLAN, let lan { return lan }
+            return try datapath.entries(in: Self.map(direction))
+        }
     }
 
     /// The redirect entries of both maps, as the reconciler sees them.
@@ -43,6 +52,18 @@ public final class DatapathMapsAdapter: DatapathMaps {
     public func insert(_ entry: DatapathEntry) throws {
         writes += 1
         try datapath.set(.redirect, for: entry.prefix, in: Self.map(entry.direction))
+    }
+
+    public func insert(_ entries: [DatapathEntry]) -> [DatapathEntry: String] {
+        var failed: [DatapathEntry: String] = [:]
+        for direction in [DatapathDirection.lanToTunnel, .tunnelToLAN] {
+            let these = entries.filter { $0.direction == direction }
+            guard !these.isEmpty else { continue }
+            writes += these.count
+            let errors = datapath.set(.redirect, for: these.map(\.prefix), in: Self.map(direction))
+            for entry in these { if let error = errors[entry.prefix] { failed[entry] = "\(error)" } }
+        }
+        return failed
     }
 
     public func remove(_ entry: DatapathEntry) throws {
@@ -75,11 +96,14 @@ extension Daemon {
     /// Loads (or adopts) the programs, attaches them to both devices, and keeps the pass
     /// entries for the gateway's own addresses inside the LAN prefix.
     /// Attaching is idempotent; it runs at start, on link events and every `proxy_poll`.
-    func ensureDatapath() {
+    /// Returns the LAN map as it holds now (walked here for the pass entries, so the poll does
+    /// not walk it again); nil when it was not walked.
+    @discardableResult
+    func ensureDatapath() -> [IPPrefix: PrefixAction]? {
         removeUnwantedDatapath()
         guard let wanted = desired.datapath else {
             synchronizeSolicitedNodeGroups(lan: nil)
-            return
+            return nil
         }
         guard let lan = link(named: wanted.lan),
               let tunnel = link(named: wanted.tunnel)
@@ -95,8 +119,10 @@ extension Daemon {
             } catch {
                 logger.error("datapath: cannot detach what the configuration no longer wants", metadata: ["error": "\(error)"])
             }
-            return
+            return nil
         }
+        // Whatever happens to the maps, the groups follow the LAN (retried every proxy_poll).
+        defer { synchronizeSolicitedNodeGroups(lan: lan) }
         do {
             // Pins removed behind our back (rm -r, another instance): load and pin again.
             if let current = datapathMaps, !FileManager.default.fileExists(atPath: current.datapath.pinDirectory) {
@@ -127,13 +153,15 @@ extension Daemon {
             let pass = Set(kernel.addressList.map { IPPrefix.host($0.prefix.address) }.filter { own in
                 lanPrefixes.contains { $0.contains(own) }
             })
-            let current = try datapath.entries(in: .lan)
+            var current = try datapath.entries(in: .lan)
             for prefix in pass where current[prefix] != .pass {
                 try datapath.set(.pass, for: prefix, in: .lan)
+                current[prefix] = .pass
                 datapathWrites += 1
             }
             for (prefix, action) in current where action == .pass && !pass.contains(prefix) {
                 try datapath.remove(prefix, from: .lan)
+                current[prefix] = nil
                 datapathWrites += 1
             }
             let (icmp, lanLine, tunnelLine) = ICMPSources.settings(wanted.icmp, lan: lan, tunnel: tunnel,
@@ -153,11 +181,12 @@ extension Daemon {
             }
             try ensurePolicy(datapath, wanted.policy)
             datapathProblem = nil
+            return current
         } catch {
             if datapathProblem != "\(error)" { logger.error("datapath: \(error)") }
             datapathProblem = "\(error)"
+            return nil
         }
-        synchronizeSolicitedNodeGroups(lan: lan)
     }
 
     var datapathStatus: StatusReport.Datapath? {

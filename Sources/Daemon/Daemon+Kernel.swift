@@ -4,11 +4,21 @@ import Reconciler
 
 /// Keeping the cached kernel state exact: events, and reads of what is stale.
 extension Daemon {
-    /// Folds queued rtnetlink events into the cache and schedules a reconcile if they matter.
+    /// Folds every rtnetlink event already queued into the cache (read without blocking until
+    /// the socket says EAGAIN) and, if they matter, schedules a reconcile now: no fixed delay.
+    /// A burst still costs one reconcile, because whatever the kernel queued before the loop
+    /// woke is folded before the plan is made, and whatever it queues while the reconcile runs
+    /// is folded by the next turn in one piece.
     func drainEvents() {
-        let batch: [RouteEvent]
+        var batch: [RouteEvent] = []
         do {
-            batch = try events.readEvents()
+            // `readEvents` stops at its limit; go on until the queue is empty (bounded, so an
+            // endless flood cannot keep the loop here: what is left wakes the next turn).
+            for _ in 0..<64 {
+                let read = try events.readEvents(limit: Daemon.eventsPerRead)
+                batch += read
+                if read.count < Daemon.eventsPerRead { break }
+            }
         } catch {
             netlinkHealthy = false
             logger.error("event socket failed; full resync", metadata: ["error": "\(error)"])
@@ -16,7 +26,8 @@ extension Daemon {
             schedule()
             return
         }
-        if fold(batch) { schedule(after: Daemon.debounce) }
+        // Only what changed needs planning: the reconcile looks at what the events touched.
+        if fold(batch) { schedule(full: false) }
     }
 
     /// Applies events to the cache; true when anything changed.
@@ -33,10 +44,14 @@ extension Daemon {
 
     /// Re-reads the stale parts. Events queued before and during the dumps are replayed over
     /// them (see `KernelCache`), so nothing that happened meanwhile is lost. A part whose read
-    /// fails stays stale and is retried.
-    func readKernel() {
+    /// fails stays stale and is retried. Returns whether a polled part (proxy entries, sysctls,
+    /// WireGuard, the datapath) read differently from what the cache held, or a read failed:
+    /// then only a full plan is right. (Dumps mark the cache `changedBeyondRoutes` themselves.)
+    @discardableResult
+    func readKernel() -> Bool {
         let wanted = kernel.stale
-        guard !wanted.isEmpty else { return }
+        guard !wanted.isEmpty else { return false }
+        var changed = false
         do {
             var queued = try events.readEvents()
             if wanted.contains(.links) { kernel.seed(links: try rtnetlink.links()) }
@@ -45,33 +60,81 @@ extension Daemon {
             queued += try events.readEvents()
             fold(queued)
             if wanted.contains(.proxies) || kernel.stale.contains(.proxies) {
-                kernel.proxies = try rtnetlink.proxyEntries()
+                proxyEpoch += 1
+                let proxies = try rtnetlink.proxyEntries()
+                if proxies != kernel.proxies { changed = true }
+                kernel.proxies = proxies
                 kernel.stale.remove(.proxies)
             }
             if wanted.contains(.sysctls) || kernel.stale.contains(.sysctls) {
-                if followLinks() { saveRecords() }
-                kernel.sysctls = readSysctls(desired.sysctlKeys(records))
+                if followLinks() { saveRecords(); changed = true }
+                let sysctls = readSysctls(desired.sysctlKeys(records))
+                if sysctls != kernel.sysctls { changed = true }
+                kernel.sysctls = sysctls
                 kernel.stale.remove(.sysctls)
             }
             if wanted.contains(.wireGuard) || kernel.stale.contains(.wireGuard) {
+                let before = kernel.wireGuard.map(Self.planned)
                 try readWireGuard()
+                if kernel.wireGuard.map(Self.planned) != before { changed = true }
                 reresolveQuietPeers()
                 kernel.stale.remove(.wireGuard)
             }
             if wanted.contains(.datapath) || kernel.stale.contains(.datapath) {
-                ensureDatapath()
+                let problem = datapathProblem
+                let lan = ensureDatapath()
                 // A datapath with a problem (not attached, device missing) has nothing in sync.
-                kernel.datapath = datapathProblem == nil ? try? datapathMaps?.entries() : nil
+                let entries = datapathProblem == nil ? try? datapathMaps?.entries(lan: lan) : nil
+                if entries != kernel.datapath || datapathProblem != problem { changed = true }
+                kernel.datapath = entries
                 kernel.stale.remove(.datapath)
             }
             netlinkHealthy = true
             // Replayed events can make a dumped part stale again (a link deleted meanwhile).
-            if !kernel.stale.isEmpty { schedule(after: Daemon.debounce) }
+            if !kernel.stale.isEmpty { schedule() }
         } catch {
             netlinkHealthy = false
             logger.error("reading kernel state failed; retrying", metadata: ["error": "\(error)"])
             kernel.stale.formUnion(wanted)
             schedule(after: .seconds(1))
+            changed = true
+        }
+        return changed
+    }
+
+    /// The proxy poll's off-loop dump is done: folded in when nothing overtook it (a read or a
+    /// write of the loop's own since it started, or a proxy event waiting for a read), and a
+    /// full reconcile is due when it differs from the cache. A failed dump is done again on the loop.
+    func finishProxyRead() {
+        guard let (result, epoch) = proxyReader.take() else { return }
+        guard epoch == proxyEpoch, !kernel.stale.contains(.proxies) else { return }
+        switch result {
+        case .success(let proxies):
+            guard proxies != kernel.proxies else { return }
+            logger.debug("proxy poll: the entries differ", metadata: ["read": "\(proxies.count)", "cached": "\(kernel.proxies.count)",
+                                                                     "as_sets": "\(Set(proxies) == Set(kernel.proxies) ? "equal" : "differ")"])
+            kernel.proxies = proxies
+            schedule()
+        case .failure(let error):
+            logger.warning("proxy poll failed off the loop; reading again", metadata: ["error": "\(error)"])
+            kernel.stale.insert(.proxies)
+            schedule(full: false)
+        }
+    }
+
+    /// What `plan` reads of a WireGuard device: without the handshake times and byte counters,
+    /// which change with traffic and never make a write.
+    static func planned(_ devices: [String: WireGuardDevice]) -> [String: WireGuardDevice] {
+        devices.mapValues { device in
+            var device = device
+            device.peers = device.peers.map { peer in
+                var peer = peer
+                peer.latestHandshake = nil
+                peer.receivedBytes = 0
+                peer.transmittedBytes = 0
+                return peer
+            }
+            return device
         }
     }
 

@@ -11,11 +11,24 @@ extension Daemon {
 
     var netlinkWrites: Int { rtnetlink.writeCount + wireGuardWrites + sysctlWrites + datapathWrites + (datapathMaps?.writes ?? 0) }
 
+    /// One reconcile: reads what is stale, then plans in full, or, when route events alone
+    /// changed the cache since the last plan (and nothing waits for a retry), plans only the
+    /// routes they touched (`reconcileRoutes`). A poll that read nothing new plans nothing.
     func reconcile() {
         let start = ContinuousClock.now
         reconcileAt = nil
+        let full = fullPlanDue || !failures.isEmpty
+        fullPlanDue = false
         metrics.begin(generation: generation, previous: lastPlan, failing: failures.keys)
-        readKernel()
+        let readChanged = readKernel()
+        if !full, !readChanged, let planner = currentRoutePlanner() {
+            let (touched, beyond) = kernel.takeChanges()
+            if !beyond { return reconcileRoutes(touched, planner: planner, start: start) }
+            logger.debug("full plan: more than routes changed in the kernel")
+        } else {
+            _ = kernel.takeChanges()
+            logger.debug("full plan", metadata: ["due": "\(full)", "failures": "\(failures.count)", "read_changed": "\(readChanged)"])
+        }
 
         recordTakeovers()
         var plan = makePlan()
@@ -63,6 +76,50 @@ extension Daemon {
         }
         // Anything still planned and not failing (a write that raced a change) gets another pass.
         if changes.count > applied, failures.isEmpty { schedule(after: .milliseconds(50)) }
+        // Ready for the next route event, so that it pays nothing linear in the table.
+        _ = currentRoutePlanner()
+    }
+
+    /// The route planner for the desired state, links, addresses and records as they are now:
+    /// the one kept when those are unchanged, else a new one. Nil when the kernel was not read.
+    func currentRoutePlanner() -> RoutePlanner? {
+        guard !kernel.stale.contains(.links), !kernel.stale.contains(.addresses) else { return nil }
+        let inputs = RoutePlanner.Inputs(generation: generation, links: Array(kernel.links.values),
+                                         addresses: kernel.addressList, createdDevices: records.createdDevices)
+        if let routePlanner, routePlanner.inputs == inputs { return routePlanner }
+        routePlanner = RoutePlanner(desired: desired, inputs: inputs, records: records)
+        return routePlanner
+    }
+
+    /// The event path: plans and applies the routes at `touched` only, and replaces that part
+    /// of the last plan (what status reports), leaving the rest as the last full plan said.
+    func reconcileRoutes(_ touched: Set<RouteIdentity>, planner: RoutePlanner, start: ContinuousClock.Instant) {
+        let plan = planner.plan(touching: touched) { kernel.routes[$0] ?? [] }
+        var held: [Pending] = []
+        let changes = due(plan.changes, held: &held)
+        let applied = apply(changes)
+        var outstanding = lastPlan
+        outstanding.changes.removeAll { $0.routeIdentity.map(touched.contains) ?? false }
+        let done = Set(changes.map(\.subject)).subtracting(failures.keys)
+        outstanding.changes += plan.changes.filter { !done.contains($0.subject) }
+        outstanding.changes.sort { $0.kind < $1.kind }
+        let subjects = planner.conflictSubjects(at: touched)
+        outstanding.conflicts.removeAll { $0.kind == .route && subjects.contains($0.desired) }
+        outstanding.conflicts += plan.conflicts
+        for conflict in plan.conflicts where !lastPlan.conflicts.contains(conflict) { logger.warning("conflict: \(conflict)") }
+        lastPlan = outstanding
+        changesApplied += applied
+        reconciles += 1
+        routeReconciles += 1
+        lastReconcile = Date()
+        lastReconcileDuration = ContinuousClock.now - start
+        metrics.end(duration: lastReconcileDuration ?? .zero)
+        let line = statusLine
+        if line != lastStatusLine {
+            notifier.status(line)
+            lastStatusLine = line
+        }
+        if changes.count > applied, failures.isEmpty { schedule(after: .milliseconds(50)) }
     }
 
     /// A refusal is logged when it starts or its reason changes, not at every reconcile, and a
@@ -107,7 +164,7 @@ extension Daemon {
         // the kinds the kernel does not notify, so the next plan starts from the truth.
         drainEvents()
         let kinds = Set(changes.map(\.kind))
-        if kinds.contains(.proxy) { kernel.stale.insert(.proxies) }
+        if kinds.contains(.proxy) { kernel.stale.insert(.proxies); proxyEpoch += 1 }
         if kinds.contains(.sysctl) { kernel.stale.insert(.sysctls) }
         if kinds.contains(.link) { kernel.stale.formUnion([.links, .wireGuard, .datapath]) }
         if kinds.contains(.peer) { kernel.stale.insert(.wireGuard) }
@@ -259,6 +316,7 @@ extension Daemon {
             kernel.stale.formUnion([.sysctls, .wireGuard, .datapath])
             filterScanFor = nil
             logger.info("reloaded", metadata: ["generation": "\(generation)", "summary": "\(config.summary)"])
+            fullPlanDue = true
             reconcile()
             return ReloadReply(ok: true, configGeneration: generation, errors: [], changesApplied: changesApplied - before)
         }

@@ -76,7 +76,8 @@ extension Daemon {
             refused: lastPlan.refused.prefix(Daemon.listedObjects).map { .init(kind: $0.kind.description, object: $0.object, reason: $0.reason) },
             peers: peers, endpoints: endpointStatus, datapath: datapathStatus, safety: safety,
             reconcileDuration: metrics.histogram, changesAppliedByKind: ReconcileMetrics.byName(metrics.applied),
-            repairs: ReconcileMetrics.byName(metrics.repairs), reloadFailures: metrics.reloadFailures)
+            repairs: ReconcileMetrics.byName(metrics.repairs), reloadFailures: metrics.reloadFailures,
+            routeReconciles: routeReconciles)
     }
 
     /// Answers what the status clients asked this turn: at most one request each. Reload

@@ -31,7 +31,8 @@ public final class Daemon {
         var retryAt: ContinuousClock.Instant
     }
 
-    static let debounce: Duration = .milliseconds(2)
+    /// Events read per `readEvents` call while draining the event socket.
+    static let eventsPerRead = 4096
     static let reloadSpacing: Duration = .milliseconds(100)
     static let version = "0.1.0-dev"
 
@@ -64,6 +65,11 @@ public final class Daemon {
     var lastResolved: [LastApplied.PeerKey: Double] = [:]
     let resolver: EndpointResolver
     let configReader: ConfigReader
+    /// The proxy poll's dump, off the loop.
+    let proxyReader: ProxyReader
+    /// Counts the loop's own reads and writes of proxy entries: an off-loop dump started before
+    /// one of them is older than the cache and is dropped.
+    var proxyEpoch = 0
     /// Host-name endpoints of the configuration and what their lookups said.
     var resolutions: [HostEndpoint: HostResolution] = [:]
     /// Quiet peers whose name is being looked up again (README, configuration reference).
@@ -72,6 +78,12 @@ public final class Daemon {
 
     // Scheduling.
     var reconcileAt: ContinuousClock.Instant? = .now
+    /// The next reconcile must plan everything (a timer, a reload, a retry, a resolution). When
+    /// false, what changed decides: route events alone plan only their routes (`routePlanner`),
+    /// a poll that read nothing new plans nothing.
+    var fullPlanDue = true
+    /// Plans the routes a route event touched; remade when its inputs change.
+    var routePlanner: RoutePlanner?
     var nextWireGuardPoll: ContinuousClock.Instant = .now
     var nextProxyPoll: ContinuousClock.Instant = .now
     var nextResync: ContinuousClock.Instant = .now
@@ -91,6 +103,8 @@ public final class Daemon {
     var lastReconcile: Date?
     var lastReconcileDuration: Duration?
     var reconciles = 0
+    /// Of which planned only the routes route events touched.
+    var routeReconciles = 0
     var changesApplied = 0
     var resyncs = 0
     var reloads = 0
@@ -118,9 +132,12 @@ public final class Daemon {
     public init(options: Options, logger: Logger) throws {
         self.options = options
         self.logger = logger
-        switch ConfigLoader().load(path: options.configPath) {
+        // A running daemon keeps each file's tree and its decoded peers for its reloads
+        // (`ConfigCache`); a one-shot use (cleanup) has no reload to keep them for.
+        let cache = options.listen ? ConfigCache() : nil
+        switch ConfigLoader().load(path: options.configPath, cache: cache) {
         case .success(let config): loaded = config
-        case .failure(let errors): throw DaemonError("invalid configuration:\n\(errors)")
+        case .failure(let errors): throw DaemonError("invalid configuration:\n\(errors)", configuration: true)
         }
         lastApplied = LastApplied(loaded.desired)
         recordStore = RecordStore(directory: loaded.configuration.runtime.stateDir)
@@ -134,7 +151,8 @@ public final class Daemon {
         }
         loop = try EventLoop()
         resolver = try EndpointResolver()
-        configReader = try ConfigReader()
+        configReader = try ConfigReader(cache: cache)
+        proxyReader = try ProxyReader()
         rtnetlink = try RTNetlink()
         // WGKEEPER_EVENT_BUFFER shrinks the event queue so tests can make the kernel overflow it.
         let eventBuffer = ProcessInfo.processInfo.environment["WGKEEPER_EVENT_BUFFER"].flatMap { Int($0) } ?? 32 << 20
@@ -150,8 +168,12 @@ public final class Daemon {
         }
         instanceLock = lock
         if options.listen {
-            server = try StatusServer(path: loaded.configuration.runtime.statusSocket,
-                                      access: StatusAccess(statusGroup: loaded.configuration.runtime.statusGroup), loop: loop)
+            let access = try StatusAccess(statusGroup: loaded.configuration.runtime.statusGroup)
+            server = try StatusServer(path: loaded.configuration.runtime.statusSocket, access: access, loop: loop)
+            if let group = access.group, let closed = access.directoryClosedToGroup(socketPath: loaded.configuration.runtime.statusSocket) {
+                let mode = String(closed.mode, radix: 8)
+                logger.warning("runtime.status_group: members of \(group.name) cannot reach the status socket: directory \(closed.path) (mode \(mode), group \(closed.gid)) lets them through only with mode 0755 (under the unit: RuntimeDirectoryMode=0755 in the drop-in, README)")
+            }
         }
         try claim()
     }
@@ -159,7 +181,7 @@ public final class Daemon {
     // MARK: - the loop
 
     enum Token: UInt64 {
-        case signals = 1, events = 2, resolver = 4, configReader = 8
+        case signals = 1, events = 2, resolver = 4, configReader = 8, proxyReader = 16
     }
 
     /// The claim (route protocol, pin root) is recorded with the records: a daemon started under
@@ -177,7 +199,7 @@ public final class Daemon {
             }
             throw DaemonError("the state in \(recordStore.path) was written under \(differs.joined(separator: " and ")): "
                 + "starting now would leave everything tagged with the old values behind. Run `wgkeeper cleanup` first "
-                + "(it uses the recorded values), then start")
+                + "(it uses the recorded values), then start", configuration: true)
         }
         guard options.listen, records.routeProtocol == nil || records.pinRoot == nil else { return }
         records.routeProtocol = now.routeProtocol
@@ -200,6 +222,7 @@ public final class Daemon {
         try loop.add(events.fileDescriptor, token: Token.events.rawValue)
         try loop.add(resolver.wakeFD, token: Token.resolver.rawValue)
         try loop.add(configReader.wakeFD, token: Token.configReader.rawValue)
+        try loop.add(proxyReader.wakeFD, token: Token.proxyReader.rawValue)
         logger.info("starting", metadata: ["config": "\(options.configPath)", "summary": "\(loaded.summary)"])
 
         refreshEndpoints()
@@ -240,7 +263,10 @@ public final class Daemon {
         return candidates.min()
     }
 
-    func schedule(after delay: Duration = .zero) {
+    /// A reconcile after `delay`; `full: false` when only what changed in the kernel needs a look
+    /// (events, polls): the reconcile then plans in full only if more than routes changed.
+    func schedule(after delay: Duration = .zero, full: Bool = true) {
+        if full { fullPlanDue = true }
         let at = ContinuousClock.now + delay
         if reconcileAt == nil || at < reconcileAt! { reconcileAt = at }
     }
@@ -248,12 +274,15 @@ public final class Daemon {
     func runTimers(now: ContinuousClock.Instant) {
         if now >= nextWireGuardPoll {
             nextWireGuardPoll = now + runtime.wireGuardPoll
-            if !desired.devices.isEmpty { kernel.stale.insert(.wireGuard); schedule() }
+            if !desired.devices.isEmpty { kernel.stale.insert(.wireGuard); schedule(full: false) }
         }
         if now >= nextProxyPoll {
             nextProxyPoll = now + runtime.proxyPoll
-            kernel.stale.formUnion([.proxies, .datapath])
-            schedule()
+            // The proxy entries are dumped off the loop (`finishProxyRead` takes the result);
+            // the datapath's maps are read here.
+            if !proxyReader.start(epoch: proxyEpoch) { kernel.stale.insert(.proxies) }
+            kernel.stale.insert(.datapath)
+            schedule(full: false)
         }
         if now >= nextResync {
             nextResync = now + runtime.resync
@@ -301,6 +330,8 @@ public final class Daemon {
             applyResolutions()
         case Token.configReader.rawValue:
             finishReload()
+        case Token.proxyReader.rawValue:
+            finishProxyRead()
         case server?.listenerToken:
             server?.acceptWaiting(now: .now)
         default:

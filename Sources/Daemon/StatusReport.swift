@@ -144,6 +144,9 @@ public struct StatusReport: Codable, Sendable {
     public var repairs: [String: Int]? = nil
     /// Reloads refused since start (invalid configuration, a changed claim).
     public var reloadFailures: Int? = nil
+    /// Of `reconciles`, those that planned only the routes route events touched (the rest
+    /// planned everything).
+    public var routeReconciles: Int? = nil
 }
 
 public struct ReloadReply: Codable, Sendable {

@@ -138,7 +138,7 @@ final class StatusServer {
         if lstat(path, &existing) == 0 {
             guard existing.st_mode & S_IFMT == S_IFSOCK else {
                 throw DaemonError("status socket \(path) exists and is not a socket (\(Self.kind(existing.st_mode))); "
-                    + "it is left alone: remove it or set runtime.status_socket")
+                    + "it is left alone: remove it or set runtime.status_socket", configuration: true)
             }
             if Self.someoneAnswers(address) {
                 throw DaemonError("another wgkeeper is running on status socket \(path); stop it first")
@@ -484,5 +484,15 @@ final class StatusServer {
 
 public struct DaemonError: Error, CustomStringConvertible {
     public let description: String
-    public init(_ description: String) { self.description = description }
+    /// What only the operator can fix (the configuration, a changed claim): `run` exits with
+    /// `configurationExitStatus` for it, which the unit's `RestartPreventExitStatus=` names, so
+    /// systemd does not restart into the same error every `RestartSec=`.
+    public let isConfiguration: Bool
+    public init(_ description: String, configuration: Bool = false) {
+        self.description = description
+        self.isConfiguration = configuration
+    }
+
+    /// EX_CONFIG (sysexits.h).
+    public static let configurationExitStatus: Int32 = 78
 }

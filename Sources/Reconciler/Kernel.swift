@@ -12,6 +12,19 @@ public protocol DatapathMaps {
     func entries() throws -> Set<DatapathEntry>
     func insert(_ entry: DatapathEntry) throws
     func remove(_ entry: DatapathEntry) throws
+    /// Inserts many at once (one batched map update where the kernel has it); returns the
+    /// entries that failed, with the error.
+    func insert(_ entries: [DatapathEntry]) -> [DatapathEntry: String]
+}
+
+extension DatapathMaps {
+    public func insert(_ entries: [DatapathEntry]) -> [DatapathEntry: String] {
+        var failed: [DatapathEntry: String] = [:]
+        for entry in entries {
+            do { try insert(entry) } catch { failed[entry] = "\(error)" }
+        }
+        return failed
+    }
 }
 
 extension ObservedState {
@@ -203,9 +216,29 @@ public struct KernelApplier {
                 }
             }
         }
+        // Consecutive map inserts go out together: 10 000 client entries are a few batched
+        // map updates where the kernel takes them, not 10 000 system calls.
+        var inserts: [(slot: Int, entry: DatapathEntry)] = []
+        func flushInserts() {
+            guard !inserts.isEmpty else { return }
+            defer { inserts = [] }
+            guard let datapath else {
+                for (slot, _) in inserts { results[slot].error = "datapath unavailable" }
+                return
+            }
+            let failed = datapath.insert(inserts.map(\.entry))
+            for (slot, entry) in inserts { if let error = failed[entry] { results[slot].error = error } }
+        }
         for (slot, change) in changes.enumerated() {
-            if change.kind < .route { flush() }
             let operation = change.operation(resolve: resolve)
+            if case .datapath(let entry, insert: true) = operation {
+                flush()
+                flushPeers()
+                inserts.append((slot, entry))
+                continue
+            }
+            flushInserts()
+            if change.kind < .route { flush() }
             if case .wireGuard(let device, let deviceChange) = operation, case .peer = change.object,
                deviceChange.privateKey == nil, deviceChange.listenPort == nil, !deviceChange.replacePeers {
                 if peers?.device != device {
@@ -231,6 +264,7 @@ public struct KernelApplier {
                 do { try insert ? datapath.insert(entry) : datapath.remove(entry) } catch { results[slot].error = "\(error)" }
             }
         }
+        flushInserts()
         flushPeers()
         flush()
         return results

@@ -31,6 +31,18 @@ public struct KernelCache: Sendable {
     public var stale: Set<Part> = Set(Part.allCases)
     /// Event queue overflows seen (each one made everything stale).
     public private(set) var overflows = 0
+    /// Route identities that events changed since `takeChanges()`: what a plan of the routes
+    /// at those identities alone (`RoutePlanner`) has to look at.
+    public private(set) var touchedRoutes: Set<RouteIdentity> = []
+    /// Something other than a route changed since `takeChanges()` (a link, an address, a dump):
+    /// only a full plan is right then.
+    public private(set) var changedBeyondRoutes = true
+
+    /// What changed since the last call, and starts counting afresh.
+    public mutating func takeChanges() -> (routes: Set<RouteIdentity>, beyondRoutes: Bool) {
+        defer { touchedRoutes = []; changedBeyondRoutes = false }
+        return (touchedRoutes, changedBeyondRoutes)
+    }
 
     public struct AddressKey: Hashable, Sendable {
         public var interfaceIndex: Int32
@@ -48,17 +60,20 @@ public struct KernelCache: Sendable {
     public mutating func seed(links dumped: [Link]) {
         links = Dictionary(dumped.map { ($0.index, $0) }, uniquingKeysWith: { a, _ in a })
         stale.remove(.links)
+        changedBeyondRoutes = true
     }
 
     /// IPv6 routes of every table (others are ignored).
     public mutating func seed(routes dumped: [Route]) {
         routes = Dictionary(grouping: dumped.lazy.filter { $0.family == .inet6 }, by: RouteIdentity.init)
         stale.remove(.routes)
+        changedBeyondRoutes = true
     }
 
     public mutating func seed(addresses dumped: [Address]) {
         addresses = Dictionary(dumped.map { (AddressKey($0), $0) }, uniquingKeysWith: { a, _ in a })
         stale.remove(.addresses)
+        changedBeyondRoutes = true
     }
 
     // MARK: events
@@ -67,6 +82,17 @@ public struct KernelCache: Sendable {
     /// caller knows whether a reconcile is worth scheduling.
     @discardableResult
     public mutating func apply(_ event: RouteEvent) -> Bool {
+        let changed = fold(event)
+        if changed {
+            switch event {
+            case .newRoute(let route), .replacedRoute(let route), .deletedRoute(let route): touchedRoutes.insert(RouteIdentity(route))
+            default: changedBeyondRoutes = true
+            }
+        }
+        return changed
+    }
+
+    private mutating func fold(_ event: RouteEvent) -> Bool {
         let before = stale
         switch event {
         case .newRoute(let route):

@@ -324,27 +324,8 @@ private struct Planner {
             wanted.insert(item.identity)
             let route = Route(destination: item.destination, table: item.table, protocolNumber: protocolNumber,
                               outputInterface: index, gateway: item.gateway, metric: item.metric)
-            let present = byIdentity[item.identity] ?? []
-            // Ours means our protocol, wherever it sits; anything else at this identity is foreign.
-            if let foreign = present.first(where: { $0.protocolNumber != protocolNumber }) {
-                result.conflicts.append(Conflict(kind: .route, desired: "route " + Change.describe(route, device: item.device),
-                                                 foreign: "route " + Change.describe(foreign, device: deviceName(foreign.outputInterface))))
-            } else if let ours = present.first(where: { $0.sameNextHop(route) }) ?? present.first {
-                // More than one of ours at this identity (`ip route append`): one is kept.
-                extra += present.filter { $0 != ours }
-                var fields: [String] = []
-                if ours.outputInterface != index { fields.append("dev") }
-                if ours.gateway != item.gateway { fields.append("via") }
-                if ours.type != route.type { fields.append("type") }
-                if ours.scope != route.scope { fields.append("scope") }
-                if !fields.isEmpty {
-                    let was = Change.describe(ours, device: deviceName(ours.outputInterface))
-                    result.changes.append(Change(.replace, .route(route, device: item.device), reason: .differs(fields),
-                                                 detail: "(was \(was))"))
-                }
-            } else {
-                result.changes.append(Change(.add, .route(route, device: item.device), reason: .missing))
-            }
+            extra += result.planRoute(route, device: item.device, present: byIdentity[item.identity] ?? [],
+                                      routeProtocol: protocolNumber, deviceName: deviceName)
         }
         let unexpected = routes.filter { $0.protocolNumber == protocolNumber && !wanted.contains(RouteIdentity($0)) } + extra
         for route in unexpected.sorted(by: { (RouteIdentity($0), $0.outputInterface ?? 0) < (RouteIdentity($1), $1.outputInterface ?? 0) }) {
@@ -425,4 +406,34 @@ public func unsafeLANAddresses(lan: Link?, _ addresses: [Address]) -> [Address] 
         guard address.interfaceIndex == lan.index, case .v6(let a) = address.prefix.address else { return false }
         return !a.isLinkLocal && address.prefix.length < 127
     }.sorted { $0.prefix < $1.prefix }
+}
+
+extension Plan {
+    /// One desired route against the routes the kernel holds at its identity (`present`), as
+    /// both the full plan and `RoutePlanner` decide it. Ours means our protocol, wherever it
+    /// sits; anything else there is foreign, a conflict. Otherwise ours is kept (the one with the
+    /// same next hop, else the first) and replaced when a field differs, or the route is added.
+    /// Returns our other routes at that identity (`ip route append`), which go.
+    mutating func planRoute(_ route: Route, device: String, present: [Route], routeProtocol: UInt8,
+                            deviceName: (Int32?) -> String) -> [Route] {
+        if let foreign = present.first(where: { $0.protocolNumber != routeProtocol }) {
+            conflicts.append(Conflict(kind: .route, desired: "route " + Change.describe(route, device: device),
+                                      foreign: "route " + Change.describe(foreign, device: deviceName(foreign.outputInterface))))
+            return []
+        }
+        guard let ours = present.first(where: { $0.sameNextHop(route) }) ?? present.first else {
+            changes.append(Change(.add, .route(route, device: device), reason: .missing))
+            return []
+        }
+        var fields: [String] = []
+        if ours.outputInterface != route.outputInterface { fields.append("dev") }
+        if ours.gateway != route.gateway { fields.append("via") }
+        if ours.type != route.type { fields.append("type") }
+        if ours.scope != route.scope { fields.append("scope") }
+        if !fields.isEmpty {
+            let was = Change.describe(ours, device: deviceName(ours.outputInterface))
+            changes.append(Change(.replace, .route(route, device: device), reason: .differs(fields), detail: "(was \(was))"))
+        }
+        return present.filter { $0 != ours }
+    }
 }

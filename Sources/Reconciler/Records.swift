@@ -131,7 +131,7 @@ public struct Records: Codable, Hashable, Sendable {
         for name in createdDevices { if let now = target(name) { moved.createdDevices.insert(now) } }
         for name in createdQdiscs { if let now = target(name) { moved.createdQdiscs.insert(now) } }
         for (name, keys) in peers { if let now = target(name) { moved.peers[now, default: []].formUnion(keys) } }
-        for (name, index) in interfaceIndexes { if let now = byIndex[index] { moved.interfaceIndexes[now] = index } }
+        for (_, index) in interfaceIndexes { if let now = byIndex[index] { moved.interfaceIndexes[now] = index } }
         guard moved != self else { return false }
         self = moved
         return true

@@ -31,7 +31,7 @@ struct RunCommand: ParsableCommand {
             throw ExitCode(try daemon.run())
         } catch let error as DaemonError {
             logger.critical("\(error)")
-            throw ExitCode(1)
+            throw ExitCode(error.isConfiguration ? DaemonError.configurationExitStatus : 1)
         }
     }
 }

@@ -10,7 +10,12 @@ func askDaemon(socket path: String, command: String, timeout: Duration? = .secon
     defer { close(fd) }
     guard let address = UnixSocketAddress(path) else { throw CLIError("socket path too long: \(path)") }
     guard address.connect(fd) == 0 else {
-        throw CLIError("cannot reach wgkeeper at \(path): \(String(cString: strerror(errno))) (is `wgkeeper run` running? see --socket)")
+        let code = errno
+        // /run/wgkeeper is root's (0750): a user who may not enter it is not told the daemon is down.
+        let hint = code == EACCES || code == EPERM
+            ? "only root and members of runtime.status_group may use it"
+            : "is `wgkeeper run` running? see --socket"
+        throw CLIError("cannot reach wgkeeper at \(path): \(String(cString: strerror(code))) (\(hint))")
     }
     let deadline = timeout.map { ContinuousClock.now + $0 }
     let request = Array(#"{"command":"\#(command)"}"#.utf8) + [10]

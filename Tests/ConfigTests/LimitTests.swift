@@ -48,7 +48,7 @@ final class LimitTests: XCTestCase {
         var errors = ConfigErrorList()
         var budget = Tree.Budget(.standard)
         let text = String(repeating: "[", count: 32) + String(repeating: "]", count: 32)
-        XCTAssertNotNil(Tree.parse(text, file: "f", fileOrder: 0, budget: &budget, errors: &errors))
+        XCTAssertNotNil(Tree.parse(text, file: "f", budget: &budget, errors: &errors))
         XCTAssertEqual(errors.kept, [])
     }
 
@@ -174,7 +174,7 @@ final class LimitTests: XCTestCase {
         var errors = ConfigErrorList()
         var budget = Tree.Budget(.standard)
         let start = ContinuousClock.now
-        let tree = Tree.parse(text, file: "f", fileOrder: 0, budget: &budget, errors: &errors)
+        let tree = Tree.parse(text, file: "f", budget: &budget, errors: &errors)
         XCTAssertLessThan(ContinuousClock.now - start, .seconds(5))
         XCTAssertEqual(errors.kept.map(\.description), ["f:\(count + 1):1: duplicate key \"k7\" (first set at f:8:1)"])
         guard case .mapping(let entries, _)? = tree else { return XCTFail("not a mapping") }

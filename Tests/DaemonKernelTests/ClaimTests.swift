@@ -22,13 +22,7 @@ final class ClaimTests: XCTestCase {
         return (ns, try DaemonHarness(self, ns: ns))
     }
 
-    private func bpffs(_ h: DaemonHarness) throws -> String {
-        let pinRoot = h.directory.appendingPathComponent("bpf").path
-        try FileManager.default.createDirectory(atPath: pinRoot, withIntermediateDirectories: true)
-        try shell("mount", "-t", "bpf", "bpffs", pinRoot)
-        addTeardownBlock { _ = try? shell("umount", "-l", pinRoot) }
-        return pinRoot
-    }
+    private func bpffs(_ h: DaemonHarness) throws -> String { try h.mountPinRoot(self) }
 
     func testAnotherToolsPinsUnderThePinRootAreNeverTouched() throws {
         let (_, h) = try lab()

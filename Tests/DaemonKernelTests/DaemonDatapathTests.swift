@@ -13,12 +13,7 @@ final class DaemonDatapathTests: XCTestCase {
         try ns.addVeth("private0", "lanp")
         try ns.ip("-6", "addr", "add", "2001:db8:1::1/128", "dev", "private0", "nodad")
         let h = try DaemonHarness(self, ns: ns)
-        // A bpffs in the test's own mount namespace: `ip netns exec` gives the daemon a private
-        // copy of it, so what a mount of the daemon's would hold vanishes with each run.
-        let pinRoot = h.directory.appendingPathComponent("bpf").path
-        try FileManager.default.createDirectory(atPath: pinRoot, withIntermediateDirectories: true)
-        try shell("mount", "-t", "bpf", "bpffs", pinRoot)
-        addTeardownBlock { _ = try? shell("umount", "-l", pinRoot) }
+        let pinRoot = try h.mountPinRoot(self)
         try h.writeConfig(h.gatewayConfig(
             runtime: ["proxy_poll: 200ms"], pinRoot: pinRoot,
             peers: [TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128", "2001:db8:5::/64"])],

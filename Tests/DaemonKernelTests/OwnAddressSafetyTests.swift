@@ -15,10 +15,7 @@ final class OwnAddressSafetyTests: XCTestCase {
         try ns.addVeth("private0", "lanp")
         try ns.ip("-6", "addr", "add", "2001:db8:1::1/128", "dev", "private0", "nodad")
         let h = try DaemonHarness(self, ns: ns)
-        let pinRoot = h.directory.appendingPathComponent("bpf").path
-        try FileManager.default.createDirectory(atPath: pinRoot, withIntermediateDirectories: true)
-        try shell("mount", "-t", "bpf", "bpffs", pinRoot)
-        addTeardownBlock { _ = try? shell("umount", "-l", pinRoot) }
+        let pinRoot = try h.mountPinRoot(self)
         try h.writeConfig(h.gatewayConfig(
             runtime: ["proxy_poll: 200ms"], pinRoot: pinRoot,
             peers: [TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128"]),

@@ -142,10 +142,7 @@ final class OwnershipTests: XCTestCase {
         try ns.addVeth("private0", "lanp")
         try ns.addVeth("private1", "lanp1")
         let h = try DaemonHarness(self, ns: ns)
-        let pinRoot = h.directory.appendingPathComponent("bpf").path
-        try FileManager.default.createDirectory(atPath: pinRoot, withIntermediateDirectories: true)
-        try shell("mount", "-t", "bpf", "bpffs", pinRoot)
-        addTeardownBlock { _ = try? shell("umount", "-l", pinRoot) }
+        let pinRoot = try h.mountPinRoot(self)
         // bpftool 7.1 (Debian 12) does not show which device a TCX link is on, and links are
         // global, not per namespace: follow the ids of the links pinned in our own bpffs.
         func linkIDs() throws -> [String: Int] {

@@ -31,12 +31,7 @@ final class NeighbourDiscoveryGatewayTests: XCTestCase {
         tun = try gateway.namespace.perform { try TunDevice(name: "wg0") }
         try gateway.ip("link", "set", "wg0", "up")
         daemon = try DaemonHarness(self, ns: gateway)
-        // A bpffs in the test's own mount namespace, so the pins outlive each daemon run.
-        pinRoot = daemon.directory.appendingPathComponent("bpf").path
-        try FileManager.default.createDirectory(atPath: pinRoot, withIntermediateDirectories: true)
-        try shell("mount", "-t", "bpf", "bpffs", pinRoot)
-        let pinRoot = self.pinRoot
-        addTeardownBlock { _ = try? shell("umount", "-l", pinRoot) }
+        pinRoot = try daemon.mountPinRoot(self)
         try daemon.writeConfig(config(ndp: ndp, peers: peers))
         try daemon.start()
     }

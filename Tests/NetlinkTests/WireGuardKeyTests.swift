@@ -30,6 +30,26 @@ final class WireGuardKeyTests: XCTestCase {
         for text in bad { XCTAssertNil(WireGuardKey(base64: text), text) }
     }
 
+    /// The hand-written decoder against Foundation's: every 32-byte value round-trips, every
+    /// other last character (non-zero spare bits) and every character outside the alphabet is refused.
+    func testDecoderAgreesWithFoundation() throws {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<2_000 {
+            let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let text = Data(bytes).base64EncodedString()
+            XCTAssertEqual(WireGuardKey(base64: text)?.bytes, bytes, text)
+            XCTAssertEqual(WireGuardKey(base64: Substring(text))?.bytes, bytes, "a Substring too")
+            var chars = Array(text.utf8)
+            for c in Set(0...255).subtracting(Set(chars[42...42].map(Int.init))) {
+                chars[42] = UInt8(c)
+                let other = String(decoding: chars, as: UTF8.self)
+                let foundation = Data(base64Encoded: other).flatMap { $0.base64EncodedString() == other && $0.count == 32 ? Array($0) : nil }
+                XCTAssertEqual(WireGuardKey(base64: other)?.bytes, foundation, other)
+            }
+        }
+        XCTAssertEqual(Set([pairs[0].1, pairs[1].1].compactMap(WireGuardKey.init(base64:))).count, 2, "keys hash by their bytes")
+    }
+
     func testSecretsNeverPrint() throws {
         let secret = pairs[0].0
         let key = try XCTUnwrap(PrivateKey(base64: secret))

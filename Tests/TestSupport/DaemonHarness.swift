@@ -40,6 +40,17 @@ public final class DaemonHarness: @unchecked Sendable {
 
     public var keyPath: String { directory.appendingPathComponent("wg0.key").path }
 
+    /// A bpffs of the test's own at `directory/bpf`, for `runtime.bpf_pin_root`. It is mounted in
+    /// the test's mount namespace (`ip netns exec` gives each daemon run a private copy of it), so
+    /// the pins outlive each run; unmounted at teardown, before the directory goes.
+    public func mountPinRoot(_ test: XCTestCase) throws -> String {
+        let pinRoot = directory.appendingPathComponent("bpf").path
+        try FileManager.default.createDirectory(atPath: pinRoot, withIntermediateDirectories: true)
+        try shell("mount", "-t", "bpf", "bpffs", pinRoot)
+        test.addTeardownBlock { _ = try? shell("umount", "-l", pinRoot) }
+        return pinRoot
+    }
+
     public func writeConfig(_ yaml: String) throws {
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
     }

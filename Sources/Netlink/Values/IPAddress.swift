@@ -42,7 +42,8 @@ public struct IPv6Address: Hashable, Comparable, Sendable, CustomStringConvertib
     public init?(_ text: some StringProtocol) {
         var raw = in6_addr()
         guard inet_pton(AF_INET6, String(text), &raw) == 1 else { return nil }
-        self.init(bytes: withUnsafeBytes(of: raw, Array.init))!
+        (high, low) = withUnsafeBytes(of: raw) { (UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)),
+                                                  UInt64(bigEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self))) }
     }
 
     public init?(bytes: some Collection<UInt8>) {
@@ -160,11 +161,12 @@ public struct IPPrefix: Hashable, Comparable, Sendable, CustomStringConvertible 
 
     /// Parses `addr/len`, or a bare address as a host prefix. Rejects lengths past the address width.
     public init?(_ text: some StringProtocol) {
-        let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
-        guard let address = IPAddress(parts[0]) else { return nil }
+        // The first `/` found by byte, not by `split`: allowed IPs are parsed by the ten thousand.
+        let slash = text.utf8.firstIndex(of: UInt8(ascii: "/"))
+        guard let address = IPAddress(slash.map { text[..<$0] } ?? text[...]) else { return nil }
         var length = address.bitWidth
-        if parts.count == 2 {
-            let digits = parts[1]
+        if let slash {
+            let digits = text[text.index(after: slash)...]
             guard !digits.isEmpty, digits.count <= 3, digits.allSatisfy({ $0.isASCII && $0.isNumber }),
                   let n = Int(digits), n <= address.bitWidth else { return nil }
             length = n

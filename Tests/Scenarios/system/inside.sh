@@ -121,6 +121,17 @@ printf 'proxies:\n  - address: 2001:db8:1::200\n    device: private0\n' > /etc/w
 pid=$(prop MainPID)
 reloaded() { systemctl reload wgkeeper && until_ok 5 sh -c 'ip -6 neigh show proxy | grep -q 2001:db8:1::200' && equals "$(prop MainPID)" "$pid"; }
 check "systemctl reload: the new proxy entry, same process" reloaded
+# A refused reload: systemctl reload runs `wgkeeper reload`, which fails with the errors; the daemon
+# keeps its generation. The bad value is the private key itself, which no line may repeat.
+key=$(cat /etc/wgkeeper/wg0.key)
+printf 'proxies:\n  - address: "%s"\n    device: private0\n' "$key" > /etc/wgkeeper/conf.d/broken.yaml
+refused() {
+    ! systemctl reload wgkeeper && equals "$(prop MainPID) $(prop ActiveState)" "$pid active" \
+        && journalctl -u wgkeeper --no-pager -o cat | grep -m1 'conf.d/broken.yaml:2:'
+}
+check "systemctl reload of an invalid configuration fails, naming file:line; same process, still active" refused
+rm /etc/wgkeeper/conf.d/broken.yaml
+check "the private key appears nowhere in the journal" sh -c "! journalctl --no-pager -o verbose | grep -cF '$key'"
 ip -6 route del 2001:db8:1::100/128 dev wg0
 check "an externally deleted route comes back" until_ok 5 route_back
 check "lap still reaches srv" until_ok 10 ping_ok
@@ -155,9 +166,39 @@ check "journalctl -u wgkeeper: the daemon's lines, priority kept (no <N> prefix)
     n=$(grep -c "^SYSLOG_IDENTIFIER=wgkeeper" /systemtest/journal.export); echo "$n lines"
     [ "$n" -gt 3 ] && grep -q "^PRIORITY=[0-5]$" /systemtest/journal.export && ! grep -q "^MESSAGE=<[0-9]>" /systemtest/journal.export'
 
-echo "== removal"
+echo "== an invalid configuration"
 rm -r /etc/systemd/system/wgkeeper.service.d; systemctl daemon-reload
 systemctl start wgkeeper
+pid=$(prop MainPID)
+printf 'proxies:\n  - address: nowhere\n    device: private0\n' > /etc/wgkeeper/conf.d/broken.yaml
+# The upgrade path (dpkg -i over the installed version passes it to postinst): no restart into it.
+check "dpkg -i with an invalid configuration: says so, the running daemon stays" sh -c '
+    dpkg -i /systemtest/wgkeeper.deb > /systemtest/dpkg-reinstall.log 2>&1 || { cat /systemtest/dpkg-reinstall.log; exit 1; }
+    grep -m1 "does not pass" /systemtest/dpkg-reinstall.log && [ "$(systemctl show -P MainPID wgkeeper)" = "'$pid'" ]'
+restarts=$(prop NRestarts)
+systemctl restart wgkeeper 2>/dev/null
+sleep 5
+check "systemctl restart into it: failed with status 78, not restarted" equals \
+    "$(prop ActiveState) $(prop ExecMainStatus) $(prop NRestarts)" "failed 78 $restarts"
+check "the journal names the place" sh -c 'journalctl -u wgkeeper --no-pager -o cat | grep -m1 "conf.d/broken.yaml:2:.*nowhere"'
+rm /etc/wgkeeper/conf.d/broken.yaml
+check "fixed: systemctl restart" sh -c 'systemctl restart wgkeeper && systemctl is-active wgkeeper'
+
+echo "== runtime.status_group with the README's drop-in"
+groupadd wgstat; useradd -M -G wgstat alice
+sed -i 's/^runtime:$/runtime:\n  status_group: wgstat/' /etc/wgkeeper/wgkeeper.yaml
+mkdir -p /etc/systemd/system/wgkeeper.service.d
+printf '[Service]\nCapabilityBoundingSet=CAP_NET_ADMIN CAP_BPF CAP_PERFMON CAP_CHOWN\nSystemCallFilter=@chown\nRuntimeDirectoryMode=0755\n' \
+    > /etc/systemd/system/wgkeeper.service.d/status-group.conf
+systemctl daemon-reload
+check "restarted with status_group: wgstat" sh -c 'systemctl restart wgkeeper && systemctl is-active wgkeeper'
+check "a member of the group reads wgkeeper status" bash -c 'set -o pipefail; setpriv --reuid=alice --regid=alice --init-groups wgkeeper status | head -1'
+check "another user is refused, told who may" bash -c 'out=$(setpriv --reuid=65534 --regid=65534 --clear-groups wgkeeper status 2>&1); rc=$?
+    echo "$out"; [ $rc = 1 ] && grep -q "only root and members" <<<"$out"'
+check "no warning about the socket's directory" sh -c '! journalctl -u wgkeeper --no-pager -o cat | grep "cannot reach the status socket"'
+rm -r /etc/systemd/system/wgkeeper.service.d; systemctl daemon-reload
+
+echo "== removal"
 # One dpkg run (each reads its database over 9p: about 2 minutes under TCG): the purge runs the
 # remove step first (prerm stop, postrm remove), then the purge step.
 check "dpkg --purge: the running service stopped" sh -c 'dpkg --purge wgkeeper && ! systemctl is-active wgkeeper'

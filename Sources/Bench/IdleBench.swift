@@ -1,0 +1,62 @@
+import Foundation
+import Glibc
+
+/// Issue 16: the daemon's CPU while nothing changes, N peers with the datapath on (redirect:
+/// true: programs attached, N client entries in the LPM map), the default polls (proxy and
+/// WireGuard every 2 s) and the default resync (60 s). utime + stime from /proc/PID/stat over
+/// the window, after convergence.
+func benchIdle(count: Int, window: Int) throws {
+    let directory = try scratchDirectory()
+    defer { try? FileManager.default.removeItem(at: directory) }
+    var config = GatewayConfig(directory: directory, peers: count, timers: "2s")
+    config.resync = "60s"
+    config.redirect = true
+    try config.write()
+    let (percent, notes) = try withGatewayNamespace { name, _ in
+        let daemon = try GatewayDaemon(namespace: name, config: config)
+        defer {
+            daemon.stop()
+            let pins = directory.appendingPathComponent("bpf").path
+            while umount2(pins, Int32(MNT_DETACH)) == 0 {}
+        }
+        _ = try daemon.wait(for: "READY=1", timeout: .seconds(300))
+        var status = try daemon.status()
+        let deadline = ContinuousClock.now + .seconds(120)
+        while status.inSync("route") < count || status.inSync("proxy") < count || status.inSync("datapath") < count {
+            if ContinuousClock.now > deadline { throw BenchError("not in sync 120 s after READY: \(status.raw["kinds"] ?? "")\n\(daemon.log.suffix(2000))") }
+            usleep(200_000)
+            status = try daemon.status()
+        }
+        sleep(5)
+        let pid = daemon.process.processIdentifier
+        let before = try cpuTicks(pid: pid), statusBefore = try daemon.status()
+        let start = ContinuousClock.now
+        sleep(UInt32(window))
+        let after = try cpuTicks(pid: pid), statusAfter = try daemon.status()
+        let elapsed = (ContinuousClock.now - start).seconds
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let percent = Double(after - before) / ticks / elapsed * 100
+        let reconciles = statusAfter.reconciles - statusBefore.reconciles
+        let routeOnly = (statusAfter.raw["route_reconciles"] as? Int).flatMap { a in (statusBefore.raw["route_reconciles"] as? Int).map { a - $0 } }
+        var notes = ["utime + stime of the daemon over \(String(format: "%.1f", elapsed)) s: \(after - before) ticks (\(Int(ticks)) per second); "
+            + "reconciles meanwhile: \(reconciles)\(routeOnly.map { " (\($0) of them planned routes only or nothing)" } ?? ""); resyncs: \(statusAfter.resyncs - statusBefore.resyncs); "
+            + "netlink writes: \(statusAfter.netlinkWrites - statusBefore.netlinkWrites)"]
+        notes.append("\(count) peers, \(count) routes, \(count) proxy entries, \(count) client entries in the LPM map plus the LAN prefix; no WireGuard on the host kernel (peers pending, so the WireGuard poll reads nothing)")
+        return (percent, notes)
+    }
+    var figure = Figure(row: 9, what: "idle CPU, N = \(count) peers, redirect on, default polls (2 s) and resync (60 s)", unit: "% of a core",
+                        ours: Summary([percent]), target: "≤ 0.5 %", met: percent <= 0.5)
+    figure.notes = notes
+    figure.emit()
+}
+
+/// utime + stime of a process, in clock ticks.
+func cpuTicks(pid: Int32) throws -> Int {
+    let text = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+    // Fields after the command name (which may hold spaces) in parentheses.
+    guard let close = text.lastIndex(of: ")") else { throw BenchError("malformed /proc/\(pid)/stat") }
+    let fields = text[text.index(after: close)...].split(separator: " ")
+    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    guard fields.count > 13, let utime = Int(fields[11]), let stime = Int(fields[12]) else { throw BenchError("malformed /proc/\(pid)/stat") }
+    return utime + stime
+}

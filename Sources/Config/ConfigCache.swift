@@ -1,0 +1,112 @@
+import FoundationEssentials
+import Glibc
+import Synchronization
+
+/// What one load keeps for the next, so that a reload costs what changed rather than the
+/// whole configuration: each file's parsed tree (with its identity and content), and each peer
+/// decoded from it. Pass the same cache to every `ConfigLoader.load(path:cache:)` of one
+/// configuration (the daemon keeps one for its life).
+///
+/// Nothing here skips a check. Every load still resolves every file and checks its owner and
+/// mode and every directory and link on its path; only the read and the parse of a file whose
+/// content is known to be unchanged are saved, and the decoding of a peer whose tree is equal,
+/// node for node and location for location, to one decoded before. Everything that spans
+/// files (merging, limits, duplicate and overlapping peers, derivation) runs on the whole as
+/// in a fresh load, so the outcome (desired state and errors) is the same as a fresh load's.
+///
+/// When a file's content counts as unchanged: its device, inode, size, mtime and ctime (both to
+/// the nanosecond) are those recorded when it was read, and its ctime was already more than
+/// `ConfigCache.settled` older than the clock when that read began. Any later write, chmod,
+/// rename over it or replacement (new inode, or the same inode reused) sets ctime to the
+/// kernel's clock at that moment, which is then at least the read's start minus one timestamp
+/// tick, so it differs from a ctime recorded that long before. A file changed within a tick of
+/// being read (too recent to tell by its timestamps) is read again at the next load and its
+/// bytes compared with the ones kept; so is any file whose identity differs. Reading is cheap
+/// next to parsing, so one large file is always compared by content when its stamps moved.
+/// (The argument assumes the file system's timestamps come from this host's clock and the
+/// clock is not stepped back by more than `settled` between loads.)
+public final class ConfigCache: Sendable {
+    /// How old a file's ctime must be, against the clock when its read began, for its
+    /// identity alone to vouch for its content: above any timestamp granularity in use (1 s on
+    /// ext4 with 128-byte inodes, 2 s on FAT, a jiffy with the kernel's coarse clock).
+    static let settled = 3
+
+    private let state = Mutex(State())
+    /// The clock a read's start is taken from (tests move it).
+    let now: @Sendable () -> timespec
+
+    public convenience init() { self.init(now: realtimeNow) }
+
+    init(now: @escaping @Sendable () -> timespec) { self.now = now }
+
+    struct State: Sendable {
+        var files: [String: CachedFile] = [:]
+        var peers: [SourceLocation: DecodedPeer] = [:]
+        var statistics = Statistics()
+    }
+
+    /// What the last load did: how many files it read and parsed, how many peers it decoded.
+    public struct Statistics: Sendable, Equatable {
+        public var filesRead = 0
+        public var filesParsed = 0
+        public var peersDecoded = 0
+    }
+
+    public var lastLoad: Statistics { state.withLock { $0.statistics } }
+
+    /// The kept state, handed to one load at a time (a concurrent load finds it empty and
+    /// just does a full load).
+    func take() -> State { state.withLock { current in defer { current = State() }; return current } }
+    func store(_ new: State) { state.withLock { $0 = new } }
+
+    /// Files whose parsed tree is kept, for tests.
+    public var cachedFiles: Int { state.withLock { $0.files.count } }
+}
+
+/// One file as last read: where it pointed, what `stat` said, its bytes, its tree and what
+/// parsing it cost the load's budget.
+struct CachedFile: Sendable {
+    var real: String
+    var identity: FileIdentity
+    /// The identity alone vouches for the content (see `ConfigCache`).
+    var settled: Bool
+    var content: Data
+    var tree: Tree
+    var nodes: Int
+    var aliasNodes: Int
+    var aliasBytes: Int
+}
+
+/// A peer's list item and what it decoded to without an error.
+struct DecodedPeer: Sendable {
+    var tree: Tree
+    var section: PeerSection
+}
+
+/// What `stat` tells of a file's identity and last change.
+struct FileIdentity: Equatable, Sendable {
+    var device: UInt64
+    var inode: UInt64
+    var size: Int64
+    var mtime: Int128
+    var ctime: Int128
+
+    init(_ info: stat) {
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
+        size = Int64(info.st_size)
+        mtime = Int128(info.st_mtim.tv_sec) * 1_000_000_000 + Int128(info.st_mtim.tv_nsec)
+        ctime = Int128(info.st_ctim.tv_sec) * 1_000_000_000 + Int128(info.st_ctim.tv_nsec)
+    }
+
+    /// Whether the ctime was more than `ConfigCache.settled` seconds before `start`.
+    func settled(before start: timespec) -> Bool {
+        ctime / 1_000_000_000 + Int128(ConfigCache.settled) < Int128(start.tv_sec)
+    }
+}
+
+func realtimeNow() -> timespec {
+    var now = timespec()
+    clock_gettime(CLOCK_REALTIME, &now)
+    return now
+}

@@ -1,0 +1,292 @@
+@testable import Config
+import Foundation
+import Glibc
+import Netlink
+import Reconciler
+import TestSupport
+import XCTest
+
+/// A load with a `ConfigCache` (what the daemon's reloads do) must give exactly what a fresh
+/// load of the same files gives: the same desired state, the same files, the same errors.
+final class IncrementalLoadTests: XCTestCase {
+    private var fixture: ConfigFixture!
+
+    override func setUpWithError() throws { fixture = try ConfigFixture(for: self) }
+
+    private var main: String { fixture.path("wgkeeper.yaml") }
+
+    /// A cache whose clock runs an hour ahead: every file counts as settled, so the identity
+    /// path (no read at all) is taken whenever the stamps match. Sound here only because the
+    /// tests let a timestamp tick pass (`tick()`) between a change and the load after it, and
+    /// between a load and the change after it, as real time does on a gateway.
+    private func settledCache() -> ConfigCache {
+        ConfigCache(now: {
+            var now = realtimeNow()
+            now.tv_sec += 3600
+            return now
+        })
+    }
+
+    /// Longer than the kernel's coarse clock tick (at most 10 ms), so changes on either side
+    /// of it get different ctimes.
+    private func tick() { usleep(25_000) }
+
+    private struct Outcome: Equatable {
+        var desired: DesiredState?
+        var files: [String]
+        var errors: [String]
+
+        init(_ result: Result<LoadedConfig, ConfigErrors>) {
+            switch result {
+            case .success(let loaded):
+                desired = loaded.desired
+                files = loaded.configuration.files
+                errors = []
+            case .failure(let failure):
+                desired = nil
+                files = []
+                errors = failure.errors.map(\.description)
+            }
+        }
+    }
+
+    private var outcomes: [Bool] = []
+
+    private func assertSameAsFresh(_ cache: ConfigCache, _ context: @autoclosure () -> String, file: StaticString = #filePath, line: UInt = #line) -> Outcome {
+        tick()
+        let incremental = Outcome(ConfigLoader().load(path: main, cache: cache))
+        let fresh = Outcome(ConfigLoader().load(path: main))
+        XCTAssertEqual(incremental, fresh, context(), file: file, line: line)
+        outcomes.append(incremental.desired != nil)
+        tick()
+        return incremental
+    }
+
+    private let header = """
+        runtime:
+          include_dir: conf.d
+        wireguard:
+          wg0:
+            private_key_file: wg0.key
+
+        """
+    private let gateway = "gateway: {tunnel: wg0, lan: private0, lan_prefix: \"2001:db8:1::/64\"}\n"
+
+    // MARK: the property
+
+    /// Random sequences of edits (in place, same size, same mtime restored, by rename), added,
+    /// removed and renamed files, permission changes and errors (within a file and across
+    /// files): after each, the cached load equals a fresh one.
+    func testIncrementalLoadEqualsFreshLoadAfterRandomEdits() throws {
+        for seed in [1, 2, 3, 4] as [UInt64] {
+            try runRandomEdits(seed: seed, steps: 30)
+        }
+        // Both outcomes must be common, or the property says little about one of them.
+        let accepted = outcomes.filter { $0 }.count
+        XCTAssertGreaterThan(accepted, outcomes.count / 5, "\(accepted) of \(outcomes.count) loads accepted")
+        XCTAssertLessThan(accepted, outcomes.count * 4 / 5, "\(accepted) of \(outcomes.count) loads accepted")
+    }
+
+    private func runRandomEdits(seed: UInt64, steps: Int) throws {
+        var random = SeededGenerator(seed: seed)
+        let confD = fixture.path("conf.d")
+        try? FileManager.default.removeItem(atPath: confD)
+        try FileManager.default.createDirectory(atPath: confD, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        try fixture.write("wgkeeper.yaml", header + gateway)
+        // Pools large enough that most loads pass, small enough that names, keys and
+        // addresses collide across files now and then.
+        let keys = (0..<150).map { _ in PrivateKey.generate().publicKey.base64 }
+
+        func peer(_ r: inout SeededGenerator) -> String {
+            let name = "p\(r.below(150))"
+            let key = keys[r.below(keys.count)]
+            var ips: [String] = []
+            for _ in 0..<(1 + r.below(2)) {
+                switch r.below(60) {
+                case 0: ips.append("2001:db8:1::\(r.below(4) + 1)/200")              // not a prefix
+                case 1: ips.append("2001:db8:7::/64")                                   // holds the /128s below
+                case 2, 3: ips.append("2001:db8:7::\(r.below(3) + 1)/128")
+                default: ips.append("2001:db8:1::\(String(r.below(600) + 1, radix: 16))/128")
+                }
+            }
+            return "      - {name: \(name), public_key: \"\(key)\", allowed_ips: [\(ips.joined(separator: ", "))]}\n"
+        }
+        func fragment(_ r: inout SeededGenerator) -> String {
+            var text = "wireguard:\n  wg0:\n    peers:\n"
+            for _ in 0..<(1 + r.below(3)) { text += peer(&r) }
+            if r.below(40) == 0 { text += "    listen_port: \(51820 + r.below(2))\n" }  // set twice across files
+            if r.below(40) == 0 { text += "  wg0: {}\n" }                                 // duplicate key in the file
+            return text
+        }
+        var loosened: String?
+        func files() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: confD)) ?? []).filter { $0.hasSuffix(".yaml") }.sorted()
+        }
+        func path(_ name: String) -> String { confD + "/" + name }
+
+        for i in 0..<3 { try fragment(&random).write(toFile: path("\(10 + i)-start.yaml"), atomically: false, encoding: .utf8) }
+        let cache = settledCache()
+        _ = assertSameAsFresh(cache, "seed \(seed), start")
+        for step in 0..<steps {
+            let present = files()
+            if let name = loosened, !present.contains(name) { loosened = nil }
+            let action = present.isEmpty ? 0 : random.below(10)
+            var what = ""
+            switch action {
+            case 0:
+                let name = "\(random.below(90) + 10)-new.yaml"
+                try fragment(&random).write(toFile: path(name), atomically: false, encoding: .utf8)
+                what = "add \(name)"
+            case 1:
+                let name = present[random.below(present.count)]
+                if name == loosened { loosened = nil }
+                try FileManager.default.removeItem(atPath: path(name))
+                what = "remove \(name)"
+            case 2:
+                // Same size, same mtime: one digit of an address changed, the mtime put back.
+                let name = present[random.below(present.count)]
+                var info = stat()
+                stat(path(name), &info)
+                var text = Array(try String(contentsOfFile: path(name), encoding: .utf8).utf8)
+                if let i = text.lastIndex(where: { (0x31...0x38).contains($0) }) { text[i] += 1 }
+                try Data(text).write(to: URL(fileURLWithPath: path(name)))
+                var times = [info.st_atim, info.st_mtim]
+                utimensat(AT_FDCWD, path(name), &times, 0)
+                what = "same-size edit of \(name), mtime restored"
+            case 3:
+                // Replaced by rename: a new inode, with the old file's mtime.
+                let name = present[random.below(present.count)]
+                var info = stat()
+                stat(path(name), &info)
+                try fragment(&random).write(toFile: path(".tmp"), atomically: false, encoding: .utf8)
+                var times = [info.st_atim, info.st_mtim]
+                utimensat(AT_FDCWD, path(".tmp"), &times, 0)
+                rename(path(".tmp"), path(name))
+                what = "\(name) replaced by rename, same mtime"
+            case 4:
+                let from = present[random.below(present.count)]
+                let to = "\(random.below(90) + 10)-moved.yaml"
+                rename(path(from), path(to))
+                if from == loosened { loosened = to }
+                what = "rename \(from) to \(to)"
+            case 5:
+                // One file at a time made group-writable (refused), then put back.
+                if let name = loosened {
+                    chmod(path(name), 0o644)
+                    loosened = nil
+                    what = "chmod 644 \(name)"
+                } else {
+                    let name = present[random.below(present.count)]
+                    chmod(path(name), 0o664)
+                    loosened = name
+                    what = "chmod 664 \(name)"
+                }
+            case 6:
+                try (header + (random.below(4) == 0 ? "    listen_port: 51820\n" : "") + gateway)
+                    .write(toFile: main, atomically: false, encoding: .utf8)
+                what = "main file rewritten"
+            default:
+                let name = present[random.below(present.count)]
+                try fragment(&random).write(toFile: path(name), atomically: false, encoding: .utf8)
+                what = "rewrite \(name) in place"
+            }
+            _ = assertSameAsFresh(cache, "seed \(seed), step \(step): \(what)")
+        }
+    }
+
+    // MARK: rules that hold for cached files
+
+    /// A file whose permissions changed is refused although its content did not change, and
+    /// accepted again once they are back; nothing else is read again meanwhile.
+    func testPermissionChangeOfACachedFileIsRefused() throws {
+        try fixture.write("conf.d/10-carol.yaml", AcceptedConfigs.includeFragment)
+        try fixture.write("wgkeeper.yaml", header + gateway)
+        let cache = settledCache()
+        XCTAssertNil(assertSameAsFresh(cache, "first").desired == nil ? 1 : nil)
+        XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 2, filesParsed: 2, peersDecoded: 1))
+        _ = assertSameAsFresh(cache, "unchanged")
+        XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 0, filesParsed: 0, peersDecoded: 0), "nothing read, parsed or decoded")
+
+        chmod(fixture.path("conf.d/10-carol.yaml"), 0o664)
+        let refused = assertSameAsFresh(cache, "group-writable")
+        XCTAssertEqual(refused.errors.map { $0.replacingOccurrences(of: fixture.directory + "/", with: "") },
+                       ["conf.d/10-carol.yaml:1:1: the file is writable by group or others (mode 0664); run chmod go-w on it"])
+        chmod(fixture.path("conf.d/10-carol.yaml"), 0o644)
+        XCTAssertNotNil(assertSameAsFresh(cache, "back").desired)
+        XCTAssertEqual(cache.lastLoad.filesParsed, 0, "the content is the one parsed before")
+
+        // A directory on the path loosened: every file under it is refused, cached or not.
+        chmod(fixture.path("conf.d"), 0o775)
+        XCTAssertNil(assertSameAsFresh(cache, "conf.d group-writable").desired)
+        chmod(fixture.path("conf.d"), 0o755)
+    }
+
+    func testRemovedFileDropsItsPeersAndRenamedReplacementIsRead() throws {
+        try fixture.write("conf.d/10-carol.yaml", AcceptedConfigs.includeFragment)
+        try fixture.write("conf.d/20-alice.yaml", AcceptedConfigs.includeFragment
+            .replacingOccurrences(of: "carol-desktop", with: "alice-laptop").replacingOccurrences(of: ConfigFixture.carol, with: ConfigFixture.alice)
+            .replacingOccurrences(of: "::102/", with: "::100/"))
+        try fixture.write("wgkeeper.yaml", header + gateway)
+        let cache = settledCache()
+        XCTAssertEqual(assertSameAsFresh(cache, "first").desired?.devices.first?.peers.map(\.name), ["carol-desktop", "alice-laptop"])
+
+        try FileManager.default.removeItem(atPath: fixture.path("conf.d/10-carol.yaml"))
+        XCTAssertEqual(assertSameAsFresh(cache, "removed").desired?.devices.first?.peers.map(\.name), ["alice-laptop"])
+
+        // Same size, same mtime, new inode: one digit of the address differs.
+        let file = fixture.path("conf.d/20-alice.yaml")
+        var info = stat()
+        stat(file, &info)
+        let text = try String(contentsOfFile: file, encoding: .utf8).replacingOccurrences(of: "::100/", with: "::109/")
+        try text.write(toFile: file + ".new", atomically: false, encoding: .utf8)
+        var times = [info.st_atim, info.st_mtim]
+        utimensat(AT_FDCWD, file + ".new", &times, 0)
+        rename(file + ".new", file)
+        let moved = assertSameAsFresh(cache, "replaced")
+        XCTAssertEqual(moved.desired?.devices.first?.peers.first?.allowedIPs.map(\.description), ["2001:db8:1::109/128"])
+        XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 1, filesParsed: 1, peersDecoded: 1))
+    }
+
+    /// Written within a clock tick of the read that kept it, a file is not vouched for by its
+    /// stamps: the next load reads it (and finds a same-size edit made meanwhile).
+    func testFileChangedRightAfterItsReadIsReadAgain() throws {
+        try fixture.write("conf.d/10-carol.yaml", AcceptedConfigs.includeFragment)
+        try fixture.write("wgkeeper.yaml", header + gateway)
+        let cache = ConfigCache()  // the real clock: everything was written just now
+        XCTAssertNotNil(Outcome(ConfigLoader().load(path: main, cache: cache)).desired)
+        let file = fixture.path("conf.d/10-carol.yaml")
+        var info = stat()
+        stat(file, &info)
+        try AcceptedConfigs.includeFragment.replacingOccurrences(of: "::102/", with: "::103/").write(toFile: file, atomically: false, encoding: .utf8)
+        var times = [info.st_atim, info.st_mtim]
+        utimensat(AT_FDCWD, file, &times, 0)
+        let loaded = Outcome(ConfigLoader().load(path: main, cache: cache))
+        XCTAssertEqual(loaded.desired?.devices.first?.peers.first?.allowedIPs.map(\.description), ["2001:db8:1::103/128"])
+        XCTAssertEqual(cache.lastLoad.filesRead, 2, "neither file is old enough to be trusted by its stamps")
+        XCTAssertEqual(cache.lastLoad.filesParsed, 1, "the main file's bytes are those parsed before")
+    }
+
+    /// One large file with one peer changed: the file is parsed again, only that peer decoded.
+    func testOnlyTheChangedPeerOfALargeFileIsDecoded() throws {
+        let keys = (0..<50).map { _ in PrivateKey.generate().publicKey.base64 }
+        func text(_ moved: Int?) -> String {
+            var text = "wireguard:\n  wg0:\n    private_key_file: wg0.key\n    peers:\n"
+            for (i, key) in keys.enumerated() {
+                text += "      - {name: p\(i), public_key: \"\(key)\", allowed_ips: [\"2001:db8:1::\(i == moved ? 1000 + i : i + 1)/128\"]}\n"
+            }
+            return text + gateway
+        }
+        try fixture.write("wgkeeper.yaml", text(nil))
+        let cache = settledCache()
+        _ = assertSameAsFresh(cache, "first")
+        XCTAssertEqual(cache.lastLoad.peersDecoded, 50)
+        try fixture.write("wgkeeper.yaml", text(25))
+        XCTAssertEqual(assertSameAsFresh(cache, "moved").desired?.routes.filter { $0.destination.description == "2001:db8:1::1025/128" }.count, 1)
+        XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 1, filesParsed: 1, peersDecoded: 1))
+    }
+}
+
+/// TestSupport's SplitMix64, drawn as the sequences were written: `next() % n`.
+private extension SeededGenerator {
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+}
