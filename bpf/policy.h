@@ -190,20 +190,21 @@ static __always_inline int policy_lookup_in(__u32 index, void *sources, void *so
 	return -1;
 }
 
-// One function per generation, so that each map lookup names one map: where clang merged the
-// two generations' calls into one, the verifier could no longer inline the hash lookups and
-// each became a call through the map's ops (PolicyKernelTests.testPerPacketCost: 90-93 ns
-// added per packet then, 64-76 ns now on the shared test host; parsing and the counter are
-// about 13 ns of it, the two hash lookups the rest).
-static __noinline int policy_lookup_0(const struct in6_addr *client, const struct in6_addr *lan, __u32 proto,
-				      __u32 port, __u32 any_protocol)
+// One copy of the lookup per generation, so that each map lookup names one map: where clang
+// merged the two generations' calls into one, the verifier could no longer inline the hash
+// lookups and each became a call through the map's ops (90-93 ns added per packet then). The
+// copies are inlined into the programs (as __noinline subprograms they cost a BPF call and
+// return more, 3-12 ns on the test host); clang keeps them apart as long as each names its
+// own maps, which the xlated program shows (one __htab_map_lookup_elem call per lookup).
+static __always_inline int policy_lookup_0(const struct in6_addr *client, const struct in6_addr *lan,
+					   __u32 proto, __u32 port, __u32 any_protocol)
 {
 	return policy_lookup_in(0, &policy_sources_0, &policy_source_prefixes_0, &policy_rules_0, client, lan,
 				proto, port, any_protocol);
 }
 
-static __noinline int policy_lookup_1(const struct in6_addr *client, const struct in6_addr *lan, __u32 proto,
-				      __u32 port, __u32 any_protocol)
+static __always_inline int policy_lookup_1(const struct in6_addr *client, const struct in6_addr *lan,
+					   __u32 proto, __u32 port, __u32 any_protocol)
 {
 	return policy_lookup_in(1, &policy_sources_1, &policy_source_prefixes_1, &policy_rules_1, client, lan,
 				proto, port, any_protocol);
