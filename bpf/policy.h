@@ -25,6 +25,19 @@ enum policy_lan { POLICY_LAN_ALLOW = 0, POLICY_LAN_DENY = 1, POLICY_LAN_REPLIES 
 // Distinct destination prefix lengths one generation's rules may use.
 #define POLICY_LENGTHS 8
 
+// The two lookups (client → class, (class, destination) → items) are open-addressing hash
+// tables the loader lays out in ARRAY maps: the verifier inlines an array lookup, where a hash
+// map's is a call into the kernel (about 30 ns against 3 ns on a host with the SRSO "Safe RET"
+// mitigation, PolicyKernelTests.testPerPacketCost). A key sits at most POLICY_PROBES slots
+// after its home slot (the loader picks a seed for which every key does, at most half full);
+// a probe ends at the first empty slot. Robin Hood placement keeps probes short at that load.
+#define POLICY_SLOT_BITS 17
+#define POLICY_SOURCE_SLOTS (1 << POLICY_SLOT_BITS)
+#define POLICY_RULE_SLOTS (1 << POLICY_SLOT_BITS)
+#define POLICY_ITEM_SLOTS 262144
+#define POLICY_PROBES 16
+#define POLICY_USED 0x80000000
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
@@ -32,14 +45,17 @@ struct {
 	__uint(max_entries, 1);
 } policy_select SEC(".maps");
 
-// What each generation's maps hold, indexed by generation: the destination prefix lengths the
-// entries use, longest first, and whether any client prefix is shorter than /128.
+// What each generation's tables hold, indexed by generation: the destination prefix lengths
+// the entries use, longest first, whether any client prefix is shorter than /128, the hash seed
+// and which lengths class 0 (a client in no source slot) has entries at (bit l: lengths[l]).
 #define POLICY_INFO_SOURCE_PREFIXES 1
 struct policy_info {
 	__u32 flags;
 	__u32 length_count;
 	__u8 lengths[POLICY_LENGTHS];
 	__u32 rule_count; // for the loader's read-back; the programs do not use it
+	__u32 seed;
+	__u32 default_lengths;
 };
 
 struct {
@@ -49,16 +65,21 @@ struct {
 	__uint(max_entries, 2);
 } policy_info SEC(".maps");
 
-// A client's /128 → its class (hash: one probe, where an LPM trie of 10 000 addresses costs
-// a walk); shorter client prefixes go to the trie, consulted only on a miss and only when the
-// generation has any. A miss everywhere is class 0.
+// A client's /128 → its class, and the lengths its class has entries at (bit l: lengths[l]),
+// with POLICY_USED: 0 is an empty slot. Shorter client prefixes go to an LPM trie (value: the
+// class), consulted only on a miss and only when the generation has any.
+struct policy_source {
+	__u32 addr[4];
+	__u32 class;
+	__u32 lengths;
+};
+
 #define POLICY_SOURCES(n)                                                                          \
 	struct {                                                                                   \
-		__uint(type, BPF_MAP_TYPE_HASH);                                                   \
-		__type(key, struct in6_addr);                                                      \
-		__type(value, __u32);                                                              \
-		__uint(max_entries, POLICY_ENTRIES);                                               \
-		__uint(map_flags, BPF_F_NO_PREALLOC);                                              \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                                                  \
+		__type(key, __u32);                                                                \
+		__type(value, struct policy_source);                                               \
+		__uint(max_entries, POLICY_SOURCE_SLOTS);                                          \
 	} policy_sources_##n SEC(".maps");                                                         \
 	struct {                                                                                   \
 		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                                               \
@@ -68,12 +89,14 @@ struct {
 		__uint(map_flags, BPF_F_NO_PREALLOC);                                              \
 	} policy_source_prefixes_##n SEC(".maps")
 
-// (class, prefix length, LAN prefix): probed for each length of policy_info, longest first;
+// (class, prefix length, LAN prefix) → its items: `count` (with POLICY_USED; 0 is an empty
+// slot) from `first` in policy_items. Probed for each length the class uses, longest first;
 // the first hit is the longest matching destination of the class.
-struct policy_key {
-	__u32 class;
-	__u32 length;
-	__u8 addr[16];
+struct policy_slot {
+	__u32 tag; // class << 8 | length
+	__u32 addr[4];
+	__u32 first;
+	__u32 count;
 };
 
 // One protocol/port range of a rule; proto 0 is any protocol.
@@ -85,20 +108,19 @@ struct policy_item {
 	__u16 port_last;
 };
 
-struct policy_entry {
-	__u32 count;
-	__u32 pad;
-	struct policy_item items[POLICY_ITEMS];
-};
-
 #define POLICY_RULES(n)                                                                            \
 	struct {                                                                                   \
-		__uint(type, BPF_MAP_TYPE_HASH);                                                   \
-		__type(key, struct policy_key);                                                    \
-		__type(value, struct policy_entry);                                                \
-		__uint(max_entries, POLICY_ENTRIES);                                               \
-		__uint(map_flags, BPF_F_NO_PREALLOC);                                              \
-	} policy_rules_##n SEC(".maps")
+		__uint(type, BPF_MAP_TYPE_ARRAY);                                                  \
+		__type(key, __u32);                                                                \
+		__type(value, struct policy_slot);                                                 \
+		__uint(max_entries, POLICY_RULE_SLOTS);                                            \
+	} policy_rules_##n SEC(".maps");                                                           \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                                                  \
+		__type(key, __u32);                                                                \
+		__type(value, struct policy_item);                                                 \
+		__uint(max_entries, POLICY_ITEM_SLOTS);                                            \
+	} policy_items_##n SEC(".maps")
 
 POLICY_SOURCES(0);
 POLICY_SOURCES(1);
@@ -139,46 +161,92 @@ static __always_inline __u32 policy_mask(__u32 length, __u32 word)
 	return bpf_htonl(0xffffffff << (32 * (word + 1) - length));
 }
 
+// The home slot of a key: multiply-xor over the address as two 64-bit words (as loaded from
+// memory; Datapath.PolicyTables.hash is the same function), the product's top bits (the only
+// ones every bit of the key reaches). `h` is the seed for a client, the seed and the tag
+// multiplied once for a destination.
+#define POLICY_HASH_MULTIPLIER 0x9e3779b97f4a7c15ULL
+static __always_inline __u32 policy_hash(__u64 h, __u32 a0, __u32 a1, __u32 a2, __u32 a3)
+{
+	h = (h ^ ((__u64)a1 << 32 | a0)) * POLICY_HASH_MULTIPLIER;
+	h = (h ^ ((__u64)a3 << 32 | a2)) * POLICY_HASH_MULTIPLIER;
+	return h >> (64 - POLICY_SLOT_BITS);
+}
+
 // The rule that allows a flow between `client` and `lan` (protocol, LAN-side port), or -1, in
-// the maps of one generation. With `any_protocol` the client's first rule for the address will do.
+// the tables of one generation. With `any_protocol` the client's first rule for the address will do.
 static __always_inline int policy_lookup_in(__u32 index, void *sources, void *source_prefixes, void *rules,
-					    const struct in6_addr *client, const struct in6_addr *lan,
+					    void *items, const struct in6_addr *client, const struct in6_addr *lan,
 					    __u32 proto, __u32 port, __u32 any_protocol)
 {
 	struct policy_info *info = bpf_map_lookup_elem(&policy_info, &index);
 	if (!info)
 		return -1;
-	__u32 *class = bpf_map_lookup_elem(sources, client);
-	if (!class && (info->flags & POLICY_INFO_SOURCE_PREFIXES)) {
-		struct prefix_key source = { .prefixlen = 128 };
-		__builtin_memcpy(source.addr, client, 16);
-		class = bpf_map_lookup_elem(source_prefixes, &source);
+	__u32 seed = info->seed;
+	__u32 c0 = client->in6_u.u6_addr32[0], c1 = client->in6_u.u6_addr32[1];
+	__u32 c2 = client->in6_u.u6_addr32[2], c3 = client->in6_u.u6_addr32[3];
+	__u32 class = 0, lengths = info->default_lengths, found = 0;
+	__u32 home = policy_hash(seed, c0, c1, c2, c3);
+	for (__u32 p = 0; p < POLICY_PROBES; p++) {
+		__u32 at = (home + p) & (POLICY_SOURCE_SLOTS - 1);
+		struct policy_source *source = bpf_map_lookup_elem(sources, &at);
+		if (!source || !(source->lengths & POLICY_USED))
+			break;
+		if (source->addr[0] == c0 && source->addr[1] == c1 && source->addr[2] == c2 && source->addr[3] == c3) {
+			class = source->class;
+			lengths = source->lengths;
+			found = 1;
+			break;
+		}
+	}
+	if (!found && (info->flags & POLICY_INFO_SOURCE_PREFIXES)) {
+		struct prefix_key key = { .prefixlen = 128 };
+		__builtin_memcpy(key.addr, client, 16);
+		__u32 *shorter = bpf_map_lookup_elem(source_prefixes, &key);
+		if (shorter) {
+			class = *shorter;
+			lengths = 0xff; // its class's lengths are not recorded: probe them all
+		}
 	}
 
-	struct policy_key key = { .class = class ? *class : 0 };
-	struct policy_entry *entry = NULL;
+	struct policy_slot *entry = NULL;
 	__u32 count = info->length_count;
-	for (int l = 0; l < POLICY_LENGTHS; l++) {
+	for (__u32 l = 0; l < POLICY_LENGTHS; l++) {
 		if (l >= count)
 			break;
+		if (!(lengths & (1 << l)))
+			continue;
 		__u32 length = info->lengths[l];
-		key.length = length;
-		__u32 *address = (__u32 *)key.addr;
-		address[0] = lan->in6_u.u6_addr32[0] & policy_mask(length, 0);
-		address[1] = lan->in6_u.u6_addr32[1] & policy_mask(length, 1);
-		address[2] = lan->in6_u.u6_addr32[2] & policy_mask(length, 2);
-		address[3] = lan->in6_u.u6_addr32[3] & policy_mask(length, 3);
-		entry = bpf_map_lookup_elem(rules, &key);
+		__u32 tag = class << 8 | length;
+		__u32 m0 = lan->in6_u.u6_addr32[0] & policy_mask(length, 0);
+		__u32 m1 = lan->in6_u.u6_addr32[1] & policy_mask(length, 1);
+		__u32 m2 = lan->in6_u.u6_addr32[2] & policy_mask(length, 2);
+		__u32 m3 = lan->in6_u.u6_addr32[3] & policy_mask(length, 3);
+		__u32 start = policy_hash((__u64)(seed ^ tag) * POLICY_HASH_MULTIPLIER, m0, m1, m2, m3);
+		for (__u32 p = 0; p < POLICY_PROBES; p++) {
+			__u32 at = (start + p) & (POLICY_RULE_SLOTS - 1);
+			struct policy_slot *slot = bpf_map_lookup_elem(rules, &at);
+			if (!slot || !(slot->count & POLICY_USED))
+				break;
+			if (slot->tag == tag && slot->addr[0] == m0 && slot->addr[1] == m1 && slot->addr[2] == m2 &&
+			    slot->addr[3] == m3) {
+				entry = slot;
+				break;
+			}
+		}
 		if (entry)
 			break;
 	}
 	if (!entry)
 		return -1;
-	__u32 items = entry->count;
-	for (int i = 0; i < POLICY_ITEMS; i++) {
-		if (i >= items)
+	__u32 first = entry->first, n = entry->count & ~POLICY_USED;
+	for (__u32 i = 0; i < POLICY_ITEMS; i++) {
+		if (i >= n)
 			break;
-		struct policy_item *item = &entry->items[i];
+		__u32 at = first + i;
+		struct policy_item *item = bpf_map_lookup_elem(items, &at);
+		if (!item)
+			return -1;
 		if (any_protocol)
 			return item->rule;
 		if (item->proto && item->proto != proto)
@@ -191,23 +259,23 @@ static __always_inline int policy_lookup_in(__u32 index, void *sources, void *so
 }
 
 // One copy of the lookup per generation, so that each map lookup names one map: where clang
-// merged the two generations' calls into one, the verifier could no longer inline the hash
-// lookups and each became a call through the map's ops (90-93 ns added per packet then). The
-// copies are inlined into the programs (as __noinline subprograms they cost a BPF call and
-// return more, 3-12 ns on the test host); clang keeps them apart as long as each names its
-// own maps, which the xlated program shows (one __htab_map_lookup_elem call per lookup).
+// merged the two generations' code into one, the verifier could no longer inline the lookups
+// and each became a call through the map's ops (90-93 ns added per packet once). The copies
+// are inlined into the programs (as __noinline subprograms they cost a BPF call and return
+// more); clang keeps them apart as long as each names its own maps, which the xlated program
+// shows (no bpf_map_lookup_elem call left in it).
 static __always_inline int policy_lookup_0(const struct in6_addr *client, const struct in6_addr *lan,
 					   __u32 proto, __u32 port, __u32 any_protocol)
 {
-	return policy_lookup_in(0, &policy_sources_0, &policy_source_prefixes_0, &policy_rules_0, client, lan,
-				proto, port, any_protocol);
+	return policy_lookup_in(0, &policy_sources_0, &policy_source_prefixes_0, &policy_rules_0, &policy_items_0,
+				client, lan, proto, port, any_protocol);
 }
 
 static __always_inline int policy_lookup_1(const struct in6_addr *client, const struct in6_addr *lan,
 					   __u32 proto, __u32 port, __u32 any_protocol)
 {
-	return policy_lookup_in(1, &policy_sources_1, &policy_source_prefixes_1, &policy_rules_1, client, lan,
-				proto, port, any_protocol);
+	return policy_lookup_in(1, &policy_sources_1, &policy_source_prefixes_1, &policy_rules_1, &policy_items_1,
+				client, lan, proto, port, any_protocol);
 }
 
 static __always_inline int policy_lookup(__u32 generation, const struct in6_addr *client,

@@ -60,37 +60,32 @@ extension Datapath {
             let waited = ContinuousClock.now - last
             if waited < Self.policyGrace { sleepFor(Self.policyGrace - waited) }
         }
-        let sources = map("policy_sources_\(next)").raw, sourcePrefixes = map("policy_source_prefixes_\(next)").raw
-        let rules = map("policy_rules_\(next)").raw
-        try Self.clear(sources, keySize: 16, "policy_sources_\(next)")
-        try Self.clear(sourcePrefixes, keySize: 20, "policy_source_prefixes_\(next)")
-        try Self.clear(rules, keySize: 24, "policy_rules_\(next)")
-        try zeroPolicyCounters(generation: next, slots: policy.ruleCount + 2)
-        var shorter = false
-        for (prefix, policyClass) in policy.sources {
-            var value = policyClass
-            if prefix.isHost {
-                var key = prefix.address.bytes
-                try check(bpf_map_update_elem(sources, &key, &value, UInt64(BPF_ANY)), "write \(prefix) to map", "policy_sources_\(next)")
-            } else {
-                shorter = true
-                var key = try Self.key(prefix, .clients)
-                try check(bpf_map_update_elem(sourcePrefixes, &key, &value, UInt64(BPF_ANY)), "write \(prefix) to map", "policy_source_prefixes_\(next)")
-            }
+        let tables: PolicyTables
+        do { tables = try PolicyTables(policy) } catch {
+            throw DatapathError("lay out", "policy tables", code: E2BIG, detail: "\(error)")
         }
-        for (key, items) in policy.entries {
-            var keyBytes = try Self.policyKey(key)
-            var value = Self.policyEntry(items)
-            try check(bpf_map_update_elem(rules, &keyBytes, &value, UInt64(BPF_ANY)), "write \(key) to map", "policy_rules_\(next)")
-        }
-        // struct policy_info: flags, length count, the lengths longest first.
-        let lengths = policy.lengths
+        let lengths = tables.lengths
         guard lengths.count <= CompiledPolicy.maximumLengths else {
             throw DatapathError("write map", "policy_info", code: E2BIG, detail: "\(lengths.count) destination prefix lengths")
         }
-        var info = withUnsafeBytes(of: UInt32(shorter ? 1 : 0)) { Array($0) } + withUnsafeBytes(of: UInt32(lengths.count)) { Array($0) }
+        let sourcePrefixes = map("policy_source_prefixes_\(next)").raw
+        try Self.clear(sourcePrefixes, keySize: 20, "policy_source_prefixes_\(next)")
+        try zeroPolicyCounters(generation: next, slots: policy.ruleCount + 2)
+        try writeArray("policy_sources_\(next)", tables.sources, size: PolicyTables.sourceSize)
+        try writeArray("policy_rules_\(next)", tables.rules, size: PolicyTables.ruleSize)
+        try writeArray("policy_items_\(next)", tables.items, size: PolicyTables.itemSize)
+        var shorter = false
+        for (prefix, policyClass) in policy.sources where !prefix.isHost {
+            shorter = true
+            var value = policyClass
+            var key = try Self.key(prefix, .clients)
+            try check(bpf_map_update_elem(sourcePrefixes, &key, &value, UInt64(BPF_ANY)), "write \(prefix) to map", "policy_source_prefixes_\(next)")
+        }
+        // struct policy_info: flags, length count, the lengths longest first, rule count, seed,
+        // the lengths class 0 has entries at.
+        var info = PolicyTables.le32(shorter ? 1 : 0) + PolicyTables.le32(UInt32(lengths.count))
             + lengths + [UInt8](repeating: 0, count: CompiledPolicy.maximumLengths - lengths.count)
-            + withUnsafeBytes(of: UInt32(policy.ruleCount)) { Array($0) }
+            + PolicyTables.le32(UInt32(policy.ruleCount)) + PolicyTables.le32(tables.seed) + PolicyTables.le32(tables.defaultLengths)
         var infoKey = next
         try check(bpf_map_update_elem(map("policy_info").raw, &infoKey, &info, UInt64(BPF_ANY)), "write map", "policy_info")
         try writePolicyWord(policy.selectWord(generation: next))
@@ -110,7 +105,7 @@ extension Datapath {
     public static func pinnedPolicy(pinRoot: String, tunnel: String) throws -> CompiledPolicy? {
         let directory = pinDirectory(pinRoot: pinRoot, tunnel: tunnel)
         var open: [String: Descriptor] = [:]
-        for name in ["policy_select", "policy_info"] + (0...1).flatMap({ ["policy_sources_\($0)", "policy_source_prefixes_\($0)", "policy_rules_\($0)"] }) {
+        for name in ["policy_select", "policy_info"] + (0...1).flatMap({ ["policy_sources_\($0)", "policy_source_prefixes_\($0)", "policy_rules_\($0)", "policy_items_\($0)"] }) {
             guard let fd = try Descriptor.pinned("\(directory)/\(name)") else { return nil }
             open[name] = fd
         }
@@ -124,38 +119,101 @@ extension Datapath {
         guard word & ~CompiledPolicy.generationBit != 0 else { return nil }
         let generation = word & 1
         var infoKey = generation
-        var info = [UInt8](repeating: 0, count: 20)
+        var info = [UInt8](repeating: 0, count: 28)
         try check(bpf_map_lookup_elem(try map("policy_info"), &infoKey, &info), "read map", "policy_info")
-        func word32(_ offset: Int) -> UInt32 { info[offset..<(offset + 4)].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } }
         let lan: DesiredPolicy.LANToClient = switch (word & CompiledPolicy.lanMask) >> CompiledPolicy.lanShift {
         case 0: .allow
         case 1: .deny
         default: .replies
         }
         var policy = CompiledPolicy(clientToLAN: word & CompiledPolicy.clientDenyBit != 0 ? .deny : .allow, lanToClient: lan,
-                                    sources: [:], entries: [:], ruleCount: Int(word32(16)))
-        for (key, value) in try Self.allEntries(try map("policy_sources_\(generation)"), keySize: 16, valueSize: 4, "policy_sources_\(generation)") {
-            guard let address = IPAddress(bytes: key) else { continue }
-            policy.sources[IPPrefix.host(address)] = value.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
-        }
-        for (key, value) in try Self.allEntries(try map("policy_source_prefixes_\(generation)"), keySize: 20, valueSize: 4, "policy_source_prefixes_\(generation)") {
-            guard let prefix = Self.prefix(fromKey: key) else { continue }
-            policy.sources[prefix] = value.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
-        }
-        let entrySize = 8 + 8 * CompiledPolicy.itemsPerEntry
-        for (key, value) in try Self.allEntries(try map("policy_rules_\(generation)"), keySize: 24, valueSize: entrySize, "policy_rules_\(generation)") {
-            func u32(_ bytes: [UInt8], _ offset: Int) -> UInt32 { bytes[offset..<(offset + 4)].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } }
-            func u16(_ offset: Int) -> UInt16 { value[offset..<(offset + 2)].withUnsafeBytes { $0.loadUnaligned(as: UInt16.self) } }
-            let length = u32(key, 4)
-            guard length <= 128, let address = IPAddress(bytes: key[8..<24]) else { continue }
-            let count = min(Int(u32(value, 0)), CompiledPolicy.itemsPerEntry)
-            let items = (0..<count).map { i in
-                let at = 8 + 8 * i
-                return CompiledPolicy.Item(proto: value[at], rule: u16(at + 2), ports: PortRange(u16(at + 4), max(u16(at + 4), u16(at + 6))))
+                                    sources: [:], entries: [:], ruleCount: Int(PolicyTables.u32(info, 16)))
+        let lengthCount = min(Int(PolicyTables.u32(info, 4)), CompiledPolicy.maximumLengths)
+        let tables = PolicyTables(seed: PolicyTables.u32(info, 20), lengths: Array(info[8..<(8 + lengthCount)]),
+                                  defaultLengths: PolicyTables.u32(info, 24),
+                                  sources: try readArray(try map("policy_sources_\(generation)"), slots: PolicyTables.sourceSlots,
+                                                         size: PolicyTables.sourceSize, "policy_sources_\(generation)"),
+                                  rules: try readArray(try map("policy_rules_\(generation)"), slots: PolicyTables.ruleSlots,
+                                                       size: PolicyTables.ruleSize, "policy_rules_\(generation)"),
+                                  items: try readArray(try map("policy_items_\(generation)"), slots: PolicyTables.itemSlots,
+                                                       size: PolicyTables.itemSize, "policy_items_\(generation)"))
+        tables.policy(into: &policy)
+        // Shorter client prefixes are looked up only when the flag says there are any.
+        if PolicyTables.u32(info, 0) & 1 != 0 {
+            for (key, value) in try Self.allEntries(try map("policy_source_prefixes_\(generation)"), keySize: 20, valueSize: 4, "policy_source_prefixes_\(generation)") {
+                guard let prefix = Self.prefix(fromKey: key) else { continue }
+                policy.sources[prefix] = PolicyTables.u32(value, 0)
             }
-            policy.entries[CompiledPolicy.Key(policyClass: u32(key, 0), destination: IPPrefix(address: address, length: UInt8(length)))] = items
         }
         return policy
+    }
+
+    /// Chunk of array elements per BPF_MAP_LOOKUP_BATCH / BPF_MAP_UPDATE_BATCH.
+    static let arrayChunk = 16_384
+
+    /// Every element of an ARRAY map, `size` bytes each, in index order: in batches where the
+    /// kernel takes them (5.6 on), one lookup each otherwise.
+    static func readArray(_ fd: Int32, slots: Int, size: Int, _ name: String) throws -> [UInt8] {
+        var result = [UInt8](repeating: 0, count: slots * size)
+        var start = 0
+        var token: UInt32 = 0, next: UInt32 = 0
+        var batched = true
+        while batched, start < slots {
+            var count = UInt32(min(Self.arrayChunk, slots - start))
+            var keys = [UInt32](repeating: 0, count: Int(count))
+            var values = [UInt8](repeating: 0, count: Int(count) * size)
+            let status = start == 0
+                ? wgk_map_lookup_batch(fd, nil, &next, &keys, &values, &count)
+                : wgk_map_lookup_batch(fd, &token, &next, &keys, &values, &count)
+            let code = status == -1 ? errno : -status
+            _ = LibbpfLog.take()
+            if status < 0, code != ENOENT {
+                guard start == 0 else { throw DatapathError("read map", name, code: code, detail: "batch lookup") }
+                batched = false
+                break
+            }
+            for i in 0..<Int(count) where Int(keys[i]) < slots {
+                let at = Int(keys[i]) * size
+                result.replaceSubrange(at..<(at + size), with: values[(i * size)..<(i * size + size)])
+            }
+            start += Int(count)
+            token = next
+            if status < 0 || count == 0 { break }
+        }
+        if !batched {
+            var value = [UInt8](repeating: 0, count: size)
+            for index in 0..<slots {
+                var key = UInt32(index)
+                try check(bpf_map_lookup_elem(fd, &key, &value), "read map", name)
+                result.replaceSubrange((index * size)..<(index * size + size), with: value)
+            }
+        }
+        return result
+    }
+
+    /// Writes every element of an ARRAY map from `bytes` (`size` bytes each, in index order).
+    func writeArray(_ name: String, _ bytes: [UInt8], size: Int) throws {
+        let fd = map(name).raw
+        let slots = bytes.count / size
+        var start = 0
+        while start < slots {
+            let count = min(Self.arrayChunk, slots - start)
+            let keys = (start..<(start + count)).map { UInt32($0) }
+            let values = Array(bytes[(start * size)..<((start + count) * size)])
+            var written = UInt32(count)
+            let status = wgk_map_update_batch(fd, keys, values, &written)
+            _ = LibbpfLog.take()
+            if status != 0 {
+                // No batch update here (before 5.6): one element at a time, from where it stopped.
+                for index in (start + Int(written))..<slots {
+                    var key = UInt32(index)
+                    var value = Array(bytes[(index * size)..<(index * size + size)])
+                    try check(bpf_map_update_elem(fd, &key, &value, UInt64(BPF_ANY)), "write map", name)
+                }
+                return
+            }
+            start += count
+        }
     }
 
     static func allEntries(_ fd: Int32, keySize: Int, valueSize: Int, _ name: String) throws -> [([UInt8], [UInt8])] {
@@ -231,29 +289,6 @@ extension Datapath {
             let deleted = bpf_map_delete_elem(fd, &key)
             if deleted != -ENOENT { try check(deleted, "delete from map", name) }
         }
-    }
-
-    /// `struct policy_key`: class, prefix length, the prefix's address (bits past it clear).
-    static func policyKey(_ key: CompiledPolicy.Key) throws -> [UInt8] {
-        guard case .v6 = key.destination.address else {
-            throw DatapathError("write \(key) to map", "policy_rules", code: EAFNOSUPPORT, detail: "the datapath is IPv6 only")
-        }
-        return withUnsafeBytes(of: key.policyClass) { Array($0) } + withUnsafeBytes(of: UInt32(key.destination.length)) { Array($0) }
-            + key.destination.canonical.address.bytes
-    }
-
-    /// `struct policy_entry`: count, padding, then `POLICY_ITEMS` items of 8 bytes.
-    static func policyEntry(_ items: [CompiledPolicy.Item]) -> [UInt8] {
-        precondition(items.count <= CompiledPolicy.itemsPerEntry)
-        var bytes = withUnsafeBytes(of: UInt32(items.count)) { Array($0) } + [0, 0, 0, 0]
-        for item in items {
-            bytes += [item.proto, 0]
-            bytes += withUnsafeBytes(of: item.rule) { Array($0) }
-            bytes += withUnsafeBytes(of: item.ports.first) { Array($0) }
-            bytes += withUnsafeBytes(of: item.ports.last) { Array($0) }
-        }
-        bytes += [UInt8](repeating: 0, count: (CompiledPolicy.itemsPerEntry - items.count) * 8)
-        return bytes
     }
 }
 

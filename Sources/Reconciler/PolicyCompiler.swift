@@ -16,8 +16,11 @@ public struct CompiledPolicy: Hashable, Sendable {
     public static let itemsPerEntry = 16
     /// Rules the counters have room for (`POLICY_RULES_MAX`).
     public static let maximumRules = 4096
-    /// Entries of each map (`max_entries` of `policy_sources_*`, `policy_rules_*`).
+    /// Client prefixes, and (class, destination) entries, of one generation: half the slots of
+    /// `policy_sources_*` and `policy_rules_*` (open-addressing tables, `POLICY_*_SLOTS`).
     public static let maximumEntries = 65536
+    /// Protocol/port items of all entries together (`POLICY_ITEM_SLOTS`).
+    public static let maximumItems = 262_144
     /// Distinct destination prefix lengths (`POLICY_LENGTHS`): a packet probes the rules' hash
     /// once per length, longest first, until one holds its (class, destination).
     public static let maximumLengths = 8
@@ -213,6 +216,12 @@ extension DesiredPolicy {
         guard compiled.entries.count <= CompiledPolicy.maximumEntries else {
             return .failure(PolicyCompileError(
                 description: "the rules compile to \(compiled.entries.count) datapath entries (the maps hold \(CompiledPolicy.maximumEntries)); use groups so that peers share rule sets",
+                rule: nil))
+        }
+        let itemCount = compiled.entries.values.reduce(0) { $0 + $1.count }
+        guard itemCount <= CompiledPolicy.maximumItems else {
+            return .failure(PolicyCompileError(
+                description: "the rules compile to \(itemCount) protocol/port items over their datapath entries (the maps hold \(CompiledPolicy.maximumItems)); use groups so that peers share rule sets, or merge port ranges",
                 rule: nil))
         }
         guard compiled.lengths.count <= CompiledPolicy.maximumLengths else {

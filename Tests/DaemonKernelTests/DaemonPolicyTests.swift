@@ -75,14 +75,21 @@ final class DaemonPolicyTests: XCTestCase {
         try shell("bpftool", "map", "update", "pinned", select, "key", "0", "0", "0", "0", "value", "0", "0", "0", "0")
         try eventually(within: .seconds(3), "policy repaired") { try word() & ~1 == expected }
 
-        // An entry of the live set deleted behind its back: the next resync reads the maps
-        // back and installs the policy again, in the other generation.
+        // An entry of the live set cleared behind its back (its slot in the open-addressing
+        // table zeroed): the next resync reads the tables back and installs the policy again,
+        // in the other generation.
         let live = try word() & 1
         let rulesMap = "\(pinRoot)/wg0/policy_rules_\(live)"
         let dump = try shell("bpftool", "-j", "map", "dump", "pinned", rulesMap)
-        let keys = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(dump.utf8)) as? [[String: Any]])?.compactMap { $0["key"] as? [String] }, dump)
-        XCTAssertEqual(keys.count, 1, "alice's class and its one destination (class 0 has no rule); \(dump)")
-        try shell(["bpftool", "map", "delete", "pinned", rulesMap, "key"] + keys[0])
+        let slots = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(dump.utf8)) as? [[String: Any]], "dump of \(rulesMap)")
+        // struct policy_slot: the used bit is the top bit of `count`, the last of its 28 bytes.
+        let used = slots.compactMap { slot -> [String]? in
+            guard let key = slot["key"] as? [String], let value = slot["value"] as? [String], value.count == 28,
+                  let last = UInt8(value[27].dropFirst(2), radix: 16), last & 0x80 != 0 else { return nil }
+            return key
+        }
+        XCTAssertEqual(used.count, 1, "alice's class and its one destination (class 0 has no rule)")
+        try shell(["bpftool", "map", "update", "pinned", rulesMap, "key"] + used[0] + ["value"] + [String](repeating: "0", count: 28))
         try eventually(within: .seconds(4), "policy repaired by the resync") { try word() & 1 != live }
         XCTAssertEqual(try word() & ~1, expected)
 

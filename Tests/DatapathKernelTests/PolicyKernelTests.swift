@@ -380,7 +380,9 @@ final class PolicyKernelTests: XCTestCase {
         XCTAssertGreaterThan(try datapath.policyCounters(ruleCount: 1000).rules[430], 0)
         XCTAssertGreaterThan(try datapath.policyCounters(ruleCount: 1000).lanToClientDenied, 0)
         XCTAssertGreaterThan(try datapath.policyCounters(ruleCount: 1000).clientToLANDenied, 0)
-        // Loose: the figures are printed; a shared 2-core machine is noisy.
-        for (i, kind) in kinds.enumerated() { XCTAssertLessThan(added[i], 200, kind.label) }
+        // The target is 30 ns; measured 20-30 ns here (ARCHITECTURE), and a shared 2-core
+        // machine moves a figure by several ns, so the bound leaves room: a hash-map lookup
+        // (~30 ns here) or an unrolled probe creeping back in would cross it.
+        for (i, kind) in kinds.enumerated() { XCTAssertLessThan(added[i], 45, kind.label) }
     }
 }
