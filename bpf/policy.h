@@ -56,6 +56,7 @@ struct policy_info {
 	__u32 rule_count; // for the loader's read-back; the programs do not use it
 	__u32 seed;
 	__u32 default_lengths;
+	__u32 masks[POLICY_LENGTHS][4]; // lengths[l] as a mask, in network order
 };
 
 struct {
@@ -74,13 +75,18 @@ struct policy_source {
 	__u32 lengths;
 };
 
-#define POLICY_SOURCES(n)                                                                          \
-	struct {                                                                                   \
-		__uint(type, BPF_MAP_TYPE_ARRAY);                                                  \
-		__type(key, __u32);                                                                \
-		__type(value, struct policy_source);                                               \
-		__uint(max_entries, POLICY_SOURCE_SLOTS);                                          \
-	} policy_sources_##n SEC(".maps");                                                         \
+// Each table holds both generations, generation g in the slots from g × its size: one copy
+// of the lookup code serves both (the verifier inlines an array lookup only where the call
+// names one map, and walks every copy of the probe loops: two copies took it four times as long
+// as the programs without a policy).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct policy_source);
+	__uint(max_entries, 2 * POLICY_SOURCE_SLOTS);
+} policy_sources SEC(".maps");
+
+#define POLICY_SOURCE_PREFIXES(n)                                                                  \
 	struct {                                                                                   \
 		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                                               \
 		__type(key, struct prefix_key);                                                    \
@@ -88,6 +94,9 @@ struct policy_source {
 		__uint(max_entries, POLICY_ENTRIES);                                               \
 		__uint(map_flags, BPF_F_NO_PREALLOC);                                              \
 	} policy_source_prefixes_##n SEC(".maps")
+
+POLICY_SOURCE_PREFIXES(0);
+POLICY_SOURCE_PREFIXES(1);
 
 // (class, prefix length, LAN prefix) → its items: `count` (with POLICY_USED; 0 is an empty
 // slot) from `first` in policy_items. Probed for each length the class uses, longest first;
@@ -108,24 +117,19 @@ struct policy_item {
 	__u16 port_last;
 };
 
-#define POLICY_RULES(n)                                                                            \
-	struct {                                                                                   \
-		__uint(type, BPF_MAP_TYPE_ARRAY);                                                  \
-		__type(key, __u32);                                                                \
-		__type(value, struct policy_slot);                                                 \
-		__uint(max_entries, POLICY_RULE_SLOTS);                                            \
-	} policy_rules_##n SEC(".maps");                                                           \
-	struct {                                                                                   \
-		__uint(type, BPF_MAP_TYPE_ARRAY);                                                  \
-		__type(key, __u32);                                                                \
-		__type(value, struct policy_item);                                                 \
-		__uint(max_entries, POLICY_ITEM_SLOTS);                                            \
-	} policy_items_##n SEC(".maps")
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct policy_slot);
+	__uint(max_entries, 2 * POLICY_RULE_SLOTS);
+} policy_rules SEC(".maps");
 
-POLICY_SOURCES(0);
-POLICY_SOURCES(1);
-POLICY_RULES(0);
-POLICY_RULES(1);
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct policy_item);
+	__uint(max_entries, 2 * POLICY_ITEM_SLOTS);
+} policy_items SEC(".maps");
 
 // Per generation: POLICY_SLOTS packet counters (the loader zeroes a set's before using it).
 struct {
@@ -152,15 +156,6 @@ static __always_inline __u32 policy_word(void)
 	return word ? *(volatile __u32 *)word : 0;
 }
 
-static __always_inline __u32 policy_mask(__u32 length, __u32 word)
-{
-	if (length >= 32 * (word + 1))
-		return 0xffffffff;
-	if (length <= 32 * word)
-		return 0;
-	return bpf_htonl(0xffffffff << (32 * (word + 1) - length));
-}
-
 // The home slot of a key: multiply-xor over the address as two 64-bit words (as loaded from
 // memory; Datapath.PolicyTables.hash is the same function), the product's top bits (the only
 // ones every bit of the key reaches). `h` is the seed for a client, the seed and the tag
@@ -174,11 +169,11 @@ static __always_inline __u32 policy_hash(__u64 h, __u32 a0, __u32 a1, __u32 a2, 
 }
 
 // The rule that allows a flow between `client` and `lan` (protocol, LAN-side port), or -1, in
-// the tables of one generation. With `any_protocol` the client's first rule for the address will do.
-static __always_inline int policy_lookup_in(__u32 index, void *sources, void *source_prefixes, void *rules,
-					    void *items, const struct in6_addr *client, const struct in6_addr *lan,
-					    __u32 proto, __u32 port, __u32 any_protocol)
+// the tables of `generation`. With `any_protocol` the client's first rule for the address will do.
+static __always_inline int policy_lookup(__u32 generation, const struct in6_addr *client,
+					 const struct in6_addr *lan, __u32 proto, __u32 port, __u32 any_protocol)
 {
+	__u32 index = generation & 1;
 	struct policy_info *info = bpf_map_lookup_elem(&policy_info, &index);
 	if (!info)
 		return -1;
@@ -188,8 +183,8 @@ static __always_inline int policy_lookup_in(__u32 index, void *sources, void *so
 	__u32 class = 0, lengths = info->default_lengths, found = 0;
 	__u32 home = policy_hash(seed, c0, c1, c2, c3);
 	for (__u32 p = 0; p < POLICY_PROBES; p++) {
-		__u32 at = (home + p) & (POLICY_SOURCE_SLOTS - 1);
-		struct policy_source *source = bpf_map_lookup_elem(sources, &at);
+		__u32 at = index * POLICY_SOURCE_SLOTS + ((home + p) & (POLICY_SOURCE_SLOTS - 1));
+		struct policy_source *source = bpf_map_lookup_elem(&policy_sources, &at);
 		if (!source || !(source->lengths & POLICY_USED))
 			break;
 		if (source->addr[0] == c0 && source->addr[1] == c1 && source->addr[2] == c2 && source->addr[3] == c3) {
@@ -202,7 +197,9 @@ static __always_inline int policy_lookup_in(__u32 index, void *sources, void *so
 	if (!found && (info->flags & POLICY_INFO_SOURCE_PREFIXES)) {
 		struct prefix_key key = { .prefixlen = 128 };
 		__builtin_memcpy(key.addr, client, 16);
-		__u32 *shorter = bpf_map_lookup_elem(source_prefixes, &key);
+		// Rare (a miss, and client prefixes shorter than /128): the trie of the generation.
+		__u32 *shorter = index ? bpf_map_lookup_elem(&policy_source_prefixes_1, &key)
+				       : bpf_map_lookup_elem(&policy_source_prefixes_0, &key);
 		if (shorter) {
 			class = *shorter;
 			lengths = 0xff; // its class's lengths are not recorded: probe them all
@@ -218,14 +215,14 @@ static __always_inline int policy_lookup_in(__u32 index, void *sources, void *so
 			continue;
 		__u32 length = info->lengths[l];
 		__u32 tag = class << 8 | length;
-		__u32 m0 = lan->in6_u.u6_addr32[0] & policy_mask(length, 0);
-		__u32 m1 = lan->in6_u.u6_addr32[1] & policy_mask(length, 1);
-		__u32 m2 = lan->in6_u.u6_addr32[2] & policy_mask(length, 2);
-		__u32 m3 = lan->in6_u.u6_addr32[3] & policy_mask(length, 3);
+		__u32 m0 = lan->in6_u.u6_addr32[0] & info->masks[l][0];
+		__u32 m1 = lan->in6_u.u6_addr32[1] & info->masks[l][1];
+		__u32 m2 = lan->in6_u.u6_addr32[2] & info->masks[l][2];
+		__u32 m3 = lan->in6_u.u6_addr32[3] & info->masks[l][3];
 		__u32 start = policy_hash((__u64)(seed ^ tag) * POLICY_HASH_MULTIPLIER, m0, m1, m2, m3);
 		for (__u32 p = 0; p < POLICY_PROBES; p++) {
-			__u32 at = (start + p) & (POLICY_RULE_SLOTS - 1);
-			struct policy_slot *slot = bpf_map_lookup_elem(rules, &at);
+			__u32 at = index * POLICY_RULE_SLOTS + ((start + p) & (POLICY_RULE_SLOTS - 1));
+			struct policy_slot *slot = bpf_map_lookup_elem(&policy_rules, &at);
 			if (!slot || !(slot->count & POLICY_USED))
 				break;
 			if (slot->tag == tag && slot->addr[0] == m0 && slot->addr[1] == m1 && slot->addr[2] == m2 &&
@@ -243,8 +240,8 @@ static __always_inline int policy_lookup_in(__u32 index, void *sources, void *so
 	for (__u32 i = 0; i < POLICY_ITEMS; i++) {
 		if (i >= n)
 			break;
-		__u32 at = first + i;
-		struct policy_item *item = bpf_map_lookup_elem(items, &at);
+		__u32 at = index * POLICY_ITEM_SLOTS + ((first + i) & (POLICY_ITEM_SLOTS - 1));
+		struct policy_item *item = bpf_map_lookup_elem(&policy_items, &at);
 		if (!item)
 			return -1;
 		if (any_protocol)
@@ -256,34 +253,6 @@ static __always_inline int policy_lookup_in(__u32 index, void *sources, void *so
 		return item->rule;
 	}
 	return -1;
-}
-
-// One copy of the lookup per generation, so that each map lookup names one map: where clang
-// merged the two generations' code into one, the verifier could no longer inline the lookups
-// and each became a call through the map's ops (90-93 ns added per packet once). The copies
-// are inlined into the programs (as __noinline subprograms they cost a BPF call and return
-// more); clang keeps them apart as long as each names its own maps, which the xlated program
-// shows (no bpf_map_lookup_elem call left in it).
-static __always_inline int policy_lookup_0(const struct in6_addr *client, const struct in6_addr *lan,
-					   __u32 proto, __u32 port, __u32 any_protocol)
-{
-	return policy_lookup_in(0, &policy_sources_0, &policy_source_prefixes_0, &policy_rules_0, &policy_items_0,
-				client, lan, proto, port, any_protocol);
-}
-
-static __always_inline int policy_lookup_1(const struct in6_addr *client, const struct in6_addr *lan,
-					   __u32 proto, __u32 port, __u32 any_protocol)
-{
-	return policy_lookup_in(1, &policy_sources_1, &policy_source_prefixes_1, &policy_rules_1, &policy_items_1,
-				client, lan, proto, port, any_protocol);
-}
-
-static __always_inline int policy_lookup(__u32 generation, const struct in6_addr *client,
-					 const struct in6_addr *lan, __u8 proto, __u16 port, int any_protocol)
-{
-	if (generation & 1)
-		return policy_lookup_1(client, lan, proto, port, any_protocol);
-	return policy_lookup_0(client, lan, proto, port, any_protocol);
 }
 
 // Whether the packet at `l2` may pass, counting it; `to_lan` says which way it goes.

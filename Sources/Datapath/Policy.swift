@@ -71,9 +71,10 @@ extension Datapath {
         let sourcePrefixes = map("policy_source_prefixes_\(next)").raw
         try Self.clear(sourcePrefixes, keySize: 20, "policy_source_prefixes_\(next)")
         try zeroPolicyCounters(generation: next, slots: policy.ruleCount + 2)
-        try writeArray("policy_sources_\(next)", tables.sources, size: PolicyTables.sourceSize)
-        try writeArray("policy_rules_\(next)", tables.rules, size: PolicyTables.ruleSize)
-        try writeArray("policy_items_\(next)", tables.items, size: PolicyTables.itemSize)
+        // Each table holds both generations, generation g from g × its size.
+        try writeArray("policy_sources", from: Int(next) * PolicyTables.sourceSlots, tables.sources, size: PolicyTables.sourceSize)
+        try writeArray("policy_rules", from: Int(next) * PolicyTables.ruleSlots, tables.rules, size: PolicyTables.ruleSize)
+        try writeArray("policy_items", from: Int(next) * PolicyTables.itemSlots, tables.items, size: PolicyTables.itemSize)
         var shorter = false
         for (prefix, policyClass) in policy.sources where !prefix.isHost {
             shorter = true
@@ -86,6 +87,7 @@ extension Datapath {
         var info = PolicyTables.le32(shorter ? 1 : 0) + PolicyTables.le32(UInt32(lengths.count))
             + lengths + [UInt8](repeating: 0, count: CompiledPolicy.maximumLengths - lengths.count)
             + PolicyTables.le32(UInt32(policy.ruleCount)) + PolicyTables.le32(tables.seed) + PolicyTables.le32(tables.defaultLengths)
+            + tables.lengthMasks
         var infoKey = next
         try check(bpf_map_update_elem(map("policy_info").raw, &infoKey, &info, UInt64(BPF_ANY)), "write map", "policy_info")
         try writePolicyWord(policy.selectWord(generation: next))
@@ -105,7 +107,7 @@ extension Datapath {
     public static func pinnedPolicy(pinRoot: String, tunnel: String) throws -> CompiledPolicy? {
         let directory = pinDirectory(pinRoot: pinRoot, tunnel: tunnel)
         var open: [String: Descriptor] = [:]
-        for name in ["policy_select", "policy_info"] + (0...1).flatMap({ ["policy_sources_\($0)", "policy_source_prefixes_\($0)", "policy_rules_\($0)", "policy_items_\($0)"] }) {
+        for name in ["policy_select", "policy_info", "policy_sources", "policy_rules", "policy_items", "policy_source_prefixes_0", "policy_source_prefixes_1"] {
             guard let fd = try Descriptor.pinned("\(directory)/\(name)") else { return nil }
             open[name] = fd
         }
@@ -119,7 +121,7 @@ extension Datapath {
         guard word & ~CompiledPolicy.generationBit != 0 else { return nil }
         let generation = word & 1
         var infoKey = generation
-        var info = [UInt8](repeating: 0, count: 28)
+        var info = [UInt8](repeating: 0, count: PolicyTables.infoSize)
         try check(bpf_map_lookup_elem(try map("policy_info"), &infoKey, &info), "read map", "policy_info")
         let lan: DesiredPolicy.LANToClient = switch (word & CompiledPolicy.lanMask) >> CompiledPolicy.lanShift {
         case 0: .allow
@@ -131,12 +133,12 @@ extension Datapath {
         let lengthCount = min(Int(PolicyTables.u32(info, 4)), CompiledPolicy.maximumLengths)
         let tables = PolicyTables(seed: PolicyTables.u32(info, 20), lengths: Array(info[8..<(8 + lengthCount)]),
                                   defaultLengths: PolicyTables.u32(info, 24),
-                                  sources: try readArray(try map("policy_sources_\(generation)"), slots: PolicyTables.sourceSlots,
-                                                         size: PolicyTables.sourceSize, "policy_sources_\(generation)"),
-                                  rules: try readArray(try map("policy_rules_\(generation)"), slots: PolicyTables.ruleSlots,
-                                                       size: PolicyTables.ruleSize, "policy_rules_\(generation)"),
-                                  items: try readArray(try map("policy_items_\(generation)"), slots: PolicyTables.itemSlots,
-                                                       size: PolicyTables.itemSize, "policy_items_\(generation)"))
+                                  sources: try readArray(try map("policy_sources"), from: Int(generation) * PolicyTables.sourceSlots,
+                                                         slots: PolicyTables.sourceSlots, size: PolicyTables.sourceSize, "policy_sources"),
+                                  rules: try readArray(try map("policy_rules"), from: Int(generation) * PolicyTables.ruleSlots,
+                                                       slots: PolicyTables.ruleSlots, size: PolicyTables.ruleSize, "policy_rules"),
+                                  items: try readArray(try map("policy_items"), from: Int(generation) * PolicyTables.itemSlots,
+                                                       slots: PolicyTables.itemSlots, size: PolicyTables.itemSize, "policy_items"))
         tables.policy(into: &policy)
         // Shorter client prefixes are looked up only when the flag says there are any.
         if PolicyTables.u32(info, 0) & 1 != 0 {
@@ -151,39 +153,41 @@ extension Datapath {
     /// Chunk of array elements per BPF_MAP_LOOKUP_BATCH / BPF_MAP_UPDATE_BATCH.
     static let arrayChunk = 16_384
 
-    /// Every element of an ARRAY map, `size` bytes each, in index order: in batches where the
-    /// kernel takes them (5.6 on), one lookup each otherwise.
-    static func readArray(_ fd: Int32, slots: Int, size: Int, _ name: String) throws -> [UInt8] {
+    /// Elements `from..<from + slots` of an ARRAY map, `size` bytes each, in index order: in
+    /// batches where the kernel takes them (5.6 on), one lookup each otherwise.
+    static func readArray(_ fd: Int32, from: Int, slots: Int, size: Int, _ name: String) throws -> [UInt8] {
         var result = [UInt8](repeating: 0, count: slots * size)
-        var start = 0
-        var token: UInt32 = 0, next: UInt32 = 0
+        var done = 0
+        // A batch goes on after the key in `token`: the one before `from`.
+        var token = UInt32(truncatingIfNeeded: from - 1), next: UInt32 = 0
         var batched = true
-        while batched, start < slots {
-            var count = UInt32(min(Self.arrayChunk, slots - start))
+        while done < slots {
+            var count = UInt32(min(Self.arrayChunk, slots - done))
             var keys = [UInt32](repeating: 0, count: Int(count))
             var values = [UInt8](repeating: 0, count: Int(count) * size)
-            let status = start == 0
+            let status = from + done == 0
                 ? wgk_map_lookup_batch(fd, nil, &next, &keys, &values, &count)
                 : wgk_map_lookup_batch(fd, &token, &next, &keys, &values, &count)
             let code = status == -1 ? errno : -status
             _ = LibbpfLog.take()
             if status < 0, code != ENOENT {
-                guard start == 0 else { throw DatapathError("read map", name, code: code, detail: "batch lookup") }
+                guard done == 0 else { throw DatapathError("read map", name, code: code, detail: "batch lookup") }
                 batched = false
                 break
             }
-            for i in 0..<Int(count) where Int(keys[i]) < slots {
-                let at = Int(keys[i]) * size
-                result.replaceSubrange(at..<(at + size), with: values[(i * size)..<(i * size + size)])
+            for i in 0..<Int(count) {
+                let index = Int(keys[i]) - from
+                guard index >= 0, index < slots else { continue }
+                result.replaceSubrange((index * size)..<(index * size + size), with: values[(i * size)..<(i * size + size)])
             }
-            start += Int(count)
+            done += Int(count)
             token = next
             if status < 0 || count == 0 { break }
         }
         if !batched {
             var value = [UInt8](repeating: 0, count: size)
             for index in 0..<slots {
-                var key = UInt32(index)
+                var key = UInt32(from + index)
                 try check(bpf_map_lookup_elem(fd, &key, &value), "read map", name)
                 result.replaceSubrange((index * size)..<(index * size + size), with: value)
             }
@@ -191,14 +195,14 @@ extension Datapath {
         return result
     }
 
-    /// Writes every element of an ARRAY map from `bytes` (`size` bytes each, in index order).
-    func writeArray(_ name: String, _ bytes: [UInt8], size: Int) throws {
+    /// Writes elements `from..<from + bytes.count / size` of an ARRAY map from `bytes`.
+    func writeArray(_ name: String, from: Int, _ bytes: [UInt8], size: Int) throws {
         let fd = map(name).raw
         let slots = bytes.count / size
         var start = 0
         while start < slots {
             let count = min(Self.arrayChunk, slots - start)
-            let keys = (start..<(start + count)).map { UInt32($0) }
+            let keys = (start..<(start + count)).map { UInt32(from + $0) }
             let values = Array(bytes[(start * size)..<((start + count) * size)])
             var written = UInt32(count)
             let status = wgk_map_update_batch(fd, keys, values, &written)
@@ -206,7 +210,7 @@ extension Datapath {
             if status != 0 {
                 // No batch update here (before 5.6): one element at a time, from where it stopped.
                 for index in (start + Int(written))..<slots {
-                    var key = UInt32(index)
+                    var key = UInt32(from + index)
                     var value = Array(bytes[(index * size)..<(index * size + size)])
                     try check(bpf_map_update_elem(fd, &key, &value, UInt64(BPF_ANY)), "write map", name)
                 }

@@ -2,7 +2,8 @@ import Netlink
 import Reconciler
 
 /// One generation of a compiled policy laid out as bpf/policy.h probes it: open-addressing
-/// tables in ARRAY maps (the verifier inlines an array lookup; a hash map's is a kernel call).
+/// tables in ARRAY maps (the verifier inlines an array lookup; a hash map's is a kernel call),
+/// each map holding both generations (generation g from g × the sizes here).
 ///
 /// - `sources` (`struct policy_source`, 24 bytes a slot): a client /128, its class, and the
 ///   lengths its class has entries at (bit l: `lengths[l]`) with `used`;
@@ -24,6 +25,10 @@ struct PolicyTables: Equatable {
     static let sourceSize = 24, ruleSize = 28, itemSize = 8
     /// Seeds tried before giving up (each fails only if some key is `probes` past its home).
     static let seeds: ClosedRange<UInt32> = 0...7
+
+    /// `struct policy_info`'s size: flags, count, 8 lengths, rule count, seed, default lengths,
+    /// then each length's mask.
+    static let infoSize = 28 + 16 * CompiledPolicy.maximumLengths
 
     var seed: UInt32
     /// The lengths the entries use, longest first (`policy_info.lengths`).
@@ -120,6 +125,19 @@ struct PolicyTables: Equatable {
             return
         }
         throw .noSeed
+    }
+
+    /// `policy_info.masks`: each length as a 16-byte mask (the programs AND it with the address),
+    /// unused lengths zero.
+    var lengthMasks: [UInt8] {
+        (0..<CompiledPolicy.maximumLengths).flatMap { l -> [UInt8] in
+            guard l < lengths.count else { return [UInt8](repeating: 0, count: 16) }
+            let length = Int(lengths[l])
+            return (0..<16).map { byte in
+                let bits = min(max(length - byte * 8, 0), 8)
+                return bits == 0 ? 0 : UInt8(truncatingIfNeeded: 0xff << (8 - bits))
+            }
+        }
     }
 
     init(seed: UInt32, lengths: [UInt8], defaultLengths: UInt32, sources: [UInt8], rules: [UInt8], items: [UInt8]) {
