@@ -121,9 +121,16 @@ public struct PolicyPacket: Hashable, Sendable, CustomStringConvertible {
     public var destinationPort: UInt16
     /// ICMPv6 type (0 for other protocols).
     public var icmpType: UInt8
+    /// TCP flags (byte 13 of the TCP header); ACK unless said otherwise.
+    public var tcpFlags: UInt8
+    /// The identifier of an ICMPv6 echo request or reply.
+    public var echoIdentifier: UInt16
+
+    public static let syn: UInt8 = 0x02, ack: UInt8 = 0x10
 
     public init(direction: Direction, source: IPv6Address, destination: IPv6Address, proto: UInt8,
-                sourcePort: UInt16 = 0, destinationPort: UInt16 = 0, icmpType: UInt8 = 0) {
+                sourcePort: UInt16 = 0, destinationPort: UInt16 = 0, icmpType: UInt8 = 0, tcpFlags: UInt8 = ack,
+                echoIdentifier: UInt16 = 0) {
         self.direction = direction
         self.source = source
         self.destination = destination
@@ -131,6 +138,8 @@ public struct PolicyPacket: Hashable, Sendable, CustomStringConvertible {
         self.sourcePort = sourcePort
         self.destinationPort = destinationPort
         self.icmpType = icmpType
+        self.tcpFlags = tcpFlags
+        self.echoIdentifier = echoIdentifier
     }
 
     public var client: IPv6Address { direction == .clientToLAN ? source : destination }
@@ -143,9 +152,47 @@ public struct PolicyPacket: Hashable, Sendable, CustomStringConvertible {
     /// An ICMPv6 error message (types below 128).
     public var isICMPError: Bool { proto == PolicyProtocol.icmpv6.rawValue && icmpType < 128 }
 
-    public var description: String {
-        "\(direction == .clientToLAN ? "client→LAN" : "LAN→client") [\(source)]:\(sourcePort) → [\(destination)]:\(destinationPort) proto \(proto) type \(icmpType)"
+    /// A TCP segment that opens a connection: SYN without ACK.
+    public var isTCPOpening: Bool { proto == PolicyProtocol.tcp.rawValue && tcpFlags & (Self.syn | Self.ack) == Self.syn }
+
+    /// The flow `lan_to_client: replies` remembers for this packet: UDP, and ICMPv6 echo (a
+    /// request from a client, a reply from the LAN); nil for anything else.
+    public var flow: PolicyFlows.Flow? {
+        if proto == PolicyProtocol.udp.rawValue {
+            let clientPort = direction == .clientToLAN ? sourcePort : destinationPort
+            return PolicyFlows.Flow(client: client, lanHost: lanHost, proto: proto, clientPort: clientPort, lanPort: lanPort)
+        }
+        if proto == PolicyProtocol.icmpv6.rawValue, icmpType == (direction == .clientToLAN ? 128 : 129) {
+            return PolicyFlows.Flow(client: client, lanHost: lanHost, proto: proto, clientPort: echoIdentifier, lanPort: 0)
+        }
+        return nil
     }
+
+    public var description: String {
+        var text = "\(direction == .clientToLAN ? "client→LAN" : "LAN→client") [\(source)]:\(sourcePort) → [\(destination)]:\(destinationPort) proto \(proto)"
+        if proto == PolicyProtocol.tcp.rawValue { text += " flags 0x\(String(tcpFlags, radix: 16))" }
+        if proto == PolicyProtocol.icmpv6.rawValue { text += " type \(icmpType) id \(echoIdentifier)" }
+        return text
+    }
+}
+
+/// What `lan_to_client: replies` remembers (bpf/policy.h `policy_flows`): the UDP flows and
+/// ICMPv6 echo requests clients sent that were allowed. Time is not modelled: the datapath
+/// forgets a flow after 120 s without a packet, or when its LRU map of 65 536 needs the room.
+public struct PolicyFlows: Hashable, Sendable {
+    public struct Flow: Hashable, Sendable {
+        public var client: IPv6Address
+        public var lanHost: IPv6Address
+        public var proto: UInt8
+        /// UDP port, or the echo identifier.
+        public var clientPort: UInt16
+        /// UDP port; 0 for echo.
+        public var lanPort: UInt16
+    }
+
+    public var flows: Set<Flow> = []
+
+    public init() {}
 }
 
 /// What the policy does with a packet, and which counter it adds to.
@@ -178,6 +225,7 @@ extension DesiredPolicy {
     ///   packet reversed (the LAN host's source port as the rule's port); an ICMPv6 error only
     ///   needs some rule of the client for the LAN host, whatever its protocol and ports.
     /// The first rule (lowest index) that allows the packet is the one counted.
+    /// This is the stateless part: `evaluate(_:peerOf:flows:)` adds what `replies` remembers.
     public func evaluate(_ packet: PolicyPacket, peerOf: (IPv6Address) -> String?) -> PolicyVerdict {
         switch packet.direction {
         case .clientToLAN:
@@ -195,5 +243,28 @@ extension DesiredPolicy {
             if anyProtocol || rule.matches(proto: packet.proto, port: packet.lanPort) { return .allowed(rule: index) }
         }
         return .denied
+    }
+}
+
+extension DesiredPolicy {
+    /// The reference with `lan_to_client: replies`' state, for packets in the order the
+    /// datapath sees them: a LAN packet that opens something is denied before any rule is
+    /// consulted (TCP SYN without ACK; UDP or an echo reply outside a flow a client opened; an
+    /// echo request or other informational ICMPv6 message), and an allowed client UDP packet
+    /// or echo request opens its flow. ICMPv6 errors and other protocols carry no state.
+    public func evaluate(_ packet: PolicyPacket, peerOf: (IPv6Address) -> String?, flows: inout PolicyFlows) -> PolicyVerdict {
+        guard lanToClient == .replies else { return evaluate(packet, peerOf: peerOf) }
+        switch packet.direction {
+        case .clientToLAN:
+            let verdict = evaluate(packet, peerOf: peerOf)
+            if verdict.isAllowed, let flow = packet.flow { flows.flows.insert(flow) }
+            return verdict
+        case .lanToClient:
+            if packet.isTCPOpening { return .denied }
+            if packet.proto == PolicyProtocol.udp.rawValue || (packet.proto == PolicyProtocol.icmpv6.rawValue && !packet.isICMPError) {
+                guard let flow = packet.flow, flows.flows.contains(flow) else { return .denied }
+            }
+            return evaluate(packet, peerOf: peerOf)
+        }
     }
 }

@@ -149,6 +149,42 @@ final class PolicyTests: XCTestCase {
         XCTAssertGreaterThan(allowed, checked / 10)
         XCTAssertLessThan(allowed, checked * 9 / 10)
     }
+
+    /// `replies` with state: a LAN host answers what a client opened and opens nothing itself.
+    func testRepliesRememberWhatClientsOpened() {
+        let client = IPv6Address("2001:db8:c::1")!, server = IPv6Address("2001:db8:1::10")!
+        let policy = DesiredPolicy(clientToLAN: .allow, lanToClient: .replies, rules: [])
+        var flows = PolicyFlows()
+        let peerOf: (IPv6Address) -> String? = { _ in "c" }
+        func evaluate(_ packet: PolicyPacket) -> Bool { policy.evaluate(packet, peerOf: peerOf, flows: &flows).isAllowed }
+        let answer = PolicyPacket(direction: .lanToClient, source: server, destination: client, proto: 17, sourcePort: 53, destinationPort: 5353)
+        XCTAssertFalse(evaluate(answer), "no flow yet")
+        XCTAssertTrue(evaluate(PolicyPacket(direction: .clientToLAN, source: client, destination: server, proto: 17, sourcePort: 5353, destinationPort: 53)))
+        XCTAssertTrue(evaluate(answer))
+        var other = answer
+        other.sourcePort = 54
+        XCTAssertFalse(evaluate(other))
+        let syn = PolicyPacket(direction: .lanToClient, source: server, destination: client, proto: 6, sourcePort: 22, destinationPort: 1, tcpFlags: PolicyPacket.syn)
+        XCTAssertFalse(evaluate(syn))
+        var synAck = syn
+        synAck.tcpFlags |= PolicyPacket.ack
+        XCTAssertTrue(evaluate(synAck))
+        let reply = PolicyPacket(direction: .lanToClient, source: server, destination: client, proto: 58, icmpType: 129, echoIdentifier: 3)
+        XCTAssertFalse(evaluate(reply))
+        XCTAssertTrue(evaluate(PolicyPacket(direction: .clientToLAN, source: client, destination: server, proto: 58, icmpType: 128, echoIdentifier: 3)))
+        XCTAssertTrue(evaluate(reply))
+        var request = reply
+        request.icmpType = 128
+        XCTAssertFalse(evaluate(request), "the LAN does not open echoes")
+        request.icmpType = 1
+        XCTAssertTrue(evaluate(request), "errors carry no state")
+        XCTAssertTrue(evaluate(PolicyPacket(direction: .lanToClient, source: server, destination: client, proto: 59)), "nor do other protocols")
+        // Without replies nothing is remembered.
+        var none = PolicyFlows()
+        let allow = DesiredPolicy(clientToLAN: .allow, lanToClient: .allow, rules: [])
+        _ = allow.evaluate(PolicyPacket(direction: .clientToLAN, source: client, destination: server, proto: 17, sourcePort: 1, destinationPort: 2), peerOf: peerOf, flows: &none)
+        XCTAssertEqual(none, PolicyFlows())
+    }
 }
 
 private extension Result {
