@@ -255,14 +255,66 @@ static __always_inline int policy_lookup(__u32 generation, const struct in6_addr
 	return -1;
 }
 
+// `lan_to_client: replies`: what a LAN host may send a client is an answer, not a new
+// conversation. TCP: a segment with SYN and without ACK (an opening) is denied; the rest is
+// left to the rules (no sequence or state tracking). UDP and ICMPv6 echo: a flow a client
+// opened (client address and port or echo identifier, LAN address and port) is remembered here
+// by the tunnel-side program, refreshed by either side, forgotten after POLICY_FLOW_TIMEOUT_NS
+// without a packet or when the LRU map needs the room; a LAN packet of neither kind is denied.
+// ICMPv6 errors and other protocols are not tracked (the rules alone decide).
+#define POLICY_FLOW_TIMEOUT_NS (120ULL * 1000000000ULL)
+#define POLICY_FLOW_REFRESH_NS 1000000000ULL
+#define POLICY_FLOWS 65536
+
+struct policy_flow {
+	__u32 client[4];
+	__u32 lan[4];
+	__u16 client_port; // UDP port, or the echo identifier
+	__u16 lan_port;	   // UDP port, 0 for echo
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct policy_flow);
+	__type(value, __u64); // last packet, bpf_ktime_get_ns
+	__uint(max_entries, POLICY_FLOWS);
+} policy_flows SEC(".maps");
+
+// Whether a LAN packet belongs to a flow a client opened, refreshing it; a client packet opens
+// or refreshes one (`open`).
+static __always_inline int policy_flow(const struct in6_addr *client, const struct in6_addr *lan, __u8 proto,
+				       __u16 client_port, __u16 lan_port, int open)
+{
+	struct policy_flow key = { .client_port = client_port, .lan_port = lan_port, .proto = proto };
+	__builtin_memcpy(key.client, client, 16);
+	__builtin_memcpy(key.lan, lan, 16);
+	__u64 now = bpf_ktime_get_ns();
+	__u64 *seen = bpf_map_lookup_elem(&policy_flows, &key);
+	if (seen) {
+		__u64 last = *seen;
+		if (!open && now - last > POLICY_FLOW_TIMEOUT_NS)
+			return 0;
+		// One store a second at most: every packet of a flow would otherwise dirty the line.
+		if (now - last > POLICY_FLOW_REFRESH_NS)
+			*seen = now;
+		return 1;
+	}
+	if (open)
+		bpf_map_update_elem(&policy_flows, &key, &now, BPF_ANY);
+	return open;
+}
+
 // Whether the packet at `l2` may pass, counting it; `to_lan` says which way it goes.
 // Extension headers are not walked: the protocol is the fixed header's next header, and
 // TCP/UDP ports are read right after it (0 when the packet is too short to hold them).
 static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 word, int to_lan)
 {
 	__u32 lan_mode = (word & POLICY_LAN_MASK) >> POLICY_LAN_SHIFT;
+	int replies = lan_mode == POLICY_LAN_REPLIES;
 	if (to_lan) {
-		if (!(word & POLICY_CLIENT_DENY))
+		if (!(word & POLICY_CLIENT_DENY) && !replies)
 			return 1;
 	} else {
 		if (lan_mode == POLICY_LAN_ALLOW)
@@ -271,8 +323,6 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 			policy_count(word, POLICY_SLOT_LAN_DENIED);
 			return 0;
 		}
-		if (!(word & POLICY_CLIENT_DENY))
-			return 1; // replies, and the clients may send anything
 	}
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
@@ -283,24 +333,56 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 	__u8 proto = ip6->nexthdr;
 	__u16 port = 0;
 	int any_protocol = 0;
-	// The four bytes after the fixed header: ports, or the ICMPv6 type. Read in place when
-	// they are in the linear part, copied otherwise.
-	__u8 l4[4] = {};
+	// The eight bytes after the fixed header (ports; ICMPv6 type and echo identifier), and
+	// TCP's flags. Read in place when they are in the linear part, copied otherwise.
+	__u8 l4[8] = {};
+	__u8 tcp_flags = 0;
 	__u8 *head = (void *)(ip6 + 1);
-	if (head + 4 <= (__u8 *)end)
-		__builtin_memcpy(l4, head, 4);
-	else if (bpf_skb_load_bytes(skb, l2 + sizeof(struct ipv6hdr), l4, 4))
-		__builtin_memset(l4, 0, 4);
+	if (head + 8 <= (__u8 *)end)
+		__builtin_memcpy(l4, head, 8);
+	else if (bpf_skb_load_bytes(skb, l2 + sizeof(struct ipv6hdr), l4, 8) &&
+		 bpf_skb_load_bytes(skb, l2 + sizeof(struct ipv6hdr), l4, 4))
+		__builtin_memset(l4, 0, 8);
 	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP)
 		port = to_lan ? (__u16)l4[2] << 8 | l4[3] : (__u16)l4[0] << 8 | l4[1];
 	else if (proto == IPPROTO_ICMPV6 && !to_lan && l4[0] < 128)
 		any_protocol = 1;
-	int rule = to_lan ? policy_lookup(word, &source, &destination, proto, port, 0)
-			  : policy_lookup(word, &destination, &source, proto, port, any_protocol);
-	if (rule < 0 || rule >= POLICY_RULES_MAX) {
-		policy_count(word, to_lan ? POLICY_SLOT_CLIENT_DENIED : POLICY_SLOT_LAN_DENIED);
-		return 0;
+	// A flow replies track: UDP, or an ICMPv6 echo (request from a client, reply from the LAN).
+	int udp = proto == IPPROTO_UDP;
+	int echo = proto == IPPROTO_ICMPV6 && l4[0] == (to_lan ? ICMPV6_ECHO_REQUEST : ICMPV6_ECHO_REPLY);
+	__u16 client_port = udp ? (to_lan ? (__u16)l4[0] << 8 | l4[1] : (__u16)l4[2] << 8 | l4[3])
+				: (__u16)l4[4] << 8 | l4[5];
+	if (!to_lan && replies) {
+		int opening = 0;
+		if (proto == IPPROTO_TCP) {
+			if (head + 14 <= (__u8 *)end)
+				tcp_flags = head[13];
+			else if (bpf_skb_load_bytes(skb, l2 + sizeof(struct ipv6hdr) + 13, &tcp_flags, 1))
+				tcp_flags = 0;
+			opening = (tcp_flags & 0x12) == 0x02; // SYN without ACK
+		} else if (udp || echo) {
+			opening = !policy_flow(&destination, &source, proto, client_port, udp ? port : 0, 0);
+		} else if (proto == IPPROTO_ICMPV6 && l4[0] >= 128) {
+			opening = 1; // an echo request, or any other informational message, from the LAN
+		}
+		if (opening) {
+			policy_count(word, POLICY_SLOT_LAN_DENIED);
+			return 0;
+		}
+		if (!(word & POLICY_CLIENT_DENY))
+			return 1; // the clients may send anything, so the reversed packet is allowed
 	}
-	policy_count(word, POLICY_SLOT_RULES + rule);
+	int rule = -1;
+	if (!to_lan || (word & POLICY_CLIENT_DENY)) {
+		rule = to_lan ? policy_lookup(word, &source, &destination, proto, port, 0)
+			      : policy_lookup(word, &destination, &source, proto, port, any_protocol);
+		if (rule < 0 || rule >= POLICY_RULES_MAX) {
+			policy_count(word, to_lan ? POLICY_SLOT_CLIENT_DENIED : POLICY_SLOT_LAN_DENIED);
+			return 0;
+		}
+		policy_count(word, POLICY_SLOT_RULES + rule);
+	}
+	if (to_lan && replies && (udp || echo))
+		policy_flow(&source, &destination, proto, client_port, udp ? port : 0, 1);
 	return 1;
 }

@@ -49,11 +49,11 @@ final class PolicyKernelTests: XCTestCase {
         var l4: [UInt8]
         switch packet.proto {
         case 6:
-            l4 = be16(packet.sourcePort) + be16(packet.destinationPort) + [0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]
+            l4 = be16(packet.sourcePort) + be16(packet.destinationPort) + [0, 0, 0, 1, 0, 0, 0, 0, 0x50, packet.tcpFlags, 0xff, 0xff, 0, 0, 0, 0]
         case 17:
             l4 = be16(packet.sourcePort) + be16(packet.destinationPort) + be16(UInt16(8 + tag.count)) + [0, 0]
         case 58:
-            l4 = [packet.icmpType, 0, 0, 0, 0, 0, 0, 0]
+            l4 = [packet.icmpType, 0, 0, 0] + be16(packet.echoIdentifier) + [0, 0]
         default:
             l4 = []
         }
@@ -245,6 +245,9 @@ final class PolicyKernelTests: XCTestCase {
         let (lab, datapath) = try gateway()
         var rng = SeededGenerator(seed: 1717)
         var compared = 0, allowedCount = 0, rounds = 0
+        // What `replies` remembers, across rounds as the map does (the test is far shorter
+        // than the flows' 120 s and their 65 536 entries).
+        var flows = PolicyFlows()
         while rounds < 24 {
             let random = RandomPolicy(ruleCount: Int.random(in: 1...12, using: &rng), using: &rng)
             guard case .success(let compiled) = random.policy.compile(clients: random.clients) else { continue }
@@ -254,16 +257,22 @@ final class PolicyKernelTests: XCTestCase {
             var expected = Set<UInt32>()
             var ruleCounts = [UInt64](repeating: 0, count: random.policy.rules.count)
             var packets: [UInt32: PolicyPacket] = [:]
-            for i in 0..<150 {
-                let packet = random.packet(using: &rng)
+            // The clients' packets first, all through the datapath before the LAN's: a LAN
+            // answer finds the flow its client opened.
+            let generated = (0..<150).map { _ in random.packet(using: &rng) }
+            let ordered = generated.filter { $0.direction == .clientToLAN } + generated.filter { $0.direction == .lanToClient }
+            let clientCount = generated.count { $0.direction == .clientToLAN }
+            var through = Set<UInt32>()
+            for (i, packet) in ordered.enumerated() {
+                if i == clientCount { through.formUnion(received(lab, quiet: 200).through) }
                 let sequence = UInt32(rounds * 1000 + i)
-                let verdict = random.policy.evaluate(packet, peerOf: random.clients.peer(of:))
+                let verdict = random.policy.evaluate(packet, peerOf: random.clients.peer(of:), flows: &flows)
                 if verdict.isAllowed { expected.insert(sequence) }
                 if case .allowed(let rule) = verdict { ruleCounts[rule] += 1 }
                 packets[sequence] = packet
                 try send(lab, packet, sequence: sequence)
             }
-            let through = received(lab, quiet: 200).through
+            through.formUnion(received(lab, quiet: 200).through)
             for sequence in expected.symmetricDifference(through).sorted().prefix(5) {
                 XCTFail("round \(rounds), \(expected.contains(sequence) ? "dropped" : "let through"): \(packets[sequence]!)\nrules: \(random.policy.rules)\nlan_to_client: \(random.policy.lanToClient)")
             }
@@ -384,5 +393,72 @@ final class PolicyKernelTests: XCTestCase {
         // machine moves a figure by several ns, so the bound leaves room: a hash-map lookup
         // (~30 ns here) or an unrolled probe creeping back in would cross it.
         for (i, kind) in kinds.enumerated() { XCTAssertLessThan(added[i], 45, kind.label) }
+    }
+
+    /// `lan_to_client: replies` by BPF_PROG_TEST_RUN of both programs (client addresses in
+    /// 2001:db8:86dd::/48 for tunnel_ingress, see testPerPacketCost): a LAN host answers a
+    /// client's UDP flow and echo request but opens nothing (TCP SYN, UDP or echo reply without
+    /// a flow, echo request), with the rules still deciding what the client may reach; each
+    /// verdict also the stateful reference's.
+    func testRepliesRememberWhatClientsOpened() throws {
+        let (_, datapath) = try gateway()
+        try datapath.configure(ICMPErrorSettings(intervalMilliseconds: 0))  // a denied packet is dropped (2)
+        let client = IPv6Address("2001:db8:86dd::7")!
+        XCTAssertEqual(try datapath.synchronize(.clients, to: [Self.clientsPrefix: .redirect, .host(.v6(client)): .redirect]), [:])
+        let policy = DesiredPolicy(clientToLAN: .deny, lanToClient: .replies, rules: [
+            PolicyRule(source: .peers(["c"]), destination: .host(.v6(server1)), proto: .udp, ports: [PortRange(53, 53)], label: "c"),
+            PolicyRule(source: .peers(["c"]), destination: .host(.v6(server1)), proto: .tcp, ports: [PortRange(22, 22)], label: "c"),
+            PolicyRule(source: .peers(["c"]), destination: .host(.v6(server1)), proto: .icmpv6, label: "c"),
+        ])
+        let peers = clients(["c": client])
+        try datapath.install(policy: try policy.compile(clients: peers).get())
+        let lanProgram = bpf_obj_get("\(datapath.pinDirectory)/lan_ingress")
+        let tunnelProgram = bpf_obj_get("\(datapath.pinDirectory)/tunnel_ingress")
+        defer { close(lanProgram); close(tunnelProgram) }
+        var flows = PolicyFlows()
+        func udp(_ direction: PolicyPacket.Direction, _ clientPort: UInt16, _ lanPort: UInt16) -> PolicyPacket {
+            direction == .clientToLAN
+                ? PolicyPacket(direction: direction, source: client, destination: server1, proto: 17, sourcePort: clientPort, destinationPort: lanPort)
+                : PolicyPacket(direction: direction, source: server1, destination: client, proto: 17, sourcePort: lanPort, destinationPort: clientPort)
+        }
+        func echo(_ direction: PolicyPacket.Direction, type: UInt8, id: UInt16) -> PolicyPacket {
+            PolicyPacket(direction: direction, source: direction == .clientToLAN ? client : server1,
+                         destination: direction == .clientToLAN ? server1 : client, proto: 58, icmpType: type, echoIdentifier: id)
+        }
+        func segment(flags: UInt8, port: UInt16 = 22) -> PolicyPacket {
+            PolicyPacket(direction: .lanToClient, source: server1, destination: client, proto: 6, sourcePort: port, destinationPort: 40000, tcpFlags: flags)
+        }
+        let steps: [(String, PolicyPacket, Bool)] = [
+            ("UDP answer before the client asked", udp(.lanToClient, 5353, 53), false),
+            ("the client's DNS query", udp(.clientToLAN, 5353, 53), true),
+            ("its answer", udp(.lanToClient, 5353, 53), true),
+            ("an answer from another port", udp(.lanToClient, 5353, 54), false),
+            ("an answer to another client port", udp(.lanToClient, 5354, 53), false),
+            ("a query the rules deny opens nothing", udp(.clientToLAN, 5355, 54), false),
+            ("so nothing comes back", udp(.lanToClient, 5355, 54), false),
+            ("echo reply before a request", echo(.lanToClient, type: 129, id: 7), false),
+            ("the client's echo request", echo(.clientToLAN, type: 128, id: 7), true),
+            ("its reply", echo(.lanToClient, type: 129, id: 7), true),
+            ("a reply with another identifier", echo(.lanToClient, type: 129, id: 8), false),
+            ("an echo request from the LAN", echo(.lanToClient, type: 128, id: 7), false),
+            ("a LAN SYN to the client", segment(flags: PolicyPacket.syn), false),
+            ("a LAN SYN-ACK from 22", segment(flags: PolicyPacket.syn | PolicyPacket.ack), true),
+            ("a LAN ACK from 22", segment(flags: PolicyPacket.ack), true),
+            ("a LAN ACK from 23 (no rule)", segment(flags: PolicyPacket.ack, port: 23), false),
+            ("an error about the client's traffic", echo(.lanToClient, type: 1, id: 0), true),
+        ]
+        for (label, packet, allowed) in steps {
+            XCTAssertEqual(policy.evaluate(packet, peerOf: peers.peer(of:), flows: &flows).isAllowed, allowed, "reference: \(label)")
+            var bytes = Self.bytes(packet, sequence: 1)
+            bytes[7] = 255
+            let toLAN = packet.direction == .clientToLAN
+            let frame = toLAN ? bytes : Packet.ethernet(to: [0, 0, 0, 0, 0, 0], from: [2, 0, 0, 0, 0, 1], bytes)
+            let (result, verdict, _, _) = programTestRun(toLAN ? tunnelProgram : lanProgram, frame, repeat: 1)
+            XCTAssertEqual(result, 0)
+            XCTAssertEqual(verdict, allowed ? 7 : 2, label)
+        }
+        let counters = try datapath.policyCounters(ruleCount: 3)
+        XCTAssertEqual(counters.lanToClientDenied, 9)
+        XCTAssertEqual(counters.clientToLANDenied, 1)
     }
 }

@@ -84,7 +84,11 @@ public struct RandomPolicy {
             packet.sourcePort = UInt16.random(in: 0...45, using: &rng)
             packet.destinationPort = UInt16.random(in: 0...45, using: &rng)
         }
-        if proto == 58 { packet.icmpType = [1, 3, 128, 129].randomElement(using: &rng)! }
+        if proto == 6 { packet.tcpFlags = [PolicyPacket.syn, PolicyPacket.syn | PolicyPacket.ack, PolicyPacket.ack].randomElement(using: &rng)! }
+        if proto == 58 {
+            packet.icmpType = [1, 3, 128, 129].randomElement(using: &rng)!
+            packet.echoIdentifier = UInt16.random(in: 0...2, using: &rng)
+        }
         return packet
     }
 }
