@@ -106,7 +106,7 @@ extension Decoder {
                 ok = false
             }
             for item in items.prefix(limits.policyPorts) {
-                guard case .scalar(let text, let itemAt) = item, let range = Self.portRange(text) else {
+                guard case .scalar(let text, _) = item, let range = Self.portRange(text) else {
                     fail(item.location, "ports: expected a port (1-65535) or a range such as 8000-8080, got \(item.kindName == "a scalar" ? Scalars.quoted(item.scalarText ?? "") : item.kindName)")
                     ok = false
                     continue
