@@ -126,10 +126,10 @@ struct Decoder {
         parse(entry, "an integer from \(range.lowerBound) to \(range.upperBound)") { Scalars.integer($0, in: range) }
     }
 
-    mutating func duration(_ entry: Tree.Entry?) -> Duration? {
+    mutating func duration(_ entry: Tree.Entry?, allowZero: Bool = false) -> Duration? {
         guard let (text, at) = scalar(entry) else { return nil }
-        guard let value = Scalars.duration(text) else {
-            fail(at, "\(entry!.key): \(Scalars.quoted(text)) is not an interval (write it like 500ms, 2s, 1m or 1m30s)")
+        guard let value = Scalars.duration(text, allowZero: allowZero) else {
+            fail(at, "\(entry!.key): \(Scalars.quoted(text)) is not an interval (write it like \(allowZero ? "0, " : "")500ms, 2s, 1m or 1m30s)")
             return nil
         }
         // The event loop turns deadlines into milliseconds: keep them far from overflowing.
@@ -386,7 +386,7 @@ struct Decoder {
         gateway.allowUnsafeAllowedIPs = unsafeAllowedIPs ?? false
         gateway.icmpSourceLAN = address(fields["icmp_source_lan"])
         gateway.icmpSourceTunnel = address(fields["icmp_source_tunnel"])
-        if let interval = duration(fields["icmp_ratelimit"]) {
+        if let interval = duration(fields["icmp_ratelimit"], allowZero: true) {
             if interval <= .seconds(3600) {
                 gateway.icmpRateLimit = interval
             } else if let (_, at) = scalar(fields["icmp_ratelimit"]) {

@@ -111,6 +111,15 @@ final class DerivationTests: XCTestCase {
         XCTAssertEqual(errors.count, 2, "\(errors)")
         XCTAssertTrue(errors.contains { $0.hasSuffix("icmp_source_lan: \"10.0.0.1\" is not an IPv6 address") }, "\(errors)")
         XCTAssertTrue(errors.contains { $0.hasSuffix("icmp_ratelimit: at most 1h (0 limits nothing)") }, "\(errors)")
+        // 0 turns the limit off, as the README says; other intervals still refuse it.
+        for zero in ["0", "0ms", "0s"] {
+            let off = text.replacingOccurrences(of: "icmp_ratelimit: 250ms", with: "icmp_ratelimit: \(zero)")
+            XCTAssertEqual(try fixture.loaded(off).desired.datapath?.icmp.rateLimit, .zero, zero)
+        }
+        let negative = try fixture.errors(text.replacingOccurrences(of: "icmp_ratelimit: 250ms", with: "icmp_ratelimit: -1"))
+        XCTAssertTrue(negative.contains { $0.hasSuffix("icmp_ratelimit: \"-1\" is not an interval (write it like 0, 500ms, 2s, 1m or 1m30s)") }, "\(negative)")
+        let poll = try fixture.errors(AcceptedConfigs.base.replacingOccurrences(of: "proxy_poll: 500ms", with: "proxy_poll: 0"))
+        XCTAssertTrue(poll.contains { $0.hasSuffix("proxy_poll: \"0\" is not an interval (write it like 500ms, 2s, 1m or 1m30s)") }, "\(poll)")
     }
 
     /// `ndp: datapath`: no proxy entries and no LAN sysctl; the LAN program answers for the
