@@ -14,6 +14,10 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
 char LICENSE[] SEC("license") = "GPL";
 
 // Key layout of BPF_MAP_TYPE_LPM_TRIE: prefix length first, then the address bytes.
@@ -480,6 +484,32 @@ int tunnel_ingress(struct __sk_buff *skb)
 			return action;
 	}
 
+	// With the LAN host's neighbour entry valid, its address (the next hop the FIB gives)
+	// goes to bpf_redirect_neigh, which then skips its own route lookup and the dst it would
+	// take: that lookup costs more than the rest of the path (`wgkeeper-bench pps`). Without a
+	// valid entry the packet goes the slow way, with a dst, so that a failed resolution still
+	// sends Address Unreachable (ndisc_error_report acts only through the skb's dst).
+	struct bpf_fib_lookup fib = {
+		.family = AF_INET6,
+		.ifindex = cfg->lan_ifindex,
+	};
+	{
+		void *data = (void *)(long)skb->data;
+		void *end = (void *)(long)skb->data_end;
+		struct ipv6hdr *ip6 = data;
+		if ((void *)(ip6 + 1) > end) {
+			count(COUNTER_ERRORS);
+			return TC_ACT_UNSPEC;
+		}
+		__builtin_memcpy(fib.ipv6_src, ip6->saddr.in6_u.u6_addr8, sizeof(fib.ipv6_src));
+		__builtin_memcpy(fib.ipv6_dst, ip6->daddr.in6_u.u6_addr8, sizeof(fib.ipv6_dst));
+	}
+	int resolved = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_OUTPUT) ==
+			       BPF_FIB_LKUP_RET_SUCCESS &&
+		       fib.ifindex == cfg->lan_ifindex;
+	struct bpf_redir_neigh next_hop = { .nh_family = AF_INET6 };
+	__builtin_memcpy(next_hop.ipv6_nh, fib.ipv6_dst, sizeof(next_hop.ipv6_nh));
+
 	// Grow the head first: on failure the packet is still untouched.
 	if (bpf_skb_change_head(skb, sizeof(struct ethhdr), 0) != 0) {
 		count(COUNTER_ERRORS);
@@ -498,5 +528,7 @@ int tunnel_ingress(struct __sk_buff *skb)
 	eth->h_proto = bpf_htons(ETH_P_IPV6);
 	ip6->hop_limit -= 1;
 	count(COUNTER_TUNNEL_TO_LAN);
+	if (resolved)
+		return bpf_redirect_neigh(cfg->lan_ifindex, &next_hop, sizeof(next_hop), 0);
 	return bpf_redirect_neigh(cfg->lan_ifindex, NULL, 0, 0);
 }

@@ -129,11 +129,11 @@ private func pinnedProgram(_ path: String) throws -> Int32 {
     return fd
 }
 
-/// `r0 = -1 (TC_ACT_UNSPEC); exit`.
-private func emptyProgram() throws -> Int32 {
+/// `r0 = verdict; exit` (-1: TC_ACT_UNSPEC, 2: TC_ACT_SHOT).
+func emptyProgram(verdict: Int32 = -1) throws -> Int32 {
     var instructions = [bpf_insn](repeating: bpf_insn(), count: 2)
     instructions[0].code = UInt8(BPF_ALU64 | BPF_MOV | BPF_K)
-    instructions[0].imm = -1
+    instructions[0].imm = verdict
     instructions[1].code = UInt8(BPF_JMP | BPF_EXIT)
     let fd = bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "wgk_bench_empty", "GPL", instructions, 2, nil)
     guard fd >= 0 else { throw BenchError("loading the empty program: \(fd)") }

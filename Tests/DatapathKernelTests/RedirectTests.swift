@@ -89,6 +89,39 @@ final class RedirectTests: XCTestCase {
         XCTAssertEqual(counters.lanToTunnel, 1)
     }
 
+    /// Tunnel → LAN takes two ways: with the LAN host's neighbour entry valid, the next hop goes
+    /// to `bpf_redirect_neigh` (no route lookup per packet); without one, the kernel looks the
+    /// route up and keeps its dst on the packet, so that a failed resolution still sends Address
+    /// Unreachable back to the client, as the forwarding path does.
+    func testTunnelToLANBeforeAndAfterResolutionAndToAnAbsentHost() throws {
+        let lab = try Lab(for: self)
+        let datapath = try lab.datapath()
+        try lab.attach(datapath)
+        try lab.configureEntries(datapath)
+
+        try lab.sendFromTunnel(sequence: 1)  // no neighbour entry yet: resolved on the way
+        XCTAssertEqual(lab.receivedOnLAN().map(\.0), [1])
+        let state = try XCTUnwrap(lab.gateway.ipJSON("-6", "neigh", "show", Lab.hostAddress, "dev", "lan0").first?["state"] as? [String])
+        XCTAssertEqual(state, ["REACHABLE"])
+        for sequence in UInt32(2)...UInt32(5) { try lab.sendFromTunnel(sequence: sequence) }  // entry valid
+        XCTAssertEqual(lab.receivedOnLAN().map(\.0), [2, 3, 4, 5])
+
+        let absent = "2001:db8:1::99"
+        try lab.sendFromTunnel(sequence: 6, to: absent)
+        // Three solicitations a second apart, then the error (type 1, code 3) back through the tunnel.
+        let errors = try lab.gateway.namespace.perform { lab.tun.drain(quiet: 5000) }
+            .filter { $0.count >= 48 && $0[6] == 58 && $0[40] == 1 }
+        XCTAssertEqual(errors.count, 1, "one Destination Unreachable for the packet to \(absent)")
+        if let error = errors.first {
+            XCTAssertEqual(error[41], 3, "code 3: address unreachable")
+            XCTAssertEqual(Array(error[24..<40]), IPv6Address(Lab.clientAddress)!.bytes, "sent to the client")
+            XCTAssertEqual(Packet.sequence(ofIPv6: Array(error[48...])), 6, "quoting the packet")
+        }
+        XCTAssertTrue(lab.receivedOnLAN(quiet: 100).isEmpty)
+        XCTAssertEqual(try datapath.counters().tunnelToLan, 6)
+        XCTAssertEqual(try datapath.counters().errors, 0)
+    }
+
     func testErrorsNameTheOperationInterfaceAndKernelMessage() throws {
         let lab = try Lab(for: self)
         for mode in AttachMode.allCases {
