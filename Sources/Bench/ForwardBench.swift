@@ -14,18 +14,9 @@ import Glibc
 /// the two gateways so that drift of the (emulated) machine hits both alike.
 func benchForwarding(runs: Int, duration: Int) throws {
     guard (try? shell(["iperf3", "--version"])) != nil else { throw BenchError("iperf3 missing (scripts/bench installs it)") }
-    var names: [String] = []
-    defer { for name in names { _ = try? shell(["ip", "netns", "del", name]) } }
-    func namespace() throws -> String {
-        let name = namespaceName()
-        try shell(["ip", "netns", "add", name])
-        names.append(name)
-        for key in ["all.accept_dad", "default.accept_dad", "all.forwarding", "default.forwarding"] {
-            try shell(["ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.\(key)=0"])
-        }
-        try shell(["ip", "-n", name, "link", "set", "lo", "up"])
-        return name
-    }
+    let namespaces = NamespaceSet()
+    defer { namespaces.removeAll() }
+    let namespace = namespaces.add
     let client = peerAddress(0), lanHost = "2001:db8:1::10", lanPrefix = "2001:db8:1::/64", udpPayload = 64
 
     /// One gateway between a client and a LAN host; returns the three namespace names.
@@ -72,11 +63,7 @@ func benchForwarding(runs: Int, duration: Int) throws {
     config.timers = "5s"
     try config.write()
     let daemon = try GatewayDaemon(namespace: ours.gateway, config: config)
-    defer {
-        daemon.stop()
-        let pins = directory.appendingPathComponent("bpf").path
-        while umount2(pins, Int32(MNT_DETACH)) == 0 {}
-    }
+    defer { daemon.stop() }
     _ = try daemon.wait(for: "READY=1")
     // The programs and entries are in place once the status says so.
     let deadline = ContinuousClock.now + .seconds(60)

@@ -120,10 +120,26 @@ final class GatewayDaemon {
         notifications.stop()
     }
 
+    /// Stops the daemon and unmounts the bpffs it mounted on its pin root, if it did.
     func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        process.waitUntilExit()
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        let pins = config.directory.appendingPathComponent("bpf").path
+        while umount2(pins, Int32(MNT_DETACH)) == 0 {}
+    }
+
+    /// Waits until `status` counts at least `entries` datapath objects in sync (programs and
+    /// map entries).
+    func waitForDatapath(entries: Int, timeout: Duration = .seconds(60)) throws {
+        let deadline = ContinuousClock.now + timeout
+        while try status().inSync("datapath") < entries {
+            guard ContinuousClock.now < deadline else {
+                throw BenchError("datapath not in sync within \(timeout)\n\(log.suffix(2000))")
+            }
+            usleep(200_000)
+        }
     }
 
     var log: String { (try? String(contentsOfFile: config.directory.appendingPathComponent("daemon.log").path, encoding: .utf8)) ?? "" }

@@ -22,16 +22,10 @@ import Netlink
 /// device's. The gateway's share is run − baseline.
 func benchPacketRate(packets: Int, rounds: Int) throws {
     let lanHost = "2001:db8:1::10", client = peerAddress(0)
-    var names: [String] = []
-    defer { for name in names { _ = try? shell(["ip", "netns", "del", name]) } }
+    let namespaces = NamespaceSet()
+    defer { namespaces.removeAll() }
     func namespace() throws -> (String, NetworkNamespace) {
-        let name = namespaceName()
-        try shell(["ip", "netns", "add", name])
-        names.append(name)
-        for key in ["all.accept_dad", "default.accept_dad", "all.forwarding", "default.forwarding"] {
-            try shell(["ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.\(key)=0"])
-        }
-        try shell(["ip", "-n", name, "link", "set", "lo", "up"])
+        let name = try namespaces.add()
         return (name, try NetworkNamespace(named: name))
     }
     struct Side { let gateway: String; let tun: Int32; let packet: Int32; let gatewayMAC: [UInt8]; let hostMAC: [UInt8] }
@@ -74,17 +68,9 @@ func benchPacketRate(packets: Int, rounds: Int) throws {
     config.redirect = true
     try config.write()
     let daemon = try GatewayDaemon(namespace: ours.gateway, config: config)
-    defer {
-        daemon.stop()
-        let pins = directory.appendingPathComponent("bpf").path
-        while umount2(pins, Int32(MNT_DETACH)) == 0 {}
-    }
+    defer { daemon.stop() }
     _ = try daemon.wait(for: "READY=1")
-    let deadline = ContinuousClock.now + .seconds(60)
-    while try daemon.status().inSync("datapath") < 2 {
-        guard ContinuousClock.now < deadline else { throw BenchError("datapath not in sync within 60 s\n\(daemon.log.suffix(2000))") }
-        usleep(200_000)
-    }
+    try daemon.waitForDatapath(entries: 2)
 
     let payload = [UInt8](repeating: 0x5a, count: 64)
     func ipv6(from source: String, to destination: String) -> [UInt8] {

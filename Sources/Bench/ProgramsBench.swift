@@ -1,4 +1,5 @@
 import CBPF
+import Datapath
 import Foundation
 import Glibc
 import Netlink
@@ -36,11 +37,7 @@ func benchPrograms(count: Int, rounds: Int) throws {
         let daemon = try GatewayDaemon(namespace: name, config: config)
         defer { daemon.stop() }
         _ = try daemon.wait(for: "READY=1", timeout: .seconds(300))
-        let deadline = ContinuousClock.now + .seconds(120)
-        while try daemon.status().inSync("datapath") < count {
-            guard ContinuousClock.now < deadline else { throw BenchError("datapath not in sync 120 s after READY\n\(daemon.log.suffix(2000))") }
-            usleep(200_000)
-        }
+        try daemon.waitForDatapath(entries: count, timeout: .seconds(120))
         let lan = try pinnedProgram(pins + "/wg0/lan_ingress"), tunnel = try pinnedProgram(pins + "/wg0/tunnel_ingress")
         defer { close(lan); close(tunnel) }
         let empty = try emptyProgram()
@@ -138,25 +135,4 @@ func emptyProgram(verdict: Int32 = -1) throws -> Int32 {
     let fd = bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "wgk_bench_empty", "GPL", instructions, 2, nil)
     guard fd >= 0 else { throw BenchError("loading the empty program: \(fd)") }
     return fd
-}
-
-/// One BPF_PROG_TEST_RUN: the status, the program's verdict, the kernel's average ns per
-/// repetition, and the packet as the program left it.
-private func programTestRun(_ program: Int32, _ frame: [UInt8], repeat count: Int32)
-    -> (status: Int32, verdict: Int, nanoseconds: UInt32, output: [UInt8]) {
-    var input = frame
-    var output = [UInt8](repeating: 0, count: 4096)
-    var options = bpf_test_run_opts()
-    options.sz = MemoryLayout<bpf_test_run_opts>.size
-    options.repeat = count
-    options.data_size_in = UInt32(input.count)
-    options.data_size_out = UInt32(output.count)
-    let status = input.withUnsafeMutableBytes { inputBytes in
-        output.withUnsafeMutableBytes { outputBytes in
-            options.data_in = UnsafeRawPointer(inputBytes.baseAddress)
-            options.data_out = outputBytes.baseAddress
-            return bpf_prog_test_run_opts(program, &options)
-        }
-    }
-    return (status, Int(Int32(bitPattern: options.retval)), options.duration, Array(output.prefix(Int(options.data_size_out))))
 }
