@@ -82,12 +82,14 @@ extension Daemon {
     func ensureDatapath() -> [IPPrefix: PrefixAction]? {
         removeUnwantedDatapath()
         guard let wanted = desired.datapath else {
+            neighbourDiscovery = NeighbourDiscoveryState()
             synchronizeSolicitedNodeGroups(lan: nil)
             return nil
         }
         guard let lan = link(named: wanted.lan),
               let tunnel = link(named: wanted.tunnel)
         else {
+            neighbourDiscovery = NeighbourDiscoveryState()
             synchronizeSolicitedNodeGroups(lan: nil)
             let missing = [wanted.lan, wanted.tunnel].filter { link(named: $0) == nil }
             datapathProblem = "device \(missing.joined(separator: " and ")) missing"
@@ -102,6 +104,7 @@ extension Daemon {
             return nil
         }
         // Whatever happens to the maps, the groups follow the LAN (retried every proxy_poll).
+        if desired.datapath?.neighbourDiscovery != nil { neighbourDiscovery.answered = answeredAddresses(lan: lan, answering: true) }
         defer { synchronizeSolicitedNodeGroups(lan: lan) }
         do {
             // Pins removed behind our back (rm -r, another instance): load and pin again.
@@ -154,11 +157,7 @@ extension Daemon {
                 }
             }
             datapathICMP = ["lan": lanLine, "tunnel": tunnelLine]
-            let neighbourDiscovery = neighbourDiscoverySettings(lan: lan)
-            if try datapath.configure(neighbourDiscovery) {
-                datapathWrites += 1
-                logger.info("datapath: \(neighbourDiscovery)")
-            }
+            try synchronizeNeighbourDiscovery(datapath, lan: lan)
             datapathProblem = nil
             return current
         } catch {

@@ -136,6 +136,12 @@ public struct ReloadReply: Codable, Sendable {
     public var configGeneration: Int
     public var errors: [String]
     public var changesApplied: Int
+    /// Objects of the new generation a safety rule holds back (nil from a daemon before this field).
+    public var refusedObjects: Int? = nil
+    /// Why, each reason once.
+    public var refused: [String]? = nil
+    /// What the reload took effect with but not yet in full (`ndp: kernel` while lan_ingress still answers).
+    public var warnings: [String]? = nil
 }
 
 public struct ErrorReply: Codable, Sendable {

@@ -31,7 +31,16 @@ struct ReloadCommand: ParsableCommand {
             throw ExitCode(1)
         }
         if reply.ok {
-            print("reloaded: configuration generation \(reply.configGeneration), \(reply.changesApplied) change(s) applied")
+            // The generation took effect (exit status 0, as `systemctl reload` expects); what a
+            // safety rule holds back is still said, on standard error, so that it is seen.
+            let refused = reply.refusedObjects ?? 0
+            print("reloaded: configuration generation \(reply.configGeneration), \(reply.changesApplied) change(s) applied"
+                + (refused > 0 ? ", \(refused) change(s) refused" : ""))
+            if refused > 0 {
+                printToStandardError("\(refused) change(s) refused (`wgkeeper status` lists them):")
+                for reason in reply.refused ?? [] { printToStandardError("  \(reason)") }
+            }
+            for warning in reply.warnings ?? [] { printToStandardError("warning: \(warning)") }
         } else {
             printToStandardError("reload refused; still enforcing generation \(reply.configGeneration):")
             for error in reply.errors { printToStandardError("  \(error)") }
