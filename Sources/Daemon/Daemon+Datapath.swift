@@ -152,7 +152,7 @@ extension Daemon {
             if try datapath.configure(icmp) {
                 datapathWrites += 1
                 logger.info("datapath: \(icmp)")
-                if icmp.lanSource == nil || icmp.tunnelSource == nil {
+                if icmp.lanSource == nil || icmp.tunnelSource == nil || [lanLine, tunnelLine].contains(where: { $0.contains(ICMPSources.notHeld) }) {
                     logger.warning("datapath: ICMPv6 errors to the LAN \(lanLine); to the clients \(tunnelLine)")
                 }
             }
