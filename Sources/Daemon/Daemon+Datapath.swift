@@ -177,8 +177,12 @@ extension Daemon {
         var mode = datapath.mode.description
         if let datapathProblem { mode += " (problem: \(datapathProblem))" }
         let programs = Dictionary(uniqueKeysWithValues: datapath.programIDs.map { ($0.key.rawValue, $0.value) })
+        let neighbourDiscovery = neighbourDiscoveryStatus
+        let joined = solicitedNodeGroups.memberships
+        let groups = neighbourDiscovery == nil ? nil
+            : ["joined": joined.count, "not_joined": solicitedNodeFailures.keys.filter { !joined.contains($0) }.count]
         return StatusReport.Datapath(attachMode: mode, counters: counters, programs: programs, icmpErrors: datapathICMP,
-                                     neighbourDiscovery: neighbourDiscoveryStatus)
+                                     neighbourDiscovery: neighbourDiscovery, solicitedNodeGroups: groups)
     }
 
     /// Attachments and pins are keyed by interface and tunnel: whatever the configuration no

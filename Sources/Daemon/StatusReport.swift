@@ -62,6 +62,9 @@ public struct StatusReport: Codable, Sendable {
         /// `ndp: datapath`: how many addresses the LAN program answers for and the solicited-node
         /// groups joined; nil when the kernel answers (`ndp: kernel`).
         public var neighbourDiscovery: String? = nil
+        /// The clients' solicited-node groups while lan_ingress answers: `joined`, `not_joined`
+        /// (a join that failed, retried every proxy_poll). Nil when it does not answer.
+        public var solicitedNodeGroups: [String: Int]? = nil
     }
 
     public struct StatusSocket: Codable, Sendable {
