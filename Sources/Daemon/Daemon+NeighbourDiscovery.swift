@@ -23,7 +23,8 @@ extension Daemon {
         if let answered = wanted.neighbourDiscovery {
             addresses = answered.addresses
         } else if answering, gateway.proxyNDP, gateway.ndp == .kernel, kernelProxyPathGaps(lan: lan) != nil {
-            addresses = desired.proxies.filter { $0.device == gateway.lan }.map(\.address)
+            // The clients' proxy entries (an explicit one is the kernel's in either mode).
+            addresses = desired.proxies.filter { $0.device == gateway.lan && $0.origin != .explicit }.map(\.address)
         } else {
             return nil
         }
