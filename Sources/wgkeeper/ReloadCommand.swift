@@ -4,7 +4,14 @@ import Daemon
 /// `wgkeeper reload`: what SIGHUP does, with the outcome printed.
 struct ReloadCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "reload", abstract: "Reload the configuration of a running daemon (same as SIGHUP) and print the outcome.")
+        commandName: "reload", abstract: "Reload the configuration of a running daemon (same as SIGHUP) and print the outcome.",
+        discussion: """
+            Exit status: 0 when the configuration took effect, even if a safety rule refuses some of \
+            its changes (they are counted on the "reloaded:" line, their reasons printed on standard \
+            error, and `wgkeeper status` lists them); 1 when the configuration is refused (the \
+            previous generation stays in force) or the daemon does not answer; 2 when --timeout \
+            passes first.
+            """)
 
     @Option(name: .long, help: "The daemon's status socket.")
     var socket: String = "/run/wgkeeper/status.sock"
