@@ -59,7 +59,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .executableTarget(name: "wgkeeper-bench", dependencies: ["Netlink", "Config"], path: "Sources/Bench"),
+        .executableTarget(name: "wgkeeper-bench", dependencies: ["Netlink", "Config", "CBPF", "Datapath"], path: "Sources/Bench"),
 
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "X25519"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DatapathKernelTests", dependencies: ["Datapath", "Netlink", "CBPF", "Reconciler", "TestSupport"]),

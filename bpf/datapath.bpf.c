@@ -15,6 +15,10 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
 char LICENSE[] SEC("license") = "GPL";
 
 // Key layout of BPF_MAP_TYPE_LPM_TRIE: prefix length first, then the address bytes.
@@ -107,6 +111,27 @@ static __always_inline int pass(void)
 
 enum verdict { VERDICT_PASS, VERDICT_REDIRECT, VERDICT_EXPIRED };
 
+static __always_inline int is_unspecified(const struct in6_addr *a)
+{
+	return (a->in6_u.u6_addr32[0] | a->in6_u.u6_addr32[1] | a->in6_u.u6_addr32[2] |
+		a->in6_u.u6_addr32[3]) == 0;
+}
+
+static __always_inline int is_loopback(const struct in6_addr *a)
+{
+	return (a->in6_u.u6_addr32[0] | a->in6_u.u6_addr32[1] | a->in6_u.u6_addr32[2]) == 0 &&
+	       a->in6_u.u6_addr32[3] == bpf_htonl(1);
+}
+
+// Not link-local (fe80::/10), multicast, unspecified or loopback.
+static __always_inline int is_forwardable_source(const struct in6_addr *a)
+{
+	__u8 first = a->in6_u.u6_addr8[0];
+	if (first == 0xff || (first == 0xfe && (a->in6_u.u6_addr8[1] & 0xc0) == 0x80))
+		return 0;
+	return !is_unspecified(a) && !is_loopback(a);
+}
+
 static __always_inline int lookup_redirect(void *prefixes, struct prefix_key *key)
 {
 	__u32 *action = bpf_map_lookup_elem(prefixes, key);
@@ -129,6 +154,10 @@ static __always_inline enum verdict classify(struct __sk_buff *skb, __u32 offset
 		return VERDICT_PASS;
 	// Multicast is link business (ND, MLD): never forwarded.
 	if (ip6->daddr.in6_u.u6_addr8[0] == 0xff)
+		return VERDICT_PASS;
+	// Nor is anything from a source a router does not forward from (ip6_forward): link-local,
+	// multicast, unspecified or loopback. The stack, which forwards nothing, drops it.
+	if (!is_forwardable_source(&ip6->saddr))
 		return VERDICT_PASS;
 
 	struct prefix_key key = { .prefixlen = 128 };
@@ -204,14 +233,55 @@ struct icmp_sum_head {
 	struct icmp6hdr icmp;
 };
 
+// RFC 4443 2.4 (e.1), as the kernel's is_ineligible: is the packet an ICMPv6 error, its
+// header found behind up to 6 extension headers? A fragment other than the first has no
+// header to look at and is not one; an unreadable chain is taken for one (no error sent).
+#define EXTENSION_HEADERS_MAX 6
+static __always_inline int is_icmp_error(struct __sk_buff *skb, __u32 l2, __u8 next)
+{
+	__u32 offset = l2 + sizeof(struct ipv6hdr);
+	for (int i = 0; i < EXTENSION_HEADERS_MAX; i++) {
+		__u8 header[2];
+		switch (next) {
+		case IPPROTO_ICMPV6: {
+			__u8 type;
+			if (bpf_skb_load_bytes(skb, offset, &type, 1))
+				return 1;
+			return type < 128;
+		}
+		case IPPROTO_HOPOPTS:
+		case IPPROTO_ROUTING:
+		case IPPROTO_DSTOPTS:
+			if (bpf_skb_load_bytes(skb, offset, header, 2))
+				return 1;
+			next = header[0];
+			offset += (header[1] + 1) * 8;
+			break;
+		case IPPROTO_FRAGMENT: {
+			__u8 fragment[4];
+			if (bpf_skb_load_bytes(skb, offset, fragment, 4))
+				return 1;
+			if ((((__u16)fragment[2] << 8) | fragment[3]) & 0xfff8)
+				return 0;
+			next = fragment[0];
+			offset += 8;
+			break;
+		}
+		case IPPROTO_AH:
+			if (bpf_skb_load_bytes(skb, offset, header, 2))
+				return 1;
+			next = header[0];
+			offset += (header[1] + 2) * 4;
+			break;
+		default:
+			return 0;
+		}
+	}
+	return 1;
+}
+
 // NOT_SENT leaves the packet as it was; FAILED means it was cut or moved already.
 enum icmp_outcome { ICMP_SENT, ICMP_LIMITED, ICMP_NOT_SENT, ICMP_FAILED };
-
-static __always_inline int is_unspecified(const struct in6_addr *a)
-{
-	return (a->in6_u.u6_addr32[0] | a->in6_u.u6_addr32[1] | a->in6_u.u6_addr32[2] |
-		a->in6_u.u6_addr32[3]) == 0;
-}
 
 // All destinations together, as net.ipv4.icmp_msgs_per_sec and icmp_msgs_burst (which the
 // kernel applies to ICMPv6 too): without it, spoofed sources would each get a burst.
@@ -268,6 +338,40 @@ static __always_inline __u16 csum_fold(__u64 sum)
 	return ~sum;
 }
 
+// The value in the quoted packet's UDP or TCP checksum field when it equals the sum of its
+// pseudo-header (a checksum left for the device to fill in, see icmp_error); 0 otherwise.
+// Only for an upper-layer header right after the IPv6 header, where such a sender puts it.
+static __always_inline __u16 pending_l4_checksum(__u8 *quote, __u32 length)
+{
+	__u8 protocol = quote[6];
+	__u32 field;
+	if (protocol == IPPROTO_UDP)
+		field = sizeof(struct ipv6hdr) + 6;
+	else if (protocol == IPPROTO_TCP)
+		field = sizeof(struct ipv6hdr) + 16;
+	else
+		return 0;
+	if (length < field + 2)
+		return 0;
+	struct {
+		__be32 length;
+		__be32 next_header;
+	} tail = {
+		.length = bpf_htonl(((__u32)quote[4] << 8) | quote[5]),
+		.next_header = bpf_htonl(protocol),
+	};
+	// Source and destination: 32 bytes from offset 8.
+	__s64 sum = bpf_csum_diff(NULL, 0, (void *)(quote + 8), 32, 0);
+	if (sum < 0)
+		return 0;
+	sum = bpf_csum_diff(NULL, 0, (void *)&tail, sizeof(tail), sum);
+	if (sum < 0)
+		return 0;
+	__u16 pseudo = (__u16)~csum_fold(sum);
+	__u16 value = *(__u16 *)(quote + (field & 0x3f));
+	return value == pseudo ? value : 0;
+}
+
 // Turns the packet at `l2` (0 on the tunnel, 14 on the LAN) into an ICMPv6 error for its
 // sender, to be redirected back out of the device it came in on. Follows RFC 4443 2.4 (e):
 // no error about an error, nor to an unspecified or multicast source. Packet Too Big is not
@@ -282,16 +386,10 @@ static __always_inline enum icmp_outcome icmp_error(struct __sk_buff *skb, __u32
 	struct ipv6hdr *ip6 = data + l2;
 	if ((void *)(ip6 + 1) > end || is_unspecified(source))
 		return ICMP_NOT_SENT;
-	// GSO aggregates (GRO) are segmented at egress; their quote would be wrong.
-	if (skb->gso_size != 0)
-		return ICMP_NOT_SENT;
 	if (ip6->saddr.in6_u.u6_addr8[0] == 0xff || is_unspecified(&ip6->saddr))
 		return ICMP_NOT_SENT;
-	if (ip6->nexthdr == IPPROTO_ICMPV6) {
-		struct icmp6hdr *icmp = (void *)(ip6 + 1);
-		if ((void *)(icmp + 1) > end || icmp->icmp6_type < 128)
-			return ICMP_NOT_SENT;
-	}
+	if (is_icmp_error(skb, l2, ip6->nexthdr))
+		return ICMP_NOT_SENT;
 
 	struct ethhdr reply_eth;
 	reply_eth.h_proto = bpf_htons(ETH_P_IPV6);
@@ -313,8 +411,10 @@ static __always_inline enum icmp_outcome icmp_error(struct __sk_buff *skb, __u32
 	if (!scratch)
 		return ICMP_NOT_SENT;
 	__u32 quote = skb->len - l2;
-	if (quote > ICMP_QUOTE_MAX) {
-		quote = ICMP_QUOTE_MAX;
+	// Cut to what fits; a GSO aggregate (GRO, or a local sender's TSO/USO) is cut even when
+	// it fits, since changing the tail is what ends its GSO state (skb_gso_reset).
+	if (quote > ICMP_QUOTE_MAX || skb->gso_size != 0) {
+		quote = quote > ICMP_QUOTE_MAX ? ICMP_QUOTE_MAX : quote;
 		if (bpf_skb_change_tail(skb, l2 + quote, 0))
 			return ICMP_FAILED;
 	}
@@ -334,6 +434,22 @@ static __always_inline enum icmp_outcome icmp_error(struct __sk_buff *skb, __u32
 	head.icmp.icmp6_code = code;
 	head.icmp.icmp6_dataun.un_data32[0] = bpf_htonl(mtu);
 	__s64 sum = bpf_csum_diff(NULL, 0, (void *)&head, sizeof(head), 0);
+	if (sum < 0)
+		return ICMP_FAILED;
+	// A packet whose UDP or TCP checksum is still to be filled in (CHECKSUM_PARTIAL: a local
+	// sender's, over a veth or virtio) keeps that state through the rewrite, and the stack or
+	// the NIC fills it in at egress, inside the quote, after this checksum. The field then
+	// holds the pseudo-header's sum, which is how it is recognised here. Whatever the fill
+	// writes, the quoted segment then sums to minus that value (its checksum is valid against
+	// the pseudo-header), so the error's checksum is computed for the quote as it will be.
+	__u16 pending = pending_l4_checksum(scratch->bytes, quote);
+	if (pending) {
+		sum = bpf_csum_diff(NULL, 0, (void *)scratch->bytes, sizeof(struct ipv6hdr), sum);
+		if (sum < 0)
+			return ICMP_FAILED;
+		head.icmp.icmp6_cksum = csum_fold(sum + (__u16)~pending);
+		goto built;
+	}
 	__u32 chunk = padded < 512 ? padded : 512;
 	sum = bpf_csum_diff(NULL, 0, (void *)scratch->bytes, chunk & 0x3fc, sum);
 	if (padded > 512) {
@@ -347,6 +463,7 @@ static __always_inline enum icmp_outcome icmp_error(struct __sk_buff *skb, __u32
 	if (sum < 0)
 		return ICMP_FAILED;
 	head.icmp.icmp6_cksum = csum_fold(sum);
+built:
 
 	// Room for the new IPv6 and ICMPv6 headers between the MAC header (if any) and the
 	// quote; the network header moves to the new IPv6 header.
@@ -389,6 +506,21 @@ static __always_inline int answer(struct __sk_buff *skb, __u32 l2, __u8 type, __
 		break;
 	}
 	return -1;
+}
+
+// Larger than the MTU of the device it is redirected to (`l2`: the MAC header's length). A
+// GSO aggregate is as long as its segments are (skb_gso_validate_network_len, as the
+// forwarding path's ip6_pkt_too_big), each checked against that device's MTU.
+static __always_inline int too_big(struct __sk_buff *skb, __u32 l2, __u32 mtu, __u32 ifindex)
+{
+	if (mtu == 0 || skb->len - l2 <= mtu)
+		return 0;
+	if (skb->gso_size == 0)
+		return 1;
+	// With BPF_MTU_CHK_SEGS the helper takes no length adjustment (-EINVAL): an aggregate
+	// is longer than any MTU with or without its MAC header, so only the segments decide.
+	__u32 length = 0;
+	return bpf_check_mtu(skb, ifindex, &length, 0, BPF_MTU_CHK_SEGS) == BPF_MTU_CHK_RET_SEGS_TOOBIG;
 }
 
 #include "ndp.h"
@@ -450,7 +582,7 @@ int lan_ingress(struct __sk_buff *skb)
 		return reject(skb, sizeof(struct ethhdr), &cfg->lan_source, cfg->icmp_interval_ms);
 	// Without a source address for the error the packet goes on: WireGuard fragments
 	// the outer datagram, which beats losing it.
-	if (cfg->tunnel_mtu && skb->len - sizeof(struct ethhdr) > cfg->tunnel_mtu) {
+	if (too_big(skb, sizeof(struct ethhdr), cfg->tunnel_mtu, cfg->tunnel_ifindex)) {
 		action = answer(skb, sizeof(struct ethhdr), ICMPV6_PKT_TOOBIG, 0, cfg->tunnel_mtu,
 				&cfg->lan_source, cfg->icmp_interval_ms);
 		if (action >= 0)
@@ -494,15 +626,45 @@ int tunnel_ingress(struct __sk_buff *skb)
 	case VERDICT_REDIRECT:
 		break;
 	}
+	// Before the FIB lookup: the fast way and the slow way both carry only allowed packets.
 	__u32 word = policy_word();
 	if (!policy_allows(skb, 0, word, 1))
 		return reject(skb, 0, &cfg->tunnel_source, cfg->icmp_interval_ms);
-	if (cfg->lan_mtu && skb->len > cfg->lan_mtu) {
+	if (too_big(skb, 0, cfg->lan_mtu, cfg->lan_ifindex)) {
 		action = answer(skb, 0, ICMPV6_PKT_TOOBIG, 0, cfg->lan_mtu, &cfg->tunnel_source,
 				cfg->icmp_interval_ms);
 		if (action >= 0)
 			return action;
 	}
+
+	// With the LAN host's neighbour entry valid, its address (the next hop the FIB gives)
+	// goes to bpf_redirect_neigh, which then skips its own route lookup and the dst it would
+	// take: that lookup costs more than the rest of the path (`wgkeeper-bench pps`). Without a
+	// valid entry the packet goes the slow way, with a dst, so that a failed resolution still
+	// sends Address Unreachable (ndisc_error_report acts only through the skb's dst).
+	struct bpf_fib_lookup fib = {
+		.family = AF_INET6,
+		.ifindex = cfg->lan_ifindex,
+	};
+	{
+		void *data = (void *)(long)skb->data;
+		void *end = (void *)(long)skb->data_end;
+		struct ipv6hdr *ip6 = data;
+		if ((void *)(ip6 + 1) > end) {
+			count(COUNTER_ERRORS);
+			return TC_ACT_UNSPEC;
+		}
+		__builtin_memcpy(fib.ipv6_src, ip6->saddr.in6_u.u6_addr8, sizeof(fib.ipv6_src));
+		__builtin_memcpy(fib.ipv6_dst, ip6->daddr.in6_u.u6_addr8, sizeof(fib.ipv6_dst));
+	}
+	// Not BPF_FIB_LOOKUP_DIRECT: the lookup follows `ip rule` as the kernel's own does. It
+	// answers only for a LAN that forwards (BPF_FIB_LKUP_RET_FWD_DISABLED otherwise), as with
+	// ndp: kernel; with ndp: datapath every packet takes the slow way.
+	int resolved = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT) ==
+			       BPF_FIB_LKUP_RET_SUCCESS &&
+		       fib.ifindex == cfg->lan_ifindex;
+	struct bpf_redir_neigh next_hop = { .nh_family = AF_INET6 };
+	__builtin_memcpy(next_hop.ipv6_nh, fib.ipv6_dst, sizeof(next_hop.ipv6_nh));
 
 	// Grow the head first: on failure the packet is still untouched.
 	if (bpf_skb_change_head(skb, sizeof(struct ethhdr), 0) != 0) {
@@ -522,5 +684,7 @@ int tunnel_ingress(struct __sk_buff *skb)
 	eth->h_proto = bpf_htons(ETH_P_IPV6);
 	ip6->hop_limit -= 1;
 	count(COUNTER_TUNNEL_TO_LAN);
+	if (resolved)
+		return bpf_redirect_neigh(cfg->lan_ifindex, &next_hop, sizeof(next_hop), 0);
 	return bpf_redirect_neigh(cfg->lan_ifindex, NULL, 0, 0);
 }

@@ -88,7 +88,12 @@ static __always_inline int answer_solicitation(struct __sk_buff *skb, const stru
 	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
 	if ((void *)(ip6 + 1) > end)
 		return -1;
-	if (ip6->nexthdr != IPPROTO_ICMPV6 || ip6->hop_limit != ND_HOP_LIMIT || (eth->h_source[0] & 1))
+	if (ip6->version != 6 || ip6->nexthdr != IPPROTO_ICMPV6 || ip6->hop_limit != ND_HOP_LIMIT ||
+	    (eth->h_source[0] & 1))
+		return -1;
+	// What ip6_rcv_core drops before neighbour discovery sees it: a multicast source, or
+	// loopback on either side.
+	if (ip6->saddr.in6_u.u6_addr8[0] == 0xff || is_loopback(&ip6->saddr) || is_loopback(&ip6->daddr))
 		return -1;
 	// Only ND carries hop limit 255: the helper runs for little else. It reads past the linear
 	// part of the skb too, as the rest of the message is read.

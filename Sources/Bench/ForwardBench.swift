@@ -14,19 +14,10 @@ import Glibc
 /// the two gateways so that drift of the (emulated) machine hits both alike.
 func benchForwarding(runs: Int, duration: Int) throws {
     guard (try? shell(["iperf3", "--version"])) != nil else { throw BenchError("iperf3 missing (scripts/bench installs it)") }
-    var names: [String] = []
-    defer { for name in names { _ = try? shell(["ip", "netns", "del", name]) } }
-    func namespace() throws -> String {
-        let name = namespaceName()
-        try shell(["ip", "netns", "add", name])
-        names.append(name)
-        for key in ["all.accept_dad", "default.accept_dad", "all.forwarding", "default.forwarding"] {
-            try shell(["ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.\(key)=0"])
-        }
-        try shell(["ip", "-n", name, "link", "set", "lo", "up"])
-        return name
-    }
-    let client = peerAddress(0), lanHost = "2001:db8:1::10", lanPrefix = "2001:db8:1::/64"
+    let namespaces = NamespaceSet()
+    defer { namespaces.removeAll() }
+    let namespace = namespaces.add
+    let client = peerAddress(0), lanHost = "2001:db8:1::10", lanPrefix = "2001:db8:1::/64", udpPayload = 64
 
     /// One gateway between a client and a LAN host; returns the three namespace names.
     func topology() throws -> (gateway: String, client: String, host: String) {
@@ -72,11 +63,7 @@ func benchForwarding(runs: Int, duration: Int) throws {
     config.timers = "5s"
     try config.write()
     let daemon = try GatewayDaemon(namespace: ours.gateway, config: config)
-    defer {
-        daemon.stop()
-        let pins = directory.appendingPathComponent("bpf").path
-        while umount2(pins, Int32(MNT_DETACH)) == 0 {}
-    }
+    defer { daemon.stop() }
     _ = try daemon.wait(for: "READY=1")
     // The programs and entries are in place once the status says so.
     let deadline = ContinuousClock.now + .seconds(60)
@@ -106,8 +93,11 @@ func benchForwarding(runs: Int, duration: Int) throws {
         servers.append(server)
         try shell(["ip", "netns", "exec", side.client, "ping", "-6", "-c", "3", "-i", "0.5", "-W", "10", lanHost])
     }
-    func iperf(_ side: (gateway: String, client: String, host: String), reverse: Bool) throws -> Double {
+    /// One iperf3 run: TCP (one stream) or UDP (`udp`: as fast as it can send, 64-byte payloads);
+    /// the receiver's Mbit/s and packets per second.
+    func iperf(_ side: (gateway: String, client: String, host: String), reverse: Bool, udp: Bool) throws -> (mbps: Double, pps: Double) {
         var arguments = ["ip", "netns", "exec", side.client, "env", "TMPDIR=/run", "iperf3", "-c", lanHost, "-t", "\(duration)", "-O", "1", "-J"]
+        if udp { arguments += ["-u", "-b", "0", "-l", "\(udpPayload)"] }
         if reverse { arguments.append("-R") }
         var problem = ""
         for _ in 0..<10 { // the server may still be starting; iperf3 -J reports its errors in the JSON
@@ -116,7 +106,10 @@ func benchForwarding(runs: Int, duration: Int) throws {
                 problem = String(output.prefix(300)); usleep(500_000); continue
             }
             if let end = json["end"] as? [String: Any], let received = end["sum_received"] as? [String: Any],
-               let bits = received["bits_per_second"] as? Double, bits > 0 { return bits / 1e6 }
+               let bits = received["bits_per_second"] as? Double, bits > 0 {
+                let bytes = received["bytes"] as? Double ?? 0, seconds = received["seconds"] as? Double ?? 1
+                return (bits / 1e6, udp ? bytes / Double(udpPayload) / seconds : .nan)
+            }
             problem = "\(json["error"] ?? "no end.sum_received")"
             usleep(500_000)
         }
@@ -125,27 +118,32 @@ func benchForwarding(runs: Int, duration: Int) throws {
 
     let counters = { (try? daemon.request("status")["datapath"] as? [String: Any])?["counters"] as? [String: Any] ?? [:] }
     let before = counters()
-    for reverse in [false, true] {
-        var datapath: [Double] = [], plain: [Double] = []
-        for _ in 0..<runs {
-            datapath.append(try iperf(ours, reverse: reverse))
-            plain.append(try iperf(kernel, reverse: reverse))
-        }
-        let mine = Summary(datapath), anchor = Summary(plain)
-        let direction = reverse ? "LAN host → client (iperf3 -R)" : "client → LAN host"
-        var figure = Figure(row: 8, what: "TCP \(direction) through the TC programs, tunnel stand-in ip6tnl (VM)", unit: "Mbit/s",
-                            ours: mine, anchorName: "all.forwarding = 1", anchor: anchor, target: "≥ 0.95×",
-                            met: mine.median / anchor.median >= 0.95)
-        figure.notes.append("iperf3 -t \(duration) -O 1, runs alternating datapath / forwarding; datapath runs: "
-                            + datapath.map { String(format: "%.0f", $0) }.joined(separator: ", ")
-                            + "; forwarding runs: " + plain.map { String(format: "%.0f", $0) }.joined(separator: ", ") + " Mbit/s")
-        if reverse {
-            let after = counters()
-            let delta = after.keys.sorted().map { key in
-                "\(key) +\(((after[key] as? Int) ?? 0) - ((before[key] as? Int) ?? 0))"
+    for udp in [false, true] {
+        for reverse in [false, true] {
+            var datapath: [(mbps: Double, pps: Double)] = [], plain: [(mbps: Double, pps: Double)] = []
+            for _ in 0..<runs {
+                datapath.append(try iperf(ours, reverse: reverse, udp: udp))
+                plain.append(try iperf(kernel, reverse: reverse, udp: udp))
             }
-            figure.notes.append("datapath counters over both directions' runs: \(delta.joined(separator: ", ")); datapath gateway all.forwarding = 0")
+            let direction = reverse ? "LAN host → client (iperf3 -R)" : "client → LAN host"
+            let unit = udp ? "kpackets/s" : "Mbit/s"
+            let value: ((mbps: Double, pps: Double)) -> Double = { udp ? $0.pps / 1000 : $0.mbps }
+            let mine = Summary(datapath.map(value)), anchor = Summary(plain.map(value))
+            let what = udp ? "UDP, \(udpPayload)-byte payloads, received packets/s, \(direction)" : "TCP \(direction)"
+            var figure = Figure(row: 8, what: "\(what) through the TC programs, tunnel stand-in ip6tnl (VM)", unit: unit,
+                                ours: mine, anchorName: "all.forwarding = 1", anchor: anchor, target: "≥ 0.95×",
+                                met: mine.median / anchor.median >= 0.95)
+            figure.notes.append("iperf3 \(udp ? "-u -b 0 -l \(udpPayload) " : "")-t \(duration) -O 1, runs alternating datapath / forwarding; datapath runs: "
+                                + datapath.map { String(format: "%.0f", value($0)) }.joined(separator: ", ")
+                                + "; forwarding runs: " + plain.map { String(format: "%.0f", value($0)) }.joined(separator: ", ") + " \(unit)")
+            if udp && reverse {
+                let after = counters()
+                let delta = after.keys.sorted().map { key in
+                    "\(key) +\(((after[key] as? Int) ?? 0) - ((before[key] as? Int) ?? 0))"
+                }
+                figure.notes.append("datapath counters over all runs: \(delta.joined(separator: ", ")); datapath gateway all.forwarding = 0")
+            }
+            figure.emit()
         }
-        figure.emit()
     }
 }

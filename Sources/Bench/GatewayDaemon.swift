@@ -33,6 +33,9 @@ struct GatewayConfig {
     /// Each peer in a file of its own in `conf.d` (named by `include_dir`), as operators
     /// on-board devices, instead of one list in the main file.
     var confD = false
+    /// `gateway.ndp` (`kernel` when nil) and `gateway.icmp_ratelimit` (the default when nil).
+    var ndp: String? = nil
+    var icmpRatelimit: String? = nil
 
     var path: String { directory.appendingPathComponent("wgkeeper.yaml").path }
     var statusSocket: String { directory.appendingPathComponent("status.sock").path }
@@ -81,7 +84,8 @@ struct GatewayConfig {
         } else {
             for (i, publicKey) in PeerKeys.first(peers).enumerated() { yaml += peerLine(i, publicKey) }
         }
-        yaml += "gateway: {tunnel: wg0, lan: private0, lan_prefix: \"2001:db8:1::/64\", proxy_ndp: true, redirect: \(redirect)}\n"
+        yaml += "gateway: {tunnel: wg0, lan: private0, lan_prefix: \"2001:db8:1::/64\", proxy_ndp: true, redirect: \(redirect)"
+            + (ndp.map { ", ndp: \($0)" } ?? "") + (icmpRatelimit.map { ", icmp_ratelimit: \($0)" } ?? "") + "}\n"
         try yaml.write(toFile: path, atomically: true, encoding: .utf8)
     }
 }
@@ -116,10 +120,26 @@ final class GatewayDaemon {
         notifications.stop()
     }
 
+    /// Stops the daemon and unmounts the bpffs it mounted on its pin root, if it did.
     func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        process.waitUntilExit()
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        let pins = config.directory.appendingPathComponent("bpf").path
+        while umount2(pins, Int32(MNT_DETACH)) == 0 {}
+    }
+
+    /// Waits until `status` counts at least `entries` datapath objects in sync (programs and
+    /// map entries).
+    func waitForDatapath(entries: Int, timeout: Duration = .seconds(60)) throws {
+        let deadline = ContinuousClock.now + timeout
+        while try status().inSync("datapath") < entries {
+            guard ContinuousClock.now < deadline else {
+                throw BenchError("datapath not in sync within \(timeout)\n\(log.suffix(2000))")
+            }
+            usleep(200_000)
+        }
     }
 
     var log: String { (try? String(contentsOfFile: config.directory.appendingPathComponent("daemon.log").path, encoding: .utf8)) ?? "" }

@@ -14,11 +14,7 @@ func benchIdle(count: Int, window: Int) throws {
     try config.write()
     let (percent, notes) = try withGatewayNamespace { name, _ in
         let daemon = try GatewayDaemon(namespace: name, config: config)
-        defer {
-            daemon.stop()
-            let pins = directory.appendingPathComponent("bpf").path
-            while umount2(pins, Int32(MNT_DETACH)) == 0 {}
-        }
+        defer { daemon.stop() }
         _ = try daemon.wait(for: "READY=1", timeout: .seconds(300))
         var status = try daemon.status()
         let deadline = ContinuousClock.now + .seconds(120)

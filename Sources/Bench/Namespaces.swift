@@ -52,3 +52,26 @@ func withWireGuardNamespace<T>(_ body: (String, NetworkNamespace) throws -> T) t
         return try body(name, namespace)
     }
 }
+
+/// Namespaces for a topology of several, each removed by `removeAll` (call it in a `defer`).
+final class NamespaceSet {
+    private(set) var names: [String] = []
+
+    /// A new namespace, loopback up, with duplicate address detection and forwarding off (so
+    /// addresses are usable at once and nothing forwards unless a benchmark says so).
+    func add() throws -> String {
+        let name = namespaceName()
+        try shell(["ip", "netns", "add", name])
+        names.append(name)
+        for key in ["all.accept_dad", "default.accept_dad", "all.forwarding", "default.forwarding"] {
+            try shell(["ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.\(key)=0"])
+        }
+        try shell(["ip", "-n", name, "link", "set", "lo", "up"])
+        return name
+    }
+
+    func removeAll() {
+        for name in names { _ = try? shell(["ip", "netns", "del", name]) }
+        names = []
+    }
+}

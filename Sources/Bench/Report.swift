@@ -8,7 +8,7 @@ let tableRows: [(Int, String)] = [
     (3, "drift repair latency at 1 000 and 50 000 routes"), (4, "reload with 1 changed peer among 10 000"),
     (5, "resident memory at 10 000 and 50 000 objects"), (6, "apply 10 000 WireGuard peers (VM)"),
     (7, "one WireGuard poll at 10 000 peers (VM)"), (8, "packets forwarded LAN ↔ tunnel stand-in"),
-    (9, "idle CPU at 10 000 peers, default polls"),
+    (9, "idle CPU at 10 000 peers, default polls"), (10, "per-packet cost of each TC program path (BPF_PROG_TEST_RUN)"),
 ]
 
 func machineDescription() -> [String] {

@@ -127,10 +127,10 @@ struct Decoder {
         parse(entry, "an integer from \(range.lowerBound) to \(range.upperBound)") { Scalars.integer($0, in: range) }
     }
 
-    mutating func duration(_ entry: Tree.Entry?) -> Duration? {
+    mutating func duration(_ entry: Tree.Entry?, allowZero: Bool = false) -> Duration? {
         guard let (text, at) = scalar(entry) else { return nil }
-        guard let value = Scalars.duration(text) else {
-            fail(at, "\(entry!.key): \(Scalars.quoted(text)) is not an interval (write it like 500ms, 2s, 1m or 1m30s)")
+        guard let value = Scalars.duration(text, allowZero: allowZero) else {
+            fail(at, "\(entry!.key): \(Scalars.quoted(text)) is not an interval (write it like \(allowZero ? "0, " : "")500ms, 2s, 1m or 1m30s)")
             return nil
         }
         // The event loop turns deadlines into milliseconds: keep them far from overflowing.
@@ -177,6 +177,23 @@ struct Decoder {
             return nil
         }
         return address
+    }
+
+    /// `icmp_source_*`: the source of the datapath's ICMPv6 errors, which their receiver must
+    /// accept as a unicast address of the gateway (RFC 4443 2.2). A client gets its errors
+    /// through its WireGuard peer, whose allowed IPs never cover link-local (`linkLocal: false`).
+    mutating func icmpSource(_ entry: Tree.Entry?, linkLocal: Bool) -> IPAddress? {
+        guard let address = address(entry), case .v6(let v6) = address, let (_, at) = scalar(entry) else { return nil }
+        let key = entry!.key
+        let what: String? = v6.isUnspecified ? "the unspecified address (errors would not be sent at all)"
+            : v6.isLoopback ? "the loopback address"
+            : v6.isMulticast ? "a multicast address"
+            : v6.isIPv4Mapped ? "an IPv4-mapped address"
+            : !linkLocal && v6.isLinkLocal ? "link-local: a client's WireGuard peer would drop an error from it (its allowed IPs never cover fe80::/10); use a global address of the gateway inside lan_prefix or on the tunnel"
+            : nil
+        guard let what else { return address }
+        fail(at, "\(key): \(v6) is \(what); an ICMPv6 error's source must be a unicast address the gateway holds (RFC 4443 2.2)")
+        return nil
     }
 
     mutating func path(_ entry: Tree.Entry?) -> (String, SourceLocation)? {
@@ -386,9 +403,9 @@ struct Decoder {
         }
         gateway.allowLANAnycast = anycast ?? false
         gateway.allowUnsafeAllowedIPs = unsafeAllowedIPs ?? false
-        gateway.icmpSourceLAN = address(fields["icmp_source_lan"])
-        gateway.icmpSourceTunnel = address(fields["icmp_source_tunnel"])
-        if let interval = duration(fields["icmp_ratelimit"]) {
+        gateway.icmpSourceLAN = icmpSource(fields["icmp_source_lan"], linkLocal: true)
+        gateway.icmpSourceTunnel = icmpSource(fields["icmp_source_tunnel"], linkLocal: false)
+        if let interval = duration(fields["icmp_ratelimit"], allowZero: true) {
             if interval <= .seconds(3600) {
                 gateway.icmpRateLimit = interval
             } else if let (_, at) = scalar(fields["icmp_ratelimit"]) {

@@ -63,7 +63,9 @@ enum Scalars {
     }
 
     /// `500ms`, `2s`, `1m`, `1h`, or a sum such as `1m30s`; never zero.
-    static func duration(_ text: String) -> Duration? {
+    /// `allowZero`: also `0` (bare) and zero in units, for the keys where 0 means "off".
+    static func duration(_ text: String, allowZero: Bool = false) -> Duration? {
+        if allowZero, text == "0" { return .zero }
         var total = Duration.zero
         var rest = Substring(text)
         guard !rest.isEmpty else { return nil }
@@ -81,7 +83,7 @@ enum Scalars {
             default: return nil
             }
         }
-        return total > .zero ? total : nil
+        return total > .zero || allowZero ? total : nil
     }
 
     /// An IPv6 address written alone.

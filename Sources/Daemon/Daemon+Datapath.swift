@@ -102,12 +102,14 @@ extension Daemon {
     func ensureDatapath() -> [IPPrefix: PrefixAction]? {
         removeUnwantedDatapath()
         guard let wanted = desired.datapath else {
+            neighbourDiscovery = NeighbourDiscoveryState()
             synchronizeSolicitedNodeGroups(lan: nil)
             return nil
         }
         guard let lan = link(named: wanted.lan),
               let tunnel = link(named: wanted.tunnel)
         else {
+            neighbourDiscovery = NeighbourDiscoveryState()
             synchronizeSolicitedNodeGroups(lan: nil)
             let missing = [wanted.lan, wanted.tunnel].filter { link(named: $0) == nil }
             datapathProblem = "device \(missing.joined(separator: " and ")) missing"
@@ -122,6 +124,7 @@ extension Daemon {
             return nil
         }
         // Whatever happens to the maps, the groups follow the LAN (retried every proxy_poll).
+        if desired.datapath?.neighbourDiscovery != nil { neighbourDiscovery.answered = answeredAddresses(lan: lan, answering: true) }
         defer { synchronizeSolicitedNodeGroups(lan: lan) }
         do {
             // Pins removed behind our back (rm -r, another instance): load and pin again.
@@ -169,16 +172,12 @@ extension Daemon {
             if try datapath.configure(icmp) {
                 datapathWrites += 1
                 logger.info("datapath: \(icmp)")
-                if icmp.lanSource == nil || icmp.tunnelSource == nil {
+                if icmp.lanSource == nil || icmp.tunnelSource == nil || [lanLine, tunnelLine].contains(where: { $0.contains(ICMPSources.notHeld) }) {
                     logger.warning("datapath: ICMPv6 errors to the LAN \(lanLine); to the clients \(tunnelLine)")
                 }
             }
             datapathICMP = ["lan": lanLine, "tunnel": tunnelLine]
-            let neighbourDiscovery = neighbourDiscoverySettings(lan: lan)
-            if try datapath.configure(neighbourDiscovery) {
-                datapathWrites += 1
-                logger.info("datapath: \(neighbourDiscovery)")
-            }
+            try synchronizeNeighbourDiscovery(datapath, lan: lan)
             try ensurePolicy(datapath, wanted.policy)
             datapathProblem = nil
             return current
@@ -199,8 +198,13 @@ extension Daemon {
         var mode = datapath.mode.description
         if let datapathProblem { mode += " (problem: \(datapathProblem))" }
         let programs = Dictionary(uniqueKeysWithValues: datapath.programIDs.map { ($0.key.rawValue, $0.value) })
+        let neighbourDiscovery = neighbourDiscoveryStatus
+        let joined = solicitedNodeGroups.memberships
+        let groups = neighbourDiscovery == nil ? nil
+            : ["joined": joined.count, "not_joined": solicitedNodeFailures.keys.filter { !joined.contains($0) }.count]
         return StatusReport.Datapath(attachMode: mode, counters: counters, programs: programs, icmpErrors: datapathICMP,
-                                     neighbourDiscovery: neighbourDiscoveryStatus, policy: policyStatus(datapath))
+                                     neighbourDiscovery: neighbourDiscovery, solicitedNodeGroups: groups,
+                                     policy: policyStatus(datapath))
     }
 
     /// The desired policy with the live generation's counters; nil without a policy section.

@@ -60,6 +60,8 @@ extension Daemon {
         outstanding.pending += held
         let previous = lastPlan
         lastPlan = outstanding
+        // With the writes done (or refused), `ndp: kernel` may take over from lan_ingress now.
+        followNeighbourDiscoveryHandover()
         changesApplied += applied
         reconciles += 1
         lastReconcile = Date()
@@ -318,7 +320,12 @@ extension Daemon {
             logger.info("reloaded", metadata: ["generation": "\(generation)", "summary": "\(config.summary)"])
             fullPlanDue = true
             reconcile()
-            return ReloadReply(ok: true, configGeneration: generation, errors: [], changesApplied: changesApplied - before)
+            // What the new generation cannot have: a safety rule holds it back (status lists each object).
+            var reasons: [String] = []
+            for refusal in lastPlan.refused where !reasons.contains(refusal.reason) { reasons.append(refusal.reason) }
+            return ReloadReply(ok: true, configGeneration: generation, errors: [], changesApplied: changesApplied - before,
+                               refusedObjects: Set(lastPlan.refused.map(\.object)).count, refused: reasons,
+                               warnings: [neighbourDiscoveryHandoverLine].compactMap { $0 })
         }
     }
 

@@ -124,6 +124,8 @@ public final class Daemon {
     /// `ndp: datapath`: the clients' solicited-node groups joined on the LAN, and what failed.
     let solicitedNodeGroups = MulticastMemberships()
     var solicitedNodeFailures: [MulticastMembership: String] = [:]
+    /// Whom lan_ingress answers for, and why while it does so for `ndp: kernel`.
+    var neighbourDiscovery = NeighbourDiscoveryState()
 
     var runtime: RuntimeSettings { loaded.configuration.runtime }
     var desired: DesiredState { loaded.desired }

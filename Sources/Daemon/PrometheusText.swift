@@ -112,6 +112,12 @@ public enum PrometheusText {
             out.family("wgkeeper_datapath_packets_total", .counter, "The TC programs' counters, summed over every CPU, by counter.") { f in
                 for (name, value) in datapath.counters.sorted(by: { $0.key < $1.key }) { f.sample(["counter": name], String(value)) }
             }
+            if let groups = datapath.solicitedNodeGroups {
+                out.family("wgkeeper_datapath_solicited_node_groups", .gauge,
+                           "The clients' solicited-node groups on the LAN while the LAN program answers them: joined, or not joined (retried).") { f in
+                    for state in ["joined", "not_joined"] { f.sample(["state": state], groups[state] ?? 0) }
+                }
+            }
             if let policy = datapath.policy {
                 out.family("wgkeeper_policy_packets_total", .counter,
                            "Packets the access policy counted: denied by each direction's default, allowed by each rule (index and text).") { f in

@@ -62,6 +62,9 @@ public struct StatusReport: Codable, Sendable {
         /// `ndp: datapath`: how many addresses the LAN program answers for and the solicited-node
         /// groups joined; nil when the kernel answers (`ndp: kernel`).
         public var neighbourDiscovery: String? = nil
+        /// The clients' solicited-node groups while lan_ingress answers: `joined`, `not_joined`
+        /// (a join that failed, retried every proxy_poll). Nil when it does not answer.
+        public var solicitedNodeGroups: [String: Int]? = nil
         /// The access policy in force (nil: none, everything allowed both ways).
         public var policy: Policy? = nil
     }
@@ -154,6 +157,12 @@ public struct ReloadReply: Codable, Sendable {
     public var configGeneration: Int
     public var errors: [String]
     public var changesApplied: Int
+    /// Objects of the new generation a safety rule holds back (nil from a daemon before this field).
+    public var refusedObjects: Int? = nil
+    /// Why, each reason once.
+    public var refused: [String]? = nil
+    /// What the reload took effect with but not yet in full (`ndp: kernel` while lan_ingress still answers).
+    public var warnings: [String]? = nil
 }
 
 public struct ErrorReply: Codable, Sendable {

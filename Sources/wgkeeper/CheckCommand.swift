@@ -27,11 +27,10 @@ struct CheckCommand: ParsableCommand {
 }
 
 /// The datapath sends ICMPv6 errors only from a source the receiver accepts: say which side
-/// has none with the interfaces as they are now. Not an error: the addresses may come later,
+/// has none with the interfaces as they are now, or a configured one this host does not hold. Not an error: the addresses may come later,
 /// and `check` also runs where the gateway's interfaces do not exist.
 private func icmpWarnings(_ desired: DesiredState) -> [String] {
     guard let datapath = desired.datapath,
-          datapath.icmp.sourceLAN == nil || datapath.icmp.sourceTunnel == nil,
           let rtnetlink = try? RTNetlink(), let links = try? rtnetlink.links(),
           let addresses = try? rtnetlink.addresses(family: .inet6)
     else { return [] }

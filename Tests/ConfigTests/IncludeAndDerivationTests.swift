@@ -111,6 +111,41 @@ final class DerivationTests: XCTestCase {
         XCTAssertEqual(errors.count, 2, "\(errors)")
         XCTAssertTrue(errors.contains { $0.hasSuffix("icmp_source_lan: \"10.0.0.1\" is not an IPv6 address") }, "\(errors)")
         XCTAssertTrue(errors.contains { $0.hasSuffix("icmp_ratelimit: at most 1h (0 limits nothing)") }, "\(errors)")
+        // 0 turns the limit off, as the README says; other intervals still refuse it.
+        for zero in ["0", "0ms", "0s"] {
+            let off = text.replacingOccurrences(of: "icmp_ratelimit: 250ms", with: "icmp_ratelimit: \(zero)")
+            XCTAssertEqual(try fixture.loaded(off).desired.datapath?.icmp.rateLimit, .zero, zero)
+        }
+        let negative = try fixture.errors(text.replacingOccurrences(of: "icmp_ratelimit: 250ms", with: "icmp_ratelimit: -1"))
+        XCTAssertTrue(negative.contains { $0.hasSuffix("icmp_ratelimit: \"-1\" is not an interval (write it like 0, 500ms, 2s, 1m or 1m30s)") }, "\(negative)")
+        let poll = try fixture.errors(AcceptedConfigs.base.replacingOccurrences(of: "proxy_poll: 500ms", with: "proxy_poll: 0"))
+        XCTAssertTrue(poll.contains { $0.hasSuffix("proxy_poll: \"0\" is not an interval (write it like 500ms, 2s, 1m or 1m30s)") }, "\(poll)")
+    }
+
+    /// An ICMPv6 error's source must be a unicast address the gateway can hold (RFC 4443 2.2):
+    /// refused with the place, not sent from `ff02::1` or `::1`, nor silently turned off by `::`.
+    func testICMPErrorSourcesMustBeUnicast() throws {
+        let fixture = try ConfigFixture(for: self)
+        func config(lan: String, tunnel: String) -> String {
+            AcceptedConfigs.base.replacingOccurrences(
+                of: "  allow_lan_anycast: false\n",
+                with: "  allow_lan_anycast: false\n  icmp_source_lan: \"\(lan)\"\n  icmp_source_tunnel: \"\(tunnel)\"\n")
+        }
+        let text = config(lan: "2001:db8:1::1", tunnel: "2001:db8:1::1")
+        let line = try XCTUnwrap(text.split(separator: "\n", omittingEmptySubsequences: false).firstIndex { $0.contains("icmp_source_lan") }) + 1
+        let cases: [(String, String)] = [("ff02::1", "a multicast address"), ("::", "the unspecified address"),
+                                         ("::1", "the loopback address"), ("::ffff:192.0.2.1", "an IPv4-mapped address")]
+        for (address, what) in cases {
+            let errors = try fixture.errors(config(lan: address, tunnel: address))
+            XCTAssertEqual(errors.count, 2, "\(address): \(errors)")
+            XCTAssertTrue(errors.contains { $0.hasPrefix("wgkeeper.yaml:\(line):") && $0.contains("icmp_source_lan: ") && $0.contains(" is \(what)") }, "\(errors)")
+            XCTAssertTrue(errors.contains { $0.hasPrefix("wgkeeper.yaml:\(line + 1):") && $0.contains("icmp_source_tunnel: ") && $0.contains(" is \(what)") }, "\(errors)")
+        }
+        // Link-local serves the LAN (on-link) but never the clients (their peer's allowed IPs).
+        XCTAssertEqual(try fixture.loaded(config(lan: "fe80::1", tunnel: "2001:db8:1::1")).desired.datapath?.icmp.sourceLAN, IPAddress("fe80::1"))
+        let linkLocal = try fixture.errors(config(lan: "fe80::1", tunnel: "fe80::1"))
+        XCTAssertEqual(linkLocal.count, 1, "\(linkLocal)")
+        XCTAssertTrue(linkLocal[0].hasPrefix("wgkeeper.yaml:\(line + 1):") && linkLocal[0].contains("icmp_source_tunnel: fe80::1 is link-local"), "\(linkLocal)")
     }
 
     /// `ndp: datapath`: no proxy entries and no LAN sysctl; the LAN program answers for the

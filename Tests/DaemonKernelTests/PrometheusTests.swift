@@ -96,6 +96,49 @@ final class PrometheusTests: XCTestCase {
         XCTAssertEqual(refused.value("wgkeeper_reloads_total"), 1)
     }
 
+    /// `ndp: datapath`: status and the solicited-node group metrics count only what the program
+    /// answers for: not a peer address refused because the gateway holds it, and nothing while
+    /// the LAN device is gone (both programs are detached then, whatever the config map says).
+    func testNeighbourDiscoveryStatusAndGroupMetricsTellWhatIsAnswered() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addVeth("wg0", "wg0p")
+        try ns.addVeth("private0", "lanp")
+        try ns.ip("-6", "addr", "add", "2001:db8:1::1/128", "dev", "private0", "nodad")
+        let h = try DaemonHarness(self, ns: ns)
+        let pinRoot = try h.mountPinRoot(self)
+        try h.writeConfig(h.gatewayConfig(runtime: ["proxy_poll: 200ms"], pinRoot: pinRoot, peers: [
+            TestPeer("alice", alice, allowedIPs: ["2001:db8:1::100/128"]),
+            TestPeer("mallory", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::1/128"]),
+        ], gateway: ["redirect: true", "ndp: datapath"]))
+        try h.start()
+        func line() throws -> String { (try h.status()["datapath"] as? [String: Any])?["neighbour_discovery"] as? String ?? "(none)" }
+        let mac = try XCTUnwrap(ns.ipJSON("link", "show", "dev", "private0").first?["address"] as? String)
+        let answered = try line()
+        XCTAssertTrue(answered.hasPrefix("answered by lan_ingress for 1 addresses with \(mac); 1 solicited-node groups joined on private0"),
+                      "mallory's 2001:db8:1::1 is the gateway's, refused: \(answered)")
+        XCTAssertTrue((try h.status()["refused"] as? [[String: Any]])?.contains { ($0["object"] as? String)?.contains("mallory") == true } == true)
+        let maddr = try ns.ip("-6", "maddr", "show", "dev", "private0")
+        XCTAssertTrue(maddr.contains("ff02::1:ff00:100"), maddr)
+        var (metrics, text) = try scrape(h)
+        XCTAssertEqual(metrics.value("wgkeeper_datapath_solicited_node_groups", ["state": "joined"]), 1, text)
+        XCTAssertEqual(metrics.value("wgkeeper_datapath_solicited_node_groups", ["state": "not_joined"]), 0, text)
+
+        // The LAN goes: nothing is answered, nothing joined.
+        try ns.ip("link", "del", "private0")
+        try eventually(within: .seconds(3), "status follows the missing LAN") { try line().hasPrefix("not answered by lan_ingress (device private0 missing)") }
+        let missing = try line()
+        XCTAssertFalse(missing.contains(mac), missing)
+        (metrics, text) = try scrape(h)
+        XCTAssertEqual(metrics.value("wgkeeper_datapath_solicited_node_groups", ["state": "joined"]), 0, text)
+
+        // And comes back: answered again, the group joined again.
+        try ns.addVeth("private0", "lanp")
+        try ns.ip("-6", "addr", "add", "2001:db8:1::1/128", "dev", "private0", "nodad")
+        try eventually(within: .seconds(3), "answered again") { try line().contains("for 1 addresses with ") && line().contains("; 1 solicited-node groups joined") }
+        (metrics, text) = try scrape(h)
+        XCTAssertEqual(metrics.value("wgkeeper_datapath_solicited_node_groups", ["state": "joined"]), 1, text)
+    }
+
     func testOutputFileIsReplacedAtomicallyAndSaysWhenTheDaemonIsDown() throws {
         let ns = try TestNamespace(for: self)
         try ns.addVeth("wg0", "wg0p")

@@ -31,7 +31,8 @@ final class PrometheusTextTests: XCTestCase {
      "endpoints":[{"endpoint":"vpn.example:51820","state":"resolved","address":"[2001:db8::1]:51820"},
                   {"endpoint":"gone.example:51820","state":"unresolved","error":"Name or service not known"}],
      "datapath":{"attach_mode":"tcx","counters":{"tunnel_to_lan":20,"lan_to_tunnel":10,"rate_limited":0},
-                 "programs":{"lan_ingress":11},"icmp_errors":{"lan":"from fe80::1"}},
+                 "programs":{"lan_ingress":11},"icmp_errors":{"lan":"from fe80::1"},
+                 "neighbour_discovery":"answered by lan_ingress for 3 addresses","solicited_node_groups":{"joined":2,"not_joined":1}},
      "safety":[{"name":"net.ipv6.conf.all.forwarding","ok":true,"detail":"is 0, must be 0"},
                {"name":"odd \\"check\\" \\\\ name\\nline","ok":false,"detail":""}],
      "reconcile_duration":{"upper_bounds_seconds":[0.0005,0.01,2.5],"cumulative_counts":[4,6,6],"sum_seconds":2.75,"count":7},
@@ -268,6 +269,10 @@ final class PrometheusTextTests: XCTestCase {
     wgkeeper_datapath_packets_total{counter="lan_to_tunnel"} 10
     wgkeeper_datapath_packets_total{counter="rate_limited"} 0
     wgkeeper_datapath_packets_total{counter="tunnel_to_lan"} 20
+    # HELP wgkeeper_datapath_solicited_node_groups The clients' solicited-node groups on the LAN while the LAN program answers them: joined, or not joined (retried).
+    # TYPE wgkeeper_datapath_solicited_node_groups gauge
+    wgkeeper_datapath_solicited_node_groups{state="joined"} 2
+    wgkeeper_datapath_solicited_node_groups{state="not_joined"} 1
     # HELP wgkeeper_log_lines_dropped_total Log lines dropped because standard error or the journal would have blocked.
     # TYPE wgkeeper_log_lines_dropped_total counter
     wgkeeper_log_lines_dropped_total 4

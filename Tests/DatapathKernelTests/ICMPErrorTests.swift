@@ -154,6 +154,117 @@ final class ICMPErrorTests: XCTestCase {
         _ = lab.capture.drain()
         XCTAssertEqual(try datapath.counters().timeExceeded, 1, "only the echo request gets one")
     }
+
+    /// The ICMPv6 header looked for behind extension headers (the kernel's is_ineligible): an
+    /// error behind Destination Options gets nothing, an echo request behind them does, and so
+    /// does a fragment other than the first (it carries no ICMPv6 header to look at).
+    func testNoErrorAboutAnErrorBehindExtensionHeaders() throws {
+        let (lab, datapath) = try gateway()
+        let options: [UInt8] = [1, 0] + [1, 4, 0, 0, 0, 0]  // PadN over the 6 bytes left
+        let unreachable = Packet.ipv6(from: Lab.hostAddress, to: Lab.clientAddress, hopLimit: 1, nextHeader: 60,
+                                      payload: [58] + options.dropFirst() + [1, 3, 0, 0, 0, 0, 0, 0] + [UInt8](repeating: 0, count: 40))
+        let echo = Packet.ipv6(from: Lab.hostAddress, to: Lab.clientAddress, hopLimit: 1, nextHeader: 60,
+                               payload: [58] + options.dropFirst() + [128, 0, 0, 0, 0, 1, 0, 1])
+        // Hop-by-hop, then a fragment at offset 8 whose payload starts like an error.
+        let later = Packet.ipv6(from: Lab.hostAddress, to: Lab.clientAddress, hopLimit: 1, nextHeader: 0,
+                                payload: [44, 0, 1, 4, 0, 0, 0, 0] + [58, 0, 0, 8, 0, 0, 0, 1] + [1, 3, 0, 0, 0, 0, 0, 0])
+        for packet in [unreachable, echo, later] {
+            try lab.capture.send(Packet.ethernet(to: lab.lanMAC, from: lab.hostMAC, packet))
+        }
+        let errors = lab.capture.drain().filter { $0.count > 54 && $0[20] == 58 && $0[54] == 3 }
+        XCTAssertEqual(errors.count, 2, "for the echo request and the later fragment")
+        XCTAssertEqual(try datapath.counters().hopLimitExpired, 3)
+        XCTAssertEqual(try datapath.counters().timeExceeded, 2)
+    }
+
+    /// A router forwards nothing from a link-local, multicast, unspecified or loopback source
+    /// (ip6_forward): such packets go to the stack (which, forwarding nothing, drops them).
+    func testPacketsFromSourcesARouterDoesNotForwardAreNotRedirected() throws {
+        let (lab, datapath) = try gateway()
+        for (sequence, source) in [(1, "fe80::10"), (2, "febf::10"), (3, "ff02::1"), (4, "::"), (5, "::1"), (6, Lab.hostAddress)] {
+            try lab.capture.send(Packet.ethernet(to: lab.lanMAC, from: lab.hostMAC,
+                                                 Packet.test(from: source, to: Lab.clientAddress, sequence: UInt32(sequence))))
+        }
+        XCTAssertEqual(lab.receivedOnTunnel().map(\.0), [6])
+        for (sequence, source) in [(11, "fe80::5"), (12, Lab.clientAddress)] {
+            try lab.tun.write(Packet.test(from: source, to: Lab.hostAddress, sequence: UInt32(sequence)))
+        }
+        XCTAssertEqual(lab.receivedOnLAN().map(\.0), [12])
+        XCTAssertEqual(try datapath.counters().lanToTunnel, 1)
+        XCTAssertEqual(try datapath.counters().tunnelToLan, 1)
+    }
+
+    /// A LAN host's own UDP packets cross the veth with their checksum still to be filled in
+    /// (CHECKSUM_PARTIAL). The error built from one keeps that state, and the stack fills the
+    /// quoted checksum in at egress, after the error's: with the gateway's checksum offload
+    /// off (the fill done in software, before the frame leaves) the error must still be right.
+    func testErrorsAboutPacketsWithAPendingChecksumAreRightOnTheWire() throws {
+        let (lab, datapath) = try gateway(ICMPErrorSettings(lanSource: Self.lanSource, tunnelSource: Self.tunnelSource, tunnelMTU: 1420))
+        _ = try shell("ip", "netns", "exec", lab.gateway.name, "ethtool", "-K", "lan0", "tx", "off")
+        _ = try lab.host.ip("-6", "route", "add", Lab.clientPrefix.description, "via", Lab.gatewayAddress, "dev", "host0")
+        let hopLimits = try sendUDP(in: lab, hopLimit: 1, payload: 100) + (try sendUDP(in: lab, hopLimit: 64, payload: 1500 - 48))
+        XCTAssertEqual(hopLimits, 2)
+        let errors = lab.capture.drain().filter { $0.count > 54 && $0[12] == 0x86 && $0[13] == 0xdd && $0[20] == 58 && $0[54] < 128 }
+            .map { Array($0[14...]) }
+        XCTAssertEqual(errors.map { $0[40] }.sorted(), [2, 3], "Packet Too Big and Time Exceeded")
+        for error in errors {
+            XCTAssertEqual(ICMPError.checksum(error), 0, "type \(error[40]): checksum on the wire")
+            XCTAssertEqual(error[48 + 6], 17, "quoting the UDP packet")
+        }
+        XCTAssertEqual(try datapath.counters().errors, 0)
+    }
+
+    /// A UDP GSO send (UDP_SEGMENT) from a LAN host crosses the veth as one aggregate; its
+    /// segments are larger than the tunnel's MTU, so it gets Packet Too Big, as the forwarding
+    /// path's per-segment check would send, and nothing of it enters the tunnel.
+    func testPacketTooBigForAGSOAggregateWhoseSegmentsDoNotFit() throws {
+        let (lab, datapath) = try gateway(ICMPErrorSettings(lanSource: Self.lanSource, tunnelSource: Self.tunnelSource, tunnelMTU: 1420))
+        _ = try lab.gateway.ip("link", "set", "wgt0", "mtu", "1420")
+        _ = try shell("ip", "netns", "exec", lab.gateway.name, "ethtool", "-K", "lan0", "tx", "off")
+        _ = try lab.host.ip("-6", "route", "add", Lab.clientPrefix.description, "via", Lab.gatewayAddress, "dev", "host0")
+        XCTAssertEqual(try sendUDP(in: lab, hopLimit: 64, payload: 4 * 1452, segment: 1452), 1)
+        XCTAssertEqual(try sendUDP(in: lab, hopLimit: 64, payload: 4 * 1300, segment: 1300), 1)
+        let errors = lab.capture.drain().filter { $0.count > 54 && $0[12] == 0x86 && $0[13] == 0xdd && $0[20] == 58 && $0[54] < 128 }
+            .map { Array($0[14...]) }
+        XCTAssertEqual(errors.count, 1)
+        if let error = errors.first {
+            XCTAssertEqual(error[40], 2)
+            XCTAssertEqual(error[44..<48].reduce(0) { $0 << 8 | UInt32($1) }, 1420)
+            XCTAssertEqual(ICMPError.checksum(error), 0)
+            XCTAssertLessThanOrEqual(error.count, 1280)
+        }
+        let tunnel = try lab.gateway.namespace.perform { lab.tun.drain() }.filter { $0.count > 40 && $0[6] == 17 }
+        XCTAssertEqual(tunnel.count, 4, "only the segments that fit: \(tunnel.map(\.count))")
+        XCTAssertTrue(tunnel.allSatisfy { $0.count == 40 + 8 + 1300 })
+        XCTAssertEqual(try datapath.counters().packetTooBig, 1)
+    }
+
+    /// Sends one UDP datagram from the LAN host to the client (`segment`: with UDP_SEGMENT);
+    /// returns the number of sends that succeeded.
+    private func sendUDP(in lab: Lab, hopLimit: Int32, payload: Int, segment: Int32? = nil) throws -> Int {
+        try lab.host.namespace.perform {
+            let fd = socket(AF_INET6, Int32(SOCK_DGRAM.rawValue), 0)
+            guard fd >= 0 else { throw TestFailure("socket: \(errno)") }
+            defer { close(fd) }
+            var hops = hopLimit
+            setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_UNICAST_HOPS, &hops, socklen_t(MemoryLayout<Int32>.size))
+            if var size = segment {
+                guard setsockopt(fd, Int32(IPPROTO_UDP), 103 /* UDP_SEGMENT */, &size, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+                    throw TestFailure("UDP_SEGMENT: \(errno)")
+                }
+            }
+            var address = sockaddr_in6()
+            address.sin6_family = sa_family_t(AF_INET6)
+            address.sin6_port = UInt16(9).bigEndian
+            withUnsafeMutableBytes(of: &address.sin6_addr) { $0.copyBytes(from: IPv6Address(Lab.clientAddress)!.bytes) }
+            let data = [UInt8](repeating: 0x5a, count: payload)
+            let sent = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, data, data.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+            }
+            guard sent == payload else { throw TestFailure("sendto: \(sent), errno \(errno)") }
+            return 1
+        }
+    }
 }
 
 extension Packet {

@@ -80,23 +80,3 @@ final class MeasurementTests: XCTestCase {
         print("datapath timings:\n" + lines.joined(separator: "\n"))
     }
 }
-
-/// One BPF_PROG_TEST_RUN: (status, the program's verdict, average ns per repetition, the
-/// packet as the program left it).
-func programTestRun(_ program: Int32, _ frame: [UInt8], repeat count: Int32) -> (Int32, Int, UInt32, [UInt8]) {
-    var input = frame
-    var output = [UInt8](repeating: 0, count: 2048)
-    var opts = bpf_test_run_opts()
-    opts.sz = MemoryLayout<bpf_test_run_opts>.size
-    opts.repeat = count
-    opts.data_size_in = UInt32(input.count)
-    opts.data_size_out = UInt32(output.count)
-    let result = input.withUnsafeMutableBytes { inputBytes in
-        output.withUnsafeMutableBytes { outputBytes in
-            opts.data_in = UnsafeRawPointer(inputBytes.baseAddress)
-            opts.data_out = outputBytes.baseAddress
-            return bpf_prog_test_run_opts(program, &opts)
-        }
-    }
-    return (result, Int(Int32(bitPattern: opts.retval)), opts.duration, Array(output.prefix(Int(opts.data_size_out))))
-}

@@ -153,6 +153,14 @@ final class NeighbourDiscoveryTests: XCTestCase {
                      "duplicate address detection sent unicast")
         assertPassed(Self.solicitation(for: "2001:db8:1::105", ethernetDestination: [0x02, 0, 0, 0, 0, 0x99]),
                      "a frame for another host (PACKET_OTHERHOST)")
+        // What ip6_rcv_core drops before neighbour discovery: answering would put an
+        // advertisement to ff02::1 or ::1 on the wire.
+        assertPassed(Self.solicitation(for: "2001:db8:1::105", source: "ff02::1"), "from a multicast source")
+        assertPassed(Self.solicitation(for: "2001:db8:1::105", source: "::1"), "from loopback")
+        assertPassed(Self.solicitation(for: "2001:db8:1::105", destination: "::1"), "to loopback")
+        var version4 = Self.solicitation(for: "2001:db8:1::105")
+        version4[14] = 0x40 | (version4[14] & 0x0f)
+        assertPassed(version4, "IP version 4 in the IPv6 header")
         XCTAssertEqual(try datapath.counters().solicitationsAnswered, 0)
     }
 

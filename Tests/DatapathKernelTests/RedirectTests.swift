@@ -89,6 +89,60 @@ final class RedirectTests: XCTestCase {
         XCTAssertEqual(counters.lanToTunnel, 1)
     }
 
+    /// Tunnel → LAN takes two ways: with the LAN host's neighbour entry valid, the next hop goes
+    /// to `bpf_redirect_neigh` (no route lookup per packet); without one, the kernel looks the
+    /// route up and keeps its dst on the packet, so that a failed resolution still sends Address
+    /// Unreachable back to the client, as the forwarding path does.
+    func testTunnelToLANBeforeAndAfterResolutionAndToAnAbsentHost() throws {
+        let lab = try Lab(for: self)
+        let datapath = try lab.datapath()
+        try lab.attach(datapath)
+        try lab.configureEntries(datapath)
+
+        try lab.sendFromTunnel(sequence: 1)  // no neighbour entry yet: resolved on the way
+        XCTAssertEqual(lab.receivedOnLAN().map(\.0), [1])
+        let state = try XCTUnwrap(lab.gateway.ipJSON("-6", "neigh", "show", Lab.hostAddress, "dev", "lan0").first?["state"] as? [String])
+        XCTAssertEqual(state, ["REACHABLE"])
+        for sequence in UInt32(2)...UInt32(5) { try lab.sendFromTunnel(sequence: sequence) }  // entry valid
+        XCTAssertEqual(lab.receivedOnLAN().map(\.0), [2, 3, 4, 5])
+
+        let absent = "2001:db8:1::99"
+        try lab.sendFromTunnel(sequence: 6, to: absent)
+        // Three solicitations a second apart, then the error (type 1, code 3) back through the tunnel.
+        let errors = try lab.gateway.namespace.perform { lab.tun.drain(quiet: 5000) }
+            .filter { $0.count >= 48 && $0[6] == 58 && $0[40] == 1 }
+        XCTAssertEqual(errors.count, 1, "one Destination Unreachable for the packet to \(absent)")
+        if let error = errors.first {
+            XCTAssertEqual(error[41], 3, "code 3: address unreachable")
+            XCTAssertEqual(Array(error[24..<40]), IPv6Address(Lab.clientAddress)!.bytes, "sent to the client")
+            XCTAssertEqual(Packet.sequence(ofIPv6: Array(error[48...])), 6, "quoting the packet")
+        }
+        XCTAssertTrue(lab.receivedOnLAN(quiet: 100).isEmpty)
+        XCTAssertEqual(try datapath.counters().tunnelToLan, 6)
+        XCTAssertEqual(try datapath.counters().errors, 0)
+    }
+
+    /// The next hop the program hands over follows policy routing: a rule sending one LAN
+    /// address through another host wins over that address's own valid neighbour entry.
+    func testTunnelToLANFollowsPolicyRouting() throws {
+        let lab = try Lab(for: self)
+        let datapath = try lab.datapath()
+        try lab.attach(datapath)
+        try lab.configureEntries(datapath)
+        // bpf_fib_lookup answers only for a device that forwards (ndp: kernel sets the LAN's).
+        _ = try shell("ip", "netns", "exec", lab.gateway.name, "sysctl", "-qw", "net.ipv6.conf.lan0.forwarding=1")
+        let routed = "2001:db8:1::60"
+        _ = try lab.gateway.ip("-6", "neigh", "replace", routed, "lladdr", "02:00:00:00:60:60", "dev", "lan0", "nud", "permanent")
+        _ = try lab.gateway.ip("-6", "route", "add", "\(routed)/128", "via", Lab.hostAddress, "dev", "lan0", "table", "100")
+        _ = try lab.gateway.ip("-6", "rule", "add", "to", "\(routed)/128", "lookup", "100")
+        try lab.sendFromTunnel(sequence: 1)  // resolves the host: its entry is valid from then on
+        XCTAssertEqual(lab.receivedOnLAN().map(\.0), [1])
+        try lab.sendFromTunnel(sequence: 2, to: routed)
+        try lab.sendFromTunnel(sequence: 3, to: routed)
+        // receivedOnLAN checks each frame's destination MAC: the host's, as the rule says.
+        XCTAssertEqual(lab.receivedOnLAN().map(\.0), [2, 3])
+    }
+
     func testErrorsNameTheOperationInterfaceAndKernelMessage() throws {
         let lab = try Lab(for: self)
         for mode in AttachMode.allCases {

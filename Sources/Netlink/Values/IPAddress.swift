@@ -59,6 +59,14 @@ public struct IPv6Address: Hashable, Comparable, Sendable, CustomStringConvertib
 
     /// fe80::/10
     public var isLinkLocal: Bool { high >> 54 == 0x3FA }
+    /// ff00::/8
+    public var isMulticast: Bool { high >> 56 == 0xFF }
+    /// ::
+    public var isUnspecified: Bool { high == 0 && low == 0 }
+    /// ::1
+    public var isLoopback: Bool { high == 0 && low == 1 }
+    /// ::ffff:0:0/96, an IPv4 address in IPv6's clothes (RFC 4291 2.5.5.2): never on an IPv6 wire.
+    public var isIPv4Mapped: Bool { high == 0 && low >> 32 == 0xFFFF }
 
     public var description: String {
         var raw = in6_addr()
