@@ -6,8 +6,9 @@ PREFIX       ?= /usr/local
 DESTDIR      ?=
 
 # Build and test: libraries and headers; iproute2, wireguard-tools and bpftool as independent
-# readers; ethtool (checksum offload off in a datapath test); ping for the scenario; python3 jsonschema/yaml for the schema test (Debian's python3).
-DEBIAN_PACKAGES = pkg-config libmnl-dev libbpf-dev libsystemd-dev libyaml-dev iproute2 bpftool ethtool wireguard-tools iputils-ping python3-jsonschema python3-yaml
+# readers; ethtool (checksum offload off in a datapath test); ping for the scenario; python3 jsonschema/yaml for the schema test (Debian's python3);
+# nft to make the FORWARD chains the status safety section must notice.
+DEBIAN_PACKAGES = pkg-config libmnl-dev libbpf-dev libsystemd-dev libyaml-dev iproute2 bpftool ethtool wireguard-tools iputils-ping python3-jsonschema python3-yaml nftables
 
 .PHONY: all demo deps build test test-unit test-kernel test-vm test-system test-fuzz fuzz bench soak clean
 

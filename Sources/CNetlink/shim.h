@@ -16,6 +16,9 @@
 #include <linux/netconf.h>
 #include <linux/genetlink.h>
 #include <linux/wireguard.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nf_tables.h>
 
 /* setns(2) is only declared under _GNU_SOURCE; declare it here rather than change feature macros. */
 extern int setns(int fd, int nstype);
@@ -36,5 +39,6 @@ static inline unsigned int cnl_sizeof_ifaddrmsg(void) { return sizeof(struct ifa
 static inline unsigned int cnl_sizeof_netconfmsg(void) { return sizeof(struct netconfmsg); }
 static inline unsigned int cnl_sizeof_genlmsghdr(void) { return sizeof(struct genlmsghdr); }
 static inline unsigned int cnl_sizeof_nlmsgerr(void) { return sizeof(struct nlmsgerr); }
+static inline unsigned int cnl_sizeof_nfgenmsg(void) { return sizeof(struct nfgenmsg); }
 
 #endif

@@ -211,12 +211,14 @@ extension Daemon {
     func policyStatus(_ datapath: Datapath) -> StatusReport.Policy? {
         guard let policy = desired.policy else { return nil }
         let counters = (try? datapath.policyCounters(ruleCount: policy.rules.count)) ?? PolicyCounters()
+        let flows = policy.lanToClient == .replies ? try? datapath.policyFlows() : nil
         return StatusReport.Policy(
             clientToLan: policy.clientToLAN.rawValue, lanToClient: policy.lanToClient.rawValue,
             deniedToLan: counters.clientToLANDenied, deniedToClients: counters.lanToClientDenied,
             rules: policy.rules.enumerated().map { index, rule in
                 StatusReport.Policy.Rule(rule: rule.description, packets: index < counters.rules.count ? counters.rules[index] : 0)
-            })
+            },
+            replyFlows: flows.map { .init(remembered: $0.remembered, recent: $0.recent, capacity: $0.capacity, timeoutSeconds: $0.timeoutSeconds) })
     }
 
     /// Attachments and pins are keyed by interface and tunnel: whatever the configuration no

@@ -58,6 +58,9 @@ extension Daemon {
                                             detail: "is \(actual ?? "unreadable"), must be \(check.expected): \(check.why)")
         }
         safety += anycastSafety
+        if let datapath = desired.datapath {
+            safety.append(ForwardFilters.safetyCheck(Result { try NetfilterForwarding.chains() }, datapath: datapath, policy: desired.policy))
+        }
         safety.sort { $0.name < $1.name }
         return StatusReport(
             version: Daemon.version, pid: getpid(), configGeneration: generation, configFiles: loaded.configuration.files,

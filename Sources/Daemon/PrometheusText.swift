@@ -127,6 +127,14 @@ public enum PrometheusText {
                         f.sample(["verdict": "allowed", "rule": String(index), "description": rule.rule], String(rule.packets))
                     }
                 }
+                if let flows = policy.replyFlows {
+                    out.family("wgkeeper_policy_reply_flows", .gauge,
+                               "lan_to_client: replies: the clients' UDP and echo flows remembered, and those seen within the timeout.") { f in
+                        f.sample(["state": "remembered"], flows.remembered)
+                        f.sample(["state": "recent"], flows.recent)
+                    }
+                    out.family("wgkeeper_policy_reply_flows_capacity", .gauge, "Flows the replies table holds at most.") { $0.sample(flows.capacity) }
+                }
             }
         }
         out.family("wgkeeper_log_lines_dropped_total", .counter, "Log lines dropped because standard error or the journal would have blocked.") {

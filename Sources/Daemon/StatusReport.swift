@@ -77,6 +77,17 @@ public struct StatusReport: Codable, Sendable {
         public var deniedToLan: UInt64
         public var deniedToClients: UInt64
         public var rules: [Rule]
+        /// `lan_to_client: replies`: the clients' UDP and echo flows the programs remember.
+        public var replyFlows: ReplyFlows? = nil
+
+        public struct ReplyFlows: Codable, Sendable {
+            /// Entries held, some past `timeoutSeconds` until the table reuses them.
+            public var remembered: Int
+            /// With a packet within `timeoutSeconds`: a LAN reply can use these.
+            public var recent: Int
+            public var capacity: Int
+            public var timeoutSeconds: Int
+        }
 
         public struct Rule: Codable, Sendable {
             public var rule: String

@@ -6,8 +6,9 @@ import Netlink
 public struct DesiredPolicy: Hashable, Sendable {
     /// What a client's packet to the LAN that no rule allows meets.
     public enum ClientToLAN: String, Hashable, Sendable, CaseIterable { case allow, deny }
-    /// What a LAN packet to a client meets. `replies` (this version: stateless) lets through a
-    /// LAN packet only when the same packet reversed, client to LAN, would be allowed.
+    /// What a LAN packet to a client meets. `replies` lets through what the same packet reversed,
+    /// client to LAN, would be allowed, except a TCP opening and UDP or echo outside a flow a
+    /// client opened (`evaluate(_:peerOf:flows:)`).
     public enum LANToClient: String, Hashable, Sendable, CaseIterable { case allow, deny, replies }
 
     public var clientToLAN: ClientToLAN

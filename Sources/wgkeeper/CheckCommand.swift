@@ -19,6 +19,10 @@ struct CheckCommand: ParsableCommand {
             print(loaded.summary)
             for line in icmpWarnings(loaded.desired) { printToStandardError("warning: \(line)") }
             for line in loaded.configuration.policyWarnings { printToStandardError("warning: \(line)") }
+            if let datapath = loaded.desired.datapath, let chains = try? NetfilterForwarding.chains(),
+               let line = ForwardFilters.warning(chains, datapath: datapath, policy: loaded.desired.policy) {
+                printToStandardError("warning: \(line)")
+            }
         case .failure(let errors):
             printErrors(errors)
             throw ExitCode(1)

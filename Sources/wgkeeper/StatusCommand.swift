@@ -116,6 +116,9 @@ struct StatusCommand: ParsableCommand {
             if let policy = datapath.policy {
                 lines.append("  policy: client_to_lan \(policy.clientToLan), lan_to_client \(policy.lanToClient); denied to the LAN \(policy.deniedToLan), to the clients \(policy.deniedToClients)")
                 for (index, rule) in policy.rules.enumerated() { lines.append("    \(index): \(rule.rule) (\(rule.packets) packets)") }
+                if let flows = policy.replyFlows {
+                    lines.append("    reply flows (UDP, echo): \(flows.recent) seen within \(flows.timeoutSeconds) s, \(flows.remembered) remembered, room for \(flows.capacity)")
+                }
             }
         }
         if r.logLinesDropped > 0 || r.statusSocket.refused > 0 {

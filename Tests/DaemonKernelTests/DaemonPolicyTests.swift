@@ -101,4 +101,70 @@ final class DaemonPolicyTests: XCTestCase {
         _ = try h.ask("reload")
         try eventually(within: .seconds(3), "policy removed") { try word() & ~1 == 0 }
     }
+
+    /// nftables chains at the forward hook (ip6 and inet; iptables-nft makes the same) do not see
+    /// the redirected traffic: the safety section says so, failing until a policy section stands in
+    /// for them, and `check` warns. A chain of family ip, or one at another hook, is not mentioned.
+    func testStatusNotesNetfilterForwardChainsTheDatapathBypasses() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addVeth("wg0", "wg0p")
+        try ns.addVeth("private0", "lanp")
+        let h = try DaemonHarness(self, ns: ns)
+        let pinRoot = try h.mountPinRoot(self)
+        let peers = [TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128"])]
+        func config(_ tail: String = "") -> String {
+            h.gatewayConfig(runtime: ["proxy_poll: 200ms"], pinRoot: pinRoot, peers: peers, gateway: ["redirect: true"], tail: tail)
+        }
+        func nft(_ command: String) throws { try shell("ip", "netns", "exec", ns.name, "nft", command) }
+        func check() throws -> [String: Any] {
+            let safety = try XCTUnwrap(try h.status()["safety"] as? [[String: Any]])
+            return try XCTUnwrap(safety.first { $0["name"] as? String == "netfilter forward (ipv6)" }, "\(safety)")
+        }
+        try h.writeConfig(config())
+        try h.start()
+        var found = try check()
+        XCTAssertEqual(found["ok"] as? Bool, true)
+        XCTAssertEqual(found["detail"] as? String, "no nftables forward chain for ip6 or inet, no ip6tables filter table")
+
+        try nft("add table inet filter")
+        try nft("add chain inet filter forward { type filter hook forward priority 0; policy drop; }")
+        try nft("add chain inet filter input { type filter hook input priority 0; }")
+        try nft("add table ip6 guard")
+        try nft("add chain ip6 guard forward6 { type filter hook forward priority 10; }")
+        try nft("add table ip legacy")
+        try nft("add chain ip legacy forward { type filter hook forward priority 0; policy drop; }")
+        found = try check()
+        XCTAssertEqual(found["ok"] as? Bool, false, "no policy section: the operator's FORWARD rules are all there was")
+        let detail = try XCTUnwrap(found["detail"] as? String)
+        XCTAssertEqual(detail, "inet filter forward (policy drop), ip6 guard forward6: these FORWARD rules do not see the traffic the datapath redirects between wg0 and private0; express them in the policy section (README: Access policy)")
+        let text = try shell(DaemonHarness.binary, "status", "--socket", h.socketPath)
+        XCTAssertTrue(text.contains("  FAIL netfilter forward (ipv6) inet filter forward (policy drop), ip6 guard forward6: these FORWARD rules"), text)
+        let metrics = try shell(DaemonHarness.binary, "status", "--socket", h.socketPath, "--format", "prometheus")
+        XCTAssertTrue(metrics.contains(#"wgkeeper_safety_check_ok{check="netfilter forward (ipv6)"} 0"#), metrics)
+        // `check` on this host says the same.
+        let warnings = try shell(["sh", "-c", "ip netns exec \(ns.name) \(DaemonHarness.binary) check --config \(h.configPath) 2>&1 >/dev/null"])
+        XCTAssertTrue(warnings.contains("warning: inet filter forward (policy drop), ip6 guard forward6: these FORWARD rules do not see"), warnings)
+
+        // With a policy section the note stays, and the check passes.
+        try h.writeConfig(config("""
+            policy:
+              client_to_lan: deny
+              lan_to_client: replies
+
+            """))
+        _ = try h.ask("reload")
+        found = try check()
+        XCTAssertEqual(found["ok"] as? Bool, true)
+        XCTAssertEqual(found["detail"] as? String, "inet filter forward (policy drop), ip6 guard forward6: these FORWARD rules do not see the traffic the datapath redirects between wg0 and private0; the policy section applies to it instead")
+        // The replies' flow table is shown with the policy.
+        let policy = try XCTUnwrap((try h.status()["datapath"] as? [String: Any])?["policy"] as? [String: Any])
+        let flows = try XCTUnwrap(policy["reply_flows"] as? [String: Any], "\(policy)")
+        XCTAssertEqual(flows["remembered"] as? Int, 0)
+        XCTAssertEqual(flows["recent"] as? Int, 0)
+        XCTAssertEqual(flows["capacity"] as? Int, 65_536)
+        XCTAssertEqual(flows["timeout_seconds"] as? Int, 120)
+
+        try nft("flush ruleset")
+        XCTAssertEqual(try check()["ok"] as? Bool, true)
+    }
 }

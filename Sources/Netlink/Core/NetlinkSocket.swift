@@ -4,6 +4,7 @@ import SystemPackage
 
 public enum NetlinkProtocol: Int32, Sendable {
     case route = 0      // NETLINK_ROUTE
+    case netfilter = 12 // NETLINK_NETFILTER (read only: nftables chains)
     case generic = 16   // NETLINK_GENERIC
 }
 
