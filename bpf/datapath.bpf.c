@@ -233,51 +233,83 @@ struct icmp_sum_head {
 	struct icmp6hdr icmp;
 };
 
-// RFC 4443 2.4 (e.1), as the kernel's is_ineligible: is the packet an ICMPv6 error, its
-// header found behind up to 6 extension headers? A fragment other than the first has no
-// header to look at and is not one; an unreadable chain is taken for one (no error sent).
+// The upper-layer header behind up to 6 extension headers (RFC 8200 4; hop-by-hop, routing,
+// fragment, destination options, AH): its protocol in *next, its offset in *offset. A fragment
+// other than the first holds none (*next stays IPPROTO_FRAGMENT); a longer chain, or one that
+// cannot be read, is UPPER_UNKNOWN.
+enum upper_layer { UPPER_FOUND, UPPER_LATER_FRAGMENT, UPPER_UNKNOWN };
 #define EXTENSION_HEADERS_MAX 6
-static __always_inline int is_icmp_error(struct __sk_buff *skb, __u32 l2, __u8 next)
+
+static __always_inline int is_extension_header(__u8 next)
 {
-	__u32 offset = l2 + sizeof(struct ipv6hdr);
+	return next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_FRAGMENT ||
+	       next == IPPROTO_DSTOPTS || next == IPPROTO_AH;
+}
+
+static __always_inline enum upper_layer find_upper_layer(struct __sk_buff *skb, __u32 l2, __u8 *next,
+							  __u32 *offset)
+{
+	__u32 at = l2 + sizeof(struct ipv6hdr);
+	__u8 header = *next;
 	for (int i = 0; i < EXTENSION_HEADERS_MAX; i++) {
-		__u8 header[2];
-		switch (next) {
-		case IPPROTO_ICMPV6: {
-			__u8 type;
-			if (bpf_skb_load_bytes(skb, offset, &type, 1))
-				return 1;
-			return type < 128;
-		}
+		__u8 bytes[4];
+		switch (header) {
 		case IPPROTO_HOPOPTS:
 		case IPPROTO_ROUTING:
 		case IPPROTO_DSTOPTS:
-			if (bpf_skb_load_bytes(skb, offset, header, 2))
-				return 1;
-			next = header[0];
-			offset += (header[1] + 1) * 8;
+			if (bpf_skb_load_bytes(skb, at, bytes, 2))
+				return UPPER_UNKNOWN;
+			header = bytes[0];
+			at += (bytes[1] + 1) * 8;
 			break;
-		case IPPROTO_FRAGMENT: {
-			__u8 fragment[4];
-			if (bpf_skb_load_bytes(skb, offset, fragment, 4))
-				return 1;
-			if ((((__u16)fragment[2] << 8) | fragment[3]) & 0xfff8)
-				return 0;
-			next = fragment[0];
-			offset += 8;
+		case IPPROTO_FRAGMENT:
+			if (bpf_skb_load_bytes(skb, at, bytes, 4))
+				return UPPER_UNKNOWN;
+			if ((((__u16)bytes[2] << 8) | bytes[3]) & 0xfff8) {
+				*next = IPPROTO_FRAGMENT;
+				*offset = at;
+				return UPPER_LATER_FRAGMENT;
+			}
+			header = bytes[0];
+			at += 8;
 			break;
-		}
 		case IPPROTO_AH:
-			if (bpf_skb_load_bytes(skb, offset, header, 2))
-				return 1;
-			next = header[0];
-			offset += (header[1] + 2) * 4;
+			if (bpf_skb_load_bytes(skb, at, bytes, 2))
+				return UPPER_UNKNOWN;
+			header = bytes[0];
+			at += (bytes[1] + 2) * 4;
 			break;
 		default:
-			return 0;
+			*next = header;
+			*offset = at;
+			return UPPER_FOUND;
 		}
 	}
-	return 1;
+	*next = header;
+	*offset = at;
+	return UPPER_UNKNOWN;
+}
+
+// RFC 4443 2.4 (e.1), as the kernel's is_ineligible: is the packet an ICMPv6 error, its
+// header found behind the extension headers? A fragment other than the first has no header
+// to look at and is not one; an unreadable chain is taken for one (no error sent).
+static __always_inline int is_icmp_error(struct __sk_buff *skb, __u32 l2, __u8 next)
+{
+	__u32 offset = 0;
+	switch (find_upper_layer(skb, l2, &next, &offset)) {
+	case UPPER_LATER_FRAGMENT:
+		return 0;
+	case UPPER_UNKNOWN:
+		return 1;
+	case UPPER_FOUND:
+		break;
+	}
+	if (next != IPPROTO_ICMPV6)
+		return 0;
+	__u8 type;
+	if (bpf_skb_load_bytes(skb, offset, &type, 1))
+		return 1;
+	return type < 128;
 }
 
 // NOT_SENT leaves the packet as it was; FAILED means it was cut or moved already.

@@ -307,8 +307,10 @@ static __always_inline int policy_flow(const struct in6_addr *client, const stru
 }
 
 // Whether the packet at `l2` may pass, counting it; `to_lan` says which way it goes.
-// Extension headers are not walked: the protocol is the fixed header's next header, and
-// TCP/UDP ports are read right after it (0 when the packet is too short to hold them).
+// The protocol is the upper-layer header's, found behind the extension headers; TCP/UDP ports
+// are read from it (0 when the packet is too short to hold them). A fragment other than the
+// first has none: its protocol is IPPROTO_FRAGMENT, which only a rule without a protocol
+// allows. With `replies`, a LAN packet whose headers cannot be followed is denied.
 static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 word, int to_lan)
 {
 	__u32 lan_mode = (word & POLICY_LAN_MASK) >> POLICY_LAN_SHIFT;
@@ -333,16 +335,23 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 	__u8 proto = ip6->nexthdr;
 	__u16 port = 0;
 	int any_protocol = 0;
-	// The eight bytes after the fixed header (ports; ICMPv6 type and echo identifier), and
-	// TCP's flags. Read in place when they are in the linear part, copied otherwise.
+	// The first eight bytes of the upper-layer header (ports; ICMPv6 type and echo identifier),
+	// and TCP's flags. Read in place when right after the fixed header in the linear part,
+	// copied otherwise.
 	__u8 l4[8] = {};
 	__u8 tcp_flags = 0;
 	__u8 *head = (void *)(ip6 + 1);
-	if (head + 8 <= (__u8 *)end)
-		__builtin_memcpy(l4, head, 8);
-	else if (bpf_skb_load_bytes(skb, l2 + sizeof(struct ipv6hdr), l4, 8) &&
-		 bpf_skb_load_bytes(skb, l2 + sizeof(struct ipv6hdr), l4, 4))
-		__builtin_memset(l4, 0, 8);
+	__u32 offset = l2 + sizeof(struct ipv6hdr);
+	enum upper_layer chain = UPPER_FOUND;
+	if (is_extension_header(proto))
+		chain = find_upper_layer(skb, l2, &proto, &offset);
+	int in_place = offset == l2 + sizeof(struct ipv6hdr);
+	if (chain == UPPER_FOUND) {
+		if (in_place && head + 8 <= (__u8 *)end)
+			__builtin_memcpy(l4, head, 8);
+		else if (bpf_skb_load_bytes(skb, offset, l4, 8) && bpf_skb_load_bytes(skb, offset, l4, 4))
+			__builtin_memset(l4, 0, 8);
+	}
 	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP)
 		port = to_lan ? (__u16)l4[2] << 8 | l4[3] : (__u16)l4[0] << 8 | l4[1];
 	else if (proto == IPPROTO_ICMPV6 && !to_lan && l4[0] < 128)
@@ -354,10 +363,12 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 				: (__u16)l4[4] << 8 | l4[5];
 	if (!to_lan && replies) {
 		int opening = 0;
-		if (proto == IPPROTO_TCP) {
-			if (head + 14 <= (__u8 *)end)
+		if (chain == UPPER_UNKNOWN) {
+			opening = 1; // what it carries cannot be told: it may be an opening
+		} else if (proto == IPPROTO_TCP) {
+			if (in_place && head + 14 <= (__u8 *)end)
 				tcp_flags = head[13];
-			else if (bpf_skb_load_bytes(skb, l2 + sizeof(struct ipv6hdr) + 13, &tcp_flags, 1))
+			else if (bpf_skb_load_bytes(skb, offset + 13, &tcp_flags, 1))
 				tcp_flags = 0;
 			opening = (tcp_flags & 0x12) == 0x02; // SYN without ACK
 		} else if (udp || echo) {

@@ -25,8 +25,8 @@ public struct DesiredPolicy: Hashable, Sendable {
     public static let allowAll = DesiredPolicy()
 }
 
-/// IP protocols a rule may name (the IPv6 next header right after the fixed header: extension
-/// headers are not walked, so a packet with one matches only rules without a protocol).
+/// IP protocols a rule may name: the upper-layer header's, behind any extension headers (a
+/// fragment other than the first has none and matches only rules without a protocol).
 public enum PolicyProtocol: UInt8, Hashable, Sendable, CaseIterable, CustomStringConvertible {
     case tcp = 6, udp = 17, icmpv6 = 58
 
@@ -115,7 +115,9 @@ public struct PolicyPacket: Hashable, Sendable, CustomStringConvertible {
     public var direction: Direction
     public var source: IPv6Address
     public var destination: IPv6Address
-    /// The next header of the fixed IPv6 header.
+    /// The upper-layer protocol, behind any extension headers (the programs find it behind up
+    /// to 6; IPPROTO_FRAGMENT, 44, for a fragment other than the first). The programs deny a
+    /// LAN packet whose chain they cannot follow under `replies`, before this applies.
     public var proto: UInt8
     /// TCP/UDP ports (0 for other protocols).
     public var sourcePort: UInt16

@@ -461,4 +461,80 @@ final class PolicyKernelTests: XCTestCase {
         XCTAssertEqual(counters.lanToClientDenied, 9)
         XCTAssertEqual(counters.clientToLANDenied, 1)
     }
+
+    /// The protocol and ports are the upper-layer header's, found behind extension headers: a
+    /// LAN SYN or an unasked UDP datagram behind a destination options or (first) fragment
+    /// header opens nothing with `replies`, a chain too long to follow is denied there, and a
+    /// client's packet behind such a header meets the rule for what it carries. A fragment other
+    /// than the first has no ports: only a rule without a protocol allows it.
+    func testExtensionHeadersHideNothing() throws {
+        let (_, datapath) = try gateway()
+        try datapath.configure(ICMPErrorSettings(intervalMilliseconds: 0))  // a denied packet is dropped (2)
+        let client = IPv6Address("2001:db8:86dd::7")!
+        XCTAssertEqual(try datapath.synchronize(.clients, to: [Self.clientsPrefix: .redirect, .host(.v6(client)): .redirect]), [:])
+        let peers = clients(["c": client])
+        let lanProgram = bpf_obj_get("\(datapath.pinDirectory)/lan_ingress")
+        let tunnelProgram = bpf_obj_get("\(datapath.pinDirectory)/tunnel_ingress")
+        defer { close(lanProgram); close(tunnelProgram) }
+        let destinationOptions: (UInt8, [UInt8]) = (60, [0, 1, 4, 0, 0, 0, 0])  // 8 bytes: PadN
+        func fragment(offset: UInt16) -> (UInt8, [UInt8]) { (44, [0] + Self.be16(offset << 3 | 1) + [0, 0, 0, 1]) }
+        /// `packet`'s bytes with `headers` (type, then all but the next-header byte) after the fixed header.
+        func behind(_ headers: [(UInt8, [UInt8])], _ packet: PolicyPacket) -> [UInt8] {
+            let bytes = Self.bytes(packet, sequence: 1)
+            var chain: [UInt8] = []
+            for (index, header) in headers.enumerated() {
+                chain += [index + 1 < headers.count ? headers[index + 1].0 : bytes[6]] + header.1
+            }
+            var fixed = Array(bytes[0..<40])
+            fixed[6] = headers.first?.0 ?? bytes[6]
+            fixed[7] = 255
+            let length = (Int(bytes[4]) << 8 | Int(bytes[5])) + chain.count
+            (fixed[4], fixed[5]) = (UInt8(length >> 8), UInt8(length & 0xff))
+            return fixed + chain + bytes[40...]
+        }
+        func verdict(_ bytes: [UInt8], toLAN: Bool) -> Int {
+            let frame = toLAN ? bytes : Packet.ethernet(to: [0, 0, 0, 0, 0, 0], from: [2, 0, 0, 0, 0, 1], bytes)
+            let (result, verdict, _, _) = programTestRun(toLAN ? tunnelProgram : lanProgram, frame, repeat: 1)
+            XCTAssertEqual(result, 0)
+            return verdict
+        }
+        let syn = PolicyPacket(direction: .lanToClient, source: server1, destination: client, proto: 6, sourcePort: 22,
+                               destinationPort: 40000, tcpFlags: PolicyPacket.syn)
+        let ack = PolicyPacket(direction: .lanToClient, source: server1, destination: client, proto: 6, sourcePort: 22,
+                               destinationPort: 40000, tcpFlags: PolicyPacket.ack)
+        let unasked = PolicyPacket(direction: .lanToClient, source: server1, destination: client, proto: 17, sourcePort: 53, destinationPort: 5353)
+
+        // Clients may send anything; the LAN only answers.
+        let replies = DesiredPolicy(clientToLAN: .allow, lanToClient: .replies)
+        try datapath.install(policy: try replies.compile(clients: peers).get())
+        let lanSteps: [(String, [UInt8], Bool)] = [
+            ("a SYN", behind([], syn), false),
+            ("a SYN behind destination options", behind([destinationOptions], syn), false),
+            ("a SYN behind a first fragment header", behind([fragment(offset: 0)], syn), false),
+            ("an ACK behind destination options", behind([destinationOptions], ack), true),
+            ("an unasked UDP datagram behind destination options", behind([destinationOptions], unasked), false),
+            ("an unasked UDP datagram's first fragment", behind([fragment(offset: 0)], unasked), false),
+            ("a later fragment (no upper-layer header)", behind([fragment(offset: 1)], unasked), true),
+            ("a SYN behind seven extension headers", behind(Array(repeating: destinationOptions, count: 7), syn), false),
+        ]
+        for (label, bytes, allowed) in lanSteps { XCTAssertEqual(verdict(bytes, toLAN: false), allowed ? 7 : 2, "LAN: \(label)") }
+
+        // The client reaches server 1 on UDP 53 only.
+        let rule = DesiredPolicy(clientToLAN: .deny, lanToClient: .allow, rules: [
+            PolicyRule(source: .peers(["c"]), destination: .host(.v6(server1)), proto: .udp, ports: [PortRange(53, 53)], label: "c"),
+        ])
+        try datapath.install(policy: try rule.compile(clients: peers).get())
+        func query(_ port: UInt16) -> PolicyPacket {
+            PolicyPacket(direction: .clientToLAN, source: client, destination: server1, proto: 17, sourcePort: 5353, destinationPort: port)
+        }
+        let clientSteps: [(String, [UInt8], Bool)] = [
+            ("UDP 53", behind([], query(53)), true),
+            ("UDP 53 behind destination options", behind([destinationOptions], query(53)), true),
+            ("UDP 53 in a first fragment", behind([fragment(offset: 0)], query(53)), true),
+            ("UDP 54 behind destination options", behind([destinationOptions], query(54)), false),
+            ("a later fragment", behind([fragment(offset: 1)], query(53)), false),
+            ("UDP 53 behind seven extension headers", behind(Array(repeating: destinationOptions, count: 7), query(53)), false),
+        ]
+        for (label, bytes, allowed) in clientSteps { XCTAssertEqual(verdict(bytes, toLAN: true), allowed ? 7 : 2, "client: \(label)") }
+    }
 }
