@@ -9,6 +9,12 @@ import Reconciler
 /// that multicast solicitations pass the LAN device's hardware filter and switches that snoop
 /// MLD send them to the gateway at all. Nothing is written to the LAN's sysctls.
 extension Daemon {
+    /// What the solicited-node groups were last made equal to: a configuration and a LAN.
+    struct SolicitedNodeTarget: Equatable {
+        var generation: Int
+        var lanIndex: Int32?
+    }
+
     /// What lan_ingress is told: answer, with the LAN's MAC, when the desired state wants it.
     func neighbourDiscoverySettings(lan: Link) -> NeighbourDiscoverySettings {
         guard desired.datapath?.neighbourDiscovery != nil else { return NeighbourDiscoverySettings() }
@@ -19,6 +25,11 @@ extension Daemon {
     /// nil) and leaves every other group joined before. Failures are retried at the next call
     /// (every `proxy_poll`), not logged again while they persist.
     func synchronizeSolicitedNodeGroups(lan: Link?) {
+        // The groups follow the configuration and the LAN alone: while neither changed and
+        // nothing failed, the memberships held are the wanted ones (no need to list them again).
+        let target = SolicitedNodeTarget(generation: generation, lanIndex: lan?.index)
+        if target == solicitedNodeTarget, solicitedNodeFailures.isEmpty { return }
+        defer { solicitedNodeTarget = target }
         var wanted: Set<MulticastMembership> = []
         if let lan, let answered = desired.datapath?.neighbourDiscovery {
             for case .v6(let address) in answered.addresses {

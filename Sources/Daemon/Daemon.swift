@@ -105,6 +105,8 @@ public final class Daemon {
     var reconciles = 0
     /// Of which planned only the routes route events touched.
     var routeReconciles = 0
+    /// Polls whose read was the bytes the cache was decoded from (not decoded), by part.
+    var unchangedReads: [String: Int] = [:]
     var changesApplied = 0
     var resyncs = 0
     var reloads = 0
@@ -121,6 +123,7 @@ public final class Daemon {
     /// `ndp: datapath`: the clients' solicited-node groups joined on the LAN, and what failed.
     let solicitedNodeGroups = MulticastMemberships()
     var solicitedNodeFailures: [MulticastMembership: String] = [:]
+    var solicitedNodeTarget: SolicitedNodeTarget?
 
     var runtime: RuntimeSettings { loaded.configuration.runtime }
     var desired: DesiredState { loaded.desired }
@@ -277,13 +280,15 @@ public final class Daemon {
             nextProxyPoll = now + runtime.proxyPoll
             // The proxy entries are dumped off the loop (`finishProxyRead` takes the result);
             // the datapath's maps are read here.
-            if !proxyReader.start(epoch: proxyEpoch) { kernel.stale.insert(.proxies) }
+            if !proxyReader.start(epoch: proxyEpoch, unless: kernel.proxyDigest) { kernel.stale.insert(.proxies) }
             kernel.stale.insert(.datapath)
             schedule(full: false)
         }
         if now >= nextResync {
             nextResync = now + runtime.resync
             kernel.stale = Set(KernelCache.Part.allCases)
+            // A full re-read: every part decoded again, whatever the digests of the polls said.
+            kernel.forgetDigests()
             filterScanFor = nil
             // Safety violations and conflicts that persist are logged again once per resync.
             lastPlan.violations = []
