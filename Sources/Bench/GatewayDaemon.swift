@@ -33,6 +33,9 @@ struct GatewayConfig {
     /// Each peer in a file of its own in `conf.d` (named by `include_dir`), as operators
     /// on-board devices, instead of one list in the main file.
     var confD = false
+    /// `gateway.ndp: datapath`: no proxy entries, the program answers and the daemon joins
+    /// each client's solicited-node group.
+    var ndpDatapath = false
 
     var path: String { directory.appendingPathComponent("wgkeeper.yaml").path }
     var statusSocket: String { directory.appendingPathComponent("status.sock").path }
@@ -81,7 +84,7 @@ struct GatewayConfig {
         } else {
             for (i, publicKey) in PeerKeys.first(peers).enumerated() { yaml += peerLine(i, publicKey) }
         }
-        yaml += "gateway: {tunnel: wg0, lan: private0, lan_prefix: \"2001:db8:1::/64\", proxy_ndp: true, redirect: \(redirect)}\n"
+        yaml += "gateway: {tunnel: wg0, lan: private0, lan_prefix: \"2001:db8:1::/64\", proxy_ndp: true, redirect: \(redirect)\(ndpDatapath ? ", ndp: datapath" : "")}\n"
         try yaml.write(toFile: path, atomically: true, encoding: .utf8)
     }
 }
