@@ -14,8 +14,10 @@ usage: wgkeeper-bench converge N RUNS        rows 1 and 5: cold start of wgkeepe
        wgkeeper-bench wireguard N RUNS       rows 6 and 7 (needs WireGuard: the VM)
        wgkeeper-bench forward RUNS SECS      row 8: iperf3 through the TC programs vs all.forwarding (the VM)
        wgkeeper-bench routes N RUNS          issue 2's route-write figure
-       wgkeeper-bench idle N SECS [datapath] row 9: CPU while nothing changes, N peers, default polls
-                                             (datapath: gateway.ndp datapath, the program answers NDP)
+       wgkeeper-bench idle N SECS [datapath] [wireguard]
+                                             row 9: CPU while nothing changes, N peers, default polls
+                                             (datapath: gateway.ndp datapath, the program answers NDP;
+                                             wireguard: wg0 a WireGuard device with the peers, the VM)
        wgkeeper-bench report OUTPUT NOTES RESULTS...
 """
 
@@ -35,7 +37,8 @@ do {
     case "wireguard": try benchWireGuard(count: number(1, 10_000), runs: number(2, 5))
     case "forward": try benchForwarding(runs: number(1, 3), duration: number(2, 5))
     case "routes": try benchRoutes(count: number(1, 10_000), runs: number(2, 5))
-    case "idle": try benchIdle(count: number(1, 10_000), window: number(2, 60), ndpDatapath: arguments.count > 3 && arguments[3] == "datapath")
+    case "idle": try benchIdle(count: number(1, 10_000), window: number(2, 60), ndpDatapath: arguments.dropFirst(3).contains("datapath"),
+                               wireGuard: arguments.dropFirst(3).contains("wireguard"))
     case "report":
         guard arguments.count >= 3 else { throw BenchError(usage) }
         let notes = try? String(contentsOfFile: arguments[2], encoding: .utf8)
