@@ -175,12 +175,28 @@ extension Daemon {
             return
         }
         var devices = kernel.wireGuard ?? [:]
+        // A device whose dump is, byte for byte, the one its cached value was decoded from
+        // (no peer changed, no traffic) keeps that value: nothing decoded.
+        var digests = kernel.wireGuardDigests
         let wanted = desired.wireGuardDeviceNames(records)
         for name in wanted where names == nil || names!.contains(name) {
-            devices[name] = link(named: name)?.kind == "wireguard" ? try wireGuard.device(named: name) : nil
+            guard link(named: name)?.kind == "wireguard" else {
+                devices[name] = nil
+                digests[name] = nil
+                continue
+            }
+            if let read = try wireGuard.device(named: name, unless: devices[name] == nil ? nil : digests[name]) {
+                devices[name] = read.device
+                digests[name] = read.digest
+            } else {
+                unchangedReads["wireguard", default: 0] += 1
+            }
         }
-        if names == nil { devices = devices.filter { name, _ in wanted.contains(name) } }
-        kernel.wireGuard = devices
+        if names == nil {
+            devices = devices.filter { name, _ in wanted.contains(name) }
+            digests = digests.filter { name, _ in wanted.contains(name) }
+        }
+        kernel.seed(wireGuard: devices, digests: digests)
     }
 
     var observed: ObservedState { kernel.observed }

@@ -27,7 +27,10 @@ public struct KernelCache: Sendable {
     /// Values by `Sysctl.key`; a missing key was not read (or cannot be).
     public var sysctls: [String: String] = [:]
     /// WireGuard devices by name; nil while the WireGuard family cannot be reached.
-    public var wireGuard: [String: WireGuardDevice]?
+    public var wireGuard: [String: WireGuardDevice]? { didSet { wireGuardDigests = [:] } }
+    /// By device: the digest of the dump that device's value was decoded from, kept only while
+    /// nothing else has changed `wireGuard`.
+    public private(set) var wireGuardDigests: [String: ReadDigest] = [:]
     /// The datapath's map entries; nil while it is not loaded.
     public var datapath: Set<DatapathEntry>? { didSet { datapathDigest = nil } }
     /// The digest of the map reads `datapath` was decoded from, kept only while nothing else
@@ -94,10 +97,17 @@ public struct KernelCache: Sendable {
         datapathDigest = digest
     }
 
+    /// WireGuard devices as dumps with these digests (by device) decoded them.
+    public mutating func seed(wireGuard read: [String: WireGuardDevice]?, digests: [String: ReadDigest]) {
+        wireGuard = read
+        wireGuardDigests = digests
+    }
+
     /// The next reads decode in full, whatever their bytes (the resync's full re-read).
     public mutating func forgetDigests() {
         proxyDigest = nil
         datapathDigest = nil
+        wireGuardDigests = [:]
     }
 
     // MARK: events

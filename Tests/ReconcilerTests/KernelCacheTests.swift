@@ -93,11 +93,19 @@ final class KernelCacheTests: XCTestCase {
         cache.seed(datapath: nil, digest: nil)
         XCTAssertNil(cache.datapathDigest)
 
+        let device = WireGuardDevice(name: "wg0", index: 5)
+        cache.seed(wireGuard: ["wg0": device], digests: ["wg0": digest("c")])
+        XCTAssertEqual(cache.wireGuardDigests, ["wg0": digest("c")])
+        cache.wireGuard = ["wg0": device]
+        XCTAssertEqual(cache.wireGuardDigests, [:], "devices set without a read's digest")
+
         cache.seed(proxies: [], digest: digest("a"))
         cache.seed(datapath: [], digest: digest("b"))
+        cache.seed(wireGuard: ["wg0": device], digests: ["wg0": digest("c")])
         cache.forgetDigests()
         XCTAssertNil(cache.proxyDigest, "the resync decodes everything")
         XCTAssertNil(cache.datapathDigest)
+        XCTAssertEqual(cache.wireGuardDigests, [:])
     }
 
     func testAddressEventsUpdateTheAddressesAndTheDatapathPassEntries() {
