@@ -633,7 +633,10 @@ int tunnel_ingress(struct __sk_buff *skb)
 		__builtin_memcpy(fib.ipv6_src, ip6->saddr.in6_u.u6_addr8, sizeof(fib.ipv6_src));
 		__builtin_memcpy(fib.ipv6_dst, ip6->daddr.in6_u.u6_addr8, sizeof(fib.ipv6_dst));
 	}
-	int resolved = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_OUTPUT) ==
+	// Not BPF_FIB_LOOKUP_DIRECT: the lookup follows `ip rule` as the kernel's own does. It
+	// answers only for a LAN that forwards (BPF_FIB_LKUP_RET_FWD_DISABLED otherwise), as with
+	// ndp: kernel; with ndp: datapath every packet takes the slow way.
+	int resolved = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT) ==
 			       BPF_FIB_LKUP_RET_SUCCESS &&
 		       fib.ifindex == cfg->lan_ifindex;
 	struct bpf_redir_neigh next_hop = { .nh_family = AF_INET6 };

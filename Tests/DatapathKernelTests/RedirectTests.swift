@@ -122,6 +122,27 @@ final class RedirectTests: XCTestCase {
         XCTAssertEqual(try datapath.counters().errors, 0)
     }
 
+    /// The next hop the program hands over follows policy routing: a rule sending one LAN
+    /// address through another host wins over that address's own valid neighbour entry.
+    func testTunnelToLANFollowsPolicyRouting() throws {
+        let lab = try Lab(for: self)
+        let datapath = try lab.datapath()
+        try lab.attach(datapath)
+        try lab.configureEntries(datapath)
+        // bpf_fib_lookup answers only for a device that forwards (ndp: kernel sets the LAN's).
+        _ = try shell("ip", "netns", "exec", lab.gateway.name, "sysctl", "-qw", "net.ipv6.conf.lan0.forwarding=1")
+        let routed = "2001:db8:1::60"
+        _ = try lab.gateway.ip("-6", "neigh", "replace", routed, "lladdr", "02:00:00:00:60:60", "dev", "lan0", "nud", "permanent")
+        _ = try lab.gateway.ip("-6", "route", "add", "\(routed)/128", "via", Lab.hostAddress, "dev", "lan0", "table", "100")
+        _ = try lab.gateway.ip("-6", "rule", "add", "to", "\(routed)/128", "lookup", "100")
+        try lab.sendFromTunnel(sequence: 1)  // resolves the host: its entry is valid from then on
+        XCTAssertEqual(lab.receivedOnLAN().map(\.0), [1])
+        try lab.sendFromTunnel(sequence: 2, to: routed)
+        try lab.sendFromTunnel(sequence: 3, to: routed)
+        // receivedOnLAN checks each frame's destination MAC: the host's, as the rule says.
+        XCTAssertEqual(lab.receivedOnLAN().map(\.0), [2, 3])
+    }
+
     func testErrorsNameTheOperationInterfaceAndKernelMessage() throws {
         let lab = try Lab(for: self)
         for mode in AttachMode.allCases {
