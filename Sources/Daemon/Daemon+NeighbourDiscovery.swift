@@ -15,6 +15,14 @@ import Reconciler
 /// `proxy_ndp` read back as 1, every proxy entry for the LAN in the kernel). A safety rule that
 /// refuses LAN forwarding keeps it answering for as long as the refusal holds.
 extension Daemon {
+    /// What the solicited-node groups were last made equal to: the addresses answered for
+    /// (which follow the configuration, the handover to the kernel and the LAN's own addresses)
+    /// and the LAN.
+    struct SolicitedNodeTarget: Equatable {
+        var answered: [IPAddress]?
+        var lanIndex: Int32?
+    }
+
     /// The client addresses lan_ingress answers for, nil when it leaves solicitations to the
     /// kernel. `answering`: whether its config map says it answers now.
     func answeredAddresses(lan: Link, answering: Bool) -> [IPAddress]? {
@@ -112,6 +120,12 @@ extension Daemon {
     /// nil) and leaves every other group joined before. Failures are retried at the next call
     /// (every `proxy_poll`), not logged again while they persist.
     func synchronizeSolicitedNodeGroups(lan: Link?) {
+        // The groups follow the answered addresses and the LAN alone: while neither changed and
+        // nothing failed, the memberships held are the wanted ones (no need to list them again;
+        // comparing the list is cheaper than hashing every group).
+        let target = SolicitedNodeTarget(answered: lan == nil ? nil : neighbourDiscovery.answered, lanIndex: lan?.index)
+        if target == solicitedNodeTarget, solicitedNodeFailures.isEmpty { return }
+        defer { solicitedNodeTarget = target }
         var wanted: Set<MulticastMembership> = []
         if let lan, let answered = neighbourDiscovery.answered {
             for case .v6(let address) in answered {

@@ -34,6 +34,12 @@ public final class RTNetlink {
         try socket.dump(ProxyEntry.dumpRequest(family: family), decode: ProxyEntry.decode)
     }
 
+    /// The proxy entries, unless the dump's bytes are the ones `previous` was made of (see
+    /// `NetlinkSocket.dump(_:unless:decode:)`): what the proxy poll reads every few seconds.
+    public func proxyEntries(family: AddressFamily = .inet6, unless previous: ReadDigest?) throws -> DumpOutcome<ProxyEntry> {
+        try socket.dump(ProxyEntry.dumpRequest(family: family), unless: previous, decode: ProxyEntry.decode)
+    }
+
     public func netconf(family: AddressFamily) throws -> [Netconf] {
         try socket.dump(Netconf.dumpRequest(family: family), decode: Netconf.decode)
     }

@@ -136,8 +136,13 @@ ip -6 route del 2001:db8:1::100/128 dev wg0
 check "an externally deleted route comes back" until_ok 5 route_back
 check "lap still reaches srv" until_ok 10 ping_ok
 lossless 100 > /systemtest/restart-ping 2>&1 & ping_pid=$!
+ip -ts -6 monitor route neigh link > /systemtest/restart-monitor 2>&1 & mon_pid=$!
+hs0=$(wg show wg0 latest-handshakes); since=$(date '+%Y-%m-%d %H:%M:%S')
 sleep 1; systemctl restart wgkeeper
-wait $ping_pid
+wait $ping_pid; kill $mon_pid 2>/dev/null
+echo "  info restart: handshakes before '$hs0' after '$(wg show wg0 latest-handshakes)'"
+echo "  info restart journal: $(journalctl -u wgkeeper --since "$since" --no-pager -o short-precise | tail -40 | cut -c1-300 | tr '\n' '|')"
+echo "  info restart monitor: $(cut -c1-200 /systemtest/restart-monitor | head -40 | tr '\n' '|')"
 check "systemctl restart: no ping lost" sh -c "cat /systemtest/restart-ping; grep -q '^100 received' /systemtest/restart-ping"
 check "restarted: active" equals "$(systemctl is-active wgkeeper)" active
 
