@@ -14,9 +14,7 @@ final class UnchangedPollTests: XCTestCase {
 
     private func setUp() throws -> (TestNamespace, DaemonHarness, String) {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
-        try ns.ip("-6", "addr", "add", "2001:db8:1::1/128", "dev", "private0", "nodad")
+        try ns.addGatewayDevices(lanAddress: "2001:db8:1::1/128")
         let h = try DaemonHarness(self, ns: ns)
         let pinRoot = try h.mountPinRoot(self)
         let peers = (0..<20).map { TestPeer("p\($0)", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::\(String(0x100 + $0, radix: 16))/128"]) }
