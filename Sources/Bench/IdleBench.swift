@@ -4,21 +4,28 @@ import Glibc
 /// Issue 16: the daemon's CPU while nothing changes, N peers with the datapath on (redirect:
 /// true: programs attached, N client entries in the LPM map), the default polls (proxy and
 /// WireGuard every 2 s) and the default resync (60 s). utime + stime from /proc/PID/stat over
-/// the window, after convergence.
-func benchIdle(count: Int, window: Int) throws {
+/// the window, after convergence. `ndpDatapath`: `gateway.ndp: datapath` (no proxy entries; the
+/// daemon holds N solicited-node groups).
+/// `wireGuard`: `wg0` is a real WireGuard device holding the N peers, so the WireGuard poll
+/// reads them (the VM; the host kernel has no WireGuard).
+func benchIdle(count: Int, window: Int, ndpDatapath: Bool = false, wireGuard: Bool = false) throws {
     let directory = try scratchDirectory()
     defer { try? FileManager.default.removeItem(at: directory) }
     var config = GatewayConfig(directory: directory, peers: count, timers: "2s")
     config.resync = "60s"
     config.redirect = true
+    config.ndp = ndpDatapath ? "datapath" : nil
+    let proxies = ndpDatapath ? 0 : count
     try config.write()
-    let (percent, notes) = try withGatewayNamespace { name, _ in
+    let peers = wireGuard ? count : 0
+    let (percent, notes) = try withGatewayNamespace(wireGuard: wireGuard) { name, _ in
         let daemon = try GatewayDaemon(namespace: name, config: config)
         defer { daemon.stop() }
         _ = try daemon.wait(for: "READY=1", timeout: .seconds(300))
         var status = try daemon.status()
         let deadline = ContinuousClock.now + .seconds(120)
-        while status.inSync("route") < count || status.inSync("proxy") < count || status.inSync("datapath") < count {
+        while status.inSync("route") < count || status.inSync("proxy") < proxies || status.inSync("datapath") < count
+                || status.inSync("peer") < peers {
             if ContinuousClock.now > deadline { throw BenchError("not in sync 120 s after READY: \(status.raw["kinds"] ?? "")\n\(daemon.log.suffix(2000))") }
             usleep(200_000)
             status = try daemon.status()
@@ -36,11 +43,13 @@ func benchIdle(count: Int, window: Int) throws {
         let routeOnly = (statusAfter.raw["route_reconciles"] as? Int).flatMap { a in (statusBefore.raw["route_reconciles"] as? Int).map { a - $0 } }
         var notes = ["utime + stime of the daemon over \(String(format: "%.1f", elapsed)) s: \(after - before) ticks (\(Int(ticks)) per second); "
             + "reconciles meanwhile: \(reconciles)\(routeOnly.map { " (\($0) of them planned routes only or nothing)" } ?? ""); resyncs: \(statusAfter.resyncs - statusBefore.resyncs); "
-            + "netlink writes: \(statusAfter.netlinkWrites - statusBefore.netlinkWrites)"]
-        notes.append("\(count) peers, \(count) routes, \(count) proxy entries, \(count) client entries in the LPM map plus the LAN prefix; no WireGuard on the host kernel (peers pending, so the WireGuard poll reads nothing)")
+            + "netlink writes: \(statusAfter.netlinkWrites - statusBefore.netlinkWrites)"
+            + unchangedReads(statusBefore, statusAfter)]
+        notes.append("\(count) peers, \(count) routes, \(ndpDatapath ? "ndp: datapath (no proxy entries, \(count) solicited-node groups)" : "\(count) proxy entries"), \(count) client entries in the LPM map plus the LAN prefix; "
+            + (wireGuard ? "wg0 a WireGuard device holding the \(count) peers (the WireGuard poll reads them all)" : "no WireGuard on the host kernel (peers pending, so the WireGuard poll reads nothing)"))
         return (percent, notes)
     }
-    var figure = Figure(row: 9, what: "idle CPU, N = \(count) peers, redirect on, default polls (2 s) and resync (60 s)", unit: "% of a core",
+    var figure = Figure(row: 9, what: "idle CPU, N = \(count) peers\(wireGuard ? " on WireGuard" : ""), redirect on\(ndpDatapath ? ", ndp: datapath" : ""), default polls (2 s) and resync (60 s)", unit: "% of a core",
                         ours: Summary([percent]), target: "≤ 0.5 %", met: percent <= 0.5)
     figure.notes = notes
     figure.emit()
@@ -55,4 +64,15 @@ func cpuTicks(pid: Int32) throws -> Int {
     // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
     guard fields.count > 13, let utime = Int(fields[11]), let stime = Int(fields[12]) else { throw BenchError("malformed /proc/\(pid)/stat") }
     return utime + stime
+}
+
+/// The polls that found their read unchanged during the window, when the daemon reports them.
+func unchangedReads(_ before: Status, _ after: Status) -> String {
+    func counts(_ status: Status) -> [String: Int] {
+        ((status.raw["unchanged_reads"] as? [String: Any]) ?? [:]).compactMapValues { ($0 as? NSNumber)?.intValue ?? ($0 as? Int) }
+    }
+    let a = counts(after), b = counts(before)
+    guard !a.isEmpty else { return "" }
+    return "; polls that read what they read before (nothing decoded): "
+        + a.keys.sorted().map { "\($0) \(a[$0]! - (b[$0] ?? 0))" }.joined(separator: ", ")
 }

@@ -33,9 +33,14 @@ func withNamespace<T>(_ body: (String, NetworkNamespace, Int32) throws -> T) thr
 /// The gateway's two devices as veth stand-ins: `wg0` (tunnel) and `private0` (LAN). Without
 /// WireGuard the daemon leaves peers pending but applies the routes and proxy entries derived
 /// from them, which is what the host-kernel figures measure.
-func withGatewayNamespace<T>(_ body: (String, NetworkNamespace) throws -> T) throws -> T {
+/// `wireGuard`: `wg0` is a WireGuard device (needs a kernel with WireGuard: run in the VM).
+func withGatewayNamespace<T>(wireGuard: Bool = false, _ body: (String, NetworkNamespace) throws -> T) throws -> T {
     try withEmptyNamespace { name, namespace in
-        for (device, peer) in [("wg0", "wg0p"), ("private0", "lanp")] {
+        if wireGuard {
+            try shell(["ip", "-n", name, "link", "add", "wg0", "type", "wireguard"])
+            try shell(["ip", "-n", name, "link", "set", "wg0", "up"])
+        }
+        for (device, peer) in [("wg0", "wg0p"), ("private0", "lanp")] where !(wireGuard && device == "wg0") {
             try shell(["ip", "-n", name, "link", "add", device, "type", "veth", "peer", "name", peer])
             try shell(["ip", "-n", name, "link", "set", device, "up"])
             try shell(["ip", "-n", name, "link", "set", peer, "up"])

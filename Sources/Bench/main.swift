@@ -16,7 +16,10 @@ usage: wgkeeper-bench converge N RUNS        rows 1 and 5: cold start of wgkeepe
        wgkeeper-bench programs N ROUNDS      per-packet cost of each TC program path (BPF_PROG_TEST_RUN), N clients
        wgkeeper-bench pps PACKETS ROUNDS     row 8 natively: gateway CPU per packet, TC programs vs all.forwarding (TUN as the tunnel)
        wgkeeper-bench routes N RUNS          issue 2's route-write figure
-       wgkeeper-bench idle N SECS            row 9: CPU while nothing changes, N peers, default polls
+       wgkeeper-bench idle N SECS [datapath] [wireguard]
+                                             row 9: CPU while nothing changes, N peers, default polls
+                                             (datapath: gateway.ndp datapath, the program answers NDP;
+                                             wireguard: wg0 a WireGuard device with the peers, the VM)
        wgkeeper-bench report OUTPUT NOTES RESULTS...
 """
 
@@ -38,7 +41,8 @@ do {
     case "programs": try benchPrograms(count: number(1, 10_000), rounds: number(2, 2000))
     case "pps": try benchPacketRate(packets: number(1, 200_000), rounds: number(2, 10))
     case "routes": try benchRoutes(count: number(1, 10_000), runs: number(2, 5))
-    case "idle": try benchIdle(count: number(1, 10_000), window: number(2, 60))
+    case "idle": try benchIdle(count: number(1, 10_000), window: number(2, 60), ndpDatapath: arguments.dropFirst(3).contains("datapath"),
+                               wireGuard: arguments.dropFirst(3).contains("wireguard"))
     case "report":
         guard arguments.count >= 3 else { throw BenchError(usage) }
         let notes = try? String(contentsOfFile: arguments[2], encoding: .utf8)

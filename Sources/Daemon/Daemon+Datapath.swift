@@ -20,16 +20,45 @@ public final class DatapathMapsAdapter: DatapathMaps {
     static func map(_ direction: DatapathDirection) -> PrefixMap { direction == .lanToTunnel ? .clients : .lan }
 
     public func entries() throws -> Set<DatapathEntry> {
-        try entries(lan: nil)
+        try Self.redirects { try datapath.entries(in: Self.map($0)) }
     }
 
-    /// Both maps' redirect entries, with the LAN map as `lan` when the caller has just walked it
-    /// (`ensureDatapath` does, for the pass entries): each map is walked once per poll.
-    func entries(lan: [IPPrefix: PrefixAction]?) throws -> Set<DatapathEntry> {
-        try Self.redirects { direction in
-            if direction == .tunnelToLAN, let lan { return lan }
-            return try datapath.entries(in: Self.map(direction))
+    /// The LAN map as `ensureDatapath` read it (for the pass entries), with the read's digest
+    /// when nothing was written to the map after it.
+    struct LANRead {
+        var entries: [IPPrefix: PrefixAction]
+        var digest: ReadDigest?
+    }
+
+    enum Read {
+        /// Both maps hold the bytes that `previous` was made of.
+        case unchanged
+        /// Both maps' redirect entries, and the digest of the reads (nil: not to be compared with).
+        case read(Set<DatapathEntry>, ReadDigest?)
+    }
+
+    /// Both maps' redirect entries, unless their bytes are the ones `previous` was made of (the
+    /// proxy poll's read, where the client map holds an entry per client). Each map is read once
+    /// per poll: the LAN map as `lan` when the caller has just read it (`ensureDatapath`).
+    func read(lan: LANRead?, unless previous: ReadDigest?) throws -> Read {
+        let clients = try datapath.read(.clients)
+        let lanEntries: [IPPrefix: PrefixAction], lanDigest: ReadDigest?
+        if let lan {
+            (lanEntries, lanDigest) = (lan.entries, lan.digest)
+        } else {
+            let read = try datapath.read(.lan)
+            (lanEntries, lanDigest) = (try read.entries(), read.digest)
         }
+        var digest: ReadDigest?
+        if let lanDigest {
+            var builder = ReadDigest.Builder()
+            builder.combine(clients.digest)
+            builder.combine(lanDigest)
+            digest = builder.finalize()
+        }
+        if let digest, digest == previous { return .unchanged }
+        let entries = try Self.redirects { $0 == .tunnelToLAN ? lanEntries : try clients.entries() }
+        return .read(entries, digest)
     }
 
     /// The redirect entries of both maps, as the reconciler sees them.
@@ -96,10 +125,10 @@ extension Daemon {
     /// Loads (or adopts) the programs, attaches them to both devices, and keeps the pass
     /// entries for the gateway's own addresses inside the LAN prefix.
     /// Attaching is idempotent; it runs at start, on link events and every `proxy_poll`.
-    /// Returns the LAN map as it holds now (walked here for the pass entries, so the poll does
-    /// not walk it again); nil when it was not walked.
+    /// Returns the LAN map as it holds now (read here for the pass entries, so the poll does
+    /// not read it again); nil when it was not read.
     @discardableResult
-    func ensureDatapath() -> [IPPrefix: PrefixAction]? {
+    func ensureDatapath() -> DatapathMapsAdapter.LANRead? {
         removeUnwantedDatapath()
         guard let wanted = desired.datapath else {
             neighbourDiscovery = NeighbourDiscoveryState()
@@ -156,15 +185,19 @@ extension Daemon {
             let pass = Set(kernel.addressList.map { IPPrefix.host($0.prefix.address) }.filter { own in
                 lanPrefixes.contains { $0.contains(own) }
             })
-            var current = try datapath.entries(in: .lan)
-            for prefix in pass where current[prefix] != .pass {
+            let read = try datapath.read(.lan)
+            // The read's digest vouches for what it read, not for what is written after it.
+            var current = DatapathMapsAdapter.LANRead(entries: try read.entries(), digest: read.digest)
+            for prefix in pass where current.entries[prefix] != .pass {
                 try datapath.set(.pass, for: prefix, in: .lan)
-                current[prefix] = .pass
+                current.entries[prefix] = .pass
+                current.digest = nil
                 datapathWrites += 1
             }
-            for (prefix, action) in current where action == .pass && !pass.contains(prefix) {
+            for (prefix, action) in current.entries where action == .pass && !pass.contains(prefix) {
                 try datapath.remove(prefix, from: .lan)
-                current[prefix] = nil
+                current.entries[prefix] = nil
+                current.digest = nil
                 datapathWrites += 1
             }
             let (icmp, lanLine, tunnelLine) = ICMPSources.settings(wanted.icmp, lan: lan, tunnel: tunnel,
@@ -200,7 +233,9 @@ extension Daemon {
         let programs = Dictionary(uniqueKeysWithValues: datapath.programIDs.map { ($0.key.rawValue, $0.value) })
         let neighbourDiscovery = neighbourDiscoveryStatus
         let joined = solicitedNodeGroups.memberships
-        let groups = neighbourDiscovery == nil ? nil
+        // Groups are joined only while the program answers address resolution, not probes alone.
+        let resolving = desired.datapath?.neighbourDiscovery != nil || self.neighbourDiscovery.handover != nil
+        let groups = !resolving ? nil
             : ["joined": joined.count, "not_joined": solicitedNodeFailures.keys.filter { !joined.contains($0) }.count]
         return StatusReport.Datapath(attachMode: mode, counters: counters, programs: programs, icmpErrors: datapathICMP,
                                      neighbourDiscovery: neighbourDiscovery, solicitedNodeGroups: groups,

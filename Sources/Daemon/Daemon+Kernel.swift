@@ -55,15 +55,29 @@ extension Daemon {
         do {
             var queued = try events.readEvents()
             if wanted.contains(.links) { kernel.seed(links: try rtnetlink.links()) }
-            if wanted.contains(.routes) { kernel.seed(routes: try rtnetlink.routes(family: .inet6)) }
+            if wanted.contains(.routes) {
+                // A resync with no route changed since the last read decodes nothing.
+                switch try rtnetlink.routes(family: .inet6, unless: kernel.routesDigest) {
+                case .unchanged:
+                    unchangedReads["routes", default: 0] += 1
+                    kernel.confirmRoutes()
+                case .read(let routes, let digest):
+                    kernel.seed(routes: routes, digest: digest)
+                }
+            }
             if wanted.contains(.addresses) { kernel.seed(addresses: try rtnetlink.addresses(family: .inet6)) }
             queued += try events.readEvents()
             fold(queued)
             if wanted.contains(.proxies) || kernel.stale.contains(.proxies) {
                 proxyEpoch += 1
-                let proxies = try rtnetlink.proxyEntries()
-                if proxies != kernel.proxies { changed = true }
-                kernel.proxies = proxies
+                // Its digest lets the next read skip an unchanged dump.
+                switch try rtnetlink.proxyEntries(unless: kernel.proxyDigest) {
+                case .unchanged:
+                    unchangedReads["proxies", default: 0] += 1
+                case .read(let proxies, let digest):
+                    if proxies != kernel.proxies { changed = true }
+                    kernel.seed(proxies: proxies, digest: digest)
+                }
                 kernel.stale.remove(.proxies)
             }
             if wanted.contains(.sysctls) || kernel.stale.contains(.sysctls) {
@@ -74,19 +88,27 @@ extension Daemon {
                 kernel.stale.remove(.sysctls)
             }
             if wanted.contains(.wireGuard) || kernel.stale.contains(.wireGuard) {
-                let before = kernel.wireGuard.map(Self.planned)
+                let before = kernel.wireGuard
                 try readWireGuard()
-                if kernel.wireGuard.map(Self.planned) != before { changed = true }
+                if !Self.samePlanned(kernel.wireGuard, before) { changed = true }
                 reresolveQuietPeers()
                 kernel.stale.remove(.wireGuard)
             }
             if wanted.contains(.datapath) || kernel.stale.contains(.datapath) {
                 let problem = datapathProblem
                 let lan = ensureDatapath()
+                if datapathProblem != problem { changed = true }
                 // A datapath with a problem (not attached, device missing) has nothing in sync.
-                let entries = datapathProblem == nil ? try? datapathMaps?.entries(lan: lan) : nil
-                if entries != kernel.datapath || datapathProblem != problem { changed = true }
-                kernel.datapath = entries
+                switch datapathProblem == nil ? try? datapathMaps?.read(lan: lan, unless: kernel.datapathDigest) : nil {
+                case .unchanged?:
+                    unchangedReads["datapath", default: 0] += 1
+                case .read(let entries, let digest)?:
+                    if entries != kernel.datapath { changed = true }
+                    kernel.seed(datapath: entries, digest: digest)
+                case nil:
+                    if kernel.datapath != nil { changed = true }
+                    kernel.seed(datapath: nil, digest: nil)
+                }
                 kernel.stale.remove(.datapath)
             }
             netlinkHealthy = true
@@ -104,16 +126,23 @@ extension Daemon {
 
     /// The proxy poll's off-loop dump is done: folded in when nothing overtook it (a read or a
     /// write of the loop's own since it started, or a proxy event waiting for a read), and a
-    /// full reconcile is due when it differs from the cache. A failed dump is done again on the loop.
+    /// full reconcile is due when it differs from the cache. A dump whose bytes are the ones the
+    /// cache was decoded from changes nothing (the reader did not decode it); one compared with
+    /// a digest the cache no longer has is read again on the loop. A failed dump is done again
+    /// on the loop.
     func finishProxyRead() {
         guard let (result, epoch) = proxyReader.take() else { return }
         guard epoch == proxyEpoch, !kernel.stale.contains(.proxies) else { return }
         switch result {
-        case .success(let proxies):
+        case .success(.unchanged(let digest)):
+            guard digest != kernel.proxyDigest else { unchangedReads["proxies", default: 0] += 1; return }
+            kernel.stale.insert(.proxies)
+            schedule(full: false)
+        case .success(.read(let proxies, let digest)):
+            defer { kernel.seed(proxies: proxies, digest: digest) }
             guard proxies != kernel.proxies else { return }
             logger.debug("proxy poll: the entries differ", metadata: ["read": "\(proxies.count)", "cached": "\(kernel.proxies.count)",
                                                                      "as_sets": "\(Set(proxies) == Set(kernel.proxies) ? "equal" : "differ")"])
-            kernel.proxies = proxies
             schedule()
         case .failure(let error):
             logger.warning("proxy poll failed off the loop; reading again", metadata: ["error": "\(error)"])
@@ -122,20 +151,25 @@ extension Daemon {
         }
     }
 
-    /// What `plan` reads of a WireGuard device: without the handshake times and byte counters,
-    /// which change with traffic and never make a write.
-    static func planned(_ devices: [String: WireGuardDevice]) -> [String: WireGuardDevice] {
-        devices.mapValues { device in
-            var device = device
-            device.peers = device.peers.map { peer in
-                var peer = peer
-                peer.latestHandshake = nil
-                peer.receivedBytes = 0
-                peer.transmittedBytes = 0
-                return peer
+    /// Whether two reads of the WireGuard devices agree on what `plan` reads: everything but
+    /// the handshake times and byte counters, which change with traffic and never make a
+    /// write. Compared in place: a poll copies none of the peers. (`PlannedFieldsTests` fails
+    /// when a field is added to the peer or the device, so that it is added here too.)
+    static func samePlanned(_ a: [String: WireGuardDevice]?, _ b: [String: WireGuardDevice]?) -> Bool {
+        guard let a, let b else { return a == nil && b == nil }
+        guard a.count == b.count else { return false }
+        for (name, x) in a {
+            guard let y = b[name], x.name == y.name, x.index == y.index, x.privateKey == y.privateKey,
+                  x.publicKey == y.publicKey, x.listenPort == y.listenPort, x.firewallMark == y.firewallMark,
+                  x.peers.count == y.peers.count
+            else { return false }
+            for (p, q) in zip(x.peers, y.peers) {
+                guard p.publicKey == q.publicKey, p.presharedKey == q.presharedKey, p.endpoint == q.endpoint,
+                      p.persistentKeepalive == q.persistentKeepalive, p.allowedIPs == q.allowedIPs
+                else { return false }
             }
-            return device
         }
+        return true
     }
 
     /// The cached link with this name.
@@ -153,12 +187,28 @@ extension Daemon {
             return
         }
         var devices = kernel.wireGuard ?? [:]
+        // A device whose dump is, byte for byte, the one its cached value was decoded from
+        // (no peer changed, no traffic) keeps that value: nothing decoded.
+        var digests = kernel.wireGuardDigests
         let wanted = desired.wireGuardDeviceNames(records)
         for name in wanted where names == nil || names!.contains(name) {
-            devices[name] = link(named: name)?.kind == "wireguard" ? try wireGuard.device(named: name) : nil
+            guard link(named: name)?.kind == "wireguard" else {
+                devices[name] = nil
+                digests[name] = nil
+                continue
+            }
+            if let read = try wireGuard.device(named: name, unless: devices[name] == nil ? nil : digests[name]) {
+                devices[name] = read.device
+                digests[name] = read.digest
+            } else {
+                unchangedReads["wireguard", default: 0] += 1
+            }
         }
-        if names == nil { devices = devices.filter { name, _ in wanted.contains(name) } }
-        kernel.wireGuard = devices
+        if names == nil {
+            devices = devices.filter { name, _ in wanted.contains(name) }
+            digests = digests.filter { name, _ in wanted.contains(name) }
+        }
+        kernel.seed(wireGuard: devices, digests: digests)
     }
 
     var observed: ObservedState { kernel.observed }

@@ -15,6 +15,14 @@ import Reconciler
 /// `proxy_ndp` read back as 1, every proxy entry for the LAN in the kernel). A safety rule that
 /// refuses LAN forwarding keeps it answering for as long as the refusal holds.
 extension Daemon {
+    /// What the solicited-node groups were last made equal to: the addresses answered for
+    /// (which follow the configuration, the handover to the kernel and the LAN's own addresses)
+    /// and the LAN.
+    struct SolicitedNodeTarget: Equatable {
+        var answered: [IPAddress]?
+        var lanIndex: Int32?
+    }
+
     /// The client addresses lan_ingress answers for, nil when it leaves solicitations to the
     /// kernel. `answering`: whether its config map says it answers now.
     func answeredAddresses(lan: Link, answering: Bool) -> [IPAddress]? {
@@ -67,7 +75,11 @@ extension Daemon {
         let addresses = answeredAddresses(lan: lan, answering: answering)
         neighbourDiscovery.answered = addresses
         let handingOver = addresses != nil && desired.datapath?.neighbourDiscovery == nil
-        let settings = NeighbourDiscoverySettings(answersSolicitations: addresses != nil, lanMAC: lan.hardwareAddress)
+        // With the kernel's proxy entries answering, the program answers the unicast probes,
+        // which the kernel answers only while the host forwards (kernel fact 28).
+        let probes = desired.gateway.map { $0.ndp == .kernel && $0.proxyNDP } ?? false
+        let settings = NeighbourDiscoverySettings(answersSolicitations: addresses != nil, answersUnicastProbes: probes,
+                                                  lanMAC: lan.hardwareAddress)
         if try datapath.configure(settings) {
             datapathWrites += 1
             logger.info("datapath: \(settings)")
@@ -108,6 +120,12 @@ extension Daemon {
     /// nil) and leaves every other group joined before. Failures are retried at the next call
     /// (every `proxy_poll`), not logged again while they persist.
     func synchronizeSolicitedNodeGroups(lan: Link?) {
+        // The groups follow the answered addresses and the LAN alone: while neither changed and
+        // nothing failed, the memberships held are the wanted ones (no need to list them again;
+        // comparing the list is cheaper than hashing every group).
+        let target = SolicitedNodeTarget(answered: lan == nil ? nil : neighbourDiscovery.answered, lanIndex: lan?.index)
+        if target == solicitedNodeTarget, solicitedNodeFailures.isEmpty { return }
+        defer { solicitedNodeTarget = target }
         var wanted: Set<MulticastMembership> = []
         if let lan, let answered = neighbourDiscovery.answered {
             for case .v6(let address) in answered {
@@ -131,10 +149,15 @@ extension Daemon {
     }
 
     /// One line for status: who answers neighbour discovery for the clients, and how. Nil when
-    /// the kernel alone does (`ndp: kernel`, handover done).
+    /// the kernel alone does (`ndp: kernel`, handover done, no MAC to answer probes with).
     var neighbourDiscoveryStatus: String? {
         guard let wanted = desired.datapath else { return nil }
-        guard wanted.neighbourDiscovery != nil || neighbourDiscovery.handover != nil else { return nil }
+        guard wanted.neighbourDiscovery != nil || neighbourDiscovery.handover != nil else {
+            guard datapathProblem == nil, let settings = try? datapathMaps?.datapath.neighbourDiscoverySettings(),
+                  settings.answersUnicastProbes, let mac = settings.lanMAC else { return nil }
+            return "the kernel's proxy entries answer address resolution; lan_ingress answers the unicast reachability probes with "
+                + mac.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":")
+        }
         let lan = wanted.lan
         var line = "answered by lan_ingress for \(neighbourDiscovery.answered?.count ?? 0) addresses"
         // What the program uses now, read back from its config map; a datapath with a problem

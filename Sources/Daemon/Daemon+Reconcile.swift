@@ -19,13 +19,15 @@ extension Daemon {
         reconcileAt = nil
         let full = fullPlanDue || !failures.isEmpty
         fullPlanDue = false
-        metrics.begin(generation: generation, previous: lastPlan, failing: failures.keys)
         let readChanged = readKernel()
         if !full, !readChanged, let planner = currentRoutePlanner() {
             let (touched, beyond) = kernel.takeChanges()
+            if !beyond, touched.isEmpty { return settle(start: start) }
+            metrics.begin(generation: generation, previous: lastPlan, failing: failures.keys)
             if !beyond { return reconcileRoutes(touched, planner: planner, start: start) }
             logger.debug("full plan: more than routes changed in the kernel")
         } else {
+            metrics.begin(generation: generation, previous: lastPlan, failing: failures.keys)
             _ = kernel.takeChanges()
             logger.debug("full plan", metadata: ["due": "\(full)", "failures": "\(failures.count)", "read_changed": "\(readChanged)"])
         }
@@ -91,6 +93,16 @@ extension Daemon {
         if let routePlanner, routePlanner.inputs == inputs { return routePlanner }
         routePlanner = RoutePlanner(desired: desired, inputs: inputs, records: records)
         return routePlanner
+    }
+
+    /// A poll that read nothing new: nothing to plan or apply, and status (the last plan, the
+    /// failures, so its line) stays as it is; counted as a reconcile that planned nothing.
+    func settle(start: ContinuousClock.Instant) {
+        reconciles += 1
+        routeReconciles += 1
+        lastReconcile = Date()
+        lastReconcileDuration = ContinuousClock.now - start
+        metrics.end(duration: lastReconcileDuration ?? .zero)
     }
 
     /// The event path: plans and applies the routes at `touched` only, and replaces that part

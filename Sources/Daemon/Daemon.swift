@@ -105,6 +105,8 @@ public final class Daemon {
     var reconciles = 0
     /// Of which planned only the routes route events touched.
     var routeReconciles = 0
+    /// Polls whose read was the bytes the cache was decoded from (not decoded), by part.
+    var unchangedReads: [String: Int] = [:]
     var changesApplied = 0
     var resyncs = 0
     var reloads = 0
@@ -126,6 +128,7 @@ public final class Daemon {
     var solicitedNodeFailures: [MulticastMembership: String] = [:]
     /// Whom lan_ingress answers for, and why while it does so for `ndp: kernel`.
     var neighbourDiscovery = NeighbourDiscoveryState()
+    var solicitedNodeTarget: SolicitedNodeTarget?
 
     var runtime: RuntimeSettings { loaded.configuration.runtime }
     var desired: DesiredState { loaded.desired }
@@ -282,12 +285,15 @@ public final class Daemon {
             nextProxyPoll = now + runtime.proxyPoll
             // The proxy entries are dumped off the loop (`finishProxyRead` takes the result);
             // the datapath's maps are read here.
-            if !proxyReader.start(epoch: proxyEpoch) { kernel.stale.insert(.proxies) }
+            if !proxyReader.start(epoch: proxyEpoch, unless: kernel.proxyDigest) { kernel.stale.insert(.proxies) }
             kernel.stale.insert(.datapath)
             schedule(full: false)
         }
         if now >= nextResync {
             nextResync = now + runtime.resync
+            // A full re-read. A dump whose bytes are those a part of the cache was decoded from
+            // (its digest, dropped by any change to that part since) is not decoded again: the
+            // cache holds what decoding it would give.
             kernel.stale = Set(KernelCache.Part.allCases)
             filterScanFor = nil
             // Safety violations and conflicts that persist are logged again once per resync.

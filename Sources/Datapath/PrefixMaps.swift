@@ -22,35 +22,40 @@ public enum PrefixAction: UInt32, Sendable, CaseIterable, CustomStringConvertibl
 }
 
 extension Datapath {
-    /// Every entry of `map`, as the kernel holds it now (LPM tries have no batch lookup:
-    /// this walks `get_next_key`).
+    /// Every entry of `map`, as the kernel holds it now.
     public func entries(in map: PrefixMap) throws -> [IPPrefix: PrefixAction] {
-        try Self.entries(of: self.map(map.rawValue).raw, map)
+        try read(map).entries()
+    }
+
+    /// Every entry of `map` as the kernel returned it, decoded only on demand: a poll compares
+    /// the read's digest with the last one's before paying for the decoding.
+    public func read(_ map: PrefixMap) throws -> PrefixMapRead {
+        try Self.read(of: self.map(map.rawValue).raw, map)
     }
 
     /// The entries of a map pinned by an earlier run, read without loading anything (for
     /// `wgkeeper plan`); nil when nothing is pinned for `tunnel`.
     public static func pinnedEntries(pinRoot: String, tunnel: String, in map: PrefixMap) throws -> [IPPrefix: PrefixAction]? {
         guard let fd = try Descriptor.pinned("\(pinDirectory(pinRoot: pinRoot, tunnel: tunnel))/\(map.rawValue)") else { return nil }
-        return try entries(of: fd.raw, map)
+        return try read(of: fd.raw, map).entries()
     }
 
     /// Whether the kernel took a BPF_MAP_LOOKUP_BATCH on an LPM trie; nil until one was tried.
     nonisolated(unsafe) public internal(set) static var batchLookups: Bool?
 
-    static func entries(of fd: Int32, _ map: PrefixMap) throws -> [IPPrefix: PrefixAction] {
-        if batchLookups != false, let found = try batchEntries(of: fd, map) { return found }
-        return try walkedEntries(of: fd, map)
+    static func read(of fd: Int32, _ map: PrefixMap) throws -> PrefixMapRead {
+        if batchLookups != false, let found = try batchRead(of: fd, map) { return found }
+        return try walkedRead(of: fd, map)
     }
 
     /// The entries in chunks of 4 096 per system call; nil when the kernel has no batch lookup
-    /// for LPM tries (then `walkedEntries` reads them, two system calls per entry).
-    static func batchEntries(of fd: Int32, _ map: PrefixMap) throws -> [IPPrefix: PrefixAction]? {
+    /// for LPM tries (then `walkedRead` reads them, two system calls per entry).
+    static func batchRead(of fd: Int32, _ map: PrefixMap) throws -> PrefixMapRead? {
         let chunk = 4096
-        var result: [IPPrefix: PrefixAction] = [:]
-        var keys = [UInt8](repeating: 0, count: 20 * chunk)
+        var read = PrefixMapRead(map: map)
+        var keys = [UInt8](repeating: 0, count: PrefixMapRead.keySize * chunk)
         var values = [UInt32](repeating: 0, count: chunk)
-        var token = [UInt8](repeating: 0, count: 20), next = [UInt8](repeating: 0, count: 20)
+        var token = [UInt8](repeating: 0, count: PrefixMapRead.keySize), next = token
         var first = true
         while true {
             var count = UInt32(chunk)
@@ -65,22 +70,19 @@ extension Datapath {
                 throw DatapathError("read map", map.rawValue, code: code, detail: "batch lookup")
             }
             batchLookups = true
-            for i in 0..<Int(min(count, UInt32(chunk))) {
-                guard let prefix = Self.prefix(fromKey: Array(keys[(20 * i)..<(20 * i + 20)])) else {
-                    throw DatapathError("read map", map.rawValue, code: 0, detail: "malformed key")
-                }
-                result[prefix] = PrefixAction(rawValue: values[i]) ?? .pass
-            }
-            if status < 0 { return result }  // ENOENT: that was the last of them
+            let got = Int(min(count, UInt32(chunk)))
+            read.keys += keys[..<(PrefixMapRead.keySize * got)]
+            read.values += values[..<got]
+            if status < 0 { return read.finished() }  // ENOENT: that was the last of them
             first = false
             token = next
         }
     }
 
-    static func walkedEntries(of fd: Int32, _ map: PrefixMap) throws -> [IPPrefix: PrefixAction] {
-        var result: [IPPrefix: PrefixAction] = [:]
-        var key = [UInt8](repeating: 0, count: 20)
-        var next = [UInt8](repeating: 0, count: 20)
+    static func walkedRead(of fd: Int32, _ map: PrefixMap) throws -> PrefixMapRead {
+        var read = PrefixMapRead(map: map)
+        var key = [UInt8](repeating: 0, count: PrefixMapRead.keySize)
+        var next = key
         var first = true
         while true {
             let status = first ? bpf_map_get_next_key(fd, nil, &next) : bpf_map_get_next_key(fd, &key, &next)
@@ -92,12 +94,10 @@ extension Datapath {
             let found = bpf_map_lookup_elem(fd, &key, &value)
             if found == -ENOENT { continue }  // deleted while we walked
             try check(found, "read map", map.rawValue)
-            guard let prefix = Self.prefix(fromKey: key) else {
-                throw DatapathError("read map", map.rawValue, code: 0, detail: "malformed key \(key)")
-            }
-            result[prefix] = PrefixAction(rawValue: value) ?? .pass
+            read.keys += key
+            read.values.append(value)
         }
-        return result
+        return read.finished()
     }
 
     /// Adds or changes one entry.
@@ -179,9 +179,46 @@ extension Datapath {
         return withUnsafeBytes(of: UInt32(prefix.length)) { Array($0) } + prefix.canonical.address.bytes
     }
 
-    static func prefix(fromKey key: [UInt8]) -> IPPrefix? {
-        let length = key[0..<4].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
-        guard length <= 128, let address = IPAddress(bytes: key[4..<20]) else { return nil }
+    static func prefix(fromKey key: ArraySlice<UInt8>) -> IPPrefix? {
+        let base = key.startIndex
+        let length = key[base..<(base + 4)].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+        guard length <= 128, let address = IPAddress(bytes: key[(base + 4)..<(base + 20)]) else { return nil }
         return IPPrefix(address: address, length: UInt8(length))
+    }
+}
+
+/// One read of a prefix map: its keys and values as the kernel returned them, in the kernel's
+/// order, and their digest. The same entries read twice give the same bytes (the trie is walked
+/// in the order of its keys); different bytes are decoded, so a digest can only err towards work.
+public struct PrefixMapRead: Sendable {
+    /// `struct prefix_key`: a 32-bit prefix length, then 16 address bytes.
+    static let keySize = 20
+    let map: PrefixMap
+    var keys: [UInt8] = []
+    var values: [UInt32] = []
+    public private(set) var digest = ReadDigest.Builder().finalize()
+
+    init(map: PrefixMap) { self.map = map }
+
+    public var count: Int { values.count }
+
+    mutating func finished() -> PrefixMapRead {
+        var builder = ReadDigest.Builder()
+        keys.withUnsafeBytes { builder.combine(piece: $0) }
+        values.withUnsafeBytes { builder.combine(piece: $0) }
+        digest = builder.finalize()
+        return self
+    }
+
+    public func entries() throws -> [IPPrefix: PrefixAction] {
+        var result: [IPPrefix: PrefixAction] = [:]
+        result.reserveCapacity(count)
+        for i in 0..<count {
+            guard let prefix = Datapath.prefix(fromKey: keys[(Self.keySize * i)..<(Self.keySize * (i + 1))]) else {
+                throw DatapathError("read map", map.rawValue, code: 0, detail: "malformed key")
+            }
+            result[prefix] = PrefixAction(rawValue: values[i]) ?? .pass
+        }
+        return result
     }
 }

@@ -18,15 +18,27 @@ public struct KernelCache: Sendable {
     public private(set) var links: [Int32: Link] = [:]
     /// IPv6 routes by identity: usually one each, but the kernel keeps several at one identity
     /// when they differ in device or gateway (`ip route append`).
-    public private(set) var routes: [RouteIdentity: [Route]] = [:]
+    public private(set) var routes: [RouteIdentity: [Route]] = [:] { didSet { routesDigest = nil } }
+    /// The digest of the dump `routes` was decoded from, kept only while no event or dump has
+    /// changed them since: a resync whose route dump has this digest decodes nothing.
+    public private(set) var routesDigest: ReadDigest?
     public private(set) var addresses: [AddressKey: Address] = [:]
-    public var proxies: [ProxyEntry] = []
+    public var proxies: [ProxyEntry] = [] { didSet { proxyDigest = nil } }
+    /// The digest of the dump `proxies` was decoded from, kept only while nothing else has
+    /// changed them: a poll whose dump has this digest has nothing new (`seed(proxies:digest:)`).
+    public private(set) var proxyDigest: ReadDigest?
     /// Values by `Sysctl.key`; a missing key was not read (or cannot be).
     public var sysctls: [String: String] = [:]
     /// WireGuard devices by name; nil while the WireGuard family cannot be reached.
-    public var wireGuard: [String: WireGuardDevice]?
+    public var wireGuard: [String: WireGuardDevice]? { didSet { wireGuardDigests = [:] } }
+    /// By device: the digest of the dump that device's value was decoded from, kept only while
+    /// nothing else has changed `wireGuard`.
+    public private(set) var wireGuardDigests: [String: ReadDigest] = [:]
     /// The datapath's map entries; nil while it is not loaded.
-    public var datapath: Set<DatapathEntry>?
+    public var datapath: Set<DatapathEntry>? { didSet { datapathDigest = nil } }
+    /// The digest of the map reads `datapath` was decoded from, kept only while nothing else
+    /// has changed it (a write folded in, the datapath unloaded).
+    public private(set) var datapathDigest: ReadDigest?
     /// Parts to re-read before the next plan. Everything, until the first full read.
     public var stale: Set<Part> = Set(Part.allCases)
     /// Event queue overflows seen (each one made everything stale).
@@ -63,17 +75,49 @@ public struct KernelCache: Sendable {
         changedBeyondRoutes = true
     }
 
-    /// IPv6 routes of every table (others are ignored).
-    public mutating func seed(routes dumped: [Route]) {
+    /// IPv6 routes of every table (others are ignored), as a dump with this digest decoded them.
+    public mutating func seed(routes dumped: [Route], digest: ReadDigest? = nil) {
         routes = Dictionary(grouping: dumped.lazy.filter { $0.family == .inet6 }, by: RouteIdentity.init)
+        routesDigest = digest
         stale.remove(.routes)
         changedBeyondRoutes = true
+    }
+
+    /// A route dump read the bytes `routes` were decoded from: they are what the kernel holds.
+    public mutating func confirmRoutes() {
+        stale.remove(.routes)
     }
 
     public mutating func seed(addresses dumped: [Address]) {
         addresses = Dictionary(dumped.map { (AddressKey($0), $0) }, uniquingKeysWith: { a, _ in a })
         stale.remove(.addresses)
         changedBeyondRoutes = true
+    }
+
+    /// Proxy entries as a dump with this digest decoded them.
+    public mutating func seed(proxies dumped: [ProxyEntry], digest: ReadDigest?) {
+        proxies = dumped
+        proxyDigest = digest
+    }
+
+    /// The datapath's entries as map reads with this digest decoded them.
+    public mutating func seed(datapath read: Set<DatapathEntry>?, digest: ReadDigest?) {
+        datapath = read
+        datapathDigest = digest
+    }
+
+    /// WireGuard devices as dumps with these digests (by device) decoded them.
+    public mutating func seed(wireGuard read: [String: WireGuardDevice]?, digests: [String: ReadDigest]) {
+        wireGuard = read
+        wireGuardDigests = digests
+    }
+
+    /// The next reads decode in full, whatever their bytes.
+    public mutating func forgetDigests() {
+        routesDigest = nil
+        proxyDigest = nil
+        datapathDigest = nil
+        wireGuardDigests = [:]
     }
 
     // MARK: events

@@ -308,12 +308,13 @@ private struct Planner {
         let protocolNumber = desired.routeProtocol
         var byIdentity: [RouteIdentity: [Route]] = [:]
         let routes = remainingRoutes
+        byIdentity.reserveCapacity(routes.count)
         for route in routes {
             byIdentity[RouteIdentity(route), default: []].append(route)
         }
         // Identities a desired route holds now. One whose device is missing holds none: a fresh
         // start would have no route there, so ours elsewhere at that identity goes.
-        var wanted = Set<RouteIdentity>()
+        var wanted = Set<RouteIdentity>(minimumCapacity: desired.routes.count)
         var extra: [Route] = []
         for item in desired.routes.sorted(by: { $0.identity < $1.identity }) {
             guard let index = indexByName[item.device] else {
@@ -340,8 +341,9 @@ private struct Planner {
         struct Key: Hashable { var address: IPAddress; var index: Int32 }
         var present: [Key: ProxyEntry] = [:]
         let proxies = remainingProxies
+        present.reserveCapacity(proxies.count)
         for entry in proxies { present[Key(address: entry.address, index: entry.interfaceIndex)] = entry }
-        var wanted = Set<Key>()
+        var wanted = Set<Key>(minimumCapacity: desired.proxies.count)
         let sorted = desired.proxies.sorted { ($0.device, $0.address) < ($1.device, $1.address) }
         for item in sorted {
             guard let index = indexByName[item.device] else {

@@ -59,6 +59,55 @@ final class KernelCacheTests: XCTestCase {
         XCTAssertTrue(cache.stale.isSuperset(of: [.routes, .sysctls, .wireGuard, .datapath]))
     }
 
+    /// A digest vouches for the cached value only while nothing but the read that made it has
+    /// touched it: otherwise a poll that reads those bytes again would keep a value the kernel
+    /// no longer holds (an entry written since, deleted again behind the daemon's back).
+    func testADigestGoesWithAnyOtherChangeToWhatItDescribes() {
+        func digest(_ text: String) -> ReadDigest {
+            var builder = ReadDigest.Builder()
+            Array(text.utf8).withUnsafeBytes { builder.combine(piece: $0) }
+            return builder.finalize()
+        }
+        XCTAssertEqual(digest("a"), digest("a"))
+        XCTAssertNotEqual(digest("a"), digest("b"))
+        var cache = seeded()
+        XCTAssertNil(cache.proxyDigest, "proxies set without a read's digest")
+        cache.seed(proxies: [F.proxy("2001:db8:1::100")], digest: digest("a"))
+        XCTAssertEqual(cache.proxyDigest, digest("a"))
+        XCTAssertTrue(cache.apply(.newRoute(route("2001:db8:1::101/128"))))
+        XCTAssertEqual(cache.proxyDigest, digest("a"), "a route event leaves the proxy entries alone")
+        cache.proxies.append(F.proxy("2001:db8:1::101"))
+        XCTAssertNil(cache.proxyDigest, "an entry written since")
+        cache.seed(proxies: [F.proxy("2001:db8:1::100")], digest: digest("a"))
+        XCTAssertTrue(cache.apply(.deletedLink(F.lan)))
+        XCTAssertNil(cache.proxyDigest, "entries gone with their link")
+
+        let entry = DatapathEntry(direction: .lanToTunnel, prefix: F.prefix("2001:db8:1::100/128"))
+        cache.seed(datapath: [entry], digest: digest("b"))
+        XCTAssertEqual(cache.datapathDigest, digest("b"))
+        cache.datapath?.remove(entry)
+        XCTAssertNil(cache.datapathDigest, "a removal folded in")
+        cache.seed(datapath: [], digest: digest("b"))
+        cache.datapath?.insert(entry)
+        XCTAssertNil(cache.datapathDigest, "an insertion folded in")
+        cache.seed(datapath: nil, digest: nil)
+        XCTAssertNil(cache.datapathDigest)
+
+        let device = WireGuardDevice(name: "wg0", index: 5)
+        cache.seed(wireGuard: ["wg0": device], digests: ["wg0": digest("c")])
+        XCTAssertEqual(cache.wireGuardDigests, ["wg0": digest("c")])
+        cache.wireGuard = ["wg0": device]
+        XCTAssertEqual(cache.wireGuardDigests, [:], "devices set without a read's digest")
+
+        cache.seed(proxies: [], digest: digest("a"))
+        cache.seed(datapath: [], digest: digest("b"))
+        cache.seed(wireGuard: ["wg0": device], digests: ["wg0": digest("c")])
+        cache.forgetDigests()
+        XCTAssertNil(cache.proxyDigest, "the resync decodes everything")
+        XCTAssertNil(cache.datapathDigest)
+        XCTAssertEqual(cache.wireGuardDigests, [:])
+    }
+
     func testAddressEventsUpdateTheAddressesAndTheDatapathPassEntries() {
         var cache = seeded()
         let address = Address(prefix: F.prefix("2001:db8:1::2/64"), interfaceIndex: 6)

@@ -149,4 +149,27 @@ final class WireGuardVMTests: XCTestCase {
         try ns.addVeth()
         XCTAssertThrowsError(try wireguard.device(named: "veth0"))
     }
+
+    /// The poll's read: an unchanged device (many peers, several dump messages) is not decoded
+    /// again; a change made with wg(8), even one that keeps every count, is, and equals the
+    /// plain read; a missing device is nil with no digest.
+    func testAnUnchangedDeviceIsNotDecodedAgainAndAChangeIs() throws {
+        let (ns, wireguard) = try makeDevice()
+        let keys = (0..<300).map(key)
+        try wireguard.apply(device: "wg0", WireGuardDeviceChange(listenPort: 51820, peers: keys.enumerated().map { i, k in
+            WireGuardPeerChange(publicKey: k, allowedIPs: allowedIPs(i, count: 2))
+        }))
+        let first = try XCTUnwrap(try wireguard.device(named: "wg0", unless: nil))
+        XCTAssertEqual(first.device, try wireguard.device(named: "wg0"))
+        let digest = try XCTUnwrap(first.digest)
+        XCTAssertNil(try wireguard.device(named: "wg0", unless: digest), "the same device decoded again")
+        try shell("ip", "netns", "exec", ns.name, "wg", "set", "wg0", "peer", keys[150].base64, "persistent-keepalive", "25")
+        let changed = try XCTUnwrap(try wireguard.device(named: "wg0", unless: digest), "a change not decoded")
+        XCTAssertNotEqual(changed.digest, digest)
+        XCTAssertEqual(changed.device, try wireguard.device(named: "wg0"))
+        XCTAssertEqual(changed.device?.peers.first { $0.publicKey == keys[150] }?.persistentKeepalive, 25)
+        let missing = try XCTUnwrap(try wireguard.device(named: "wg9", unless: digest))
+        XCTAssertNil(missing.device)
+        XCTAssertNil(missing.digest)
+    }
 }

@@ -22,24 +22,34 @@ public struct Message: Sendable {
 
     /// Splits one datagram into its messages, checking every length against the bytes present.
     public static func parse(_ datagram: UnsafeRawBufferPointer) throws -> [Message] {
-        guard let start = datagram.baseAddress, !datagram.isEmpty else { return [] }
         var messages: [Message] = []
+        try forEach(in: datagram) { header, payload in
+            messages.append(Message(type: header.nlmsg_type, flags: header.nlmsg_flags, sequence: header.nlmsg_seq,
+                                    portID: header.nlmsg_pid, payload: Array(payload)))
+            return true
+        }
+        return messages
+    }
+
+    /// Walks one datagram's messages in place (header, payload) without copying them, until
+    /// `body` returns false, checking every length against the bytes present as `parse` does.
+    static func forEach(in datagram: UnsafeRawBufferPointer,
+                        _ body: (nlmsghdr, UnsafeRawBufferPointer) throws -> Bool) throws {
+        guard let start = datagram.baseAddress, !datagram.isEmpty else { return }
         var header = UnsafeMutableRawPointer(mutating: start).assumingMemoryBound(to: nlmsghdr.self)
         var remaining = Int32(datagram.count)
+        var seen = 0
         // mnl_nlmsg_ok() compares nlmsg_len as a signed int: a length of 2^31 or more passes it.
         while mnl_nlmsg_ok(header, remaining), header.pointee.nlmsg_len <= UInt32(remaining) {
             let length = Int(header.pointee.nlmsg_len)
             let payloadStart = UnsafeRawPointer(header) + Int(cnl_nlmsg_hdrlen())
-            let payload = Array(UnsafeRawBufferPointer(start: payloadStart, count: length - Int(cnl_nlmsg_hdrlen())))
-            messages.append(Message(
-                type: header.pointee.nlmsg_type, flags: header.pointee.nlmsg_flags,
-                sequence: header.pointee.nlmsg_seq, portID: header.pointee.nlmsg_pid, payload: payload))
+            seen += 1
+            guard try body(header.pointee, UnsafeRawBufferPointer(start: payloadStart, count: length - Int(cnl_nlmsg_hdrlen()))) else { return }
             header = mnl_nlmsg_next(header, &remaining)
         }
-        if remaining >= Int32(cnl_nlmsg_hdrlen()) || (remaining > 0 && messages.isEmpty) {
+        if remaining >= Int32(cnl_nlmsg_hdrlen()) || (remaining > 0 && seen == 0) {
             throw NetlinkError.malformed("message length does not fit the \(remaining) bytes left")
         }
-        return messages
     }
 
     public static func parse(_ bytes: [UInt8]) throws -> [Message] {

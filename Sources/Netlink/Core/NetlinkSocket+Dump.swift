@@ -38,6 +38,17 @@ struct DumpCollector<T> {
 }
 
 extension NetlinkSocket {
+    /// Sends `request` alone under a new sequence number, which its replies carry.
+    func sendRequest(_ request: Request) throws -> UInt32 {
+        let buffer = MessageBuffer(capacity: 4096)
+        let sequence = allocateSequence()
+        guard buffer.append(type: request.type, flags: request.flags, sequence: sequence, request.body) else {
+            throw NetlinkError(.malformed("dump request does not fit"), context: request.summary)
+        }
+        try send(buffer)
+        return sequence
+    }
+
     /// Runs a dump (or a get) and decodes each reply as it arrives. A dump the kernel marks
     /// inconsistent is read to its end, thrown away and redone, up to `attempts` times.
     public func dump<T>(
@@ -45,12 +56,7 @@ extension NetlinkSocket {
         decode: (Message) throws -> T?
     ) throws -> [T] {
         for _ in 0..<attempts {
-            let buffer = MessageBuffer(capacity: 4096)
-            let sequence = allocateSequence()
-            guard buffer.append(type: request.type, flags: request.flags, sequence: sequence, request.body) else {
-                throw NetlinkError(.malformed("dump request does not fit"), context: request.summary)
-            }
-            try send(buffer)
+            let sequence = try sendRequest(request)
             let deadline = ContinuousClock.now + timeout
             var collector = DumpCollector<T>(sequence: sequence, context: request.summary)
             while true {
@@ -71,3 +77,70 @@ extension NetlinkSocket {
         throw NetlinkError(.dumpInterrupted, context: request.summary)
     }
 }
+
+/// A dump that may skip decoding: its replies, or the news that they are the bytes seen before.
+public enum DumpOutcome<T> {
+    /// The replies are, byte for byte, the ones this digest was made of: nothing was decoded.
+    case unchanged(ReadDigest)
+    /// The replies decoded, and their digest (for the next poll to compare with).
+    case read([T], ReadDigest)
+}
+
+extension NetlinkSocket {
+    /// A dump for a poll: the replies are fingerprinted as they arrive (each message's type,
+    /// flags and payload, never the sequence number or port id, which differ from dump to dump)
+    /// and decoded only when the fingerprint differs from `previous`. The kernel orders a dump
+    /// by its own tables, so the same table gives the same bytes; anything else is decoded.
+    public func dump<T>(
+        _ request: Request, unless previous: ReadDigest?, attempts: Int = 8, timeout: Duration = .seconds(30),
+        decode: (Message) throws -> T?
+    ) throws -> DumpOutcome<T> {
+        for _ in 0..<attempts {
+            let sequence = try sendRequest(request)
+            let deadline = ContinuousClock.now + timeout
+            var digest = ReadDigest.Builder()
+            var datagrams: [[UInt8]] = []
+            var last: Message?
+            var interrupted = false
+            while last == nil {
+                let datagram: UnsafeRawBufferPointer
+                do {
+                    datagram = try receiveDatagram(deadline: deadline)
+                } catch let error as NetlinkError {
+                    throw NetlinkError(error.reason, context: request.summary)
+                }
+                var ours = false
+                try Message.forEach(in: datagram) { header, payload in
+                    guard header.nlmsg_seq == sequence else { return true }
+                    ours = true
+                    let flags = header.nlmsg_flags & ~UInt16(NLM_F_DUMP_INTR)
+                    if header.nlmsg_flags & UInt16(NLM_F_DUMP_INTR) != 0 { interrupted = true }
+                    if header.nlmsg_type == UInt16(NLMSG_DONE) || header.nlmsg_type == UInt16(NLMSG_ERROR) {
+                        last = Message(type: header.nlmsg_type, flags: header.nlmsg_flags, sequence: sequence,
+                                       portID: header.nlmsg_pid, payload: Array(payload))
+                        return false
+                    }
+                    digest.combine(UInt64(header.nlmsg_type) << 16 | UInt64(flags))
+                    digest.combine(piece: payload)
+                    return true
+                }
+                if ours { datagrams.append(Array(datagram)) }
+            }
+            let (code, text) = try last!.status()
+            if code != 0 {
+                throw NetlinkError(.kernel(Errno(rawValue: code)), context: request.summary, kernelMessage: text)
+            }
+            if interrupted { continue }
+            let made = digest.finalize()
+            if made == previous { return .unchanged(made) }
+            var collector = DumpCollector<T>(sequence: sequence, context: request.summary)
+            for datagram in datagrams {
+                if case .done(let items) = try collector.feed(try Message.parse(datagram), decode: decode) { return .read(items, made) }
+            }
+            throw NetlinkError(.malformed("dump replies end without their last message"), context: request.summary)
+        }
+        throw NetlinkError(.dumpInterrupted, context: request.summary)
+    }
+}
+
+extension DumpOutcome: Sendable where T: Sendable {}

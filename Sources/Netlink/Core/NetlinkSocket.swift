@@ -96,9 +96,15 @@ public final class NetlinkSocket {
     /// Reads one datagram without blocking. Returns nil when nothing is queued.
     /// `ENOBUFS` (the receive queue overflowed and messages were dropped) is thrown as `.overflow`.
     public func receiveNow() throws -> [Message]? {
+        try receiveDatagramNow().map { try Message.parse($0) }
+    }
+
+    /// Reads one datagram without blocking, as bytes valid until the next receive; nil when
+    /// nothing is queued. Errors as `receiveNow`.
+    func receiveDatagramNow() throws -> UnsafeRawBufferPointer? {
         while true {
             let n = mnl_socket_recvfrom(handle, receiveBuffer.baseAddress, receiveBuffer.count)
-            if n >= 0 { return try Message.parse(UnsafeRawBufferPointer(rebasing: receiveBuffer[..<n])) }
+            if n >= 0 { return UnsafeRawBufferPointer(rebasing: receiveBuffer[..<n]) }
             switch Glibc.errno {
             case EINTR: continue
             case EAGAIN: return nil
@@ -112,6 +118,14 @@ public final class NetlinkSocket {
     public func receive(deadline: ContinuousClock.Instant) throws -> [Message] {
         while true {
             if let messages = try receiveNow() { return messages }
+            try wait(for: Int16(POLLIN), deadline: deadline)
+        }
+    }
+
+    /// Reads one datagram as bytes (valid until the next receive), waiting until the deadline.
+    func receiveDatagram(deadline: ContinuousClock.Instant) throws -> UnsafeRawBufferPointer {
+        while true {
+            if let datagram = try receiveDatagramNow() { return datagram }
             try wait(for: Int16(POLLIN), deadline: deadline)
         }
     }

@@ -25,6 +25,26 @@ public final class WireGuardNetlink {
         try device { $0.put(UInt16(WGDEVICE_A_IFNAME.rawValue), string: name) }
     }
 
+    /// The device (nil when there is no such interface) and the digest of the dump it was
+    /// decoded from; nil when the dump's bytes are those of `previous` (nothing decoded: see
+    /// `NetlinkSocket.dump(_:unless:decode:)`). The bytes hold the handshake times and byte
+    /// counters too, so a device with traffic reads as changed.
+    public func device(named name: String, unless previous: ReadDigest?) throws -> (device: WireGuardDevice?, digest: ReadDigest?)? {
+        let family = familyID
+        let request = Request(type: family, flags: Request.dump, summary: "read wireguard device") { writer in
+            putGenericHeader(&writer, command: UInt8(WG_CMD_GET_DEVICE.rawValue), version: WireGuardCodec.version)
+            writer.put(UInt16(WGDEVICE_A_IFNAME.rawValue), string: name)
+        }
+        do {
+            switch try socket.dump(request, unless: previous, decode: { $0.type == family ? $0 : nil }) {
+            case .unchanged: return nil
+            case .read(let messages, let digest): return (try WireGuardCodec.mergeDevice(messages), digest)
+            }
+        } catch let error as NetlinkError where error.errno == Errno(rawValue: ENODEV) {
+            return (nil, nil)
+        }
+    }
+
     public func device(index: Int32) throws -> WireGuardDevice? {
         try device { $0.put(UInt16(WGDEVICE_A_IFINDEX.rawValue), u32: UInt32(bitPattern: index)) }
     }

@@ -1,0 +1,124 @@
+import Foundation
+import Glibc
+import Netlink
+import TestSupport
+import XCTest
+
+/// Issue 16: a poll whose read returns the bytes the cache was decoded from skips decoding and
+/// planning. The skip must never hide drift: after many identical polls, a proxy entry or a map
+/// entry deleted behind the daemon's back is back by the next poll, and so is one deleted
+/// again right after its repair (when the cache holds a write the last read did not see). The
+/// resync is an hour away, so only the polls can repair.
+final class UnchangedPollTests: XCTestCase {
+    static let poll = 500
+
+    private func setUp() throws -> (TestNamespace, DaemonHarness, String) {
+        let ns = try TestNamespace(for: self)
+        try ns.addGatewayDevices(lanAddress: "2001:db8:1::1/128")
+        let h = try DaemonHarness(self, ns: ns)
+        let pinRoot = try h.mountPinRoot(self)
+        let peers = (0..<20).map { TestPeer("p\($0)", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::\(String(0x100 + $0, radix: 16))/128"]) }
+        try h.writeConfig(h.gatewayConfig(
+            runtime: ["proxy_poll: \(Self.poll)ms", "wireguard_poll: 1h", "resync: 1h"], pinRoot: pinRoot, peers: peers,
+            gateway: ["proxy_ndp: true", "redirect: true"]))
+        try h.start()
+        return (ns, h, pinRoot)
+    }
+
+    private func unchanged(_ h: DaemonHarness, _ part: String) throws -> Int {
+        (try h.status()["unchanged_reads"] as? [String: Int])?[part] ?? 0
+    }
+
+    /// Waits for `count` more polls of `part` that found nothing new.
+    private func identicalPolls(_ h: DaemonHarness, _ part: String, _ count: Int) throws {
+        let before = try unchanged(h, part)
+        try eventually(within: .milliseconds(Self.poll * (count + 4)), "\(count) unchanged \(part) polls") {
+            try unchanged(h, part) >= before + count
+        }
+    }
+
+    /// Within one poll (plus the time to read, plan and write: less than another poll).
+    private var onePoll: Duration { .milliseconds(Self.poll + Self.poll * 3 / 4) }
+
+    func testProxyEntryDeletedAfterIdenticalPollsIsRepairedByTheNextPoll() throws {
+        let (ns, h, _) = try setUp()
+        func present() throws -> Bool {
+            try ns.ipJSON("-6", "neigh", "show", "proxy").contains { $0["dst"] as? String == "2001:db8:1::10a" }
+        }
+        XCTAssertTrue(try present())
+        try identicalPolls(h, "proxies", 5)
+        let writes = try h.writes()
+        try ns.ip("-6", "neigh", "del", "proxy", "2001:db8:1::10a", "dev", "private0")
+        let took = try eventually(within: onePoll, "proxy entry restored by the next poll") { try present() }
+        XCTAssertEqual(try h.writes(), writes + 1, "only the missing entry is written")
+        // Again at once, before the next poll: the read after the write must not vouch for it.
+        try ns.ip("-6", "neigh", "del", "proxy", "2001:db8:1::10a", "dev", "private0")
+        try eventually(within: onePoll, "proxy entry deleted again, restored again") { try present() }
+        try identicalPolls(h, "proxies", 2)
+        print("proxy entry restored \(took) after the deletion (proxy_poll \(Self.poll) ms)")
+    }
+
+    func testMapEntryDeletedAfterIdenticalPollsIsRepairedByTheNextPoll() throws {
+        let (_, h, pinRoot) = try setUp()
+        let clients = "\(pinRoot)/wg0/client_prefixes"
+        let key = ["0x80", "0", "0", "0"] + IPv6Address("2001:db8:1::10a")!.bytes.map { String(format: "0x%02x", $0) }
+        func present() -> Bool { (try? shell(["bpftool", "map", "lookup", "pinned", clients, "key"] + key)) != nil }
+        func entries() throws -> Int {
+            (try JSONSerialization.jsonObject(with: Data(try shell("bpftool", "-j", "map", "dump", "pinned", clients).utf8)) as? [Any])?.count ?? -1
+        }
+        XCTAssertEqual(try entries(), 20)
+        try identicalPolls(h, "datapath", 5)
+        try shell(["bpftool", "map", "delete", "pinned", clients, "key"] + key)
+        // (The next poll may already have put it back: no assertion on the gap.)
+        let took = try eventually(within: onePoll, "map entry restored by the next poll") { present() }
+        // Again at once: the cache holds the write folded in, not a read of it.
+        try shell(["bpftool", "map", "delete", "pinned", clients, "key"] + key)
+        try eventually(within: onePoll, "map entry deleted again, restored again") { present() }
+        // A changed value (redirect → pass) keeps the count: the bytes still differ.
+        try identicalPolls(h, "datapath", 2)
+        try shell(["bpftool", "map", "update", "pinned", clients, "key"] + key + ["value", "0", "0", "0", "0"])
+        try eventually(within: onePoll, "map entry's action restored") {
+            (try? shell(["bpftool", "-j", "map", "lookup", "pinned", clients, "key"] + key))?.contains("\"0x01\"") == true
+        }
+        XCTAssertEqual(try entries(), 20)
+        try identicalPolls(h, "datapath", 2)
+        print("map entry restored \(took) after the deletion (proxy_poll \(Self.poll) ms)")
+    }
+
+    /// A resync that dumps the routes it last read decodes nothing; a route event in between
+    /// drops the digest, so the next resync decodes, and the one after it is quiet again.
+    func testResyncOfAnUnchangedRouteTableDecodesNothing() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addGatewayDevices(lanAddress: "2001:db8:1::1/128")
+        let h = try DaemonHarness(self, ns: ns)
+        let peers = (0..<50).map { TestPeer("p\($0)", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::\(String(0x100 + $0, radix: 16))/128"]) }
+        try h.writeConfig(h.gatewayConfig(runtime: ["proxy_poll: 1h", "wireguard_poll: 1h", "resync: 300ms"], peers: peers))
+        try h.start()
+        func counts() throws -> (resyncs: Int, unchanged: Int) {
+            let status = try h.status()
+            return (status["resyncs"] as? Int ?? -1, (status["unchanged_reads"] as? [String: Int])?["routes"] ?? 0)
+        }
+        func quietResyncs(_ n: Int) throws {
+            let before = try counts()
+            try eventually(within: .seconds(5), "\(n) resyncs that decode no route") {
+                let now = try counts()
+                return now.resyncs >= before.resyncs + n && now.unchanged >= before.unchanged + n
+            }
+        }
+        try quietResyncs(3)
+        let writes = try h.writes()
+        let before = try counts()
+        // Deleted behind the daemon's back: the event repairs it, and the cache's digest goes.
+        try ns.ip("-6", "route", "del", "2001:db8:1::10a/128", "dev", "wg0")
+        try eventually(within: .seconds(2), "route restored") {
+            !(try ns.ip("-6", "route", "show", "2001:db8:1::10a/128", "proto", "77")).isEmpty
+        }
+        XCTAssertEqual(try h.writes(), writes + 1)
+        // The next resync decodes (the table moved since its digest), then they are quiet again.
+        try eventually(within: .seconds(3), "resyncs after the repair") { try counts().resyncs >= before.resyncs + 3 }
+        let after = try counts()
+        XCTAssertLessThan(after.unchanged - before.unchanged, after.resyncs - before.resyncs, "one resync decoded the routes")
+        try quietResyncs(3)
+        XCTAssertEqual(try h.writes(), writes + 1, "the resyncs wrote nothing")
+    }
+}
