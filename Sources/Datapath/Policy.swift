@@ -143,7 +143,7 @@ extension Datapath {
         // Shorter client prefixes are looked up only when the flag says there are any.
         if PolicyTables.u32(info, 0) & 1 != 0 {
             for (key, value) in try Self.allEntries(try map("policy_source_prefixes_\(generation)"), keySize: 20, valueSize: 4, "policy_source_prefixes_\(generation)") {
-                guard let prefix = Self.prefix(fromKey: key) else { continue }
+                guard let prefix = Self.prefix(fromKey: key[...]) else { continue }
                 policy.sources[prefix] = PolicyTables.u32(value, 0)
             }
         }

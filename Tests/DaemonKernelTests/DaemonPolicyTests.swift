@@ -9,9 +9,7 @@ import XCTest
 final class DaemonPolicyTests: XCTestCase {
     func testInstallsAdoptsRepairsAndRemovesThePolicy() throws {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
-        try ns.ip("-6", "addr", "add", "2001:db8:1::1/128", "dev", "private0", "nodad")
+        try ns.addGatewayDevices(lanAddress: "2001:db8:1::1/128")
         let h = try DaemonHarness(self, ns: ns)
         let pinRoot = h.directory.appendingPathComponent("bpf").path
         try FileManager.default.createDirectory(atPath: pinRoot, withIntermediateDirectories: true)
@@ -107,8 +105,7 @@ final class DaemonPolicyTests: XCTestCase {
     /// for them, and `check` warns. A chain of family ip, or one at another hook, is not mentioned.
     func testStatusNotesNetfilterForwardChainsTheDatapathBypasses() throws {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
+        try ns.addGatewayDevices()
         let h = try DaemonHarness(self, ns: ns)
         let pinRoot = try h.mountPinRoot(self)
         let peers = [TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128"])]
