@@ -59,7 +59,7 @@ extension Daemon {
         }
         safety += anycastSafety
         if let datapath = desired.datapath {
-            safety.append(ForwardFilters.safetyCheck(Result { try NetfilterForwarding.chains() }, datapath: datapath, policy: desired.policy))
+            safety.append(ForwardFilters.safetyCheck(forwardChains(), datapath: datapath, policy: desired.policy))
         }
         safety.sort { $0.name < $1.name }
         return StatusReport(
@@ -136,5 +136,21 @@ extension Daemon {
         encoder.outputFormatting = [.sortedKeys]
         encoder.keyEncodingStrategy = .convertToSnakeCase
         return (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? #"{"error":"encoding failed"}"#
+    }
+}
+
+extension Daemon {
+    /// How long a read of the host's netfilter forward chains serves status requests: two dumps
+    /// of every chain and rule are not made for each of many requests a second.
+    static let forwardChainsLifetime: Duration = .seconds(2)
+
+    /// The host's netfilter forward chains that filter IPv6 (`NetfilterForwarding.chains`), read
+    /// again when the last read is older than `forwardChainsLifetime`.
+    func forwardChains() -> Result<[String], Error> {
+        let now = ContinuousClock.now
+        if let (read, at) = forwardChainsRead, now - at < Self.forwardChainsLifetime { return read }
+        let read = Result { try NetfilterForwarding.chains() }
+        forwardChainsRead = (read, now)
+        return read
     }
 }

@@ -107,6 +107,8 @@ public final class Daemon {
     var routeReconciles = 0
     /// Polls whose read was the bytes the cache was decoded from (not decoded), by part.
     var unchangedReads: [String: Int] = [:]
+    /// The last read of the host's netfilter forward chains, and when (`forwardChains()`).
+    var forwardChainsRead: (Result<[String], Error>, ContinuousClock.Instant)?
     var changesApplied = 0
     var resyncs = 0
     var reloads = 0

@@ -13,7 +13,7 @@ public enum ForwardFilters {
         case .failure(let error):
             return .init(name: checkName, ok: true, detail: "not read: \(error)")
         case .success(let chains) where chains.isEmpty:
-            return .init(name: checkName, ok: true, detail: "no nftables forward chain for ip6 or inet, no ip6tables filter table")
+            return .init(name: checkName, ok: true, detail: "no nftables forward chain for ip6 or inet with a rule or a drop policy, no ip6tables filter table")
         case .success(let chains):
             return .init(name: checkName, ok: policy != nil, detail: note(chains, datapath: datapath, policy: policy))
         }

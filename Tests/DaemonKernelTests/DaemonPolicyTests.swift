@@ -121,15 +121,20 @@ final class DaemonPolicyTests: XCTestCase {
         try h.start()
         var found = try check()
         XCTAssertEqual(found["ok"] as? Bool, true)
-        XCTAssertEqual(found["detail"] as? String, "no nftables forward chain for ip6 or inet, no ip6tables filter table")
+        XCTAssertEqual(found["detail"] as? String, "no nftables forward chain for ip6 or inet with a rule or a drop policy, no ip6tables filter table")
 
         try nft("add table inet filter")
         try nft("add chain inet filter forward { type filter hook forward priority 0; policy drop; }")
         try nft("add chain inet filter input { type filter hook input priority 0; }")
         try nft("add table ip6 guard")
         try nft("add chain ip6 guard forward6 { type filter hook forward priority 10; }")
+        try nft("add rule ip6 guard forward6 tcp dport 22 drop")
         try nft("add table ip legacy")
         try nft("add chain ip legacy forward { type filter hook forward priority 0; policy drop; }")
+        // Debian's stock /etc/nftables.conf: an empty forward chain that accepts filters nothing.
+        try nft("add table inet stock")
+        try nft("add chain inet stock forward { type filter hook forward priority 0; policy accept; }")
+        try eventually(within: .seconds(3), "status reads the chains again") { try check()["ok"] as? Bool == false }
         found = try check()
         XCTAssertEqual(found["ok"] as? Bool, false, "no policy section: the operator's FORWARD rules are all there was")
         let detail = try XCTUnwrap(found["detail"] as? String)
@@ -162,6 +167,10 @@ final class DaemonPolicyTests: XCTestCase {
         XCTAssertEqual(flows["timeout_seconds"] as? Int, 120)
 
         try nft("flush ruleset")
-        XCTAssertEqual(try check()["ok"] as? Bool, true)
+        try nft("add table inet stock")
+        try nft("add chain inet stock forward { type filter hook forward priority 0; policy accept; }")
+        try eventually(within: .seconds(3), "an empty accepting chain is no note") {
+            try check()["detail"] as? String == "no nftables forward chain for ip6 or inet with a rule or a drop policy, no ip6tables filter table"
+        }
     }
 }

@@ -55,14 +55,33 @@ public struct NetfilterChain: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Every chain of every family in the namespace.
-    public static func dumpRequest() -> Request {
-        Request(type: messageType | UInt16(NFT_MSG_GETCHAIN.rawValue), flags: Request.dump, summary: "dump nftables chains") { writer in
+    public static func dumpRequest() -> Request { dump(NFT_MSG_GETCHAIN.rawValue, "dump nftables chains") }
+
+    /// Every rule of every family in the namespace (decoded by `ruleOwner` to the chain holding it).
+    public static func ruleDumpRequest() -> Request { dump(NFT_MSG_GETRULE.rawValue, "dump nftables rules") }
+
+    private static func dump(_ command: UInt32, _ summary: String) -> Request {
+        Request(type: messageType | UInt16(command), flags: Request.dump, summary: summary) { writer in
             var header = nfgenmsg()
             header.nfgen_family = UInt8(NFPROTO_UNSPEC)
             header.version = UInt8(NFNETLINK_V0)
             writer.put(header: header)
         }
     }
+
+    /// The chain a rule of a rule dump sits in, as a chain without hook or policy (its identity).
+    public static func ruleOwner(_ message: Message) throws -> NetfilterChain? {
+        guard message.type == messageType | UInt16(NFT_MSG_NEWRULE.rawValue) else { return nil }
+        let header = try message.familyHeader(nfgenmsg.self)
+        let attributes = try message.attributes(after: nfgenmsg.self)
+        guard let table = attributes.string(UInt16(NFTA_RULE_TABLE.rawValue)), let chain = attributes.string(UInt16(NFTA_RULE_CHAIN.rawValue)) else {
+            return nil
+        }
+        return NetfilterChain(family: header.nfgen_family, table: table, name: chain)
+    }
+
+    /// Family, table and name: what a rule names its chain by.
+    public var identity: NetfilterChain { NetfilterChain(family: family, table: table, name: name) }
 }
 
 /// Where the host's netfilter would filter forwarded IPv6 traffic, and so where an operator may
@@ -70,7 +89,8 @@ public struct NetfilterChain: Hashable, Sendable, CustomStringConvertible {
 /// the legacy ip6tables `filter` table (its FORWARD chain). Read in the caller's namespace.
 public enum NetfilterForwarding {
     /// Descriptions such as `inet filter forward (policy drop)` or `ip6tables filter FORWARD`.
-    /// Nothing is loaded to find out: the chains are asked for only when nf_tables is there
+    /// A base chain that holds no rule and accepts (Debian's stock `/etc/nftables.conf` has one)
+    /// filters nothing, and is left out. Nothing is loaded to find out: the chains are asked for only when nf_tables is there
     /// (built in, or listed in /proc/modules), since a NETLINK_NETFILTER request would otherwise
     /// make the kernel load it (nfnetlink_rcv_msg's request_module), and a module that is not
     /// loaded holds no chain.
@@ -85,8 +105,11 @@ public enum NetfilterForwarding {
         }
         if loaded {
             let socket = try NetlinkSocket(.netfilter, receiveBufferBytes: 1 << 20)
-            found += try socket.dump(NetfilterChain.dumpRequest(), decode: NetfilterChain.decode)
-                .filter(\.filtersForwardedIPv6).map(\.description).sorted()
+            let forward = try socket.dump(NetfilterChain.dumpRequest(), decode: NetfilterChain.decode).filter(\.filtersForwardedIPv6)
+            if !forward.isEmpty {
+                let ruled = Set(try socket.dump(NetfilterChain.ruleDumpRequest(), decode: NetfilterChain.ruleOwner))
+                found += forward.filter { $0.policy == UInt32(NF_DROP) || ruled.contains($0.identity) }.map(\.description).sorted()
+            }
         }
         if let names = try? String(contentsOfFile: "\(procNet)/ip6_tables_names", encoding: .utf8),
            names.split(separator: "\n").contains("filter") {
