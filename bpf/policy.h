@@ -346,11 +346,18 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 	if (is_extension_header(proto))
 		chain = find_upper_layer(skb, l2, &proto, &offset);
 	int in_place = offset == l2 + sizeof(struct ipv6hdr);
+	int l4_read = 0; // the eight bytes (four of a UDP header's ports suffice for a flow)
 	if (chain == UPPER_FOUND) {
-		if (in_place && head + 8 <= (__u8 *)end)
+		if (in_place && head + 8 <= (__u8 *)end) {
 			__builtin_memcpy(l4, head, 8);
-		else if (bpf_skb_load_bytes(skb, offset, l4, 8) && bpf_skb_load_bytes(skb, offset, l4, 4))
+			l4_read = 1;
+		} else if (!bpf_skb_load_bytes(skb, offset, l4, 8)) {
+			l4_read = 1;
+		} else if (!bpf_skb_load_bytes(skb, offset, l4, 4)) {
+			l4_read = proto == IPPROTO_UDP;
+		} else {
 			__builtin_memset(l4, 0, 8);
+		}
 	}
 	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP)
 		port = to_lan ? (__u16)l4[2] << 8 | l4[3] : (__u16)l4[0] << 8 | l4[1];
@@ -366,13 +373,17 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 		if (chain == UPPER_UNKNOWN) {
 			opening = 1; // what it carries cannot be told: it may be an opening
 		} else if (proto == IPPROTO_TCP) {
+			// A segment too short to hold its flags (a tiny first fragment, whose next one
+			// carries them, or a chain that claims more than the packet has) may be a SYN.
+			int flags_read = 1;
 			if (in_place && head + 14 <= (__u8 *)end)
 				tcp_flags = head[13];
 			else if (bpf_skb_load_bytes(skb, offset + 13, &tcp_flags, 1))
-				tcp_flags = 0;
-			opening = (tcp_flags & 0x12) == 0x02; // SYN without ACK
+				flags_read = 0;
+			opening = !flags_read || (tcp_flags & 0x12) == 0x02; // SYN without ACK
 		} else if (udp || echo) {
-			opening = !policy_flow(&destination, &source, proto, client_port, udp ? port : 0, 0);
+			// Ports or identifier unread: no flow can be told, so none is assumed.
+			opening = !l4_read || !policy_flow(&destination, &source, proto, client_port, udp ? port : 0, 0);
 		} else if (proto == IPPROTO_ICMPV6 && l4[0] >= 128) {
 			opening = 1; // an echo request, or any other informational message, from the LAN
 		}

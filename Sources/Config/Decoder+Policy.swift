@@ -91,6 +91,23 @@ extension Decoder {
                 destination = prefix(text, "to", at: textAt)
             }
         }
+        // A key left empty (a template's blank) would widen the rule to everything: said, not guessed.
+        if let entry = fields["protocol"], case .null = entry.value {
+            fail(entry.keyLocation, "protocol: empty; name tcp, udp or icmpv6, or leave the key out for every protocol")
+            ok = false
+        }
+        if let entry = fields["ports"] {
+            switch entry.value {
+            case .null:
+                fail(entry.keyLocation, "ports: empty; name ports such as 22 or 8000-8080, or leave the key out for every port")
+                ok = false
+            case .sequence(let items, let listAt) where items.isEmpty:
+                fail(listAt, "ports: an empty list allows nothing; name ports, or leave the key out for every port")
+                ok = false
+            default:
+                break
+            }
+        }
         let proto = parse(fields["protocol"], "tcp, udp or icmpv6") { PolicyProtocol(name: $0) }
         if fields["protocol"] != nil, proto == nil, scalar(fields["protocol"]) != nil { ok = false }
         var ports: [PortRange] = []

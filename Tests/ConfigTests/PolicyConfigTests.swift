@@ -128,6 +128,27 @@ final class PolicyConfigTests: XCTestCase {
             "wgkeeper.yaml:63:7: unknown key \"action\" in policy.rules[5] (known: from, to, protocol, ports)",
             "wgkeeper.yaml:64:13: from: an empty list allows nothing; name a peer, a group or any",
         ])
+        // A blank left in a template does not widen the rule.
+        XCTAssertEqual(try fixture.errors(withPolicy("""
+            policy:
+              rules:
+                - from: alice-laptop
+                  to: 2001:db8:1::1
+                  protocol:
+                - from: alice-laptop
+                  to: 2001:db8:1::1
+                  protocol: tcp
+                  ports:
+                - from: alice-laptop
+                  to: 2001:db8:1::1
+                  protocol: udp
+                  ports: []
+
+            """)), [
+            "wgkeeper.yaml:44:7: protocol: empty; name tcp, udp or icmpv6, or leave the key out for every protocol",
+            "wgkeeper.yaml:48:7: ports: empty; name ports such as 22 or 8000-8080, or leave the key out for every port",
+            "wgkeeper.yaml:52:14: ports: an empty list allows nothing; name ports, or leave the key out for every port",
+        ])
         // Names are resolved once the shape is right.
         XCTAssertEqual(try fixture.errors(withPolicy("""
             policy:

@@ -504,6 +504,15 @@ final class PolicyKernelTests: XCTestCase {
                                destinationPort: 40000, tcpFlags: PolicyPacket.ack)
         let unasked = PolicyPacket(direction: .lanToClient, source: server1, destination: client, proto: 17, sourcePort: 53, destinationPort: 5353)
 
+        /// `bytes` cut to its first `length` bytes, the payload length fixed.
+        func cut(_ bytes: [UInt8], to length: Int) -> [UInt8] {
+            var cut = Array(bytes.prefix(length))
+            (cut[4], cut[5]) = (UInt8((length - 40) >> 8), UInt8((length - 40) & 0xff))
+            return cut
+        }
+        // Destination options claiming 8 × 201 bytes: the chain "ends" past the packet.
+        let overlong: (UInt8, [UInt8]) = (60, [200, 1, 4, 0, 0, 0, 0])
+
         // Clients may send anything; the LAN only answers.
         let replies = DesiredPolicy(clientToLAN: .allow, lanToClient: .replies)
         try datapath.install(policy: try replies.compile(clients: peers).get())
@@ -516,6 +525,11 @@ final class PolicyKernelTests: XCTestCase {
             ("an unasked UDP datagram's first fragment", behind([fragment(offset: 0)], unasked), false),
             ("a later fragment (no upper-layer header)", behind([fragment(offset: 1)], unasked), true),
             ("a SYN behind seven extension headers", behind(Array(repeating: destinationOptions, count: 7), syn), false),
+            // The review's bypass: the flags travel in the second fragment.
+            ("a SYN's first 8 bytes alone in a first fragment", cut(behind([fragment(offset: 0)], syn), to: 40 + 8 + 8), false),
+            ("an ACK's first 8 bytes alone in a first fragment", cut(behind([fragment(offset: 0)], ack), to: 40 + 8 + 8), false),
+            ("a SYN behind destination options longer than the packet", behind([overlong], syn), false),
+            ("a UDP datagram behind destination options longer than the packet", behind([overlong], unasked), false),
         ]
         for (label, bytes, allowed) in lanSteps { XCTAssertEqual(verdict(bytes, toLAN: false), allowed ? 7 : 2, "LAN: \(label)") }
 
