@@ -169,6 +169,11 @@ extension Daemon {
                 }
             }
             let datapath = datapathMaps!.datapath
+            // The policy goes into the programs' maps before they are attached: programs loaded
+            // with a map created afresh (its pin removed, its definition changed by an upgrade)
+            // would otherwise allow everything until it is filled. Should this fail, nothing
+            // new is attached, and programs already attached keep the policy they have.
+            try ensurePolicy(datapath, wanted.policy)
             for change in try datapath.attach(lanIndex: lan.index, tunnelIndex: tunnel.index) {
                 datapathWrites += 1
                 logger.info("datapath: \(change)")
@@ -211,7 +216,6 @@ extension Daemon {
             }
             datapathICMP = ["lan": lanLine, "tunnel": tunnelLine]
             try synchronizeNeighbourDiscovery(datapath, lan: lan)
-            try ensurePolicy(datapath, wanted.policy)
             datapathProblem = nil
             return current
         } catch {

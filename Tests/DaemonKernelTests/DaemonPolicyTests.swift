@@ -69,6 +69,22 @@ final class DaemonPolicyTests: XCTestCase {
         XCTAssertEqual(try h.writes(), 0, "a restart must adopt the policy without writing")
         XCTAssertEqual(try word(), expected | 1)
 
+        // The select word's pin removed, then a restart: the programs are loaded again with a
+        // fresh word (0: allow everything), and attached only once the policy is in it (the
+        // review found them attached first, allowing everything for about a second).
+        h.stop()
+        try FileManager.default.removeItem(atPath: select)
+        try h.start()
+        try eventually(within: .seconds(3), "policy installed in the new word") { try word() & ~1 == expected }
+        let started = h.log.components(separatedBy: "starting").last ?? ""
+        let installed = try XCTUnwrap(started.range(of: "access policy installed"), started)
+        let attached = try XCTUnwrap(started.range(of: "lan_ingress ("), started)
+        XCTAssertLessThan(installed.lowerBound, attached.lowerBound, "the policy first, then the programs:\n\(started)")
+        h.stop()
+        try h.start()
+        usleep(300_000)
+        XCTAssertEqual(try h.writes(), 0, "the next restart adopts it all")
+
         // Someone clears the word: the next proxy_poll installs the policy again (a new generation).
         try shell("bpftool", "map", "update", "pinned", select, "key", "0", "0", "0", "0", "value", "0", "0", "0", "0")
         try eventually(within: .seconds(3), "policy repaired") { try word() & ~1 == expected }
