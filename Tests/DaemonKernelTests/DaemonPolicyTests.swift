@@ -185,8 +185,21 @@ final class DaemonPolicyTests: XCTestCase {
         try nft("flush ruleset")
         try nft("add table inet stock")
         try nft("add chain inet stock forward { type filter hook forward priority 0; policy accept; }")
+        // Rules in another chain of the same table are not the forward chain's (each chain's
+        // rules are asked for by name).
+        try nft("add chain inet stock other")
+        try nft("add rule inet stock other tcp dport 22 drop")
         try eventually(within: .seconds(3), "an empty accepting chain is no note") {
             try check()["detail"] as? String == "no nftables forward chain for ip6 or inet with a rule or a drop policy, no ip6tables filter table"
+        }
+        // A forward chain of many rules is found from the first reply of its rule dump; the
+        // read stops there (20 000 rules: the whole dump is about 600 datagrams).
+        let many = (0..<20_000).map { "add rule inet stock forward ip6 daddr 2001:db8:ffff::\(String($0, radix: 16)) drop" }
+        let script = h.directory.appendingPathComponent("rules.nft").path
+        try (many.joined(separator: "\n") + "\n").write(toFile: script, atomically: true, encoding: .utf8)
+        try shell("ip", "netns", "exec", ns.name, "nft", "-f", script)
+        try eventually(within: .seconds(3), "a chain of 20 000 rules is noted") {
+            try check()["detail"] as? String == "inet stock forward: these FORWARD rules do not see the traffic the datapath redirects between wg0 and private0; the policy section applies to it instead"
         }
     }
 }

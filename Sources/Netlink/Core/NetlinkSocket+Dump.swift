@@ -78,6 +78,31 @@ extension NetlinkSocket {
     }
 }
 
+extension NetlinkSocket {
+    /// A dump's first reply that decodes, or nil when the dump ends with none. The kernel keeps
+    /// the rest of the dump for this socket's next reads: close it after, do not reuse it.
+    public func firstReply<T>(_ request: Request, timeout: Duration = .seconds(30), decode: (Message) throws -> T?) throws -> T? {
+        let sequence = try sendRequest(request)
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let messages: [Message]
+            do {
+                messages = try receive(deadline: deadline)
+            } catch let error as NetlinkError {
+                throw NetlinkError(error.reason, context: request.summary)
+            }
+            for message in messages where message.sequence == sequence {
+                if message.isDone || message.isError {
+                    let (code, text) = try message.status()
+                    if code != 0 { throw NetlinkError(.kernel(Errno(rawValue: code)), context: request.summary, kernelMessage: text) }
+                    return nil
+                }
+                if let item = try decode(message) { return item }
+            }
+        }
+    }
+}
+
 /// A dump that may skip decoding: its replies, or the news that they are the bytes seen before.
 public enum DumpOutcome<T> {
     /// The replies are, byte for byte, the ones this digest was made of: nothing was decoded.

@@ -57,15 +57,23 @@ public struct NetfilterChain: Hashable, Sendable, CustomStringConvertible {
     /// Every chain of every family in the namespace.
     public static func dumpRequest() -> Request { dump(NFT_MSG_GETCHAIN.rawValue, "dump nftables chains") }
 
-    /// Every rule of every family in the namespace (decoded by `ruleOwner` to the chain holding it).
-    public static func ruleDumpRequest() -> Request { dump(NFT_MSG_GETRULE.rawValue, "dump nftables rules") }
+    /// The rules of this chain alone (nf_tables filters a rule dump by table and chain, and then
+    /// walks that chain only), decoded by `ruleOwner`.
+    public var ruleDumpRequest: Request {
+        NetfilterChain.dump(NFT_MSG_GETRULE.rawValue, "dump the rules of nftables chain \(self)", family: family) { writer in
+            writer.put(UInt16(NFTA_RULE_TABLE.rawValue), string: table)
+            writer.put(UInt16(NFTA_RULE_CHAIN.rawValue), string: name)
+        }
+    }
 
-    private static func dump(_ command: UInt32, _ summary: String) -> Request {
+    private static func dump(_ command: UInt32, _ summary: String, family: UInt8 = UInt8(NFPROTO_UNSPEC),
+                             attributes: @escaping @Sendable (inout MessageWriter) -> Void = { _ in }) -> Request {
         Request(type: messageType | UInt16(command), flags: Request.dump, summary: summary) { writer in
             var header = nfgenmsg()
-            header.nfgen_family = UInt8(NFPROTO_UNSPEC)
+            header.nfgen_family = family
             header.version = UInt8(NFNETLINK_V0)
             writer.put(header: header)
+            attributes(&writer)
         }
     }
 
@@ -106,15 +114,21 @@ public enum NetfilterForwarding {
         if loaded {
             let socket = try NetlinkSocket(.netfilter, receiveBufferBytes: 1 << 20)
             let forward = try socket.dump(NetfilterChain.dumpRequest(), decode: NetfilterChain.decode).filter(\.filtersForwardedIPv6)
-            if !forward.isEmpty {
-                let ruled = Set(try socket.dump(NetfilterChain.ruleDumpRequest(), decode: NetfilterChain.ruleOwner))
-                found += forward.filter { $0.policy == UInt32(NF_DROP) || ruled.contains($0.identity) }.map(\.description).sorted()
-            }
+            // Whether a chain holds a rule is its dump's first reply: a chain of 200 000 rules
+            // costs one datagram, not the whole ruleset (the socket, and the rest, go after it).
+            found += try forward.filter { try $0.policy == UInt32(NF_DROP) || holdsRule($0) }.map(\.description).sorted()
         }
         if let names = try? String(contentsOfFile: "\(procNet)/ip6_tables_names", encoding: .utf8),
            names.split(separator: "\n").contains("filter") {
             found.append("ip6tables filter FORWARD")
         }
         return found
+    }
+
+    /// Whether `chain` holds a rule, from the first reply of its own rule dump on a socket of its
+    /// own, closed before the dump is read further.
+    static func holdsRule(_ chain: NetfilterChain) throws -> Bool {
+        let socket = try NetlinkSocket(.netfilter)
+        return try socket.firstReply(chain.ruleDumpRequest, decode: NetfilterChain.ruleOwner) != nil
     }
 }
