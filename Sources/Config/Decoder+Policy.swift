@@ -183,12 +183,14 @@ extension Configuration {
             for section in device.peers { otherDevice[section.peer.name] = device.name }
         }
         var ok = true
+        // A name that is no peer at all allows nothing (`absentPolicyNames` warns of it): the
+        // rules only allow, so a departed peer's drop-in can go without editing every group
+        // that names it, and the reload that removes the peer is not refused for it.
         func peerProblem(_ name: String) -> String? {
-            if tunnelPeers.contains(name) { return nil }
-            if let device = otherDevice[name] {
+            if let device = otherDevice[name], !tunnelPeers.contains(name) {
                 return "peer \(Scalars.quoted(name)) is on \(device); the policy applies to the peers of the gateway's tunnel \(gateway.tunnel)"
             }
-            return "\(Scalars.quoted(name)) is no peer of \(gateway.tunnel) and no group"
+            return nil
         }
         var members: [String: [String]] = [:]
         for (name, group) in policy.groups {
@@ -202,7 +204,7 @@ extension Configuration {
                     ok = false
                 }
             }
-            members[name] = group.members.map(\.name)
+            members[name] = group.members.map(\.name).filter(tunnelPeers.contains)
         }
         var rules: [PolicyRule] = []
         var ruleLocations: [SourceLocation] = []
@@ -217,7 +219,7 @@ extension Configuration {
                 } else if let problem = peerProblem(source.name) {
                     errors.append(source.location, "from: \(problem)")
                     ok = false
-                } else {
+                } else if tunnelPeers.contains(source.name) {
                     names.insert(source.name)
                 }
             }
@@ -237,13 +239,35 @@ extension Configuration {
         }
     }
 
-    /// What `check` says about the policy without failing: none set, or rules that cannot matter.
+    /// Names in groups and rules' `from` that are no peer of any device (nor a group, nor
+    /// `any`): they allow nothing. Said by `check` and logged at each load, since a typo fails
+    /// closed without an error.
+    public var absentPolicyNames: [String] {
+        guard let policy, let gateway, gateway.redirect else { return [] }
+        let peers = Set(devices.flatMap { $0.peers.map(\.peer.name) })
+        var lines: [String] = []
+        func note(_ at: SourceLocation, _ context: String, _ name: String) {
+            lines.append("\(at): \(context): \(Scalars.quoted(name)) is no peer of \(gateway.tunnel) (a departed peer, or a typo); it allows nothing until a peer of that name is configured")
+        }
+        for name in policy.groups.keys.sorted() {
+            for member in policy.groups[name]!.members where !peers.contains(member.name) { note(member.location, "policy.groups.\(name)", member.name) }
+        }
+        for rule in policy.rules {
+            for source in rule.from where source.name != "any" && policy.groups[source.name] == nil && !peers.contains(source.name) {
+                note(source.location, "from", source.name)
+            }
+        }
+        return lines
+    }
+
+    /// What `check` says about the policy without failing: none set, names that are no peer, or
+    /// rules that cannot matter.
     public var policyWarnings: [String] {
         guard let gateway, gateway.redirect else { return [] }
         guard let policy else {
             return ["no policy section: every peer of \(gateway.tunnel) reaches every LAN address on every port and every LAN host reaches every client; netfilter FORWARD rules do not see this traffic (the datapath redirects it past the forwarding path)"]
         }
-        var warnings: [String] = []
+        var warnings = absentPolicyNames
         if policy.clientToLAN == .allow, !policy.rules.isEmpty {
             warnings.append("\(policy.location): policy: client_to_lan is allow, so the rules have no effect; set client_to_lan: deny to enforce them")
         }

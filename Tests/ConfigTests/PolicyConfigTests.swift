@@ -115,9 +115,7 @@ final class PolicyConfigTests: XCTestCase {
             "wgkeeper.yaml:42:18: lan_to_client: expected allow, deny or replies, got \"reply\"",
             "wgkeeper.yaml:44:5: policy.groups: \"any\" is not a group name (letters, digits and . _ @ + -, at most 64; not \"any\")",
             "wgkeeper.yaml:45:5: policy.groups: \"bob-phone\" is also a peer's name; a rule's from could not tell them apart",
-            "wgkeeper.yaml:46:11: policy.groups.ops: \"mallory\" is no peer of wg0 and no group",
             "wgkeeper.yaml:46:34: policy.groups.ops: \"alice-laptop\" is listed twice (first at wgkeeper.yaml:46:20)",
-            "wgkeeper.yaml:48:13: from: \"nobody\" is no peer of wg0 and no group",
             "wgkeeper.yaml:51:11: to: 2001:db8:1::1/64 has bits set past the prefix length; did you mean 2001:db8:1::/64?",
             "wgkeeper.yaml:54:7: ports: only with protocol tcp or udp",
             "wgkeeper.yaml:57:17: protocol: expected tcp, udp or icmpv6, got \"sctp\"",
@@ -161,9 +159,64 @@ final class PolicyConfigTests: XCTestCase {
 
             """)), [
             "wgkeeper.yaml:42:5: policy.groups: \"bob-phone\" is also a peer's name; a rule's from could not tell them apart",
-            "wgkeeper.yaml:43:11: policy.groups.ops: \"mallory\" is no peer of wg0 and no group",
-            "wgkeeper.yaml:45:13: from: \"nobody\" is no peer of wg0 and no group",
         ])
+    }
+
+    /// A name that is no peer (a departed peer whose drop-in went, or a typo) allows nothing
+    /// and is no error: removing a peer's file must not be refused because a group in another
+    /// file still names it (the peer would stay). `check` and the log say so.
+    func testNamesThatAreNoPeerAllowNothingAndAreWarned() throws {
+        let loaded = try fixture.loaded(withPolicy("""
+            policy:
+              client_to_lan: deny
+              lan_to_client: replies
+              groups:
+                ops: [mallory, alice-laptop]
+                gone: [nobody]
+              rules:
+                - from: [nobody, ops]
+                  to: 2001:db8:1::/64
+                - from: gone
+                  to: 2001:db8:1::1
+                - from: nobody
+                  to: 2001:db8:1::2
+
+            """))
+        let policy = try XCTUnwrap(loaded.desired.policy)
+        XCTAssertEqual(policy.rules.map(\.source), [.peers(["alice-laptop"]), .peers([]), .peers([])])
+        XCTAssertEqual(loaded.configuration.absentPolicyNames.map { $0.replacingOccurrences(of: fixture.directory + "/", with: "") }, [
+            "wgkeeper.yaml:45:12: policy.groups.gone: \"nobody\" is no peer of wg0 (a departed peer, or a typo); it allows nothing until a peer of that name is configured",
+            "wgkeeper.yaml:44:11: policy.groups.ops: \"mallory\" is no peer of wg0 (a departed peer, or a typo); it allows nothing until a peer of that name is configured",
+            "wgkeeper.yaml:47:14: from: \"nobody\" is no peer of wg0 (a departed peer, or a typo); it allows nothing until a peer of that name is configured",
+            "wgkeeper.yaml:51:13: from: \"nobody\" is no peer of wg0 (a departed peer, or a typo); it allows nothing until a peer of that name is configured",
+        ])
+        XCTAssertEqual(Array(loaded.configuration.policyWarnings.prefix(4)), loaded.configuration.absentPolicyNames)
+        // The evaluation agrees: nobody's rules match no client.
+        let compiled = try XCTUnwrap(loaded.desired.datapath?.policy)
+        XCTAssertEqual(compiled.ruleCount, 3)
+    }
+
+    /// The departed peer's drop-in goes while the main file's group still names it: the load
+    /// passes, without the peer.
+    func testRemovingAPeersDropInIsNotRefusedForTheGroupsNamingIt() throws {
+        try fixture.write("conf.d/carol.yaml", """
+            wireguard:
+              wg0:
+                peers:
+                  - name: carol
+                    public_key: "\(ConfigFixture.carol)"
+                    allowed_ips: [2001:db8:1::102/128]
+            """)
+        let main = "runtime:\n  include_dir: conf.d\n" + AcceptedConfigs.withPolicy.replacingOccurrences(of: "runtime:\n", with: "")
+            .replacingOccurrences(of: "admins: [alice-laptop]", with: "admins: [alice-laptop, carol]")
+        XCTAssertTrue(main.contains("admins: [alice-laptop, carol]"))
+        let before = try fixture.loaded(main)
+        XCTAssertEqual(before.desired.policy?.rules[0].source, .peers(["alice-laptop", "carol"]))
+        try FileManager.default.removeItem(atPath: fixture.path("conf.d/carol.yaml"))
+        let after = try fixture.loaded(main)
+        XCTAssertEqual(after.desired.policy?.rules[0].source, .peers(["alice-laptop"]))
+        XCTAssertFalse(after.desired.devices[0].peers.contains { $0.name == "carol" })
+        XCTAssertEqual(after.configuration.absentPolicyNames.count, 1)
     }
 
     func testPolicyNeedsTheDatapath() throws {
