@@ -109,7 +109,7 @@ extension Decoder {
             }
         }
         let proto = parse(fields["protocol"], "tcp, udp or icmpv6") { PolicyProtocol(name: $0) }
-        if fields["protocol"] != nil, proto == nil, scalar(fields["protocol"]) != nil { ok = false }
+        if fields["protocol"] != nil, proto == nil { ok = false }
         var ports: [PortRange] = []
         if let portsEntry = fields["ports"] {
             let items: [Tree]
@@ -140,7 +140,9 @@ extension Decoder {
         let parts = text.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
         let numbers = parts.map { part -> UInt16? in
             let digits = part.trimmingCharacters(in: " ")
-            guard !digits.isEmpty, digits.count <= 5, digits.allSatisfy({ $0.isASCII && $0.isNumber }), let n = Int(digits), (1...65535).contains(n) else { return nil }
+            // No leading zero: `080` is not quietly port 80 (nor octal 64).
+            guard !digits.isEmpty, digits.count <= 5, digits.first != "0", digits.allSatisfy({ $0.isASCII && $0.isNumber }),
+                  let n = Int(digits), (1...65535).contains(n) else { return nil }
             return UInt16(n)
         }
         guard numbers.allSatisfy({ $0 != nil }), let first = numbers.first! else { return nil }
@@ -199,7 +201,10 @@ extension Configuration {
                 ok = false
             }
             for member in group.members {
-                if let problem = peerProblem(member.name) {
+                if policy.groups[member.name] != nil, !tunnelPeers.contains(member.name) {
+                    errors.append(member.location, "policy.groups.\(name): \(Scalars.quoted(member.name)) is a group; groups do not contain groups, list its peers")
+                    ok = false
+                } else if let problem = peerProblem(member.name) {
                     errors.append(member.location, "policy.groups.\(name): \(problem)")
                     ok = false
                 }
@@ -250,7 +255,9 @@ extension Configuration {
             lines.append("\(at): \(context): \(Scalars.quoted(name)) is no peer of \(gateway.tunnel) (a departed peer, or a typo); it allows nothing until a peer of that name is configured")
         }
         for name in policy.groups.keys.sorted() {
-            for member in policy.groups[name]!.members where !peers.contains(member.name) { note(member.location, "policy.groups.\(name)", member.name) }
+            for member in policy.groups[name]!.members where !peers.contains(member.name) && policy.groups[member.name] == nil {
+                note(member.location, "policy.groups.\(name)", member.name)
+            }
         }
         for rule in policy.rules {
             for source in rule.from where source.name != "any" && policy.groups[source.name] == nil && !peers.contains(source.name) {
@@ -268,6 +275,10 @@ extension Configuration {
             return ["no policy section: every peer of \(gateway.tunnel) reaches every LAN address on every port and every LAN host reaches every client; netfilter FORWARD rules do not see this traffic (the datapath redirects it past the forwarding path)"]
         }
         var warnings = absentPolicyNames
+        // The programs judge only what they redirect: packets between a client and lan_prefix.
+        for rule in policy.rules where !gateway.lanPrefix.contains(rule.destination) && !rule.destination.contains(gateway.lanPrefix) {
+            warnings.append("\(rule.location): policy: \(rule.destination) is outside lan_prefix \(gateway.lanPrefix); the datapath judges only traffic to the LAN prefix, so this rule never matches")
+        }
         if policy.clientToLAN == .allow, !policy.rules.isEmpty {
             warnings.append("\(policy.location): policy: client_to_lan is allow, so the rules have no effect; set client_to_lan: deny to enforce them")
         }

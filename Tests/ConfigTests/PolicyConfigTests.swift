@@ -147,6 +147,28 @@ final class PolicyConfigTests: XCTestCase {
             "wgkeeper.yaml:48:7: ports: empty; name ports such as 22 or 8000-8080, or leave the key out for every port",
             "wgkeeper.yaml:52:14: ports: an empty list allows nothing; name ports, or leave the key out for every port",
         ])
+        // A list where one protocol goes is one error; a port with a leading zero is no port;
+        // a group inside a group is said to be one.
+        XCTAssertEqual(try fixture.errors(withPolicy("""
+            policy:
+              groups:
+                admins: [alice-laptop]
+                ops: [admins]
+              rules:
+                - from: alice-laptop
+                  to: 2001:db8:1::1
+                  protocol: [tcp]
+                - from: alice-laptop
+                  to: 2001:db8:1::1
+                  protocol: tcp
+                  ports: ["080", 0443-0444]
+
+            """)).filter { !$0.contains("protocol tcp or udp") }, [
+            "wgkeeper.yaml:43:11: policy.groups.ops: \"admins\" is a group; groups do not contain groups, list its peers",
+            "wgkeeper.yaml:47:17: protocol: expected a single value, got a list",
+            "wgkeeper.yaml:51:15: ports: expected a port (1-65535) or a range such as 8000-8080, got \"080\"",
+            "wgkeeper.yaml:51:22: ports: expected a port (1-65535) or a range such as 8000-8080, got \"0443-0444\"",
+        ])
         // Names are resolved once the shape is right.
         XCTAssertEqual(try fixture.errors(withPolicy("""
             policy:
@@ -190,10 +212,28 @@ final class PolicyConfigTests: XCTestCase {
             "wgkeeper.yaml:47:14: from: \"nobody\" is no peer of wg0 (a departed peer, or a typo); it allows nothing until a peer of that name is configured",
             "wgkeeper.yaml:51:13: from: \"nobody\" is no peer of wg0 (a departed peer, or a typo); it allows nothing until a peer of that name is configured",
         ])
-        XCTAssertEqual(Array(loaded.configuration.policyWarnings.prefix(4)), loaded.configuration.absentPolicyNames)
+        XCTAssertEqual(loaded.configuration.policyWarnings, loaded.configuration.absentPolicyNames)
         // The evaluation agrees: nobody's rules match no client.
         let compiled = try XCTUnwrap(loaded.desired.datapath?.policy)
         XCTAssertEqual(compiled.ruleCount, 3)
+    }
+
+    /// The programs judge only packets between a client and lan_prefix: a rule toward anything
+    /// else never matches, and `check` says so.
+    func testRuleOutsideTheLANPrefixIsWarned() throws {
+        let loaded = try fixture.loaded(withPolicy("""
+            policy:
+              client_to_lan: deny
+              lan_to_client: replies
+              rules:
+                - {from: any, to: 2001:db8:99::/64}
+                - {from: any, to: "2001:db8::/32"}
+                - {from: any, to: 2001:db8:1::5}
+
+            """))
+        XCTAssertEqual(loaded.configuration.policyWarnings.map { $0.replacingOccurrences(of: fixture.directory + "/", with: "") }, [
+            "wgkeeper.yaml:44:7: policy: 2001:db8:99::/64 is outside lan_prefix 2001:db8:1::/64; the datapath judges only traffic to the LAN prefix, so this rule never matches",
+        ])
     }
 
     /// The departed peer's drop-in goes while the main file's group still names it: the load
