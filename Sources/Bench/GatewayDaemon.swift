@@ -36,6 +36,8 @@ struct GatewayConfig {
     /// `gateway.ndp` (`kernel` when nil) and `gateway.icmp_ratelimit` (the default when nil).
     var ndp: String? = nil
     var icmpRatelimit: String? = nil
+    /// A `policy` section, as YAML text.
+    var policy: String? = nil
 
     var path: String { directory.appendingPathComponent("wgkeeper.yaml").path }
     var statusSocket: String { directory.appendingPathComponent("status.sock").path }
@@ -86,6 +88,7 @@ struct GatewayConfig {
         }
         yaml += "gateway: {tunnel: wg0, lan: private0, lan_prefix: \"2001:db8:1::/64\", proxy_ndp: true, redirect: \(redirect)"
             + (ndp.map { ", ndp: \($0)" } ?? "") + (icmpRatelimit.map { ", icmp_ratelimit: \($0)" } ?? "") + "}\n"
+            + (policy ?? "")
         try yaml.write(toFile: path, atomically: true, encoding: .utf8)
     }
 }

@@ -14,7 +14,9 @@ usage: wgkeeper-bench converge N RUNS        rows 1 and 5: cold start of wgkeepe
        wgkeeper-bench wireguard N RUNS       rows 6 and 7 (needs WireGuard: the VM)
        wgkeeper-bench forward RUNS SECS      row 8: iperf3 through the TC programs vs all.forwarding (the VM)
        wgkeeper-bench programs N ROUNDS      per-packet cost of each TC program path (BPF_PROG_TEST_RUN), N clients
-       wgkeeper-bench pps PACKETS ROUNDS     row 8 natively: gateway CPU per packet, TC programs vs all.forwarding (TUN as the tunnel)
+       wgkeeper-bench pps PACKETS ROUNDS [policy]
+                                             row 8 natively: gateway CPU per packet, TC programs vs all.forwarding (TUN as the tunnel);
+                                             policy: 10 000 peers and 1 000 rules enforced (client_to_lan: deny, lan_to_client: replies)
        wgkeeper-bench routes N RUNS          issue 2's route-write figure
        wgkeeper-bench idle N SECS [datapath] [wireguard]
                                              row 9: CPU while nothing changes, N peers, default polls
@@ -39,7 +41,7 @@ do {
     case "wireguard": try benchWireGuard(count: number(1, 10_000), runs: number(2, 5))
     case "forward": try benchForwarding(runs: number(1, 3), duration: number(2, 5))
     case "programs": try benchPrograms(count: number(1, 10_000), rounds: number(2, 2000))
-    case "pps": try benchPacketRate(packets: number(1, 200_000), rounds: number(2, 10))
+    case "pps": try benchPacketRate(packets: number(1, 200_000), rounds: number(2, 10), policy: arguments.dropFirst(3).contains("policy"))
     case "routes": try benchRoutes(count: number(1, 10_000), runs: number(2, 5))
     case "idle": try benchIdle(count: number(1, 10_000), window: number(2, 60), ndpDatapath: arguments.dropFirst(3).contains("datapath"),
                                wireGuard: arguments.dropFirst(3).contains("wireguard"))
