@@ -109,17 +109,22 @@ extension Daemon {
     func ensurePolicy(_ datapath: Datapath, _ desired: CompiledPolicy?) throws {
         let wanted = desired.flatMap { $0.isInert ? nil : $0 }
         let word = try datapath.policyWord()
-        if let installed = installedPolicy, installed.word == word, installed.policy == wanted { return }
+        if !policyReadBackDue, let installed = installedPolicy, installed.word == word, installed.policy == wanted { return }
+        // Installed before and wanted unchanged: what the maps hold now was changed by someone else.
+        let repair = installedPolicy.map { $0.policy == wanted } ?? false
         if try datapath.installedPolicy() != wanted {
             let swap = try datapath.install(policy: wanted)
             datapathWrites += 1
-            if let wanted {
-                logger.info("datapath: access policy installed (generation \(swap.generation): \(wanted.ruleCount) rules, \(swap.sources) client prefixes, \(swap.entries) entries)")
+            let what = wanted.map { "access policy (generation \(swap.generation): \($0.ruleCount) rules, \(swap.sources) client prefixes, \(swap.entries) entries)" }
+                ?? "no access policy (everything allowed both ways)"
+            if repair {
+                logger.warning("datapath: the policy maps or select word were changed behind wgkeeper's back; reinstalled \(what)")
             } else {
-                logger.info("datapath: no access policy (everything allowed both ways)")
+                logger.info("datapath: installed \(what)")
             }
         }
         installedPolicy = (wanted, try datapath.policyWord())
+        policyReadBackDue = false
     }
 
     /// Loads (or adopts) the programs, attaches them to both devices, and keeps the pass

@@ -123,6 +123,8 @@ public final class Daemon {
     /// The access policy last found or installed in the maps, and the select word then: while
     /// the word is unchanged and the desired policy the same, nothing is read back.
     var installedPolicy: (policy: CompiledPolicy?, word: UInt32)?
+    /// Set by a resync: the policy maps are read back in full even when the word is unchanged.
+    var policyReadBackDue = false
     /// The interfaces our filters were last looked for beside (nil: look again).
     var filterScanFor: [Int32]?
     /// `ndp: datapath`: the clients' solicited-node groups joined on the LAN, and what failed.
@@ -303,7 +305,7 @@ public final class Daemon {
             lastPlan.violations = []
             lastPlan.conflicts = []
             // The policy maps are read back in full: an entry changed behind our back is repaired.
-            installedPolicy = nil
+            policyReadBackDue = true
             resyncs += 1
             // Records deleted behind the daemon's back are written again (a restart would lose them).
             if !records.isEmpty, !FileManager.default.fileExists(atPath: recordStore.path) {

@@ -77,7 +77,7 @@ final class DaemonPolicyTests: XCTestCase {
         try h.start()
         try eventually(within: .seconds(3), "policy installed in the new word") { try word() & ~1 == expected }
         let started = h.log.components(separatedBy: "starting").last ?? ""
-        let installed = try XCTUnwrap(started.range(of: "access policy installed"), started)
+        let installed = try XCTUnwrap(started.range(of: "datapath: installed access policy"), started)
         let attached = try XCTUnwrap(started.range(of: "lan_ingress ("), started)
         XCTAssertLessThan(installed.lowerBound, attached.lowerBound, "the policy first, then the programs:\n\(started)")
         h.stop()
@@ -88,6 +88,9 @@ final class DaemonPolicyTests: XCTestCase {
         // Someone clears the word: the next proxy_poll installs the policy again (a new generation).
         try shell("bpftool", "map", "update", "pinned", select, "key", "0", "0", "0", "0", "value", "0", "0", "0", "0")
         try eventually(within: .seconds(3), "policy repaired") { try word() & ~1 == expected }
+        usleep(300_000)
+        let repairSaid = "datapath: the policy maps or select word were changed behind wgkeeper's back; reinstalled access policy"
+        XCTAssertTrue(h.log.contains(repairSaid), "the repair is said to be one")
 
         // An entry of the live set cleared behind its back (its slot in the open-addressing
         // table zeroed): the next resync reads the tables back and installs the policy again,
@@ -109,11 +112,15 @@ final class DaemonPolicyTests: XCTestCase {
         try shell(["bpftool", "map", "update", "pinned", rulesMap, "key"] + used[0] + ["value"] + [String](repeating: "0", count: 28))
         try eventually(within: .seconds(4), "policy repaired by the resync") { try word() & 1 != live }
         XCTAssertEqual(try word() & ~1, expected)
+        usleep(300_000)
+        XCTAssertTrue(h.log.contains(repairSaid), "the entry's repair too")
 
         // A reload without the section: no policy, everything allowed.
         try h.writeConfig(h.gatewayConfig(runtime: ["proxy_poll: 200ms"], pinRoot: pinRoot, peers: peers, gateway: ["redirect: true"]))
         _ = try h.ask("reload")
         try eventually(within: .seconds(3), "policy removed") { try word() & ~1 == 0 }
+        usleep(300_000)
+        XCTAssertTrue(h.log.contains("datapath: installed no access policy (everything allowed both ways)"))
     }
 
     /// nftables chains at the forward hook (ip6 and inet; iptables-nft makes the same) do not see
