@@ -211,6 +211,13 @@ extension Configuration {
             }
             members[name] = group.members.map(\.name).filter(tunnelPeers.contains)
         }
+        // Bounded before the groups are expanded into each rule (PolicyCompiler: maximumMemberships).
+        var memberships = 0
+        for rule in policy.rules { for source in rule.from { memberships += members[source.name]?.count ?? 1 } }
+        guard memberships <= CompiledPolicy.maximumMemberships else {
+            errors.append(policy.location, "policy: the rules name \(memberships) peers in all, each group counted with its members (at most \(CompiledPolicy.maximumMemberships)); use fewer rules for large groups, or any")
+            return nil
+        }
         var rules: [PolicyRule] = []
         var ruleLocations: [SourceLocation] = []
         for rule in policy.rules {

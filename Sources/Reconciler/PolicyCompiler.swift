@@ -24,6 +24,10 @@ public struct CompiledPolicy: Hashable, Sendable {
     /// Distinct destination prefix lengths (`POLICY_LENGTHS`): a packet probes the rules' hash
     /// once per length, longest first, until one holds its (class, destination).
     public static let maximumLengths = 8
+    /// Peers named by the rules in all, each group counted with its members (a peer named by
+    /// two rules counts twice): the work of compiling is linear in it, so it is bounded before
+    /// anything is built (4 096 rules from a group of 65 536 peers would be 268 million).
+    public static let maximumMemberships = 1 << 22
 
     public struct Item: Hashable, Sendable, CustomStringConvertible {
         /// 0: any protocol.
@@ -148,6 +152,12 @@ public struct PolicyCompileError: Error, Hashable, Sendable, CustomStringConvert
 }
 
 extension DesiredPolicy {
+    private static func tooManyEntries(_ count: Int, counted: Bool) -> PolicyCompileError {
+        PolicyCompileError(
+            description: "the rules compile to \(counted ? "" : "more than ")\(counted ? count : CompiledPolicy.maximumEntries) datapath entries (the maps hold \(CompiledPolicy.maximumEntries): one per destination for each set of peers sharing the same rules, the rules for any peer in every set); use groups so that peers share rule sets",
+            rule: nil)
+    }
+
     /// Compiles for the peers of the gateway's tunnel; errors name what does not fit the maps.
     public func compile(clients: PolicyClients) -> Result<CompiledPolicy, PolicyCompileError> {
         guard rules.count <= CompiledPolicy.maximumRules else {
@@ -177,6 +187,18 @@ extension DesiredPolicy {
                 classOfPeer[name] = next
             }
         }
+        // Entries counted before any is made: each class has the rules for any peer's
+        // destinations and its own (16 384 classes × 4 000 rules for any peer took 3 GB and a
+        // minute before the count was refused).
+        let anyDestinations = Set(anyRules.map { rules[$0].destination })
+        var entryCount = anyDestinations.count
+        for set in classOfRuleSet.keys {
+            var own = Set<IPPrefix>()
+            for index in set where !anyDestinations.contains(rules[index].destination) { own.insert(rules[index].destination) }
+            entryCount += anyDestinations.count + own.count
+            if entryCount > CompiledPolicy.maximumEntries { break }
+        }
+        guard entryCount <= CompiledPolicy.maximumEntries else { return .failure(Self.tooManyEntries(entryCount, counted: false)) }
         var compiled = CompiledPolicy(clientToLAN: clientToLAN, lanToClient: lanToClient, sources: [:], entries: [:], ruleCount: rules.count)
         for (prefix, name) in clients.prefixes { compiled.sources[prefix] = classOfPeer[name] ?? 0 }
 
@@ -213,11 +235,7 @@ extension DesiredPolicy {
                 compiled.entries[CompiledPolicy.Key(policyClass: policyClass, destination: destination)] = entry
             }
         }
-        guard compiled.entries.count <= CompiledPolicy.maximumEntries else {
-            return .failure(PolicyCompileError(
-                description: "the rules compile to \(compiled.entries.count) datapath entries (the maps hold \(CompiledPolicy.maximumEntries)); use groups so that peers share rule sets",
-                rule: nil))
-        }
+        guard compiled.entries.count <= CompiledPolicy.maximumEntries else { return .failure(Self.tooManyEntries(compiled.entries.count, counted: true)) }
         let itemCount = compiled.entries.values.reduce(0) { $0 + $1.count }
         guard itemCount <= CompiledPolicy.maximumItems else {
             return .failure(PolicyCompileError(

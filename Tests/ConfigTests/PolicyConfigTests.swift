@@ -273,6 +273,27 @@ final class PolicyConfigTests: XCTestCase {
         ])
     }
 
+    /// Groups expanded into every rule are bounded before they are: 4 096 rules from a group
+    /// of 1 025 peers name 4 198 400 peers in all.
+    func testMembershipsAreBoundedBeforeGroupsAreExpanded() throws {
+        var text = AcceptedConfigs.base.replacingOccurrences(of: "    peers:\n", with: "    peers:\n" + (0..<1025).map { i in
+            "      - {name: m\(i), public_key: \"\(Self.key(i))\", allowed_ips: [\"2001:db8:1::\(String(0x1000 + i, radix: 16))/128\"]}\n"
+        }.joined())
+        XCTAssertTrue(text.contains("name: m1024"))
+        text += "policy:\n  client_to_lan: deny\n  groups:\n    many: [" + (0..<1025).map { "m\($0)" }.joined(separator: ", ") + "]\n  rules:\n"
+        for i in 0..<4096 { text += "    - {from: many, to: \"2001:db8:1::\(String(0x8000 + i, radix: 16))\"}\n" }
+        XCTAssertEqual(try fixture.errors(text).map { $0.replacingOccurrences(of: #"^wgkeeper.yaml:\d+:\d+: "#, with: "", options: .regularExpression) }, [
+            "policy: the rules name 4198400 peers in all, each group counted with its members (at most 4194304); use fewer rules for large groups, or any",
+        ])
+    }
+
+    private static func key(_ i: Int) -> String {
+        var bytes = [UInt8](repeating: 7, count: 32)
+        bytes[0] = UInt8(i & 0xff)
+        bytes[1] = UInt8(i >> 8)
+        return Data(bytes).base64EncodedString()
+    }
+
     func testRuleLimit() throws {
         var limits = ConfigLimits()
         limits.policyRules = 2

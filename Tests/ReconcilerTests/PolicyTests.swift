@@ -124,6 +124,27 @@ final class PolicyTests: XCTestCase {
         print("compiled 4 096 rules for 100 peers (\(compiled.entries.count) entries) in \(elapsed)")
     }
 
+    /// Within every configuration limit, 16 384 peers in 14 groups (peer i in group g when bit g
+    /// of i is set: 16 383 rule sets) and 4 000 rules for any peer would be 65 million entries:
+    /// refused from a count, before any entry is made (the review's case took 3 GB and a minute).
+    func testEntriesAreCountedBeforeTheyAreMade() throws {
+        var peers: [DesiredPeer] = []
+        var members = [[String]](repeating: [], count: 14)
+        for i in 0..<16_384 {
+            peers.append(DesiredPeer(name: "p\(i)", publicKey: WireGuardKey(bytes: [UInt8](repeating: 1, count: 32))!,
+                                     allowedIPs: [IPPrefix(address: .v6(IPv6Address(high: 0x2001_0db8_000c_0000, low: UInt64(i + 1))), length: 128)]))
+            for g in 0..<14 where i & (1 << g) != 0 { members[g].append("p\(i)") }
+        }
+        var rules = (0..<14).map { g in
+            PolicyRule(source: .peers(members[g].sorted()), destination: IPPrefix(address: .v6(IPv6Address(high: 0x2001_0db8_0001_0000, low: UInt64(0x1000 + g))), length: 128))
+        }
+        for i in 0..<4000 {
+            rules.append(PolicyRule(source: .any, destination: IPPrefix(address: .v6(IPv6Address(high: 0x2001_0db8_0001_0000, low: UInt64(i + 1))), length: 128)))
+        }
+        let problem = try XCTUnwrap(DesiredPolicy(clientToLAN: .deny, rules: rules).compile(clients: PolicyClients(peers: peers)).failure)
+        XCTAssertTrue(problem.description.hasPrefix("the rules compile to more than 65536 datapath entries (the maps hold 65536"), problem.description)
+    }
+
     /// Thousands of random packets over hundreds of random rule sets: the compiled form says
     /// what the rules say, verdict and counted rule alike.
     func testCompiledAgreesWithTheRulesOnRandomPolicies() throws {
