@@ -119,15 +119,22 @@ extension Datapath {
         var word: UInt32 = 0
         try check(bpf_map_lookup_elem(try map("policy_select"), &selectKey, &word), "read map", "policy_select")
         guard word & ~CompiledPolicy.generationBit != 0 else { return nil }
+        // Bits no policy sets, or the fourth LAN mode (which the programs take for "neither
+        // allow, deny nor replies": the rules alone, no opening denied).
+        let known = CompiledPolicy.generationBit | CompiledPolicy.clientDenyBit | CompiledPolicy.lanMask
+        let lan: DesiredPolicy.LANToClient
+        switch (word & CompiledPolicy.lanMask) >> CompiledPolicy.lanShift {
+        case 0: lan = .allow
+        case 1: lan = .deny
+        case 2: lan = .replies
+        default: return CompiledPolicy.inconsistent
+        }
+        guard word & ~known == 0 else { return CompiledPolicy.inconsistent }
         let generation = word & 1
         var infoKey = generation
         var info = [UInt8](repeating: 0, count: PolicyTables.infoSize)
         try check(bpf_map_lookup_elem(try map("policy_info"), &infoKey, &info), "read map", "policy_info")
-        let lan: DesiredPolicy.LANToClient = switch (word & CompiledPolicy.lanMask) >> CompiledPolicy.lanShift {
-        case 0: .allow
-        case 1: .deny
-        default: .replies
-        }
+        guard Int(PolicyTables.u32(info, 4)) <= CompiledPolicy.maximumLengths else { return CompiledPolicy.inconsistent }
         var policy = CompiledPolicy(clientToLAN: word & CompiledPolicy.clientDenyBit != 0 ? .deny : .allow, lanToClient: lan,
                                     sources: [:], entries: [:], ruleCount: Int(PolicyTables.u32(info, 16)))
         let lengthCount = min(Int(PolicyTables.u32(info, 4)), CompiledPolicy.maximumLengths)
@@ -139,7 +146,8 @@ extension Datapath {
                                                        slots: PolicyTables.ruleSlots, size: PolicyTables.ruleSize, "policy_rules"),
                                   items: try readArray(try map("policy_items"), from: Int(generation) * PolicyTables.itemSlots,
                                                        slots: PolicyTables.itemSlots, size: PolicyTables.itemSize, "policy_items"))
-        tables.policy(into: &policy)
+        // The masks the programs AND destinations with are those of the lengths.
+        guard tables.policy(into: &policy), Array(info[28..<PolicyTables.infoSize]) == tables.lengthMasks else { return CompiledPolicy.inconsistent }
         // Shorter client prefixes are looked up only when the flag says there are any.
         if PolicyTables.u32(info, 0) & 1 != 0 {
             for (key, value) in try Self.allEntries(try map("policy_source_prefixes_\(generation)"), keySize: 20, valueSize: 4, "policy_source_prefixes_\(generation)") {
@@ -301,4 +309,10 @@ private func sleepFor(_ duration: Duration) {
     var request = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
     var remaining = timespec()
     while nanosleep(&request, &remaining) == -1, errno == EINTR { request = remaining }
+}
+
+extension CompiledPolicy {
+    /// What a read-back gives for maps that hold what no compiled policy does (a select word or
+    /// masks changed behind wgkeeper's back): equal to no desired policy, so it is reinstalled.
+    public static let inconsistent = CompiledPolicy(clientToLAN: .deny, lanToClient: .deny, sources: [:], entries: [:], ruleCount: -1)
 }

@@ -189,7 +189,10 @@ struct PolicyTables: Equatable {
     /// the programs probe. A source whose lengths leave out one its class has entries at is
     /// dropped, and so are class 0's entries when `defaultLengths` does: the result then differs
     /// from any policy that was installed, which is what a read-back is for.
-    func policy(into policy: inout CompiledPolicy) {
+    /// False when an item holds what no compiled policy has (a port range ending before it
+    /// starts, which the programs match no port with).
+    func policy(into policy: inout CompiledPolicy) -> Bool {
+        var consistent = true
         func reachable(_ table: [UInt8], size: Int, slots: Int, at slot: Int, home: UInt32, usedOffset: Int) -> Bool {
             let home = Int(home) & (slots - 1)
             for p in 0..<Self.probes {
@@ -215,6 +218,7 @@ struct PolicyTables: Equatable {
             entries[key] = (first..<(first + count)).map { i in
                 let at = i * Self.itemSize
                 let u16 = { (offset: Int) in UInt16(items[at + offset]) | UInt16(items[at + offset + 1]) << 8 }
+                if u16(6) < u16(4) { consistent = false }
                 return CompiledPolicy.Item(proto: items[at], rule: u16(2), ports: PortRange(u16(4), max(u16(4), u16(6))))
             }
         }
@@ -239,5 +243,6 @@ struct PolicyTables: Equatable {
             guard record[5] & needed == needed else { continue }
             policy.sources[.host(address)] = record[4]
         }
+        return consistent
     }
 }

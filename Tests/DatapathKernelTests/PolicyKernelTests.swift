@@ -176,6 +176,59 @@ final class PolicyKernelTests: XCTestCase {
         XCTAssertEqual(perRule.rules, [2, 3])
     }
 
+    /// What no compiled policy holds reads back as `inconsistent`, so the daemon reinstalls it:
+    /// the fourth LAN mode in the select word (the programs then apply the rules alone and let
+    /// LAN hosts open connections under `replies`), an unknown bit, a length's mask changed, an
+    /// item whose port range ends before it starts (the review found each read back as fine).
+    func testReadBackTellsTamperedMapsFromAPolicy() throws {
+        let (_, datapath) = try gateway()
+        let policy = DesiredPolicy(clientToLAN: .deny, lanToClient: .replies, rules: [
+            PolicyRule(source: .peers(["a"]), destination: .host(.v6(server1)), proto: .tcp, ports: [PortRange(22, 22)], label: "a"),
+        ])
+        let compiled = try policy.compile(clients: clients(["a": a])).get()
+        try datapath.install(policy: compiled)
+        let generation = try datapath.policyWord() & 1
+        let pins = datapath.pinDirectory
+        func le32(_ value: UInt32) -> [String] { withUnsafeBytes(of: value.littleEndian) { $0.map { String($0) } } }
+        func update(_ map: String, key: UInt32, _ value: [String]) throws {
+            try shell(["bpftool", "map", "update", "pinned", "\(pins)/\(map)", "key"] + le32(key) + ["value"] + value)
+        }
+        func value(_ map: String, key: UInt32) throws -> [String] {
+            let text = try shell(["bpftool", "-j", "map", "lookup", "pinned", "\(pins)/\(map)", "key"] + le32(key))
+            let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+            return try XCTUnwrap(object["value"] as? [String]).map { String(UInt8($0.dropFirst(2), radix: 16)!) }
+        }
+        let word = try datapath.policyWord()
+        for tampered in [word | CompiledPolicy.lanMask, word | 0x100] {
+            try update("policy_select", key: 0, le32(tampered))
+            XCTAssertEqual(try datapath.installedPolicy(), CompiledPolicy.inconsistent, "word \(tampered)")
+            try update("policy_select", key: 0, le32(word))
+            XCTAssertEqual(try datapath.installedPolicy(), compiled)
+        }
+        // policy_info: the first length's mask (bytes 28-43) zeroed.
+        let info = try value("policy_info", key: generation)
+        var masked = info
+        for i in 28..<44 { masked[i] = "0" }
+        try update("policy_info", key: generation, masked)
+        XCTAssertEqual(try datapath.installedPolicy(), CompiledPolicy.inconsistent, "mask")
+        try update("policy_info", key: generation, info)
+        XCTAssertEqual(try datapath.installedPolicy(), compiled)
+        // The entry's one item (tcp 22-22): its last port 0.
+        let dump = try shell("bpftool", "-j", "map", "dump", "pinned", "\(pins)/policy_items")
+        let items = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(dump.utf8)) as? [[String: Any]])
+        let used = items.compactMap { item -> (UInt32, [String])? in
+            guard let key = item["key"] as? [String], let bytes = item["value"] as? [String], bytes[0] == "0x06" else { return nil }
+            return (key.reversed().reduce(0) { $0 << 8 | UInt32($1.dropFirst(2), radix: 16)! }, bytes.map { String(UInt8($0.dropFirst(2), radix: 16)!) })
+        }
+        XCTAssertEqual(used.count, 1)
+        var item = used[0].1
+        (item[6], item[7]) = ("0", "0")
+        try update("policy_items", key: used[0].0, item)
+        XCTAssertEqual(try datapath.installedPolicy(), CompiledPolicy.inconsistent, "item")
+        try datapath.install(policy: compiled)
+        XCTAssertEqual(try datapath.installedPolicy(), compiled, "a new generation repairs it")
+    }
+
     /// A restart adopts the pinned maps: the policy is still live, read back the same, and
     /// enforced without a moment's gap (nothing is written).
     func testRestartKeepsThePolicy() throws {
