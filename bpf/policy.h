@@ -361,8 +361,8 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 	}
 	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP)
 		port = to_lan ? (__u16)l4[2] << 8 | l4[3] : (__u16)l4[0] << 8 | l4[1];
-	else if (proto == IPPROTO_ICMPV6 && !to_lan && l4[0] < 128)
-		any_protocol = 1;
+	else if (proto == IPPROTO_ICMPV6 && l4[0] < 128)
+		any_protocol = 1; // an error quotes the other side's packet: any rule for the pair will do
 	// A flow replies track: UDP, or an ICMPv6 echo (request from a client, reply from the LAN).
 	int udp = proto == IPPROTO_UDP;
 	int echo = proto == IPPROTO_ICMPV6 && l4[0] == (to_lan ? ICMPV6_ECHO_REQUEST : ICMPV6_ECHO_REPLY);
@@ -396,7 +396,7 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 	}
 	int rule = -1;
 	if (!to_lan || (word & POLICY_CLIENT_DENY)) {
-		rule = to_lan ? policy_lookup(word, &source, &destination, proto, port, 0)
+		rule = to_lan ? policy_lookup(word, &source, &destination, proto, port, any_protocol)
 			      : policy_lookup(word, &destination, &source, proto, port, any_protocol);
 		if (rule < 0 || rule >= POLICY_RULES_MAX) {
 			policy_count(word, to_lan ? POLICY_SLOT_CLIENT_DENIED : POLICY_SLOT_LAN_DENIED);

@@ -289,8 +289,11 @@ extension Configuration {
         if policy.clientToLAN == .allow, !policy.rules.isEmpty {
             warnings.append("\(policy.location): policy: client_to_lan is allow, so the rules have no effect; set client_to_lan: deny to enforce them")
         }
-        if policy.lanToClient == .deny, policy.clientToLAN == .deny || !policy.rules.isEmpty {
+        if policy.lanToClient == .deny {
             warnings.append("\(policy.location): policy: lan_to_client: deny drops the LAN's replies too (TCP and ping to the LAN cannot work); lan_to_client: replies lets replies through")
+        }
+        if policy.clientToLAN == .deny, policy.lanToClient == .allow {
+            warnings.append("\(policy.location): policy: with client_to_lan: deny, the clients' answers to connections LAN hosts open are denied unless a rule allows them (lan_to_client: allow lets LAN hosts open them)")
         }
         return warnings
     }

@@ -225,8 +225,9 @@ extension DesiredPolicy {
     ///
     /// - client to LAN: `allow` lets everything through; `deny` only what a rule allows.
     /// - LAN to client: `allow` everything, `deny` nothing, `replies` what a rule allows for the
-    ///   packet reversed (the LAN host's source port as the rule's port); an ICMPv6 error only
-    ///   needs some rule of the client for the LAN host, whatever its protocol and ports.
+    ///   packet reversed (the LAN host's source port as the rule's port).
+    /// Where the rules decide, an ICMPv6 error (either way) only needs some rule of the client
+    /// for the LAN host, whatever its protocol and ports: it quotes the other side's packet.
     /// The first rule (lowest index) that allows the packet is the one counted.
     /// This is the stateless part: `evaluate(_:peerOf:flows:)` adds what `replies` remembers.
     public func evaluate(_ packet: PolicyPacket, peerOf: (IPv6Address) -> String?) -> PolicyVerdict {
@@ -241,7 +242,7 @@ extension DesiredPolicy {
             }
         }
         let peer = peerOf(packet.client)
-        let anyProtocol = packet.direction == .lanToClient && packet.isICMPError
+        let anyProtocol = packet.isICMPError
         for (index, rule) in rules.enumerated() where rule.applies(to: peer) && rule.destination.contains(.v6(packet.lanHost)) {
             if anyProtocol || rule.matches(proto: packet.proto, port: packet.lanPort) { return .allowed(rule: index) }
         }

@@ -146,6 +146,9 @@ final class PolicyKernelTests: XCTestCase {
             (tcp(server1, a, 22, 40000, .lanToClient), true),
             (tcp(server1, a, 23, 40000, .lanToClient), false),
             (tcp(server2, b, 443, 40000, .lanToClient), true),
+            // a's Packet Too Big to server 1 (some rule of a's for it), not to server 2.
+            (PolicyPacket(direction: .clientToLAN, source: a, destination: server1, proto: 58, icmpType: 2), true),
+            (PolicyPacket(direction: .clientToLAN, source: a, destination: server2, proto: 58, icmpType: 2), false),
         ]
         for (i, (packet, _)) in packets.enumerated() {
             XCTAssertEqual(policy.evaluate(packet, peerOf: clients(["a": a, "b": b]).peer(of:)).isAllowed, packets[i].1, "reference: \(packet)")
@@ -155,6 +158,7 @@ final class PolicyKernelTests: XCTestCase {
         XCTAssertEqual(result.through, Set(packets.indices.filter { packets[$0].1 }.map(UInt32.init)))
 
         // Each denied client packet got Destination Unreachable code 1 quoting it, from the tunnel's source.
+        // (Not the denied Packet Too Big: no error answers an error, RFC 4443 2.4 e.)
         XCTAssertEqual(result.rejectsOnTunnel.count, 3)
         for (reject, index) in zip(result.rejectsOnTunnel, [1, 2, 3]) {
             try ICMPError.check(reject, type: 1, code: 1, field: 0, from: Self.tunnelSource, to: a,
@@ -168,12 +172,12 @@ final class PolicyKernelTests: XCTestCase {
                                 quoting: Self.bytes(packets[7].0, sequence: 7))
         }
         let counters = try datapath.counters()
-        XCTAssertEqual(counters.policyDenied, 4)
-        XCTAssertEqual(counters.prohibited, 4)
+        XCTAssertEqual(counters.policyDenied, 5)
+        XCTAssertEqual(counters.prohibited, 4, "no error answers an error (RFC 4443 2.4 e)")
         let perRule = try datapath.policyCounters(ruleCount: 2)
-        XCTAssertEqual(perRule.clientToLANDenied, 3)
+        XCTAssertEqual(perRule.clientToLANDenied, 4)
         XCTAssertEqual(perRule.lanToClientDenied, 1)
-        XCTAssertEqual(perRule.rules, [2, 3])
+        XCTAssertEqual(perRule.rules, [3, 3])
     }
 
     /// What no compiled policy holds reads back as `inconsistent`, so the daemon reinstalls it:

@@ -43,6 +43,11 @@ final class PolicyTests: XCTestCase {
             // An ICMPv6 error from server 1 to alice: some rule of alice for server 1 is enough.
             (PolicyPacket(direction: .lanToClient, source: server1, destination: alice, proto: 58, icmpType: 1), .allowed(rule: 0)),
             (PolicyPacket(direction: .lanToClient, source: server1, destination: alice, proto: 58, icmpType: 129), .denied),
+            // And alice's (Packet Too Big, Port Unreachable) to server 1; not to server 2, for which she has none.
+            (PolicyPacket(direction: .clientToLAN, source: alice, destination: server1, proto: 58, icmpType: 2), .allowed(rule: 0)),
+            (PolicyPacket(direction: .clientToLAN, source: alice, destination: server1, proto: 58, icmpType: 1), .allowed(rule: 0)),
+            (PolicyPacket(direction: .clientToLAN, source: alice, destination: server2, proto: 58, icmpType: 1), .denied),
+            (PolicyPacket(direction: .clientToLAN, source: alice, destination: server1, proto: 58, icmpType: 128), .denied),
         ]
         for (packet, expected) in cases {
             XCTAssertEqual(policy.evaluate(packet, peerOf: clients.peer(of:)), expected, "\(packet)")
