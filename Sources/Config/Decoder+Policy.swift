@@ -185,6 +185,10 @@ extension Configuration {
             for section in device.peers { otherDevice[section.peer.name] = device.name }
         }
         var ok = true
+        if let peer = tunnel.peers.first(where: { $0.peer.name == "any" }) {
+            errors.append(peer.location, "name: a peer called \"any\" cannot be told from a rule's from: any (every peer); rename it")
+            ok = false
+        }
         // A name that is no peer at all allows nothing (`absentPolicyNames` warns of it): the
         // rules only allow, so a departed peer's drop-in can go without editing every group
         // that names it, and the reload that removes the peer is not refused for it.
@@ -271,7 +275,9 @@ extension Configuration {
                 note(source.location, "from", source.name)
             }
         }
-        return lines
+        // As errors are: a million absent names must not be a million log lines at each reload.
+        let limit = 1000
+        return lines.count <= limit ? lines : Array(lines.prefix(limit)) + ["and \(lines.count - limit) more names that are no peer"]
     }
 
     /// What `check` says about the policy without failing: none set, names that are no peer, or
@@ -282,6 +288,16 @@ extension Configuration {
             return ["no policy section: every peer of \(gateway.tunnel) reaches every LAN address on every port and every LAN host reaches every client; netfilter FORWARD rules do not see this traffic (the datapath redirects it past the forwarding path)"]
         }
         var warnings = absentPolicyNames
+        for name in policy.groups.keys.sorted() where policy.groups[name]!.members.isEmpty {
+            warnings.append("\(policy.groups[name]!.location): policy.groups.\(name): no members; rules from it allow nothing")
+        }
+        // A client's own address is the tunnel's side: packets to it are never judged as LAN traffic.
+        let clientPrefixes = devices.first { $0.name == gateway.tunnel }?.peers.flatMap { section in section.peer.allowedIPs.map { ($0, section.peer.name) } } ?? []
+        for rule in policy.rules {
+            if let (prefix, peer) = clientPrefixes.first(where: { gateway.lanPrefix.contains($0.0) && $0.0.contains(rule.destination) }) {
+                warnings.append("\(rule.location): policy: \(rule.destination) is within \(prefix), peer \(Scalars.quoted(peer))'s address: packets to it go to the tunnel, so this rule never matches")
+            }
+        }
         // The programs judge only what they redirect: packets between a client and lan_prefix.
         for rule in policy.rules where !gateway.lanPrefix.contains(rule.destination) && !rule.destination.contains(gateway.lanPrefix) {
             warnings.append("\(rule.location): policy: \(rule.destination) is outside lan_prefix \(gateway.lanPrefix); the datapath judges only traffic to the LAN prefix, so this rule never matches")

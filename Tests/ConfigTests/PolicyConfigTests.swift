@@ -229,11 +229,32 @@ final class PolicyConfigTests: XCTestCase {
                 - {from: any, to: 2001:db8:99::/64}
                 - {from: any, to: "2001:db8::/32"}
                 - {from: any, to: 2001:db8:1::5}
+                - {from: any, to: 2001:db8:1::100}
+                - {from: nobody-yet, to: 2001:db8:1::6}
+              groups:
+                nobody-yet:
 
             """))
         XCTAssertEqual(loaded.configuration.policyWarnings.map { $0.replacingOccurrences(of: fixture.directory + "/", with: "") }, [
+            "wgkeeper.yaml:50:5: policy.groups.nobody-yet: no members; rules from it allow nothing",
+            "wgkeeper.yaml:47:7: policy: 2001:db8:1::100/128 is within 2001:db8:1::100/128, peer \"alice-laptop\"'s address: packets to it go to the tunnel, so this rule never matches",
             "wgkeeper.yaml:44:7: policy: 2001:db8:99::/64 is outside lan_prefix 2001:db8:1::/64; the datapath judges only traffic to the LAN prefix, so this rule never matches",
         ])
+    }
+
+    /// `from: any` means every peer, so no peer may be called any while a policy is set.
+    func testAPeerCalledAnyIsRefusedWithAPolicy() throws {
+        let text = withPolicy("policy:\n  client_to_lan: deny\n").replacingOccurrences(of: "name: bob-phone", with: "name: any")
+        XCTAssertEqual(try fixture.errors(text), ["wgkeeper.yaml:18:9: name: a peer called \"any\" cannot be told from a rule's from: any (every peer); rename it"])
+        _ = try fixture.loaded(AcceptedConfigs.base.replacingOccurrences(of: "name: bob-phone", with: "name: any"))
+    }
+
+    /// At most 1 000 names that are no peer are said, then how many more.
+    func testAbsentNamesAreCapped() throws {
+        let names = (0..<1500).map { "gone\($0)" }.joined(separator: ", ")
+        let loaded = try fixture.loaded(withPolicy("policy:\n  client_to_lan: deny\n  groups:\n    old: [\(names)]\n"))
+        XCTAssertEqual(loaded.configuration.absentPolicyNames.count, 1001)
+        XCTAssertEqual(loaded.configuration.absentPolicyNames.last, "and 500 more names that are no peer")
     }
 
     /// The departed peer's drop-in goes while the main file's group still names it: the load
