@@ -115,6 +115,7 @@ extension Daemon {
         if try datapath.installedPolicy() != wanted {
             let swap = try datapath.install(policy: wanted)
             datapathWrites += 1
+            changesApplied += 1  // a reload that changed only the policy says so
             let what = wanted.map { "access policy (generation \(swap.generation): \($0.ruleCount) rules, \(swap.sources) client prefixes, \(swap.entries) entries)" }
                 ?? "no access policy (everything allowed both ways)"
             if repair {

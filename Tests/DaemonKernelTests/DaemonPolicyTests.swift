@@ -115,9 +115,10 @@ final class DaemonPolicyTests: XCTestCase {
         usleep(300_000)
         XCTAssertTrue(h.log.contains(repairSaid), "the entry's repair too")
 
-        // A reload without the section: no policy, everything allowed.
+        // A reload without the section: no policy, everything allowed (the one change it applies).
         try h.writeConfig(h.gatewayConfig(runtime: ["proxy_poll: 200ms"], pinRoot: pinRoot, peers: peers, gateway: ["redirect: true"]))
-        _ = try h.ask("reload")
+        let reply = try h.ask("reload")
+        XCTAssertTrue((reply["output"] as? String ?? "").contains(", 1 change(s) applied"), "\(reply)")
         try eventually(within: .seconds(3), "policy removed") { try word() & ~1 == 0 }
         usleep(300_000)
         XCTAssertTrue(h.log.contains("datapath: installed no access policy (everything allowed both ways)"))
