@@ -105,7 +105,9 @@ final class GatewayDaemon {
         let log = config.directory.appendingPathComponent("daemon.log").path
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["ip", "netns", "exec", namespace, try wgkeeperBinary(), "run", "--config", config.path, "--log-level", "warning"]
+        // `WGK_BENCH_WRAP`: a command the daemon runs under (a heap profiler), split at spaces.
+        let wrap = (ProcessInfo.processInfo.environment["WGK_BENCH_WRAP"] ?? "").split(separator: " ").map(String.init)
+        process.arguments = ["ip", "netns", "exec", namespace] + wrap + [try wgkeeperBinary(), "run", "--config", config.path, "--log-level", "warning"]
         var environment = ProcessInfo.processInfo.environment
         environment["NOTIFY_SOCKET"] = notifyPath
         process.environment = environment
