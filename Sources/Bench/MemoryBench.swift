@@ -9,7 +9,10 @@ import Netlink
 /// kernel), then `reloads` reloads that move one peer's address and back, then stopped.
 /// VmRSS after convergence and after the reloads, VmHWM (the peak) before the stop; `wgkeeper
 /// check` of the same file, its peak from `wait4`. `WGK_BENCH_WRAP` (e.g. `heaptrack -o FILE`)
-/// runs the daemon under that command, for a heap profile of the same procedure.
+/// runs the daemon under that command, for a heap profile of the same procedure;
+/// `WGK_BENCH_ON_MEASURE`, a shell command run at each measurement with `PID` (the daemon's)
+/// and `WHEN` (`converged`, `reloaded`) in its environment, takes a snapshot there (e.g.
+/// `vgdb --pid=$PID detailed_snapshot /tmp/massif.$WHEN` with `valgrind --tool=massif` as the wrap).
 func benchMemory(count: Int, reloads: Int) throws {
     let directory = try scratchDirectory()
     defer { try? FileManager.default.removeItem(at: directory) }
@@ -17,6 +20,7 @@ func benchMemory(count: Int, reloads: Int) throws {
     try config.write()
     let checkPeak = try peakOfCommand([try wgkeeperBinary(), "check", "--config", config.path])
 
+    let wrapped = !(ProcessInfo.processInfo.environment["WGK_BENCH_WRAP"] ?? "").isEmpty
     var converged = (rss: 0.0, hwm: 0.0), reloaded = (rss: 0.0, hwm: 0.0)
     var convergeSeconds = 0.0
     try withGatewayNamespace { name, namespace in
@@ -29,17 +33,23 @@ func benchMemory(count: Int, reloads: Int) throws {
             usleep(20_000)
         }
         convergeSeconds = (ContinuousClock.now - daemon.started).seconds
+        // The reconcile that follows the one that converged (re-reads, a second pass) is over
+        // by then: what is measured is what the daemon holds, not what a plan holds meanwhile.
+        // `WGK_BENCH_SETTLE` (seconds) lengthens it for a daemon slowed by a profiler.
+        usleep(UInt32(1_000_000 * (ProcessInfo.processInfo.environment["WGK_BENCH_SETTLE"].flatMap { Double($0) } ?? 2)))
         let pid = try daemonPid(under: daemon.process.processIdentifier)
         converged = try daemon.memory(pid: pid)
+        try onMeasure(pid: pid, when: "converged")
         let peer = count / 2
         for k in 0..<reloads {
             config.moved = k % 2 == 0 ? [peer] : []
             try config.write()
             usleep(150_000)  // reloads are spaced 100 ms apart by the daemon
-            let reply = try daemon.request("reload")
+            let reply = try daemon.request("reload", timeout: wrapped ? 600 : 30)
             guard reply["ok"] as? Bool == true else { throw BenchError("reload refused: \(reply)") }
         }
         reloaded = try daemon.memory(pid: pid)
+        try onMeasure(pid: pid, when: "reloaded")
     }
     var figure = Figure(row: 5, what: "resident memory after convergence, N = \(count) peers (N routes, N proxies, N peers pending)",
                         unit: "MiB", ours: Summary([converged.rss]), target: count >= 50_000 ? "< 64 MiB, peak < 96 MiB" : "—",
@@ -52,7 +62,8 @@ func benchMemory(count: Int, reloads: Int) throws {
 }
 
 /// The first process named `wgkeeper` in the tree under `root` (`ip netns exec` execs it, a
-/// wrapper such as heaptrack starts it as a child).
+/// wrapper such as heaptrack starts it as a child), else `root` itself (valgrind execs its tool,
+/// which runs the daemon in its own process under its own name).
 func daemonPid(under root: Int32) throws -> Int32 {
     var queue = [root]
     while !queue.isEmpty {
@@ -65,7 +76,8 @@ func daemonPid(under root: Int32) throws -> Int32 {
             queue += children.split(separator: " ").compactMap { Int32($0) }
         }
     }
-    throw BenchError("no wgkeeper process under \(root)")
+    guard kill(root, 0) == 0 else { throw BenchError("no wgkeeper process under \(root)") }
+    return root
 }
 
 /// Runs a command to completion and returns its peak resident memory (ru_maxrss) in MiB.
@@ -85,4 +97,10 @@ func peakOfCommand(_ arguments: [String]) throws -> Double {
     }
     guard status == 0 else { throw BenchError("\(arguments.joined(separator: " ")) exited with status \(status)") }
     return Double(usage.ru_maxrss) / 1024
+}
+
+/// `WGK_BENCH_ON_MEASURE`, if set, run through `sh -c` with `PID` and `WHEN` set.
+func onMeasure(pid: Int32, when: String) throws {
+    guard let command = ProcessInfo.processInfo.environment["WGK_BENCH_ON_MEASURE"], !command.isEmpty else { return }
+    try shell(["env", "PID=\(pid)", "WHEN=\(when)", "sh", "-c", command])
 }
