@@ -243,7 +243,7 @@ private struct Planner {
         guard let kernel = current.endpoint else { return true }
         if case .address(let endpoint) = configured, endpoint == kernel { return false }
         let key = LastApplied.PeerKey(device: device, publicKey: current.publicKey)
-        guard let record = lastApplied?.endpoints[key] else { return false }
+        guard let record = lastApplied?.endpoint(key) else { return false }
         return record != configured
     }
 
