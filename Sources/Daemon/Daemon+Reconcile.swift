@@ -23,11 +23,11 @@ extension Daemon {
         if !full, !readChanged, let planner = currentRoutePlanner() {
             let (touched, beyond) = kernel.takeChanges()
             if !beyond, touched.isEmpty { return settle(start: start) }
-            metrics.begin(generation: generation, previous: lastPlan, failing: failures.keys)
+            metrics.begin(generation: generation, previous: lastPlan, pendingKinds: Array(pendingByKind.keys), failing: failures.keys)
             if !beyond { return reconcileRoutes(touched, planner: planner, start: start) }
             logger.debug("full plan: more than routes changed in the kernel")
         } else {
-            metrics.begin(generation: generation, previous: lastPlan, failing: failures.keys)
+            metrics.begin(generation: generation, previous: lastPlan, pendingKinds: Array(pendingByKind.keys), failing: failures.keys)
             _ = kernel.takeChanges()
             logger.debug("full plan", metadata: ["due": "\(full)", "failures": "\(failures.count)", "read_changed": "\(readChanged)"])
         }
@@ -61,7 +61,7 @@ extension Daemon {
         outstanding.changes.removeAll { heldSubjects.contains($0.subject) }
         outstanding.pending += held
         let previous = lastPlan
-        lastPlan = outstanding
+        remember(outstanding)
         // With the writes done (or refused), `ndp: kernel` may take over from lan_ingress now.
         followNeighbourDiscoveryHandover()
         changesApplied += applied
@@ -82,6 +82,16 @@ extension Daemon {
         if changes.count > applied, failures.isEmpty { schedule(after: .milliseconds(50)) }
         // Ready for the next route event, so that it pays nothing linear in the table.
         _ = currentRoutePlanner()
+    }
+
+    /// Keeps `plan` as the last plan, its pending objects counted by kind and listed up to
+    /// `listedObjects` (what status shows of them).
+    func remember(_ plan: Plan) {
+        var plan = plan
+        pendingByKind = [:]
+        for item in plan.pending { pendingByKind[item.kind, default: 0] += 1 }
+        if plan.pending.count > Daemon.listedObjects { plan.pending = Array(plan.pending.prefix(Daemon.listedObjects)) }
+        lastPlan = plan
     }
 
     /// The route planner for the desired state, links, addresses and records as they are now:
@@ -321,7 +331,7 @@ extension Daemon {
             if config.configuration.runtime.statusSocket != runtime.statusSocket {
                 logger.warning("status_socket takes effect on restart")
             }
-            loaded = config
+            loaded = Daemon.kept(config)
             generation += 1
             configErrors = []
             refreshEndpoints()
