@@ -41,7 +41,9 @@ public final class ConfigCache: Sendable {
 
     struct State: Sendable {
         var files: [String: CachedFile] = [:]
-        var peers: [SourceLocation: DecodedPeer] = [:]
+        /// The devices the last load decoded, their peers as the decoder made them (before any
+        /// key file was read): the sections `CachedFile.peers` name.
+        var devices: [DeviceSection] = []
         var statistics = Statistics()
     }
 
@@ -63,8 +65,8 @@ public final class ConfigCache: Sendable {
     public var cachedFiles: Int { state.withLock { $0.files.count } }
 }
 
-/// One file as last read: where it pointed, what `stat` said, its bytes, its tree and what
-/// parsing it cost the load's budget.
+/// One file as last read: where it pointed, what `stat` said, its bytes, its tree, what
+/// parsing it cost the load's budget, and the peers decoded from it.
 struct CachedFile: Sendable {
     var real: String
     var identity: FileIdentity
@@ -75,12 +77,40 @@ struct CachedFile: Sendable {
     var nodes: Int
     var aliasNodes: Int
     var aliasBytes: Int
+    /// The peers decoded from this tree without an error, by the place of their list item
+    /// (line, then column).
+    var peers: [KeptPeer] = []
+
+    /// The peer whose list item starts at `at`, if one was kept.
+    func peer(at: SourceLocation) -> KeptPeer? {
+        let line = UInt32(clamping: at.line), column = UInt32(clamping: at.column)
+        var low = 0, high = peers.count
+        while low < high {
+            let middle = (low + high) / 2
+            if (peers[middle].line, peers[middle].column) < (line, column) { low = middle + 1 } else { high = middle }
+        }
+        guard low < peers.count, peers[low].line == line, peers[low].column == column else { return nil }
+        return peers[low]
+    }
 }
 
-/// A peer's list item and what it decoded to without an error.
-struct DecodedPeer: Sendable {
-    var tree: Tree
-    var section: PeerSection
+/// A peer decoded without an error: where its list item starts, its node in its file's tree,
+/// and where its section is among the devices the load decoded (`ConfigCache.State.devices`).
+/// 20 bytes: the section itself is kept once, in those devices.
+struct KeptPeer: Sendable {
+    var line: UInt32
+    var column: UInt32
+    var node: UInt32
+    var device: UInt32
+    var index: UInt32
+
+    init(_ at: SourceLocation, node: UInt32, device: Int, index: Int) {
+        line = UInt32(clamping: at.line)
+        column = UInt32(clamping: at.column)
+        self.node = node
+        self.device = UInt32(device)
+        self.index = UInt32(index)
+    }
 }
 
 /// What `stat` tells of a file's identity and last change.

@@ -25,7 +25,7 @@ extension ConfigLoader {
             return .failure(errors.sorted(files: [file]))
         }
         var includeDir: String?
-        if case .scalar(let dir, _)? = tree.lookup("runtime", "include_dir") { includeDir = resolve(dir, relativeTo: file) }
+        if case .scalar(let dir, _)? = tree.lookup("runtime", "include_dir")?.node { includeDir = resolve(dir, relativeTo: file) }
         var round = CacheRound(previous: ConfigCache.State(), keeping: false)
         return validate(tree, files: [file], includeDir: includeDir, errors: errors, peers: &round) { configuration, _ in
             for d in configuration.devices.indices {

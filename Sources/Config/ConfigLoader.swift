@@ -45,7 +45,7 @@ public struct ConfigLoader: Sendable {
 
         var includeDir: String?
         // A path the decoder refuses (a pasted key, `..`) is reported by it and never opened.
-        if case .scalar(let dir, let at)? = tree.lookup("runtime", "include_dir"), !dir.isEmpty,
+        if case .scalar(let dir, let at)? = tree.lookup("runtime", "include_dir")?.node, !dir.isEmpty,
            Decoder.runtimePathProblem(dir, relativeAllowed: true) == nil {
             let resolved = resolve(dir, relativeTo: path)
             includeDir = resolved
@@ -75,14 +75,20 @@ public struct ConfigLoader: Sendable {
         var errors = errors
         var decoder = Decoder(errors: ConfigErrorList(limit: limits.errors))
         if round.keeping {
-            decoder.peerMemo = Decoder.PeerMemo(previous: round.previous.peers, unchanged: round.unchanged)
-            round.previous.peers = [:]
+            decoder.peerMemo = Decoder.PeerMemo(previous: round.previous, unchanged: round.unchanged,
+                                                kept: round.next.files.mapValues(\.tree.storage))
         }
         var configuration = decoder.decode(tree)
         if let memo = decoder.peerMemo {
-            round.next.peers = memo.next
+            round.next.devices = configuration.devices
+            for file in round.next.files.keys {
+                round.next.files[file]!.peers = (memo.next[file] ?? []).sorted { ($0.line, $0.column) < ($1.line, $1.column) }
+            }
             round.next.statistics.peersDecoded = memo.decoded
         }
+        // The last load's trees and sections are no longer needed: freed before derivation.
+        decoder.peerMemo = nil
+        round.previous = ConfigCache.State()
         errors += decoder.errors
         configuration.files = files
         configuration.runtime.includeDir = includeDir
@@ -145,7 +151,8 @@ public struct ConfigLoader: Sendable {
             errors.append(ConfigError(top, problem.message))
             trusted = false
         }
-        let previous = round.previous.files.removeValue(forKey: file).flatMap { $0.real == real ? $0 : nil }
+        // Still there after this read: a changed file's peers are compared with the last load's.
+        let previous = round.previous.files[file].flatMap { $0.real == real ? $0 : nil }
         // The same file, untouched since a read that began well after its last change.
         if trusted, var kept = previous, kept.settled, let info = trustedFileStatus(real, known: status), FileIdentity(info) == kept.identity,
            let tree = reuse(kept, chargingBytes: true, budget: &budget) {
@@ -318,7 +325,7 @@ extension Tree {
     func lookup(_ keys: String...) -> Tree? {
         var node: Tree? = self
         for key in keys {
-            guard case .mapping(let entries, _)? = node else { return nil }
+            guard case .mapping(let entries, _)? = node?.node else { return nil }
             node = entries.first { $0.key == key }?.value
         }
         return node

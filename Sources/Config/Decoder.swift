@@ -33,22 +33,26 @@ struct Fields {
 struct Decoder {
     var errors = ConfigErrorList()
     var includeDir: (path: String, location: SourceLocation)?
-    /// Peers decoded by the last load, by where their list item starts; see `decodePeer(_:at:)`.
+    /// Peers decoded by the last load, by where their list item starts; see `decodePeer(_:name:device:index:)`.
     var peerMemo: PeerMemo?
 
     struct PeerMemo {
-        var previous: [SourceLocation: DecodedPeer]
-        /// What this load decoded without an error: the next load's `previous`.
-        var next: [SourceLocation: DecodedPeer] = [:]
-        var decoded = 0
+        /// What the last load kept: each file's tree with the peers decoded from it, and the
+        /// sections those name.
+        let previous: ConfigCache.State
         /// Files whose tree this load took from the cache as it was: their items are the ones
         /// decoded before, so they need no comparing.
-        var unchanged: Set<String>
+        let unchanged: Set<String>
+        /// The trees this load keeps, by file: a peer decoded from one of them is kept for the next load.
+        let kept: [String: TreeStorage]
+        /// What this load decoded without an error, by file, in reading order: the next load's.
+        var next: [String: [KeptPeer]] = [:]
+        var decoded = 0
 
-        init(previous: [SourceLocation: DecodedPeer], unchanged: Set<String>) {
+        init(previous: ConfigCache.State, unchanged: Set<String>, kept: [String: TreeStorage]) {
             self.previous = previous
             self.unchanged = unchanged
-            next.reserveCapacity(previous.count)
+            self.kept = kept
         }
     }
 
@@ -58,7 +62,7 @@ struct Decoder {
 
     /// The entries of a mapping, after reporting unknown keys; nil (with an error) when `tree` is no mapping.
     mutating func mapping(_ tree: Tree, _ name: String, known: [String]?) -> Fields? {
-        switch tree {
+        switch tree.node {
         case .null:
             return Fields([])
         case .mapping(let entries, _):
@@ -80,10 +84,11 @@ struct Decoder {
     }
 
     mutating func list(_ tree: Tree?, _ name: String) -> [Tree] {
-        switch tree {
+        switch tree?.node {
         case nil, .null: return []
         case .sequence(let items, _)?: return items
-        case let other?:
+        case .some:
+            let other = tree!
             fail(other.location, "\(name): expected a list, got \(other.kindName)")
             return []
         }
@@ -92,7 +97,7 @@ struct Decoder {
     /// The scalar text of a key, or nil when absent (or with an error when not a scalar).
     mutating func scalar(_ entry: Tree.Entry?) -> (text: String, at: SourceLocation)? {
         guard let entry else { return nil }
-        switch entry.value {
+        switch entry.value.node {
         case .null: return nil
         case .scalar(let text, let at): return (text, at)
         default:
@@ -102,7 +107,7 @@ struct Decoder {
     }
 
     mutating func required(_ entries: Fields, _ key: String, in name: String, at: SourceLocation) -> (text: String, at: SourceLocation)? {
-        if entries[key] == nil || (entries[key].map { if case .null = $0.value { true } else { false } } ?? true) {
+        if entries[key] == nil || (entries[key].map { $0.value.kind == .null } ?? true) {
             fail(at, "\(name): missing required key \"\(key)\"")
             return nil
         }
@@ -235,8 +240,7 @@ struct Decoder {
         guard let top = mapping(tree, "the configuration", known: ConfigKeys.top) else { return config }
         // An empty section is the same as an absent one.
         let section = { (key: String) -> Tree.Entry? in
-            guard let entry = top[key] else { return nil }
-            if case .null = entry.value { return nil }
+            guard let entry = top[key], entry.value.kind != .null else { return nil }
             return entry
         }
         if let runtime = section("runtime") { config.runtime = decodeRuntime(runtime) }
@@ -301,7 +305,7 @@ struct Decoder {
             if let port = integer(fields["listen_port"], 1...65535) { device.listenPort = UInt16(port) }
             if let prune = bool(fields["prune_peers"]) { device.prunePeers = prune }
             for (i, item) in list(fields["peers"]?.value, "wireguard.\(name).peers").enumerated() {
-                if let peer = decodePeer(item, name: "wireguard.\(name).peers[\(i)]") {
+                if let peer = decodePeer(item, name: "wireguard.\(name).peers[\(i)]", device: devices.count, index: device.peers.count) {
                     device.peers.append(peer)
                 }
             }
@@ -313,18 +317,26 @@ struct Decoder {
     /// A peer's list item whose tree equals, node for node and location for location, one the
     /// last load decoded without an error decodes to the same section without an error (decoding
     /// a peer reads nothing but its own tree), so that section is taken as it is. Anything else
-    /// is decoded; what decodes without an error is kept for the next load.
-    private mutating func decodePeer(_ tree: Tree, name: @autoclosure () -> String) -> PeerSection? {
+    /// is decoded; what decodes without an error is kept for the next load, as the place of its
+    /// item in its file's kept tree and the place (`device`, `index`) its section takes in the
+    /// configuration's devices.
+    private mutating func decodePeer(_ tree: Tree, name: @autoclosure () -> String, device: Int, index: Int) -> PeerSection? {
         guard peerMemo != nil else { return decodePeer(tree, name()) }
         let at = tree.location
-        if let hit = peerMemo!.previous[at], peerMemo!.unchanged.contains(at.file) || hit.tree == tree {
-            peerMemo!.next[at] = hit
-            return hit.section
+        var section: PeerSection?
+        if let file = peerMemo!.previous.files[at.file], let kept = file.peer(at: at),
+           peerMemo!.unchanged.contains(at.file) || Tree.same(tree, Tree(file.tree.storage, kept.node)) {
+            section = peerMemo!.previous.devices[Int(kept.device)].peers[Int(kept.index)]
+        } else {
+            let before = errors.count
+            peerMemo!.decoded += 1
+            section = decodePeer(tree, name())
+            guard errors.count == before else { return section }
         }
-        let before = errors.count
-        peerMemo!.decoded += 1
-        let section = decodePeer(tree, name())
-        if let section, errors.count == before { peerMemo!.next[at] = DecodedPeer(tree: tree, section: section) }
+        // Kept for the next load only where it stands in a tree this load keeps.
+        if section != nil, peerMemo!.kept[at.file] === tree.storage {
+            peerMemo!.next[at.file, default: []].append(KeptPeer(at, node: tree.index, device: device, index: index))
+        }
         return section
     }
 
@@ -350,7 +362,7 @@ struct Decoder {
         var allowedAt: [SourceLocation] = []
         var listed: [IPPrefix: SourceLocation] = [:]
         for item in list(fields["allowed_ips"]?.value, "allowed_ips") {
-            guard case .scalar(let text, let itemAt) = item else {
+            guard case .scalar(let text, let itemAt) = item.node else {
                 fail(item.location, "allowed_ips: expected an IPv6 prefix, got \(item.kindName)")
                 ok = false
                 continue
