@@ -304,7 +304,9 @@ struct Decoder {
             }
             if let port = integer(fields["listen_port"], 1...65535) { device.listenPort = UInt16(port) }
             if let prune = bool(fields["prune_peers"]) { device.prunePeers = prune }
-            for (i, item) in list(fields["peers"]?.value, "wireguard.\(name).peers").enumerated() {
+            let items = list(fields["peers"]?.value, "wireguard.\(name).peers")
+            device.peers.reserveCapacity(items.count)
+            for (i, item) in items.enumerated() {
                 if let peer = decodePeer(item, name: "wireguard.\(name).peers[\(i)]", device: devices.count, index: device.peers.count) {
                     device.peers.append(peer)
                 }

@@ -284,9 +284,11 @@ struct TreeBuilder {
 
     func record(_ index: UInt32) -> TreeStorage.Record { nodes[Int(index)] }
 
-    /// The storage, its capacity trimmed to what it holds; `root` is its document node.
+    /// The storage, its arrays no larger than what they hold (they grew by doubling); `root` is
+    /// its document node.
     consuming func finish(root: UInt32) -> Tree {
-        let storage = TreeStorage(files: files, nodes: Array(nodes), children: Array(children), text: Array(text), others: others)
+        let storage = TreeStorage(files: files, nodes: Array(nodes[...]), children: Array(children[...]), text: Array(text[...]),
+                                  others: others)
         return Tree(storage, root)
     }
 }
