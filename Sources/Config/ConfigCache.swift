@@ -1,5 +1,7 @@
 import FoundationEssentials
 import Glibc
+import Netlink
+import Reconciler
 import Synchronization
 
 /// What one load keeps for the next, so that a reload costs what changed rather than the
@@ -21,8 +23,9 @@ import Synchronization
 /// kernel's clock at that moment, which is then at least the read's start minus one timestamp
 /// tick, so it differs from a ctime recorded that long before. A file changed within a tick of
 /// being read (too recent to tell by its timestamps) is read again at the next load and its
-/// bytes compared with the ones kept; so is any file whose identity differs. Reading is cheap
-/// next to parsing, so one large file is always compared by content when its stamps moved.
+/// bytes compared with the ones parsed before (by size and keyed digest, `ContentDigest`); so
+/// is any file whose identity differs. Reading is cheap next to parsing, so one large file is
+/// always compared by content when its stamps moved.
 /// (The argument assumes the file system's timestamps come from this host's clock and the
 /// clock is not stepped back by more than `settled` between loads.)
 public final class ConfigCache: Sendable {
@@ -41,9 +44,9 @@ public final class ConfigCache: Sendable {
 
     struct State: Sendable {
         var files: [String: CachedFile] = [:]
-        /// The devices the last load decoded, their peers as the decoder made them (before any
-        /// key file was read): the sections `CachedFile.peers` name.
-        var devices: [DeviceSection] = []
+        /// The devices of the desired state the last load derived: `CachedFile.peers` name their
+        /// peers (the daemon holds the same arrays, so the cache adds nothing for them).
+        var devices: [DesiredWireGuardDevice] = []
         var statistics = Statistics()
     }
 
@@ -72,7 +75,7 @@ struct CachedFile: Sendable {
     var identity: FileIdentity
     /// The identity alone vouches for the content (see `ConfigCache`).
     var settled: Bool
-    var content: Data
+    var content: ContentDigest
     var tree: Tree
     var nodes: Int
     var aliasNodes: Int
@@ -95,8 +98,9 @@ struct CachedFile: Sendable {
 }
 
 /// A peer decoded without an error: where its list item starts, its node in its file's tree,
-/// and where its section is among the devices the load decoded (`ConfigCache.State.devices`).
-/// 20 bytes: the section itself is kept once, in those devices.
+/// and where it is among the devices of the desired state (`ConfigCache.State.devices`). 20
+/// bytes: the peer itself is kept once, in the desired state; where its parts were written is
+/// read again from its tree when it is taken.
 struct KeptPeer: Sendable {
     var line: UInt32
     var column: UInt32
@@ -110,6 +114,22 @@ struct KeptPeer: Sendable {
         self.node = node
         self.device = UInt32(device)
         self.index = UInt32(index)
+    }
+}
+
+/// A file's content as its size and a 128-bit keyed digest (`ReadDigest`, as the daemon's polls
+/// tell a read from the last one): the cache keeps this, not the bytes (7 MiB for 50 000 peers).
+/// Two different contents with equal digests would take a collision of a hash keyed with this
+/// process's random key.
+struct ContentDigest: Equatable, Sendable {
+    var size: Int
+    var digest: ReadDigest
+
+    init(_ bytes: UnsafeRawBufferPointer) {
+        size = bytes.count
+        var builder = ReadDigest.Builder()
+        builder.combine(piece: bytes)
+        digest = builder.finalize()
     }
 }
 

@@ -80,7 +80,6 @@ public struct ConfigLoader: Sendable {
         }
         var configuration = decoder.decode(tree)
         if let memo = decoder.peerMemo {
-            round.next.devices = configuration.devices
             for file in round.next.files.keys {
                 round.next.files[file]!.peers = (memo.next[file] ?? []).sorted { ($0.line, $0.column) < ($1.line, $1.column) }
             }
@@ -97,6 +96,8 @@ public struct ConfigLoader: Sendable {
         configuration.checkPeers(errors: &errors)
         configuration.checkAllowedIPs(errors: &errors)
         let desired = configuration.desiredState(errors: &errors)
+        // Its devices are the configuration's, one for one, each peer at its section's place.
+        if round.keeping { round.next.devices = desired.devices }
         guard errors.isEmpty else { return .failure(errors.sorted(files: files)) }
         return .success(LoadedConfig(configuration: configuration, desired: desired))
     }
@@ -185,39 +186,41 @@ public struct ConfigLoader: Sendable {
             return nil
         }
         // Stamps moved (or were too recent to vouch), the bytes did not: the tree stands.
-        if var kept = previous, kept.content == data, let tree = reuse(kept, chargingBytes: false, budget: &budget) {
+        let digest = round.keeping ? data.withUnsafeBytes(ContentDigest.init) : nil
+        if var kept = previous, kept.content == digest, let tree = reuse(kept, chargingBytes: false, budget: &budget) {
             kept.identity = identity
             kept.settled = identity.settled(before: start)
             round.keep(file, &kept)
             round.unchanged.insert(file)
             return tree
         }
-        switch Self.decode(data, file: file) {
-        case .success(let text):
+        // Parsed where it was read: no text is made of the bytes.
+        return data.withUnsafeBytes { bytes in
+            if let error = Self.utf8Problem(bytes, file: file) {
+                errors.append(error)
+                return nil
+            }
             var own = ConfigErrorList(limit: limits.errors)
             let before = budget
             round.next.statistics.filesParsed += 1
-            let tree = Tree.parse(text, file: file, budget: &budget, errors: &own)
-            if let tree, own.isEmpty, round.keeping {
-                var kept = CachedFile(real: real, identity: identity, settled: identity.settled(before: start), content: data, tree: tree,
+            let tree = Tree.parse(bytes.assumingMemoryBound(to: UInt8.self), file: file, budget: &budget, errors: &own)
+            if let tree, own.isEmpty, let digest {
+                var kept = CachedFile(real: real, identity: identity, settled: identity.settled(before: start), content: digest, tree: tree,
                                       nodes: before.nodes - budget.nodes, aliasNodes: before.aliasNodes - budget.aliasNodes,
                                       aliasBytes: before.aliasBytes - budget.aliasBytes)
                 round.keep(file, &kept)
             }
             errors += own
             return tree
-        case .failure(let error):
-            errors.append(error)
-            return nil
         }
     }
 
     /// A kept tree, charged to the budget as parsing it charged it; nil when it no longer fits
     /// (other files grew), so that the file is parsed and the limit reported where it is reached.
     private func reuse(_ kept: CachedFile, chargingBytes: Bool, budget: inout Tree.Budget) -> Tree? {
-        guard kept.content.count <= limits.fileBytes else { return nil }
+        guard kept.content.size <= limits.fileBytes else { return nil }
         var after = budget
-        if chargingBytes { after.bytes -= kept.content.count }  // a file read just now was charged already
+        if chargingBytes { after.bytes -= kept.content.size }  // a file read just now was charged already
         after.nodes -= kept.nodes
         after.aliasNodes -= kept.aliasNodes
         after.aliasBytes -= kept.aliasBytes

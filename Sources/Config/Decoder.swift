@@ -38,7 +38,7 @@ struct Decoder {
 
     struct PeerMemo {
         /// What the last load kept: each file's tree with the peers decoded from it, and the
-        /// sections those name.
+        /// desired devices those name.
         let previous: ConfigCache.State
         /// Files whose tree this load took from the cache as it was: their items are the ones
         /// decoded before, so they need no comparing.
@@ -328,7 +328,7 @@ struct Decoder {
         var section: PeerSection?
         if let file = peerMemo!.previous.files[at.file], let kept = file.peer(at: at),
            peerMemo!.unchanged.contains(at.file) || Tree.same(tree, Tree(file.tree.storage, kept.node)) {
-            section = peerMemo!.previous.devices[Int(kept.device)].peers[Int(kept.index)]
+            section = Self.section(tree, peerMemo!.previous.devices[Int(kept.device)].peers[Int(kept.index)])
         } else {
             let before = errors.count
             peerMemo!.decoded += 1
@@ -340,6 +340,20 @@ struct Decoder {
             peerMemo!.next[at.file, default: []].append(KeptPeer(at, node: tree.index, device: device, index: index))
         }
         return section
+    }
+
+    /// The section `decodePeer` made of `tree`, which decoded without an error to `peer`: the
+    /// places of its parts read from the tree again. The preshared key is read after decoding
+    /// (`ConfigLoader.readKeys`), as for a decoded peer.
+    private static func section(_ tree: Tree, _ peer: DesiredPeer) -> PeerSection {
+        let fields = Fields(tree.entries)
+        var peer = peer
+        peer.presharedKey = nil
+        var presharedKeyFile: (String, SourceLocation)?
+        if let entry = fields["preshared_key_file"], case .scalar(let text, let at) = entry.value.node { presharedKeyFile = (text, at) }
+        let allowed = fields["allowed_ips"]?.value.items.map(\.location) ?? []
+        return PeerSection(location: tree.location, presharedKeyFile: presharedKeyFile, peer: peer, allowedIPLocations: allowed,
+                           endpointLocation: fields["endpoint"]?.value.location)
     }
 
     private mutating func decodePeer(_ tree: Tree, _ name: String) -> PeerSection? {

@@ -357,7 +357,13 @@ extension Tree {
     /// the events arrive: an alias costs the nodes it stands for, without copying them.
     /// YAML syntax errors, limits and duplicate keys go to `errors`.
     static func parse(_ text: String, file: String, budget: inout Budget, errors: inout ConfigErrorList) -> Tree? {
-        YAMLEventReader.read(text) { reader in parse(reader, file: file, budget: &budget, errors: &errors) }
+        var text = text
+        return text.withUTF8 { parse($0, file: file, budget: &budget, errors: &errors) }
+    }
+
+    /// The same, from UTF-8 bytes (checked by the caller), read where they are.
+    static func parse(_ bytes: UnsafeBufferPointer<UInt8>, file: String, budget: inout Budget, errors: inout ConfigErrorList) -> Tree? {
+        YAMLEventReader.read(bytes) { reader in parse(reader, file: file, budget: &budget, errors: &errors) }
     }
 
     private static func parse(_ reader: YAMLEventReader, file: String, budget: inout Budget, errors: inout ConfigErrorList) -> Tree? {

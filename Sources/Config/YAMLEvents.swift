@@ -39,10 +39,9 @@ final class YAMLEventReader {
     private var event = yaml_event_t()
     private var holdsEvent = false
 
-    /// Runs `body` with a reader of `text`.
-    static func read<T>(_ text: String, _ body: (YAMLEventReader) throws -> T) rethrows -> T {
-        var text = text
-        return try text.withUTF8 { bytes in try body(YAMLEventReader(bytes)) }
+    /// Runs `body` with a reader of `bytes`, which must stay where they are until it returns.
+    static func read<T>(_ bytes: UnsafeBufferPointer<UInt8>, _ body: (YAMLEventReader) throws -> T) rethrows -> T {
+        try body(YAMLEventReader(bytes))
     }
 
     private init(_ bytes: UnsafeBufferPointer<UInt8>) {

@@ -1,3 +1,4 @@
+import CLinux
 import Config
 import FoundationEssentials
 import Glibc
@@ -148,6 +149,11 @@ public final class Daemon {
     public init(options: Options, logger: Logger) throws {
         self.options = options
         self.logger = logger
+        // One malloc arena for every thread. The configuration and proxy readers run on threads
+        // of their own, and glibc would give each an arena whose freed pages the loop's
+        // allocations never reuse: a reload's resident peak would be both arenas' (186 against
+        // 151 MiB at 50 000 peers). The threads seldom allocate at the same time.
+        mallopt(M_ARENA_MAX, 1)
         // A running daemon keeps each file's tree and its decoded peers for its reloads
         // (`ConfigCache`); a one-shot use (cleanup) has no reload to keep them for.
         let cache = options.listen ? ConfigCache() : nil
