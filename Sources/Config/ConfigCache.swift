@@ -98,20 +98,23 @@ struct CachedFile: Sendable {
 }
 
 /// A peer decoded without an error: where its list item starts, its node in its file's tree,
-/// and where it is among the devices of the desired state (`ConfigCache.State.devices`). 20
-/// bytes: the peer itself is kept once, in the desired state; where its parts were written is
-/// read again from its tree when it is taken.
+/// the digest of that item's tree (`Tree.digest`: what tells it again once its file changed and
+/// the old tree is gone), and where it is among the devices of the desired state
+/// (`ConfigCache.State.devices`). 40 bytes: the peer itself is kept once, in the desired state;
+/// where its parts were written is read again from its tree when it is taken.
 struct KeptPeer: Sendable {
     var line: UInt32
     var column: UInt32
     var node: UInt32
     var device: UInt32
     var index: UInt32
+    var digest: ReadDigest
 
-    init(_ at: SourceLocation, node: UInt32, device: Int, index: Int) {
+    init(_ at: SourceLocation, node: UInt32, digest: ReadDigest, device: Int, index: Int) {
         line = UInt32(clamping: at.line)
         column = UInt32(clamping: at.column)
         self.node = node
+        self.digest = digest
         self.device = UInt32(device)
         self.index = UInt32(index)
     }

@@ -153,7 +153,7 @@ public struct ConfigLoader: Sendable {
             trusted = false
         }
         // Still there after this read: a changed file's peers are compared with the last load's.
-        let previous = round.previous.files[file].flatMap { $0.real == real ? $0 : nil }
+        var previous = round.previous.files[file].flatMap { $0.real == real ? $0 : nil }
         // The same file, untouched since a read that began well after its last change.
         if trusted, var kept = previous, kept.settled, let info = trustedFileStatus(real, known: status), FileIdentity(info) == kept.identity,
            let tree = reuse(kept, chargingBytes: true, budget: &budget) {
@@ -194,6 +194,11 @@ public struct ConfigLoader: Sendable {
             round.unchanged.insert(file)
             return tree
         }
+        // Parsed anew: the last tree of this file is let go first (its peers' digests tell them
+        // again), and its size is what the new one is expected to take.
+        let expected = round.previous.files[file]?.tree.storage.size
+        previous = nil
+        round.previous.files[file]?.tree = .empty
         // Parsed where it was read: no text is made of the bytes.
         return data.withUnsafeBytes { bytes in
             if let error = Self.utf8Problem(bytes, file: file) {
@@ -203,7 +208,7 @@ public struct ConfigLoader: Sendable {
             var own = ConfigErrorList(limit: limits.errors)
             let before = budget
             round.next.statistics.filesParsed += 1
-            let tree = Tree.parse(bytes.assumingMemoryBound(to: UInt8.self), file: file, budget: &budget, errors: &own)
+            let tree = Tree.parse(bytes.assumingMemoryBound(to: UInt8.self), file: file, expected: expected, budget: &budget, errors: &own)
             if let tree, own.isEmpty, let digest {
                 var kept = CachedFile(real: real, identity: identity, settled: identity.settled(before: start), content: digest, tree: tree,
                                       nodes: before.nodes - budget.nodes, aliasNodes: before.aliasNodes - budget.aliasNodes,

@@ -326,8 +326,10 @@ struct Decoder {
         guard peerMemo != nil else { return decodePeer(tree, name()) }
         let at = tree.location
         var section: PeerSection?
-        if let file = peerMemo!.previous.files[at.file], let kept = file.peer(at: at),
-           peerMemo!.unchanged.contains(at.file) || Tree.same(tree, Tree(file.tree.storage, kept.node)) {
+        var digest: ReadDigest?
+        if let kept = peerMemo!.previous.files[at.file]?.peer(at: at),
+           peerMemo!.unchanged.contains(at.file) ? kept.node == tree.index : kept.digest == Self.digest(of: tree, known: &digest) {
+            digest = kept.digest
             section = Self.section(tree, peerMemo!.previous.devices[Int(kept.device)].peers[Int(kept.index)])
         } else {
             let before = errors.count
@@ -337,9 +339,16 @@ struct Decoder {
         }
         // Kept for the next load only where it stands in a tree this load keeps.
         if section != nil, peerMemo!.kept[at.file] === tree.storage {
-            peerMemo!.next[at.file, default: []].append(KeptPeer(at, node: tree.index, device: device, index: index))
+            peerMemo!.next[at.file, default: []].append(KeptPeer(at, node: tree.index, digest: Self.digest(of: tree, known: &digest), device: device, index: index))
         }
         return section
+    }
+
+    /// `tree`'s digest, computed once.
+    private static func digest(of tree: Tree, known: inout ReadDigest?) -> ReadDigest {
+        if let known { return known }
+        known = tree.digest
+        return known!
     }
 
     /// The section `decodePeer` made of `tree`, which decoded without an error to `peer`: the

@@ -1,3 +1,5 @@
+import Netlink
+
 /// A YAML document as wgkeeper reads it: every scalar a string (no implicit typing), every
 /// node with its location. Include files merge at this level, before any value is parsed.
 ///
@@ -87,24 +89,40 @@ struct Tree: Sendable {
         }
     }
 
-    /// Whether two trees are the same node for node, location for location (file, line and
-    /// column) and text for text, wherever each is stored. Recursion follows the trees' nesting,
-    /// so it is at most `ConfigLimits.depth` deep.
-    static func same(_ a: Tree, _ b: Tree) -> Bool {
-        let x = a.record, y = b.record
-        guard x.kind == y.kind, x.line == y.line, x.column == y.column, a.storage.file(x) == b.storage.file(y) else { return false }
-        switch x.kind {
-        case .scalar: return a.storage.textBytes(x).elementsEqual(b.storage.textBytes(y))
-        case .null, .reference: return true
+    /// A keyed 128-bit digest of the tree, node for node, location for location (file, line
+    /// and column) and text for text: equal for equal trees wherever each is stored, and
+    /// different for different ones but for a collision of a hash keyed with this process's
+    /// random key (`ReadDigest`). What the cache keeps of a decoded peer's tree to tell it again.
+    var digest: ReadDigest {
+        var builder = ReadDigest.Builder()
+        let file = storage.file(record)
+        let bytes = Array(file.utf8)
+        bytes.withUnsafeBytes { builder.combine(piece: $0) }
+        digest(into: &builder, file: file)
+        return builder.finalize()
+    }
+
+    /// Recursion follows the tree's nesting, so it is at most `ConfigLimits.depth` deep.
+    private func digest(into builder: inout ReadDigest.Builder, file: String) {
+        let record = record
+        builder.combine(UInt64(record.kind.rawValue) << 32 | UInt64(record.b))
+        builder.combine(UInt64(record.line) << 32 | UInt64(record.column))
+        // Nodes of another file than the root's (none in a parsed file) name theirs.
+        if storage.file(record) != file {
+            let bytes = Array(storage.file(record).utf8)
+            bytes.withUnsafeBytes { builder.combine(piece: $0) }
+        }
+        switch record.kind {
+        case .scalar: storage.textStorage.withUnsafeBytes { builder.combine(piece: UnsafeRawBufferPointer(rebasing: $0[Int(record.a) ..< Int(record.a + record.b)])) }
+        case .null, .reference: break
         case .mapping, .sequence:
-            guard x.b == y.b else { return false }
-            let count = Int(x.kind == .mapping ? 2 * x.b : x.b)
-            for i in 0..<count where !same(Tree(a.storage, a.storage.children[Int(x.a) + i]), Tree(b.storage, b.storage.children[Int(y.a) + i])) {
-                return false
-            }
-            return true
+            let count = Int(record.kind == .mapping ? 2 * record.b : record.b)
+            for i in 0..<count { Tree(storage, storage.children[Int(record.a) + i]).digest(into: &builder, file: file) }
         }
     }
+
+    /// An empty document, standing for a tree no longer kept.
+    static let empty = Tree(TreeStorage(files: [""], nodes: [TreeStorage.Record(.null, file: 0, line: 1, column: 1)], children: [], text: []), 0)
 
     /// What one load may still read; shared by the main file and every include.
     struct Budget {
@@ -182,8 +200,14 @@ final class TreeStorage: Sendable {
 
     func text(_ record: Record) -> String { String(decoding: textBytes(record), as: UTF8.self) }
 
-    /// What it holds, in bytes (for tests and measurements).
-    var footprint: Int { nodes.count * MemoryLayout<Record>.stride + children.count * 4 + textStorage.count }
+    /// How many nodes, child slots and bytes of text it holds.
+    struct Size: Sendable {
+        var nodes: Int
+        var children: Int
+        var text: Int
+    }
+
+    var size: Size { Size(nodes: nodes.count, children: children.count, text: textStorage.count) }
 }
 
 /// Builds a storage node by node; texts of up to 16 bytes (keys, names) are stored once each.
@@ -284,11 +308,18 @@ struct TreeBuilder {
 
     func record(_ index: UInt32) -> TreeStorage.Record { nodes[Int(index)] }
 
-    /// The storage, its arrays no larger than what they hold (they grew by doubling); `root` is
-    /// its document node.
+    /// Room for a tree of about this size (a sixteenth more, for a file that grew a little).
+    mutating func reserve(_ size: TreeStorage.Size) {
+        nodes.reserveCapacity(size.nodes + size.nodes / 16)
+        children.reserveCapacity(size.children + size.children / 16)
+        text.reserveCapacity(size.text + size.text / 16)
+    }
+
+    /// The storage, its arrays copied to their size when they grew well past it (by doubling);
+    /// `root` is its document node.
     consuming func finish(root: UInt32) -> Tree {
-        let storage = TreeStorage(files: files, nodes: Array(nodes[...]), children: Array(children[...]), text: Array(text[...]),
-                                  others: others)
+        func fitted<T>(_ array: [T]) -> [T] { array.capacity > array.count + array.count / 8 + 16 ? Array(array[...]) : array }
+        let storage = TreeStorage(files: files, nodes: fitted(nodes), children: fitted(children), text: fitted(text), others: others)
         return Tree(storage, root)
     }
 }
@@ -361,15 +392,20 @@ extension Tree {
         return text.withUTF8 { parse($0, file: file, budget: &budget, errors: &errors) }
     }
 
-    /// The same, from UTF-8 bytes (checked by the caller), read where they are.
-    static func parse(_ bytes: UnsafeBufferPointer<UInt8>, file: String, budget: inout Budget, errors: inout ConfigErrorList) -> Tree? {
-        YAMLEventReader.read(bytes) { reader in parse(reader, file: file, budget: &budget, errors: &errors) }
+    /// The same, from UTF-8 bytes (checked by the caller), read where they are. `expected`: the
+    /// size of this file's last tree, room made for up front (a tree grown by doubling and then
+    /// copied to its size takes up to three times its size while it is built).
+    static func parse(_ bytes: UnsafeBufferPointer<UInt8>, file: String, expected: TreeStorage.Size? = nil, budget: inout Budget,
+                      errors: inout ConfigErrorList) -> Tree? {
+        YAMLEventReader.read(bytes) { reader in parse(reader, file: file, expected: expected, budget: &budget, errors: &errors) }
     }
 
-    private static func parse(_ reader: YAMLEventReader, file: String, budget: inout Budget, errors: inout ConfigErrorList) -> Tree? {
+    private static func parse(_ reader: YAMLEventReader, file: String, expected: TreeStorage.Size?, budget: inout Budget,
+                              errors: inout ConfigErrorList) -> Tree? {
         let location = { (mark: YAMLEvent.Mark) in SourceLocation(file: file, line: mark.line, column: mark.column) }
         let top = location((1, 1))
         var builder = TreeBuilder(files: [file])
+        if let expected { builder.reserve(expected) }
         var stack: [Open] = []
         var anchors: [String: Anchored] = [:]
         var document: UInt32?

@@ -356,13 +356,25 @@ private struct Planner {
 
     // MARK: proxies
 
+    /// The kernel's entries sorted by device and address and searched, the ones a desired entry
+    /// holds marked beside them: no table or set of either (at 50 000 entries those cost 12 MiB
+    /// for the length of a plan).
     mutating func planProxies() {
         let protocolNumber = desired.routeProtocol
-        struct Key: Hashable { var address: IPAddress; var index: Int32 }
-        var present: [Key: ProxyEntry] = [:]
-        let proxies = remainingProxies
-        for entry in proxies { present[Key(address: entry.address, index: entry.interfaceIndex)] = entry }
-        var wanted = Set<Key>()
+        var proxies = remainingProxies
+        proxies.sort { ($0.interfaceIndex, $0.address) < ($1.interfaceIndex, $1.address) }
+        var wanted = [Bool](repeating: false, count: proxies.count)
+        /// The entries at (index, address), in the kernel's order (the sort is stable).
+        func equalRange(_ index: Int32, _ address: IPAddress) -> Range<Int> {
+            var low = 0, high = proxies.count
+            while low < high {
+                let middle = (low + high) / 2
+                if (proxies[middle].interfaceIndex, proxies[middle].address) < (index, address) { low = middle + 1 } else { high = middle }
+            }
+            var end = low
+            while end < proxies.count, proxies[end].interfaceIndex == index, proxies[end].address == address { end += 1 }
+            return low ..< end
+        }
         let sorted = desired.proxies.sorted { ($0.device, $0.address) < ($1.device, $1.address) }
         for item in sorted {
             guard let index = indexByName[item.device] else {
@@ -370,10 +382,11 @@ private struct Planner {
                                               reason: missing(item.device)))
                 continue
             }
-            let key = Key(address: item.address, index: index)
-            wanted.insert(key)
+            let range = equalRange(index, item.address)
+            for i in range { wanted[i] = true }
             let entry = ProxyEntry(address: item.address, interfaceIndex: index, protocolNumber: protocolNumber)
-            switch present[key] {
+            // Of several at one place (a kernel reports one), the last read stands, as in a table.
+            switch range.isEmpty ? nil : proxies[range.upperBound - 1] {
             case nil:
                 result.changes.append(Change(.add, .proxy(entry, device: item.device), reason: .missing))
             case let current? where current.protocolNumber != protocolNumber:
@@ -383,10 +396,7 @@ private struct Planner {
                 break
             }
         }
-        let unexpected = proxies.filter {
-            $0.protocolNumber == protocolNumber && !wanted.contains(Key(address: $0.address, index: $0.interfaceIndex))
-        }
-        for entry in unexpected.sorted(by: { ($0.interfaceIndex, $0.address) < ($1.interfaceIndex, $1.address) }) {
+        for (i, entry) in proxies.enumerated() where entry.protocolNumber == protocolNumber && !wanted[i] {
             result.changes.append(Change(.remove, .proxy(entry, device: deviceName(entry.interfaceIndex)), reason: .unexpected))
         }
     }
