@@ -318,7 +318,10 @@ struct TreeBuilder {
     /// The storage, its arrays copied to their size when they grew well past it (by doubling);
     /// `root` is its document node.
     consuming func finish(root: UInt32) -> Tree {
-        func fitted<T>(_ array: [T]) -> [T] { array.capacity > array.count + array.count / 8 + 16 ? Array(array[...]) : array }
+        // (Copied through a buffer pointer: an array made of a slice of all of another shares its storage.)
+        func fitted<T>(_ array: [T]) -> [T] {
+            array.capacity > array.count + array.count / 8 + 16 ? array.withUnsafeBufferPointer { Array($0) } : array
+        }
         let storage = TreeStorage(files: files, nodes: fitted(nodes), children: fitted(children), text: fitted(text), others: others)
         return Tree(storage, root)
     }
