@@ -40,6 +40,9 @@ public struct ConfigLoader: Sendable {
         var budget = Tree.Budget(limits)
         var checked = Set<String>()
         guard var tree = read(path, budget: &budget, checked: &checked, errors: &errors, round: &round) else {
+            // Nothing decoded: the main file's kept tree (when it was refused, not changed)
+            // still names the last load's peers, which stay with it.
+            round.next.devices = round.previous.devices
             return .failure(errors.sorted(files: files))
         }
 

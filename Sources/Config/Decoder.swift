@@ -327,7 +327,8 @@ struct Decoder {
         let at = tree.location
         var section: PeerSection?
         var digest: ReadDigest?
-        if let kept = peerMemo!.previous.files[at.file]?.peer(at: at),
+        if let kept = peerMemo!.previous.files[at.file]?.peer(at: at), peerMemo!.previous.devices.indices.contains(Int(kept.device)),
+           peerMemo!.previous.devices[Int(kept.device)].peers.indices.contains(Int(kept.index)),
            peerMemo!.unchanged.contains(at.file) ? kept.node == tree.index : kept.digest == Self.digest(of: tree, known: &digest) {
             digest = kept.digest
             section = Self.section(tree, peerMemo!.previous.devices[Int(kept.device)].peers[Int(kept.index)])

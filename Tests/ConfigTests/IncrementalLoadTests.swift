@@ -221,6 +221,23 @@ final class IncrementalLoadTests: XCTestCase {
         chmod(fixture.path("conf.d"), 0o755)
     }
 
+    /// A main file refused before anything is decoded (its mode) keeps what it was parsed to,
+    /// its peers included, and they are taken again once it is trusted (the kept peers name the
+    /// desired state of the last load that decoded them: it stays with them).
+    func testMainFileRefusedThenTrustedAgainTakesItsKeptPeers() throws {
+        try fixture.write("conf.d/10-carol.yaml", AcceptedConfigs.includeFragment)
+        try fixture.write("wgkeeper.yaml", header + "    peers:\n      - {name: alice, public_key: \"\(ConfigFixture.alice)\", allowed_ips: [\"2001:db8:1::100/128\"]}\n" + gateway)
+        let cache = settledCache()
+        XCTAssertNotNil(assertSameAsFresh(cache, "first").desired)
+        chmod(main, 0o664)
+        XCTAssertNil(assertSameAsFresh(cache, "main file group-writable").desired)
+        chmod(main, 0o644)
+        XCTAssertEqual(assertSameAsFresh(cache, "back").desired?.devices.first?.peers.map(\.name), ["alice", "carol-desktop"])
+        // The main file is read (chmod moved its ctime) but not parsed, alice not decoded; the
+        // include, never reached by the refused load, is read, parsed and decoded again.
+        XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 2, filesParsed: 1, peersDecoded: 1))
+    }
+
     func testRemovedFileDropsItsPeersAndRenamedReplacementIsRead() throws {
         try fixture.write("conf.d/10-carol.yaml", AcceptedConfigs.includeFragment)
         try fixture.write("conf.d/20-alice.yaml", AcceptedConfigs.includeFragment
