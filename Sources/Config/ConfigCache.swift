@@ -66,6 +66,9 @@ public final class ConfigCache: Sendable {
 
     /// Files whose parsed tree is kept, for tests.
     public var cachedFiles: Int { state.withLock { $0.files.count } }
+
+    /// Nodes of the kept trees, for tests.
+    var keptNodes: Int { state.withLock { $0.files.values.reduce(0) { $0 + $1.tree.storage.nodes.count } } }
 }
 
 /// One file as last read: where it pointed, what `stat` said, its bytes, its tree, what
@@ -83,6 +86,23 @@ struct CachedFile: Sendable {
     /// The peers decoded from this tree without an error, by the place of their list item
     /// (line, then column).
     var peers: [KeptPeer] = []
+    /// How many of the tree's peer items are reduced to what their kept section needs
+    /// (`Tree.keepingPeers`): each must have its `KeptPeer`, or the file is read again.
+    var keptPeerItems = 0
+    /// The size of the tree as parsed, room made for when the file is parsed again.
+    var parsedSize: TreeStorage.Size
+    /// The peers of a file kept through a load that did not decode it (refused for its mode,
+    /// say): its `KeptPeer`s name these (`KeptPeer.own`), not that load's desired state.
+    var ownPeers: [DesiredPeer] = []
+
+    /// The peer `kept` names, among `devices` (the desired devices of the load that kept it) or
+    /// this file's own; nil when it names none (never, while the cache is consistent).
+    func peer(_ kept: KeptPeer, devices: [DesiredWireGuardDevice]) -> DesiredPeer? {
+        let index = Int(kept.index)
+        if kept.device == KeptPeer.own { return ownPeers.indices.contains(index) ? ownPeers[index] : nil }
+        guard devices.indices.contains(Int(kept.device)), devices[Int(kept.device)].peers.indices.contains(index) else { return nil }
+        return devices[Int(kept.device)].peers[index]
+    }
 
     /// The peer whose list item starts at `at`, if one was kept.
     func peer(at: SourceLocation) -> KeptPeer? {
@@ -109,6 +129,9 @@ struct KeptPeer: Sendable {
     var device: UInt32
     var index: UInt32
     var digest: ReadDigest
+
+    /// `device` of a peer kept in its file's `ownPeers`.
+    static let own = UInt32.max
 
     init(_ at: SourceLocation, node: UInt32, digest: ReadDigest, device: Int, index: Int) {
         line = UInt32(clamping: at.line)

@@ -83,8 +83,40 @@ public struct ConfigLoader: Sendable {
         }
         var configuration = decoder.decode(tree)
         if let memo = decoder.peerMemo {
-            for file in round.next.files.keys {
-                round.next.files[file]!.peers = (memo.next[file] ?? []).sorted { ($0.line, $0.column) < ($1.line, $1.column) }
+            for file in Array(round.next.files.keys) {
+                var kept = round.next.files[file]!
+                var peers = memo.next[file] ?? []
+                let items = Set(peers.map(\.node))
+                if items.isEmpty, kept.keptPeerItems > 0 {
+                    // Kept through this load without being decoded (refused for its mode, say):
+                    // its peers are copied out of the last desired state, which goes now.
+                    var own: [DesiredPeer] = []
+                    for p in kept.peers.indices {
+                        guard let peer = kept.peer(kept.peers[p], devices: round.previous.devices) else { break }
+                        kept.peers[p].device = KeptPeer.own
+                        kept.peers[p].index = UInt32(own.count)
+                        own.append(peer)
+                    }
+                    kept.ownPeers = own
+                    // Every reduced item must have its peer, or the file is read again next time.
+                    round.next.files[file] = own.count == kept.peers.count ? kept : nil
+                    continue
+                }
+                kept.ownPeers = []
+                if kept.keptPeerItems == 0, !items.isEmpty {
+                    // Parsed by this load: what the cache keeps of its peers' items is reduced.
+                    let (tree, moved) = kept.tree.keepingPeers(items)
+                    kept.tree = tree
+                    kept.keptPeerItems = items.count
+                    for p in peers.indices { peers[p].node = moved[peers[p].node]! }
+                } else if kept.keptPeerItems != items.count {
+                    // Reduced items this load did not take (its part was not decoded): the
+                    // file is read and parsed again next time.
+                    round.next.files[file] = nil
+                    continue
+                }
+                kept.peers = peers.sorted { ($0.line, $0.column) < ($1.line, $1.column) }
+                round.next.files[file] = kept
             }
             round.next.statistics.peersDecoded = memo.decoded
         }
@@ -199,7 +231,7 @@ public struct ConfigLoader: Sendable {
         }
         // Parsed anew: the last tree of this file is let go first (its peers' digests tell them
         // again), and its size is what the new one is expected to take.
-        let expected = round.previous.files[file]?.tree.storage.size
+        let expected = round.previous.files[file]?.parsedSize
         previous = nil
         round.previous.files[file]?.tree = .empty
         // Parsed where it was read: no text is made of the bytes.
@@ -215,7 +247,7 @@ public struct ConfigLoader: Sendable {
             if let tree, own.isEmpty, let digest {
                 var kept = CachedFile(real: real, identity: identity, settled: identity.settled(before: start), content: digest, tree: tree,
                                       nodes: before.nodes - budget.nodes, aliasNodes: before.aliasNodes - budget.aliasNodes,
-                                      aliasBytes: before.aliasBytes - budget.aliasBytes)
+                                      aliasBytes: before.aliasBytes - budget.aliasBytes, parsedSize: tree.storage.size)
                 round.keep(file, &kept)
             }
             errors += own

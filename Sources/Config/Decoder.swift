@@ -327,11 +327,15 @@ struct Decoder {
         let at = tree.location
         var section: PeerSection?
         var digest: ReadDigest?
-        if let kept = peerMemo!.previous.files[at.file]?.peer(at: at), peerMemo!.previous.devices.indices.contains(Int(kept.device)),
-           peerMemo!.previous.devices[Int(kept.device)].peers.indices.contains(Int(kept.index)),
+        if let file = peerMemo!.previous.files[at.file], let kept = file.peer(at: at),
+           let peer = file.peer(kept, devices: peerMemo!.previous.devices),
            peerMemo!.unchanged.contains(at.file) ? kept.node == tree.index : kept.digest == Self.digest(of: tree, known: &digest) {
             digest = kept.digest
-            section = Self.section(tree, peerMemo!.previous.devices[Int(kept.device)].peers[Int(kept.index)])
+            section = Self.section(tree, peer)
+        } else if tree.isKeptPeer {
+            // Only the cache's own peer can stand for a reduced item: a bug if it is not there.
+            fail(at, "internal error: the configuration cache lost a peer it kept; reload again (the cache is rebuilt)")
+            return nil
         } else {
             let before = errors.count
             peerMemo!.decoded += 1

@@ -55,6 +55,10 @@ struct Tree: Sendable {
 
     var location: SourceLocation { storage.location(record) }
 
+    /// A peer's mapping reduced to the parts whose places its kept section reads
+    /// (`Tree.keepingPeers`): only the cache's own peer can stand for it.
+    var isKeptPeer: Bool { record.isKeptPeer }
+
     /// A scalar's text; nil for other nodes.
     var text: String? { kind == .scalar ? storage.text(record) : nil }
 
@@ -121,6 +125,18 @@ struct Tree: Sendable {
         }
     }
 
+    /// The tree again (a parsed file's: no references), each peer's list item at `peers`
+    /// reduced to what its kept section needs once the cache takes it instead of decoding it:
+    /// the places of its allowed IPs and its endpoint and its preshared key file (path and
+    /// place); its name, key and texts go (a peer costs 96 bytes of tree instead of 264). Also
+    /// where each of `peers` is now. Nodes shared by an alias stay shared.
+    func keepingPeers(_ peers: Set<UInt32>) -> (tree: Tree, moved: [UInt32: UInt32]) {
+        var copier = PeerReducer(source: storage, peers: peers)
+        let root = copier.copy(index)
+        let moved = Dictionary(uniqueKeysWithValues: peers.map { ($0, copier.copied[Int($0)]) })
+        return (copier.builder.finish(root: root), moved)
+    }
+
     /// An empty document, standing for a tree no longer kept.
     static let empty = Tree(TreeStorage(files: [""], nodes: [TreeStorage.Record(.null, file: 0, line: 1, column: 1)], children: [], text: []), 0)
 
@@ -159,18 +175,20 @@ final class TreeStorage: Sendable {
     struct Record: Sendable {
         var line: UInt32
         var column: UInt32
-        /// The kind in the low 3 bits, the index of its file in `files` above them.
+        /// The kind in the low 3 bits, then `isKeptPeer`, the index of its file in `files` above.
         var tag: UInt32
         var a: UInt32
         var b: UInt32
 
         var kind: Kind { Kind(rawValue: UInt8(tag & 7))! }
-        var fileIndex: Int { Int(tag >> 3) }
+        var fileIndex: Int { Int(tag >> 4) }
+        /// A peer's mapping reduced to what its kept section needs (`Tree.keepingPeers`).
+        var isKeptPeer: Bool { tag & 8 != 0 }
 
-        init(_ kind: Kind, file: Int, line: Int, column: Int, a: UInt32 = 0, b: UInt32 = 0) {
+        init(_ kind: Kind, file: Int, line: Int, column: Int, a: UInt32 = 0, b: UInt32 = 0, keptPeer: Bool = false) {
             self.line = UInt32(clamping: line)
             self.column = UInt32(clamping: column)
-            tag = UInt32(file) << 3 | UInt32(kind.rawValue)
+            tag = UInt32(file) << 4 | (keptPeer ? 8 : 0) | UInt32(kind.rawValue)
             self.a = a
             self.b = b
         }
@@ -261,11 +279,12 @@ struct TreeBuilder {
     }
 
     /// A list or mapping whose child nodes were added already (a mapping's as key, value, …).
-    mutating func collection(_ kind: TreeStorage.Kind, _ items: [UInt32], file: Int, line: Int, column: Int) -> UInt32 {
+    mutating func collection(_ kind: TreeStorage.Kind, _ items: [UInt32], file: Int, line: Int, column: Int,
+                             keptPeer: Bool = false) -> UInt32 {
         let start = UInt32(children.count)
         children.append(contentsOf: items)
         let count = kind == .mapping ? items.count / 2 : items.count
-        return add(TreeStorage.Record(kind, file: file, line: line, column: column, a: start, b: UInt32(count)))
+        return add(TreeStorage.Record(kind, file: file, line: line, column: column, a: start, b: UInt32(count), keptPeer: keptPeer))
     }
 
     /// The node `index` again, said to start elsewhere (its children stay where they were written).
@@ -626,5 +645,77 @@ extension Tree {
         }
         if values.isEmpty { return (merged.keyLocation, builder.reference(merged.value)) }
         return (merged.keyLocation, merge(values, path: path, builder: &builder, errors: &errors))
+    }
+}
+
+/// `Tree.keepingPeers`: a copy node by node, peers' items reduced. Recursion follows the tree's
+/// nesting, so it is at most `ConfigLimits.depth` deep.
+private struct PeerReducer {
+    let source: TreeStorage
+    let reduce: [Bool]
+    var builder: TreeBuilder
+    /// Each source node's copy, once made (`UInt32.max`: not yet).
+    var copied: [UInt32]
+
+    init(source: TreeStorage, peers: Set<UInt32>) {
+        self.source = source
+        var reduce = [Bool](repeating: false, count: source.nodes.count)
+        for peer in peers { reduce[Int(peer)] = true }
+        self.reduce = reduce
+        builder = TreeBuilder(files: source.files)
+        builder.reserve(TreeStorage.Size(nodes: source.nodes.count / 2, children: source.children.count / 2, text: source.textStorage.count / 4))
+        copied = [UInt32](repeating: .max, count: source.nodes.count)
+    }
+
+    mutating func copy(_ i: UInt32) -> UInt32 {
+        if copied[Int(i)] != .max { return copied[Int(i)] }
+        let r = source.nodes[Int(i)]
+        let line = Int(r.line), column = Int(r.column), file = r.fileIndex
+        let new: UInt32
+        switch r.kind {
+        case .mapping where reduce[Int(i)]:
+            new = reduced(r)
+        case .scalar:
+            new = source.textBytes(r).withUnsafeBufferPointer { builder.scalar($0, file: file, line: line, column: column) }
+        case .null:
+            new = builder.null(file: file, line: line, column: column)
+        case .mapping, .sequence:
+            let count = Int(r.kind == .mapping ? 2 * r.b : r.b)
+            let items = (0..<count).map { copy(source.children[Int(r.a) + $0]) }
+            new = builder.collection(r.kind, items, file: file, line: line, column: column, keptPeer: r.isKeptPeer)
+        case .reference:
+            new = builder.reference(Tree(source.others[Int(r.a)], r.b))
+        }
+        copied[Int(i)] = new
+        return new
+    }
+
+    /// What `Decoder.section(_:_:)` reads of a peer: `preshared_key_file` whole, the places of
+    /// the `allowed_ips` items and of the `endpoint` value.
+    private mutating func reduced(_ r: TreeStorage.Record) -> UInt32 {
+        var items: [UInt32] = []
+        for e in 0..<Int(r.b) {
+            let key = source.children[Int(r.a) + 2 * e], value = source.children[Int(r.a) + 2 * e + 1]
+            let name = source.textBytes(source.nodes[Int(key)])
+            let v = source.nodes[Int(value)]
+            if name.elementsEqual("preshared_key_file".utf8) {
+                items += [copy(key), copy(value)]
+            } else if name.elementsEqual("allowed_ips".utf8) {
+                items.append(copy(key))
+                if v.kind == .sequence {
+                    let places = (0..<Int(v.b)).map { k in
+                        let item = source.nodes[Int(source.children[Int(v.a) + k])]
+                        return builder.null(file: item.fileIndex, line: Int(item.line), column: Int(item.column))
+                    }
+                    items.append(builder.collection(.sequence, places, file: v.fileIndex, line: Int(v.line), column: Int(v.column)))
+                } else {
+                    items.append(builder.null(file: v.fileIndex, line: Int(v.line), column: Int(v.column)))
+                }
+            } else if name.elementsEqual("endpoint".utf8) {
+                items.append(copy(key))
+                items.append(builder.null(file: v.fileIndex, line: Int(v.line), column: Int(v.column)))
+            }
+        }
+        return builder.collection(.mapping, items, file: r.fileIndex, line: Int(r.line), column: Int(r.column), keptPeer: true)
     }
 }

@@ -297,9 +297,16 @@ final class IncrementalLoadTests: XCTestCase {
         let cache = settledCache()
         _ = assertSameAsFresh(cache, "first")
         XCTAssertEqual(cache.lastLoad.peersDecoded, 50)
+        // A kept peer's item is reduced to 4 nodes (its mapping, `allowed_ips`, the list, the
+        // place of its address), where parsing made 8.
+        XCTAssertLessThan(cache.keptNodes, 50 * 4 + 40)
         try fixture.write("wgkeeper.yaml", text(25))
         XCTAssertEqual(assertSameAsFresh(cache, "moved").desired?.routes.filter { $0.destination.description == "2001:db8:1::1025/128" }.count, 1)
         XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 1, filesParsed: 1, peersDecoded: 1))
+        XCTAssertLessThan(cache.keptNodes, 50 * 4 + 40)
+        // Unchanged, the reduced tree stands for the file: nothing read, parsed or decoded.
+        _ = assertSameAsFresh(cache, "unchanged")
+        XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 0, filesParsed: 0, peersDecoded: 0))
     }
 }
 
