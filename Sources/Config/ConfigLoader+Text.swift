@@ -27,7 +27,7 @@ extension ConfigLoader {
         var includeDir: String?
         if case .scalar(let dir, _)? = tree.lookup("runtime", "include_dir")?.node { includeDir = resolve(dir, relativeTo: file) }
         var round = CacheRound(previous: ConfigCache.State(), keeping: false)
-        return validate(tree, files: [file], includeDir: includeDir, errors: errors, peers: &round) { configuration, _ in
+        return validate(consume tree, files: [file], includeDir: includeDir, errors: errors, peers: &round) { configuration, _ in
             for d in configuration.devices.indices {
                 if configuration.devices[d].privateKeyFile != nil {
                     configuration.devices[d].privateKey = PrivateKey(Self.placeholderKey)

@@ -68,12 +68,14 @@ public struct ConfigLoader: Sendable {
             tree = Tree.merge(trees, path: "", errors: &errors)
         }
 
-        return validate(tree, files: files, includeDir: includeDir, errors: errors, peers: &round) { readKeys(&$0, checked: &checked, errors: &$1) }
+        return validate(consume tree, files: files, includeDir: includeDir, errors: errors, peers: &round) { readKeys(&$0, checked: &checked, errors: &$1) }
     }
 
     /// Everything after parsing, the same for a file and for bytes (`load(text:)`): decoding,
     /// the keys (`keys` reads or stands in for them), the checks that span objects, derivation.
-    func validate(_ tree: Tree, files: [String], includeDir: String?, errors: ConfigErrorList, peers round: inout CacheRound,
+    /// The tree is let go once decoded (the cache keeps its own reduced copy), before the checks
+    /// and the derivation: a reload's peak is lower by the tree of the file it parsed.
+    func validate(_ tree: consuming Tree, files: [String], includeDir: String?, errors: ConfigErrorList, peers round: inout CacheRound,
                   keys: (inout Configuration, inout ConfigErrorList) -> Void) -> Result<LoadedConfig, ConfigErrors> {
         var errors = errors
         var decoder = Decoder(errors: ConfigErrorList(limit: limits.errors))
@@ -82,6 +84,7 @@ public struct ConfigLoader: Sendable {
                                                 kept: round.next.files.mapValues(\.tree.storage))
         }
         var configuration = decoder.decode(tree)
+        _ = consume tree
         if let memo = decoder.peerMemo {
             for file in Array(round.next.files.keys) {
                 var kept = round.next.files[file]!
