@@ -86,40 +86,22 @@ public struct ConfigLoader: Sendable {
         var configuration = decoder.decode(tree)
         _ = consume tree
         if let memo = decoder.peerMemo {
+            // Each kept file in place (thousands in a conf.d): its peers as this load took them.
             for file in Array(round.next.files.keys) {
-                var kept = round.next.files[file]!
-                var peers = memo.next[file] ?? []
-                let items = Set(peers.map(\.node))
-                if items.isEmpty, kept.keptPeerItems > 0 {
-                    // Kept through this load without being decoded (refused for its mode, say):
-                    // its peers are copied out of the last desired state, which goes now.
-                    var own: [DesiredPeer] = []
-                    for p in kept.peers.indices {
-                        guard let peer = kept.peer(kept.peers[p], devices: round.previous.devices) else { break }
-                        kept.peers[p].device = KeptPeer.own
-                        kept.peers[p].index = UInt32(own.count)
-                        own.append(peer)
-                    }
-                    kept.ownPeers = own
-                    // Every reduced item must have its peer, or the file is read again next time.
-                    round.next.files[file] = own.count == kept.peers.count ? kept : nil
-                    continue
-                }
-                kept.ownPeers = []
-                if kept.keptPeerItems == 0, !items.isEmpty {
-                    // Parsed by this load: what the cache keeps of its peers' items is reduced.
-                    let (tree, moved) = kept.tree.keepingPeers(items)
-                    kept.tree = tree
-                    kept.keptPeerItems = items.count
-                    for p in peers.indices { peers[p].node = moved[peers[p].node]! }
-                } else if kept.keptPeerItems != items.count {
+                let peers = memo.next[file] ?? []
+                let reduced = round.next.files[file]!.keptPeerItems
+                if peers.isEmpty, reduced > 0 {
+                    round.next.files[file] = Self.keptUndecoded(round.next.files[file]!, devices: round.previous.devices)
+                } else if reduced == 0, !peers.isEmpty {
+                    round.next.files[file] = Self.reduced(round.next.files[file]!, peers: peers)
+                } else if Self.distinctNodes(peers) != reduced {
                     // Reduced items this load did not take (its part was not decoded): the
                     // file is read and parsed again next time.
                     round.next.files[file] = nil
-                    continue
+                } else {
+                    round.next.files[file]!.peers = Self.sortedByPlace(peers)
+                    if !round.next.files[file]!.ownPeers.isEmpty { round.next.files[file]!.ownPeers = [] }
                 }
-                kept.peers = peers.sorted { ($0.line, $0.column) < ($1.line, $1.column) }
-                round.next.files[file] = kept
             }
             round.next.statistics.peersDecoded = memo.decoded
         }
@@ -138,6 +120,47 @@ public struct ConfigLoader: Sendable {
         if round.keeping { round.next.devices = desired.devices }
         guard errors.isEmpty else { return .failure(errors.sorted(files: files)) }
         return .success(LoadedConfig(configuration: configuration, desired: desired))
+    }
+
+    /// A file this load parsed, what the cache keeps of its peers' items reduced.
+    private static func reduced(_ file: CachedFile, peers: [KeptPeer]) -> CachedFile {
+        var file = file, peers = peers
+        let (tree, moved) = file.tree.keepingPeers(Set(peers.map(\.node)))
+        file.tree = tree
+        file.keptPeerItems = moved.count
+        for p in peers.indices { peers[p].node = moved[peers[p].node]! }
+        file.peers = sortedByPlace(peers)
+        file.ownPeers = []
+        return file
+    }
+
+    /// A file kept through this load without being decoded (refused for its mode, say): its
+    /// peers are copied out of the last desired state, which goes now. Nil when one is missing:
+    /// every reduced item must have its peer, or the file is read again next time.
+    private static func keptUndecoded(_ file: CachedFile, devices: [DesiredWireGuardDevice]) -> CachedFile? {
+        var file = file
+        var own: [DesiredPeer] = []
+        for p in file.peers.indices {
+            guard let peer = file.peer(file.peers[p], devices: devices) else { return nil }
+            file.peers[p].device = KeptPeer.own
+            file.peers[p].index = UInt32(own.count)
+            own.append(peer)
+        }
+        file.ownPeers = own
+        return file
+    }
+
+    /// How many items `peers` name (an item an alias lists twice is one).
+    private static func distinctNodes(_ peers: [KeptPeer]) -> Int {
+        if zip(peers, peers.dropFirst()).allSatisfy({ $0.node < $1.node }) { return peers.count }
+        return Set(peers.map(\.node)).count
+    }
+
+    /// By place (line, then column): as decoded, unless devices of one file were decoded out of order.
+    private static func sortedByPlace(_ peers: [KeptPeer]) -> [KeptPeer] {
+        func before(_ a: KeptPeer, _ b: KeptPeer) -> Bool { (a.line, a.column) < (b.line, b.column) }
+        if zip(peers, peers.dropFirst()).allSatisfy({ before($0, $1) }) { return peers }
+        return peers.sorted(by: before)
     }
 
     /// The `*.yaml` files of `include_dir` in name order (not dot files), once the directory

@@ -359,15 +359,25 @@ struct Decoder {
     /// The section `decodePeer` made of `tree`, which decoded without an error to `peer`: the
     /// places of its parts read from the tree again. The preshared key is read after decoding
     /// (`ConfigLoader.readKeys`), as for a decoded peer.
+    /// Read without an array of the entries: once per kept peer at every load.
     private static func section(_ tree: Tree, _ peer: DesiredPeer) -> PeerSection {
-        let fields = Fields(tree.entries)
         var peer = peer
         peer.presharedKey = nil
         var presharedKeyFile: (String, SourceLocation)?
-        if let entry = fields["preshared_key_file"], case .scalar(let text, let at) = entry.value.node { presharedKeyFile = (text, at) }
-        let allowed = fields["allowed_ips"]?.value.items.map(\.location) ?? []
+        var allowed: [SourceLocation] = []
+        var endpointLocation: SourceLocation?
+        // A key given twice would answer with its last entry, as `Fields` does (parsing refuses it).
+        tree.forEachEntry { key, value in
+            if key.elementsEqual("allowed_ips".utf8) {
+                allowed = value.itemLocations
+            } else if key.elementsEqual("preshared_key_file".utf8) {
+                presharedKeyFile = value.text.map { ($0, value.location) }
+            } else if key.elementsEqual("endpoint".utf8) {
+                endpointLocation = value.location
+            }
+        }
         return PeerSection(location: tree.location, presharedKeyFile: presharedKeyFile, peer: peer, allowedIPLocations: allowed,
-                           endpointLocation: fields["endpoint"]?.value.location)
+                           endpointLocation: endpointLocation)
     }
 
     private mutating func decodePeer(_ tree: Tree, _ name: String) -> PeerSection? {

@@ -75,6 +75,23 @@ struct Tree: Sendable {
         return entries
     }
 
+    /// A mapping's entries in order, key text and value, without an array of them.
+    func forEachEntry(_ body: (_ key: ArraySlice<UInt8>, _ value: Tree) -> Void) {
+        let record = record
+        guard record.kind == .mapping else { return }
+        for i in 0..<Int(record.b) {
+            let key = storage.nodes[Int(storage.children[Int(record.a) + 2 * i])]
+            body(storage.textBytes(key), Tree(storage, storage.children[Int(record.a) + 2 * i + 1]))
+        }
+    }
+
+    /// A list's item places in order, without an array of the items; none for other nodes.
+    var itemLocations: [SourceLocation] {
+        let record = record
+        guard record.kind == .sequence else { return [] }
+        return (0..<Int(record.b)).map { Tree(storage, storage.children[Int(record.a) + $0]).location }
+    }
+
     /// A list's items in order; empty for other nodes.
     var items: [Tree] {
         let record = record
