@@ -94,9 +94,10 @@ public struct ConfigLoader: Sendable {
                     round.next.files[file] = Self.keptUndecoded(round.next.files[file]!, devices: round.previous.devices)
                 } else if reduced == 0, !peers.isEmpty {
                     round.next.files[file] = Self.reduced(round.next.files[file]!, peers: peers)
-                } else if Self.distinctNodes(peers) != reduced {
-                    // Reduced items this load did not take (its part was not decoded): the
-                    // file is read and parsed again next time.
+                } else if Self.reducedItems(peers, in: round.next.files[file]!.tree) != reduced {
+                    // Reduced items this load did not take (its part was not decoded; other
+                    // items of the file may have been, as many): the file is read and parsed
+                    // again next time.
                     round.next.files[file] = nil
                 } else {
                     round.next.files[file]!.peers = Self.sortedByPlace(peers)
@@ -150,10 +151,18 @@ public struct ConfigLoader: Sendable {
         return file
     }
 
-    /// How many items `peers` name (an item an alias lists twice is one).
-    private static func distinctNodes(_ peers: [KeptPeer]) -> Int {
-        if zip(peers, peers.dropFirst()).allSatisfy({ $0.node < $1.node }) { return peers.count }
-        return Set(peers.map(\.node)).count
+    /// How many of `tree`'s reduced items `peers` name (an item an alias lists twice is one);
+    /// a peer decoded from an item that is not reduced is not counted.
+    private static func reducedItems(_ peers: [KeptPeer], in tree: Tree) -> Int {
+        let nodes = tree.storage.nodes
+        var count = 0, last: UInt32?, ascending = true
+        for peer in peers where nodes[Int(peer.node)].isKeptPeer {
+            if let last, peer.node <= last { ascending = false }
+            last = peer.node
+            count += 1
+        }
+        if ascending { return count }
+        return Set(peers.lazy.map(\.node).filter { nodes[Int($0)].isKeptPeer }).count
     }
 
     /// By place (line, then column): as decoded, unless devices of one file were decoded out of order.

@@ -308,6 +308,86 @@ final class IncrementalLoadTests: XCTestCase {
         _ = assertSameAsFresh(cache, "unchanged")
         XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 0, filesParsed: 0, peersDecoded: 0))
     }
+
+    // MARK: sequences that take a kept file apart
+
+    /// Two devices of one unchanged file, each dropped in turn by another file (whose scalar comes
+    /// first in the merge): the load that decodes the second device's peer but not the first's
+    /// takes as many peers from the file as its reduced tree kept, but not those. The next load
+    /// must still take the reduced peer (not report the cache's internal error).
+    func testKeptFileWhoseDecodedPeersChangeWithTheSameCount() throws {
+        try fixture.writeKey("wg1.key")
+        try fixture.writeKey("wg2.key")
+        try fixture.write("wgkeeper.yaml", header + gateway)
+        try fixture.write("conf.d/20-a.yaml", """
+            wireguard:
+              wg1:
+                private_key_file: ../wg1.key
+                peers:
+                  - {name: r1, public_key: "\(ConfigFixture.alice)", allowed_ips: ["2001:db8:2::1/128"]}
+              wg2:
+                private_key_file: ../wg2.key
+                peers:
+                  - {name: u1, public_key: "\(ConfigFixture.bob)", allowed_ips: ["2001:db8:2::2/128"]}
+
+            """)
+        let cache = settledCache()
+        try fixture.write("conf.d/10-b.yaml", "wireguard: {wg2: dropped}\n")
+        XCTAssertNil(assertSameAsFresh(cache, "wg2 dropped").desired)
+        try fixture.write("conf.d/10-b.yaml", "wireguard: {wg1: dropped}\n")
+        XCTAssertNil(assertSameAsFresh(cache, "wg1 dropped").desired)
+        try fixture.write("conf.d/10-b.yaml", "wireguard: {}\n")
+        XCTAssertEqual(assertSameAsFresh(cache, "both").desired?.devices.map { $0.peers.map(\.name) }, [[], ["r1"], ["u1"]])
+        _ = assertSameAsFresh(cache, "unchanged")
+        XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 0, filesParsed: 0, peersDecoded: 0))
+    }
+
+    /// Devices of one file written out of name order, a peer moved between files, a file
+    /// refused for its mode while others change, then trusted again changed.
+    func testDevicesOutOfOrderPeersMovedAndRefusedFiles() throws {
+        try fixture.writeKey("wg1.key")
+        try fixture.writeKey("wg2.key")
+        try fixture.write("wgkeeper.yaml", header + gateway)
+        func peer(_ name: String, _ key: String, _ address: Int) -> String {
+            "      - {name: \(name), public_key: \"\(key)\", allowed_ips: [\"2001:db8:1::\(address)/128\"]}\n"
+        }
+        func devices(_ wg2: [String], _ wg1: [String]) -> String {
+            "wireguard:\n  wg2:\n    private_key_file: ../wg2.key\n    peers:\n" + wg2.joined()
+                + "  wg1:\n    private_key_file: ../wg1.key\n    peers:\n" + wg1.joined()
+        }
+        let keys = (0..<6).map { _ in PrivateKey.generate().publicKey.base64 }
+        let cache = settledCache()
+        try fixture.write("conf.d/20-a.yaml", devices([peer("a0", keys[0], 10), peer("a1", keys[1], 11)], [peer("a2", keys[2], 12)]))
+        try fixture.write("conf.d/30-b.yaml", devices([peer("b0", keys[3], 20)], [peer("b1", keys[4], 21), peer("b2", keys[5], 22)]))
+        _ = assertSameAsFresh(cache, "first")
+        _ = assertSameAsFresh(cache, "unchanged")
+        // a1 moves to b (same place in its device list there), a is shorter.
+        try fixture.write("conf.d/20-a.yaml", devices([peer("a0", keys[0], 10)], [peer("a2", keys[2], 12)]))
+        try fixture.write("conf.d/30-b.yaml", devices([peer("b0", keys[3], 20), peer("a1", keys[1], 11)], [peer("b1", keys[4], 21), peer("b2", keys[5], 22)]))
+        _ = assertSameAsFresh(cache, "a1 moved to b")
+        chmod(fixture.path("conf.d/30-b.yaml"), 0o664)
+        _ = assertSameAsFresh(cache, "b refused")
+        // While b is refused, a changes: the devices' peers (b's among them, last time) move.
+        try fixture.write("conf.d/20-a.yaml", devices([peer("a1", keys[1], 11), peer("a0", keys[0], 10)], []))
+        _ = assertSameAsFresh(cache, "b refused, a changed")
+        _ = assertSameAsFresh(cache, "b refused, unchanged")
+        chmod(fixture.path("conf.d/30-b.yaml"), 0o644)
+        _ = assertSameAsFresh(cache, "b trusted again")
+        chmod(fixture.path("conf.d/30-b.yaml"), 0o664)
+        _ = assertSameAsFresh(cache, "b refused again")
+        try fixture.write("conf.d/30-b.yaml", devices([peer("b0", keys[3], 20)], [peer("b2", keys[5], 22), peer("b1", keys[4], 21)]))
+        chmod(fixture.path("conf.d/30-b.yaml"), 0o644)
+        _ = assertSameAsFresh(cache, "b trusted again, changed")
+        try FileManager.default.removeItem(atPath: fixture.path("conf.d/20-a.yaml"))
+        _ = assertSameAsFresh(cache, "a removed")
+        chmod(main, 0o664)
+        _ = assertSameAsFresh(cache, "main refused")
+        try fixture.write("conf.d/20-a.yaml", devices([peer("a0", keys[0], 10)], []))
+        _ = assertSameAsFresh(cache, "main refused, a back")
+        chmod(main, 0o644)
+        _ = assertSameAsFresh(cache, "main trusted")
+        _ = assertSameAsFresh(cache, "unchanged at last")
+    }
 }
 
 /// TestSupport's SplitMix64, drawn as the sequences were written: `next() % n`.
