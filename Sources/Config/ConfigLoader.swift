@@ -129,7 +129,9 @@ public struct ConfigLoader: Sendable {
         let (tree, moved) = file.tree.keepingPeers(Set(peers.map(\.node)))
         file.tree = tree
         file.keptPeerItems = moved.count
-        for p in peers.indices { peers[p].node = moved[peers[p].node]! }
+        // A peer whose item was not reduced (none, while peers are read where the reducer
+        // looks) is decoded again next time.
+        peers = peers.compactMap { peer in moved[peer.node].map { var peer = peer; peer.node = $0; return peer } }
         file.peers = sortedByPlace(peers)
         file.ownPeers = []
         return file

@@ -146,11 +146,17 @@ struct Tree: Sendable {
     /// reduced to what its kept section needs once the cache takes it instead of decoding it:
     /// the places of its allowed IPs and its endpoint and its preshared key file (path and
     /// place); its name, key and texts go (a peer costs 96 bytes of tree instead of 264). Also
-    /// where each of `peers` is now. Nodes shared by an alias stay shared.
+    /// where each of `peers` is now. Nodes shared by an alias stay shared. An item is reduced
+    /// only where the decoder reads peers (`wireguard.<device>.peers[]`); reached elsewhere too
+    /// (an alias of its list under `routes`, say), it is copied whole there, so that what reads
+    /// it there finds what a fresh load finds. A peer not reached where peers are read is not
+    /// in `moved` (none, for the items a load decoded as peers).
     func keepingPeers(_ peers: Set<UInt32>) -> (tree: Tree, moved: [UInt32: UInt32]) {
         var copier = PeerReducer(source: storage, peers: peers)
-        let root = copier.copy(index)
-        let moved = Dictionary(uniqueKeysWithValues: peers.map { ($0, copier.copied[Int($0)]) })
+        let root = copier.copy(index, at: .document)
+        var moved: [UInt32: UInt32] = [:]
+        moved.reserveCapacity(peers.count)
+        for peer in peers where copier.copied[Int(peer)] != .max { moved[peer] = copier.copied[Int(peer)] }
         return (copier.builder.finish(root: root), moved)
     }
 
@@ -665,14 +671,23 @@ extension Tree {
     }
 }
 
-/// `Tree.keepingPeers`: a copy node by node, peers' items reduced. Recursion follows the tree's
-/// nesting, so it is at most `ConfigLimits.depth` deep.
+/// `Tree.keepingPeers`: a copy node by node, peers' items reduced where peers are read.
+/// Recursion follows the tree's nesting, so it is at most `ConfigLimits.depth` deep.
 private struct PeerReducer {
+    /// The nodes on the way to where the decoder reads peers: the document, `wireguard`, a
+    /// device, its `peers` list.
+    enum Place: UInt64 { case document, wireguard, device, peers }
+
     let source: TreeStorage
     let reduce: [Bool]
     var builder: TreeBuilder
-    /// Each source node's copy, once made (`UInt32.max`: not yet).
+    /// Each source node's copy, once made (`UInt32.max`: not yet); for a peer to reduce, its
+    /// reduced copy.
     var copied: [UInt32]
+    /// The copies of the nodes on the way to the peer lists (a handful), by node and place.
+    var placed: [UInt64: UInt32] = [:]
+    /// Whole copies of peers to reduce that an alias also puts elsewhere.
+    var whole: [UInt32: UInt32] = [:]
 
     init(source: TreeStorage, peers: Set<UInt32>) {
         self.source = source
@@ -684,14 +699,56 @@ private struct PeerReducer {
         copied = [UInt32](repeating: .max, count: source.nodes.count)
     }
 
+    /// Node `i` standing at `place`: its children on the way to the peer lists are copied at
+    /// theirs, the items of a `peers` list reduced; anything else is copied whole.
+    mutating func copy(_ i: UInt32, at place: Place) -> UInt32 {
+        let key = UInt64(i) << 8 | place.rawValue
+        if let known = placed[key] { return known }
+        let r = source.nodes[Int(i)]
+        let line = Int(r.line), column = Int(r.column), file = r.fileIndex
+        let new: UInt32
+        switch (place, r.kind) {
+        case (.peers, .sequence):
+            let items = (0..<Int(r.b)).map { k -> UInt32 in
+                let item = source.children[Int(r.a) + k]
+                return reduce[Int(item)] ? reduced(item) : copy(item)
+            }
+            new = builder.collection(.sequence, items, file: file, line: line, column: column)
+        case (.document, .mapping), (.wireguard, .mapping), (.device, .mapping):
+            var items: [UInt32] = []
+            items.reserveCapacity(2 * Int(r.b))
+            for e in 0..<Int(r.b) {
+                let key = source.children[Int(r.a) + 2 * e], value = source.children[Int(r.a) + 2 * e + 1]
+                let k = source.nodes[Int(key)]
+                func named(_ name: String) -> Bool { k.kind == .scalar && source.textBytes(k).elementsEqual(name.utf8) }
+                let inner: Place? = switch place {
+                case .document: named("wireguard") ? .wireguard : nil
+                case .wireguard: .device
+                case .device: named("peers") ? .peers : nil
+                case .peers: nil
+                }
+                items.append(copy(key))
+                items.append(inner.map { copy(value, at: $0) } ?? copy(value))
+            }
+            new = builder.collection(.mapping, items, file: file, line: line, column: column, keptPeer: r.isKeptPeer)
+        default:
+            new = copy(i)
+        }
+        placed[key] = new
+        return new
+    }
+
+    /// Node `i` copied whole (a peer to reduce too: an alias put it where peers are not read).
     mutating func copy(_ i: UInt32) -> UInt32 {
-        if copied[Int(i)] != .max { return copied[Int(i)] }
+        if reduce[Int(i)] {
+            if let known = whole[i] { return known }
+        } else if copied[Int(i)] != .max {
+            return copied[Int(i)]
+        }
         let r = source.nodes[Int(i)]
         let line = Int(r.line), column = Int(r.column), file = r.fileIndex
         let new: UInt32
         switch r.kind {
-        case .mapping where reduce[Int(i)]:
-            new = reduced(r)
         case .scalar:
             new = source.textBytes(r).withUnsafeBufferPointer { builder.scalar($0, file: file, line: line, column: column) }
         case .null:
@@ -703,13 +760,17 @@ private struct PeerReducer {
         case .reference:
             new = builder.reference(Tree(source.others[Int(r.a)], r.b))
         }
-        copied[Int(i)] = new
+        if reduce[Int(i)] { whole[i] = new } else { copied[Int(i)] = new }
         return new
     }
 
     /// What `Decoder.section(_:_:)` reads of a peer: `preshared_key_file` whole, the places of
     /// the `allowed_ips` items and of the `endpoint` value.
-    private mutating func reduced(_ r: TreeStorage.Record) -> UInt32 {
+    private mutating func reduced(_ i: UInt32) -> UInt32 {
+        if copied[Int(i)] != .max { return copied[Int(i)] }
+        let r = source.nodes[Int(i)]
+        // A peer decoded without an error is a mapping.
+        guard r.kind == .mapping else { return copy(i) }
         var items: [UInt32] = []
         for e in 0..<Int(r.b) {
             let key = source.children[Int(r.a) + 2 * e], value = source.children[Int(r.a) + 2 * e + 1]
@@ -733,6 +794,8 @@ private struct PeerReducer {
                 items.append(builder.null(file: v.fileIndex, line: Int(v.line), column: Int(v.column)))
             }
         }
-        return builder.collection(.mapping, items, file: r.fileIndex, line: Int(r.line), column: Int(r.column), keptPeer: true)
+        let new = builder.collection(.mapping, items, file: r.fileIndex, line: Int(r.line), column: Int(r.column), keptPeer: true)
+        copied[Int(i)] = new
+        return new
     }
 }

@@ -342,6 +342,50 @@ final class IncrementalLoadTests: XCTestCase {
         XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 0, filesParsed: 0, peersDecoded: 0))
     }
 
+    /// A list of peers named again by an alias (both devices take the same items), an item
+    /// aliased twice, and a peer list aliased where routes are read: loads after the file is
+    /// kept, unchanged and changed, equal fresh ones.
+    func testAliasedPeersTakenTwice() throws {
+        try fixture.writeKey("wg1.key")
+        try fixture.write("wgkeeper.yaml", header + gateway)
+        func text(_ address: Int, routes: Bool) -> String {
+            """
+            wireguard:
+              wg0:
+                peers: &shared
+                  - &a {name: a, public_key: "\(ConfigFixture.alice)", allowed_ips: ["2001:db8:1::\(address)/128"], preshared_key_file: ../alice.psk}
+                  - {name: b, public_key: "\(ConfigFixture.bob)", allowed_ips: ["2001:db8:1::7/128"], endpoint: "[2001:db8::1]:51820"}
+              wg1:
+                private_key_file: ../wg1.key
+                peers: *shared
+
+            """ + (routes ? "routes: *shared\n" : "")
+        }
+        let cache = settledCache()
+        try fixture.write("conf.d/20-a.yaml", text(5, routes: false))
+        _ = assertSameAsFresh(cache, "first")
+        XCTAssertEqual(cache.lastLoad.peersDecoded, 4, "each item once for each device")
+        _ = assertSameAsFresh(cache, "unchanged")
+        XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 0, filesParsed: 0, peersDecoded: 0), "the reduced items taken twice")
+        try fixture.write("conf.d/10-b.yaml", AcceptedConfigs.includeFragment)
+        _ = assertSameAsFresh(cache, "another file")
+        try fixture.write("conf.d/20-a.yaml", text(6, routes: false))
+        _ = assertSameAsFresh(cache, "one address changed")
+        try fixture.write("conf.d/20-a.yaml", text(6, routes: true))
+        _ = assertSameAsFresh(cache, "peers read as routes")
+        _ = assertSameAsFresh(cache, "peers read as routes, unchanged")
+        XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 0, filesParsed: 0, peersDecoded: 0), "reduced where peers are read only")
+        try fixture.write("conf.d/10-b.yaml", "wireguard: {wg1: dropped}\n")
+        _ = assertSameAsFresh(cache, "wg1 dropped")
+        _ = assertSameAsFresh(cache, "wg1 dropped, unchanged")
+        try fixture.write("conf.d/20-a.yaml", text(6, routes: false))
+        try fixture.write("conf.d/10-b.yaml", "wireguard: {}\n")
+        _ = assertSameAsFresh(cache, "back")
+        _ = assertSameAsFresh(cache, "back, unchanged")
+        try fixture.write("wgkeeper.yaml", header + gateway + "proxies: [*x]\n")
+        _ = assertSameAsFresh(cache, "main file broken")
+    }
+
     /// Devices of one file written out of name order, a peer moved between files, a file
     /// refused for its mode while others change, then trusted again changed.
     func testDevicesOutOfOrderPeersMovedAndRefusedFiles() throws {
