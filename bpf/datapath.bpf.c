@@ -65,6 +65,9 @@ struct datapath_config {
 
 // lan_ingress answers Neighbor Solicitations for the clients (gateway.ndp: datapath).
 #define CONFIG_ANSWER_NS 1
+// lan_ingress answers those sent to a client's address itself, a LAN host's reachability
+// probes (gateway.ndp: kernel, whose proxy entries answer them only while the host forwards).
+#define CONFIG_ANSWER_UNICAST_NS 2
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -539,8 +542,8 @@ int lan_ingress(struct __sk_buff *skb)
 		return pass();
 
 	int action;
-	if (cfg->flags & CONFIG_ANSWER_NS) {
-		action = answer_solicitation(skb, cfg);
+	if (cfg->flags & (CONFIG_ANSWER_NS | CONFIG_ANSWER_UNICAST_NS)) {
+		action = answer_solicitation(skb, cfg, !(cfg->flags & CONFIG_ANSWER_NS));
 		if (action >= 0)
 			return action;
 	}

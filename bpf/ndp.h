@@ -8,6 +8,10 @@
 // clients to the gateway without proxy entries, so the LAN keeps proxy_ndp = 0 and
 // forwarding = 0. Anything that is not a valid solicitation for a client goes to the kernel
 // untouched, which validates it again and answers for the gateway's own addresses.
+//
+// With gateway.ndp: kernel the proxy entries answer address resolution, but the kernel answers
+// a solicitation sent to the proxied address itself (a LAN host's reachability probe) only on
+// its forwarding path, closed by all.forwarding = 0: the program answers those alone.
 
 #define ND_NEIGHBOR_SOLICITATION 135
 #define ND_NEIGHBOR_ADVERTISEMENT 136
@@ -75,18 +79,22 @@ static __always_inline __s64 checksum_of(const struct pseudo_header *pseudo, voi
 }
 
 // Answers a Neighbor Solicitation for a VPN client from the LAN; returns the TC action, or -1
-// when the frame is not one (or not valid, RFC 4861 7.1.1) and goes on untouched.
-static __always_inline int answer_solicitation(struct __sk_buff *skb, const struct datapath_config *cfg)
+// when the frame is not one (or not valid, RFC 4861 7.1.1) and goes on untouched. With
+// unicast_only, only one sent to the client's address itself (gateway.ndp: kernel).
+static __always_inline int answer_solicitation(struct __sk_buff *skb, const struct datapath_config *cfg,
+					       int unicast_only)
 {
 	// To the gateway's MAC (address resolution's unicast probes) or to a multicast group
 	// (the solicited-node groups the daemon joins on the LAN); not frames between others.
-	if (skb->pkt_type != PACKET_HOST && skb->pkt_type != PACKET_MULTICAST)
+	if (skb->pkt_type != PACKET_HOST && (unicast_only || skb->pkt_type != PACKET_MULTICAST))
 		return -1;
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
 	if ((void *)(ip6 + 1) > end)
+		return -1;
+	if (unicast_only && ip6->daddr.in6_u.u6_addr8[0] == 0xff)
 		return -1;
 	if (ip6->version != 6 || ip6->nexthdr != IPPROTO_ICMPV6 || ip6->hop_limit != ND_HOP_LIMIT ||
 	    (eth->h_source[0] & 1))

@@ -212,7 +212,9 @@ extension Daemon {
         let programs = Dictionary(uniqueKeysWithValues: datapath.programIDs.map { ($0.key.rawValue, $0.value) })
         let neighbourDiscovery = neighbourDiscoveryStatus
         let joined = solicitedNodeGroups.memberships
-        let groups = neighbourDiscovery == nil ? nil
+        // Groups are joined only while the program answers address resolution, not probes alone.
+        let resolving = desired.datapath?.neighbourDiscovery != nil || self.neighbourDiscovery.handover != nil
+        let groups = !resolving ? nil
             : ["joined": joined.count, "not_joined": solicitedNodeFailures.keys.filter { !joined.contains($0) }.count]
         return StatusReport.Datapath(attachMode: mode, counters: counters, programs: programs, icmpErrors: datapathICMP,
                                      neighbourDiscovery: neighbourDiscovery, solicitedNodeGroups: groups)

@@ -55,14 +55,26 @@ extension Daemon {
         do {
             var queued = try events.readEvents()
             if wanted.contains(.links) { kernel.seed(links: try rtnetlink.links()) }
-            if wanted.contains(.routes) { kernel.seed(routes: try rtnetlink.routes(family: .inet6)) }
+            if wanted.contains(.routes) {
+                // A resync with no route changed since the last read decodes nothing.
+                switch try rtnetlink.routes(family: .inet6, unless: kernel.routesDigest) {
+                case .unchanged:
+                    unchangedReads["routes", default: 0] += 1
+                    kernel.confirmRoutes()
+                case .read(let routes, let digest):
+                    kernel.seed(routes: routes, digest: digest)
+                }
+            }
             if wanted.contains(.addresses) { kernel.seed(addresses: try rtnetlink.addresses(family: .inet6)) }
             queued += try events.readEvents()
             fold(queued)
             if wanted.contains(.proxies) || kernel.stale.contains(.proxies) {
                 proxyEpoch += 1
-                // Decoded whatever its bytes; its digest lets the next poll skip an unchanged dump.
-                if case .read(let proxies, let digest) = try rtnetlink.proxyEntries(unless: nil) {
+                // Its digest lets the next read skip an unchanged dump.
+                switch try rtnetlink.proxyEntries(unless: kernel.proxyDigest) {
+                case .unchanged:
+                    unchangedReads["proxies", default: 0] += 1
+                case .read(let proxies, let digest):
                     if proxies != kernel.proxies { changed = true }
                     kernel.seed(proxies: proxies, digest: digest)
                 }

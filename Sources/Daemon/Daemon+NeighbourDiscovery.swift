@@ -75,7 +75,11 @@ extension Daemon {
         let addresses = answeredAddresses(lan: lan, answering: answering)
         neighbourDiscovery.answered = addresses
         let handingOver = addresses != nil && desired.datapath?.neighbourDiscovery == nil
-        let settings = NeighbourDiscoverySettings(answersSolicitations: addresses != nil, lanMAC: lan.hardwareAddress)
+        // With the kernel's proxy entries answering, the program answers the unicast probes,
+        // which the kernel answers only while the host forwards (kernel fact 28).
+        let probes = desired.gateway.map { $0.ndp == .kernel && $0.proxyNDP } ?? false
+        let settings = NeighbourDiscoverySettings(answersSolicitations: addresses != nil, answersUnicastProbes: probes,
+                                                  lanMAC: lan.hardwareAddress)
         if try datapath.configure(settings) {
             datapathWrites += 1
             logger.info("datapath: \(settings)")
@@ -145,10 +149,15 @@ extension Daemon {
     }
 
     /// One line for status: who answers neighbour discovery for the clients, and how. Nil when
-    /// the kernel alone does (`ndp: kernel`, handover done).
+    /// the kernel alone does (`ndp: kernel`, handover done, no MAC to answer probes with).
     var neighbourDiscoveryStatus: String? {
         guard let wanted = desired.datapath else { return nil }
-        guard wanted.neighbourDiscovery != nil || neighbourDiscovery.handover != nil else { return nil }
+        guard wanted.neighbourDiscovery != nil || neighbourDiscovery.handover != nil else {
+            guard datapathProblem == nil, let settings = try? datapathMaps?.datapath.neighbourDiscoverySettings(),
+                  settings.answersUnicastProbes, let mac = settings.lanMAC else { return nil }
+            return "the kernel's proxy entries answer address resolution; lan_ingress answers the unicast reachability probes with "
+                + mac.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":")
+        }
         let lan = wanted.lan
         var line = "answered by lan_ingress for \(neighbourDiscovery.answered?.count ?? 0) addresses"
         // What the program uses now, read back from its config map; a datapath with a problem

@@ -308,9 +308,10 @@ public final class Daemon {
         }
         if now >= nextResync {
             nextResync = now + runtime.resync
+            // A full re-read. A dump whose bytes are those a part of the cache was decoded from
+            // (its digest, dropped by any change to that part since) is not decoded again: the
+            // cache holds what decoding it would give.
             kernel.stale = Set(KernelCache.Part.allCases)
-            // A full re-read: every part decoded again, whatever the digests of the polls said.
-            kernel.forgetDigests()
             filterScanFor = nil
             // Safety violations and conflicts that persist are logged again once per resync.
             lastPlan.violations = []

@@ -18,7 +18,10 @@ public struct KernelCache: Sendable {
     public private(set) var links: [Int32: Link] = [:]
     /// IPv6 routes by identity: usually one each, but the kernel keeps several at one identity
     /// when they differ in device or gateway (`ip route append`).
-    public private(set) var routes: [RouteIdentity: [Route]] = [:]
+    public private(set) var routes: [RouteIdentity: [Route]] = [:] { didSet { routesDigest = nil } }
+    /// The digest of the dump `routes` was decoded from, kept only while no event or dump has
+    /// changed them since: a resync whose route dump has this digest decodes nothing.
+    public private(set) var routesDigest: ReadDigest?
     public private(set) var addresses: [AddressKey: Address] = [:]
     public var proxies: [ProxyEntry] = [] { didSet { proxyDigest = nil } }
     /// The digest of the dump `proxies` was decoded from, kept only while nothing else has
@@ -72,11 +75,17 @@ public struct KernelCache: Sendable {
         changedBeyondRoutes = true
     }
 
-    /// IPv6 routes of every table (others are ignored).
-    public mutating func seed(routes dumped: [Route]) {
+    /// IPv6 routes of every table (others are ignored), as a dump with this digest decoded them.
+    public mutating func seed(routes dumped: [Route], digest: ReadDigest? = nil) {
         routes = Dictionary(grouping: dumped.lazy.filter { $0.family == .inet6 }, by: RouteIdentity.init)
+        routesDigest = digest
         stale.remove(.routes)
         changedBeyondRoutes = true
+    }
+
+    /// A route dump read the bytes `routes` were decoded from: they are what the kernel holds.
+    public mutating func confirmRoutes() {
+        stale.remove(.routes)
     }
 
     public mutating func seed(addresses dumped: [Address]) {
@@ -103,8 +112,9 @@ public struct KernelCache: Sendable {
         wireGuardDigests = digests
     }
 
-    /// The next reads decode in full, whatever their bytes (the resync's full re-read).
+    /// The next reads decode in full, whatever their bytes.
     public mutating func forgetDigests() {
+        routesDigest = nil
         proxyDigest = nil
         datapathDigest = nil
         wireGuardDigests = [:]

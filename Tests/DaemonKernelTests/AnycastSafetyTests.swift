@@ -9,9 +9,7 @@ import XCTest
 final class AnycastSafetyTests: XCTestCase {
     private func start(allow: Bool) throws -> (TestNamespace, DaemonHarness) {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
-        try ns.ip("-6", "addr", "add", "2001:db8:1::1/64", "dev", "private0", "nodad")
+        try ns.addGatewayDevices(lanAddress: "2001:db8:1::1/64")
         let h = try DaemonHarness(self, ns: ns)
         try h.writeConfig(h.gatewayConfig(peers: [TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128"])],
                                           gateway: ["redirect: false", "allow_lan_anycast: \(allow)"]))

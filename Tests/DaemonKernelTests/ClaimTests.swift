@@ -17,8 +17,7 @@ final class ClaimTests: XCTestCase {
 
     private func lab() throws -> (TestNamespace, DaemonHarness) {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
+        try ns.addGatewayDevices()
         return (ns, try DaemonHarness(self, ns: ns))
     }
 

@@ -9,9 +9,7 @@ import XCTest
 final class DaemonDatapathTests: XCTestCase {
     func testAttachesReconcilesMapEntriesAndAdoptsOnRestart() throws {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
-        try ns.ip("-6", "addr", "add", "2001:db8:1::1/128", "dev", "private0", "nodad")
+        try ns.addGatewayDevices(lanAddress: "2001:db8:1::1/128")
         let h = try DaemonHarness(self, ns: ns)
         let pinRoot = try h.mountPinRoot(self)
         try h.writeConfig(h.gatewayConfig(

@@ -33,8 +33,7 @@ final class DaemonLifecycleTests: XCTestCase {
 
     func testAFailingObjectKeepsItsErrorBacksOffAndHoldsNothingBack() throws {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
+        try ns.addGatewayDevices()
         let h = try DaemonHarness(self, ns: ns)
         // A gateway that is not on-link: the kernel refuses this route, every time.
         try h.writeConfig(config(h, extra: """
@@ -61,8 +60,7 @@ final class DaemonLifecycleTests: XCTestCase {
 
     func testCleanupRemovesExactlyWhatItOwnsAndLogsCarryPriorities() throws {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
+        try ns.addGatewayDevices()
         try ns.ip("-6", "route", "add", "2001:db8:99::/64", "dev", "wg0", "proto", "static")
         try ns.ip("-6", "neigh", "add", "proxy", "2001:db8:1::999", "dev", "private0")
         let h = try DaemonHarness(self, ns: ns)
@@ -85,8 +83,7 @@ final class DaemonLifecycleTests: XCTestCase {
 final class DaemonOverflowTests: XCTestCase {
     func testEventOverflowMeansFullResyncAndNothingIsMissed() throws {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
+        try ns.addGatewayDevices()
         let h = try DaemonHarness(self, ns: ns)
         try h.writeConfig(h.gatewayConfig(runtime: ["resync: 1h"],
                                           peers: [TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128"])]))

@@ -26,8 +26,7 @@ final class DaemonTests: XCTestCase {
 
     private func setUp() throws -> (TestNamespace, DaemonHarness) {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
+        try ns.addGatewayDevices()
         let h = try DaemonHarness(self, ns: ns)
         try h.writeConfig(config(h))
         return (ns, h)

@@ -10,8 +10,7 @@ import XCTest
 final class DeadDNSTests: XCTestCase {
     func testRepairsAndWatchdogCarryOnWhileANameDoesNotResolve() throws {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
+        try ns.addGatewayDevices()
         let dns = try deadDNSServer(in: ns)
 
         let h = try DaemonHarness(self, ns: ns)

@@ -13,8 +13,7 @@ final class EventBurstTests: XCTestCase {
 
     private func start() throws -> (TestNamespace, DaemonHarness) {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
+        try ns.addGatewayDevices()
         let h = try DaemonHarness(self, ns: ns)
         var tail = "routes:\n"
         for i in 0..<count { tail += "  - {destination: \"\(destination(i))\", device: wg0}\n" }

@@ -18,8 +18,7 @@ final class HostileConfigTests: XCTestCase {
 
     func testHostileFilesInConfDAreRefusedAndTheDaemonKeepsItsState() throws {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
+        try ns.addGatewayDevices()
         let h = try DaemonHarness(self, ns: ns)
         let confD = h.directory.appendingPathComponent("conf.d").path
         try FileManager.default.createDirectory(atPath: confD, withIntermediateDirectories: true)

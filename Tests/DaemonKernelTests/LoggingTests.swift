@@ -9,8 +9,7 @@ import XCTest
 final class LoggingTests: XCTestCase {
     private func setUp() throws -> (TestNamespace, DaemonHarness) {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
+        try ns.addGatewayDevices()
         let h = try DaemonHarness(self, ns: ns)
         try h.writeConfig(h.gatewayConfig(peers: [TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128"])]))
         return (ns, h)

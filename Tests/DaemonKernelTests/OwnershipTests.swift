@@ -93,8 +93,7 @@ final class OwnershipTests: XCTestCase {
     /// wg0 and private0 as veths, a daemon running the gateway between them.
     private func startGateway() throws -> (TestNamespace, DaemonHarness) {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
+        try ns.addGatewayDevices()
         let h = try DaemonHarness(self, ns: ns)
         try h.writeConfig(config(h, lan: "private0"))
         try h.start()
@@ -120,8 +119,7 @@ final class OwnershipTests: XCTestCase {
 
     func testAConflictIsCountedAsOneAndNotInSync() throws {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
+        try ns.addGatewayDevices()
         // Another program holds the identity of one desired route.
         try ns.ip("-6", "route", "add", "2001:db8:5::/64", "dev", "wg0", "proto", "static")
         let h = try DaemonHarness(self, ns: ns)
@@ -138,8 +136,7 @@ final class OwnershipTests: XCTestCase {
 
     func testRedirectOffDetachesAndUnpinsEverything() throws {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
+        try ns.addGatewayDevices()
         try ns.addVeth("private1", "lanp1")
         let h = try DaemonHarness(self, ns: ns)
         let pinRoot = try h.mountPinRoot(self)

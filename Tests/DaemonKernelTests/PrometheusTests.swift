@@ -40,8 +40,7 @@ final class PrometheusTests: XCTestCase {
 
     func testExpositionAgreesWithStatusAndCountsRepairsAndRefusedReloads() throws {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
+        try ns.addGatewayDevices()
         let h = try DaemonHarness(self, ns: ns)
         try h.writeConfig(config(h))
         try h.start()
@@ -101,9 +100,7 @@ final class PrometheusTests: XCTestCase {
     /// the LAN device is gone (both programs are detached then, whatever the config map says).
     func testNeighbourDiscoveryStatusAndGroupMetricsTellWhatIsAnswered() throws {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
-        try ns.ip("-6", "addr", "add", "2001:db8:1::1/128", "dev", "private0", "nodad")
+        try ns.addGatewayDevices(lanAddress: "2001:db8:1::1/128")
         let h = try DaemonHarness(self, ns: ns)
         let pinRoot = try h.mountPinRoot(self)
         try h.writeConfig(h.gatewayConfig(runtime: ["proxy_poll: 200ms"], pinRoot: pinRoot, peers: [
@@ -141,8 +138,7 @@ final class PrometheusTests: XCTestCase {
 
     func testOutputFileIsReplacedAtomicallyAndSaysWhenTheDaemonIsDown() throws {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
+        try ns.addGatewayDevices()
         let h = try DaemonHarness(self, ns: ns)
         try h.writeConfig(config(h))
         try h.start()

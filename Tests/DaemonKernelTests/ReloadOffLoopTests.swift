@@ -10,8 +10,7 @@ import XCTest
 final class ReloadOffLoopTests: XCTestCase {
     func testStatusAndRepairContinueWhileALargeConfigurationParses() throws {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
+        try ns.addGatewayDevices()
         // wg1 is not WireGuard: its peers stay pending, so the large file costs its parse, not writes.
         try ns.addVeth("wg1", "wg1p")
         let h = try DaemonHarness(self, ns: ns)
@@ -87,8 +86,7 @@ final class ReloadOffLoopTests: XCTestCase {
     /// reload goes on and where to see its outcome.
     func testReloadCommandWaitsForTheOutcomeOfALongRead() throws {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
+        try ns.addGatewayDevices()
         try ns.addVeth("wg1", "wg1p")
         let h = try DaemonHarness(self, ns: ns)
         let small = h.gatewayConfig(peers: [TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128"])])

@@ -14,9 +14,7 @@ final class UnchangedPollTests: XCTestCase {
 
     private func setUp() throws -> (TestNamespace, DaemonHarness, String) {
         let ns = try TestNamespace(for: self)
-        try ns.addVeth("wg0", "wg0p")
-        try ns.addVeth("private0", "lanp")
-        try ns.ip("-6", "addr", "add", "2001:db8:1::1/128", "dev", "private0", "nodad")
+        try ns.addGatewayDevices(lanAddress: "2001:db8:1::1/128")
         let h = try DaemonHarness(self, ns: ns)
         let pinRoot = try h.mountPinRoot(self)
         let peers = (0..<20).map { TestPeer("p\($0)", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::\(String(0x100 + $0, radix: 16))/128"]) }
@@ -85,5 +83,42 @@ final class UnchangedPollTests: XCTestCase {
         XCTAssertEqual(try entries(), 20)
         try identicalPolls(h, "datapath", 2)
         print("map entry restored \(took) after the deletion (proxy_poll \(Self.poll) ms)")
+    }
+
+    /// A resync that dumps the routes it last read decodes nothing; a route event in between
+    /// drops the digest, so the next resync decodes, and the one after it is quiet again.
+    func testResyncOfAnUnchangedRouteTableDecodesNothing() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addGatewayDevices(lanAddress: "2001:db8:1::1/128")
+        let h = try DaemonHarness(self, ns: ns)
+        let peers = (0..<50).map { TestPeer("p\($0)", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::\(String(0x100 + $0, radix: 16))/128"]) }
+        try h.writeConfig(h.gatewayConfig(runtime: ["proxy_poll: 1h", "wireguard_poll: 1h", "resync: 300ms"], peers: peers))
+        try h.start()
+        func counts() throws -> (resyncs: Int, unchanged: Int) {
+            let status = try h.status()
+            return (status["resyncs"] as? Int ?? -1, (status["unchanged_reads"] as? [String: Int])?["routes"] ?? 0)
+        }
+        func quietResyncs(_ n: Int) throws {
+            let before = try counts()
+            try eventually(within: .seconds(5), "\(n) resyncs that decode no route") {
+                let now = try counts()
+                return now.resyncs >= before.resyncs + n && now.unchanged >= before.unchanged + n
+            }
+        }
+        try quietResyncs(3)
+        let writes = try h.writes()
+        let before = try counts()
+        // Deleted behind the daemon's back: the event repairs it, and the cache's digest goes.
+        try ns.ip("-6", "route", "del", "2001:db8:1::10a/128", "dev", "wg0")
+        try eventually(within: .seconds(2), "route restored") {
+            !(try ns.ip("-6", "route", "show", "2001:db8:1::10a/128", "proto", "77")).isEmpty
+        }
+        XCTAssertEqual(try h.writes(), writes + 1)
+        // The next resync decodes (the table moved since its digest), then they are quiet again.
+        try eventually(within: .seconds(3), "resyncs after the repair") { try counts().resyncs >= before.resyncs + 3 }
+        let after = try counts()
+        XCTAssertLessThan(after.unchanged - before.unchanged, after.resyncs - before.resyncs, "one resync decoded the routes")
+        try quietResyncs(3)
+        XCTAssertEqual(try h.writes(), writes + 1, "the resyncs wrote nothing")
     }
 }

@@ -147,6 +147,70 @@ final class NeighbourDiscoveryGatewayTests: XCTestCase {
         XCTAssertTrue(try ping(Self.alice), "resolved again after the restart")
     }
 
+    /// `ndp: kernel`: the proxy entries answer address resolution, but the kernel answers a
+    /// LAN host's unicast reachability probe for a client only on its forwarding path, closed by
+    /// all.forwarding = 0 (kernel fact 28): lan_ingress answers those, and only those.
+    func testKernelModeReachabilityProbesAreAnswered() throws {
+        try start(lanAddress: "2001:db8:1::1/128", ndp: "kernel")
+        XCTAssertEqual(try lanSysctls(), ["1", "1"])
+        XCTAssertEqual(try gateway.sysctl("all", "forwarding"), "0")
+        XCTAssertTrue(try ping(Self.alice), "resolved by the kernel's proxy entry")
+        XCTAssertEqual(try answered(), 0, "address resolution is the kernel's")
+        let mac = try gatewayMAC
+        XCTAssertEqual(try host.ipJSON("-6", "neigh", "show", Self.alice, "dev", "lanp").first?["lladdr"] as? String, mac)
+        for round in 1...2 {
+            try host.ip("-6", "neigh", "change", Self.alice, "dev", "lanp", "lladdr", mac, "nud", "probe")
+            try eventually(within: .seconds(5), "unicast probe \(round) answered") {
+                let state = try host.ipJSON("-6", "neigh", "show", Self.alice, "dev", "lanp").first?["state"] as? [String]
+                return state == ["REACHABLE"]
+            }
+        }
+        XCTAssertGreaterThanOrEqual(try answered(), 2, "by lan_ingress")
+        XCTAssertNil((try daemon.status()["datapath"] as? [String: Any])?["solicited_node_groups"], "no groups to count")
+        // The kernel fact itself: with the daemon stopped and the program's flag cleared (by
+        // bpftool), the same probe goes unanswered though the proxy entry and LAN forwarding stay.
+        daemon.stop()
+        let config = "\(pinRoot)/wg0/config"
+        let read = try JSONSerialization.jsonObject(with: Data(try shell("bpftool", "-j", "map", "lookup", "pinned", config,
+                                                                          "key", "0", "0", "0", "0").utf8)) as? [String: Any]
+        var value = try XCTUnwrap(read?["value"] as? [String]).map { UInt8($0.dropFirst(2), radix: 16)! }
+        XCTAssertEqual(value[20], 2, "CONFIG_ANSWER_UNICAST_NS alone")
+        value[20] = 0
+        try shell(["bpftool", "map", "update", "pinned", config, "key", "0", "0", "0", "0", "value"] + value.map { "\($0)" })
+        XCTAssertEqual(try proxies(), 2)
+        try host.ip("-6", "neigh", "change", Self.alice, "dev", "lanp", "lladdr", mac, "nud", "probe")
+        try eventually(within: .seconds(6), "the probe fails unanswered without the program") {
+            let state = try host.ipJSON("-6", "neigh", "show", Self.alice, "dev", "lanp").first?["state"] as? [String]
+            return state == ["FAILED"] || state == nil
+        }
+        // A restart repairs the flag, and nothing else is written.
+        try daemon.start()
+        XCTAssertEqual(try daemon.writes(), 1, "the program's config only")
+        XCTAssertTrue(try ping(Self.alice), "resolved again by the proxy entry")
+        try host.ip("-6", "neigh", "change", Self.alice, "dev", "lanp", "lladdr", mac, "nud", "probe")
+        try eventually(within: .seconds(5), "unicast probe answered after the restart") {
+            let state = try host.ipJSON("-6", "neigh", "show", Self.alice, "dev", "lanp").first?["state"] as? [String]
+            return state == ["REACHABLE"]
+        }
+        // A restart that finds it as it should be writes nothing.
+        daemon.stop()
+        try daemon.start()
+        XCTAssertEqual(try daemon.writes(), 0, "a restart writes nothing")
+        // proxy_ndp: false leaves neighbour discovery to whatever the operator runs: no answers.
+        try daemon.writeConfig(daemon.gatewayConfig(runtime: ["proxy_poll: 200ms"], pinRoot: pinRoot,
+                                                    peers: [TestPeer("alice", keys.0, allowedIPs: ["\(Self.alice)/128"])],
+                                                    gateway: ["redirect: true", "ndp: kernel", "proxy_ndp: false"]))
+        XCTAssertFalse((try daemon.ask("reload")["output"] as? String ?? "").contains("refused"))
+        XCTAssertEqual(try neighbourDiscovery(), "(none)")
+        let counted = try answered()
+        try host.ip("-6", "neigh", "change", Self.alice, "dev", "lanp", "lladdr", mac, "nud", "probe")
+        try eventually(within: .seconds(6), "the probe fails unanswered") {
+            let state = try host.ipJSON("-6", "neigh", "show", Self.alice, "dev", "lanp").first?["state"] as? [String]
+            return state == ["FAILED"] || state == nil
+        }
+        XCTAssertEqual(try answered(), counted)
+    }
+
     /// Reloads between the modes: kernel → datapath removes our proxy entries and restores the
     /// LAN's sysctls to what they were; datapath → kernel puts them back.
     func testSwitchingModesByReload() throws {
@@ -155,7 +219,8 @@ final class NeighbourDiscoveryGatewayTests: XCTestCase {
         try start(lanAddress: "2001:db8:1::1/128", ndp: "kernel")
         XCTAssertEqual(try lanSysctls(), ["1", "1"])
         XCTAssertEqual(try proxies(), 2)
-        XCTAssertEqual(try neighbourDiscovery(), "(none)")
+        XCTAssertEqual(try neighbourDiscovery(), "the kernel's proxy entries answer address resolution; "
+                       + "lan_ingress answers the unicast reachability probes with \(try gatewayMAC)")
         XCTAssertTrue(try ping(Self.alice), "kernel mode: the kernel answers")
 
         try reload(ndp: "datapath")

@@ -172,6 +172,22 @@ final class NeighbourDiscoveryTests: XCTestCase {
         XCTAssertEqual(try datapath.counters().solicitationsAnswered, 0)
     }
 
+    /// `ndp: kernel` with the LAN's MAC: only a solicitation sent to the client's address
+    /// itself (a reachability probe) is answered; address resolution is the proxy entries'.
+    func testKernelModeAnswersUnicastProbesOnly() throws {
+        let probes = NeighbourDiscoverySettings(answersUnicastProbes: true, lanMAC: Self.lanMAC)
+        XCTAssertTrue(try datapath.configure(probes))
+        XCTAssertEqual(try datapath.neighbourDiscoverySettings(), probes)
+        XCTAssertFalse(probes.answersSolicitations)
+        assertAnswered(Self.unicastSolicitation, with: Self.advertisement)
+        assertPassed(Self.multicastSolicitation, "to the solicited-node group")
+        assertPassed(Self.dadSolicitation, "duplicate address detection")
+        assertPassed(Self.solicitation(for: "2001:db8:1::105", ethernetDestination: [0, 0, 0, 0, 0, 0]),
+                     "to the group in a frame to the gateway's MAC")
+        assertPassed(Self.solicitation(for: "2001:db8:1::106", destination: "2001:db8:1::106"), "not a client")
+        XCTAssertEqual(try datapath.counters().solicitationsAnswered, 1)
+    }
+
     /// A solicitation built here (checksum by `ICMPError.checksum`), for the cases that vary one field.
     static func solicitation(for target: String, destination: String? = nil, source: String = "2001:db8:1::10",
                              hopLimit: UInt8 = 255, code: UInt8 = 0, options: [UInt8]? = nil,

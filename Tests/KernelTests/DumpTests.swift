@@ -68,4 +68,36 @@ final class DumpTests: XCTestCase {
         guard case .read(let reprotocolled, _) = try netlink.proxyEntries(unless: other) else { return XCTFail("a protocol change not decoded") }
         XCTAssertEqual(reprotocolled.first { $0.address == IPAddress("2001:db8:a::6")! }?.protocolNumber, 78)
     }
+
+    /// The resync's route dump: the same table twice (a second apart, traffic on the link in
+    /// between) gives the same digest; a route added, a metric changed or an expiring route's
+    /// countdown is decoded.
+    func testTheSameRouteTableReadsAsUnchanged() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addVeth()
+        try ns.ip("-6", "addr", "add", "2001:db8:f::1/64", "dev", "veth0", "nodad")
+        let netlink = try ns.rtnetlink()
+        let index = try ns.index(of: "veth0")
+        let requests = (1...2_000).map {
+            Route(destination: IPPrefix("2001:db8:\(String($0, radix: 16))::/64")!, protocolNumber: 77, outputInterface: index).addRequest()
+        }
+        for case .failure(let error) in try netlink.perform(requests) { XCTFail("\(error)") }
+        // The link-local addresses' local routes come once their duplicate address detection ends.
+        try eventually(within: .seconds(5), "no tentative address") { try ns.ip("-6", "addr", "show", "tentative").isEmpty }
+        guard case .read(let first, let digest) = try netlink.routes(family: .inet6, unless: nil) else { return XCTFail("nothing to compare with") }
+        XCTAssertEqual(first, try netlink.routes(family: .inet6))
+        _ = try? ns.ip("-6", "neigh", "add", "2001:db8:f::2", "lladdr", "02:00:00:00:00:02", "dev", "veth0")
+        usleep(1_100_000)
+        guard case .unchanged = try ns.rtnetlink().routes(family: .inet6, unless: digest) else { return XCTFail("the same table decoded again") }
+
+        try ns.ip("-6", "route", "add", "2001:db8:ffff::/64", "dev", "veth0", "proto", "77")
+        guard case .read(let added, let other) = try netlink.routes(family: .inet6, unless: digest) else { return XCTFail("an added route not decoded") }
+        XCTAssertEqual(added.count, first.count + 1)
+        try ns.ip("-6", "route", "replace", "2001:db8:ffff::/64", "dev", "veth0", "proto", "78")
+        guard case .read = try netlink.routes(family: .inet6, unless: other) else { return XCTFail("a changed protocol not decoded") }
+        try ns.ip("-6", "route", "replace", "2001:db8:ffff::/64", "dev", "veth0", "proto", "78", "expires", "100")
+        guard case .read(_, let expiring) = try netlink.routes(family: .inet6, unless: nil) else { return XCTFail() }
+        usleep(1_100_000)
+        guard case .read = try netlink.routes(family: .inet6, unless: expiring) else { return XCTFail("an expiring route's countdown not decoded") }
+    }
 }

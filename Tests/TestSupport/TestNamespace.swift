@@ -43,6 +43,15 @@ public final class TestNamespace {
         return try index(of: a)
     }
 
+    /// The gateway's two devices as the daemon tests use them: `wg0` (a veth standing in for the
+    /// tunnel: no WireGuard on this kernel) and the LAN `private0`, both up, with `lanAddress`
+    /// (without duplicate address detection) on the LAN when given.
+    public func addGatewayDevices(lanAddress: String? = nil) throws {
+        try addVeth("wg0", "wg0p")
+        try addVeth("private0", "lanp")
+        if let lanAddress { try ip("-6", "addr", "add", lanAddress, "dev", "private0", "nodad") }
+    }
+
     public func index(of device: String) throws -> Int32 {
         let links = try ipJSON("link", "show", "dev", device)
         return Int32(try XCTUnwrap(links.first?["ifindex"] as? Int))

@@ -38,6 +38,17 @@ struct DumpCollector<T> {
 }
 
 extension NetlinkSocket {
+    /// Sends `request` alone under a new sequence number, which its replies carry.
+    func sendRequest(_ request: Request) throws -> UInt32 {
+        let buffer = MessageBuffer(capacity: 4096)
+        let sequence = allocateSequence()
+        guard buffer.append(type: request.type, flags: request.flags, sequence: sequence, request.body) else {
+            throw NetlinkError(.malformed("dump request does not fit"), context: request.summary)
+        }
+        try send(buffer)
+        return sequence
+    }
+
     /// Runs a dump (or a get) and decodes each reply as it arrives. A dump the kernel marks
     /// inconsistent is read to its end, thrown away and redone, up to `attempts` times.
     public func dump<T>(
@@ -45,12 +56,7 @@ extension NetlinkSocket {
         decode: (Message) throws -> T?
     ) throws -> [T] {
         for _ in 0..<attempts {
-            let buffer = MessageBuffer(capacity: 4096)
-            let sequence = allocateSequence()
-            guard buffer.append(type: request.type, flags: request.flags, sequence: sequence, request.body) else {
-                throw NetlinkError(.malformed("dump request does not fit"), context: request.summary)
-            }
-            try send(buffer)
+            let sequence = try sendRequest(request)
             let deadline = ContinuousClock.now + timeout
             var collector = DumpCollector<T>(sequence: sequence, context: request.summary)
             while true {
@@ -90,12 +96,7 @@ extension NetlinkSocket {
         decode: (Message) throws -> T?
     ) throws -> DumpOutcome<T> {
         for _ in 0..<attempts {
-            let buffer = MessageBuffer(capacity: 4096)
-            let sequence = allocateSequence()
-            guard buffer.append(type: request.type, flags: request.flags, sequence: sequence, request.body) else {
-                throw NetlinkError(.malformed("dump request does not fit"), context: request.summary)
-            }
-            try send(buffer)
+            let sequence = try sendRequest(request)
             let deadline = ContinuousClock.now + timeout
             var digest = ReadDigest.Builder()
             var datagrams: [[UInt8]] = []

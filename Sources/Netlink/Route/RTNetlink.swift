@@ -30,6 +30,12 @@ public final class RTNetlink {
         try socket.dump(Route.dumpRequest(family: family, table: table), decode: Route.decode)
     }
 
+    /// The routes, unless the dump's bytes are the ones `previous` was made of: what a resync
+    /// reads, where nothing changed since the last one.
+    public func routes(family: AddressFamily, unless previous: ReadDigest?) throws -> DumpOutcome<Route> {
+        try socket.dump(Route.dumpRequest(family: family, table: nil), unless: previous, decode: Route.decode)
+    }
+
     public func proxyEntries(family: AddressFamily = .inet6) throws -> [ProxyEntry] {
         try socket.dump(ProxyEntry.dumpRequest(family: family), decode: ProxyEntry.decode)
     }
