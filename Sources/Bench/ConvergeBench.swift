@@ -4,7 +4,7 @@ import Netlink
 // Issue 9, rows 1, 2, 4 and 5: the daemon converging an empty namespace, doing nothing when
 // nothing differs, reloading one changed peer, and its resident memory.
 
-/// Row 1 (and row 5 for N ≥ 10 000): `runs` cold starts of `wgkeeper run` with N peers, each
+/// Row 1 (and row 5 for 10 000 ≤ N < 50 000; at 50 000 it is `benchMemory`'s): `runs` cold starts of `wgkeeper run` with N peers, each
 /// against `ip -batch` writing the same N routes and N proxy entries into a fresh namespace.
 func benchConverge(count: Int, runs: Int) throws {
     let directory = try scratchDirectory()
@@ -51,11 +51,10 @@ func benchConverge(count: Int, runs: Int) throws {
     figure.notes.append("wgkeeper: from exec of `ip netns exec … wgkeeper run` to READY=1 (config parse, \(count) keys, dumps, writes, re-read)")
     if !firstReconcile.isEmpty { figure.notes.append("of which the first reconcile (plan + batched writes + re-read), as the daemon measures it: \(Summary(firstReconcile).text("ms"))") }
     figure.emit()
-    if count >= 10_000 {
+    if count >= 10_000, count < 50_000 {
         let rssSummary = Summary(rss), hwmSummary = Summary(hwm)
         var memory = Figure(row: 5, what: "resident memory after convergence, N = \(count) peers (N routes, N proxies, N peers pending)",
-                            unit: "MiB", ours: rssSummary, target: count >= 50_000 ? "< 64 MiB" : "—",
-                            met: count >= 50_000 ? max(rssSummary.max, hwmSummary.max) < 64 : nil)
+                            unit: "MiB", ours: rssSummary, target: "—", met: nil)
         memory.notes.append("VmRSS as figure; peak VmHWM \(hwmSummary.text("MiB"))")
         memory.emit()
     }

@@ -108,7 +108,9 @@ final class GatewayDaemon {
         let log = config.directory.appendingPathComponent("daemon.log").path
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["ip", "netns", "exec", namespace, try wgkeeperBinary(), "run", "--config", config.path, "--log-level", "warning"]
+        // `WGK_BENCH_WRAP`: a command the daemon runs under (a heap profiler), split at spaces.
+        let wrap = (ProcessInfo.processInfo.environment["WGK_BENCH_WRAP"] ?? "").split(separator: " ").map(String.init)
+        process.arguments = ["ip", "netns", "exec", namespace] + wrap + [try wgkeeperBinary(), "run", "--config", config.path, "--log-level", "warning"]
         var environment = ProcessInfo.processInfo.environment
         environment["NOTIFY_SOCKET"] = notifyPath
         process.environment = environment
@@ -125,6 +127,13 @@ final class GatewayDaemon {
 
     /// Stops the daemon and unmounts the bpffs it mounted on its pin root, if it did.
     func stop() {
+        // Under a wrapper (`WGK_BENCH_WRAP`) the daemon is its child: stopped first, so that the
+        // wrapper finishes its work and exits.
+        if process.isRunning, !(ProcessInfo.processInfo.environment["WGK_BENCH_WRAP"] ?? "").isEmpty,
+           let pid = try? daemonPid(under: process.processIdentifier) {
+            kill(pid, SIGTERM)
+            process.waitUntilExit()
+        }
         if process.isRunning {
             process.terminate()
             process.waitUntilExit()
@@ -159,12 +168,12 @@ final class GatewayDaemon {
     }
 
     /// One request on the status socket, its JSON reply.
-    func request(_ command: String) throws -> [String: Any] {
+    func request(_ command: String, timeout seconds: Int = 30) throws -> [String: Any] {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw BenchError("socket: \(errno)") }
         defer { close(fd) }
         // Bounded: a daemon that stops answering fails the benchmark instead of hanging it.
-        var timeout = timeval(tv_sec: 30, tv_usec: 0)
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var address = Self.address(config.statusSocket)

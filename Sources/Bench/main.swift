@@ -7,6 +7,7 @@ import Glibc
 
 let usage = """
 usage: wgkeeper-bench converge N RUNS        rows 1 and 5: cold start of wgkeeper run vs ip -batch
+       wgkeeper-bench memory N RELOADS       row 5 alone: resident memory after convergence and RELOADS reloads, check's peak
        wgkeeper-bench steady N RELOADS SECS [confd]  rows 2 and 4: no-op reconcile, reload of 1 changed peer (confd: row 4 only, one file per peer)
        wgkeeper-bench config N RUNS          row 4's configuration reading alone, in-process: fresh and cached loads
        wgkeeper-bench repair N[,N...] DELETIONS
@@ -31,6 +32,7 @@ func number(_ index: Int, _ otherwise: Int) -> Int { arguments.count > index ? I
 do {
     switch arguments.first {
     case "converge": try benchConverge(count: number(1, 10_000), runs: number(2, 5))
+    case "memory": try benchMemory(count: number(1, 50_000), reloads: number(2, 3))
     case "steady": try benchSteadyState(count: number(1, 10_000), reloads: number(2, 10), window: .seconds(Double(number(3, 8))),
                                         confD: arguments.count > 4 && arguments[4] == "confd")
     case "config": try benchConfigLoad(count: number(1, 10_000), runs: number(2, 10))

@@ -3,6 +3,7 @@
 /* Linux interfaces Glibc's Swift module does not expose: epoll, and the GNU calls below. */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <unistd.h>
 #include <sys/epoll.h>

@@ -1,5 +1,7 @@
 import FoundationEssentials
 import Glibc
+import Netlink
+import Reconciler
 import Synchronization
 
 /// What one load keeps for the next, so that a reload costs what changed rather than the
@@ -21,8 +23,9 @@ import Synchronization
 /// kernel's clock at that moment, which is then at least the read's start minus one timestamp
 /// tick, so it differs from a ctime recorded that long before. A file changed within a tick of
 /// being read (too recent to tell by its timestamps) is read again at the next load and its
-/// bytes compared with the ones kept; so is any file whose identity differs. Reading is cheap
-/// next to parsing, so one large file is always compared by content when its stamps moved.
+/// bytes compared with the ones parsed before (by size and keyed digest, `ContentDigest`); so
+/// is any file whose identity differs. Reading is cheap next to parsing, so one large file is
+/// always compared by content when its stamps moved.
 /// (The argument assumes the file system's timestamps come from this host's clock and the
 /// clock is not stepped back by more than `settled` between loads.)
 public final class ConfigCache: Sendable {
@@ -41,7 +44,9 @@ public final class ConfigCache: Sendable {
 
     struct State: Sendable {
         var files: [String: CachedFile] = [:]
-        var peers: [SourceLocation: DecodedPeer] = [:]
+        /// The devices of the desired state the last load derived: `CachedFile.peers` name their
+        /// peers (the daemon holds the same arrays, so the cache adds nothing for them).
+        var devices: [DesiredWireGuardDevice] = []
         var statistics = Statistics()
     }
 
@@ -61,26 +66,97 @@ public final class ConfigCache: Sendable {
 
     /// Files whose parsed tree is kept, for tests.
     public var cachedFiles: Int { state.withLock { $0.files.count } }
+
+    /// Nodes of the kept trees, for tests.
+    var keptNodes: Int { state.withLock { $0.files.values.reduce(0) { $0 + $1.tree.storage.nodes.count } } }
 }
 
-/// One file as last read: where it pointed, what `stat` said, its bytes, its tree and what
-/// parsing it cost the load's budget.
+/// One file as last read: where it pointed, what `stat` said, its bytes, its tree, what
+/// parsing it cost the load's budget, and the peers decoded from it.
 struct CachedFile: Sendable {
     var real: String
     var identity: FileIdentity
     /// The identity alone vouches for the content (see `ConfigCache`).
     var settled: Bool
-    var content: Data
+    var content: ContentDigest
     var tree: Tree
     var nodes: Int
     var aliasNodes: Int
     var aliasBytes: Int
+    /// The peers decoded from this tree without an error, by the place of their list item
+    /// (line, then column).
+    var peers: [KeptPeer] = []
+    /// How many of the tree's peer items are reduced to what their kept section needs
+    /// (`Tree.keepingPeers`): each must have its `KeptPeer`, or the file is read again.
+    var keptPeerItems = 0
+    /// The size of the tree as parsed, room made for when the file is parsed again.
+    var parsedSize: TreeStorage.Size
+    /// The peers of a file kept through a load that did not decode it (refused for its mode,
+    /// say): its `KeptPeer`s name these (`KeptPeer.own`), not that load's desired state.
+    var ownPeers: [DesiredPeer] = []
+
+    /// The peer `kept` names, among `devices` (the desired devices of the load that kept it) or
+    /// this file's own; nil when it names none (never, while the cache is consistent).
+    func peer(_ kept: KeptPeer, devices: [DesiredWireGuardDevice]) -> DesiredPeer? {
+        let index = Int(kept.index)
+        if kept.device == KeptPeer.own { return ownPeers.indices.contains(index) ? ownPeers[index] : nil }
+        guard devices.indices.contains(Int(kept.device)), devices[Int(kept.device)].peers.indices.contains(index) else { return nil }
+        return devices[Int(kept.device)].peers[index]
+    }
+
+    /// The peer whose list item starts at `at`, if one was kept.
+    func peer(at: SourceLocation) -> KeptPeer? {
+        let line = UInt32(clamping: at.line), column = UInt32(clamping: at.column)
+        var low = 0, high = peers.count
+        while low < high {
+            let middle = (low + high) / 2
+            if (peers[middle].line, peers[middle].column) < (line, column) { low = middle + 1 } else { high = middle }
+        }
+        guard low < peers.count, peers[low].line == line, peers[low].column == column else { return nil }
+        return peers[low]
+    }
 }
 
-/// A peer's list item and what it decoded to without an error.
-struct DecodedPeer: Sendable {
-    var tree: Tree
-    var section: PeerSection
+/// A peer decoded without an error: where its list item starts, its node in its file's tree,
+/// the digest of that item's tree (`Tree.digest`: what tells it again once its file changed and
+/// the old tree is gone), and where it is among the devices of the desired state
+/// (`ConfigCache.State.devices`). 40 bytes: the peer itself is kept once, in the desired state;
+/// where its parts were written is read again from its tree when it is taken.
+struct KeptPeer: Sendable {
+    var line: UInt32
+    var column: UInt32
+    var node: UInt32
+    var device: UInt32
+    var index: UInt32
+    var digest: ReadDigest
+
+    /// `device` of a peer kept in its file's `ownPeers`.
+    static let own = UInt32.max
+
+    init(_ at: SourceLocation, node: UInt32, digest: ReadDigest, device: Int, index: Int) {
+        line = UInt32(clamping: at.line)
+        column = UInt32(clamping: at.column)
+        self.node = node
+        self.digest = digest
+        self.device = UInt32(device)
+        self.index = UInt32(index)
+    }
+}
+
+/// A file's content as its size and a 128-bit keyed digest (`ReadDigest`, as the daemon's polls
+/// tell a read from the last one): the cache keeps this, not the bytes (7 MiB for 50 000 peers).
+/// Two different contents with equal digests would take a collision of a hash keyed with this
+/// process's random key.
+struct ContentDigest: Equatable, Sendable {
+    var size: Int
+    var digest: ReadDigest
+
+    init(_ bytes: UnsafeRawBufferPointer) {
+        size = bytes.count
+        var builder = ReadDigest.Builder()
+        builder.combine(piece: bytes)
+        digest = builder.finalize()
+    }
 }
 
 /// What `stat` tells of a file's identity and last change.

@@ -25,9 +25,9 @@ extension ConfigLoader {
             return .failure(errors.sorted(files: [file]))
         }
         var includeDir: String?
-        if case .scalar(let dir, _)? = tree.lookup("runtime", "include_dir") { includeDir = resolve(dir, relativeTo: file) }
+        if case .scalar(let dir, _)? = tree.lookup("runtime", "include_dir")?.node { includeDir = resolve(dir, relativeTo: file) }
         var round = CacheRound(previous: ConfigCache.State(), keeping: false)
-        return validate(tree, files: [file], includeDir: includeDir, errors: errors, peers: &round) { configuration, _ in
+        return validate(consume tree, files: [file], includeDir: includeDir, errors: errors, peers: &round) { configuration, _ in
             for d in configuration.devices.indices {
                 if configuration.devices[d].privateKeyFile != nil {
                     configuration.devices[d].privateKey = PrivateKey(Self.placeholderKey)
@@ -41,6 +41,18 @@ extension ConfigLoader {
 }
 
 extension ConfigLoader {
+    /// Nil when `bytes` are UTF-8, else an error at the first byte that is not. ASCII (most
+    /// configurations) is checked eight bytes at a time without a copy; other text through
+    /// `String`, whose copy is dropped at once.
+    static func utf8Problem(_ bytes: UnsafeRawBufferPointer, file: String) -> ConfigError? {
+        var at = 0
+        while at + 8 <= bytes.count, bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self) & 0x8080_8080_8080_8080 == 0 { at += 8 }
+        while at < bytes.count, bytes[at] < 0x80 { at += 1 }
+        if at == bytes.count { return nil }
+        if case .failure(let error) = decode(bytes, file: file) { return error }
+        return nil
+    }
+
     /// A file's bytes as text, or an error at its first byte that is not UTF-8.
     static func decode(_ bytes: some Collection<UInt8>, file: String) -> Result<String, ConfigError> {
         if let text = String(validating: bytes, as: UTF8.self) { return .success(text) }

@@ -40,12 +40,15 @@ public struct ConfigLoader: Sendable {
         var budget = Tree.Budget(limits)
         var checked = Set<String>()
         guard var tree = read(path, budget: &budget, checked: &checked, errors: &errors, round: &round) else {
+            // Nothing decoded: the main file's kept tree (when it was refused, not changed)
+            // still names the last load's peers, which stay with it.
+            round.next.devices = round.previous.devices
             return .failure(errors.sorted(files: files))
         }
 
         var includeDir: String?
         // A path the decoder refuses (a pasted key, `..`) is reported by it and never opened.
-        if case .scalar(let dir, let at)? = tree.lookup("runtime", "include_dir"), !dir.isEmpty,
+        if case .scalar(let dir, let at)? = tree.lookup("runtime", "include_dir")?.node, !dir.isEmpty,
            Decoder.runtimePathProblem(dir, relativeAllowed: true) == nil {
             let resolved = resolve(dir, relativeTo: path)
             includeDir = resolved
@@ -65,25 +68,48 @@ public struct ConfigLoader: Sendable {
             tree = Tree.merge(trees, path: "", errors: &errors)
         }
 
-        return validate(tree, files: files, includeDir: includeDir, errors: errors, peers: &round) { readKeys(&$0, checked: &checked, errors: &$1) }
+        return validate(consume tree, files: files, includeDir: includeDir, errors: errors, peers: &round) { readKeys(&$0, checked: &checked, errors: &$1) }
     }
 
     /// Everything after parsing, the same for a file and for bytes (`load(text:)`): decoding,
     /// the keys (`keys` reads or stands in for them), the checks that span objects, derivation.
-    func validate(_ tree: Tree, files: [String], includeDir: String?, errors: ConfigErrorList, peers round: inout CacheRound,
+    /// The tree is let go once decoded (the cache keeps its own reduced copy), before the checks
+    /// and the derivation: a reload's peak is lower by the tree of the file it parsed.
+    func validate(_ tree: consuming Tree, files: [String], includeDir: String?, errors: ConfigErrorList, peers round: inout CacheRound,
                   keys: (inout Configuration, inout ConfigErrorList) -> Void) -> Result<LoadedConfig, ConfigErrors> {
         var errors = errors
         var decoder = Decoder(errors: ConfigErrorList(limit: limits.errors))
         decoder.limits = limits
         if round.keeping {
-            decoder.peerMemo = Decoder.PeerMemo(previous: round.previous.peers, unchanged: round.unchanged)
-            round.previous.peers = [:]
+            decoder.peerMemo = Decoder.PeerMemo(previous: round.previous, unchanged: round.unchanged,
+                                                kept: round.next.files.mapValues(\.tree.storage))
         }
         var configuration = decoder.decode(tree)
+        _ = consume tree
         if let memo = decoder.peerMemo {
-            round.next.peers = memo.next
+            // Each kept file in place (thousands in a conf.d): its peers as this load took them.
+            for file in Array(round.next.files.keys) {
+                let peers = memo.next[file] ?? []
+                let reduced = round.next.files[file]!.keptPeerItems
+                if peers.isEmpty, reduced > 0 {
+                    round.next.files[file] = Self.keptUndecoded(round.next.files[file]!, devices: round.previous.devices)
+                } else if reduced == 0, !peers.isEmpty {
+                    round.next.files[file] = Self.reduced(round.next.files[file]!, peers: peers)
+                } else if Self.reducedItems(peers, in: round.next.files[file]!.tree) != reduced {
+                    // Reduced items this load did not take (its part was not decoded; other
+                    // items of the file may have been, as many): the file is read and parsed
+                    // again next time.
+                    round.next.files[file] = nil
+                } else {
+                    round.next.files[file]!.peers = Self.sortedByPlace(peers)
+                    if !round.next.files[file]!.ownPeers.isEmpty { round.next.files[file]!.ownPeers = [] }
+                }
+            }
             round.next.statistics.peersDecoded = memo.decoded
         }
+        // The last load's trees and sections are no longer needed: freed before derivation.
+        decoder.peerMemo = nil
+        round.previous = ConfigCache.State()
         errors += decoder.errors
         configuration.files = files
         configuration.runtime.includeDir = includeDir
@@ -92,8 +118,61 @@ public struct ConfigLoader: Sendable {
         configuration.checkPeers(errors: &errors)
         configuration.checkAllowedIPs(errors: &errors)
         let desired = configuration.desiredState(errors: &errors)
+        // Its devices are the configuration's, one for one, each peer at its section's place.
+        if round.keeping { round.next.devices = desired.devices }
         guard errors.isEmpty else { return .failure(errors.sorted(files: files)) }
         return .success(LoadedConfig(configuration: configuration, desired: desired))
+    }
+
+    /// A file this load parsed, what the cache keeps of its peers' items reduced.
+    private static func reduced(_ file: CachedFile, peers: [KeptPeer]) -> CachedFile {
+        var file = file, peers = peers
+        let (tree, moved) = file.tree.keepingPeers(Set(peers.map(\.node)))
+        file.tree = tree
+        file.keptPeerItems = moved.count
+        // A peer whose item was not reduced (none, while peers are read where the reducer
+        // looks) is decoded again next time.
+        peers = peers.compactMap { peer in moved[peer.node].map { var peer = peer; peer.node = $0; return peer } }
+        file.peers = sortedByPlace(peers)
+        file.ownPeers = []
+        return file
+    }
+
+    /// A file kept through this load without being decoded (refused for its mode, say): its
+    /// peers are copied out of the last desired state, which goes now. Nil when one is missing:
+    /// every reduced item must have its peer, or the file is read again next time.
+    private static func keptUndecoded(_ file: CachedFile, devices: [DesiredWireGuardDevice]) -> CachedFile? {
+        var file = file
+        var own: [DesiredPeer] = []
+        for p in file.peers.indices {
+            guard let peer = file.peer(file.peers[p], devices: devices) else { return nil }
+            file.peers[p].device = KeptPeer.own
+            file.peers[p].index = UInt32(own.count)
+            own.append(peer)
+        }
+        file.ownPeers = own
+        return file
+    }
+
+    /// How many of `tree`'s reduced items `peers` name (an item an alias lists twice is one);
+    /// a peer decoded from an item that is not reduced is not counted.
+    private static func reducedItems(_ peers: [KeptPeer], in tree: Tree) -> Int {
+        let nodes = tree.storage.nodes
+        var count = 0, last: UInt32?, ascending = true
+        for peer in peers where nodes[Int(peer.node)].isKeptPeer {
+            if let last, peer.node <= last { ascending = false }
+            last = peer.node
+            count += 1
+        }
+        if ascending { return count }
+        return Set(peers.lazy.map(\.node).filter { nodes[Int($0)].isKeptPeer }).count
+    }
+
+    /// By place (line, then column): as decoded, unless devices of one file were decoded out of order.
+    private static func sortedByPlace(_ peers: [KeptPeer]) -> [KeptPeer] {
+        func before(_ a: KeptPeer, _ b: KeptPeer) -> Bool { (a.line, a.column) < (b.line, b.column) }
+        if zip(peers, peers.dropFirst()).allSatisfy({ before($0, $1) }) { return peers }
+        return peers.sorted(by: before)
     }
 
     /// The `*.yaml` files of `include_dir` in name order (not dot files), once the directory
@@ -146,7 +225,8 @@ public struct ConfigLoader: Sendable {
             errors.append(ConfigError(top, problem.message))
             trusted = false
         }
-        let previous = round.previous.files.removeValue(forKey: file).flatMap { $0.real == real ? $0 : nil }
+        // Still there after this read: a changed file's peers are compared with the last load's.
+        var previous = round.previous.files[file].flatMap { $0.real == real ? $0 : nil }
         // The same file, untouched since a read that began well after its last change.
         if trusted, var kept = previous, kept.settled, let info = trustedFileStatus(real, known: status), FileIdentity(info) == kept.identity,
            let tree = reuse(kept, chargingBytes: true, budget: &budget) {
@@ -179,39 +259,46 @@ public struct ConfigLoader: Sendable {
             return nil
         }
         // Stamps moved (or were too recent to vouch), the bytes did not: the tree stands.
-        if var kept = previous, kept.content == data, let tree = reuse(kept, chargingBytes: false, budget: &budget) {
+        let digest = round.keeping ? data.withUnsafeBytes(ContentDigest.init) : nil
+        if var kept = previous, kept.content == digest, let tree = reuse(kept, chargingBytes: false, budget: &budget) {
             kept.identity = identity
             kept.settled = identity.settled(before: start)
             round.keep(file, &kept)
             round.unchanged.insert(file)
             return tree
         }
-        switch Self.decode(data, file: file) {
-        case .success(let text):
+        // Parsed anew: the last tree of this file is let go first (its peers' digests tell them
+        // again), and its size is what the new one is expected to take.
+        let expected = round.previous.files[file]?.parsedSize
+        previous = nil
+        round.previous.files[file]?.tree = .empty
+        // Parsed where it was read: no text is made of the bytes.
+        return data.withUnsafeBytes { bytes in
+            if let error = Self.utf8Problem(bytes, file: file) {
+                errors.append(error)
+                return nil
+            }
             var own = ConfigErrorList(limit: limits.errors)
             let before = budget
             round.next.statistics.filesParsed += 1
-            let tree = Tree.parse(text, file: file, budget: &budget, errors: &own)
-            if let tree, own.isEmpty, round.keeping {
-                var kept = CachedFile(real: real, identity: identity, settled: identity.settled(before: start), content: data, tree: tree,
+            let tree = Tree.parse(bytes.assumingMemoryBound(to: UInt8.self), file: file, expected: expected, budget: &budget, errors: &own)
+            if let tree, own.isEmpty, let digest {
+                var kept = CachedFile(real: real, identity: identity, settled: identity.settled(before: start), content: digest, tree: tree,
                                       nodes: before.nodes - budget.nodes, aliasNodes: before.aliasNodes - budget.aliasNodes,
-                                      aliasBytes: before.aliasBytes - budget.aliasBytes)
+                                      aliasBytes: before.aliasBytes - budget.aliasBytes, parsedSize: tree.storage.size)
                 round.keep(file, &kept)
             }
             errors += own
             return tree
-        case .failure(let error):
-            errors.append(error)
-            return nil
         }
     }
 
     /// A kept tree, charged to the budget as parsing it charged it; nil when it no longer fits
     /// (other files grew), so that the file is parsed and the limit reported where it is reached.
     private func reuse(_ kept: CachedFile, chargingBytes: Bool, budget: inout Tree.Budget) -> Tree? {
-        guard kept.content.count <= limits.fileBytes else { return nil }
+        guard kept.content.size <= limits.fileBytes else { return nil }
         var after = budget
-        if chargingBytes { after.bytes -= kept.content.count }  // a file read just now was charged already
+        if chargingBytes { after.bytes -= kept.content.size }  // a file read just now was charged already
         after.nodes -= kept.nodes
         after.aliasNodes -= kept.aliasNodes
         after.aliasBytes -= kept.aliasBytes
@@ -319,7 +406,7 @@ extension Tree {
     func lookup(_ keys: String...) -> Tree? {
         var node: Tree? = self
         for key in keys {
-            guard case .mapping(let entries, _)? = node else { return nil }
+            guard case .mapping(let entries, _)? = node?.node else { return nil }
             node = entries.first { $0.key == key }?.value
         }
         return node

@@ -28,7 +28,7 @@ extension Decoder {
                 var members: [(name: String, location: SourceLocation)] = []
                 var seen: [String: SourceLocation] = [:]
                 for item in list(group.value, "policy.groups.\(name)") {
-                    guard case .scalar(let member, let at) = item else {
+                    guard case .scalar(let member, let at) = item.node else {
                         fail(item.location, "policy.groups.\(name): expected a peer name, got \(item.kindName)")
                         continue
                     }
@@ -57,7 +57,7 @@ extension Decoder {
         let at = tree.location
         var from: [(name: String, location: SourceLocation)] = []
         var ok = true
-        switch fields["from"]?.value {
+        switch fields["from"]?.value.node {
         case nil, .null?:
             fail(at, "\(name): missing required key \"from\" (a peer, a group or any)")
             ok = false
@@ -65,7 +65,7 @@ extension Decoder {
             from = [(text, textAt)]
         case .sequence(let items, let listAt)?:
             for item in items {
-                guard case .scalar(let text, let textAt) = item else {
+                guard case .scalar(let text, let textAt) = item.node else {
                     fail(item.location, "from: expected a peer or group name, got \(item.kindName)")
                     ok = false
                     continue
@@ -76,7 +76,8 @@ extension Decoder {
                 fail(listAt, "from: an empty list allows nothing; name a peer, a group or any")
                 ok = false
             }
-        case let other?:
+        case .mapping?:
+            let other = fields["from"]!.value
             fail(other.location, "from: expected a peer, a group, any, or a list of them, got \(other.kindName)")
             ok = false
         }
@@ -92,12 +93,12 @@ extension Decoder {
             }
         }
         // A key left empty (a template's blank) would widen the rule to everything: said, not guessed.
-        if let entry = fields["protocol"], case .null = entry.value {
+        if let entry = fields["protocol"], case .null = entry.value.node {
             fail(entry.keyLocation, "protocol: empty; name tcp, udp or icmpv6, or leave the key out for every protocol")
             ok = false
         }
         if let entry = fields["ports"] {
-            switch entry.value {
+            switch entry.value.node {
             case .null:
                 fail(entry.keyLocation, "ports: empty; name ports such as 22 or 8000-8080, or leave the key out for every port")
                 ok = false
@@ -113,7 +114,7 @@ extension Decoder {
         var ports: [PortRange] = []
         if let portsEntry = fields["ports"] {
             let items: [Tree]
-            if case .scalar = portsEntry.value { items = [portsEntry.value] } else { items = list(portsEntry.value, "ports") }
+            if portsEntry.value.kind == .scalar { items = [portsEntry.value] } else { items = list(portsEntry.value, "ports") }
             if proto == nil || proto?.hasPorts == false, !items.isEmpty {
                 fail(portsEntry.keyLocation, "ports: only with protocol tcp or udp")
                 ok = false
@@ -123,8 +124,8 @@ extension Decoder {
                 ok = false
             }
             for item in items.prefix(limits.policyPorts) {
-                guard case .scalar(let text, _) = item, let range = Self.portRange(text) else {
-                    fail(item.location, "ports: expected a port (1-65535) or a range such as 8000-8080, got \(item.kindName == "a scalar" ? Scalars.quoted(item.scalarText ?? "") : item.kindName)")
+                guard case .scalar(let text, _) = item.node, let range = Self.portRange(text) else {
+                    fail(item.location, "ports: expected a port (1-65535) or a range such as 8000-8080, got \(item.kindName == "a scalar" ? Scalars.quoted(item.text ?? "") : item.kindName)")
                     ok = false
                     continue
                 }
@@ -152,12 +153,6 @@ extension Decoder {
     }
 }
 
-extension Tree {
-    var scalarText: String? {
-        if case .scalar(let text, _) = self { return text }
-        return nil
-    }
-}
 
 private extension Substring {
     func trimmingCharacters(in set: Character) -> Substring {

@@ -34,22 +34,26 @@ struct Decoder {
     var errors = ConfigErrorList()
     var includeDir: (path: String, location: SourceLocation)?
     var limits = ConfigLimits.standard
-    /// Peers decoded by the last load, by where their list item starts; see `decodePeer(_:at:)`.
+    /// Peers decoded by the last load, by where their list item starts; see `decodePeer(_:name:device:index:)`.
     var peerMemo: PeerMemo?
 
     struct PeerMemo {
-        var previous: [SourceLocation: DecodedPeer]
-        /// What this load decoded without an error: the next load's `previous`.
-        var next: [SourceLocation: DecodedPeer] = [:]
-        var decoded = 0
+        /// What the last load kept: each file's tree with the peers decoded from it, and the
+        /// desired devices those name.
+        let previous: ConfigCache.State
         /// Files whose tree this load took from the cache as it was: their items are the ones
         /// decoded before, so they need no comparing.
-        var unchanged: Set<String>
+        let unchanged: Set<String>
+        /// The trees this load keeps, by file: a peer decoded from one of them is kept for the next load.
+        let kept: [String: TreeStorage]
+        /// What this load decoded without an error, by file, in reading order: the next load's.
+        var next: [String: [KeptPeer]] = [:]
+        var decoded = 0
 
-        init(previous: [SourceLocation: DecodedPeer], unchanged: Set<String>) {
+        init(previous: ConfigCache.State, unchanged: Set<String>, kept: [String: TreeStorage]) {
             self.previous = previous
             self.unchanged = unchanged
-            next.reserveCapacity(previous.count)
+            self.kept = kept
         }
     }
 
@@ -59,7 +63,7 @@ struct Decoder {
 
     /// The entries of a mapping, after reporting unknown keys; nil (with an error) when `tree` is no mapping.
     mutating func mapping(_ tree: Tree, _ name: String, known: [String]?) -> Fields? {
-        switch tree {
+        switch tree.node {
         case .null:
             return Fields([])
         case .mapping(let entries, _):
@@ -81,10 +85,11 @@ struct Decoder {
     }
 
     mutating func list(_ tree: Tree?, _ name: String) -> [Tree] {
-        switch tree {
+        switch tree?.node {
         case nil, .null: return []
         case .sequence(let items, _)?: return items
-        case let other?:
+        case .some:
+            let other = tree!
             fail(other.location, "\(name): expected a list, got \(other.kindName)")
             return []
         }
@@ -93,7 +98,7 @@ struct Decoder {
     /// The scalar text of a key, or nil when absent (or with an error when not a scalar).
     mutating func scalar(_ entry: Tree.Entry?) -> (text: String, at: SourceLocation)? {
         guard let entry else { return nil }
-        switch entry.value {
+        switch entry.value.node {
         case .null: return nil
         case .scalar(let text, let at): return (text, at)
         default:
@@ -103,7 +108,7 @@ struct Decoder {
     }
 
     mutating func required(_ entries: Fields, _ key: String, in name: String, at: SourceLocation) -> (text: String, at: SourceLocation)? {
-        if entries[key] == nil || (entries[key].map { if case .null = $0.value { true } else { false } } ?? true) {
+        if entries[key] == nil || (entries[key].map { $0.value.kind == .null } ?? true) {
             fail(at, "\(name): missing required key \"\(key)\"")
             return nil
         }
@@ -236,8 +241,7 @@ struct Decoder {
         guard let top = mapping(tree, "the configuration", known: ConfigKeys.top) else { return config }
         // An empty section is the same as an absent one.
         let section = { (key: String) -> Tree.Entry? in
-            guard let entry = top[key] else { return nil }
-            if case .null = entry.value { return nil }
+            guard let entry = top[key], entry.value.kind != .null else { return nil }
             return entry
         }
         if let runtime = section("runtime") { config.runtime = decodeRuntime(runtime) }
@@ -302,8 +306,10 @@ struct Decoder {
             }
             if let port = integer(fields["listen_port"], 1...65535) { device.listenPort = UInt16(port) }
             if let prune = bool(fields["prune_peers"]) { device.prunePeers = prune }
-            for (i, item) in list(fields["peers"]?.value, "wireguard.\(name).peers").enumerated() {
-                if let peer = decodePeer(item, name: "wireguard.\(name).peers[\(i)]") {
+            let items = list(fields["peers"]?.value, "wireguard.\(name).peers")
+            device.peers.reserveCapacity(items.count)
+            for (i, item) in items.enumerated() {
+                if let peer = decodePeer(item, name: "wireguard.\(name).peers[\(i)]", device: devices.count, index: device.peers.count) {
                     device.peers.append(peer)
                 }
             }
@@ -315,19 +321,65 @@ struct Decoder {
     /// A peer's list item whose tree equals, node for node and location for location, one the
     /// last load decoded without an error decodes to the same section without an error (decoding
     /// a peer reads nothing but its own tree), so that section is taken as it is. Anything else
-    /// is decoded; what decodes without an error is kept for the next load.
-    private mutating func decodePeer(_ tree: Tree, name: @autoclosure () -> String) -> PeerSection? {
+    /// is decoded; what decodes without an error is kept for the next load, as the place of its
+    /// item in its file's kept tree and the place (`device`, `index`) its section takes in the
+    /// configuration's devices.
+    private mutating func decodePeer(_ tree: Tree, name: @autoclosure () -> String, device: Int, index: Int) -> PeerSection? {
         guard peerMemo != nil else { return decodePeer(tree, name()) }
         let at = tree.location
-        if let hit = peerMemo!.previous[at], peerMemo!.unchanged.contains(at.file) || hit.tree == tree {
-            peerMemo!.next[at] = hit
-            return hit.section
+        var section: PeerSection?
+        var digest: ReadDigest?
+        if let file = peerMemo!.previous.files[at.file], let kept = file.peer(at: at),
+           let peer = file.peer(kept, devices: peerMemo!.previous.devices),
+           peerMemo!.unchanged.contains(at.file) ? kept.node == tree.index : kept.digest == Self.digest(of: tree, known: &digest) {
+            digest = kept.digest
+            section = Self.section(tree, peer)
+        } else if tree.isKeptPeer {
+            // Only the cache's own peer can stand for a reduced item: a bug if it is not there.
+            fail(at, "internal error: the configuration cache lost a peer it kept; reload again (the cache is rebuilt)")
+            return nil
+        } else {
+            let before = errors.count
+            peerMemo!.decoded += 1
+            section = decodePeer(tree, name())
+            guard errors.count == before else { return section }
         }
-        let before = errors.count
-        peerMemo!.decoded += 1
-        let section = decodePeer(tree, name())
-        if let section, errors.count == before { peerMemo!.next[at] = DecodedPeer(tree: tree, section: section) }
+        // Kept for the next load only where it stands in a tree this load keeps.
+        if section != nil, peerMemo!.kept[at.file] === tree.storage {
+            peerMemo!.next[at.file, default: []].append(KeptPeer(at, node: tree.index, digest: Self.digest(of: tree, known: &digest), device: device, index: index))
+        }
         return section
+    }
+
+    /// `tree`'s digest, computed once.
+    private static func digest(of tree: Tree, known: inout ReadDigest?) -> ReadDigest {
+        if let known { return known }
+        known = tree.digest
+        return known!
+    }
+
+    /// The section `decodePeer` made of `tree`, which decoded without an error to `peer`: the
+    /// places of its parts read from the tree again. The preshared key is read after decoding
+    /// (`ConfigLoader.readKeys`), as for a decoded peer.
+    /// Read without an array of the entries: once per kept peer at every load.
+    private static func section(_ tree: Tree, _ peer: DesiredPeer) -> PeerSection {
+        var peer = peer
+        peer.presharedKey = nil
+        var presharedKeyFile: (String, SourceLocation)?
+        var allowed: [SourceLocation] = []
+        var endpointLocation: SourceLocation?
+        // A key given twice would answer with its last entry, as `Fields` does (parsing refuses it).
+        tree.forEachEntry { key, value in
+            if key.elementsEqual("allowed_ips".utf8) {
+                allowed = value.itemLocations
+            } else if key.elementsEqual("preshared_key_file".utf8) {
+                presharedKeyFile = value.text.map { ($0, value.location) }
+            } else if key.elementsEqual("endpoint".utf8) {
+                endpointLocation = value.location
+            }
+        }
+        return PeerSection(location: tree.location, presharedKeyFile: presharedKeyFile, peer: peer, allowedIPLocations: allowed,
+                           endpointLocation: endpointLocation)
     }
 
     private mutating func decodePeer(_ tree: Tree, _ name: String) -> PeerSection? {
@@ -352,7 +404,7 @@ struct Decoder {
         var allowedAt: [SourceLocation] = []
         var listed: [IPPrefix: SourceLocation] = [:]
         for item in list(fields["allowed_ips"]?.value, "allowed_ips") {
-            guard case .scalar(let text, let itemAt) = item else {
+            guard case .scalar(let text, let itemAt) = item.node else {
                 fail(item.location, "allowed_ips: expected an IPv6 prefix, got \(item.kindName)")
                 ok = false
                 continue

@@ -7,9 +7,10 @@ enum YAMLEvent {
     /// Line and column, both counted from 1.
     typealias Mark = (line: Int, column: Int)
 
-    /// What starts a node (or, for an alias, stands for one).
+    /// What starts a node (or, for an alias, stands for one). A scalar's bytes are libyaml's,
+    /// valid until the reader's next event.
     enum Node {
-        case scalar(String, plain: Bool, anchor: String?)
+        case scalar(UnsafeBufferPointer<UInt8>, plain: Bool, anchor: String?)
         case sequence(anchor: String?)
         case mapping(anchor: String?)
         case alias(String)
@@ -29,33 +30,40 @@ struct YAMLSyntaxError: Error {
     var mark: YAMLEvent.Mark?
 }
 
-/// Reads events from UTF-8 text. The text is copied once; the parser lives as long as this value.
+/// Reads events from UTF-8 text, which it borrows: `read(_:_:)` hands the reader out only while
+/// the text's bytes are there (a configuration of 50 000 peers is 7 MiB of text, not copied).
 final class YAMLEventReader {
     private var parser = yaml_parser_t()
-    private let bytes: UnsafeMutableBufferPointer<UInt8>
+    private let bytes: UnsafeBufferPointer<UInt8>
+    /// The last event returned, deleted at the next call (a scalar's bytes are its own).
+    private var event = yaml_event_t()
+    private var holdsEvent = false
 
-    init(_ text: String) {
-        var text = text
-        text.makeContiguousUTF8()
-        let count = text.utf8.count
-        bytes = .allocate(capacity: max(count, 1))
-        let bytes = bytes
-        text.utf8.withContiguousStorageIfAvailable { _ = bytes.initialize(from: $0) }
+    /// Runs `body` with a reader of `bytes`, which must stay where they are until it returns.
+    static func read<T>(_ bytes: UnsafeBufferPointer<UInt8>, _ body: (YAMLEventReader) throws -> T) rethrows -> T {
+        try body(YAMLEventReader(bytes))
+    }
+
+    private init(_ bytes: UnsafeBufferPointer<UInt8>) {
+        self.bytes = bytes
         yaml_parser_initialize(&parser)
         yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING)
-        yaml_parser_set_input_string(&parser, bytes.baseAddress, count)
+        // libyaml only reads the input; an empty text still needs an address.
+        let empty: StaticString = ""
+        yaml_parser_set_input_string(&parser, bytes.baseAddress ?? empty.utf8Start, bytes.count)
     }
 
     deinit {
+        if holdsEvent { yaml_event_delete(&event) }
         yaml_parser_delete(&parser)
-        bytes.deallocate()
     }
 
     func next() throws(YAMLSyntaxError) -> YAMLEvent {
-        var event = yaml_event_t()
         while true {
+            if holdsEvent { yaml_event_delete(&event) }
+            holdsEvent = false
             guard yaml_parser_parse(&parser, &event) == 1 else { throw syntaxError() }
-            defer { yaml_event_delete(&event) }
+            holdsEvent = true
             let mark = (line: Int(event.start_mark.line) + 1, column: Int(event.start_mark.column) + 1)
             switch event.type {
             case YAML_DOCUMENT_START_EVENT: return .documentStart(mark)
@@ -63,7 +71,7 @@ final class YAMLEventReader {
             case YAML_STREAM_END_EVENT: return .streamEnd
             case YAML_SCALAR_EVENT:
                 let s = event.data.scalar
-                return .node(.scalar(Self.text(s.value, count: s.length), plain: s.style == YAML_PLAIN_SCALAR_STYLE,
+                return .node(.scalar(UnsafeBufferPointer(start: UnsafePointer(s.value), count: s.value == nil ? 0 : s.length), plain: s.style == YAML_PLAIN_SCALAR_STYLE,
                                      anchor: Self.anchor(s.anchor)), mark)
             case YAML_SEQUENCE_START_EVENT: return .node(.sequence(anchor: Self.anchor(event.data.sequence_start.anchor)), mark)
             case YAML_MAPPING_START_EVENT: return .node(.mapping(anchor: Self.anchor(event.data.mapping_start.anchor)), mark)
@@ -93,7 +101,7 @@ final class YAMLEventReader {
             let hex = String(value, radix: 16, uppercase: true)
             let character = value >= 0 ? " (U+\(String(repeating: "0", count: max(0, 4 - hex.count)) + hex))" : ""
             return YAMLSyntaxError(message: "YAML: \(problem)\(character)",
-                                   mark: Self.mark(atByte: parser.problem_offset, in: UnsafeBufferPointer(bytes)))
+                                   mark: Self.mark(atByte: parser.problem_offset, in: bytes))
         default:
             return YAMLSyntaxError(message: "YAML: \(problem)", mark: nil)
         }
@@ -126,10 +134,5 @@ final class YAMLEventReader {
 
     private static func anchor(_ pointer: UnsafeMutablePointer<yaml_char_t>?) -> String? {
         pointer.map { String(cString: $0) }
-    }
-
-    private static func text(_ pointer: UnsafeMutablePointer<yaml_char_t>?, count: Int) -> String {
-        guard let pointer else { return "" }
-        return String(decoding: UnsafeBufferPointer(start: pointer, count: count), as: UTF8.self)
     }
 }

@@ -17,9 +17,10 @@ final class ConfigReader: @unchecked Sendable {
     private let load: @Sendable (String) -> Outcome
 
     /// Reads with `cache` (the one the daemon's first load filled), so a reload re-reads and
-    /// re-decodes only what changed.
+    /// re-decodes only what changed. What the daemon does not keep of a load is dropped here,
+    /// on the reader's thread, not held until the reload's reconcile is over.
     convenience init(cache: ConfigCache?) throws {
-        try self.init { ConfigLoader().load(path: $0, cache: cache) }
+        try self.init { ConfigLoader().load(path: $0, cache: cache).map(Daemon.kept) }
     }
 
     init(load: @escaping @Sendable (String) -> Outcome) throws {

@@ -1,3 +1,4 @@
+import CLinux
 import Config
 import FoundationEssentials
 import Logging
@@ -7,6 +8,8 @@ import Reconciler
 /// Plan, apply, remember what failed and when to retry it.
 extension Daemon {
     static let firstRetry: Duration = .seconds(1)
+    /// Changes applied per `KernelApplier` call.
+    static let applySlice = 4096
     static let maxRetry: Duration = .seconds(60)
 
     var netlinkWrites: Int { rtnetlink.writeCount + wireGuardWrites + sysctlWrites + datapathWrites + (datapathMaps?.writes ?? 0) }
@@ -23,11 +26,11 @@ extension Daemon {
         if !full, !readChanged, let planner = currentRoutePlanner() {
             let (touched, beyond) = kernel.takeChanges()
             if !beyond, touched.isEmpty { return settle(start: start) }
-            metrics.begin(generation: generation, previous: lastPlan, failing: failures.keys)
+            metrics.begin(generation: generation, previous: lastPlan, pendingKinds: Array(pendingByKind.keys), failing: failures.keys)
             if !beyond { return reconcileRoutes(touched, planner: planner, start: start) }
             logger.debug("full plan: more than routes changed in the kernel")
         } else {
-            metrics.begin(generation: generation, previous: lastPlan, failing: failures.keys)
+            metrics.begin(generation: generation, previous: lastPlan, pendingKinds: Array(pendingByKind.keys), failing: failures.keys)
             _ = kernel.takeChanges()
             logger.debug("full plan", metadata: ["due": "\(full)", "failures": "\(failures.count)", "read_changed": "\(readChanged)"])
         }
@@ -47,21 +50,29 @@ extension Daemon {
         let changes = due(plan.changes, held: &held)
         applied += apply(changes)
         // Objects no longer planned are no longer failing.
-        let planned = Set(plan.changes.map(\.subject))
-        failures = failures.filter { planned.contains($0.key) }
+        if !failures.isEmpty {
+            let planned = Set(plan.changes.map(\.subject))
+            failures = failures.filter { planned.contains($0.key) }
+        }
         forgetSettledRecords()
 
         // What status reports as outstanding: the planned changes that did not go through.
+        // Everything planned was due and went through (a start writes 100 000 objects this
+        // way): none, without a set of every change's subject.
         var outstanding = plan
-        if applied > 0 {
+        if applied > 0, failures.isEmpty, changes.count == plan.changes.count {
+            outstanding.changes = []
+        } else if applied > 0 {
             let done = Set(changes.map(\.subject)).subtracting(failures.keys)
             outstanding.changes.removeAll { done.contains($0.subject) }
         }
-        let heldSubjects = Set(held.map(\.object))
-        outstanding.changes.removeAll { heldSubjects.contains($0.subject) }
-        outstanding.pending += held
+        if !held.isEmpty {
+            let heldSubjects = Set(held.map(\.object))
+            outstanding.changes.removeAll { heldSubjects.contains($0.subject) }
+            outstanding.pending += held
+        }
         let previous = lastPlan
-        lastPlan = outstanding
+        remember(outstanding)
         // With the writes done (or refused), `ndp: kernel` may take over from lan_ingress now.
         followNeighbourDiscoveryHandover()
         changesApplied += applied
@@ -82,6 +93,25 @@ extension Daemon {
         if changes.count > applied, failures.isEmpty { schedule(after: .milliseconds(50)) }
         // Ready for the next route event, so that it pays nothing linear in the table.
         _ = currentRoutePlanner()
+        releaseFreedMemory()
+    }
+
+    /// Hands the pages a full reconcile (or the load before it) freed back to the kernel. glibc
+    /// returns freed memory by itself only from the top of the main heap; what a plan of 50 000
+    /// objects or a reload freed elsewhere (the reader thread's arena included) would otherwise
+    /// stay resident, and the daemon's size would be that of its busiest moment.
+    func releaseFreedMemory() {
+        malloc_trim(0)
+    }
+
+    /// Keeps `plan` as the last plan, its pending objects counted by kind and listed up to
+    /// `listedObjects` (what status shows of them).
+    func remember(_ plan: Plan) {
+        var plan = plan
+        pendingByKind = [:]
+        for item in plan.pending { pendingByKind[item.kind, default: 0] += 1 }
+        if plan.pending.count > Daemon.listedObjects { plan.pending = Array(plan.pending.prefix(Daemon.listedObjects)) }
+        lastPlan = plan
     }
 
     /// The route planner for the desired state, links, addresses and records as they are now:
@@ -154,7 +184,9 @@ extension Daemon {
     /// name has not resolved waits in `held` (the lookup runs off the loop).
     func due(_ changes: [Change], held: inout [Pending]) -> [Change] {
         let now = ContinuousClock.now
-        var due = changes.filter { failures[$0.subject].map { $0.retryAt <= now } ?? true }
+        // Without failures, no subject is looked up (and the plan's array is not copied).
+        var due = failures.isEmpty ? changes : changes.filter { failures[$0.subject].map { $0.retryAt <= now } ?? true }
+        guard due.contains(where: { endpointHold($0) != nil }) else { return due }
         due.removeAll { change in
             guard let why = endpointHold(change) else { return false }
             held.append(Pending(kind: change.kind, object: change.subject, reason: why))
@@ -170,10 +202,20 @@ extension Daemon {
         guard !changes.isEmpty else { return 0 }
         let endpoints = resolvedEndpoints
         let applier = KernelApplier(rtnetlink: rtnetlink, wireGuard: wireGuard, datapath: datapathMaps, resolve: { endpoints[$0] })
-        let results = applier.apply(changes)
+        var succeeded = 0
+        var mapWrites: [(entry: DatapathEntry, removed: Bool)] = []
+        // In slices: a start's 100 000 writes, each result holding its change, are not all
+        // held at once (each slice is still batched).
+        for first in stride(from: 0, to: changes.count, by: Daemon.applySlice) {
+            let results = applier.apply(Array(changes[first ..< min(first + Daemon.applySlice, changes.count)]))
+            for result in results { record(result) }
+            recordAfterApplying(results)
+            for result in results where result.succeeded {
+                succeeded += 1
+                if case .datapath(let entry) = result.change.object { mapWrites.append((entry, result.change.action == .remove)) }
+            }
+        }
         sysctlWrites += changes.filter { $0.kind == .sysctl }.count
-        for result in results { record(result) }
-        recordAfterApplying(results)
         // Our own route writes are already queued as events: fold them in now, and re-read
         // the kinds the kernel does not notify, so the next plan starts from the truth.
         drainEvents()
@@ -184,12 +226,11 @@ extension Daemon {
         if kinds.contains(.peer) { kernel.stale.insert(.wireGuard) }
         // Map writes are synchronous and exact: fold the successful ones into the cache
         // rather than walk both maps again.
-        for result in results where result.succeeded {
-            guard case .datapath(let entry) = result.change.object else { continue }
-            if result.change.action == .remove { kernel.datapath?.remove(entry) } else { kernel.datapath?.insert(entry) }
+        for (entry, removed) in mapWrites {
+            if removed { kernel.datapath?.remove(entry) } else { kernel.datapath?.insert(entry) }
         }
         readKernel()
-        return results.filter(\.succeeded).count
+        return succeeded
     }
 
     /// Saves what a write is about to change before it does: a sysctl's value before the first
@@ -321,7 +362,7 @@ extension Daemon {
             if config.configuration.runtime.statusSocket != runtime.statusSocket {
                 logger.warning("status_socket takes effect on restart")
             }
-            loaded = config
+            loaded = Daemon.kept(config)
             generation += 1
             configErrors = []
             refreshEndpoints()

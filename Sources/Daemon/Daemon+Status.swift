@@ -29,7 +29,7 @@ extension Daemon {
         var counts: [String: StatusReport.KindCounts] = [:]
         for (kind, total) in totals {
             var c = StatusReport.KindCounts()
-            c.pending = lastPlan.pending.filter { $0.kind == kind }.count
+            c.pending = pendingByKind[kind] ?? 0
             c.failed = failures.values.filter { $0.kind == kind }.count
             c.conflict = lastPlan.conflicts.filter { $0.kind == kind }.count
             // A peer with several refused allowed IPs is listed once for each, counted once.

@@ -27,10 +27,11 @@ struct ReconcileMetrics {
     /// being reconciled.
     private var unsettled: (subjects: Set<String>, kinds: Set<Change.Kind>)?
 
-    /// Called before a reconcile applies anything, with the plan the previous one left.
-    mutating func begin(generation: Int, previous: Plan, failing: some Sequence<String>) {
+    /// Called before a reconcile applies anything, with the plan the previous one left and the
+    /// kinds it had pending objects of (the plan may list only some of them).
+    mutating func begin(generation: Int, previous: Plan, pendingKinds: [Change.Kind] = [], failing: some Sequence<String>) {
         if generation == reconciledGeneration {
-            let kinds = previous.pending.map(\.kind) + previous.refused.map(\.kind) + previous.conflicts.map(\.kind)
+            let kinds = pendingKinds + previous.pending.map(\.kind) + previous.refused.map(\.kind) + previous.conflicts.map(\.kind)
             unsettled = (Set(previous.changes.map(\.subject)).union(failing), Set(kinds))
         } else {
             unsettled = nil

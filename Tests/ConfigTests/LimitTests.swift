@@ -177,7 +177,7 @@ final class LimitTests: XCTestCase {
         let tree = Tree.parse(text, file: "f", budget: &budget, errors: &errors)
         XCTAssertLessThan(ContinuousClock.now - start, .seconds(5))
         XCTAssertEqual(errors.kept.map(\.description), ["f:\(count + 1):1: duplicate key \"k7\" (first set at f:8:1)"])
-        guard case .mapping(let entries, _)? = tree else { return XCTFail("not a mapping") }
+        guard case .mapping(let entries, _)? = tree?.node else { return XCTFail("not a mapping") }
         XCTAssertEqual(entries.count, count)
     }
 
@@ -202,7 +202,7 @@ final class LimitTests: XCTestCase {
         let merged = Tree.merge(files, path: "", errors: &errors)
         XCTAssertLessThan(ContinuousClock.now - start, .seconds(2))
         XCTAssertEqual(errors.kept, [])
-        guard case .sequence(let peers, _)? = merged.lookup("wireguard", "wg0", "peers") else { return XCTFail("no peers list") }
+        guard case .sequence(let peers, _)? = merged.lookup("wireguard", "wg0", "peers")?.node else { return XCTFail("no peers list") }
         XCTAssertEqual(peers.count, 20_000)
     }
 

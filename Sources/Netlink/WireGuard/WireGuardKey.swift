@@ -5,13 +5,33 @@ import SystemPackage
 import X25519
 
 /// A 32-byte WireGuard key. Public keys print as base64; the secret kinds wrap it and redact.
+/// The bytes are held in the value itself (four words), not in an array of their own: a
+/// gateway holds tens of thousands of keys (configured, kernel, records), and an array would
+/// add a 64-byte allocation to each.
 public struct WireGuardKey: Hashable, Sendable, CustomStringConvertible {
-    public let bytes: [UInt8]
+    /// The key's bytes in order, eight to a word, big-endian (so words compare as the bytes do).
+    private let words: (UInt64, UInt64, UInt64, UInt64)
 
     public init?(bytes: some Collection<UInt8>) {
         guard bytes.count == 32 else { return nil }
-        self.bytes = Array(bytes)
+        var words: [UInt64] = [0, 0, 0, 0]
+        for (i, byte) in bytes.enumerated() { words[i / 8] = words[i / 8] << 8 | UInt64(byte) }
+        self.words = (words[0], words[1], words[2], words[3])
     }
+
+    public var bytes: [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(32)
+        for word in [words.0, words.1, words.2, words.3] {
+            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: word >> UInt64(shift))) }
+        }
+        return out
+    }
+
+    public static func == (a: Self, b: Self) -> Bool { a.words == b.words }
+
+    /// Byte order: what a sorted list of keys (`LastApplied`) is searched by.
+    public static func precedes(_ a: Self, _ b: Self) -> Bool { a.words < b.words }
 
     /// Accepts exactly the 44-character standard base64 that `wg` prints (one `=` of padding),
     /// and only its canonical form: the unused low bits of the last character must be zero.
@@ -19,14 +39,15 @@ public struct WireGuardKey: Hashable, Sendable, CustomStringConvertible {
     /// configuration of 10 000 peers decodes 10 000 keys on every load, and Foundation's decode
     /// plus re-encode (to check the form) cost more than the rest of a peer's decoding.
     public init?(base64 text: some StringProtocol) {
-        let decoded: [UInt8]?? = text.utf8.withContiguousStorageIfAvailable(Self.decode)
-        guard let bytes = decoded ?? Array(text.utf8).withUnsafeBufferPointer(Self.decode) else { return nil }
-        self.bytes = bytes
+        typealias Words = (UInt64, UInt64, UInt64, UInt64)
+        let decoded: Words?? = text.utf8.withContiguousStorageIfAvailable(Self.decode)
+        guard let words = decoded ?? Array(text.utf8).withUnsafeBufferPointer(Self.decode) else { return nil }
+        self.words = words
     }
 
-    private static func decode(_ text: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+    private static func decode(_ text: UnsafeBufferPointer<UInt8>) -> (UInt64, UInt64, UInt64, UInt64)? {
         guard text.count == 44, text[43] == UInt8(ascii: "=") else { return nil }
-        var out = [UInt8](repeating: 0, count: 32)
+        var out: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
         var accumulator: UInt32 = 0
         var bits = 0
         var used = 0
@@ -45,7 +66,13 @@ public struct WireGuardKey: Hashable, Sendable, CustomStringConvertible {
             bits += 6
             if bits >= 8 {
                 bits -= 8
-                out[used] = UInt8(truncatingIfNeeded: accumulator >> UInt32(bits))
+                let byte = UInt64(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
+                switch used / 8 {
+                case 0: out.0 = out.0 << 8 | byte
+                case 1: out.1 = out.1 << 8 | byte
+                case 2: out.2 = out.2 << 8 | byte
+                default: out.3 = out.3 << 8 | byte
+                }
                 used += 1
             }
         }
@@ -54,14 +81,31 @@ public struct WireGuardKey: Hashable, Sendable, CustomStringConvertible {
         return out
     }
 
-    public var base64: String { Data(bytes).base64EncodedString() }
+    /// Standard base64, 44 characters with one `=`: encoded by hand, as it is decoded (records
+    /// and status spell every peer's key).
+    public var base64: String {
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+        let bytes = bytes
+        return String(unsafeUninitializedCapacity: 44) { out in
+            var at = 0
+            for i in stride(from: 0, to: 32, by: 3) {
+                let triple = UInt32(bytes[i]) << 16 | UInt32(i + 1 < 32 ? bytes[i + 1] : 0) << 8 | UInt32(i + 2 < 32 ? bytes[i + 2] : 0)
+                for k in 0..<4 { out[at + k] = alphabet[Int(triple >> UInt32(18 - 6 * k) & 0x3F)] }
+                at += 4
+            }
+            out[43] = UInt8(ascii: "=")  // 32 bytes: the last group holds two, so one character of padding
+            return 44
+        }
+    }
 
-    /// The 32 bytes in one go (the synthesised hash feeds them to the hasher one at a time).
     public func hash(into hasher: inout Hasher) {
-        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+        hasher.combine(words.0)
+        hasher.combine(words.1)
+        hasher.combine(words.2)
+        hasher.combine(words.3)
     }
     public var description: String { base64 }
-    public var isZero: Bool { bytes.allSatisfy { $0 == 0 } }
+    public var isZero: Bool { words == (0, 0, 0, 0) }
 }
 
 /// A private key. Never printed, logged or put in an error: `description` is redacted.
