@@ -249,13 +249,21 @@ static __always_inline int is_extension_header(__u8 next)
 	       next == IPPROTO_DSTOPTS || next == IPPROTO_AH;
 }
 
+// A fragment header's identification, and whether it is a first fragment with more to come
+// (a later fragment is told by UPPER_LATER_FRAGMENT); `found` is 0 without a fragment header.
+struct fragment_info {
+	__u32 id;
+	__u8 found;
+	__u8 first;
+};
+
 static __always_inline enum upper_layer find_upper_layer(struct __sk_buff *skb, __u32 l2, __u8 *next,
-							  __u32 *offset)
+							  __u32 *offset, struct fragment_info *fragment)
 {
 	__u32 at = l2 + sizeof(struct ipv6hdr);
 	__u8 header = *next;
 	for (int i = 0; i < EXTENSION_HEADERS_MAX; i++) {
-		__u8 bytes[4];
+		__u8 bytes[8];
 		switch (header) {
 		case IPPROTO_HOPOPTS:
 		case IPPROTO_ROUTING:
@@ -266,8 +274,13 @@ static __always_inline enum upper_layer find_upper_layer(struct __sk_buff *skb, 
 			at += (bytes[1] + 1) * 8;
 			break;
 		case IPPROTO_FRAGMENT:
-			if (bpf_skb_load_bytes(skb, at, bytes, 4))
+			if (bpf_skb_load_bytes(skb, at, bytes, 8))
 				return UPPER_UNKNOWN;
+			if (fragment) {
+				fragment->found = 1;
+				fragment->first = bytes[3] & 1; // M: more fragments follow (offset 0 below)
+				__builtin_memcpy(&fragment->id, bytes + 4, 4);
+			}
 			if ((((__u16)bytes[2] << 8) | bytes[3]) & 0xfff8) {
 				*next = IPPROTO_FRAGMENT;
 				*offset = at;
@@ -299,7 +312,7 @@ static __always_inline enum upper_layer find_upper_layer(struct __sk_buff *skb, 
 static __always_inline int is_icmp_error(struct __sk_buff *skb, __u32 l2, __u8 next)
 {
 	__u32 offset = 0;
-	switch (find_upper_layer(skb, l2, &next, &offset)) {
+	switch (find_upper_layer(skb, l2, &next, &offset, NULL)) {
 	case UPPER_LATER_FRAGMENT:
 		return 0;
 	case UPPER_UNKNOWN:

@@ -306,6 +306,35 @@ static __always_inline int policy_flow(const struct in6_addr *client, const stru
 	return open;
 }
 
+// Fragments: a fragment after the first carries no upper-layer header, so no protocol or port a
+// rule could match. The first fragment (offset 0, more to come) of a datagram that is allowed
+// leaves its (source, destination, identification) here with the rule that allowed it, and the
+// later fragments of that datagram pass under that rule within POLICY_FRAGMENT_TIMEOUT_NS
+// (RFC 8200's reassembly time). One that comes first, or after the entry is gone, meets the
+// rules with protocol IPPROTO_FRAGMENT: only a rule without a protocol allows it.
+#define POLICY_FRAGMENT_TIMEOUT_NS (60ULL * 1000000000ULL)
+#define POLICY_FRAGMENTS 16384
+#define POLICY_NO_RULE 0xffff
+
+struct policy_fragment {
+	__u32 source[4];
+	__u32 destination[4];
+	__u32 id;
+};
+
+struct policy_fragment_seen {
+	__u64 at; // bpf_ktime_get_ns of the first fragment
+	__u32 rule; // POLICY_NO_RULE: allowed without a rule
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct policy_fragment);
+	__type(value, struct policy_fragment_seen);
+	__uint(max_entries, POLICY_FRAGMENTS);
+} policy_fragments SEC(".maps");
+
 // Whether the packet at `l2` may pass, counting it; `to_lan` says which way it goes.
 // The protocol is the upper-layer header's, found behind the extension headers; TCP/UDP ports
 // are read from it (0 when the packet is too short to hold them). A fragment other than the
@@ -343,8 +372,23 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 	__u8 *head = (void *)(ip6 + 1);
 	__u32 offset = l2 + sizeof(struct ipv6hdr);
 	enum upper_layer chain = UPPER_FOUND;
+	struct fragment_info fragment = {};
 	if (is_extension_header(proto))
-		chain = find_upper_layer(skb, l2, &proto, &offset);
+		chain = find_upper_layer(skb, l2, &proto, &offset, &fragment);
+	struct policy_fragment fragment_key = {};
+	if (fragment.found) {
+		__builtin_memcpy(fragment_key.source, &source, 16);
+		__builtin_memcpy(fragment_key.destination, &destination, 16);
+		fragment_key.id = fragment.id;
+	}
+	if (chain == UPPER_LATER_FRAGMENT) {
+		struct policy_fragment_seen *seen = bpf_map_lookup_elem(&policy_fragments, &fragment_key);
+		if (seen && bpf_ktime_get_ns() - seen->at <= POLICY_FRAGMENT_TIMEOUT_NS) {
+			if (seen->rule < POLICY_RULES_MAX)
+				policy_count(word, POLICY_SLOT_RULES + seen->rule);
+			return 1;
+		}
+	}
 	int in_place = offset == l2 + sizeof(struct ipv6hdr);
 	int l4_read = 0; // the eight bytes (four of a UDP header's ports suffice for a flow)
 	if (chain == UPPER_FOUND) {
@@ -406,5 +450,9 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 	}
 	if (to_lan && replies && (udp || echo))
 		policy_flow(&source, &destination, proto, client_port, udp ? port : 0, 1);
+	if (chain == UPPER_FOUND && fragment.found && fragment.first) {
+		struct policy_fragment_seen seen = { .at = bpf_ktime_get_ns(), .rule = rule < 0 ? POLICY_NO_RULE : rule };
+		bpf_map_update_elem(&policy_fragments, &fragment_key, &seen, BPF_ANY);
+	}
 	return 1;
 }

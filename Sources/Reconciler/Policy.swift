@@ -26,7 +26,8 @@ public struct DesiredPolicy: Hashable, Sendable {
 }
 
 /// IP protocols a rule may name: the upper-layer header's, behind any extension headers (a
-/// fragment other than the first has none and matches only rules without a protocol).
+/// fragment other than the first has none: it meets what its datagram's first fragment met, else
+/// only rules without a protocol match it).
 public enum PolicyProtocol: UInt8, Hashable, Sendable, CaseIterable, CustomStringConvertible {
     case tcp = 6, udp = 17, icmpv6 = 58
 
@@ -128,6 +129,10 @@ public struct PolicyPacket: Hashable, Sendable, CustomStringConvertible {
     public var tcpFlags: UInt8
     /// The identifier of an ICMPv6 echo request or reply.
     public var echoIdentifier: UInt16
+    /// A fragment header's identification, when the packet has one: a first fragment with more
+    /// to come (`isFirstFragment`) or, with `proto` 44, a later one.
+    public var fragmentID: UInt32? = nil
+    public var isFirstFragment = false
 
     public static let syn: UInt8 = 0x02, ack: UInt8 = 0x10
 
@@ -195,6 +200,17 @@ public struct PolicyFlows: Hashable, Sendable {
 
     public var flows: Set<Flow> = []
 
+    /// A datagram's fragments: its source, destination and identification.
+    public struct Fragment: Hashable, Sendable {
+        public var source: IPv6Address
+        public var destination: IPv6Address
+        public var id: UInt32
+    }
+
+    /// What the first fragment of each datagram met, for its later fragments (bpf/policy.h
+    /// `policy_fragments`; its 60 s and LRU room are not modelled).
+    public var fragments: [Fragment: PolicyVerdict] = [:]
+
     public init() {}
 }
 
@@ -256,7 +272,20 @@ extension DesiredPolicy {
     /// consulted (TCP SYN without ACK; UDP or an echo reply outside a flow a client opened; an
     /// echo request or other informational ICMPv6 message), and an allowed client UDP packet
     /// or echo request opens its flow. ICMPv6 errors and other protocols carry no state.
+    ///
+    /// A later fragment of a datagram whose first fragment was allowed meets what the first met
+    /// (the programs find it in `policy_fragments`), unless a default decides before any header
+    /// is read.
     public func evaluate(_ packet: PolicyPacket, peerOf: (IPv6Address) -> String?, flows: inout PolicyFlows) -> PolicyVerdict {
+        let fragment = packet.fragmentID.map { PolicyFlows.Fragment(source: packet.source, destination: packet.destination, id: $0) }
+        let headersRead = packet.direction == .clientToLAN ? clientToLAN == .deny || lanToClient == .replies : lanToClient == .replies
+        if headersRead, packet.proto == 44, let fragment, let verdict = flows.fragments[fragment] { return verdict }
+        let verdict = evaluateReplies(packet, peerOf: peerOf, flows: &flows)
+        if verdict.isAllowed, packet.isFirstFragment, packet.proto != 44, let fragment { flows.fragments[fragment] = verdict }
+        return verdict
+    }
+
+    private func evaluateReplies(_ packet: PolicyPacket, peerOf: (IPv6Address) -> String?, flows: inout PolicyFlows) -> PolicyVerdict {
         guard lanToClient == .replies else { return evaluate(packet, peerOf: peerOf) }
         switch packet.direction {
         case .clientToLAN:

@@ -16,7 +16,7 @@ final class PinningTests: XCTestCase {
         XCTAssertEqual(try mounts(of: lab.pinRoot), ["bpf"], "an existing bpffs is used, not mounted over")
         let pins = try FileManager.default.contentsOfDirectory(atPath: first.pinDirectory).sorted()
         XCTAssertEqual(pins, ["client_prefixes", "config", "counters", "icmp_buckets", "icmp_global_bucket", "icmp_scratch", "lan_ingress",
-                              "lan_prefixes", "policy_counters", "policy_flows", "policy_info", "policy_items", "policy_rules", "policy_select",
+                              "lan_prefixes", "policy_counters", "policy_flows", "policy_fragments", "policy_info", "policy_items", "policy_rules", "policy_select",
                               "policy_source_prefixes_0", "policy_source_prefixes_1", "policy_sources", "tunnel_ingress"])
     }
 

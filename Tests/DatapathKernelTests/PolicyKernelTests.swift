@@ -519,6 +519,73 @@ final class PolicyKernelTests: XCTestCase {
         XCTAssertEqual(counters.clientToLANDenied, 1)
     }
 
+    /// The later fragments of an allowed datagram pass under the rule its first fragment met
+    /// (they carry no ports for a rule to match), both ways; those of another datagram, or whose
+    /// first fragment was denied or never seen, meet the rules as before. The stateful reference
+    /// agrees on each, and the rule's counter counts them.
+    func testLaterFragmentsFollowTheirFirst() throws {
+        let (_, datapath) = try gateway()
+        try datapath.configure(ICMPErrorSettings(intervalMilliseconds: 0))
+        let client = IPv6Address("2001:db8:86dd::7")!
+        XCTAssertEqual(try datapath.synchronize(.clients, to: [Self.clientsPrefix: .redirect, .host(.v6(client)): .redirect]), [:])
+        let peers = clients(["c": client])
+        let policy = DesiredPolicy(clientToLAN: .deny, lanToClient: .replies, rules: [
+            PolicyRule(source: .peers(["c"]), destination: .host(.v6(server1)), proto: .udp, ports: [PortRange(53, 53)], label: "c"),
+        ])
+        try datapath.install(policy: try policy.compile(clients: peers).get())
+        let lanProgram = bpf_obj_get("\(datapath.pinDirectory)/lan_ingress")
+        let tunnelProgram = bpf_obj_get("\(datapath.pinDirectory)/tunnel_ingress")
+        defer { close(lanProgram); close(tunnelProgram) }
+        /// A UDP datagram's first fragment (its header and 8 bytes) or a later one (offset 2, 16 bytes of data).
+        func piece(_ packet: PolicyPacket, id: UInt32, first: Bool) -> (PolicyPacket, [UInt8]) {
+            var described = packet
+            described.fragmentID = id
+            described.isFirstFragment = first
+            let whole = Self.bytes(packet, sequence: 1)
+            var fixed = Array(whole[0..<40])
+            fixed[6] = 44
+            fixed[7] = 255
+            let payload = first ? Array((whole[40...] + [UInt8](repeating: 0, count: 16)).prefix(16)) : [UInt8](repeating: 0xab, count: 16)
+            if !first {
+                described.proto = 44
+                (described.sourcePort, described.destinationPort) = (0, 0)
+            }
+            let header = [17, 0] + Self.be16((first ? 0 : 2) << 3 | 1) + withUnsafeBytes(of: id.bigEndian, Array.init)
+            let length = header.count + payload.count
+            (fixed[4], fixed[5]) = (UInt8(length >> 8), UInt8(length & 0xff))
+            return (described, fixed + header + payload)
+        }
+        func query(_ port: UInt16) -> PolicyPacket {
+            PolicyPacket(direction: .clientToLAN, source: client, destination: server1, proto: 17, sourcePort: 5353, destinationPort: port)
+        }
+        func answer(_ port: UInt16) -> PolicyPacket {
+            PolicyPacket(direction: .lanToClient, source: server1, destination: client, proto: 17, sourcePort: port, destinationPort: 5353)
+        }
+        let steps: [(String, (PolicyPacket, [UInt8]), Bool)] = [
+            ("a later fragment before any first", piece(query(53), id: 7, first: false), false),
+            ("the first fragment of a DNS query", piece(query(53), id: 7, first: true), true),
+            ("its later fragment", piece(query(53), id: 7, first: false), true),
+            ("its later fragment again (a retransmission, or the third)", piece(query(53), id: 7, first: false), true),
+            ("a later fragment of another datagram", piece(query(53), id: 8, first: false), false),
+            ("the first fragment of a query to port 54 (denied)", piece(query(54), id: 9, first: true), false),
+            ("its later fragment", piece(query(54), id: 9, first: false), false),
+            ("the first fragment of the answer (within the flow)", piece(answer(53), id: 70, first: true), true),
+            ("its later fragment", piece(answer(53), id: 70, first: false), true),
+            ("a later fragment of another answer", piece(answer(53), id: 71, first: false), false),
+            ("the client's id 70 is not the LAN host's", piece(query(53), id: 70, first: false), false),
+        ]
+        var flows = PolicyFlows()
+        for (label, (packet, bytes), allowed) in steps {
+            let toLAN = packet.direction == .clientToLAN
+            let frame = toLAN ? bytes : Packet.ethernet(to: [0, 0, 0, 0, 0, 0], from: [2, 0, 0, 0, 0, 1], bytes)
+            let (result, verdict, _, _) = programTestRun(toLAN ? tunnelProgram : lanProgram, frame, repeat: 1)
+            XCTAssertEqual(result, 0)
+            XCTAssertEqual(verdict, allowed ? 7 : 2, label)
+            XCTAssertEqual(policy.evaluate(packet, peerOf: peers.peer(of:), flows: &flows).isAllowed, allowed, "reference: \(label)")
+        }
+        XCTAssertEqual(try datapath.policyCounters(ruleCount: 1).rules, [5], "the rule counted every allowed piece")
+    }
+
     /// The protocol and ports are the upper-layer header's, found behind extension headers: a
     /// LAN SYN or an unasked UDP datagram behind a destination options or (first) fragment
     /// header opens nothing with `replies`, a chain too long to follow is denied there, and a
@@ -534,7 +601,13 @@ final class PolicyKernelTests: XCTestCase {
         let tunnelProgram = bpf_obj_get("\(datapath.pinDirectory)/tunnel_ingress")
         defer { close(lanProgram); close(tunnelProgram) }
         let destinationOptions: (UInt8, [UInt8]) = (60, [0, 1, 4, 0, 0, 0, 0])  // 8 bytes: PadN
-        func fragment(offset: UInt16) -> (UInt8, [UInt8]) { (44, [0] + Self.be16(offset << 3 | 1) + [0, 0, 0, 1]) }
+        // Each its own datagram (identification): a later fragment of one whose first was
+        // allowed would pass (testLaterFragmentsFollowTheirFirst).
+        var nextID: UInt8 = 0
+        func fragment(offset: UInt16) -> (UInt8, [UInt8]) {
+            nextID += 1
+            return (44, [0] + Self.be16(offset << 3 | 1) + [0, 0, 0, nextID])
+        }
         /// `packet`'s bytes with `headers` (type, then all but the next-header byte) after the fixed header.
         func behind(_ headers: [(UInt8, [UInt8])], _ packet: PolicyPacket) -> [UInt8] {
             let bytes = Self.bytes(packet, sequence: 1)
