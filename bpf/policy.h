@@ -335,6 +335,15 @@ struct {
 	__uint(max_entries, POLICY_FRAGMENTS);
 } policy_fragments SEC(".maps");
 
+static __always_inline struct policy_fragment policy_fragment_key(const struct in6_addr *source,
+								   const struct in6_addr *destination, __u32 id)
+{
+	struct policy_fragment key = { .id = id };
+	__builtin_memcpy(key.source, source, 16);
+	__builtin_memcpy(key.destination, destination, 16);
+	return key;
+}
+
 // Whether the packet at `l2` may pass, counting it; `to_lan` says which way it goes.
 // The protocol is the upper-layer header's, found behind the extension headers; TCP/UDP ports
 // are read from it (0 when the packet is too short to hold them). A fragment other than the
@@ -375,13 +384,8 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 	struct fragment_info fragment = {};
 	if (is_extension_header(proto))
 		chain = find_upper_layer(skb, l2, &proto, &offset, &fragment);
-	struct policy_fragment fragment_key = {};
-	if (fragment.found) {
-		__builtin_memcpy(fragment_key.source, &source, 16);
-		__builtin_memcpy(fragment_key.destination, &destination, 16);
-		fragment_key.id = fragment.id;
-	}
 	if (chain == UPPER_LATER_FRAGMENT) {
+		struct policy_fragment fragment_key = policy_fragment_key(&source, &destination, fragment.id);
 		struct policy_fragment_seen *seen = bpf_map_lookup_elem(&policy_fragments, &fragment_key);
 		if (seen && bpf_ktime_get_ns() - seen->at <= POLICY_FRAGMENT_TIMEOUT_NS) {
 			if (seen->rule < POLICY_RULES_MAX)
@@ -451,6 +455,7 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 	if (to_lan && replies && (udp || echo))
 		policy_flow(&source, &destination, proto, client_port, udp ? port : 0, 1);
 	if (chain == UPPER_FOUND && fragment.found && fragment.first) {
+		struct policy_fragment fragment_key = policy_fragment_key(&source, &destination, fragment.id);
 		struct policy_fragment_seen seen = { .at = bpf_ktime_get_ns(), .rule = rule < 0 ? POLICY_NO_RULE : rule };
 		bpf_map_update_elem(&policy_fragments, &fragment_key, &seen, BPF_ANY);
 	}
