@@ -322,10 +322,13 @@ struct policy_fragment {
 	__u32 id;
 };
 
+// The generation is the one the first fragment met: a later fragment passes only while that
+// generation is live, so a reload's new policy judges it (the loader also empties the table
+// after each switch, so a generation that comes back finds nothing left from before).
 struct policy_fragment_seen {
 	__u64 at; // bpf_ktime_get_ns of the first fragment
 	__u32 rule; // POLICY_NO_RULE: allowed without a rule
-	__u32 pad;
+	__u32 generation;
 };
 
 struct {
@@ -387,7 +390,8 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 	if (chain == UPPER_LATER_FRAGMENT) {
 		struct policy_fragment fragment_key = policy_fragment_key(&source, &destination, fragment.id);
 		struct policy_fragment_seen *seen = bpf_map_lookup_elem(&policy_fragments, &fragment_key);
-		if (seen && bpf_ktime_get_ns() - seen->at <= POLICY_FRAGMENT_TIMEOUT_NS) {
+		if (seen && seen->generation == (word & POLICY_GENERATION) &&
+		    bpf_ktime_get_ns() - seen->at <= POLICY_FRAGMENT_TIMEOUT_NS) {
 			if (seen->rule < POLICY_RULES_MAX)
 				policy_count(word, POLICY_SLOT_RULES + seen->rule);
 			return 1;
@@ -456,7 +460,9 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 		policy_flow(&source, &destination, proto, client_port, udp ? port : 0, 1);
 	if (chain == UPPER_FOUND && fragment.found && fragment.first) {
 		struct policy_fragment fragment_key = policy_fragment_key(&source, &destination, fragment.id);
-		struct policy_fragment_seen seen = { .at = bpf_ktime_get_ns(), .rule = rule < 0 ? POLICY_NO_RULE : rule };
+		struct policy_fragment_seen seen = { .at = bpf_ktime_get_ns(),
+						     .rule = rule < 0 ? POLICY_NO_RULE : rule,
+						     .generation = word & POLICY_GENERATION };
 		bpf_map_update_elem(&policy_fragments, &fragment_key, &seen, BPF_ANY);
 	}
 	return 1;

@@ -53,6 +53,7 @@ extension Datapath {
         guard let policy, !policy.isInert else {
             // Allow-all needs no set: keep the live one (and its counters), clear the defaults.
             try writePolicyWord(current & CompiledPolicy.generationBit)
+            try forgetFragments()
             return PolicySwap(generation: current & 1, sources: 0, entries: 0)
         }
         let next = (current & 1) ^ 1
@@ -91,8 +92,17 @@ extension Datapath {
         var infoKey = next
         try check(bpf_map_update_elem(map("policy_info").raw, &infoKey, &info, UInt64(BPF_ANY)), "write map", "policy_info")
         try writePolicyWord(policy.selectWord(generation: next))
+        try forgetFragments()
         lastPolicySwap = .now
         return PolicySwap(generation: next, sources: policy.sources.count, entries: policy.entries.count)
+    }
+
+    /// After a switch: the fragments the last policy let start are judged by the new one (the
+    /// programs already ignore entries of the other generation; emptied, none is left for when
+    /// that generation is live again). An entry a packet wrote while the word changed carries
+    /// the old generation.
+    private func forgetFragments() throws {
+        try Self.clear(map("policy_fragments").raw, keySize: 36, "policy_fragments")
     }
 
     /// The live policy as the maps hold it (nil: none, both defaults allow): compared with

@@ -574,6 +574,11 @@ final class PolicyKernelTests: XCTestCase {
             ("a later fragment of another answer", piece(answer(53), id: 71, first: false), false),
             ("the client's id 70 is not the LAN host's", piece(query(53), id: 70, first: false), false),
         ]
+        func verdictOf(_ piece: (PolicyPacket, [UInt8])) -> Int {
+            let toLAN = piece.0.direction == .clientToLAN
+            let frame = toLAN ? piece.1 : Packet.ethernet(to: [0, 0, 0, 0, 0, 0], from: [2, 0, 0, 0, 0, 1], piece.1)
+            return programTestRun(toLAN ? tunnelProgram : lanProgram, frame, repeat: 1).1
+        }
         var flows = PolicyFlows()
         for (label, (packet, bytes), allowed) in steps {
             let toLAN = packet.direction == .clientToLAN
@@ -584,6 +589,19 @@ final class PolicyKernelTests: XCTestCase {
             XCTAssertEqual(policy.evaluate(packet, peerOf: peers.peer(of:), flows: &flows).isAllowed, allowed, "reference: \(label)")
         }
         XCTAssertEqual(try datapath.policyCounters(ruleCount: 1).rules, [5], "the rule counted every allowed piece")
+
+        // A reload's policy judges the later fragments of datagrams begun before it: the same
+        // rule moved to port 5353, so query 53's later fragments are denied now (and no
+        // fragment of the old generation is found once it is live again).
+        XCTAssertEqual(verdictOf(piece(query(53), id: 20, first: true)), 7)
+        let moved = DesiredPolicy(clientToLAN: .deny, lanToClient: .replies, rules: [
+            PolicyRule(source: .peers(["c"]), destination: .host(.v6(server1)), proto: .udp, ports: [PortRange(5353, 5353)], label: "c"),
+        ])
+        try datapath.install(policy: try moved.compile(clients: peers).get())
+        XCTAssertEqual(verdictOf(piece(query(53), id: 20, first: false)), 2, "after the switch")
+        XCTAssertEqual(verdictOf(piece(query(53), id: 7, first: false)), 2, "after the switch")
+        try datapath.install(policy: try policy.compile(clients: peers).get())
+        XCTAssertEqual(verdictOf(piece(query(53), id: 20, first: false)), 2, "the first generation again: its entries are gone")
     }
 
     /// The protocol and ports are the upper-layer header's, found behind extension headers: a
