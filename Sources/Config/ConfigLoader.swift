@@ -8,6 +8,12 @@ public struct LoadedConfig: Sendable {
     public var configuration: Configuration
     public var desired: DesiredState
 
+    /// `Configuration.absentPolicyNames` against the desired state's peers, which stay when the
+    /// sections go.
+    public var absentPolicyNames: [String] {
+        configuration.absentPolicyNames(peers: Set(desired.devices.flatMap { $0.peers.map(\.name) }))
+    }
+
     /// `2 devices, 3 peers, 5 routes, 2 proxies`.
     public var summary: String {
         func count(_ n: Int, _ word: String) -> String { "\(n) \(word)\(n == 1 ? "" : word.hasSuffix("y") ? "" : "s")" }

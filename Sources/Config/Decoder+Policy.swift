@@ -253,9 +253,12 @@ extension Configuration {
     /// Names in groups and rules' `from` that are no peer of any device (nor a group, nor
     /// `any`): they allow nothing. Said by `check` and logged at each load, since a typo fails
     /// closed without an error.
-    public var absentPolicyNames: [String] {
+    public var absentPolicyNames: [String] { absentPolicyNames(peers: Set(devices.flatMap { $0.peers.map(\.peer.name) })) }
+
+    /// The same against `peers`, every configured peer's name: the daemon keeps no sections
+    /// (`Daemon.kept`), so it passes its desired state's (`LoadedConfig.absentPolicyNames`).
+    public func absentPolicyNames(peers: Set<String>) -> [String] {
         guard let policy, let gateway, gateway.redirect else { return [] }
-        let peers = Set(devices.flatMap { $0.peers.map(\.peer.name) })
         var lines: [String] = []
         func note(_ at: SourceLocation, _ context: String, _ name: String) {
             lines.append("\(at): \(context): \(Scalars.quoted(name)) is no peer of \(gateway.tunnel) (a departed peer, or a typo); it allows nothing until a peer of that name is configured")

@@ -371,7 +371,7 @@ extension Daemon {
             kernel.stale.formUnion([.sysctls, .wireGuard, .datapath])
             filterScanFor = nil
             logger.info("reloaded", metadata: ["generation": "\(generation)", "summary": "\(config.summary)"])
-            for line in config.configuration.absentPolicyNames { logger.warning("policy: \(line)") }
+            for line in config.absentPolicyNames { logger.warning("policy: \(line)") }
             fullPlanDue = true
             reconcile()
             // What the new generation cannot have: a safety rule holds it back (status lists each object).

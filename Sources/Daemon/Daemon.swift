@@ -253,7 +253,7 @@ public final class Daemon {
         try loop.add(configReader.wakeFD, token: Token.configReader.rawValue)
         try loop.add(proxyReader.wakeFD, token: Token.proxyReader.rawValue)
         logger.info("starting", metadata: ["config": "\(options.configPath)", "summary": "\(loaded.summary)"])
-        for line in loaded.configuration.absentPolicyNames { logger.warning("policy: \(line)") }
+        for line in loaded.absentPolicyNames { logger.warning("policy: \(line)") }
 
         refreshEndpoints()
         awaitFirstLookups(within: .milliseconds(200))

@@ -35,6 +35,11 @@ final class DaemonPolicyTests: XCTestCase {
         try h.start()
         let after = try plan()
         XCTAssertFalse(after.contains("access policy"), "installed: nothing to plan\n\(after)")
+        // alice is configured: no "is no peer" warning, at start or at a reload through the
+        // configuration cache (the daemon keeps no sections; the review found both said so).
+        _ = try h.ask("reload")
+        usleep(300_000)
+        XCTAssertFalse(h.log.contains("is no peer"), "a configured peer named by a rule is no absent name")
 
         let select = "\(pinRoot)/wg0/policy_select"
         func word() throws -> UInt32 {
