@@ -239,7 +239,19 @@ extension Datapath {
     }
 
     static func allEntries(_ fd: Int32, keySize: Int, valueSize: Int, _ name: String) throws -> [([UInt8], [UInt8])] {
-        var result: [([UInt8], [UInt8])] = []
+        try allKeys(fd, keySize: keySize, name).compactMap { key in
+            var key = key
+            var value = [UInt8](repeating: 0, count: valueSize)
+            let found = bpf_map_lookup_elem(fd, &key, &value)
+            if found == -ENOENT { return nil }  // deleted since the walk
+            try check(found, "read map", name)
+            return (key, value)
+        }
+    }
+
+    /// Every key of a (small, cold-path) map, walked from the first.
+    static func allKeys(_ fd: Int32, keySize: Int, _ name: String) throws -> [[UInt8]] {
+        var keys: [[UInt8]] = []
         var key = [UInt8](repeating: 0, count: keySize)
         var next = key
         var first = true
@@ -248,14 +260,10 @@ extension Datapath {
             first = false
             if status == -ENOENT { break }
             try check(status, "iterate map", name)
+            keys.append(next)
             key = next
-            var value = [UInt8](repeating: 0, count: valueSize)
-            let found = bpf_map_lookup_elem(fd, &key, &value)
-            if found == -ENOENT { continue }
-            try check(found, "read map", name)
-            result.append((key, value))
         }
-        return result
+        return keys
     }
 
     /// The counters of the live generation, for the first `ruleCount` rules.
@@ -295,19 +303,7 @@ extension Datapath {
     /// Deletes every entry: the keys are gathered first (a hash map walked from its first key
     /// after each delete would rescan its buckets every time), then deleted one by one.
     static func clear(_ fd: Int32, keySize: Int, _ name: String) throws {
-        var keys: [[UInt8]] = []
-        var key = [UInt8](repeating: 0, count: keySize)
-        var next = key
-        var first = true
-        while true {
-            let status = first ? bpf_map_get_next_key(fd, nil, &next) : bpf_map_get_next_key(fd, &key, &next)
-            first = false
-            if status == -ENOENT { break }
-            try check(status, "iterate map", name)
-            keys.append(next)
-            key = next
-        }
-        for var key in keys {
+        for var key in try allKeys(fd, keySize: keySize, name) {
             let deleted = bpf_map_delete_elem(fd, &key)
             if deleted != -ENOENT { try check(deleted, "delete from map", name) }
         }

@@ -247,16 +247,7 @@ extension DesiredPolicy {
     /// The first rule (lowest index) that allows the packet is the one counted.
     /// This is the stateless part: `evaluate(_:peerOf:flows:)` adds what `replies` remembers.
     public func evaluate(_ packet: PolicyPacket, peerOf: (IPv6Address) -> String?) -> PolicyVerdict {
-        switch packet.direction {
-        case .clientToLAN:
-            if clientToLAN == .allow { return .allowedByDefault }
-        case .lanToClient:
-            switch lanToClient {
-            case .allow: return .allowedByDefault
-            case .deny: return .denied
-            case .replies: if clientToLAN == .allow { return .allowedByDefault }
-            }
-        }
+        if let verdict = defaultVerdict(packet.direction) { return verdict }
         let peer = peerOf(packet.client)
         let anyProtocol = packet.isICMPError
         for (index, rule) in rules.enumerated() where rule.applies(to: peer) && rule.destination.contains(.v6(packet.lanHost)) {
@@ -267,6 +258,22 @@ extension DesiredPolicy {
 }
 
 extension DesiredPolicy {
+    /// What the defaults decide for a packet going `direction` without a rule being consulted
+    /// (nil: the rules decide), for the reference and the compiled form alike.
+    public func defaultVerdict(_ direction: PolicyPacket.Direction) -> PolicyVerdict? {
+        switch direction {
+        case .clientToLAN:
+            if clientToLAN == .allow { return .allowedByDefault }
+        case .lanToClient:
+            switch lanToClient {
+            case .allow: return .allowedByDefault
+            case .deny: return .denied
+            case .replies: if clientToLAN == .allow { return .allowedByDefault }
+            }
+        }
+        return nil
+    }
+
     /// The reference with `lan_to_client: replies`' state, for packets in the order the
     /// datapath sees them: a LAN packet that opens something is denied before any rule is
     /// consulted (TCP SYN without ACK; UDP or an echo reply outside a flow a client opened; an

@@ -100,16 +100,7 @@ public struct CompiledPolicy: Hashable, Sendable {
     /// The Swift twin of the programs' lookup, over this representation: what `evaluate` on
     /// the rules says, the compiled form must say too (unit-tested on random rule sets).
     public func evaluate(_ packet: PolicyPacket) -> PolicyVerdict {
-        switch packet.direction {
-        case .clientToLAN:
-            if clientToLAN == .allow { return .allowedByDefault }
-        case .lanToClient:
-            switch lanToClient {
-            case .allow: return .allowedByDefault
-            case .deny: return .denied
-            case .replies: if clientToLAN == .allow { return .allowedByDefault }
-            }
-        }
+        if let verdict = DesiredPolicy(clientToLAN: clientToLAN, lanToClient: lanToClient).defaultVerdict(packet.direction) { return verdict }
         let policyClass = Self.longestMatch(sources, packet.client).map { sources[$0]! } ?? 0
         let candidates = entries.keys.filter { $0.policyClass == policyClass && $0.destination.contains(.v6(packet.lanHost)) }
         guard let key = candidates.max(by: { $0.destination.length < $1.destination.length }) else { return .denied }

@@ -11,10 +11,7 @@ final class DaemonPolicyTests: XCTestCase {
         let ns = try TestNamespace(for: self)
         try ns.addGatewayDevices(lanAddress: "2001:db8:1::1/128")
         let h = try DaemonHarness(self, ns: ns)
-        let pinRoot = h.directory.appendingPathComponent("bpf").path
-        try FileManager.default.createDirectory(atPath: pinRoot, withIntermediateDirectories: true)
-        try shell("mount", "-t", "bpf", "bpffs", pinRoot)
-        addTeardownBlock { _ = try? shell("umount", "-l", pinRoot) }
+        let pinRoot = try h.mountPinRoot(self)
         let peers = [TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128"])]
         let policy = """
             policy:

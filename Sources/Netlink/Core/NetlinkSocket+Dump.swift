@@ -38,6 +38,15 @@ struct DumpCollector<T> {
 }
 
 extension NetlinkSocket {
+    /// The next replies, a failure to read them said in `request`'s terms.
+    func receive(deadline: ContinuousClock.Instant, for request: Request) throws -> [Message] {
+        do {
+            return try receive(deadline: deadline)
+        } catch let error as NetlinkError {
+            throw NetlinkError(error.reason, context: request.summary)
+        }
+    }
+
     /// Sends `request` alone under a new sequence number, which its replies carry.
     func sendRequest(_ request: Request) throws -> UInt32 {
         let buffer = MessageBuffer(capacity: 4096)
@@ -60,12 +69,7 @@ extension NetlinkSocket {
             let deadline = ContinuousClock.now + timeout
             var collector = DumpCollector<T>(sequence: sequence, context: request.summary)
             while true {
-                let messages: [Message]
-                do {
-                    messages = try receive(deadline: deadline)
-                } catch let error as NetlinkError {
-                    throw NetlinkError(error.reason, context: request.summary)
-                }
+                let messages = try receive(deadline: deadline, for: request)
                 switch try collector.feed(messages, decode: decode) {
                 case .more: continue
                 case .done(let items): return items
@@ -85,12 +89,7 @@ extension NetlinkSocket {
         let sequence = try sendRequest(request)
         let deadline = ContinuousClock.now + timeout
         while true {
-            let messages: [Message]
-            do {
-                messages = try receive(deadline: deadline)
-            } catch let error as NetlinkError {
-                throw NetlinkError(error.reason, context: request.summary)
-            }
+            let messages = try receive(deadline: deadline, for: request)
             for message in messages where message.sequence == sequence {
                 if message.isDone || message.isError {
                     let (code, text) = try message.status()
