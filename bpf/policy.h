@@ -12,6 +12,9 @@
 #define POLICY_CLIENT_DENY 2
 #define POLICY_LAN_SHIFT 2
 #define POLICY_LAN_MASK (3 << POLICY_LAN_SHIFT)
+// The live set's hash seed (0-7), also in its policy_info: the client's hash needs no other load.
+#define POLICY_SEED_SHIFT 8
+#define POLICY_SEED_MASK (7 << POLICY_SEED_SHIFT)
 enum policy_lan { POLICY_LAN_ALLOW = 0, POLICY_LAN_DENY = 1, POLICY_LAN_REPLIES = 2 };
 
 #define POLICY_ITEMS 16
@@ -56,7 +59,8 @@ struct policy_info {
 	__u32 rule_count; // for the loader's read-back; the programs do not use it
 	__u32 seed;
 	__u32 default_lengths;
-	__u32 masks[POLICY_LENGTHS][4]; // lengths[l] as a mask, in network order
+	__u32 pad;
+	__u64 masks[POLICY_LENGTHS][2]; // lengths[l] as a mask, in network order, as two words
 };
 
 struct {
@@ -70,7 +74,7 @@ struct {
 // with POLICY_USED: 0 is an empty slot. Shorter client prefixes go to an LPM trie (value: the
 // class), consulted only on a miss and only when the generation has any.
 struct policy_source {
-	__u32 addr[4];
+	__u64 addr[2];
 	__u32 class;
 	__u32 lengths;
 };
@@ -102,10 +106,11 @@ POLICY_SOURCE_PREFIXES(1);
 // slot) from `first` in policy_items. Probed for each length the class uses, longest first;
 // the first hit is the longest matching destination of the class.
 struct policy_slot {
+	__u64 addr[2];
 	__u32 tag; // class << 8 | length
-	__u32 addr[4];
 	__u32 first;
 	__u32 count;
+	__u32 pad;
 };
 
 // One protocol/port range of a rule; proto 0 is any protocol.
@@ -156,6 +161,10 @@ static __always_inline __u32 policy_word(void)
 	return word ? *(volatile __u32 *)word : 0;
 }
 
+struct policy_address {
+	__u64 w0, w1;
+};
+
 // The home slot of a key: multiply-xor over the address as two 64-bit words (as loaded from
 // memory; Datapath.PolicyTables.hash is the same function), the product's top bits (the only
 // ones every bit of the key reaches). `h` is the seed for a client, the seed and the tag
@@ -168,26 +177,32 @@ static __always_inline __u32 policy_hash(__u64 h, __u32 a0, __u32 a1, __u32 a2, 
 	return h >> (64 - POLICY_SLOT_BITS);
 }
 
+// A class's part of an entry's home slot: the top bits of a multiplicative hash (0 for class 0).
+#define POLICY_CLASS_MULTIPLIER 0x9e3779b1U
+static __always_inline __u32 policy_class_mix(__u32 class)
+{
+	return (class * POLICY_CLASS_MULTIPLIER) >> (32 - POLICY_SLOT_BITS);
+}
+
 // The rule that allows a flow between `client` and `lan` (protocol, LAN-side port), or -1, in
 // the tables of `generation`. With `any_protocol` the client's first rule for the address will do.
-static __always_inline int policy_lookup(__u32 generation, const struct in6_addr *client,
-					 const struct in6_addr *lan, __u32 proto, __u32 port, __u32 any_protocol)
+static __always_inline int policy_lookup(__u32 generation, const struct policy_address *client,
+					 const struct policy_address *lan, __u32 proto, __u32 port, __u32 any_protocol)
 {
 	__u32 index = generation & 1;
 	struct policy_info *info = bpf_map_lookup_elem(&policy_info, &index);
 	if (!info)
 		return -1;
-	__u32 seed = info->seed;
-	__u32 c0 = client->in6_u.u6_addr32[0], c1 = client->in6_u.u6_addr32[1];
-	__u32 c2 = client->in6_u.u6_addr32[2], c3 = client->in6_u.u6_addr32[3];
+	__u32 seed = (generation & POLICY_SEED_MASK) >> POLICY_SEED_SHIFT;
 	__u32 class = 0, lengths = info->default_lengths, found = 0;
-	__u32 home = policy_hash(seed, c0, c1, c2, c3);
+	__u64 cw0 = client->w0, cw1 = client->w1;
+	__u32 home = (((((__u64)seed ^ cw0) * POLICY_HASH_MULTIPLIER) ^ cw1) * POLICY_HASH_MULTIPLIER) >> (64 - POLICY_SLOT_BITS);
 	for (__u32 p = 0; p < POLICY_PROBES; p++) {
 		__u32 at = index * POLICY_SOURCE_SLOTS + ((home + p) & (POLICY_SOURCE_SLOTS - 1));
 		struct policy_source *source = bpf_map_lookup_elem(&policy_sources, &at);
 		if (!source || !(source->lengths & POLICY_USED))
 			break;
-		if (source->addr[0] == c0 && source->addr[1] == c1 && source->addr[2] == c2 && source->addr[3] == c3) {
+		if (source->addr[0] == cw0 && source->addr[1] == cw1) {
 			class = source->class;
 			lengths = source->lengths;
 			found = 1;
@@ -215,18 +230,17 @@ static __always_inline int policy_lookup(__u32 generation, const struct in6_addr
 			continue;
 		__u32 length = info->lengths[l];
 		__u32 tag = class << 8 | length;
-		__u32 m0 = lan->in6_u.u6_addr32[0] & info->masks[l][0];
-		__u32 m1 = lan->in6_u.u6_addr32[1] & info->masks[l][1];
-		__u32 m2 = lan->in6_u.u6_addr32[2] & info->masks[l][2];
-		__u32 m3 = lan->in6_u.u6_addr32[3] & info->masks[l][3];
-		__u32 start = policy_hash((__u64)(seed ^ tag) * POLICY_HASH_MULTIPLIER, m0, m1, m2, m3);
+		__u64 mw0 = lan->w0 & info->masks[l][0];
+		__u64 mw1 = lan->w1 & info->masks[l][1];
+		// The destination's hash does not wait for the class: the class joins by XOR.
+		__u64 hh = ((__u64)(seed ^ length) * POLICY_HASH_MULTIPLIER ^ mw0) * POLICY_HASH_MULTIPLIER;
+		__u32 start = ((hh ^ mw1) * POLICY_HASH_MULTIPLIER) >> (64 - POLICY_SLOT_BITS) ^ policy_class_mix(class);
 		for (__u32 p = 0; p < POLICY_PROBES; p++) {
 			__u32 at = index * POLICY_RULE_SLOTS + ((start + p) & (POLICY_RULE_SLOTS - 1));
 			struct policy_slot *slot = bpf_map_lookup_elem(&policy_rules, &at);
 			if (!slot || !(slot->count & POLICY_USED))
 				break;
-			if (slot->tag == tag && slot->addr[0] == m0 && slot->addr[1] == m1 && slot->addr[2] == m2 &&
-			    slot->addr[3] == m3) {
+			if (slot->tag == tag && slot->addr[0] == mw0 && slot->addr[1] == mw1) {
 				entry = slot;
 				break;
 			}
@@ -284,7 +298,7 @@ struct {
 
 // Whether a LAN packet belongs to a flow a client opened, refreshing it; a client packet opens
 // or refreshes one (`open`).
-static __always_inline int policy_flow(const struct in6_addr *client, const struct in6_addr *lan, __u8 proto,
+static __always_inline int policy_flow(const struct policy_address *client, const struct policy_address *lan, __u8 proto,
 				       __u16 client_port, __u16 lan_port, int open)
 {
 	struct policy_flow key = { .client_port = client_port, .lan_port = lan_port, .proto = proto };
@@ -338,8 +352,8 @@ struct {
 	__uint(max_entries, POLICY_FRAGMENTS);
 } policy_fragments SEC(".maps");
 
-static __always_inline struct policy_fragment policy_fragment_key(const struct in6_addr *source,
-								   const struct in6_addr *destination, __u32 id)
+static __always_inline struct policy_fragment policy_fragment_key(const struct policy_address *source,
+								   const struct policy_address *destination, __u32 id)
 {
 	struct policy_fragment key = { .id = id };
 	__builtin_memcpy(key.source, source, 16);
@@ -352,6 +366,21 @@ static __always_inline struct policy_fragment policy_fragment_key(const struct i
 // are read from it (0 when the packet is too short to hold them). A fragment other than the
 // first has none: its protocol is IPPROTO_FRAGMENT, which only a rule without a protocol
 // allows. With `replies`, a LAN packet whose headers cannot be followed is denied.
+// Byte `k` and big-endian half-word `k` of the eight bytes at the upper-layer header, read as one word.
+static __always_inline __u8 policy_l4_byte(__u64 l4, int k)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return l4 >> (8 * k);
+#else
+	return l4 >> (56 - 8 * k);
+#endif
+}
+
+static __always_inline __u16 policy_l4_half(__u64 l4, int k)
+{
+	return (__u16)policy_l4_byte(l4, 2 * k) << 8 | policy_l4_byte(l4, 2 * k + 1);
+}
+
 static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 word, int to_lan)
 {
 	__u32 lan_mode = (word & POLICY_LAN_MASK) >> POLICY_LAN_SHIFT;
@@ -372,54 +401,56 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 	struct ipv6hdr *ip6 = data + l2;
 	if ((void *)(ip6 + 1) > end)
 		return 0;
-	struct in6_addr source = ip6->saddr, destination = ip6->daddr;
+	// The addresses as two 64-bit words each (a misaligned load is allowed where the
+	// architecture has efficient unaligned access, x86 and arm64): half the instructions of
+	// four 32-bit words, for the hash and the compares alike.
+	struct policy_address source = { *(__u64 *)&ip6->saddr, *((__u64 *)&ip6->saddr + 1) };
+	struct policy_address destination = { *(__u64 *)&ip6->daddr, *((__u64 *)&ip6->daddr + 1) };
 	__u8 proto = ip6->nexthdr;
 	__u16 port = 0;
 	int any_protocol = 0;
 	// The first eight bytes of the upper-layer header (ports; ICMPv6 type and echo identifier),
-	// and TCP's flags. Read in place when right after the fixed header in the linear part,
-	// copied otherwise.
-	__u8 l4[8] = {};
-	__u8 tcp_flags = 0;
+	// as one word: read in place when right after the fixed header in the linear part (the
+	// common case, a handful of instructions), copied otherwise.
+	__u64 l4 = 0;
 	__u8 *head = (void *)(ip6 + 1);
 	__u32 offset = l2 + sizeof(struct ipv6hdr);
 	enum upper_layer chain = UPPER_FOUND;
 	struct fragment_info fragment = {};
-	if (is_extension_header(proto))
-		chain = find_upper_layer(skb, l2, &proto, &offset, &fragment);
-	if (chain == UPPER_LATER_FRAGMENT) {
-		struct policy_fragment fragment_key = policy_fragment_key(&source, &destination, fragment.id);
-		struct policy_fragment_seen *seen = bpf_map_lookup_elem(&policy_fragments, &fragment_key);
-		if (seen && seen->generation == (word & POLICY_GENERATION) &&
-		    bpf_ktime_get_ns() - seen->at <= POLICY_FRAGMENT_TIMEOUT_NS) {
-			if (seen->rule < POLICY_RULES_MAX)
-				policy_count(word, POLICY_SLOT_RULES + seen->rule);
-			return 1;
-		}
-	}
-	int in_place = offset == l2 + sizeof(struct ipv6hdr);
 	int l4_read = 0; // the eight bytes (four of a UDP header's ports suffice for a flow)
-	if (chain == UPPER_FOUND) {
-		if (in_place && head + 8 <= (__u8 *)end) {
-			__builtin_memcpy(l4, head, 8);
-			l4_read = 1;
-		} else if (!bpf_skb_load_bytes(skb, offset, l4, 8)) {
-			l4_read = 1;
-		} else if (!bpf_skb_load_bytes(skb, offset, l4, 4)) {
-			l4_read = proto == IPPROTO_UDP;
-		} else {
-			__builtin_memset(l4, 0, 8);
+	if (!is_extension_header(proto) && head + 8 <= (__u8 *)end) {
+		l4 = *(__u64 *)head;
+		l4_read = 1;
+	} else {
+		if (is_extension_header(proto))
+			chain = find_upper_layer(skb, l2, &proto, &offset, &fragment);
+		if (chain == UPPER_LATER_FRAGMENT) {
+			struct policy_fragment fragment_key = policy_fragment_key(&source, &destination, fragment.id);
+			struct policy_fragment_seen *seen = bpf_map_lookup_elem(&policy_fragments, &fragment_key);
+			if (seen && seen->generation == (word & POLICY_GENERATION) &&
+			    bpf_ktime_get_ns() - seen->at <= POLICY_FRAGMENT_TIMEOUT_NS) {
+				if (seen->rule < POLICY_RULES_MAX)
+					policy_count(word, POLICY_SLOT_RULES + seen->rule);
+				return 1;
+			}
+		} else if (chain == UPPER_FOUND) {
+			if (!bpf_skb_load_bytes(skb, offset, &l4, 8))
+				l4_read = 1;
+			else if (!bpf_skb_load_bytes(skb, offset, &l4, 4))
+				l4_read = proto == IPPROTO_UDP;
+			else
+				l4 = 0;
 		}
 	}
+	__u8 type = policy_l4_byte(l4, 0);
 	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP)
-		port = to_lan ? (__u16)l4[2] << 8 | l4[3] : (__u16)l4[0] << 8 | l4[1];
-	else if (proto == IPPROTO_ICMPV6 && l4[0] < 128)
+		port = policy_l4_half(l4, to_lan ? 1 : 0);
+	else if (proto == IPPROTO_ICMPV6 && type < 128)
 		any_protocol = 1; // an error quotes the other side's packet: any rule for the pair will do
 	// A flow replies track: UDP, or an ICMPv6 echo (request from a client, reply from the LAN).
 	int udp = proto == IPPROTO_UDP;
-	int echo = proto == IPPROTO_ICMPV6 && l4[0] == (to_lan ? ICMPV6_ECHO_REQUEST : ICMPV6_ECHO_REPLY);
-	__u16 client_port = udp ? (to_lan ? (__u16)l4[0] << 8 | l4[1] : (__u16)l4[2] << 8 | l4[3])
-				: (__u16)l4[4] << 8 | l4[5];
+	int echo = proto == IPPROTO_ICMPV6 && type == (to_lan ? ICMPV6_ECHO_REQUEST : ICMPV6_ECHO_REPLY);
+	__u16 client_port = udp ? policy_l4_half(l4, to_lan ? 0 : 1) : policy_l4_half(l4, 2);
 	if (!to_lan && replies) {
 		int opening = 0;
 		if (chain == UPPER_UNKNOWN) {
@@ -427,8 +458,9 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 		} else if (proto == IPPROTO_TCP) {
 			// A segment too short to hold its flags (a tiny first fragment, whose next one
 			// carries them, or a chain that claims more than the packet has) may be a SYN.
+			__u8 tcp_flags = 0;
 			int flags_read = 1;
-			if (in_place && head + 14 <= (__u8 *)end)
+			if (offset == l2 + sizeof(struct ipv6hdr) && head + 14 <= (__u8 *)end)
 				tcp_flags = head[13];
 			else if (bpf_skb_load_bytes(skb, offset + 13, &tcp_flags, 1))
 				flags_read = 0;
@@ -436,7 +468,7 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 		} else if (udp || echo) {
 			// Ports or identifier unread: no flow can be told, so none is assumed.
 			opening = !l4_read || !policy_flow(&destination, &source, proto, client_port, udp ? port : 0, 0);
-		} else if (proto == IPPROTO_ICMPV6 && l4[0] >= 128) {
+		} else if (proto == IPPROTO_ICMPV6 && type >= 128) {
 			opening = 1; // an echo request, or any other informational message, from the LAN
 		}
 		if (opening) {

@@ -84,14 +84,14 @@ extension Datapath {
             try check(bpf_map_update_elem(sourcePrefixes, &key, &value, UInt64(BPF_ANY)), "write \(prefix) to map", "policy_source_prefixes_\(next)")
         }
         // struct policy_info: flags, length count, the lengths longest first, rule count, seed,
-        // the lengths class 0 has entries at.
+        // the lengths class 0 has entries at, padding, the masks.
         var info = PolicyTables.le32(shorter ? 1 : 0) + PolicyTables.le32(UInt32(lengths.count))
             + lengths + [UInt8](repeating: 0, count: CompiledPolicy.maximumLengths - lengths.count)
             + PolicyTables.le32(UInt32(policy.ruleCount)) + PolicyTables.le32(tables.seed) + PolicyTables.le32(tables.defaultLengths)
-            + tables.lengthMasks
+            + PolicyTables.le32(0) + tables.lengthMasks
         var infoKey = next
         try check(bpf_map_update_elem(map("policy_info").raw, &infoKey, &info, UInt64(BPF_ANY)), "write map", "policy_info")
-        try writePolicyWord(policy.selectWord(generation: next))
+        try writePolicyWord(policy.selectWord(generation: next, seed: tables.seed))
         try forgetFragments()
         lastPolicySwap = .now
         return PolicySwap(generation: next, sources: policy.sources.count, entries: policy.entries.count)
@@ -131,7 +131,7 @@ extension Datapath {
         guard word & ~CompiledPolicy.generationBit != 0 else { return nil }
         // Bits no policy sets, or the fourth LAN mode (which the programs take for "neither
         // allow, deny nor replies": the rules alone, no opening denied).
-        let known = CompiledPolicy.generationBit | CompiledPolicy.clientDenyBit | CompiledPolicy.lanMask
+        let known = CompiledPolicy.generationBit | CompiledPolicy.clientDenyBit | CompiledPolicy.lanMask | CompiledPolicy.seedMask
         let lan: DesiredPolicy.LANToClient
         switch (word & CompiledPolicy.lanMask) >> CompiledPolicy.lanShift {
         case 0: lan = .allow
@@ -144,7 +144,9 @@ extension Datapath {
         var infoKey = generation
         var info = [UInt8](repeating: 0, count: PolicyTables.infoSize)
         try check(bpf_map_lookup_elem(try map("policy_info"), &infoKey, &info), "read map", "policy_info")
-        guard Int(PolicyTables.u32(info, 4)) <= CompiledPolicy.maximumLengths else { return CompiledPolicy.inconsistent }
+        // The programs hash clients with the word's seed, entries with the same one.
+        guard Int(PolicyTables.u32(info, 4)) <= CompiledPolicy.maximumLengths,
+              PolicyTables.u32(info, 20) == (word & CompiledPolicy.seedMask) >> CompiledPolicy.seedShift else { return CompiledPolicy.inconsistent }
         var policy = CompiledPolicy(clientToLAN: word & CompiledPolicy.clientDenyBit != 0 ? .deny : .allow, lanToClient: lan,
                                     sources: [:], entries: [:], ruleCount: Int(PolicyTables.u32(info, 16)))
         let lengthCount = min(Int(PolicyTables.u32(info, 4)), CompiledPolicy.maximumLengths)
@@ -157,7 +159,7 @@ extension Datapath {
                                   items: try readArray(try map("policy_items"), from: Int(generation) * PolicyTables.itemSlots,
                                                        slots: PolicyTables.itemSlots, size: PolicyTables.itemSize, "policy_items"))
         // The masks the programs AND destinations with are those of the lengths.
-        guard tables.policy(into: &policy), Array(info[28..<PolicyTables.infoSize]) == tables.lengthMasks else { return CompiledPolicy.inconsistent }
+        guard tables.policy(into: &policy), Array(info[PolicyTables.masksOffset..<PolicyTables.infoSize]) == tables.lengthMasks else { return CompiledPolicy.inconsistent }
         // Shorter client prefixes are looked up only when the flag says there are any.
         if PolicyTables.u32(info, 0) & 1 != 0 {
             for (key, value) in try Self.allEntries(try map("policy_source_prefixes_\(generation)"), keySize: 20, valueSize: 4, "policy_source_prefixes_\(generation)") {

@@ -22,13 +22,14 @@ struct PolicyTables: Equatable {
     static let itemSlots = CompiledPolicy.maximumItems
     static let probes = 16
     static let used: UInt32 = 0x8000_0000
-    static let sourceSize = 24, ruleSize = 28, itemSize = 8
+    static let sourceSize = 24, ruleSize = 32, itemSize = 8
     /// Seeds tried before giving up (each fails only if some key is `probes` past its home).
     static let seeds: ClosedRange<UInt32> = 0...7
 
     /// `struct policy_info`'s size: flags, count, 8 lengths, rule count, seed, default lengths,
-    /// then each length's mask.
-    static let infoSize = 28 + 16 * CompiledPolicy.maximumLengths
+    /// padding, then each length's mask.
+    static let infoSize = masksOffset + 16 * CompiledPolicy.maximumLengths
+    static let masksOffset = 32
 
     var seed: UInt32
     /// The lengths the entries use, longest first (`policy_info.lengths`).
@@ -43,7 +44,7 @@ struct PolicyTables: Equatable {
 
     /// `policy_hash` in bpf/policy.h: multiply-xor over the address's 16 bytes as two 64-bit
     /// words (little-endian here and in the programs), the product's top `slotBits`; `start` is the
-    /// seed for a source, `(seed ^ tag) * multiplier` for an entry.
+    /// seed for a source, `(seed ^ length) * multiplier` for an entry (whose class then joins by XOR).
     static func hash(_ start: UInt64, _ address: [UInt32]) -> UInt32 {
         var h = (start ^ (UInt64(address[1]) << 32 | UInt64(address[0]))) &* multiplier
         h = (h ^ (UInt64(address[3]) << 32 | UInt64(address[2]))) &* multiplier
@@ -54,8 +55,12 @@ struct PolicyTables: Equatable {
     static func home(seed: UInt32, source address: [UInt32]) -> UInt32 { hash(UInt64(seed), address) }
     /// The home slot of an entry: class << 8 | length, and the masked destination.
     static func home(seed: UInt32, tag: UInt32, destination: [UInt32]) -> UInt32 {
-        hash(UInt64(seed ^ tag) &* multiplier, destination)
+        hash(UInt64(seed ^ (tag & 0xff)) &* multiplier, destination) ^ classMix(tag >> 8)
     }
+
+    /// `policy_class_mix`: a class's part of an entry's home, joined by XOR so that the programs
+    /// hash the destination without waiting for the class.
+    static func classMix(_ policyClass: UInt32) -> UInt32 { (policyClass &* 0x9e37_79b1) >> UInt32(32 - slotBits) }
 
     static func words(_ bytes: [UInt8]) -> [UInt32] {
         stride(from: 0, to: bytes.count, by: 4).map { u32(bytes, $0) }
@@ -116,7 +121,7 @@ struct PolicyTables: Equatable {
         }
         let ruleRecords: [Record] = keys.map { key in
             let count = UInt32(policy.entries[key]!.count)
-            return ({ Self.home(seed: $0, key) }, Self.le32(Self.tag(key)) + key.destination.canonical.address.bytes + Self.le32(UInt32(firstItem[key]!)) + Self.le32(count | Self.used))
+            return ({ Self.home(seed: $0, key) }, key.destination.canonical.address.bytes + Self.le32(Self.tag(key)) + Self.le32(UInt32(firstItem[key]!)) + Self.le32(count | Self.used) + Self.le32(0))
         }
         for seed in Self.seeds {
             guard let sources = Self.place(sourceRecords, slots: Self.sourceSlots, size: Self.sourceSize, seed: seed),
@@ -207,10 +212,10 @@ struct PolicyTables: Equatable {
             let base = slot * Self.ruleSize
             guard Self.u32(rules, base + 24) & Self.used != 0 else { continue }
             let record = Self.words(Array(rules[base..<(base + Self.ruleSize)]))
-            let length = UInt8(truncatingIfNeeded: record[0])
+            let length = UInt8(truncatingIfNeeded: record[4])
             guard length <= 128, lengths.contains(length),
-                  let address = IPAddress(bytes: Array(rules[(base + 4)..<(base + 20)])) else { continue }
-            let key = CompiledPolicy.Key(policyClass: record[0] >> 8, destination: IPPrefix(address: address, length: length))
+                  let address = IPAddress(bytes: Array(rules[base..<(base + 16)])) else { continue }
+            let key = CompiledPolicy.Key(policyClass: record[4] >> 8, destination: IPPrefix(address: address, length: length))
             guard key.destination.canonical.address == address,
                   reachable(rules, size: Self.ruleSize, slots: Self.ruleSlots, at: slot, home: Self.home(seed: seed, key), usedOffset: 24) else { continue }
             let first = Int(record[5]), count = Int(record[6] & ~Self.used)

@@ -81,15 +81,19 @@ public struct CompiledPolicy: Hashable, Sendable {
     public static let clientDenyBit: UInt32 = 2
     public static let lanShift: UInt32 = 2
     public static let lanMask: UInt32 = 3 << 2
+    public static let seedShift: UInt32 = 8
+    public static let seedMask: UInt32 = 7 << 8
 
-    /// The word that selects map set `generation` (0 or 1) with these defaults.
-    public func selectWord(generation: UInt32) -> UInt32 {
+    /// The word that selects map set `generation` (0 or 1) with these defaults, and the set's
+    /// hash seed (0-7, `PolicyTables`).
+    public func selectWord(generation: UInt32, seed: UInt32 = 0) -> UInt32 {
         let lan: UInt32 = switch lanToClient {
         case .allow: 0
         case .deny: 1
         case .replies: 2
         }
         return (generation & 1) | (clientToLAN == .deny ? Self.clientDenyBit : 0) | (lan << Self.lanShift)
+            | (seed << Self.seedShift & Self.seedMask)
     }
 
     /// Nothing to look up: both defaults allow (the word alone says so).

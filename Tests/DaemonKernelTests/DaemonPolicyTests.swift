@@ -43,7 +43,8 @@ final class DaemonPolicyTests: XCTestCase {
             let dump = try shell("bpftool", "-j", "map", "dump", "pinned", select)
             let value = try XCTUnwrap(((try JSONSerialization.jsonObject(with: Data(dump.utf8)) as? [[String: Any]])?.first?["value"] as? [String])
                 .map { $0.compactMap { UInt8($0.dropFirst(2), radix: 16) } }, dump)
-            return value.reversed().reduce(0) { $0 << 8 | UInt32($1) }
+            // Without the hash seed (bits 8-10), which depends on the layout alone.
+            return value.reversed().reduce(0) { $0 << 8 | UInt32($1) } & ~UInt32(0x700)
         }
         // Deny to the LAN (bit 1), replies from it (2 << 2), in generation 1.
         let expected: UInt32 = 2 | 2 << 2
@@ -102,16 +103,16 @@ final class DaemonPolicyTests: XCTestCase {
         let dump = try shell("bpftool", "-j", "map", "dump", "pinned", rulesMap)
         let slots = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(dump.utf8)) as? [[String: Any]], "dump of \(rulesMap)")
         // The live generation's half (2^17 slots from live × 2^17); struct policy_slot: the used
-        // bit is the top bit of `count`, the last of its 28 bytes.
+        // bit is the top bit of `count`, byte 27 of its 32.
         func bytes(_ strings: [String]) -> [UInt8] { strings.compactMap { UInt8($0.dropFirst(2), radix: 16) } }
         let used = slots.compactMap { slot -> [String]? in
-            guard let key = slot["key"] as? [String], let value = slot["value"] as? [String], value.count == 28 else { return nil }
+            guard let key = slot["key"] as? [String], let value = slot["value"] as? [String], value.count == 32 else { return nil }
             let index = bytes(key).reversed().reduce(0) { $0 << 8 | Int($1) }
             guard index >> 17 == Int(live), bytes(value)[27] & 0x80 != 0 else { return nil }
             return key
         }
         XCTAssertEqual(used.count, 1, "alice's class and its one destination (class 0 has no rule)")
-        try shell(["bpftool", "map", "update", "pinned", rulesMap, "key"] + used[0] + ["value"] + [String](repeating: "0", count: 28))
+        try shell(["bpftool", "map", "update", "pinned", rulesMap, "key"] + used[0] + ["value"] + [String](repeating: "0", count: 32))
         try eventually(within: .seconds(4), "policy repaired by the resync") { try word() & 1 != live }
         XCTAssertEqual(try word() & ~1, expected)
         usleep(300_000)

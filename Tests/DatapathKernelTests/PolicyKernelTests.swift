@@ -133,7 +133,7 @@ final class PolicyKernelTests: XCTestCase {
         let compiled = try policy.compile(clients: clients(["a": a, "b": b])).get()
         XCTAssertNil(try datapath.installedPolicy())
         XCTAssertEqual(try datapath.install(policy: compiled).generation, 1)
-        XCTAssertEqual(try datapath.policyWord(), compiled.selectWord(generation: 1))
+        XCTAssertEqual(try datapath.policyWord() & ~CompiledPolicy.seedMask, compiled.selectWord(generation: 1))
         XCTAssertEqual(try datapath.installedPolicy(), compiled, "read back as installed")
 
         let packets: [(PolicyPacket, Bool)] = [
@@ -203,16 +203,16 @@ final class PolicyKernelTests: XCTestCase {
             return try XCTUnwrap(object["value"] as? [String]).map { String(UInt8($0.dropFirst(2), radix: 16)!) }
         }
         let word = try datapath.policyWord()
-        for tampered in [word | CompiledPolicy.lanMask, word | 0x100] {
+        for tampered in [word | CompiledPolicy.lanMask, word | 0x1_0000, word ^ 1 << CompiledPolicy.seedShift] {
             try update("policy_select", key: 0, le32(tampered))
             XCTAssertEqual(try datapath.installedPolicy(), CompiledPolicy.inconsistent, "word \(tampered)")
             try update("policy_select", key: 0, le32(word))
             XCTAssertEqual(try datapath.installedPolicy(), compiled)
         }
-        // policy_info: the first length's mask (bytes 28-43) zeroed.
+        // policy_info: the first length's mask (bytes 32-47) zeroed.
         let info = try value("policy_info", key: generation)
         var masked = info
-        for i in 28..<44 { masked[i] = "0" }
+        for i in 32..<48 { masked[i] = "0" }
         try update("policy_info", key: generation, masked)
         XCTAssertEqual(try datapath.installedPolicy(), CompiledPolicy.inconsistent, "mask")
         try update("policy_info", key: generation, info)
