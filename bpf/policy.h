@@ -102,17 +102,6 @@ struct {
 POLICY_SOURCE_PREFIXES(0);
 POLICY_SOURCE_PREFIXES(1);
 
-// (class, prefix length, LAN prefix) → its items: `count` (with POLICY_USED; 0 is an empty
-// slot) from `first` in policy_items. Probed for each length the class uses, longest first;
-// the first hit is the longest matching destination of the class.
-struct policy_slot {
-	__u64 addr[2];
-	__u32 tag; // class << 8 | length
-	__u32 first;
-	__u32 count;
-	__u32 pad;
-};
-
 // One protocol/port range of a rule; proto 0 is any protocol.
 struct policy_item {
 	__u8 proto;
@@ -120,6 +109,20 @@ struct policy_item {
 	__u16 rule;
 	__u16 port_first;
 	__u16 port_last;
+};
+
+// (class, prefix length, LAN prefix) → its items: `meta` holds POLICY_USED (0 is an empty
+// slot), the first item's index in policy_items << 8 and the item count; the first item is
+// also held here, which spares the load of policy_items when it decides. Probed for each
+// length the class uses, longest first; the first hit is the longest matching destination of
+// the class.
+#define POLICY_META_FIRST_SHIFT 8
+#define POLICY_META_COUNT 0xff
+struct policy_slot {
+	__u64 addr[2];
+	__u32 tag; // class << 8 | length
+	__u32 meta;
+	struct policy_item item;
 };
 
 struct {
@@ -175,6 +178,17 @@ static __always_inline __u32 policy_hash(__u64 h, __u32 a0, __u32 a1, __u32 a2, 
 	h = (h ^ ((__u64)a1 << 32 | a0)) * POLICY_HASH_MULTIPLIER;
 	h = (h ^ ((__u64)a3 << 32 | a2)) * POLICY_HASH_MULTIPLIER;
 	return h >> (64 - POLICY_SLOT_BITS);
+}
+
+// Whether an item allows the protocol and LAN-side port; with `any_protocol` any item does.
+static __always_inline int policy_item_allows(const struct policy_item *item, __u32 proto, __u32 port,
+					      __u32 any_protocol)
+{
+	if (any_protocol)
+		return 1;
+	if (item->proto && item->proto != proto)
+		return 0;
+	return port >= item->port_first && port <= item->port_last;
 }
 
 // A class's part of an entry's home slot: the top bits of a multiplicative hash (0 for class 0).
@@ -238,7 +252,7 @@ static __always_inline int policy_lookup(__u32 generation, const struct policy_a
 		for (__u32 p = 0; p < POLICY_PROBES; p++) {
 			__u32 at = index * POLICY_RULE_SLOTS + ((start + p) & (POLICY_RULE_SLOTS - 1));
 			struct policy_slot *slot = bpf_map_lookup_elem(&policy_rules, &at);
-			if (!slot || !(slot->count & POLICY_USED))
+			if (!slot || !(slot->meta & POLICY_USED))
 				break;
 			if (slot->tag == tag && slot->addr[0] == mw0 && slot->addr[1] == mw1) {
 				entry = slot;
@@ -250,21 +264,19 @@ static __always_inline int policy_lookup(__u32 generation, const struct policy_a
 	}
 	if (!entry)
 		return -1;
-	__u32 first = entry->first, n = entry->count & ~POLICY_USED;
-	for (__u32 i = 0; i < POLICY_ITEMS; i++) {
+	if (policy_item_allows(&entry->item, proto, port, any_protocol))
+		return entry->item.rule;
+	__u32 meta = entry->meta;
+	__u32 first = meta >> POLICY_META_FIRST_SHIFT, n = meta & POLICY_META_COUNT;
+	for (__u32 i = 1; i < POLICY_ITEMS; i++) {
 		if (i >= n)
 			break;
 		__u32 at = index * POLICY_ITEM_SLOTS + ((first + i) & (POLICY_ITEM_SLOTS - 1));
 		struct policy_item *item = bpf_map_lookup_elem(&policy_items, &at);
 		if (!item)
 			return -1;
-		if (any_protocol)
+		if (policy_item_allows(item, proto, port, any_protocol))
 			return item->rule;
-		if (item->proto && item->proto != proto)
-			continue;
-		if (port < item->port_first || port > item->port_last)
-			continue;
-		return item->rule;
 	}
 	return -1;
 }

@@ -23,6 +23,13 @@ struct PolicyTables: Equatable {
     static let probes = 16
     static let used: UInt32 = 0x8000_0000
     static let sourceSize = 24, ruleSize = 32, itemSize = 8
+    /// `struct policy_slot`'s `meta`: used, the first item's index from this bit, the count below.
+    static let metaFirstShift: UInt32 = 8
+
+    /// `struct policy_item`: protocol, padding, rule, first and last port.
+    static func itemBytes(_ item: CompiledPolicy.Item) -> [UInt8] {
+        [item.proto, 0] + le16(item.rule) + le16(item.ports.first) + le16(item.ports.last)
+    }
     /// Seeds tried before giving up (each fails only if some key is `probes` past its home).
     static let seeds: ClosedRange<UInt32> = 0...7
 
@@ -109,9 +116,7 @@ struct PolicyTables: Equatable {
         var firstItem: [CompiledPolicy.Key: Int] = [:]
         for key in keys {
             firstItem[key] = items.count / Self.itemSize
-            for item in policy.entries[key]! {
-                items += [item.proto, 0] + Self.le16(item.rule) + Self.le16(item.ports.first) + Self.le16(item.ports.last)
-            }
+            for item in policy.entries[key]! { items += Self.itemBytes(item) }
         }
         items += [UInt8](repeating: 0, count: Self.itemSlots * Self.itemSize - items.count)
         let sourceRecords: [Record] = hosts.sorted { $0.key < $1.key }.map { prefix, policyClass in
@@ -120,8 +125,10 @@ struct PolicyTables: Equatable {
             return ({ Self.home(seed: $0, source: words) }, address + Self.le32(policyClass) + Self.le32((lengthsOfClass[policyClass] ?? 0) | Self.used))
         }
         let ruleRecords: [Record] = keys.map { key in
-            let count = UInt32(policy.entries[key]!.count)
-            return ({ Self.home(seed: $0, key) }, key.destination.canonical.address.bytes + Self.le32(Self.tag(key)) + Self.le32(UInt32(firstItem[key]!)) + Self.le32(count | Self.used) + Self.le32(0))
+            let entryItems = policy.entries[key]!
+            let meta = Self.used | UInt32(firstItem[key]!) << Self.metaFirstShift | UInt32(entryItems.count)
+            return ({ Self.home(seed: $0, key) }, key.destination.canonical.address.bytes + Self.le32(Self.tag(key)) + Self.le32(meta)
+                + Self.itemBytes(entryItems[0]))
         }
         for seed in Self.seeds {
             guard let sources = Self.place(sourceRecords, slots: Self.sourceSlots, size: Self.sourceSize, seed: seed),
@@ -210,16 +217,21 @@ struct PolicyTables: Equatable {
         var entries: [CompiledPolicy.Key: [CompiledPolicy.Item]] = [:]
         for slot in 0..<Self.ruleSlots {
             let base = slot * Self.ruleSize
-            guard Self.u32(rules, base + 24) & Self.used != 0 else { continue }
+            guard Self.u32(rules, base + 20) & Self.used != 0 else { continue }
             let record = Self.words(Array(rules[base..<(base + Self.ruleSize)]))
             let length = UInt8(truncatingIfNeeded: record[4])
             guard length <= 128, lengths.contains(length),
                   let address = IPAddress(bytes: Array(rules[base..<(base + 16)])) else { continue }
             let key = CompiledPolicy.Key(policyClass: record[4] >> 8, destination: IPPrefix(address: address, length: length))
             guard key.destination.canonical.address == address,
-                  reachable(rules, size: Self.ruleSize, slots: Self.ruleSlots, at: slot, home: Self.home(seed: seed, key), usedOffset: 24) else { continue }
-            let first = Int(record[5]), count = Int(record[6] & ~Self.used)
+                  reachable(rules, size: Self.ruleSize, slots: Self.ruleSlots, at: slot, home: Self.home(seed: seed, key), usedOffset: 20) else { continue }
+            let meta = record[5] & ~Self.used
+            let first = Int(meta >> Self.metaFirstShift), count = Int(meta & 0xff)
             guard count <= CompiledPolicy.itemsPerEntry, first + count <= Self.itemSlots else { continue }
+            // The programs take the first item from the slot, the others from `items`.
+            if count == 0 || Array(rules[(base + 24)..<(base + 32)]) != Array(items[(first * Self.itemSize)..<((first + 1) * Self.itemSize)]) {
+                consistent = false
+            }
             entries[key] = (first..<(first + count)).map { i in
                 let at = i * Self.itemSize
                 let u16 = { (offset: Int) in UInt16(items[at + offset]) | UInt16(items[at + offset + 1]) << 8 }

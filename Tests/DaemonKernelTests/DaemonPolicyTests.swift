@@ -103,12 +103,12 @@ final class DaemonPolicyTests: XCTestCase {
         let dump = try shell("bpftool", "-j", "map", "dump", "pinned", rulesMap)
         let slots = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(dump.utf8)) as? [[String: Any]], "dump of \(rulesMap)")
         // The live generation's half (2^17 slots from live × 2^17); struct policy_slot: the used
-        // bit is the top bit of `count`, byte 27 of its 32.
+        // bit is the top bit of `meta`, byte 23 of its 32.
         func bytes(_ strings: [String]) -> [UInt8] { strings.compactMap { UInt8($0.dropFirst(2), radix: 16) } }
         let used = slots.compactMap { slot -> [String]? in
             guard let key = slot["key"] as? [String], let value = slot["value"] as? [String], value.count == 32 else { return nil }
             let index = bytes(key).reversed().reduce(0) { $0 << 8 | Int($1) }
-            guard index >> 17 == Int(live), bytes(value)[27] & 0x80 != 0 else { return nil }
+            guard index >> 17 == Int(live), bytes(value)[23] & 0x80 != 0 else { return nil }
             return key
         }
         XCTAssertEqual(used.count, 1, "alice's class and its one destination (class 0 has no rule)")

@@ -41,7 +41,7 @@ final class PolicyTablesTests: XCTestCase {
         // The first used rule slot zeroed: that entry, and any placed after it in its run that
         // the programs can no longer reach, are missing from the read-back.
         var damaged = tables
-        let slot = (0..<PolicyTables.ruleSlots).first { PolicyTables.u32(tables.rules, $0 * PolicyTables.ruleSize + 24) & PolicyTables.used != 0 }!
+        let slot = (0..<PolicyTables.ruleSlots).first { PolicyTables.u32(tables.rules, $0 * PolicyTables.ruleSize + 20) & PolicyTables.used != 0 }!
         damaged.rules.replaceSubrange((slot * PolicyTables.ruleSize)..<((slot + 1) * PolicyTables.ruleSize),
                                       with: [UInt8](repeating: 0, count: PolicyTables.ruleSize))
         var readDamaged = CompiledPolicy(clientToLAN: .deny, lanToClient: .replies, sources: [:], entries: [:], ruleCount: 4)
