@@ -223,7 +223,7 @@ static __always_inline int policy_lookup(__u32 generation, const struct policy_a
 			break;
 		}
 	}
-	if (!found && (info->flags & POLICY_INFO_SOURCE_PREFIXES)) {
+	if (__builtin_expect(!found && (info->flags & POLICY_INFO_SOURCE_PREFIXES), 0)) {
 		struct prefix_key key = { .prefixlen = 128 };
 		__builtin_memcpy(key.addr, client, 16);
 		// Rare (a miss, and client prefixes shorter than /128): the trie of the generation.
@@ -430,7 +430,7 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 	enum upper_layer chain = UPPER_FOUND;
 	struct fragment_info fragment = {};
 	int l4_read = 0; // the eight bytes (four of a UDP header's ports suffice for a flow)
-	if (!is_extension_header(proto) && head + 8 <= (__u8 *)end) {
+	if (__builtin_expect(!is_extension_header(proto) && head + 8 <= (__u8 *)end, 1)) {
 		l4 = *(__u64 *)head;
 		l4_read = 1;
 	} else {
@@ -500,9 +500,9 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 		}
 		policy_count(word, POLICY_SLOT_RULES + rule);
 	}
-	if (to_lan && replies && (udp || echo))
+	if (__builtin_expect(to_lan && replies && (udp || echo), 0))
 		policy_flow(&source, &destination, proto, client_port, udp ? port : 0, 1);
-	if (chain == UPPER_FOUND && fragment.found && fragment.first) {
+	if (__builtin_expect(chain == UPPER_FOUND && fragment.found && fragment.first, 0)) {
 		struct policy_fragment fragment_key = policy_fragment_key(&source, &destination, fragment.id);
 		struct policy_fragment_seen seen = { .at = bpf_ktime_get_ns(),
 						     .rule = rule < 0 ? POLICY_NO_RULE : rule,
