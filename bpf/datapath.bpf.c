@@ -251,8 +251,12 @@ static __always_inline int is_extension_header(__u8 next)
 
 // A fragment header's identification, and whether it is a first fragment with more to come
 // (a later fragment is told by UPPER_LATER_FRAGMENT); `found` is 0 without a fragment header.
+// `data` is where the fragmentable part begins in the packet (after the fragment header),
+// `offset` the fragment's offset within it, in bytes.
 struct fragment_info {
 	__u32 id;
+	__u32 data;
+	__u16 offset;
 	__u8 found;
 	__u8 first;
 };
@@ -280,6 +284,8 @@ static __always_inline enum upper_layer find_upper_layer(struct __sk_buff *skb, 
 				fragment->found = 1;
 				fragment->first = bytes[3] & 1; // M: more fragments follow (offset 0 below)
 				__builtin_memcpy(&fragment->id, bytes + 4, 4);
+				fragment->data = at + 8;
+				fragment->offset = (((__u16)bytes[2] << 8) | bytes[3]) & 0xfff8;
 			}
 			if ((((__u16)bytes[2] << 8) | bytes[3]) & 0xfff8) {
 				*next = IPPROTO_FRAGMENT;

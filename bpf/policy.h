@@ -351,10 +351,15 @@ struct policy_fragment {
 // The generation is the one the first fragment met: a later fragment passes only while that
 // generation is live, so a reload's new policy judges it (the loader also empties the table
 // after each switch, so a generation that comes back finds nothing left from before).
+// A later fragment whose offset lies below the end of the first fragment's data overlaps it
+// (RFC 5722: the receiver drops the datagram) and could rewrite the ports or flags the first
+// was judged by: it does not pass under the first's rule.
 struct policy_fragment_seen {
 	__u64 at; // bpf_ktime_get_ns of the first fragment
 	__u32 rule; // POLICY_NO_RULE: allowed without a rule
 	__u32 generation;
+	__u32 end; // the first fragment's data ends here, in bytes of the fragmentable part
+	__u32 pad;
 };
 
 struct {
@@ -439,7 +444,7 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 		if (chain == UPPER_LATER_FRAGMENT) {
 			struct policy_fragment fragment_key = policy_fragment_key(&source, &destination, fragment.id);
 			struct policy_fragment_seen *seen = bpf_map_lookup_elem(&policy_fragments, &fragment_key);
-			if (seen && seen->generation == (word & POLICY_GENERATION) &&
+			if (seen && seen->generation == (word & POLICY_GENERATION) && fragment.offset >= seen->end &&
 			    bpf_ktime_get_ns() - seen->at <= POLICY_FRAGMENT_TIMEOUT_NS) {
 				if (seen->rule < POLICY_RULES_MAX)
 					policy_count(word, POLICY_SLOT_RULES + seen->rule);
@@ -506,7 +511,8 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 		struct policy_fragment fragment_key = policy_fragment_key(&source, &destination, fragment.id);
 		struct policy_fragment_seen seen = { .at = bpf_ktime_get_ns(),
 						     .rule = rule < 0 ? POLICY_NO_RULE : rule,
-						     .generation = word & POLICY_GENERATION };
+						     .generation = word & POLICY_GENERATION,
+						     .end = skb->len - fragment.data };
 		bpf_map_update_elem(&policy_fragments, &fragment_key, &seen, BPF_ANY);
 	}
 	return 1;

@@ -133,6 +133,10 @@ public struct PolicyPacket: Hashable, Sendable, CustomStringConvertible {
     /// to come (`isFirstFragment`) or, with `proto` 44, a later one.
     public var fragmentID: UInt32? = nil
     public var isFirstFragment = false
+    /// Where a fragment's data lies in its datagram's fragmentable part, in bytes: a later
+    /// fragment that begins below the end of its first fragment's overlaps it (RFC 5722).
+    public var fragmentOffset = 0
+    public var fragmentLength = 0
 
     public static let syn: UInt8 = 0x02, ack: UInt8 = 0x10
 
@@ -207,9 +211,14 @@ public struct PolicyFlows: Hashable, Sendable {
         public var id: UInt32
     }
 
-    /// What the first fragment of each datagram met, for its later fragments (bpf/policy.h
-    /// `policy_fragments`; its 60 s and LRU room are not modelled).
-    public var fragments: [Fragment: PolicyVerdict] = [:]
+    /// What the first fragment of each datagram met and where its data ends, for its later
+    /// fragments (bpf/policy.h `policy_fragments`; its 60 s and LRU room are not modelled).
+    public var fragments: [Fragment: FirstFragment] = [:]
+
+    public struct FirstFragment: Hashable, Sendable {
+        public var verdict: PolicyVerdict
+        public var end: Int
+    }
 
     public init() {}
 }
@@ -282,13 +291,17 @@ extension DesiredPolicy {
     ///
     /// A later fragment of a datagram whose first fragment was allowed meets what the first met
     /// (the programs find it in `policy_fragments`), unless a default decides before any header
-    /// is read.
+    /// is read or it overlaps the first fragment's data (then it meets the rules alone).
     public func evaluate(_ packet: PolicyPacket, peerOf: (IPv6Address) -> String?, flows: inout PolicyFlows) -> PolicyVerdict {
         let fragment = packet.fragmentID.map { PolicyFlows.Fragment(source: packet.source, destination: packet.destination, id: $0) }
         let headersRead = packet.direction == .clientToLAN ? clientToLAN == .deny || lanToClient == .replies : lanToClient == .replies
-        if headersRead, packet.proto == 44, let fragment, let verdict = flows.fragments[fragment] { return verdict }
+        if headersRead, packet.proto == 44, let fragment, let first = flows.fragments[fragment], packet.fragmentOffset >= first.end {
+            return first.verdict
+        }
         let verdict = evaluateReplies(packet, peerOf: peerOf, flows: &flows)
-        if verdict.isAllowed, packet.isFirstFragment, packet.proto != 44, let fragment { flows.fragments[fragment] = verdict }
+        if verdict.isAllowed, packet.isFirstFragment, packet.proto != 44, let fragment {
+            flows.fragments[fragment] = PolicyFlows.FirstFragment(verdict: verdict, end: packet.fragmentOffset + packet.fragmentLength)
+        }
         return verdict
     }
 

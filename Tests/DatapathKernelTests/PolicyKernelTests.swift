@@ -540,11 +540,14 @@ final class PolicyKernelTests: XCTestCase {
         let lanProgram = bpf_obj_get("\(datapath.pinDirectory)/lan_ingress")
         let tunnelProgram = bpf_obj_get("\(datapath.pinDirectory)/tunnel_ingress")
         defer { close(lanProgram); close(tunnelProgram) }
-        /// A UDP datagram's first fragment (its header and 8 bytes) or a later one (offset 2, 16 bytes of data).
-        func piece(_ packet: PolicyPacket, id: UInt32, first: Bool) -> (PolicyPacket, [UInt8]) {
+        /// A UDP datagram's first fragment (its header and 8 bytes: 16 bytes of data) or a later
+        /// one (16 bytes of data at offset 16, or at `offset` eight-byte units).
+        func piece(_ packet: PolicyPacket, id: UInt32, first: Bool, offset: Int = 2) -> (PolicyPacket, [UInt8]) {
             var described = packet
             described.fragmentID = id
             described.isFirstFragment = first
+            described.fragmentOffset = first ? 0 : offset * 8
+            described.fragmentLength = 16
             let whole = Self.bytes(packet, sequence: 1)
             var fixed = Array(whole[0..<40])
             fixed[6] = 44
@@ -554,7 +557,7 @@ final class PolicyKernelTests: XCTestCase {
                 described.proto = 44
                 (described.sourcePort, described.destinationPort) = (0, 0)
             }
-            let header = [17, 0] + Self.be16((first ? 0 : 2) << 3 | 1) + withUnsafeBytes(of: id.bigEndian, Array.init)
+            let header = [17, 0] + Self.be16(UInt16(first ? 0 : offset) << 3 | 1) + withUnsafeBytes(of: id.bigEndian, Array.init)
             let length = header.count + payload.count
             (fixed[4], fixed[5]) = (UInt8(length >> 8), UInt8(length & 0xff))
             return (described, fixed + header + payload)
@@ -570,6 +573,8 @@ final class PolicyKernelTests: XCTestCase {
             ("the first fragment of a DNS query", piece(query(53), id: 7, first: true), true),
             ("its later fragment", piece(query(53), id: 7, first: false), true),
             ("its later fragment again (a retransmission, or the third)", piece(query(53), id: 7, first: false), true),
+            ("a later fragment overlapping the first's data (offset 8 < 16)", piece(query(53), id: 7, first: false, offset: 1), false),
+            ("a later fragment right after it (offset 16)", piece(query(53), id: 7, first: false, offset: 2), true),
             ("a later fragment of another datagram", piece(query(53), id: 8, first: false), false),
             ("the first fragment of a query to port 54 (denied)", piece(query(54), id: 9, first: true), false),
             ("its later fragment", piece(query(54), id: 9, first: false), false),
@@ -592,7 +597,7 @@ final class PolicyKernelTests: XCTestCase {
             XCTAssertEqual(verdict, allowed ? 7 : 2, label)
             XCTAssertEqual(policy.evaluate(packet, peerOf: peers.peer(of:), flows: &flows).isAllowed, allowed, "reference: \(label)")
         }
-        XCTAssertEqual(try datapath.policyCounters(ruleCount: 1).rules, [5], "the rule counted every allowed piece")
+        XCTAssertEqual(try datapath.policyCounters(ruleCount: 1).rules, [6], "the rule counted every allowed piece")
 
         // A reload's policy judges the later fragments of datagrams begun before it: the same
         // rule moved to port 5353, so query 53's later fragments are denied now (and no
