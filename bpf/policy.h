@@ -383,6 +383,15 @@ static __always_inline struct policy_fragment policy_fragment_key(const struct p
 // are read from it (0 when the packet is too short to hold them). A fragment other than the
 // first has none: its protocol is IPPROTO_FRAGMENT, which only a rule without a protocol
 // allows. With `replies`, a LAN packet whose headers cannot be followed is denied.
+// Whether the 16 bytes at `at` are `address`.
+static __always_inline int policy_quotes(struct __sk_buff *skb, __u32 at, const struct policy_address *address)
+{
+	struct policy_address quoted;
+	if (bpf_skb_load_bytes(skb, at, &quoted, sizeof(quoted)))
+		return 0;
+	return quoted.w0 == address->w0 && quoted.w1 == address->w1;
+}
+
 // Byte `k` and big-endian half-word `k` of the eight bytes at the upper-layer header, read as one word.
 static __always_inline __u8 policy_l4_byte(__u64 l4, int k)
 {
@@ -463,7 +472,10 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP)
 		port = policy_l4_half(l4, to_lan ? 1 : 0);
 	else if (proto == IPPROTO_ICMPV6 && type < 128)
-		any_protocol = 1; // an error quotes the other side's packet: any rule for the pair will do
+		// An error about a packet its destination sent (the quote's source, after the 8-byte
+		// ICMPv6 header and 8 bytes of the quoted IPv6 header): any rule for the pair will do.
+		// One that quotes someone else's packet is an ordinary ICMPv6 message to the rules.
+		any_protocol = policy_quotes(skb, offset + 16, &destination);
 	// A flow replies track: UDP, or an ICMPv6 echo (request from a client, reply from the LAN).
 	int udp = proto == IPPROTO_UDP;
 	int echo = proto == IPPROTO_ICMPV6 && type == (to_lan ? ICMPV6_ECHO_REQUEST : ICMPV6_ECHO_REPLY);

@@ -137,6 +137,8 @@ public struct PolicyPacket: Hashable, Sendable, CustomStringConvertible {
     /// fragment that begins below the end of its first fragment's overlaps it (RFC 5722).
     public var fragmentOffset = 0
     public var fragmentLength = 0
+    /// The source of the packet an ICMPv6 error quotes; nil for the error's destination.
+    public var quotedSource: IPv6Address? = nil
 
     public static let syn: UInt8 = 0x02, ack: UInt8 = 0x10
 
@@ -163,6 +165,10 @@ public struct PolicyPacket: Hashable, Sendable, CustomStringConvertible {
     }
     /// An ICMPv6 error message (types below 128).
     public var isICMPError: Bool { proto == PolicyProtocol.icmpv6.rawValue && icmpType < 128 }
+    /// An error about a packet its destination sent (the quote's source is the destination):
+    /// any rule for the pair allows it. One that quotes another's packet meets the rules as an
+    /// ordinary ICMPv6 message.
+    public var isErrorAboutOwnPacket: Bool { isICMPError && (quotedSource ?? destination) == destination }
 
     /// A TCP segment that opens a connection: SYN without ACK.
     public var isTCPOpening: Bool { proto == PolicyProtocol.tcp.rawValue && tcpFlags & (Self.syn | Self.ack) == Self.syn }
@@ -258,7 +264,7 @@ extension DesiredPolicy {
     public func evaluate(_ packet: PolicyPacket, peerOf: (IPv6Address) -> String?) -> PolicyVerdict {
         if let verdict = defaultVerdict(packet.direction) { return verdict }
         let peer = peerOf(packet.client)
-        let anyProtocol = packet.isICMPError
+        let anyProtocol = packet.isErrorAboutOwnPacket
         for (index, rule) in rules.enumerated() where rule.applies(to: peer) && rule.destination.contains(.v6(packet.lanHost)) {
             if anyProtocol || rule.matches(proto: packet.proto, port: packet.lanPort) { return .allowed(rule: index) }
         }

@@ -108,7 +108,7 @@ public struct CompiledPolicy: Hashable, Sendable {
         let policyClass = Self.longestMatch(sources, packet.client).map { sources[$0]! } ?? 0
         let candidates = entries.keys.filter { $0.policyClass == policyClass && $0.destination.contains(.v6(packet.lanHost)) }
         guard let key = candidates.max(by: { $0.destination.length < $1.destination.length }) else { return .denied }
-        let anyProtocol = packet.isICMPError
+        let anyProtocol = packet.isErrorAboutOwnPacket
         for item in entries[key]! {
             if anyProtocol { return .allowed(rule: Int(item.rule)) }
             if item.proto != 0, item.proto != packet.proto { continue }

@@ -52,6 +52,10 @@ final class PolicyKernelTests: XCTestCase {
             l4 = be16(packet.sourcePort) + be16(packet.destinationPort) + [0, 0, 0, 1, 0, 0, 0, 0, 0x50, packet.tcpFlags, 0xff, 0xff, 0, 0, 0, 0]
         case 17:
             l4 = be16(packet.sourcePort) + be16(packet.destinationPort) + be16(UInt16(8 + tag.count)) + [0, 0]
+        case 58 where packet.icmpType < 128:
+            // An error quotes an IPv6 header (payload length 0xffff: no reject quotes that).
+            l4 = [packet.icmpType, 0, 0, 0, 0, 0, 0, 0, 0x60, 0, 0, 0, 0xff, 0xff, 59, 64]
+                + (packet.quotedSource ?? packet.destination).bytes + packet.source.bytes
         case 58:
             l4 = [packet.icmpType, 0, 0, 0] + be16(packet.echoIdentifier) + [0, 0]
         default:
@@ -72,6 +76,8 @@ final class PolicyKernelTests: XCTestCase {
         switch packet[6] {
         case 6: offset = 60
         case 17: offset = 48
+        case 58 where packet[40] < 128 && packet.count >= 88 && packet[52] == 0xff && packet[53] == 0xff:
+            offset = 88  // an error `bytes` made, after its quote
         case 58:
             guard packet[40] >= 128 || packet.count >= 48 + 7, packet[40] != 133, packet[40] < 135 || packet[40] > 137 else { return nil }
             offset = 48
@@ -148,6 +154,8 @@ final class PolicyKernelTests: XCTestCase {
             (tcp(server2, b, 443, 40000, .lanToClient), true),
             // a's Packet Too Big to server 1 (some rule of a's for it), not to server 2.
             (PolicyPacket(direction: .clientToLAN, source: a, destination: server1, proto: 58, icmpType: 2), true),
+            // Unless it quotes a packet server 1 did not send: then it is an ICMPv6 message, which a's rule does not allow.
+            ({ var p = PolicyPacket(direction: .clientToLAN, source: a, destination: server1, proto: 58, icmpType: 2); p.quotedSource = server2; return p }(), false),
             (PolicyPacket(direction: .clientToLAN, source: a, destination: server2, proto: 58, icmpType: 2), false),
         ]
         for (i, (packet, _)) in packets.enumerated() {
@@ -158,7 +166,7 @@ final class PolicyKernelTests: XCTestCase {
         XCTAssertEqual(result.through, Set(packets.indices.filter { packets[$0].1 }.map(UInt32.init)))
 
         // Each denied client packet got Destination Unreachable code 1 quoting it, from the tunnel's source.
-        // (Not the denied Packet Too Big: no error answers an error, RFC 4443 2.4 e.)
+        // (Not the denied Packets Too Big: no error answers an error, RFC 4443 2.4 e.)
         XCTAssertEqual(result.rejectsOnTunnel.count, 3)
         for (reject, index) in zip(result.rejectsOnTunnel, [1, 2, 3]) {
             try ICMPError.check(reject, type: 1, code: 1, field: 0, from: Self.tunnelSource, to: a,
@@ -172,10 +180,10 @@ final class PolicyKernelTests: XCTestCase {
                                 quoting: Self.bytes(packets[7].0, sequence: 7))
         }
         let counters = try datapath.counters()
-        XCTAssertEqual(counters.policyDenied, 5)
+        XCTAssertEqual(counters.policyDenied, 6)
         XCTAssertEqual(counters.prohibited, 4, "no error answers an error (RFC 4443 2.4 e)")
         let perRule = try datapath.policyCounters(ruleCount: 2)
-        XCTAssertEqual(perRule.clientToLANDenied, 4)
+        XCTAssertEqual(perRule.clientToLANDenied, 5)
         XCTAssertEqual(perRule.lanToClientDenied, 1)
         XCTAssertEqual(perRule.rules, [3, 3])
     }

@@ -48,6 +48,8 @@ final class PolicyTests: XCTestCase {
             (PolicyPacket(direction: .clientToLAN, source: alice, destination: server1, proto: 58, icmpType: 1), .allowed(rule: 0)),
             (PolicyPacket(direction: .clientToLAN, source: alice, destination: server2, proto: 58, icmpType: 1), .denied),
             (PolicyPacket(direction: .clientToLAN, source: alice, destination: server1, proto: 58, icmpType: 128), .denied),
+            // An error that quotes a packet server 1 did not send (forged about a third host).
+            ({ var p = PolicyPacket(direction: .clientToLAN, source: alice, destination: server1, proto: 58, icmpType: 2); p.quotedSource = server2; return p }(), .denied),
         ]
         for (packet, expected) in cases {
             XCTAssertEqual(policy.evaluate(packet, peerOf: clients.peer(of:)), expected, "\(packet)")

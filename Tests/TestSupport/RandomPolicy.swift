@@ -88,6 +88,10 @@ public struct RandomPolicy {
         if proto == 58 {
             packet.icmpType = [1, 3, 128, 129].randomElement(using: &rng)!
             packet.echoIdentifier = UInt16.random(in: 0...2, using: &rng)
+            // Now and then an error that quotes another host's packet.
+            if packet.icmpType < 128, UInt8.random(in: 0...3, using: &rng) == 0 {
+                packet.quotedSource = Bool.random(using: &rng) ? clientAddress(using: &rng) : Self.lanAddress(using: &rng)
+            }
         }
         return packet
     }
