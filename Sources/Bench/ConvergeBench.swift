@@ -89,7 +89,7 @@ func benchSteadyState(count: Int, reloads: Int, window: Duration, confD: Bool = 
         usleep(1_500_000)
         if !confD {
         status = try daemon.status()
-        let writesBefore = status.netlinkWrites
+        let writesBefore = status.netlinkWrites, skippedBefore = status.skippedPlans
         var full: [Double] = [], polls: [Double] = []
         let end = ContinuousClock.now + window
         while ContinuousClock.now < end {
@@ -105,6 +105,9 @@ func benchSteadyState(count: Int, reloads: Int, window: Duration, confD: Bool = 
         var noOp = Figure(row: 2, what: "no-op reconcile, N = \(count) (full resync: every route, proxy, sysctl, link re-read, then plan)",
                           unit: "ms", ours: summary, target: "< 50 ms, 0 writes", met: summary.median < 50 && writes == 0)
         noOp.notes.append("netlink writes during the \(Int(window.seconds)) s window: \(writes)")
+        if let after = status.skippedPlans, let before = skippedBefore {
+            noOp.notes.append("resyncs in the window: \(full.count) measured; full plans skipped (nothing read had changed): \(after - before)")
+        }
         if !polls.isEmpty { noOp.notes.append("poll-only reconciles (proxy dump + plan): \(Summary(polls).text("ms"))") }
         noOp.emit()
         } else {

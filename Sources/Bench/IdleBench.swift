@@ -42,7 +42,8 @@ func benchIdle(count: Int, window: Int, ndpDatapath: Bool = false, wireGuard: Bo
         let reconciles = statusAfter.reconciles - statusBefore.reconciles
         let routeOnly = (statusAfter.raw["route_reconciles"] as? Int).flatMap { a in (statusBefore.raw["route_reconciles"] as? Int).map { a - $0 } }
         var notes = ["utime + stime of the daemon over \(String(format: "%.1f", elapsed)) s: \(after - before) ticks (\(Int(ticks)) per second); "
-            + "reconciles meanwhile: \(reconciles)\(routeOnly.map { " (\($0) of them planned routes only or nothing)" } ?? ""); resyncs: \(statusAfter.resyncs - statusBefore.resyncs); "
+            + "reconciles meanwhile: \(reconciles)\(routeOnly.map { " (\($0) of them planned routes only or nothing)" } ?? ""); resyncs: \(statusAfter.resyncs - statusBefore.resyncs)"
+            + (statusAfter.skippedPlans.flatMap { a in statusBefore.skippedPlans.map { " (full plans skipped: \(a - $0))" } } ?? "") + "; "
             + "netlink writes: \(statusAfter.netlinkWrites - statusBefore.netlinkWrites)"
             + unchangedReads(statusBefore, statusAfter)]
         notes.append("\(count) peers, \(count) routes, \(ndpDatapath ? "ndp: datapath (no proxy entries, \(count) solicited-node groups)" : "\(count) proxy entries"), \(count) client entries in the LPM map plus the LAN prefix; "

@@ -5,6 +5,20 @@ import Logging
 import Netlink
 import Reconciler
 
+/// A full plan that had nothing to write, and what it was made from. `plan` is a pure function
+/// of the desired state (its generation), the kernel cache (its version), the records and the
+/// last applied endpoints (whose every write drops this); while all of them are as they were and
+/// nothing waits for a retry, a full plan would be this one again, so a resync that read
+/// nothing new does not make it.
+struct QuietPlan {
+    var kernelVersion: Int
+    var generation: Int
+    var records: Records
+    /// What the plan found that a resync logs again while it persists.
+    var violations: [Violation]
+    var conflicts: [Conflict]
+}
+
 /// Plan, apply, remember what failed and when to retry it.
 extension Daemon {
     static let firstRetry: Duration = .seconds(1)
@@ -16,7 +30,8 @@ extension Daemon {
 
     /// One reconcile: reads what is stale, then plans in full, or, when route events alone
     /// changed the cache since the last plan (and nothing waits for a retry), plans only the
-    /// routes they touched (`reconcileRoutes`). A poll that read nothing new plans nothing.
+    /// routes they touched (`reconcileRoutes`). A poll that read nothing new plans nothing, and
+    /// neither does a resync that found every input of the last quiet plan unchanged.
     func reconcile() {
         let start = ContinuousClock.now
         reconcileAt = nil
@@ -26,16 +41,21 @@ extension Daemon {
         if !full, !readChanged, let planner = currentRoutePlanner() {
             let (touched, beyond) = kernel.takeChanges()
             if !beyond, touched.isEmpty { return settle(start: start) }
-            metrics.begin(generation: generation, previous: lastPlan, pendingKinds: Array(pendingByKind.keys), failing: failures.keys)
-            if !beyond { return reconcileRoutes(touched, planner: planner, start: start) }
+            if !beyond {
+                metrics.begin(generation: generation, previous: lastPlan, pendingKinds: Array(pendingByKind.keys), failing: failures.keys)
+                return reconcileRoutes(touched, planner: planner, start: start)
+            }
             logger.debug("full plan: more than routes changed in the kernel")
         } else {
-            metrics.begin(generation: generation, previous: lastPlan, pendingKinds: Array(pendingByKind.keys), failing: failures.keys)
             _ = kernel.takeChanges()
-            logger.debug("full plan", metadata: ["due": "\(full)", "failures": "\(failures.count)", "read_changed": "\(readChanged)"])
         }
+        if !readChanged, let quiet = quietPlan, holds(quiet) { return skipPlan(quiet, start: start) }
+        metrics.begin(generation: generation, previous: lastPlan, pendingKinds: Array(pendingByKind.keys), failing: failures.keys)
+        logger.debug("full plan", metadata: ["due": "\(full)", "failures": "\(failures.count)", "read_changed": "\(readChanged)"])
 
+        quietPlan = nil
         recordTakeovers()
+        let planned = (version: kernel.version, records: records)
         var plan = makePlan()
         reportRefusals(plan)
         var applied = 0
@@ -73,6 +93,13 @@ extension Daemon {
         }
         let previous = lastPlan
         remember(outstanding)
+        // Nothing written, held or failing, and nothing read or recorded since the plan: the
+        // next full plan would be this one while its inputs stay as they are.
+        if plan.changes.isEmpty, held.isEmpty, failures.isEmpty, kernel.stale.isEmpty, recordSaveError == nil,
+           kernel.version == planned.version, records == planned.records {
+            quietPlan = QuietPlan(kernelVersion: planned.version, generation: generation, records: planned.records,
+                                  violations: plan.violations, conflicts: plan.conflicts)
+        }
         // With the writes done (or refused), `ndp: kernel` may take over from lan_ingress now.
         followNeighbourDiscoveryHandover()
         changesApplied += applied
@@ -123,6 +150,29 @@ extension Daemon {
         if let routePlanner, routePlanner.inputs == inputs { return routePlanner }
         routePlanner = RoutePlanner(desired: desired, inputs: inputs, records: records)
         return routePlanner
+    }
+
+    /// Whether a full plan now would be `quiet` again: its inputs are unchanged and nothing
+    /// else a full reconcile does is outstanding (a retry, a record to save, a handover of
+    /// neighbour discovery to the kernel, a part left unread).
+    func holds(_ quiet: QuietPlan) -> Bool {
+        quiet.kernelVersion == kernel.version && quiet.generation == generation && failures.isEmpty && kernel.stale.isEmpty
+            && recordSaveError == nil && neighbourDiscovery.handover == nil && quiet.records == records
+    }
+
+    /// A full plan not made (`QuietPlan`): status stays as the last plan left it, and what a
+    /// resync logs again while it persists (safety violations, conflicts) is logged again.
+    func skipPlan(_ quiet: QuietPlan, start: ContinuousClock.Instant) {
+        for violation in quiet.violations where !lastPlan.violations.contains(violation) { logger.error("safety check failed: \(violation)") }
+        for conflict in quiet.conflicts where !lastPlan.conflicts.contains(conflict) { logger.warning("conflict: \(conflict)") }
+        lastPlan.violations = quiet.violations
+        lastPlan.conflicts = quiet.conflicts
+        skippedPlans += 1
+        reconciles += 1
+        lastReconcile = Date()
+        lastReconcileDuration = ContinuousClock.now - start
+        metrics.end(duration: lastReconcileDuration ?? .zero)
+        logger.debug("full plan skipped: nothing it reads changed since the last one, which had nothing to write")
     }
 
     /// A poll that read nothing new: nothing to plan or apply, and status (the last plan, the

@@ -61,7 +61,8 @@ public final class Daemon {
     /// The last error saving the records, said once until a save succeeds again.
     var recordSaveError: String?
     let recordStore: RecordStore
-    var lastApplied: LastApplied
+    /// Any write of it (an applied peer) drops `quietPlan`: `plan` reads it.
+    var lastApplied: LastApplied { didSet { quietPlan = nil } }
     /// When each host-name endpoint was last resolved (seconds since the epoch).
     var lastResolved: [LastApplied.PeerKey: Double] = [:]
     let resolver: EndpointResolver
@@ -85,6 +86,9 @@ public final class Daemon {
     var fullPlanDue = true
     /// Plans the routes a route event touched; remade when its inputs change.
     var routePlanner: RoutePlanner?
+    /// The last full plan that had nothing to write, with what it was made from: while none of
+    /// that changed, a full plan is not made again (`QuietPlan`).
+    var quietPlan: QuietPlan?
     var nextWireGuardPoll: ContinuousClock.Instant = .now
     var nextProxyPoll: ContinuousClock.Instant = .now
     var nextResync: ContinuousClock.Instant = .now
@@ -109,6 +113,8 @@ public final class Daemon {
     var reconciles = 0
     /// Of which planned only the routes route events touched.
     var routeReconciles = 0
+    /// Of which were due to plan in full (a resync) and did not, their inputs being the last quiet plan's.
+    var skippedPlans = 0
     /// Polls whose read was the bytes the cache was decoded from (not decoded), by part.
     var unchangedReads: [String: Int] = [:]
     /// The last read of the host's netfilter forward chains, and when (`forwardChains()`).

@@ -161,6 +161,9 @@ public struct StatusReport: Codable, Sendable {
     /// Of `reconciles`, those that planned only the routes route events touched (the rest
     /// planned everything).
     public var routeReconciles: Int? = nil
+    /// Of `reconciles`, those due to plan everything (a resync) that did not: nothing `plan`
+    /// reads had changed since a full plan that found nothing to write.
+    public var skippedPlans: Int? = nil
     /// Polls whose read returned the very bytes the cache was decoded from, so nothing was
     /// decoded or planned, by part (`proxies`, `datapath`).
     public var unchangedReads: [String: Int]? = nil

@@ -15,27 +15,40 @@ public struct KernelCache: Sendable {
         case links, routes, addresses, sysctls, proxies, wireGuard, datapath
     }
 
-    public private(set) var links: [Int32: Link] = [:]
+    /// Bumped by every change to what `observed` gives (what `plan` reads): by events and by
+    /// reads that found something other than what the cache held. A read that finds what it
+    /// held, and an event that changes nothing, leave it as it was, so an unchanged version
+    /// means `plan` would see the same kernel (WireGuard: its planned fields, `samePlanned`).
+    /// The observers below count a write whatever it writes; the seeds compare first.
+    public private(set) var version = 0
+
+    public private(set) var links: [Int32: Link] = [:] { didSet { version &+= 1 } }
     /// IPv6 routes by identity: usually one each, but the kernel keeps several at one identity
     /// when they differ in device or gateway (`ip route append`).
-    public private(set) var routes: [RouteIdentity: [Route]] = [:] { didSet { routesDigest = nil } }
+    public private(set) var routes: [RouteIdentity: [Route]] = [:] { didSet { routesDigest = nil; version &+= 1 } }
     /// The digest of the dump `routes` was decoded from, kept only while no event or dump has
     /// changed them since: a resync whose route dump has this digest decodes nothing.
     public private(set) var routesDigest: ReadDigest?
-    public private(set) var addresses: [AddressKey: Address] = [:]
-    public var proxies: [ProxyEntry] = [] { didSet { proxyDigest = nil } }
+    public private(set) var addresses: [AddressKey: Address] = [:] { didSet { version &+= 1 } }
+    public var proxies: [ProxyEntry] = [] { didSet { proxyDigest = nil; version &+= 1 } }
     /// The digest of the dump `proxies` was decoded from, kept only while nothing else has
     /// changed them: a poll whose dump has this digest has nothing new (`seed(proxies:digest:)`).
     public private(set) var proxyDigest: ReadDigest?
     /// Values by `Sysctl.key`; a missing key was not read (or cannot be).
-    public var sysctls: [String: String] = [:]
-    /// WireGuard devices by name; nil while the WireGuard family cannot be reached.
-    public var wireGuard: [String: WireGuardDevice]? { didSet { wireGuardDigests = [:] } }
+    public var sysctls: [String: String] = [:] { didSet { version &+= 1 } }
+    /// WireGuard devices by name; nil while the WireGuard family cannot be reached. Handshake
+    /// times and byte counters change with traffic and are never planned: they leave `version`.
+    public var wireGuard: [String: WireGuardDevice]? {
+        didSet {
+            wireGuardDigests = [:]
+            if !KernelCache.samePlanned(wireGuard, oldValue) { version &+= 1 }
+        }
+    }
     /// By device: the digest of the dump that device's value was decoded from, kept only while
     /// nothing else has changed `wireGuard`.
     public private(set) var wireGuardDigests: [String: ReadDigest] = [:]
     /// The datapath's map entries; nil while it is not loaded.
-    public var datapath: Set<DatapathEntry>? { didSet { datapathDigest = nil } }
+    public var datapath: Set<DatapathEntry>? { didSet { datapathDigest = nil; version &+= 1 } }
     /// The digest of the map reads `datapath` was decoded from, kept only while nothing else
     /// has changed it (a write folded in, the datapath unloaded).
     public private(set) var datapathDigest: ReadDigest?
@@ -70,14 +83,16 @@ public struct KernelCache: Sendable {
     // MARK: seeding from dumps
 
     public mutating func seed(links dumped: [Link]) {
-        links = Dictionary(dumped.map { ($0.index, $0) }, uniquingKeysWith: { a, _ in a })
+        let read = Dictionary(dumped.map { ($0.index, $0) }, uniquingKeysWith: { a, _ in a })
+        if read != links { links = read }
         stale.remove(.links)
         changedBeyondRoutes = true
     }
 
     /// IPv6 routes of every table (others are ignored), as a dump with this digest decoded them.
     public mutating func seed(routes dumped: [Route], digest: ReadDigest? = nil) {
-        routes = Dictionary(grouping: dumped.lazy.filter { $0.family == .inet6 }, by: RouteIdentity.init)
+        let read = Dictionary(grouping: dumped.lazy.filter { $0.family == .inet6 }, by: RouteIdentity.init)
+        if read != routes { routes = read }
         routesDigest = digest
         stale.remove(.routes)
         changedBeyondRoutes = true
@@ -89,20 +104,26 @@ public struct KernelCache: Sendable {
     }
 
     public mutating func seed(addresses dumped: [Address]) {
-        addresses = Dictionary(dumped.map { (AddressKey($0), $0) }, uniquingKeysWith: { a, _ in a })
+        let read = Dictionary(dumped.map { (AddressKey($0), $0) }, uniquingKeysWith: { a, _ in a })
+        if read != addresses { addresses = read }
         stale.remove(.addresses)
         changedBeyondRoutes = true
     }
 
     /// Proxy entries as a dump with this digest decoded them.
     public mutating func seed(proxies dumped: [ProxyEntry], digest: ReadDigest?) {
-        proxies = dumped
+        if dumped != proxies { proxies = dumped }
         proxyDigest = digest
+    }
+
+    /// The values of the sysctls read, by key.
+    public mutating func seed(sysctls read: [String: String]) {
+        if read != sysctls { sysctls = read }
     }
 
     /// The datapath's entries as map reads with this digest decoded them.
     public mutating func seed(datapath read: Set<DatapathEntry>?, digest: ReadDigest?) {
-        datapath = read
+        if read != datapath { datapath = read }
         datapathDigest = digest
     }
 
@@ -193,7 +214,9 @@ public struct KernelCache: Sendable {
             return true
         case .deletedAddress(let address):
             guard address.prefix.address.family == .inet6 else { return false }
-            guard addresses.removeValue(forKey: AddressKey(address)) != nil else { return false }
+            // Looked up first: a removal of nothing would still count as a write of `addresses`.
+            guard addresses[AddressKey(address)] != nil else { return false }
+            addresses[AddressKey(address)] = nil
             stale.insert(.datapath)
             return true
         case .netconf:
@@ -216,6 +239,27 @@ public struct KernelCache: Sendable {
     public var addressList: [Address] { Array(addresses.values) }
 
     /// What `plan` compares with.
+    /// Whether two reads of the WireGuard devices agree on what `plan` reads: everything but
+    /// the handshake times and byte counters, which change with traffic and never make a
+    /// write. Compared in place: a poll copies none of the peers. (`PlannedFieldsTests` fails
+    /// when a field is added to the peer or the device, so that it is added here too.)
+    public static func samePlanned(_ a: [String: WireGuardDevice]?, _ b: [String: WireGuardDevice]?) -> Bool {
+        guard let a, let b else { return a == nil && b == nil }
+        guard a.count == b.count else { return false }
+        for (name, x) in a {
+            guard let y = b[name], x.name == y.name, x.index == y.index, x.privateKey == y.privateKey,
+                  x.publicKey == y.publicKey, x.listenPort == y.listenPort, x.firewallMark == y.firewallMark,
+                  x.peers.count == y.peers.count
+            else { return false }
+            for (p, q) in zip(x.peers, y.peers) {
+                guard p.publicKey == q.publicKey, p.presharedKey == q.presharedKey, p.endpoint == q.endpoint,
+                      p.persistentKeepalive == q.persistentKeepalive, p.allowedIPs == q.allowedIPs
+                else { return false }
+            }
+        }
+        return true
+    }
+
     public var observed: ObservedState {
         ObservedState(links: Array(links.values), routes: routes.values.flatMap { $0 }, proxies: proxies, addresses: addressList,
                       sysctls: sysctls, wireGuard: wireGuard, datapath: datapath)

@@ -85,6 +85,73 @@ final class UnchangedPollTests: XCTestCase {
         print("map entry restored \(took) after the deletion (proxy_poll \(Self.poll) ms)")
     }
 
+    /// A resync that read nothing new skips its full plan (`skipped_plans`), and one that reads
+    /// drift no event told of (a proxy entry deleted: the kernel does not notify those; the proxy
+    /// poll is an hour away) plans and repairs it; then the resyncs are quiet again.
+    func testResyncSkipsItsPlanUntilItReadsDriftNoEventReported() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addGatewayDevices(lanAddress: "2001:db8:1::1/128")
+        let h = try DaemonHarness(self, ns: ns)
+        let peers = (0..<20).map { TestPeer("p\($0)", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::\(String(0x100 + $0, radix: 16))/128"]) }
+        try h.writeConfig(h.gatewayConfig(runtime: ["proxy_poll: 1h", "wireguard_poll: 1h", "resync: 300ms"], peers: peers,
+                                          gateway: ["proxy_ndp: true"]))
+        try h.start()
+        func counts() throws -> (resyncs: Int, skipped: Int) {
+            let status = try h.status()
+            return (status["resyncs"] as? Int ?? -1, status["skipped_plans"] as? Int ?? -1)
+        }
+        func quietResyncs(_ n: Int) throws {
+            let before = try counts()
+            try eventually(within: .seconds(5), "\(n) resyncs that skip their plan") {
+                let now = try counts()
+                return now.resyncs >= before.resyncs + n && now.skipped >= before.skipped + n
+            }
+        }
+        func present() throws -> Bool {
+            try ns.ipJSON("-6", "neigh", "show", "proxy").contains { $0["dst"] as? String == "2001:db8:1::10a" }
+        }
+        try quietResyncs(3)
+        let writes = try h.writes()
+        try ns.ip("-6", "neigh", "del", "proxy", "2001:db8:1::10a", "dev", "private0")
+        try eventually(within: .seconds(2), "proxy entry restored by a resync") { try present() }
+        XCTAssertEqual(try h.writes(), writes + 1, "only the missing entry is written")
+        try quietResyncs(3)
+        // A sysctl changed behind its back (its netconf event makes the next read find it).
+        try ns.namespace.perform { try Sysctl.ipv6(interface: "private0", "proxy_ndp").write("0") }
+        try eventually(within: .seconds(2), "proxy_ndp restored") {
+            try ns.namespace.perform { try Sysctl.ipv6(interface: "private0", "proxy_ndp").read() } == "1"
+        }
+        try quietResyncs(3)
+        XCTAssertEqual(try h.writes(), writes + 2, "the quiet resyncs wrote nothing")
+    }
+
+    /// A resync that skips its plan still says what persists, as one that plans does: a
+    /// conflict (another program's route at a peer's identity) is logged again at each resync.
+    func testASkippedResyncLogsAPersistingConflictAgain() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addGatewayDevices(lanAddress: "2001:db8:1::1/128")
+        try ns.ip("-6", "route", "add", "2001:db8:1::10a/128", "dev", "wg0", "proto", "static")
+        let h = try DaemonHarness(self, ns: ns)
+        let peers = (0..<20).map { TestPeer("p\($0)", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::\(String(0x100 + $0, radix: 16))/128"]) }
+        try h.writeConfig(h.gatewayConfig(runtime: ["proxy_poll: 1h", "wireguard_poll: 1h", "resync: 300ms"], peers: peers))
+        try h.start()
+        func counts() throws -> (resyncs: Int, skipped: Int) {
+            let status = try h.status()
+            return (status["resyncs"] as? Int ?? -1, status["skipped_plans"] as? Int ?? -1)
+        }
+        let before = try counts()
+        try eventually(within: .seconds(5), "3 resyncs that skip their plan") {
+            let now = try counts()
+            return now.resyncs >= before.resyncs + 3 && now.skipped >= before.skipped + 3
+        }
+        XCTAssertEqual((try h.status()["conflicts"] as? [String])?.count, 1, "the skipped plans keep what status shows")
+        let after = try counts()
+        h.stop()
+        let said = h.finalLog().split(separator: "\n").filter { $0.contains("conflict:") && $0.contains("2001:db8:1::10a") }
+        XCTAssertGreaterThanOrEqual(said.count, 1 + (after.resyncs - before.resyncs), "once at start and once per resync:\n\(said.joined(separator: "\n"))")
+        XCTAssertEqual(try ns.ipJSON("-6", "route", "show", "2001:db8:1::10a/128", "proto", "static").count, 1, "left alone")
+    }
+
     /// A resync that dumps the routes it last read decodes nothing; a route event in between
     /// drops the digest, so the next resync decodes, and the one after it is quiet again.
     func testResyncOfAnUnchangedRouteTableDecodesNothing() throws {
