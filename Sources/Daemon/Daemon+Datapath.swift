@@ -171,7 +171,7 @@ extension Daemon {
                 let datapath = try Datapath(pinRoot: runtime.bpfPinRoot, tunnel: wanted.tunnel)
                 datapathMaps = DatapathMapsAdapter(datapath, tunnel: wanted.tunnel)
                 if !datapath.recreatedMaps.isEmpty {
-                    logger.warning("datapath maps recreated empty (their definition changed)", metadata: ["maps": "\(datapath.recreatedMaps)"])
+                    logger.warning("datapath maps recreated empty (their definition changed, or that of another of the policy's maps, which go together)", metadata: ["maps": "\(datapath.recreatedMaps)"])
                 }
             }
             let datapath = datapathMaps!.datapath

@@ -95,7 +95,8 @@ public enum AttachChange: Equatable, Sendable, CustomStringConvertible {
 public final class Datapath {
     public let pinDirectory: String
     public let mode: AttachMode
-    /// Maps whose pinned copy no longer matched the embedded definition and were recreated empty.
+    /// Maps whose pinned copy no longer matched the embedded definition and were recreated empty
+    /// (the policy's maps all go when one of them does: `ObjectLoader.policyMapSet`).
     public let recreatedMaps: [String]
 
     let maps: [String: Descriptor]

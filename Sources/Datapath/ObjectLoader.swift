@@ -23,12 +23,29 @@ enum ObjectLoader {
 
         var result = LoadedObject()
         var reused = Set<String>()
+        // Which pinned maps match the embedded definitions; nil: none pinned.
+        var compatible: [String: Bool] = [:]
         var map = bpf_object__next_map(object, nil)
         while let current = map {
             let mapName = String(cString: bpf_map__name(current))
             let path = "\(pinDirectory)/\(mapName)"
-            if let pinned = try Descriptor.pinned(path) {
-                if try isCompatible(current, pinned, path) {
+            if let pinned = try Descriptor.pinned(path) { compatible[mapName] = try isCompatible(current, pinned, path) }
+            map = bpf_object__next_map(object, current)
+        }
+        // The policy's maps go together: the programs still attached keep the maps they were
+        // loaded with until the new ones replace them, and the policy is installed before that.
+        // Were some of the set reused (the select word, sources, items) and others recreated,
+        // that install would switch the attached programs' word to a generation whose other
+        // half is what they last held there: a mixture of two policies (an older build's, a
+        // pin removed behind our back). One of the set recreated recreates all of it.
+        let policyPinned = policyMapSet.filter { compatible[$0] != nil }
+        let renewPolicy = !policyPinned.isEmpty && policyMapSet.contains { compatible[$0] != true }
+        map = bpf_object__next_map(object, nil)
+        while let current = map {
+            let mapName = String(cString: bpf_map__name(current))
+            let path = "\(pinDirectory)/\(mapName)"
+            if let isCompatible = compatible[mapName] {
+                if isCompatible, !(renewPolicy && policyMapSet.contains(mapName)), let pinned = try Descriptor.pinned(path) {
                     try check(bpf_map__reuse_fd(current, pinned.raw), "reuse pinned map", path)
                     reused.insert(mapName)
                 } else {
@@ -63,6 +80,14 @@ enum ObjectLoader {
         }
         return result
     }
+
+    /// The maps one policy generation is spread over (bpf/policy.h), with the counters and the
+    /// fragments the generations index: recreated together or not at all. (`policy_flows`, the
+    /// flows clients opened, holds no generation and stays.)
+    static let policyMapSet: Set<String> = [
+        "policy_select", "policy_info", "policy_sources", "policy_source_prefixes_0", "policy_source_prefixes_1",
+        "policy_rules", "policy_items", "policy_counters", "policy_fragments",
+    ]
 
     private static func isCompatible(_ map: OpaquePointer, _ pinned: Descriptor, _ path: String) throws -> Bool {
         var info = bpf_map_info()

@@ -305,6 +305,52 @@ final class PolicyKernelTests: XCTestCase {
         XCTAssertEqual(received(lab).through, [2_000_000])
     }
 
+    /// An upgrade that changes some policy maps' definitions (value sizes: `policy_info`,
+    /// `policy_rules`) recreates them; the programs of the previous build stay attached until the
+    /// new ones are, and keep the maps they were loaded with. Until then, installing into the
+    /// reused maps (the select word, sources, items) must not change what the attached programs
+    /// decide: they must go on with the policy in force, never a mixture of two.
+    func testAnUpgradeThatRecreatesSomePolicyMapsLeavesTheAttachedProgramsPolicyAlone() throws {
+        let (lab, datapath) = try gateway()
+        let peers = clients(["a": a])
+        let old = DesiredPolicy(clientToLAN: .deny, lanToClient: .allow, rules: [
+            PolicyRule(source: .any, destination: .host(.v6(server1)), proto: .tcp, ports: [PortRange(22, 22)], label: "ssh"),
+        ])
+        let now = DesiredPolicy(clientToLAN: .deny, lanToClient: .allow, rules: [
+            PolicyRule(source: .any, destination: .host(.v6(server2)), proto: .tcp, ports: [PortRange(80, 80)], label: "web"),
+        ])
+        let compiledNow = try now.compile(clients: peers).get()
+        try datapath.install(policy: try old.compile(clients: peers).get())
+        try datapath.install(policy: compiledNow)
+        let ssh = tcp(a, server1, 40000, 22, .clientToLAN)
+        try send(lab, ssh, sequence: 1)
+        XCTAssertEqual(received(lab).through, [], "the policy in force denies it")
+
+        // The previous build's pins of two maps, with other value sizes than this build's.
+        for (name, size) in [("policy_info", UInt32(156)), ("policy_rules", UInt32(28))] {
+            let path = "\(lab.pinRoot)/wgt0/\(name)"
+            XCTAssertEqual(unlink(path), 0)
+            let fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, name, 4, size, name == "policy_info" ? 2 : 2 << 17, nil)
+            XCTAssertGreaterThanOrEqual(fd, 0)
+            XCTAssertEqual(bpf_obj_pin(fd, path), 0)
+            close(fd)
+        }
+        let upgraded = try lab.datapath()
+        XCTAssertEqual(Set(upgraded.recreatedMaps), ["policy_select", "policy_info", "policy_sources", "policy_source_prefixes_0",
+                                                     "policy_source_prefixes_1", "policy_rules", "policy_items", "policy_counters",
+                                                     "policy_fragments"], "the policy's maps are recreated together")
+        // What the daemon does before it attaches the new programs (`ensurePolicy`).
+        XCTAssertNotEqual(try upgraded.installedPolicy(), compiledNow)
+        try upgraded.install(policy: compiledNow)
+        // The previous build's programs are still the attached ones.
+        try send(lab, ssh, sequence: 2)
+        XCTAssertEqual(received(lab).through, [], "the attached programs let through what the policy in force denies")
+        try lab.attach(upgraded)
+        try send(lab, ssh, sequence: 3)
+        try send(lab, tcp(a, server2, 40000, 80, .clientToLAN), sequence: 4)
+        XCTAssertEqual(received(lab).through, [4])
+    }
+
     /// The programs' verdicts against `DesiredPolicy.evaluate` on random policies and packets.
     func testRandomPoliciesAgreeWithTheReference() throws {
         let (lab, datapath) = try gateway()
