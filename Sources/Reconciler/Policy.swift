@@ -139,6 +139,9 @@ public struct PolicyPacket: Hashable, Sendable, CustomStringConvertible {
     public var fragmentLength = 0
     /// The source of the packet an ICMPv6 error quotes; nil for the error's destination.
     public var quotedSource: IPv6Address? = nil
+    /// Whether an ICMPv6 error holds a quote long enough to show its source: one that does not
+    /// is an ordinary ICMPv6 message to the rules.
+    public var hasQuote = true
 
     public static let syn: UInt8 = 0x02, ack: UInt8 = 0x10
 
@@ -168,7 +171,7 @@ public struct PolicyPacket: Hashable, Sendable, CustomStringConvertible {
     /// An error about a packet its destination sent (the quote's source is the destination):
     /// any rule for the pair allows it. One that quotes another's packet meets the rules as an
     /// ordinary ICMPv6 message.
-    public var isErrorAboutOwnPacket: Bool { isICMPError && (quotedSource ?? destination) == destination }
+    public var isErrorAboutOwnPacket: Bool { isICMPError && hasQuote && (quotedSource ?? destination) == destination }
 
     /// A TCP segment that opens a connection: SYN without ACK.
     public var isTCPOpening: Bool { proto == PolicyProtocol.tcp.rawValue && tcpFlags & (Self.syn | Self.ack) == Self.syn }

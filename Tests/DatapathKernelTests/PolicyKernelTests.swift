@@ -52,7 +52,7 @@ final class PolicyKernelTests: XCTestCase {
             l4 = be16(packet.sourcePort) + be16(packet.destinationPort) + [0, 0, 0, 1, 0, 0, 0, 0, 0x50, packet.tcpFlags, 0xff, 0xff, 0, 0, 0, 0]
         case 17:
             l4 = be16(packet.sourcePort) + be16(packet.destinationPort) + be16(UInt16(8 + tag.count)) + [0, 0]
-        case 58 where packet.icmpType < 128:
+        case 58 where packet.icmpType < 128 && packet.hasQuote:
             // An error quotes an IPv6 header (payload length 0xffff: no reject quotes that).
             l4 = [packet.icmpType, 0, 0, 0, 0, 0, 0, 0, 0x60, 0, 0, 0, 0xff, 0xff, 59, 64]
                 + (packet.quotedSource ?? packet.destination).bytes + packet.source.bytes

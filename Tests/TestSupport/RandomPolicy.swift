@@ -88,9 +88,13 @@ public struct RandomPolicy {
         if proto == 58 {
             packet.icmpType = [1, 3, 128, 129].randomElement(using: &rng)!
             packet.echoIdentifier = UInt16.random(in: 0...2, using: &rng)
-            // Now and then an error that quotes another host's packet.
-            if packet.icmpType < 128, UInt8.random(in: 0...3, using: &rng) == 0 {
-                packet.quotedSource = Bool.random(using: &rng) ? clientAddress(using: &rng) : Self.lanAddress(using: &rng)
+            // Now and then an error that quotes another host's packet, or none.
+            if packet.icmpType < 128 {
+                switch UInt8.random(in: 0...7, using: &rng) {
+                case 0, 1: packet.quotedSource = Bool.random(using: &rng) ? clientAddress(using: &rng) : Self.lanAddress(using: &rng)
+                case 2: packet.hasQuote = false  // too short to hold one
+                default: break
+                }
             }
         }
         return packet
