@@ -164,19 +164,21 @@ static __always_inline __u32 policy_word(void)
 	return word ? *(volatile __u32 *)word : 0;
 }
 
+// An IPv6 address as the two 64-bit words it loads as from memory: the unit of the hashes and
+// the compares (half the instructions and registers of four 32-bit words).
 struct policy_address {
 	__u64 w0, w1;
 };
 
-// The home slot of a key: multiply-xor over the address as two 64-bit words (as loaded from
-// memory; Datapath.PolicyTables.hash is the same function), the product's top bits (the only
-// ones every bit of the key reaches). `h` is the seed for a client, the seed and the tag
-// multiplied once for a destination.
+// The home slot of a key: multiply-xor over the address's two words (Datapath.PolicyTables.hash
+// is the same function), the product's top bits (the only ones every bit of the key reaches).
+// `h` is the seed for a client; for a destination, the seed and the length multiplied once (the
+// class then joins by XOR, `policy_class_mix`).
 #define POLICY_HASH_MULTIPLIER 0x9e3779b97f4a7c15ULL
-static __always_inline __u32 policy_hash(__u64 h, __u32 a0, __u32 a1, __u32 a2, __u32 a3)
+static __always_inline __u32 policy_hash(__u64 h, __u64 w0, __u64 w1)
 {
-	h = (h ^ ((__u64)a1 << 32 | a0)) * POLICY_HASH_MULTIPLIER;
-	h = (h ^ ((__u64)a3 << 32 | a2)) * POLICY_HASH_MULTIPLIER;
+	h = (h ^ w0) * POLICY_HASH_MULTIPLIER;
+	h = (h ^ w1) * POLICY_HASH_MULTIPLIER;
 	return h >> (64 - POLICY_SLOT_BITS);
 }
 
@@ -210,7 +212,7 @@ static __always_inline int policy_lookup(__u32 generation, const struct policy_a
 	__u32 seed = (generation & POLICY_SEED_MASK) >> POLICY_SEED_SHIFT;
 	__u32 class = 0, lengths = info->default_lengths, found = 0;
 	__u64 cw0 = client->w0, cw1 = client->w1;
-	__u32 home = (((((__u64)seed ^ cw0) * POLICY_HASH_MULTIPLIER) ^ cw1) * POLICY_HASH_MULTIPLIER) >> (64 - POLICY_SLOT_BITS);
+	__u32 home = policy_hash(seed, cw0, cw1);
 	for (__u32 p = 0; p < POLICY_PROBES; p++) {
 		__u32 at = index * POLICY_SOURCE_SLOTS + ((home + p) & (POLICY_SOURCE_SLOTS - 1));
 		struct policy_source *source = bpf_map_lookup_elem(&policy_sources, &at);
@@ -247,8 +249,7 @@ static __always_inline int policy_lookup(__u32 generation, const struct policy_a
 		__u64 mw0 = lan->w0 & info->masks[l][0];
 		__u64 mw1 = lan->w1 & info->masks[l][1];
 		// The destination's hash does not wait for the class: the class joins by XOR.
-		__u64 hh = ((__u64)(seed ^ length) * POLICY_HASH_MULTIPLIER ^ mw0) * POLICY_HASH_MULTIPLIER;
-		__u32 start = ((hh ^ mw1) * POLICY_HASH_MULTIPLIER) >> (64 - POLICY_SLOT_BITS) ^ policy_class_mix(class);
+		__u32 start = policy_hash((__u64)(seed ^ length) * POLICY_HASH_MULTIPLIER, mw0, mw1) ^ policy_class_mix(class);
 		for (__u32 p = 0; p < POLICY_PROBES; p++) {
 			__u32 at = index * POLICY_RULE_SLOTS + ((start + p) & (POLICY_RULE_SLOTS - 1));
 			struct policy_slot *slot = bpf_map_lookup_elem(&policy_rules, &at);
@@ -378,11 +379,6 @@ static __always_inline struct policy_fragment policy_fragment_key(const struct p
 	return key;
 }
 
-// Whether the packet at `l2` may pass, counting it; `to_lan` says which way it goes.
-// The protocol is the upper-layer header's, found behind the extension headers; TCP/UDP ports
-// are read from it (0 when the packet is too short to hold them). A fragment other than the
-// first has none: its protocol is IPPROTO_FRAGMENT, which only a rule without a protocol
-// allows. With `replies`, a LAN packet whose headers cannot be followed is denied.
 // Whether the 16 bytes at `at` are `address`.
 static __always_inline int policy_quotes(struct __sk_buff *skb, __u32 at, const struct policy_address *address)
 {
@@ -407,6 +403,11 @@ static __always_inline __u16 policy_l4_half(__u64 l4, int k)
 	return (__u16)policy_l4_byte(l4, 2 * k) << 8 | policy_l4_byte(l4, 2 * k + 1);
 }
 
+// Whether the packet at `l2` may pass, counting it; `to_lan` says which way it goes.
+// The protocol is the upper-layer header's, found behind the extension headers; TCP/UDP ports
+// are read from it (0 when the packet is too short to hold them). A fragment other than the
+// first has none: its protocol is IPPROTO_FRAGMENT, which only a rule without a protocol
+// allows. With `replies`, a LAN packet whose headers cannot be followed is denied.
 static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 word, int to_lan)
 {
 	__u32 lan_mode = (word & POLICY_LAN_MASK) >> POLICY_LAN_SHIFT;
