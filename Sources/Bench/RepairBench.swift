@@ -113,7 +113,7 @@ func repairLatencies(namespace name: String, _ namespace: NetworkNamespace, dest
     // The start's follow-ups (its own writes' events, netconf after the sysctls, link-local
     // addresses leaving DAD) are over before the first deletion, for wgkeeper and anchors alike.
     sleep(10)
-    var latencies: [Double] = []
+    var latencies: [Double] = [], stamps: [Double] = []
     let end = ContinuousClock.now + budget
     var k = 0, missed = 0, unrepaired = 0, refused = 0
     while latencies.count < deletions, ContinuousClock.now < end {
@@ -143,6 +143,16 @@ func repairLatencies(namespace name: String, _ namespace: NetworkNamespace, dest
             continue
         }
         latencies.append((back.at - deleted.at).milliseconds)
+        stamps.append((deleted.at - start).milliseconds)
+    }
+    // WGK_BENCH_SAMPLES=FILE: each sample as "ms since the start, latency ms", for a look at the tail.
+    if let path = ProcessInfo.processInfo.environment["WGK_BENCH_SAMPLES"], !path.isEmpty {
+        let lines = zip(stamps, latencies).map { String(format: "%.1f %.3f\n", $0, $1) }.joined()
+        if let handle = FileHandle(forWritingAtPath: path) ?? (FileManager.default.createFile(atPath: path, contents: nil) ? FileHandle(forWritingAtPath: path) : nil) {
+            handle.seekToEndOfFile()
+            handle.write(Data("# \(destinations.count) destinations\n\(lines)".utf8))
+            try? handle.close()
+        }
     }
     if missed > 0 || observer.overflows > 0 || unrepaired > 0 {
         print("observer: \(missed) deletions not seen, \(observer.overflows) receive errors, \(unrepaired) not repaired within \(timeout)")

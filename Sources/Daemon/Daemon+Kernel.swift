@@ -50,6 +50,8 @@ extension Daemon {
     @discardableResult
     func readKernel() -> Bool {
         let wanted = kernel.stale
+        let mapsTrusted = datapathMapsTrusted
+        datapathMapsTrusted = false
         guard !wanted.isEmpty else { return false }
         var changed = false
         do {
@@ -75,8 +77,7 @@ extension Daemon {
                 case .unchanged:
                     unchangedReads["proxies", default: 0] += 1
                 case .read(let proxies, let digest):
-                    if proxies != kernel.proxies { changed = true }
-                    kernel.seed(proxies: proxies, digest: digest)
+                    if kernel.seed(proxies: proxies, digest: digest) { changed = true }
                 }
                 kernel.stale.remove(.proxies)
             }
@@ -97,10 +98,16 @@ extension Daemon {
             }
             if wanted.contains(.datapath) || kernel.stale.contains(.datapath) {
                 let problem = datapathProblem
+                let maps = datapathMaps
                 let lan = ensureDatapath()
                 if datapathProblem != problem { changed = true }
+                // After a reload, maps that are the same ones, with nothing wrong before or now, hold
+                // what the cache says (`datapathMapsTrusted`).
+                let known = mapsTrusted && problem == nil && datapathProblem == nil && maps != nil && datapathMaps === maps && kernel.datapath != nil
                 // A datapath with a problem (not attached, device missing) has nothing in sync.
-                switch datapathProblem == nil ? try? datapathMaps?.read(lan: lan, unless: kernel.datapathDigest) : nil {
+                switch known ? nil : datapathProblem == nil ? try? datapathMaps?.read(lan: lan, unless: kernel.datapathDigest) : nil {
+                case _ where known:
+                    break
                 case .unchanged?:
                     unchangedReads["datapath", default: 0] += 1
                 case .read(let entries, let digest)?:
@@ -140,10 +147,9 @@ extension Daemon {
             kernel.stale.insert(.proxies)
             schedule(full: false)
         case .success(.read(let proxies, let digest)):
-            defer { kernel.seed(proxies: proxies, digest: digest) }
-            guard proxies != kernel.proxies else { return }
-            logger.debug("proxy poll: the entries differ", metadata: ["read": "\(proxies.count)", "cached": "\(kernel.proxies.count)",
-                                                                     "as_sets": "\(Set(proxies) == Set(kernel.proxies) ? "equal" : "differ")"])
+            let cached = kernel.proxies.count
+            guard kernel.seed(proxies: proxies, digest: digest) else { return }
+            logger.debug("proxy poll: the entries differ", metadata: ["read": "\(proxies.count)", "cached": "\(cached)"])
             schedule()
         case .failure(let error):
             logger.warning("proxy poll failed off the loop; reading again", metadata: ["error": "\(error)"])

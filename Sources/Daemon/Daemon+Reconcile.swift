@@ -254,13 +254,18 @@ extension Daemon {
         let applier = KernelApplier(rtnetlink: rtnetlink, wireGuard: wireGuard, datapath: datapathMaps, resolve: { endpoints[$0] })
         var succeeded = 0
         var mapWrites: [(entry: DatapathEntry, removed: Bool)] = []
+        var proxyWrites: [(entry: ProxyEntry, removed: Bool)] = [], proxyWriteFailed = false
         // In slices: a start's 100 000 writes, each result holding its change, are not all
         // held at once (each slice is still batched).
         for first in stride(from: 0, to: changes.count, by: Daemon.applySlice) {
             let results = applier.apply(Array(changes[first ..< min(first + Daemon.applySlice, changes.count)]))
             for result in results { record(result) }
             recordAfterApplying(results)
-            for result in results where result.succeeded {
+            for result in results {
+                if case .proxy(let entry, _) = result.change.object {
+                    if result.succeeded { proxyWrites.append((entry, result.change.action == .remove)) } else { proxyWriteFailed = true }
+                }
+                guard result.succeeded else { continue }
                 succeeded += 1
                 if case .datapath(let entry) = result.change.object { mapWrites.append((entry, result.change.action == .remove)) }
             }
@@ -270,7 +275,13 @@ extension Daemon {
         // the kinds the kernel does not notify, so the next plan starts from the truth.
         drainEvents()
         let kinds = Set(changes.map(\.kind))
-        if kinds.contains(.proxy) { kernel.stale.insert(.proxies); proxyEpoch += 1 }
+        if kinds.contains(.proxy) {
+            // An off-loop dump begun before these writes is dropped when it comes back.
+            proxyEpoch += 1
+            // Acknowledged proxy writes are exact: folded in rather than the table read back.
+            // After a refused one, what the kernel holds is not known: read.
+            if proxyWriteFailed { kernel.stale.insert(.proxies) } else { kernel.fold(proxyWrites: proxyWrites) }
+        }
         if kinds.contains(.sysctl) { kernel.stale.insert(.sysctls) }
         if kinds.contains(.link) { kernel.stale.formUnion([.links, .wireGuard, .datapath]) }
         if kinds.contains(.peer) { kernel.stale.insert(.wireGuard) }
@@ -417,7 +428,9 @@ extension Daemon {
             configErrors = []
             refreshEndpoints()
             // The caches hold every route and proxy entry; what depends on the desired state's
-            // names (sysctl keys, devices, attachments) is read again.
+            // names (sysctl keys, devices, attachments) is read again. The datapath's map entries
+            // are what the cache holds, unless a poll's read of them is already due.
+            datapathMapsTrusted = !kernel.stale.contains(.datapath) && kernel.datapath != nil
             kernel.stale.formUnion([.sysctls, .wireGuard, .datapath])
             filterScanFor = nil
             logger.info("reloaded", metadata: ["generation": "\(generation)", "summary": "\(config.summary)"])

@@ -72,6 +72,11 @@ public final class Daemon {
     /// Counts the loop's own reads and writes of proxy entries: an off-loop dump started before
     /// one of them is older than the cache and is dropped.
     var proxyEpoch = 0
+    /// Set by a reload whose datapath part was not already stale: the next read of that part
+    /// checks the attachments and settings against the new configuration, but takes the map
+    /// entries from the cache (our writes are folded in, and what others write is the polls'
+    /// business) instead of reading every client's entry back. Consumed by that read.
+    var datapathMapsTrusted = false
     /// Host-name endpoints of the configuration and what their lookups said.
     var resolutions: [HostEndpoint: HostResolution] = [:]
     /// Quiet peers whose name is being looked up again (README, configuration reference).

@@ -110,10 +110,43 @@ public struct KernelCache: Sendable {
         changedBeyondRoutes = true
     }
 
-    /// Proxy entries as a dump with this digest decoded them.
-    public mutating func seed(proxies dumped: [ProxyEntry], digest: ReadDigest?) {
-        if dumped != proxies { proxies = dumped }
+    /// Proxy entries as a dump with this digest decoded them; true when they are not the
+    /// entries held. The same entries in another order (the dump's, against the cache's after
+    /// `fold(proxyWrites:)`) are the same table: the digest is taken and nothing changes.
+    @discardableResult
+    public mutating func seed(proxies dumped: [ProxyEntry], digest: ReadDigest?) -> Bool {
+        if dumped != proxies, dumped.count != proxies.count || Set(dumped) != Set(proxies) {
+            proxies = dumped
+            proxyDigest = digest
+            return true
+        }
         proxyDigest = digest
+        return false
+    }
+
+    /// Proxy writes the kernel acknowledged, folded in as a dump would show them (it sends no
+    /// event for proxy entries, and reading 50 000 of them back after each write would cost
+    /// tens of milliseconds): an add leaves one entry at its address and device, with its
+    /// protocol (an add without one keeps the protocol the entry had: `neigh_add` sets it only
+    /// when given), a delete none. Linear in the table, whatever the number of writes.
+    public mutating func fold(proxyWrites writes: [(entry: ProxyEntry, removed: Bool)]) {
+        guard !writes.isEmpty else { return }
+        struct Place: Hashable { var address: IPAddress; var interfaceIndex: Int32 }
+        var written: [Place: (entry: ProxyEntry, removed: Bool)] = [:]
+        for write in writes { written[Place(address: write.entry.address, interfaceIndex: write.entry.interfaceIndex)] = write }
+        var kept: [ProxyEntry] = []
+        kept.reserveCapacity(proxies.count + writes.count)
+        var had: [Place: UInt8] = [:]
+        for entry in proxies {
+            let place = Place(address: entry.address, interfaceIndex: entry.interfaceIndex)
+            if written[place] == nil { kept.append(entry) } else { had[place] = entry.protocolNumber }
+        }
+        for (place, write) in written where !write.removed {
+            var entry = write.entry
+            if entry.protocolNumber == 0 { entry.protocolNumber = had[place] ?? 0 }
+            kept.append(entry)
+        }
+        proxies = kept
     }
 
     /// The values of the sysctls read, by key.

@@ -85,6 +85,44 @@ final class UnchangedPollTests: XCTestCase {
         print("map entry restored \(took) after the deletion (proxy_poll \(Self.poll) ms)")
     }
 
+    /// A reload takes the maps' entries from the cache rather than reading every client's back,
+    /// and folds its own proxy writes in rather than dumping the table: neither may hide drift
+    /// made just before it. A map entry and a proxy entry deleted right before a reload that adds
+    /// a peer are back by the next poll, with the new peer's.
+    func testAReloadRightAfterDriftLeavesItToTheNextPoll() throws {
+        let (ns, h, pinRoot) = try setUp()
+        let clients = "\(pinRoot)/wg0/client_prefixes"
+        func key(_ address: String) -> [String] { ["0x80", "0", "0", "0"] + IPv6Address(address)!.bytes.map { String(format: "0x%02x", $0) } }
+        func inMap(_ address: String) -> Bool { (try? shell(["bpftool", "map", "lookup", "pinned", clients, "key"] + key(address))) != nil }
+        func proxied(_ address: String) throws -> Bool {
+            try ns.ipJSON("-6", "neigh", "show", "proxy").contains { $0["dst"] as? String == address }
+        }
+        for round in 0..<3 {
+            try identicalPolls(h, "datapath", 2)
+            try shell(["bpftool", "map", "delete", "pinned", clients, "key"] + key("2001:db8:1::10a"))
+            try ns.ip("-6", "neigh", "del", "proxy", "2001:db8:1::10b", "dev", "private0")
+            let added = "2001:db8:1::\(String(0x200 + round, radix: 16))"
+            let peers = (0..<20).map { TestPeer("p\($0)", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::\(String(0x100 + $0, radix: 16))/128"]) }
+                + (0...round).map { TestPeer("n\($0)", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::\(String(0x200 + $0, radix: 16))/128"]) }
+            try h.writeConfig(h.gatewayConfig(
+                runtime: ["proxy_poll: \(Self.poll)ms", "wireguard_poll: 1h", "resync: 1h"], pinRoot: pinRoot, peers: peers,
+                gateway: ["proxy_ndp: true", "redirect: true"]))
+            let reply = try h.ask("reload")
+            XCTAssertTrue((reply["output"] as? String)?.hasPrefix("reloaded") == true, "\(reply)")
+            XCTAssertTrue(inMap(added), "the reload wrote the new peer's entry")
+            XCTAssertTrue(try proxied(added), "and its proxy entry")
+            try eventually(within: onePoll, "round \(round): map entry deleted before the reload restored by the next poll") { inMap("2001:db8:1::10a") }
+            try eventually(within: onePoll, "round \(round): proxy entry deleted before the reload restored by the next poll") {
+                try proxied("2001:db8:1::10b")
+            }
+        }
+        try identicalPolls(h, "datapath", 2)
+        try identicalPolls(h, "proxies", 2)
+        let writes = try h.writes()
+        try identicalPolls(h, "proxies", 3)
+        XCTAssertEqual(try h.writes(), writes, "quiet again: the polls after the folded writes wrote nothing")
+    }
+
     /// A resync that read nothing new skips its full plan (`skipped_plans`), and one that reads
     /// drift no event told of (a proxy entry deleted: the kernel does not notify those; the proxy
     /// poll is an hour away) plans and repairs it; then the resyncs are quiet again.

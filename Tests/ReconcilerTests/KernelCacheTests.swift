@@ -108,6 +108,37 @@ final class KernelCacheTests: XCTestCase {
         XCTAssertEqual(cache.wireGuardDigests, [:])
     }
 
+    /// The daemon folds its acknowledged proxy writes in instead of dumping the table again: the
+    /// result must be what a dump would show, and that dump (in the kernel's order) must then
+    /// read as nothing new.
+    func testAcknowledgedProxyWritesFoldInAsADumpWouldShowThem() {
+        var cache = seeded()
+        cache.proxies = [F.proxy("2001:db8:1::100"), F.proxy("2001:db8:1::102", proto: 4), F.proxy("2001:db8:1::103")]
+        cache.fold(proxyWrites: [
+            (F.proxy("2001:db8:1::101"), false),                 // new
+            (F.proxy("2001:db8:1::102", proto: 0), false),       // there already, no protocol given: keeps 4
+            (F.proxy("2001:db8:1::103"), true),                  // deleted
+            (F.proxy("2001:db8:1::104"), true),                  // deleted, was not there
+            (F.proxy("2001:db8:1::100", 7), false),              // same address, another device
+        ])
+        let dump = [F.proxy("2001:db8:1::100", 7), F.proxy("2001:db8:1::102", proto: 4), F.proxy("2001:db8:1::101"), F.proxy("2001:db8:1::100")]
+        XCTAssertEqual(Set(cache.proxies), Set(dump))
+        XCTAssertEqual(cache.proxies.count, dump.count)
+        XCTAssertNil(cache.proxyDigest, "a fold is no read")
+
+        let version = cache.version
+        var builder = ReadDigest.Builder()
+        builder.combine(UInt64(1))
+        XCTAssertFalse(cache.seed(proxies: dump, digest: builder.finalize()), "the same entries in the dump's order")
+        XCTAssertEqual(cache.version, version)
+        XCTAssertEqual(cache.proxyDigest, builder.finalize(), "the dump's digest vouches for them now")
+        XCTAssertTrue(cache.seed(proxies: Array(dump.dropLast()), digest: nil), "one entry fewer")
+        XCTAssertNotEqual(cache.version, version)
+        XCTAssertTrue(cache.seed(proxies: dump.dropLast() + [F.proxy("2001:db8:1::100", proto: 4)], digest: nil), "another protocol")
+        cache.fold(proxyWrites: [])
+        XCTAssertEqual(cache.proxies.count, 4, "no writes, nothing folded")
+    }
+
     func testAddressEventsUpdateTheAddressesAndTheDatapathPassEntries() {
         var cache = seeded()
         let address = Address(prefix: F.prefix("2001:db8:1::2/64"), interfaceIndex: 6)
