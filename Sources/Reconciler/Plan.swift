@@ -316,6 +316,9 @@ private struct Planner {
         var extra: [Route] = []
         var next = 0  // the first kernel route not looked at yet
         var first = 0
+        // Made once: `deviceName` itself, passed on, would copy the whole planner for each route.
+        let nameByIndex = nameByIndex
+        let deviceName: (Int32?) -> String = { index in index.map { nameByIndex[$0] ?? "index \($0)" } ?? "none" }
         while first < items.count {
             let identity = items[first].identity
             var end = first + 1
