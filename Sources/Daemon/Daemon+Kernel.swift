@@ -72,6 +72,7 @@ extension Daemon {
             fold(queued)
             if wanted.contains(.proxies) || kernel.stale.contains(.proxies) {
                 proxyEpoch += 1
+                proxyReadEpoch = proxyEpoch
                 // Its digest lets the next read skip an unchanged dump.
                 switch try rtnetlink.proxyEntries(unless: kernel.proxyDigest) {
                 case .unchanged:
@@ -140,7 +141,17 @@ extension Daemon {
     /// on the loop.
     func finishProxyRead() {
         guard let (result, epoch) = proxyReader.take() else { return }
-        guard epoch == proxyEpoch, !kernel.stale.contains(.proxies) else { return }
+        guard !kernel.stale.contains(.proxies) else { return }
+        guard epoch == proxyEpoch else {
+            // Overtaken by the loop's own writes alone: they are folded in, but nothing read what
+            // others changed since the last poll. Read on the loop now rather than leave it to
+            // the next poll (writes overtaking every poll's dump would never let one through).
+            if proxyReadEpoch <= epoch {
+                kernel.stale.insert(.proxies)
+                schedule(full: false)
+            }
+            return
+        }
         switch result {
         case .success(.unchanged(let digest)):
             guard digest != kernel.proxyDigest else { unchangedReads["proxies", default: 0] += 1; return }

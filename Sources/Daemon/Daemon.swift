@@ -72,6 +72,10 @@ public final class Daemon {
     /// Counts the loop's own reads and writes of proxy entries: an off-loop dump started before
     /// one of them is older than the cache and is dropped.
     var proxyEpoch = 0
+    /// `proxyEpoch` after the loop's last read of the proxy entries: an off-loop dump started
+    /// after it and overtaken only by the loop's writes (folded in, not read) is the poll's only
+    /// look at what others did, and is not just dropped (`finishProxyRead`).
+    var proxyReadEpoch = 0
     /// Set by a reload whose datapath part was not already stale: the next read of that part
     /// checks the attachments and settings against the new configuration, but takes the map
     /// entries from the cache (our writes are folded in, and what others write is the polls'

@@ -128,7 +128,8 @@ public struct KernelCache: Sendable {
     /// event for proxy entries, and reading 50 000 of them back after each write would cost
     /// tens of milliseconds): an add leaves one entry at its address and device, with its
     /// protocol (an add without one keeps the protocol the entry had: `neigh_add` sets it only
-    /// when given), a delete none. Linear in the table, whatever the number of writes.
+    /// when given), a delete none; nothing on a device the cache no longer has (deleted after
+    /// the write: the kernel dropped its entries). Linear in the table, whatever the number of writes.
     public mutating func fold(proxyWrites writes: [(entry: ProxyEntry, removed: Bool)]) {
         guard !writes.isEmpty else { return }
         struct Place: Hashable { var address: IPAddress; var interfaceIndex: Int32 }
@@ -141,7 +142,9 @@ public struct KernelCache: Sendable {
             let place = Place(address: entry.address, interfaceIndex: entry.interfaceIndex)
             if written[place] == nil { kept.append(entry) } else { had[place] = entry.protocolNumber }
         }
-        for (place, write) in written where !write.removed {
+        // A device the cache knows is gone took its entries with it: a deletion drained after
+        // the write (`drainEvents` runs before this) found none of these to remove.
+        for (place, write) in written where !write.removed && links[place.interfaceIndex] != nil {
             var entry = write.entry
             if entry.protocolNumber == 0 { entry.protocolNumber = had[place] ?? 0 }
             kept.append(entry)

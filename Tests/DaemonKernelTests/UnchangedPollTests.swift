@@ -123,6 +123,43 @@ final class UnchangedPollTests: XCTestCase {
         XCTAssertEqual(try h.writes(), writes, "quiet again: the polls after the folded writes wrote nothing")
     }
 
+    /// A proxy poll's dump runs off the loop and is dropped when the loop's own proxy writes
+    /// overtake it. Those writes are folded into the cache, not read back, so the dropped dump was
+    /// the poll's only look at what others changed. With a large table (a slow dump) and reloads
+    /// one after another, each writing a proxy entry, the polls' dumps are overtaken; an entry
+    /// deleted behind the daemon's back must still be back within a few polls, not wait for the
+    /// reloads to stop (the resync is an hour away).
+    func testProxyPollsOvertakenByTheLoopsOwnWritesStillRepair() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addGatewayDevices(lanAddress: "2001:db8:1::1/128")
+        let h = try DaemonHarness(self, ns: ns)
+        // Someone else's entries (no protocol): the dump and its decoding take a while.
+        let foreign = (0..<40_000).map { "neigh add proxy 2001:db8:2::\(String($0, radix: 16)) dev private0\n" }.joined()
+        _ = try shell(["ip", "-n", ns.name, "-6", "-batch", "-"], input: foreign)
+        let peers = (0..<20).map { TestPeer("p\($0)", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::\(String(0x100 + $0, radix: 16))/128"]) }
+        let extra = TestPeer("n", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::200/128"])
+        func config(_ withExtra: Bool) -> String {
+            h.gatewayConfig(runtime: ["proxy_poll: \(Self.poll)ms", "wireguard_poll: 1h", "resync: 1h"],
+                            peers: peers + (withExtra ? [extra] : []), gateway: ["proxy_ndp: true", "redirect: false"])
+        }
+        try h.writeConfig(config(false))
+        try h.start()
+        func proxied(_ address: String) -> Bool { (try? ns.ip("-6", "neigh", "get", "proxy", address, "dev", "private0")) != nil }
+        try eventually(within: .seconds(10), "started") { proxied("2001:db8:1::10a") }
+        try ns.ip("-6", "neigh", "del", "proxy", "2001:db8:1::10a", "dev", "private0")
+        let deleted = ContinuousClock.now
+        var reloads = 0
+        while !proxied("2001:db8:1::10a"), ContinuousClock.now - deleted < .milliseconds(Self.poll * 12) {
+            reloads += 1
+            try h.writeConfig(config(reloads % 2 == 1))
+            _ = try h.ask("reload")
+        }
+        let took = ContinuousClock.now - deleted
+        print("proxy entry deleted during back-to-back reloads: back after \(took), \(reloads) reloads (proxy_poll \(Self.poll) ms)")
+        XCTAssertTrue(proxied("2001:db8:1::10a"), "repaired while the reloads went on")
+        XCTAssertLessThan(took, .milliseconds(Self.poll * 4), "within a few polls")
+    }
+
     /// A resync that read nothing new skips its full plan (`skipped_plans`), and one that reads
     /// drift no event told of (a proxy entry deleted: the kernel does not notify those; the proxy
     /// poll is an hour away) plans and repairs it; then the resyncs are quiet again.

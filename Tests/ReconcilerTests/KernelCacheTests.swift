@@ -113,6 +113,7 @@ final class KernelCacheTests: XCTestCase {
     /// read as nothing new.
     func testAcknowledgedProxyWritesFoldInAsADumpWouldShowThem() {
         var cache = seeded()
+        cache.seed(links: F.links + [Link(index: 7, name: "private1", kind: "veth")])
         cache.proxies = [F.proxy("2001:db8:1::100"), F.proxy("2001:db8:1::102", proto: 4), F.proxy("2001:db8:1::103")]
         cache.fold(proxyWrites: [
             (F.proxy("2001:db8:1::101"), false),                 // new
@@ -137,6 +138,26 @@ final class KernelCacheTests: XCTestCase {
         XCTAssertTrue(cache.seed(proxies: dump.dropLast() + [F.proxy("2001:db8:1::100", proto: 4)], digest: nil), "another protocol")
         cache.fold(proxyWrites: [])
         XCTAssertEqual(cache.proxies.count, 4, "no writes, nothing folded")
+    }
+
+    /// A device deleted after the kernel acknowledged a proxy entry on it, and before the fold:
+    /// the kernel dropped the entry with the device, and `apply` drains the deletion's event
+    /// (which removes the device's cached entries) before it folds the writes. The fold must not
+    /// put the entry back: no event or read would remove it before the next proxy poll, and a
+    /// plan meanwhile would try to delete it (ENODEV, a failure logged and retried).
+    func testAProxyWriteOnADeviceDeletedBeforeTheFoldIsNotFoldedIn() {
+        var cache = seeded()
+        let other = Link(index: 7, name: "private1", kind: "veth")
+        cache.seed(links: F.links + [other])
+        cache.proxies = [F.proxy("2001:db8:1::100"), F.proxy("2001:db8:1::200", 7)]
+        cache.stale = []
+        // The write went through, then the device went: its event is drained first.
+        XCTAssertTrue(cache.apply(.deletedLink(other)))
+        XCTAssertEqual(cache.proxies, [F.proxy("2001:db8:1::100")])
+        cache.fold(proxyWrites: [(F.proxy("2001:db8:1::201", 7), false), (F.proxy("2001:db8:1::101"), false)])
+        XCTAssertEqual(Set(cache.proxies), [F.proxy("2001:db8:1::100"), F.proxy("2001:db8:1::101")],
+                       "what a dump shows: nothing on the deleted device")
+        XCTAssertFalse(cache.stale.contains(.proxies), "and nothing would read the table before the next proxy poll")
     }
 
     func testAddressEventsUpdateTheAddressesAndTheDatapathPassEntries() {
