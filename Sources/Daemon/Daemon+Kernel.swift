@@ -106,17 +106,17 @@ extension Daemon {
                 // what the cache says (`datapathMapsTrusted`).
                 let known = mapsTrusted && problem == nil && datapathProblem == nil && maps != nil && datapathMaps === maps && kernel.datapath != nil
                 // A datapath with a problem (not attached, device missing) has nothing in sync.
-                switch known ? nil : datapathProblem == nil ? try? datapathMaps?.read(lan: lan, unless: kernel.datapathDigest) : nil {
-                case _ where known:
-                    break
-                case .unchanged?:
-                    unchangedReads["datapath", default: 0] += 1
-                case .read(let entries, let digest)?:
-                    if entries != kernel.datapath { changed = true }
-                    kernel.seed(datapath: entries, digest: digest)
-                case nil:
-                    if kernel.datapath != nil { changed = true }
-                    kernel.seed(datapath: nil, digest: nil)
+                if !known {
+                    switch datapathProblem == nil ? try? datapathMaps?.read(lan: lan, unless: kernel.datapathDigest) : nil {
+                    case .unchanged?:
+                        unchangedReads["datapath", default: 0] += 1
+                    case .read(let entries, let digest)?:
+                        if entries != kernel.datapath { changed = true }
+                        kernel.seed(datapath: entries, digest: digest)
+                    case nil:
+                        if kernel.datapath != nil { changed = true }
+                        kernel.seed(datapath: nil, digest: nil)
+                    }
                 }
                 kernel.stale.remove(.datapath)
             }

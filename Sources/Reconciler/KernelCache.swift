@@ -115,13 +115,10 @@ public struct KernelCache: Sendable {
     /// `fold(proxyWrites:)`) are the same table: the digest is taken and nothing changes.
     @discardableResult
     public mutating func seed(proxies dumped: [ProxyEntry], digest: ReadDigest?) -> Bool {
-        if dumped != proxies, dumped.count != proxies.count || Set(dumped) != Set(proxies) {
-            proxies = dumped
-            proxyDigest = digest
-            return true
-        }
+        let changed = dumped != proxies && (dumped.count != proxies.count || Set(dumped) != Set(proxies))
+        if changed { proxies = dumped }
         proxyDigest = digest
-        return false
+        return changed
     }
 
     /// Proxy writes the kernel acknowledged, folded in as a dump would show them (it sends no

@@ -78,10 +78,7 @@ private struct Planner {
     }
 
     /// The name of the device an observed object sits on, for messages.
-    private func deviceName(_ index: Int32?) -> String {
-        guard let index else { return "none" }
-        return nameByIndex[index] ?? "index \(index)"
-    }
+    private func deviceName(_ index: Int32?) -> String { Plan.deviceName(index, in: nameByIndex) }
 
     // MARK: links and peers
 
@@ -316,9 +313,6 @@ private struct Planner {
         var extra: [Route] = []
         var next = 0  // the first kernel route not looked at yet
         var first = 0
-        // Made once: `deviceName` itself, passed on, would copy the whole planner for each route.
-        let nameByIndex = nameByIndex
-        let deviceName: (Int32?) -> String = { index in index.map { nameByIndex[$0] ?? "index \($0)" } ?? "none" }
         while first < items.count {
             let identity = items[first].identity
             var end = first + 1
@@ -343,8 +337,9 @@ private struct Planner {
                 wanted = true
                 let route = Route(destination: item.destination, table: item.table, protocolNumber: protocolNumber,
                                   outputInterface: index, gateway: item.gateway, metric: item.metric)
+                // The names, not `deviceName`: that method passed on would copy the planner each time.
                 extra += result.planRoute(route, device: item.device, present: present, routeProtocol: protocolNumber,
-                                          deviceName: deviceName)
+                                          names: nameByIndex)
             }
             if !wanted { unexpected += present.filter { $0.protocolNumber == protocolNumber } }
             next = last
@@ -443,13 +438,20 @@ public func unsafeLANAddresses(lan: Link?, _ addresses: [Address]) -> [Address] 
 }
 
 extension Plan {
+    /// The name of the device with this index among `names` (by index), for messages.
+    static func deviceName(_ index: Int32?, in names: [Int32: String]) -> String {
+        guard let index else { return "none" }
+        return names[index] ?? "index \(index)"
+    }
+
     /// One desired route against the routes the kernel holds at its identity (`present`), as
     /// both the full plan and `RoutePlanner` decide it. Ours means our protocol, wherever it
     /// sits; anything else there is foreign, a conflict. Otherwise ours is kept (the one with the
     /// same next hop, else the first) and replaced when a field differs, or the route is added.
     /// Returns our other routes at that identity (`ip route append`), which go.
     mutating func planRoute(_ route: Route, device: String, present: [Route], routeProtocol: UInt8,
-                            deviceName: (Int32?) -> String) -> [Route] {
+                            names: [Int32: String]) -> [Route] {
+        func deviceName(_ index: Int32?) -> String { Plan.deviceName(index, in: names) }
         if let foreign = present.first(where: { $0.protocolNumber != routeProtocol }) {
             conflicts.append(Conflict(kind: .route, desired: "route " + Change.describe(route, device: device),
                                       foreign: "route " + Change.describe(foreign, device: deviceName(foreign.outputInterface))))

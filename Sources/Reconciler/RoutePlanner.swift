@@ -69,10 +69,7 @@ public struct RoutePlanner: Sendable {
         return found
     }
 
-    private func deviceName(_ index: Int32?) -> String {
-        guard let index else { return "none" }
-        return nameByIndex[index] ?? "index \(index)"
-    }
+    private func deviceName(_ index: Int32?) -> String { Plan.deviceName(index, in: nameByIndex) }
 
     /// The `desired` text of a route conflict at these identities, as `plan` words it: what a
     /// caller replacing those identities' part of an earlier plan removes.
@@ -104,7 +101,7 @@ public struct RoutePlanner: Sendable {
                 guard let index = indexByName[item.device] else { continue }
                 wanted = true
                 unexpected += result.planRoute(route(item, index), device: item.device, present: present,
-                                               routeProtocol: routeProtocol, deviceName: deviceName)
+                                               routeProtocol: routeProtocol, names: nameByIndex)
             }
             if !wanted { unexpected += present.filter { $0.protocolNumber == routeProtocol } }
         }
