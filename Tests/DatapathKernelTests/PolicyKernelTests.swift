@@ -403,8 +403,13 @@ final class PolicyKernelTests: XCTestCase {
     /// tunnel_ingress expects a bare IPv6 packet, and a test run hands it the frame as given after
     /// eth_type_trans has read bytes 12-13 as the protocol: there the IPv6 header holds bytes 4-5
     /// of the source, so these clients live in 2001:db8:86dd::/48 and the bare packet passes
-    /// for IPv6. A run of tunnel_ingress grows the skb's head (the placeholder MAC header), so
-    /// that side runs once a call; lan_ingress decrements the hop limit, so 250 times from 255.
+    /// for IPv6. lan_ingress decrements the hop limit, so it runs 250 times a call from 255.
+    /// A run of tunnel_ingress grows the skb's head (the placeholder MAC header), so a second run
+    /// on the same skb would take another path: it is measured twice, 250 times a call in a build
+    /// that stops before it changes the packet (`measuringProgram`, the figure: warm, as
+    /// lan_ingress's and as a gateway under load runs it), and once a call as deployed (its
+    /// code and the tables' lines cold after each system call; `without` is about 60 ns more than
+    /// warm, and the policy's share grows by 10-15 ns).
     /// No error is built for a denied packet here (no error sources): the figure is the verdict's.
     func testPerPacketCost() throws {
         let (lab, datapath) = try gateway()
@@ -437,9 +442,10 @@ final class PolicyKernelTests: XCTestCase {
 
         let lanProgram = bpf_obj_get("\(datapath.pinDirectory)/lan_ingress")
         let tunnelProgram = bpf_obj_get("\(datapath.pinDirectory)/tunnel_ingress")
+        let warmTunnelProgram = try measuringProgram("tunnel_ingress", pinDirectory: datapath.pinDirectory)
         XCTAssertGreaterThanOrEqual(lanProgram, 0)
         XCTAssertGreaterThanOrEqual(tunnelProgram, 0)
-        defer { close(lanProgram); close(tunnelProgram) }
+        defer { close(lanProgram); close(tunnelProgram); close(warmTunnelProgram) }
         // Peer p4321 and server ::10 of subnet 0 (group 43's rules 430-437, ports 22, 443, 8000-8080).
         let client = IPv6Address(high: 0x2001_0db8_86dd_0000, low: 4322)
         let server = RandomPolicy.allLANAddresses[0]
@@ -452,10 +458,16 @@ final class PolicyKernelTests: XCTestCase {
             Kind(label: "lan_ingress, denied (from 9999)", packet: tcp(server, client, 9999, 40000, .lanToClient),
                  program: lanProgram, runs: 250, calls: 400, allowed: false),
             Kind(label: "tunnel_ingress, allowed (to 22)", packet: tcp(client, server, 40000, 22, .clientToLAN),
-                 program: tunnelProgram, runs: 1, calls: 20_000, allowed: true),
+                 program: warmTunnelProgram, runs: 250, calls: 400, allowed: true),
             Kind(label: "tunnel_ingress, allowed (to 8080, the entry's third item)", packet: tcp(client, server, 40000, 8080, .clientToLAN),
-                 program: tunnelProgram, runs: 1, calls: 20_000, allowed: true),
+                 program: warmTunnelProgram, runs: 250, calls: 400, allowed: true),
             Kind(label: "tunnel_ingress, denied (to 23)", packet: tcp(client, server, 40000, 23, .clientToLAN),
+                 program: warmTunnelProgram, runs: 250, calls: 400, allowed: false),
+            Kind(label: "tunnel_ingress once a call, allowed (to 22)", packet: tcp(client, server, 40000, 22, .clientToLAN),
+                 program: tunnelProgram, runs: 1, calls: 20_000, allowed: true),
+            Kind(label: "tunnel_ingress once a call, allowed (to 8080, the entry's third item)", packet: tcp(client, server, 40000, 8080, .clientToLAN),
+                 program: tunnelProgram, runs: 1, calls: 20_000, allowed: true),
+            Kind(label: "tunnel_ingress once a call, denied (to 23)", packet: tcp(client, server, 40000, 23, .clientToLAN),
                  program: tunnelProgram, runs: 1, calls: 20_000, allowed: false),
         ]
         for kind in kinds {
@@ -502,13 +514,11 @@ final class PolicyKernelTests: XCTestCase {
         XCTAssertGreaterThan(try datapath.policyCounters(ruleCount: 1000).rules[430], 0)
         XCTAssertGreaterThan(try datapath.policyCounters(ruleCount: 1000).lanToClientDenied, 0)
         XCTAssertGreaterThan(try datapath.policyCounters(ruleCount: 1000).clientToLANDenied, 0)
-        // The target is 30 ns; measured 16-26 ns here on a quiet machine (BENCHMARKS.md),
-        // and a shared 2-core machine moves a figure by several ns, so the bound leaves room: a
-        // hash-map lookup (~30 ns here) or an unrolled probe creeping back in would cross it.
-        // tunnel_ingress runs once per call (it grows the packet's head), lan_ingress 250 times:
-        // the tunnel's figures include what a cold start costs.
-        // The tunnel's figures swing with the machine's state (26-40 ns for the same build,
-        // alone or after the rest of the tier), so they get more room.
+        // The target is 30 ns; measured warm 16-25 ns here on a quiet machine
+        // (BENCHMARKS.md), and a shared 2-core machine moves a figure by several ns, so the bound
+        // leaves room: a hash-map lookup (~30 ns here) or an unrolled probe creeping back in would
+        // cross it. The once-a-call figures (26-36 ns quiet) swing with the machine's state (up to
+        // 40 ns for the same build after the rest of the tier), so they get more room.
         for (i, kind) in kinds.enumerated() { XCTAssertLessThan(added[i], kind.program == tunnelProgram ? 55 : 45, kind.label) }
     }
 
