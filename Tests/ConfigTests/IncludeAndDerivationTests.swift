@@ -1,4 +1,4 @@
-import Config
+@testable import Config
 import Foundation
 import Netlink
 import Reconciler
@@ -192,5 +192,30 @@ final class DerivationTests: XCTestCase {
         XCTAssertEqual(desired.proxies.map(\.origin), [.explicit])
         XCTAssertTrue(desired.sysctls.isEmpty)
         XCTAssertNil(desired.datapath)
+    }
+}
+
+final class IndexTableTests: XCTestCase {
+    /// Each key's first index is kept and returned for every later one, past the capacity it
+    /// was made for (it grows), with keys whose hashes collide (the table's probes) among them.
+    func testTheFirstIndexOfEachKeyIsKeptThroughGrowth() {
+        struct Key: Hashable {
+            var value: Int
+            func hash(into hasher: inout Hasher) { hasher.combine(value % 7) }
+        }
+        var objects: [Key] = []
+        var table = IndexTable(capacity: 4)
+        var generator = SystemRandomNumberGenerator()
+        var first: [Int: Int] = [:]
+        for _ in 0..<5_000 {
+            let key = Key(value: Int.random(in: 0..<1_500, using: &generator))
+            let found = table.insert(key, index: objects.count, keyAt: { objects[$0] })
+            XCTAssertEqual(found, first[key.value], "\(key.value)")
+            if found == nil {
+                first[key.value] = objects.count
+                objects.append(key)
+            }
+        }
+        XCTAssertEqual(objects.count, first.count)
     }
 }
