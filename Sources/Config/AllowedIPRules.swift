@@ -78,7 +78,7 @@ extension Configuration {
             claims[prefix.canonical, default: []].append(claim)
             lengths.insert(prefix.length)
         }
-        for section in devices.first(where: { $0.name == gateway.tunnel })?.peers ?? [] {
+        for section in devices.first(where: { $0.name == gateway.tunnel })?.peers ?? PeerSections() {
             for (prefix, at) in zip(section.peer.allowedIPs, section.allowedIPLocations) {
                 claim(prefix, Claim(what: "allowed IP \(prefix) of peer \(section.peer.name)", at: at, peer: section.peer.name))
             }

@@ -41,7 +41,7 @@ public struct DeviceSection: Sendable {
     public var privateKeyFile: (path: String, location: SourceLocation)?
     public var listenPort: UInt16?
     public var prunePeers = true
-    public var peers: [PeerSection] = []
+    public var peers = PeerSections()
 }
 
 public struct PeerSection: Sendable {
@@ -51,6 +51,64 @@ public struct PeerSection: Sendable {
     /// Where each allowed IP was written, in `peer.allowedIPs` order.
     public var allowedIPLocations: [SourceLocation]
     public var endpointLocation: SourceLocation? = nil
+
+    init(location: SourceLocation, presharedKeyFile: (path: String, location: SourceLocation)? = nil, peer: DesiredPeer,
+         allowedIPLocations: [SourceLocation], endpointLocation: SourceLocation? = nil) {
+        self.location = location
+        self.presharedKeyFile = presharedKeyFile
+        self.peer = peer
+        self.allowedIPLocations = allowedIPLocations
+        self.endpointLocation = endpointLocation
+    }
+
+    init(_ place: PeerPlace, _ peer: DesiredPeer) {
+        self.init(location: place.location, presharedKeyFile: place.presharedKeyFile, peer: peer,
+                  allowedIPLocations: place.allowedIPLocations, endpointLocation: place.endpointLocation)
+    }
+
+    var place: PeerPlace {
+        PeerPlace(location: location, presharedKeyFile: presharedKeyFile, allowedIPLocations: allowedIPLocations,
+                  endpointLocation: endpointLocation)
+    }
+}
+
+/// Where a peer's parts were written.
+struct PeerPlace: Sendable {
+    var location: SourceLocation
+    var presharedKeyFile: (path: String, location: SourceLocation)?
+    var allowedIPLocations: [SourceLocation]
+    var endpointLocation: SourceLocation?
+}
+
+/// A device's peers as decoded, each a `PeerSection` made of two arrays: the peers' desired
+/// state, which the desired state takes as it is (`desired`: no copy of 12 MiB at 50 000 peers
+/// while a reload derives, the largest part of its peak then), and where their parts were written.
+public struct PeerSections: RandomAccessCollection, Sendable {
+    public private(set) var desired: [DesiredPeer] = []
+    private var places: [PeerPlace] = []
+
+    public init() {}
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { desired.count }
+
+    public subscript(index: Int) -> PeerSection {
+        get { PeerSection(places[index], desired[index]) }
+        set {
+            desired[index] = newValue.peer
+            places[index] = newValue.place
+        }
+    }
+
+    public mutating func append(_ section: PeerSection) {
+        desired.append(section.peer)
+        places.append(section.place)
+    }
+
+    public mutating func reserveCapacity(_ count: Int) {
+        desired.reserveCapacity(count)
+        places.reserveCapacity(count)
+    }
 }
 
 public struct GatewaySection: Sendable {

@@ -52,7 +52,7 @@ extension Configuration {
         var desired = DesiredState(routeProtocol: runtime.routeProtocol)
         desired.devices = devices.map {
             DesiredWireGuardDevice(name: $0.name, privateKey: $0.privateKey, listenPort: $0.listenPort,
-                                   prunePeers: $0.prunePeers, peers: $0.peers.map(\.peer))
+                                   prunePeers: $0.prunePeers, peers: $0.peers.desired)
         }
         // Who holds each identity: the index of the object added for it (its origin is there)
         // and, beside, where it was written. Four bytes a slot, not an origin and a location
