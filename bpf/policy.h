@@ -445,6 +445,7 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 	enum upper_layer chain = UPPER_FOUND;
 	struct fragment_info fragment = {};
 	int l4_read = 0; // the eight bytes (four of a UDP header's ports suffice for a flow)
+	int type_read = 1; // at least the first four (an ICMPv6 type); 0 when none could be read
 	if (__builtin_expect(!is_extension_header(proto) && head + 8 <= (__u8 *)end, 1)) {
 		l4 = *(__u64 *)head;
 		l4_read = 1;
@@ -465,8 +466,10 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 				l4_read = 1;
 			else if (!bpf_skb_load_bytes(skb, offset, &l4, 4))
 				l4_read = proto == IPPROTO_UDP;
-			else
+			else {
 				l4 = 0;
+				type_read = 0;
+			}
 		}
 	}
 	__u8 type = policy_l4_byte(l4, 0);
@@ -498,8 +501,11 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 l2, __u32 
 		} else if (udp || echo) {
 			// Ports or identifier unread: no flow can be told, so none is assumed.
 			opening = !l4_read || !policy_flow(&destination, &source, proto, client_port, udp ? port : 0, 0);
-		} else if (proto == IPPROTO_ICMPV6 && type >= 128) {
-			opening = 1; // an echo request, or any other informational message, from the LAN
+		} else if (proto == IPPROTO_ICMPV6 && (type >= 128 || !type_read)) {
+			// An echo request, or any other informational message, from the LAN; or a message
+			// whose type is not in this packet (a first fragment that ends before the ICMPv6
+			// header: its type would come in a later fragment, which passes under this one).
+			opening = 1;
 		}
 		if (opening) {
 			policy_count(word, POLICY_SLOT_LAN_DENIED);

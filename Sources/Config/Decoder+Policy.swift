@@ -32,6 +32,12 @@ extension Decoder {
                         fail(item.location, "policy.groups.\(name): expected a peer name, got \(item.kindName)")
                         continue
                     }
+                    // A peer's name, as peers are named: anything else (a pasted key, a line
+                    // break) could only be a mistake, and would be repeated by the warnings.
+                    guard Scalars.isPeerName(member) else {
+                        fail(at, "policy.groups.\(name): \(Scalars.quoted(member)) is not a peer name (letters, digits and . _ @ + -, at most 64)")
+                        continue
+                    }
                     if let first = seen[member] {
                         fail(at, "policy.groups.\(name): \(Scalars.quoted(member)) is listed twice (first at \(first))")
                         continue
@@ -79,6 +85,12 @@ extension Decoder {
         case .mapping?:
             let other = fields["from"]!.value
             fail(other.location, "from: expected a peer, a group, any, or a list of them, got \(other.kindName)")
+            ok = false
+        }
+        // Peers and groups are named with the letters of a peer name: anything else is no
+        // reference (a pasted key, a line break), and the rule's text goes to `status` and the metrics.
+        for source in from where source.name != "any" && !Scalars.isPeerName(source.name) {
+            fail(source.location, "from: \(Scalars.quoted(source.name)) is not a peer or group name (letters, digits and . _ @ + -, at most 64)")
             ok = false
         }
         var destination: IPPrefix?

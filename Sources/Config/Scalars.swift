@@ -7,9 +7,21 @@ enum Scalars {
     /// A value as an error repeats it: quoted, and cut short so that a stray megabyte stays out
     /// of the journal.
     /// A value that holds a key is never repeated (see `holdsKey`).
+    /// Control and format characters (a newline, an escape sequence, a bidirectional override)
+    /// are shown as `\u{…}`: a value cannot forge a line of `check`'s output or of the journal,
+    /// nor drive the terminal.
     static func quoted(_ text: String) -> String {
         if holdsKey(text) { return keyNotShown }
-        return text.count <= 64 ? "\"\(text)\"" : "\"\(text.prefix(60))…\" (\(text.utf8.count) bytes)"
+        let shown = text.count <= 64 ? String(text) : String(text.prefix(60))
+        let escaped = shown.unicodeScalars.map { scalar -> String in
+            switch scalar.properties.generalCategory {
+            case .control, .format, .lineSeparator, .paragraphSeparator:
+                "\\u{\(String(scalar.value, radix: 16))}"
+            default:
+                String(scalar)
+            }
+        }.joined()
+        return text.count <= 64 ? "\"\(escaped)\"" : "\"\(escaped)…\" (\(text.utf8.count) bytes)"
     }
 
     /// A path (or a dotted key path) as a message shows it: whole, unless it holds a key.

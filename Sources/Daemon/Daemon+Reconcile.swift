@@ -420,6 +420,10 @@ extension Daemon {
             return ReloadReply(ok: false, configGeneration: generation, errors: configErrors, changesApplied: 0)
         case .success(let config):
             let before = changesApplied
+            // An access policy in force that the new configuration drops (its drop-in deleted, the
+            // section left empty with its lines commented out) opens the gateway both ways: said
+            // as loudly as `check` says it, not only as one change applied.
+            let droppedPolicy = desired.policy != nil && config.desired.policy == nil && config.desired.datapath != nil
             if config.configuration.runtime.statusSocket != runtime.statusSocket {
                 logger.warning("status_socket takes effect on restart")
             }
@@ -435,6 +439,12 @@ extension Daemon {
             filterScanFor = nil
             logger.info("reloaded", metadata: ["generation": "\(generation)", "summary": "\(config.summary)"])
             for line in config.absentPolicyNames { logger.warning("policy: \(line)") }
+            var warnings: [String] = []
+            if droppedPolicy, let tunnel = desired.datapath?.tunnel {
+                let line = "the access policy was removed (no policy section now): every peer of \(tunnel) reaches every LAN address on every port and every LAN host every client"
+                logger.warning("policy: \(line)")
+                warnings.append(line)
+            }
             fullPlanDue = true
             reconcile()
             // What the new generation cannot have: a safety rule holds it back (status lists each object).
@@ -442,7 +452,7 @@ extension Daemon {
             for refusal in lastPlan.refused where !reasons.contains(refusal.reason) { reasons.append(refusal.reason) }
             return ReloadReply(ok: true, configGeneration: generation, errors: [], changesApplied: changesApplied - before,
                                refusedObjects: Set(lastPlan.refused.map(\.object)).count, refused: reasons,
-                               warnings: [neighbourDiscoveryHandoverLine].compactMap { $0 })
+                               warnings: warnings + [neighbourDiscoveryHandoverLine].compactMap { $0 })
         }
     }
 

@@ -225,6 +225,10 @@ struct PolicyTables: Equatable {
             let key = CompiledPolicy.Key(policyClass: record[4] >> 8, destination: IPPrefix(address: address, length: length))
             guard key.destination.canonical.address == address,
                   reachable(rules, size: Self.ruleSize, slots: Self.ruleSlots, at: slot, home: Self.home(seed: seed, key), usedOffset: 20) else { continue }
+            // Two reachable slots with one key: the programs take the one their probe meets
+            // first, which a dictionary keyed by slot order need not keep (a copy written in
+            // front of an entry, with other items, would read back as the entry behind it).
+            if entries[key] != nil { consistent = false }
             let meta = record[5] & ~Self.used
             let first = Int(meta >> Self.metaFirstShift), count = Int(meta & 0xff)
             guard count <= CompiledPolicy.itemsPerEntry, first + count <= Self.itemSlots else { continue }
@@ -258,6 +262,8 @@ struct PolicyTables: Equatable {
             else { continue }
             let needed = lengthsOfClass[record[4]] ?? 0
             guard record[5] & needed == needed else { continue }
+            // As for entries: a second reachable slot for one client is no layout of a policy.
+            if policy.sources[.host(address)] != nil { consistent = false }
             policy.sources[.host(address)] = record[4]
         }
         return consistent

@@ -324,4 +324,31 @@ final class PolicyConfigTests: XCTestCase {
             "wgkeeper.yaml:44:7: policy.rules: more than 2 rules (the limit)",
         ])
     }
+
+    /// `from` and a group's members name peers and groups, which have peer names: a private key
+    /// pasted there (it would be shown by `status` and the metrics as the rule's text) or a name
+    /// with a line break or an escape sequence (it would forge a line of the log) is refused,
+    /// the key not repeated and control characters shown escaped.
+    func testNamesInThePolicyAreRefusedUnlessPeerNames() throws {
+        let secret = PrivateKeyText.sample
+        let errors = try fixture.errors(withPolicy("""
+            policy:
+              client_to_lan: deny
+              groups:
+                ops: [alice-laptop, "\(secret)", "x\\u001b[2J\\nerror: fake"]
+              rules:
+                - from: [bob-phone, "\(secret)"]
+                  to: 2001:db8:1::30
+                - from: "x\\u001b[2J\\nerror: fake"
+                  to: 2001:db8:1::31
+
+            """))
+        XCTAssertEqual(errors, [
+            "wgkeeper.yaml:43:25: policy.groups.ops: (a value that looks like a key, not shown) is not a peer name (letters, digits and . _ @ + -, at most 64)",
+            "wgkeeper.yaml:43:73: policy.groups.ops: \"x\\u{1b}[2J\\u{a}error: fake\" is not a peer name (letters, digits and . _ @ + -, at most 64)",
+            "wgkeeper.yaml:45:25: from: (a value that looks like a key, not shown) is not a peer or group name (letters, digits and . _ @ + -, at most 64)",
+            "wgkeeper.yaml:47:13: from: \"x\\u{1b}[2J\\u{a}error: fake\" is not a peer or group name (letters, digits and . _ @ + -, at most 64)",
+        ])
+        XCTAssertFalse(errors.joined().contains(secret))
+    }
 }

@@ -124,7 +124,12 @@ final class DaemonPolicyTests: XCTestCase {
         XCTAssertTrue((reply["output"] as? String ?? "").contains(", 1 change(s) applied"), "\(reply)")
         try eventually(within: .seconds(3), "policy removed") { try word() & ~1 == 0 }
         usleep(300_000)
-        XCTAssertTrue(h.log.contains("datapath: installed no access policy (everything allowed both ways)"))
+        // (`log` takes what the daemon wrote since it was last read: read once.)
+        let said = h.log
+        XCTAssertTrue(said.contains("datapath: installed no access policy (everything allowed both ways)"))
+        // Not only one change among others: the reload warns that the gateway is now open (an
+        // empty section, its lines commented out, or the drop-in that held it deleted, does this).
+        XCTAssertTrue(said.contains("policy: the access policy was removed (no policy section now): every peer of wg0 reaches every LAN address"), said)
     }
 
     /// nftables chains at the forward hook (ip6 and inet; iptables-nft makes the same) do not see

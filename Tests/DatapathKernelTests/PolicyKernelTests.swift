@@ -726,6 +726,7 @@ final class PolicyKernelTests: XCTestCase {
         let ack = PolicyPacket(direction: .lanToClient, source: server1, destination: client, proto: 6, sourcePort: 22,
                                destinationPort: 40000, tcpFlags: PolicyPacket.ack)
         let unasked = PolicyPacket(direction: .lanToClient, source: server1, destination: client, proto: 17, sourcePort: 53, destinationPort: 5353)
+        let echoRequest = PolicyPacket(direction: .lanToClient, source: server1, destination: client, proto: 58, icmpType: 128, echoIdentifier: 9)
 
         /// `bytes` cut to its first `length` bytes, the payload length fixed.
         func cut(_ bytes: [UInt8], to length: Int) -> [UInt8] {
@@ -753,8 +754,20 @@ final class PolicyKernelTests: XCTestCase {
             ("an ACK's first 8 bytes alone in a first fragment", cut(behind([fragment(offset: 0)], ack), to: 40 + 8 + 8), false),
             ("a SYN behind destination options longer than the packet", behind([overlong], syn), false),
             ("a UDP datagram behind destination options longer than the packet", behind([overlong], unasked), false),
+            ("an echo request behind destination options longer than the packet", behind([overlong], echoRequest), false),
         ]
         for (label, bytes, allowed) in lanSteps { XCTAssertEqual(verdict(bytes, toLAN: false), allowed ? 7 : 2, "LAN: \(label)") }
+        // The review's ICMPv6 bypass: a first fragment that ends with destination options, the
+        // ICMPv6 header (an echo request, which opens) in the fragment after it. The first read
+        // as type 0 (an error, which passes) and let the second pass under it.
+        let whole = behind([fragment(offset: 0), destinationOptions], echoRequest)
+        let first = cut(whole, to: 40 + 8 + 8)
+        var later = Array(whole[0..<40]) + [60, 0] + Self.be16(1 << 3) + Array(whole[44..<48]) + Array(whole[56...])
+        (later[4], later[5]) = (UInt8((later.count - 40) >> 8), UInt8((later.count - 40) & 0xff))
+        XCTAssertEqual(later[48], 128, "the later fragment carries the echo request")
+        XCTAssertEqual(verdict(first, toLAN: false), 2, "LAN: a first fragment without the ICMPv6 header")
+        // Denied, it leaves nothing for the later fragment to pass under: a receiver gets no first
+        // fragment, so no datagram (a later fragment alone passes, as above, and is dropped there).
 
         // The client reaches server 1 on UDP 53 only.
         let rule = DesiredPolicy(clientToLAN: .deny, lanToClient: .allow, rules: [

@@ -62,6 +62,48 @@ final class PolicyTablesTests: XCTestCase {
         XCTAssertEqual(readBitmap.sources.count, policy.sources.count - 1)
     }
 
+    /// A copy of an entry (or a client) written in front of it in its probe run, with items of
+    /// its own: the programs meet the copy first, so the read-back must not report the entry
+    /// behind it as what they find (it did: the later slot overwrote the earlier one, and a
+    /// tampered policy read back as the installed one was never repaired).
+    func testADuplicateInFrontOfAnEntryIsInconsistent() throws {
+        let client = IPPrefix.host(.v6(IPv6Address(high: 0x2001_0db8_0001_0000, low: 0xa)))
+        let key = CompiledPolicy.Key(policyClass: 1, destination: .host(.v6(IPv6Address(high: 0x2001_0db8_0001_0000, low: 0x10))))
+        let policy = CompiledPolicy(clientToLAN: .deny, lanToClient: .deny, sources: [client: 1],
+                                    entries: [key: [CompiledPolicy.Item(proto: 6, rule: 0, ports: PortRange(22, 22))]], ruleCount: 1)
+        let tables = try PolicyTables(policy)
+        let mask = PolicyTables.ruleSlots - 1
+        let home = Int(PolicyTables.home(seed: tables.seed, key)) & mask
+        let size = PolicyTables.ruleSize
+        XCTAssertNotEqual(PolicyTables.u32(tables.rules, home * size + 20) & PolicyTables.used, 0, "a lone entry sits at its home")
+        var tampered = tables
+        // The entry moved one slot on (still reachable: its home is used), and in its home a
+        // copy whose one item, placed at the end of `items`, allows every protocol and port.
+        let behind = (home + 1) & mask
+        tampered.rules.replaceSubrange((behind * size)..<((behind + 1) * size), with: tables.rules[(home * size)..<((home + 1) * size)])
+        let permissive = PolicyTables.itemBytes(CompiledPolicy.Item(proto: 0, rule: 0, ports: .all))
+        let last = PolicyTables.itemSlots - 1
+        tampered.items.replaceSubrange((last * PolicyTables.itemSize)..<((last + 1) * PolicyTables.itemSize), with: permissive)
+        tampered.rules.replaceSubrange((home * size + 20)..<(home * size + 32),
+                                       with: PolicyTables.le32(PolicyTables.used | UInt32(last) << PolicyTables.metaFirstShift | 1) + permissive)
+        var read = CompiledPolicy(clientToLAN: .deny, lanToClient: .deny, sources: [:], entries: [:], ruleCount: 1)
+        let consistent = tampered.policy(into: &read)
+        XCTAssertFalse(consistent && read == policy, "the programs meet the permissive copy; the read-back must not say the policy is intact")
+
+        // The same for a client: a copy in front of it with another class.
+        let sourceMask = PolicyTables.sourceSlots - 1
+        let sourceHome = Int(PolicyTables.home(seed: tables.seed, source: PolicyTables.words(client.address.bytes))) & sourceMask
+        let sourceSize = PolicyTables.sourceSize
+        var moved = tables
+        let next = (sourceHome + 1) & sourceMask
+        moved.sources.replaceSubrange((next * sourceSize)..<((next + 1) * sourceSize),
+                                      with: tables.sources[(sourceHome * sourceSize)..<((sourceHome + 1) * sourceSize)])
+        moved.sources.replaceSubrange((sourceHome * sourceSize + 16)..<(sourceHome * sourceSize + 20), with: PolicyTables.le32(0))
+        var readMoved = CompiledPolicy(clientToLAN: .deny, lanToClient: .deny, sources: [:], entries: [:], ruleCount: 1)
+        let movedConsistent = moved.policy(into: &readMoved)
+        XCTAssertFalse(movedConsistent && readMoved == policy, "the programs meet the copy of class 0 first")
+    }
+
     func testOverTheLimitsIsRefused() {
         let items = (0..<16).map { CompiledPolicy.Item(proto: 6, rule: 0, ports: PortRange(UInt16($0), UInt16($0))) }
         var entries: [CompiledPolicy.Key: [CompiledPolicy.Item]] = [:]
