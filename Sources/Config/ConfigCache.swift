@@ -67,6 +67,9 @@ public final class ConfigCache: Sendable {
     /// Files whose parsed tree is kept, for tests.
     public var cachedFiles: Int { state.withLock { $0.files.count } }
 
+    /// Digests of items kept in the trees (`TreeStorage.itemDigests`: none once a load is over), for tests.
+    var keptItemDigests: Int { state.withLock { $0.files.values.reduce(0) { $0 + $1.tree.storage.itemDigests.count } } }
+
     /// Nodes of the kept trees, for tests.
     var keptNodes: Int { state.withLock { $0.files.values.reduce(0) { $0 + $1.tree.storage.nodes.count } } }
 }
