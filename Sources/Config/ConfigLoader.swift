@@ -92,6 +92,7 @@ public struct ConfigLoader: Sendable {
         }
         var configuration = decoder.decode(tree)
         _ = consume tree
+        decoder.peerMemo?.flush()
         if let memo = decoder.peerMemo {
             // Each kept file in place (thousands in a conf.d): its peers as this load took them.
             for file in Array(round.next.files.keys) {

@@ -620,14 +620,14 @@ extension Tree {
                 switch start {
                 case .mapping(let anchor):
                     var open = Open(line: mark.line, column: mark.column, anchor: anchor, isMapping: true)
-                    if itemDigests, stack.last?.peers == true {
+                    if itemDigests, !stack.isEmpty, stack[stack.count - 1].peers {
                         open.itemStart = reader.startOffset
                         open.aliasesBefore = aliases
                     }
                     stack.append(open)
                 case .sequence(let anchor, let flow):
                     var open = Open(line: mark.line, column: mark.column, anchor: anchor, isMapping: false)
-                    if itemDigests, let parent = stack.last, parent.isMapping, case .node(let key) = parent.key {
+                    if itemDigests, !stack.isEmpty, stack[stack.count - 1].isMapping, case .node(let key) = stack[stack.count - 1].key {
                         open.peers = builder.text(key).elementsEqual("peers".utf8)
                         open.flow = flow
                     }
@@ -638,9 +638,10 @@ extension Tree {
                 guard let open = stack.popLast() else { return fail(top, "YAML: unbalanced end of a list or mapping") }
                 let node = builder.collection(open.isMapping ? .mapping : .sequence, open.items, file: 0, line: open.line, column: open.column)
                 // An alias inside the item: its text does not show what the alias stands for.
-                if let start = open.itemStart, open.aliasesBefore == aliases, let list = stack.last {
+                if let start = open.itemStart, open.aliasesBefore == aliases, !stack.isEmpty {
                     let text = UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: reader.bytes[start ..< reader.endOffset]))
-                    builder.itemDigest(node, itemDigest(text, file: file, line: open.line, column: open.column, list: list))
+                    let list = stack[stack.count - 1]
+                    builder.itemDigest(node, itemDigest(text, line: open.line, column: open.column, listColumn: list.column, flow: list.flow))
                 }
                 if let anchor = open.anchor { anchors[anchor] = Anchored(node: node, nodes: open.nodes, height: open.height, bytes: open.bytes) }
                 add(node, nodes: open.nodes, height: open.height, bytes: open.bytes)
@@ -649,25 +650,20 @@ extension Tree {
     }
 
     /// The digest of a `peers` item (a mapping without an alias) taken from its text: equal
-    /// texts read at the same place (file, line, column) in lists that start at the same
-    /// column and are written alike are equal trees. Within a file parsed without an error,
-    /// what libyaml makes of an item's text depends on nothing before it but the indentation
-    /// and flow context of its list (an alias would: it is left to the node walk); what it
-    /// depends on after it ends the item's range, which is in the text.
-    private static func itemDigest(_ text: UnsafeRawBufferPointer, file: String, line: Int, column: Int, list: Open) -> ReadDigest {
+    /// texts read at the same place (line, column) in lists that start at the same column and
+    /// are written alike are equal trees. What libyaml makes of an item's text depends on
+    /// nothing before it but the indentation and flow context of its list (an alias would: it
+    /// is left to the node walk); what it depends on after it ends the item's range, which is
+    /// in the text. The file is the one whose kept peers it is compared with (`CachedFile`).
+    /// The first word has its top bit set: a node walk's digest starts with the length of a
+    /// file name, never that.
+    private static func itemDigest(_ text: UnsafeRawBufferPointer, line: Int, column: Int, listColumn: Int, flow: Bool) -> ReadDigest {
         var builder = ReadDigest.Builder()
-        builder.combine(itemDigestDomain)
-        var file = file
-        file.withUTF8 { builder.combine(piece: UnsafeRawBufferPointer($0)) }
-        builder.combine(UInt64(UInt32(clamping: line)) << 32 | UInt64(UInt32(clamping: column)))
-        builder.combine(UInt64(UInt32(clamping: list.column)) << 1 | (list.flow ? 1 : 0))
+        builder.combine(1 << 63 | UInt64(min(line, Int(Int32.max))) << 32 | UInt64(UInt32(clamping: column)))
+        builder.combine(UInt64(UInt32(clamping: listColumn)) << 1 | (flow ? 1 : 0))
         builder.combine(piece: text)
         return builder.finalize()
     }
-
-    /// What a text digest starts with; a node walk's digest starts with the length of a file
-    /// name, never this.
-    static let itemDigestDomain = UInt64.max
 
     /// A plain scalar that YAML reads as null: empty, `~`, `null`, `Null`, `NULL`.
     private static func isNull(_ text: UnsafeBufferPointer<UInt8>) -> Bool {
