@@ -423,13 +423,11 @@ struct Decoder {
         var allowed: [SourceLocation] = []
         var endpointLocation: SourceLocation?
         // A key given twice would answer with its last entry, as `Fields` does (parsing refuses it).
-        tree.forEachEntry { key, value in
-            if key.elementsEqual("allowed_ips".utf8) {
-                allowed = value.itemLocations
-            } else if key.elementsEqual("preshared_key_file".utf8) {
-                presharedKeyFile = value.text.map { ($0, value.location) }
-            } else if key.elementsEqual("endpoint".utf8) {
-                endpointLocation = value.location
+        tree.forEachEntry(named: ["allowed_ips", "preshared_key_file", "endpoint"]) { name, value in
+            switch name {
+            case 0: allowed = value.itemLocations
+            case 1: presharedKeyFile = value.text.map { ($0, value.location) }
+            default: endpointLocation = value.location
             }
         }
         return PeerSection(location: tree.location, presharedKeyFile: presharedKeyFile, peer: peer, allowedIPLocations: allowed,

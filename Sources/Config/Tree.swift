@@ -1,3 +1,4 @@
+import Glibc
 import Netlink
 
 /// A YAML document as wgkeeper reads it: every scalar a string (no implicit typing), every
@@ -75,13 +76,20 @@ struct Tree: Sendable {
         return entries
     }
 
-    /// A mapping's entries in order, key text and value, without an array of them.
-    func forEachEntry(_ body: (_ key: ArraySlice<UInt8>, _ value: Tree) -> Void) {
+    /// A mapping's entries whose key is one of `names`, in order, as the name's index and the
+    /// value, without an array of them (nor a `Tree` of any other value).
+    func forEachEntry(named names: [StaticString], _ body: (_ name: Int, _ value: Tree) -> Void) {
         let record = record
         guard record.kind == .mapping else { return }
         for i in 0..<Int(record.b) {
             let key = storage.nodes[Int(storage.children[Int(record.a) + 2 * i])]
-            body(storage.textBytes(key), Tree(storage, storage.children[Int(record.a) + 2 * i + 1]))
+            guard key.kind == .scalar else { continue }
+            let found = storage.textStorage.withUnsafeBufferPointer { text in
+                names.firstIndex { name in
+                    Int(key.b) == name.utf8CodeUnitCount && memcmp(text.baseAddress! + Int(key.a), name.utf8Start, Int(key.b)) == 0
+                }
+            }
+            if let found { body(found, Tree(storage, storage.children[Int(record.a) + 2 * i + 1])) }
         }
     }
 
@@ -89,7 +97,10 @@ struct Tree: Sendable {
     var itemLocations: [SourceLocation] {
         let record = record
         guard record.kind == .sequence else { return [] }
-        return (0..<Int(record.b)).map { Tree(storage, storage.children[Int(record.a) + $0]).location }
+        return (0..<Int(record.b)).map { k in
+            let item = storage.nodes[Int(storage.children[Int(record.a) + k])]
+            return item.kind == .reference ? Tree(storage, storage.children[Int(record.a) + k]).location : storage.location(item)
+        }
     }
 
     /// A list's items in order; empty for other nodes.
