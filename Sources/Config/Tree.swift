@@ -651,8 +651,9 @@ extension Tree {
                 // An alias inside the item: its text does not show what the alias stands for.
                 if let start = open.itemStart, open.aliasesBefore == aliases, !stack.isEmpty {
                     let text = UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: reader.bytes[start ..< reader.endOffset]))
-                    let list = stack[stack.count - 1]
-                    builder.itemDigest(node, itemDigest(text, line: open.line, column: open.column, listColumn: list.column, flow: list.flow))
+                    // (The list's fields one by one: a copy of its `Open` would retain its items.)
+                    let listColumn = stack[stack.count - 1].column, flow = stack[stack.count - 1].flow
+                    builder.itemDigest(node, itemDigest(text, line: open.line, column: open.column, listColumn: listColumn, flow: flow))
                 }
                 if let anchor = open.anchor { anchors[anchor] = Anchored(node: node, nodes: open.nodes, height: open.height, bytes: open.bytes) }
                 add(node, nodes: open.nodes, height: open.height, bytes: open.bytes)
