@@ -83,13 +83,9 @@ struct Tree: Sendable {
         guard record.kind == .mapping else { return }
         for i in 0..<Int(record.b) {
             let key = storage.nodes[Int(storage.children[Int(record.a) + 2 * i])]
-            guard key.kind == .scalar else { continue }
-            let found = storage.textStorage.withUnsafeBufferPointer { text in
-                names.firstIndex { name in
-                    Int(key.b) == name.utf8CodeUnitCount && memcmp(text.baseAddress! + Int(key.a), name.utf8Start, Int(key.b)) == 0
-                }
+            if let found = names.firstIndex(where: { storage.hasText(key, $0) }) {
+                body(found, Tree(storage, storage.children[Int(record.a) + 2 * i + 1]))
             }
-            if let found { body(found, Tree(storage, storage.children[Int(record.a) + 2 * i + 1])) }
         }
     }
 
@@ -281,6 +277,12 @@ final class TreeStorage: Sendable {
     func textBytes(_ record: Record) -> ArraySlice<UInt8> { textStorage[Int(record.a) ..< Int(record.a) + Int(record.b)] }
 
     func text(_ record: Record) -> String { String(decoding: textBytes(record), as: UTF8.self) }
+
+    /// Whether `record` is a scalar whose text is `name` (compared as bytes, not as a `String`).
+    func hasText(_ record: Record, _ name: StaticString) -> Bool {
+        guard record.kind == .scalar, Int(record.b) == name.utf8CodeUnitCount else { return false }
+        return record.b == 0 || textStorage.withUnsafeBufferPointer { memcmp($0.baseAddress! + Int(record.a), name.utf8Start, Int(record.b)) == 0 }
+    }
 
     /// How many nodes, child slots and bytes of text it holds.
     struct Size: Sendable {
@@ -784,6 +786,8 @@ private struct PeerReducer {
     var placed: [UInt64: UInt32] = [:]
     /// Whole copies of peers to reduce that an alias also puts elsewhere.
     var whole: [UInt32: UInt32] = [:]
+    /// A reduced peer's entries and its addresses' places, while they are made.
+    private var scratch: (items: [UInt32], places: [UInt32]) = ([], [])
 
     init(source: TreeStorage, peers: Set<UInt32>) {
         self.source = source
@@ -867,30 +871,36 @@ private struct PeerReducer {
         let r = source.nodes[Int(i)]
         // A peer decoded without an error is a mapping.
         guard r.kind == .mapping else { return copy(i) }
-        var items: [UInt32] = []
+        // Two lists made once for all the peers: their items are copied into the builder's.
+        var items = scratch.items, places = scratch.places
+        scratch = ([], [])
+        items.removeAll(keepingCapacity: true)
         for e in 0..<Int(r.b) {
             let key = source.children[Int(r.a) + 2 * e], value = source.children[Int(r.a) + 2 * e + 1]
-            let name = source.textBytes(source.nodes[Int(key)])
+            let k = source.nodes[Int(key)]
             let v = source.nodes[Int(value)]
-            if name.elementsEqual("preshared_key_file".utf8) {
-                items += [copy(key), copy(value)]
-            } else if name.elementsEqual("allowed_ips".utf8) {
+            if source.hasText(k, "preshared_key_file") {
+                items.append(copy(key))
+                items.append(copy(value))
+            } else if source.hasText(k, "allowed_ips") {
                 items.append(copy(key))
                 if v.kind == .sequence {
-                    let places = (0..<Int(v.b)).map { k in
-                        let item = source.nodes[Int(source.children[Int(v.a) + k])]
-                        return builder.null(file: item.fileIndex, line: Int(item.line), column: Int(item.column))
+                    places.removeAll(keepingCapacity: true)
+                    for p in 0..<Int(v.b) {
+                        let item = source.nodes[Int(source.children[Int(v.a) + p])]
+                        places.append(builder.null(file: item.fileIndex, line: Int(item.line), column: Int(item.column)))
                     }
                     items.append(builder.collection(.sequence, places, file: v.fileIndex, line: Int(v.line), column: Int(v.column)))
                 } else {
                     items.append(builder.null(file: v.fileIndex, line: Int(v.line), column: Int(v.column)))
                 }
-            } else if name.elementsEqual("endpoint".utf8) {
+            } else if source.hasText(k, "endpoint") {
                 items.append(copy(key))
                 items.append(builder.null(file: v.fileIndex, line: Int(v.line), column: Int(v.column)))
             }
         }
         let new = builder.collection(.mapping, items, file: r.fileIndex, line: Int(r.line), column: Int(r.column), keptPeer: true)
+        scratch = (items, places)
         copied[Int(i)] = new
         return new
     }
