@@ -631,20 +631,24 @@ extension Tree {
                 if budget.nodes < 0 { return fail(at, tooMany) }
                 if stack.count + 1 > budget.limits.depth { return fail(at, tooDeep) }
                 switch start {
+                // (Set where it stands on the stack: an `Open` copied on its way there costs a retain of each of its parts.)
                 case .mapping(let anchor):
-                    var open = Open(line: mark.line, column: mark.column, anchor: anchor, isMapping: true)
-                    if itemDigests, !stack.isEmpty, stack[stack.count - 1].peers {
-                        open.itemStart = reader.startOffset
-                        open.aliasesBefore = aliases
+                    let item = itemDigests && !stack.isEmpty && stack[stack.count - 1].peers
+                    stack.append(Open(line: mark.line, column: mark.column, anchor: anchor, isMapping: true))
+                    if item {
+                        stack[stack.count - 1].itemStart = reader.startOffset
+                        stack[stack.count - 1].aliasesBefore = aliases
                     }
-                    stack.append(open)
                 case .sequence(let anchor, let flow):
-                    var open = Open(line: mark.line, column: mark.column, anchor: anchor, isMapping: false)
+                    var peers = false
                     if itemDigests, !stack.isEmpty, stack[stack.count - 1].isMapping, case .node(let key) = stack[stack.count - 1].key {
-                        open.peers = builder.text(key).elementsEqual("peers".utf8)
-                        open.flow = flow
+                        peers = builder.text(key).elementsEqual("peers".utf8)
                     }
-                    stack.append(open)
+                    stack.append(Open(line: mark.line, column: mark.column, anchor: anchor, isMapping: false))
+                    if peers {
+                        stack[stack.count - 1].peers = true
+                        stack[stack.count - 1].flow = flow
+                    }
                 case .scalar, .alias: continue
                 }
             case .end:
