@@ -107,7 +107,10 @@ struct Decoder {
         mutating func flush() {
             guard let place = current else { return }
             current = nil
-            if !place.next.isEmpty { next[place.file, default: []].append(contentsOf: place.next) }
+            guard !place.next.isEmpty else { return }
+            // The file's list as it is, unless an earlier place of the file had some (a file's
+            // devices are read in turn with other files'): one lookup, no other list made.
+            if let earlier = next.updateValue(place.next, forKey: place.file) { next[place.file] = earlier + place.next }
         }
     }
 
