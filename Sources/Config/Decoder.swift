@@ -76,11 +76,18 @@ struct Decoder {
             self.kept = kept
         }
 
-        /// `current` made the place of `file`.
-        mutating func enter(_ file: String) {
+        /// `current` made the place of `file`, whose items this load reads in `storage`.
+        mutating func enter(_ file: String, storage: TreeStorage) {
             if current?.file == file { return }
             flush()
             let cached = previous.files[file]
+            // The kept tree itself: the file was unchanged, and that tree is kept again
+            // (`ConfigLoader.read`), so the two other tables need not be asked (in a conf.d of
+            // 10 000 files, all but the changed one).
+            if let cached, cached.tree.storage === storage {
+                current = Place(file: file, peers: cached.peers, ownPeers: cached.ownPeers, unchanged: true, kept: storage)
+                return
+            }
             current = Place(file: file, peers: cached?.peers ?? [], ownPeers: cached?.ownPeers ?? [], unchanged: unchanged.contains(file),
                             kept: kept[file])
         }
@@ -384,7 +391,7 @@ struct Decoder {
     private mutating func decodePeer(_ tree: Tree, name: @autoclosure () -> String, device: Int, index: Int) -> PeerSection? {
         guard peerMemo != nil else { return decodePeer(tree, name()) }
         let at = tree.location
-        peerMemo!.enter(at.file)
+        peerMemo!.enter(at.file, storage: tree.storage)
         var section: PeerSection?
         var digest: ReadDigest?
         if let (kept, peer) = peerMemo!.kept(at: at),
