@@ -67,6 +67,9 @@ public final class ConfigCache: Sendable {
     /// Files whose parsed tree is kept, for tests.
     public var cachedFiles: Int { state.withLock { $0.files.count } }
 
+    /// Digests of items kept in the trees (`TreeStorage.itemDigests`: none once a load is over), for tests.
+    var keptItemDigests: Int { state.withLock { $0.files.values.reduce(0) { $0 + $1.tree.storage.itemDigests.count } } }
+
     /// Nodes of the kept trees, for tests.
     var keptNodes: Int { state.withLock { $0.files.values.reduce(0) { $0 + $1.tree.storage.nodes.count } } }
 }
@@ -97,15 +100,17 @@ struct CachedFile: Sendable {
 
     /// The peer `kept` names, among `devices` (the desired devices of the load that kept it) or
     /// this file's own; nil when it names none (never, while the cache is consistent).
-    func peer(_ kept: KeptPeer, devices: [DesiredWireGuardDevice]) -> DesiredPeer? {
+    func peer(_ kept: KeptPeer, devices: [DesiredWireGuardDevice]) -> DesiredPeer? { Self.peer(kept, own: ownPeers, devices: devices) }
+
+    static func peer(_ kept: KeptPeer, own: [DesiredPeer], devices: [DesiredWireGuardDevice]) -> DesiredPeer? {
         let index = Int(kept.index)
-        if kept.device == KeptPeer.own { return ownPeers.indices.contains(index) ? ownPeers[index] : nil }
+        if kept.device == KeptPeer.own { return own.indices.contains(index) ? own[index] : nil }
         guard devices.indices.contains(Int(kept.device)), devices[Int(kept.device)].peers.indices.contains(index) else { return nil }
         return devices[Int(kept.device)].peers[index]
     }
 
-    /// The peer whose list item starts at `at`, if one was kept.
-    func peer(at: SourceLocation) -> KeptPeer? {
+    /// Where in `peers` (sorted by place) the peer whose list item starts at `at` is, if one was kept.
+    static func index(of at: SourceLocation, in peers: [KeptPeer]) -> Int? {
         let line = UInt32(clamping: at.line), column = UInt32(clamping: at.column)
         var low = 0, high = peers.count
         while low < high {
@@ -113,7 +118,7 @@ struct CachedFile: Sendable {
             if (peers[middle].line, peers[middle].column) < (line, column) { low = middle + 1 } else { high = middle }
         }
         guard low < peers.count, peers[low].line == line, peers[low].column == column else { return nil }
-        return peers[low]
+        return low
     }
 }
 

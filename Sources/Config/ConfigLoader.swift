@@ -92,6 +92,7 @@ public struct ConfigLoader: Sendable {
         }
         var configuration = decoder.decode(tree)
         _ = consume tree
+        decoder.peerMemo?.flush()
         if let memo = decoder.peerMemo {
             // Each kept file in place (thousands in a conf.d): its peers as this load took them.
             for file in Array(round.next.files.keys) {
@@ -109,6 +110,10 @@ public struct ConfigLoader: Sendable {
                 } else {
                     round.next.files[file]!.peers = Self.sortedByPlace(peers)
                     if !round.next.files[file]!.ownPeers.isEmpty { round.next.files[file]!.ownPeers = [] }
+                }
+                // A parsed tree kept as it is (none of its items decoded): its items' digests go.
+                if let tree = round.next.files[file]?.tree, !tree.storage.itemDigests.isEmpty {
+                    round.next.files[file]!.tree = tree.withoutItemDigests
                 }
             }
             round.next.statistics.peersDecoded = memo.decoded
@@ -287,7 +292,8 @@ public struct ConfigLoader: Sendable {
             var own = ConfigErrorList(limit: limits.errors)
             let before = budget
             round.next.statistics.filesParsed += 1
-            let tree = Tree.parse(bytes.assumingMemoryBound(to: UInt8.self), file: file, expected: expected, budget: &budget, errors: &own)
+            let tree = Tree.parse(bytes.assumingMemoryBound(to: UInt8.self), file: file, expected: expected, itemDigests: round.keeping,
+                                  budget: &budget, errors: &own)
             if let tree, own.isEmpty, let digest {
                 var kept = CachedFile(real: real, identity: identity, settled: identity.settled(before: start), content: digest, tree: tree,
                                       nodes: before.nodes - budget.nodes, aliasNodes: before.aliasNodes - budget.aliasNodes,

@@ -1,3 +1,4 @@
+import Glibc
 import Netlink
 
 /// A YAML document as wgkeeper reads it: every scalar a string (no implicit typing), every
@@ -75,13 +76,16 @@ struct Tree: Sendable {
         return entries
     }
 
-    /// A mapping's entries in order, key text and value, without an array of them.
-    func forEachEntry(_ body: (_ key: ArraySlice<UInt8>, _ value: Tree) -> Void) {
+    /// A mapping's entries whose key is one of `names`, in order, as the name's index and the
+    /// value, without an array of them (nor a `Tree` of any other value).
+    func forEachEntry(named names: [StaticString], _ body: (_ name: Int, _ value: Tree) -> Void) {
         let record = record
         guard record.kind == .mapping else { return }
         for i in 0..<Int(record.b) {
             let key = storage.nodes[Int(storage.children[Int(record.a) + 2 * i])]
-            body(storage.textBytes(key), Tree(storage, storage.children[Int(record.a) + 2 * i + 1]))
+            if let found = names.firstIndex(where: { storage.hasText(key, $0) }) {
+                body(found, Tree(storage, storage.children[Int(record.a) + 2 * i + 1]))
+            }
         }
     }
 
@@ -89,7 +93,10 @@ struct Tree: Sendable {
     var itemLocations: [SourceLocation] {
         let record = record
         guard record.kind == .sequence else { return [] }
-        return (0..<Int(record.b)).map { Tree(storage, storage.children[Int(record.a) + $0]).location }
+        return (0..<Int(record.b)).map { k in
+            let item = storage.nodes[Int(storage.children[Int(record.a) + k])]
+            return item.kind == .reference ? Tree(storage, storage.children[Int(record.a) + k]).location : storage.location(item)
+        }
     }
 
     /// A list's items in order; empty for other nodes.
@@ -114,7 +121,12 @@ struct Tree: Sendable {
     /// and column) and text for text: equal for equal trees wherever each is stored, and
     /// different for different ones but for a collision of a hash keyed with this process's
     /// random key (`ReadDigest`). What the cache keeps of a decoded peer's tree to tell it again.
+    /// A `peers` item's is taken from its text while the file is parsed, where it can be
+    /// (`Tree.itemDigest`): walking every node of 10 000 peers took 8 ms of a reload. Either
+    /// kind is equal only to its own kind.
     var digest: ReadDigest {
+        // A peer's item of a parsed file: its digest was taken from its text (`Tree.itemDigest`).
+        if let known = storage.itemDigest(index) { return known }
         var builder = ReadDigest.Builder()
         let file = storage.file(record)
         let bytes = Array(file.utf8)
@@ -158,6 +170,12 @@ struct Tree: Sendable {
         moved.reserveCapacity(peers.count)
         for peer in peers where copier.copied[Int(peer)] != .max { moved[peer] = copier.copied[Int(peer)] }
         return (copier.builder.finish(root: root), moved)
+    }
+
+    /// The same tree without `TreeStorage.itemDigests` (its arrays are shared, not copied).
+    var withoutItemDigests: Tree {
+        Tree(TreeStorage(files: storage.files, nodes: storage.nodes, children: storage.children, text: storage.textStorage, others: storage.others),
+             index)
     }
 
     /// An empty document, standing for a tree no longer kept.
@@ -222,13 +240,32 @@ final class TreeStorage: Sendable {
     let children: [UInt32]
     let textStorage: [UInt8]
     let others: [TreeStorage]
+    /// The digests of a parsed file's `peers` items taken from their text, by node, in node
+    /// order (none once the cache keeps its reduced copy: its `KeptPeer`s hold them).
+    let itemDigests: [ItemDigest]
 
-    init(files: [String], nodes: [Record], children: [UInt32], text: [UInt8], others: [TreeStorage] = []) {
+    struct ItemDigest: Sendable {
+        var node: UInt32
+        var digest: ReadDigest
+    }
+
+    init(files: [String], nodes: [Record], children: [UInt32], text: [UInt8], others: [TreeStorage] = [], itemDigests: [ItemDigest] = []) {
         self.files = files
         self.nodes = nodes
         self.children = children
         textStorage = text
         self.others = others
+        self.itemDigests = itemDigests
+    }
+
+    /// The digest of node `node`'s text, if it was taken.
+    func itemDigest(_ node: UInt32) -> ReadDigest? {
+        var low = 0, high = itemDigests.count
+        while low < high {
+            let middle = (low + high) / 2
+            if itemDigests[middle].node < node { low = middle + 1 } else { high = middle }
+        }
+        return low < itemDigests.count && itemDigests[low].node == node ? itemDigests[low].digest : nil
     }
 
     func file(_ record: Record) -> String { files[record.fileIndex] }
@@ -240,6 +277,12 @@ final class TreeStorage: Sendable {
     func textBytes(_ record: Record) -> ArraySlice<UInt8> { textStorage[Int(record.a) ..< Int(record.a) + Int(record.b)] }
 
     func text(_ record: Record) -> String { String(decoding: textBytes(record), as: UTF8.self) }
+
+    /// Whether `record` is a scalar whose text is `name` (compared as bytes, not as a `String`).
+    func hasText(_ record: Record, _ name: StaticString) -> Bool {
+        guard record.kind == .scalar, Int(record.b) == name.utf8CodeUnitCount else { return false }
+        return record.b == 0 || textStorage.withUnsafeBufferPointer { memcmp($0.baseAddress! + Int(record.a), name.utf8Start, Int(record.b)) == 0 }
+    }
 
     /// How many nodes, child slots and bytes of text it holds.
     struct Size: Sendable {
@@ -258,6 +301,7 @@ struct TreeBuilder {
     private(set) var children: [UInt32] = []
     private(set) var text: [UInt8] = []
     private(set) var others: [TreeStorage] = []
+    private var itemDigests: [TreeStorage.ItemDigest] = []
     private var otherIndex: [ObjectIdentifier: UInt32] = [:]
     private var fileIndex: [String: Int] = [:]
     private var shortTexts: [ShortText: UInt32] = [:]
@@ -331,6 +375,11 @@ struct TreeBuilder {
         return add(TreeStorage.Record(.reference, file: 0, line: 0, column: 0, a: other, b: tree.index))
     }
 
+    /// The digest of `node`'s text (`Tree.itemDigest`); nodes are given in the order they were added.
+    mutating func itemDigest(_ node: UInt32, _ digest: ReadDigest) {
+        itemDigests.append(TreeStorage.ItemDigest(node: node, digest: digest))
+    }
+
     mutating func file(_ name: String) -> Int {
         if let known = fileIndex[name] { return known }
         files.append(name)
@@ -364,7 +413,8 @@ struct TreeBuilder {
         func fitted<T>(_ array: [T]) -> [T] {
             array.capacity > array.count + array.count / 8 + 16 ? array.withUnsafeBufferPointer { Array($0) } : array
         }
-        let storage = TreeStorage(files: files, nodes: fitted(nodes), children: fitted(children), text: fitted(text), others: others)
+        let storage = TreeStorage(files: files, nodes: fitted(nodes), children: fitted(children), text: fitted(text), others: others,
+                                  itemDigests: fitted(itemDigests))
         return Tree(storage, root)
     }
 }
@@ -416,6 +466,13 @@ extension Tree {
         var height = 1
         /// Scalar text this one holds, which an alias of it costs again.
         var bytes = 0
+        /// A list that is the value of a `peers` key, and whether it is written `[…]`.
+        var peers = false
+        var flow = false
+        /// A mapping that is an item of a `peers` list: where its text starts (in bytes), and
+        /// how many aliases the file had before it (`Tree.itemDigest`).
+        var itemStart: Int?
+        var aliasesBefore = 0
 
         enum Key { case awaited, node(UInt32), skip }
     }
@@ -440,12 +497,16 @@ extension Tree {
     /// The same, from UTF-8 bytes (checked by the caller), read where they are. `expected`: the
     /// size of this file's last tree, room made for up front (a tree grown by doubling and then
     /// copied to its size takes up to three times its size while it is built).
-    static func parse(_ bytes: UnsafeBufferPointer<UInt8>, file: String, expected: TreeStorage.Size? = nil, budget: inout Budget,
-                      errors: inout ConfigErrorList) -> Tree? {
-        YAMLEventReader.read(bytes) { reader in parse(reader, file: file, expected: expected, budget: &budget, errors: &errors) }
+    /// `itemDigests`: the digest of each mapping in a `peers` list is taken from its text
+    /// (`TreeStorage.itemDigests`), for a cache to tell its peers again.
+    static func parse(_ bytes: UnsafeBufferPointer<UInt8>, file: String, expected: TreeStorage.Size? = nil, itemDigests: Bool = false,
+                      budget: inout Budget, errors: inout ConfigErrorList) -> Tree? {
+        YAMLEventReader.read(bytes) { reader in
+            parse(reader, file: file, expected: expected, itemDigests: itemDigests, budget: &budget, errors: &errors)
+        }
     }
 
-    private static func parse(_ reader: YAMLEventReader, file: String, expected: TreeStorage.Size?, budget: inout Budget,
+    private static func parse(_ reader: YAMLEventReader, file: String, expected: TreeStorage.Size?, itemDigests: Bool, budget: inout Budget,
                               errors: inout ConfigErrorList) -> Tree? {
         let location = { (mark: YAMLEvent.Mark) in SourceLocation(file: file, line: mark.line, column: mark.column) }
         let top = location((1, 1))
@@ -455,6 +516,7 @@ extension Tree {
         var anchors: [String: Anchored] = [:]
         var document: UInt32?
         var documents = 0
+        var aliases = 0
 
         /// Where `key` was set already in the innermost mapping, if it was. Every key recorded
         /// is in its `items` by the time the next key arrives (its value came in between).
@@ -553,6 +615,7 @@ extension Tree {
                 if budget.aliasBytes < 0 { return fail(at, "aliases expand to more than \(budget.limits.aliasBytes) bytes of text (the limit)") }
                 if budget.nodes < 0 { return fail(at, tooMany) }
                 if stack.count + anchored.height > budget.limits.depth { return fail(at, tooDeep) }
+                aliases += 1
                 // The copy is where the alias is: an error about this use of the value names this place.
                 add(builder.moved(anchored.node, line: mark.line, column: mark.column), nodes: anchored.nodes, height: anchored.height, bytes: anchored.bytes)
             case .node(.scalar(let text, let plain, let anchor), let mark):
@@ -568,17 +631,56 @@ extension Tree {
                 if budget.nodes < 0 { return fail(at, tooMany) }
                 if stack.count + 1 > budget.limits.depth { return fail(at, tooDeep) }
                 switch start {
-                case .mapping(let anchor): stack.append(Open(line: mark.line, column: mark.column, anchor: anchor, isMapping: true))
-                case .sequence(let anchor): stack.append(Open(line: mark.line, column: mark.column, anchor: anchor, isMapping: false))
+                // (Set where it stands on the stack: an `Open` copied on its way there costs a retain of each of its parts.)
+                case .mapping(let anchor):
+                    let item = itemDigests && !stack.isEmpty && stack[stack.count - 1].peers
+                    stack.append(Open(line: mark.line, column: mark.column, anchor: anchor, isMapping: true))
+                    if item {
+                        stack[stack.count - 1].itemStart = reader.startOffset
+                        stack[stack.count - 1].aliasesBefore = aliases
+                    }
+                case .sequence(let anchor, let flow):
+                    var peers = false
+                    if itemDigests, !stack.isEmpty, stack[stack.count - 1].isMapping, case .node(let key) = stack[stack.count - 1].key {
+                        peers = builder.text(key).elementsEqual("peers".utf8)
+                    }
+                    stack.append(Open(line: mark.line, column: mark.column, anchor: anchor, isMapping: false))
+                    if peers {
+                        stack[stack.count - 1].peers = true
+                        stack[stack.count - 1].flow = flow
+                    }
                 case .scalar, .alias: continue
                 }
             case .end:
                 guard let open = stack.popLast() else { return fail(top, "YAML: unbalanced end of a list or mapping") }
                 let node = builder.collection(open.isMapping ? .mapping : .sequence, open.items, file: 0, line: open.line, column: open.column)
+                // An alias inside the item: its text does not show what the alias stands for.
+                if let start = open.itemStart, open.aliasesBefore == aliases, !stack.isEmpty {
+                    let text = UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: reader.bytes[start ..< reader.endOffset]))
+                    // (The list's fields one by one: a copy of its `Open` would retain its items.)
+                    let listColumn = stack[stack.count - 1].column, flow = stack[stack.count - 1].flow
+                    builder.itemDigest(node, itemDigest(text, line: open.line, column: open.column, listColumn: listColumn, flow: flow))
+                }
                 if let anchor = open.anchor { anchors[anchor] = Anchored(node: node, nodes: open.nodes, height: open.height, bytes: open.bytes) }
                 add(node, nodes: open.nodes, height: open.height, bytes: open.bytes)
             }
         }
+    }
+
+    /// The digest of a `peers` item (a mapping without an alias) taken from its text: equal
+    /// texts read at the same place (line, column) in lists that start at the same column and
+    /// are written alike are equal trees. What libyaml makes of an item's text depends on
+    /// nothing before it but the indentation and flow context of its list (an alias would: it
+    /// is left to the node walk); what it depends on after it ends the item's range, which is
+    /// in the text. The file is the one whose kept peers it is compared with (`CachedFile`).
+    /// The first word has its top bit set: a node walk's digest starts with the length of a
+    /// file name, never that.
+    private static func itemDigest(_ text: UnsafeRawBufferPointer, line: Int, column: Int, listColumn: Int, flow: Bool) -> ReadDigest {
+        var builder = ReadDigest.Builder()
+        builder.combine(1 << 63 | UInt64(min(line, Int(Int32.max))) << 32 | UInt64(UInt32(clamping: column)))
+        builder.combine(UInt64(UInt32(clamping: listColumn)) << 1 | (flow ? 1 : 0))
+        builder.combine(piece: text)
+        return builder.finalize()
     }
 
     /// A plain scalar that YAML reads as null: empty, `~`, `null`, `Null`, `NULL`.
@@ -688,6 +790,8 @@ private struct PeerReducer {
     var placed: [UInt64: UInt32] = [:]
     /// Whole copies of peers to reduce that an alias also puts elsewhere.
     var whole: [UInt32: UInt32] = [:]
+    /// A reduced peer's entries and its addresses' places, while they are made.
+    private var scratch: (items: [UInt32], places: [UInt32]) = ([], [])
 
     init(source: TreeStorage, peers: Set<UInt32>) {
         self.source = source
@@ -771,30 +875,36 @@ private struct PeerReducer {
         let r = source.nodes[Int(i)]
         // A peer decoded without an error is a mapping.
         guard r.kind == .mapping else { return copy(i) }
-        var items: [UInt32] = []
+        // Two lists made once for all the peers: their items are copied into the builder's.
+        var items = scratch.items, places = scratch.places
+        scratch = ([], [])
+        items.removeAll(keepingCapacity: true)
         for e in 0..<Int(r.b) {
             let key = source.children[Int(r.a) + 2 * e], value = source.children[Int(r.a) + 2 * e + 1]
-            let name = source.textBytes(source.nodes[Int(key)])
+            let k = source.nodes[Int(key)]
             let v = source.nodes[Int(value)]
-            if name.elementsEqual("preshared_key_file".utf8) {
-                items += [copy(key), copy(value)]
-            } else if name.elementsEqual("allowed_ips".utf8) {
+            if source.hasText(k, "preshared_key_file") {
+                items.append(copy(key))
+                items.append(copy(value))
+            } else if source.hasText(k, "allowed_ips") {
                 items.append(copy(key))
                 if v.kind == .sequence {
-                    let places = (0..<Int(v.b)).map { k in
-                        let item = source.nodes[Int(source.children[Int(v.a) + k])]
-                        return builder.null(file: item.fileIndex, line: Int(item.line), column: Int(item.column))
+                    places.removeAll(keepingCapacity: true)
+                    for p in 0..<Int(v.b) {
+                        let item = source.nodes[Int(source.children[Int(v.a) + p])]
+                        places.append(builder.null(file: item.fileIndex, line: Int(item.line), column: Int(item.column)))
                     }
                     items.append(builder.collection(.sequence, places, file: v.fileIndex, line: Int(v.line), column: Int(v.column)))
                 } else {
                     items.append(builder.null(file: v.fileIndex, line: Int(v.line), column: Int(v.column)))
                 }
-            } else if name.elementsEqual("endpoint".utf8) {
+            } else if source.hasText(k, "endpoint") {
                 items.append(copy(key))
                 items.append(builder.null(file: v.fileIndex, line: Int(v.line), column: Int(v.column)))
             }
         }
         let new = builder.collection(.mapping, items, file: r.fileIndex, line: Int(r.line), column: Int(r.column), keptPeer: true)
+        scratch = (items, places)
         copied[Int(i)] = new
         return new
     }

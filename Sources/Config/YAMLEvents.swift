@@ -11,7 +11,8 @@ enum YAMLEvent {
     /// valid until the reader's next event.
     enum Node {
         case scalar(UnsafeBufferPointer<UInt8>, plain: Bool, anchor: String?)
-        case sequence(anchor: String?)
+        /// `flow`: written `[…]`, not as `- ` items.
+        case sequence(anchor: String?, flow: Bool)
         case mapping(anchor: String?)
         case alias(String)
     }
@@ -34,10 +35,12 @@ struct YAMLSyntaxError: Error {
 /// the text's bytes are there (a configuration of 50 000 peers is 7 MiB of text, not copied).
 final class YAMLEventReader {
     private var parser = yaml_parser_t()
-    private let bytes: UnsafeBufferPointer<UInt8>
+    let bytes: UnsafeBufferPointer<UInt8>
     /// The last event returned, deleted at the next call (a scalar's bytes are its own).
     private var event = yaml_event_t()
     private var holdsEvent = false
+    /// A character's place and its byte's, where `byteOffset(ofCharacter:)` last stopped.
+    private var cursor = (character: 0, byte: 0)
 
     /// Runs `body` with a reader of `bytes`, which must stay where they are until it returns.
     static func read<T>(_ bytes: UnsafeBufferPointer<UInt8>, _ body: (YAMLEventReader) throws -> T) rethrows -> T {
@@ -73,13 +76,47 @@ final class YAMLEventReader {
                 let s = event.data.scalar
                 return .node(.scalar(UnsafeBufferPointer(start: UnsafePointer(s.value), count: s.value == nil ? 0 : s.length), plain: s.style == YAML_PLAIN_SCALAR_STYLE,
                                      anchor: Self.anchor(s.anchor)), mark)
-            case YAML_SEQUENCE_START_EVENT: return .node(.sequence(anchor: Self.anchor(event.data.sequence_start.anchor)), mark)
+            case YAML_SEQUENCE_START_EVENT:
+                let start = event.data.sequence_start
+                return .node(.sequence(anchor: Self.anchor(start.anchor), flow: start.style == YAML_FLOW_SEQUENCE_STYLE), mark)
             case YAML_MAPPING_START_EVENT: return .node(.mapping(anchor: Self.anchor(event.data.mapping_start.anchor)), mark)
             case YAML_ALIAS_EVENT: return .node(.alias(Self.anchor(event.data.alias.anchor) ?? ""), mark)
             case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT: return .end
             default: continue  // stream start, no-op
             }
         }
+    }
+
+    /// Where the last event starts in the text, in bytes.
+    var startOffset: Int { byteOffset(ofCharacter: Int(event.start_mark.index)) }
+
+    /// Where the last event ends in the text, in bytes. A block list's or mapping's end is
+    /// where the next token starts: its range holds the comments and blank lines after it.
+    var endOffset: Int { byteOffset(ofCharacter: Int(event.end_mark.index)) }
+
+    /// libyaml's marks count characters, not bytes: every byte but a UTF-8 continuation byte
+    /// (a CR LF is two, a leading byte order mark one, as the input's encoding is set). Events
+    /// come in the text's order, so the cursor moves a little at a time, 8 ASCII bytes a step.
+    private func byteOffset(ofCharacter target: Int) -> Int {
+        var (character, byte) = cursor
+        let base = bytes.baseAddress
+        while character > target {
+            byte -= 1
+            if base![byte] & 0xC0 != 0x80 { character -= 1 }
+        }
+        while character < target, byte < bytes.count {
+            if target - character >= 8, bytes.count - byte >= 8,
+               UnsafeRawPointer(base! + byte).loadUnaligned(as: UInt64.self) & 0x8080_8080_8080_8080 == 0 {
+                (character, byte) = (character + 8, byte + 8)
+                continue
+            }
+            byte += 1
+            // The next character starts at the next byte that is not a continuation.
+            while byte < bytes.count, base![byte] & 0xC0 == 0x80 { byte += 1 }
+            character += 1
+        }
+        cursor = (character, byte)
+        return byte
     }
 
     private func syntaxError() -> YAMLSyntaxError {

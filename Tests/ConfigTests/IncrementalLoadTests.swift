@@ -289,6 +289,187 @@ final class IncrementalLoadTests: XCTestCase {
         if let name = loosened { chmod(path(name), 0o644) }
     }
 
+    /// One file of peers edited at random in ways that keep an item's text and change its
+    /// meaning or place, or change its text and not its meaning: an address that an alias in
+    /// another item takes, lines added above, CR LF, a byte order mark, the list indented
+    /// otherwise, a comment or a tab within an item, keys reordered, flow and block items,
+    /// items swapped. After each, the cached load equals a fresh one (errors name places of
+    /// kept peers: a name or an address taken twice).
+    func testIncrementalLoadEqualsFreshLoadAfterRandomEditsOfOneFile() throws {
+        for seed in [21, 22, 23] as [UInt64] {
+            try runRandomItemEdits(seed: seed, steps: 40)
+        }
+        XCTAssertGreaterThan(outcomes.filter { $0 }.count, outcomes.count / 4, "\(outcomes.filter { $0 }.count) of \(outcomes.count) loads accepted")
+        XCTAssertGreaterThan(textMatches, 10, "loads where items were told again by their text")
+    }
+
+    private var textMatches = 0
+
+    private struct ItemState {
+        var name: Int
+        var address: Int
+        var block = false
+        var reordered = false
+        var comment: String?
+        var tab = false
+        var anchored = false
+        /// The item whose anchor its `allowed_ips` names.
+        var alias: Int?
+    }
+
+    private func runRandomItemEdits(seed: UInt64, steps: Int) throws {
+        var random = SeededGenerator(seed: seed)
+        let keys = (0..<12).map { _ in PrivateKey.generate().publicKey.base64 }
+        var items = (0..<10).map { ItemState(name: $0, address: $0 + 1) }
+        var crlf = false, bom = false, blank = 0, indent = "    ", dash = "- "
+        func render() -> String {
+            var text = (bom ? "\u{FEFF}" : "") + "# peers\n" + String(repeating: "\n", count: blank)
+            text += "wireguard:\n  wg0:\n    private_key_file: wg0.key\n    peers:\n"
+            for (i, item) in items.enumerated() {
+                let name = "name:\(item.tab ? "\t" : " ")p\(item.name)"
+                let key = "public_key: \"\(keys[item.name % keys.count])\""
+                let ips = "allowed_ips: " + (item.alias.map { "*a\($0)" } ?? ((item.anchored ? "&a\(i) " : "") + "[\"2001:db8:1::\(item.address)/128\"]"))
+                let fields = item.reordered ? [key, ips, name] : [name, key, ips]
+                if item.block {
+                    let pad = indent + String(repeating: " ", count: dash.count)
+                    text += indent + dash + fields[0] + "\n"
+                    if let comment = item.comment { text += pad + "# \(comment)\n" }
+                    text += fields.dropFirst().map { pad + $0 + "\n" }.joined()
+                } else {
+                    text += indent + dash + "{" + fields.joined(separator: ", ") + "}" + (item.comment.map { "  # \($0)" } ?? "") + "\n"
+                }
+            }
+            text += gateway
+            return crlf ? text.replacingOccurrences(of: "\n", with: "\r\n") : text
+        }
+        try fixture.write("wgkeeper.yaml", render())
+        let cache = settledCache()
+        _ = assertSameAsFresh(cache, "seed \(seed), start")
+        for step in 0..<steps {
+            let i = random.below(items.count)
+            var what = ""
+            switch random.below(13) {
+            case 0, 1:
+                // Often one that another item's alias takes: that item's text stays as it was.
+                let aliased = items.compactMap(\.alias).filter { items.indices.contains($0) }
+                let k = aliased.isEmpty || random.below(2) == 0 ? i : aliased[random.below(aliased.count)]
+                items[k].address = random.below(30) + 1
+                what = "address of item \(k): \(items[k].address)"
+            case 2:
+                items[i].block.toggle()
+                what = "item \(i) block: \(items[i].block)"
+            case 3:
+                items[i].reordered.toggle()
+                what = "item \(i) keys reordered: \(items[i].reordered)"
+            case 4:
+                items[i].comment = ["x", "é", "y ☃", nil][random.below(4)]
+                what = "item \(i) comment: \(items[i].comment ?? "none")"
+            case 5:
+                items[i].tab.toggle()
+                what = "item \(i) tab: \(items[i].tab)"
+            case 6:
+                // An anchor, or an alias of an earlier item's (refused when that one has none).
+                if random.below(2) == 0 || i == 0 {
+                    items[i].anchored.toggle()
+                    what = "item \(i) anchored: \(items[i].anchored)"
+                } else {
+                    // Mostly an item with an anchor (a missing one is refused, as fresh).
+                    let anchored = items.indices.filter { $0 < i && items[$0].anchored }
+                    let k = anchored.isEmpty || random.below(4) == 0 ? random.below(i) : anchored[random.below(anchored.count)]
+                    items[i].alias = items[i].alias == nil ? k : nil
+                    what = "item \(i) alias: \(items[i].alias.map(String.init) ?? "none")"
+                }
+            case 7:
+                let j = random.below(items.count)
+                items.swapAt(i, j)
+                what = "items \(i) and \(j) swapped"
+            case 8:
+                blank = (blank + 1 + random.below(2)) % 3
+                what = "\(blank) blank lines above"
+            case 9:
+                crlf.toggle()
+                what = "CR LF: \(crlf)"
+            case 10:
+                bom.toggle()
+                what = "byte order mark: \(bom)"
+            case 11:
+                (indent, dash) = [("    ", "- "), ("      ", "- "), ("    ", "-   "), ("  ", "  - ")][random.below(4)]
+                what = "list indented \(indent.count), dash \(dash.count)"
+            default:
+                what = "nothing"
+            }
+            try fixture.write("wgkeeper.yaml", render())
+            let outcome = assertSameAsFresh(cache, "seed \(seed), step \(step): \(what)")
+            if outcome.desired != nil, cache.lastLoad.filesParsed == 1, cache.lastLoad.peersDecoded < items.count { textMatches += 1 }
+        }
+    }
+
+    /// An item whose text is unchanged but whose alias names an anchor whose value changed (in
+    /// another item), then an anchor defined again between them: the item is decoded again.
+    func testItemWithAnAliasIsDecodedAgainWhenItsAnchorChanges() throws {
+        func text(_ address: Int, again: Bool) -> String {
+            """
+            wireguard:
+              wg0:
+                private_key_file: wg0.key
+                peers:
+                  - {name: a, public_key: "\(ConfigFixture.alice)", allowed_ips: ["2001:db8:1::1/128"], endpoint: &ep "[2001:db8::\(address)]:51820"}
+                  - {name: b, public_key: "\(ConfigFixture.bob)", allowed_ips: ["2001:db8:1::2/128"], endpoint: \(again ? "&ep " : "")"[2001:db8::9]:51820"}
+                  - {name: c, public_key: "\(ConfigFixture.carol)", allowed_ips: ["2001:db8:1::3/128"], endpoint: *ep}
+
+            """ + gateway
+        }
+        func endpoint(_ outcome: Outcome) -> String? {
+            outcome.desired?.devices.first?.peers.first { $0.name == "c" }?.endpoint.map { "\($0)" }
+        }
+        try fixture.write("wgkeeper.yaml", text(5, again: false))
+        let cache = settledCache()
+        let first = assertSameAsFresh(cache, "first")
+        XCTAssertTrue(endpoint(first)?.contains("2001:db8::5") == true, "\(first.errors) \(endpoint(first) ?? "")")
+        try fixture.write("wgkeeper.yaml", text(6, again: false))
+        XCTAssertTrue(endpoint(assertSameAsFresh(cache, "anchor changed"))?.contains("2001:db8::6") == true)
+        XCTAssertEqual(cache.lastLoad.peersDecoded, 2, "a changed, c took its anchor's new value; b told by its text")
+        try fixture.write("wgkeeper.yaml", text(6, again: true))
+        XCTAssertTrue(endpoint(assertSameAsFresh(cache, "anchor defined again"))?.contains("2001:db8::9") == true)
+        XCTAssertEqual(cache.lastLoad.peersDecoded, 2, "b changed, c took its anchor's value")
+    }
+
+    /// Items whose text is unchanged at a place that changed (a line above, the list indented
+    /// otherwise) are decoded again: their sections' places, in the errors, are the new ones.
+    func testItemsWithTheSameTextElsewhereAreDecodedAgain() throws {
+        func text(_ above: String, indent: String) -> String {
+            above + """
+            wireguard:
+              wg0:
+                private_key_file: wg0.key
+                peers:
+
+            """ + [("a", ConfigFixture.alice), ("b", ConfigFixture.bob), ("a", ConfigFixture.carol)].map {
+                "\(indent)- {name: \($0.0), public_key: \"\($0.1)\", allowed_ips: [\"2001:db8:1::\($0.0 == "a" ? 1 : 2)/128\"]}\n"
+            }.joined() + gateway
+        }
+        try fixture.write("wgkeeper.yaml", text("", indent: "      "))
+        let cache = settledCache()
+        let first = assertSameAsFresh(cache, "first")
+        XCTAssertTrue(first.errors.contains { $0.contains("wgkeeper.yaml:5:9") }, "\(first.errors)")
+        try fixture.write("wgkeeper.yaml", text("# a line above\n", indent: "      "))
+        XCTAssertTrue(assertSameAsFresh(cache, "a line above").errors.contains { $0.contains("wgkeeper.yaml:6:9") })
+        XCTAssertEqual(cache.lastLoad.peersDecoded, 3)
+        try fixture.write("wgkeeper.yaml", text("# a line above\n", indent: "    "))
+        XCTAssertTrue(assertSameAsFresh(cache, "indented less").errors.contains { $0.contains("wgkeeper.yaml:6:7") })
+        XCTAssertEqual(cache.lastLoad.peersDecoded, 3)
+        try fixture.write("wgkeeper.yaml", text("\u{FEFF}# a line above\r\n", indent: "    "))
+        XCTAssertTrue(assertSameAsFresh(cache, "byte order mark, CR LF").errors.contains { $0.contains("wgkeeper.yaml:6:7") })
+        XCTAssertEqual(cache.lastLoad.peersDecoded, 0, "the same texts at the same places")
+        XCTAssertEqual(cache.keptItemDigests, 0)
+        // No peer decoded, the tree kept whole: its items' digests are not.
+        try fixture.write("wgkeeper.yaml", text("", indent: "      ").replacingOccurrences(of: "public_key: \"", with: "public_key: \"x"))
+        _ = assertSameAsFresh(cache, "every key broken")
+        XCTAssertEqual(cache.lastLoad.filesParsed, 1)
+        XCTAssertGreaterThan(cache.keptNodes, 20)
+        XCTAssertEqual(cache.keptItemDigests, 0)
+    }
+
     // MARK: rules that hold for cached files
 
     /// A file whose permissions changed is refused although its content did not change, and
