@@ -51,10 +51,20 @@ final class YAMLEventReader {
         self.bytes = bytes
         yaml_parser_initialize(&parser)
         yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING)
+        // A leading byte order mark (as some editors save UTF-8) is not given to libyaml: with the
+        // encoding set, it would read it as a character of the first line, whose key would then
+        // start in column 2 and the file fail to parse. Its marks then count from after it.
+        let skipped = bytes.starts(with: Self.byteOrderMark) ? Self.byteOrderMark.count : 0
+        bomLength = skipped
+        cursor = (0, skipped)
         // libyaml only reads the input; an empty text still needs an address.
         let empty: StaticString = ""
-        yaml_parser_set_input_string(&parser, bytes.baseAddress ?? empty.utf8Start, bytes.count)
+        yaml_parser_set_input_string(&parser, bytes.baseAddress.map { $0 + skipped } ?? empty.utf8Start, bytes.count - skipped)
     }
+
+    static let byteOrderMark: [UInt8] = [0xEF, 0xBB, 0xBF]
+    /// The bytes of a leading byte order mark (3), not given to libyaml, or 0.
+    private let bomLength: Int
 
     deinit {
         if holdsEvent { yaml_event_delete(&event) }
@@ -95,7 +105,7 @@ final class YAMLEventReader {
     var endOffset: Int { byteOffset(ofCharacter: Int(event.end_mark.index)) }
 
     /// libyaml's marks count characters, not bytes: every byte but a UTF-8 continuation byte
-    /// (a CR LF is two, a leading byte order mark one, as the input's encoding is set). Events
+    /// (a CR LF is two), from after a leading byte order mark (not given to libyaml). Events
     /// come in the text's order, so the cursor moves a little at a time, 8 ASCII bytes a step.
     private func byteOffset(ofCharacter target: Int) -> Int {
         var (character, byte) = cursor
@@ -138,7 +148,7 @@ final class YAMLEventReader {
             let hex = String(value, radix: 16, uppercase: true)
             let character = value >= 0 ? " (U+\(String(repeating: "0", count: max(0, 4 - hex.count)) + hex))" : ""
             return YAMLSyntaxError(message: "YAML: \(problem)\(character)",
-                                   mark: Self.mark(atByte: parser.problem_offset, in: bytes))
+                                   mark: Self.mark(atByte: parser.problem_offset + bomLength, in: bytes))
         default:
             return YAMLSyntaxError(message: "YAML: \(problem)", mark: nil)
         }
@@ -147,7 +157,7 @@ final class YAMLEventReader {
     /// The line and column of byte `offset`, counted as libyaml counts its marks: columns in
     /// characters, lines ended by LF, CR, CR LF, NEL, LS or PS, a leading byte order mark not counted.
     static func mark(atByte offset: Int, in bytes: some Collection<UInt8>) -> YAMLEvent.Mark {
-        let bom: [UInt8] = [0xEF, 0xBB, 0xBF]
+        let bom = byteOrderMark
         var line = 1, column = 1
         var before: (UInt8, UInt8) = (0, 0)  // the two bytes before the current one
         for (i, byte) in bytes.prefix(offset).enumerated() {

@@ -96,6 +96,37 @@ final class LimitTests: XCTestCase {
         ])
     }
 
+    /// Some editors save UTF-8 with a byte order mark: the file reads as without one, and
+    /// every place (libyaml's marks, the reader's byte offset) is where it is without one.
+    func testALeadingByteOrderMarkIsNotPartOfTheFirstLine() throws {
+        try fixture.writeKey("wg0.key")
+        // Written as bytes: Foundation's String.write drops a leading U+FEFF.
+        func load(_ text: String) throws -> Result<LoadedConfig, ConfigErrors> {
+            try Data([0xEF, 0xBB, 0xBF] + Array(text.utf8)).write(to: URL(fileURLWithPath: fixture.path("wgkeeper.yaml")))
+            return ConfigLoader().load(path: fixture.path("wgkeeper.yaml"))
+        }
+        func errors(_ text: String) throws -> [String] {
+            guard case .failure(let errors) = try load(text) else { XCTFail("expected errors"); return [] }
+            return errors.errors.map { $0.description.replacingOccurrences(of: fixture.directory + "/", with: "") }
+        }
+        // Two keys at the top: with the mark read as a character, the first stood in column 2
+        // and the second ended the mapping ("did not find expected <document start>").
+        let text = "runtime:\n  resync: 1m\n" + AcceptedConfigs.minimal
+        let plain = try fixture.loaded(text)
+        guard case .success(let marked) = try load(text) else { return XCTFail("with a byte order mark") }
+        XCTAssertEqual(marked.desired, plain.desired)
+        XCTAssertEqual(try errors("bogus: 1\nruntime:\n  resync: 1x\n"), [
+            "wgkeeper.yaml:1:1: unknown key \"bogus\" in the configuration (known: runtime, wireguard, gateway, routes, proxies, policy)",
+            "wgkeeper.yaml:3:11: resync: \"1x\" is not an interval (write it like 500ms, 2s, 1m or 1m30s)",
+        ])
+        XCTAssertEqual(try errors("runtime:\n  resync: 1m\n  status_socket: \"/run/x\u{1}y\"\n"), [
+            "wgkeeper.yaml:3:25: YAML: control characters are not allowed (U+0001)",
+        ])
+        XCTAssertEqual(try errors("runtime:\n  state_dir: @x\n"), [
+            "wgkeeper.yaml:2:14: YAML syntax: while scanning for the next token (from 2:14), found character that cannot start any token",
+        ])
+    }
+
     func testScannerErrorIsAtTheProblemAndNamesWhereTheConstructBegan() throws {
         XCTAssertEqual(try fixture.errors("runtime:\n  resync: 1m\n  state_dir: @x\n"), [
             "wgkeeper.yaml:3:14: YAML syntax: while scanning for the next token (from 3:14), found character that cannot start any token",
