@@ -470,6 +470,70 @@ final class IncrementalLoadTests: XCTestCase {
         XCTAssertEqual(cache.keptItemDigests, 0)
     }
 
+    /// Items whose text and place stay while what holds them changes: the devices' names
+    /// swapped (each list now another device's), one list an alias of the other's, a list's
+    /// key spelled otherwise, block scalars whose value the item's own lines give, and items
+    /// that go from one file of the include directory to another at the same place.
+    func testItemsWhoseTextAndPlaceStayWhileTheirHolderChanges() throws {
+        try fixture.writeKey("wg1.key")
+        let confD = fixture.path("conf.d")
+        try? FileManager.default.removeItem(atPath: confD)
+        try FileManager.default.createDirectory(atPath: confD, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        let more = (0..<3).map { _ in PrivateKey.generate().publicKey.base64 }
+        func list(_ a: String, _ b: String, _ base: Int, keys: (String, String) = (ConfigFixture.alice, ConfigFixture.bob)) -> String {
+            """
+                peers:
+                  - name: \(a)
+                    public_key: |-
+                      \(keys.0)
+                    allowed_ips: ["2001:db8:1::\(base)/128"]
+                  - {name: \(b), public_key: "\(keys.1)",
+                     allowed_ips: ["2001:db8:1::\(base + 1)/128"]}
+
+            """
+        }
+        func main(_ first: String, _ second: String, secondPeers: String? = nil) -> String {
+            "runtime:\n  include_dir: conf.d\nwireguard:\n  \(first):\n    private_key_file: \(first).key\n" + list("a", "b", 1)
+                + "  \(second):\n    private_key_file: \(second).key\n" + (secondPeers ?? list("c", "d", 3)) + gateway
+        }
+        try fixture.write("wgkeeper.yaml", main("wg0", "wg1"))
+        let cache = settledCache()
+        let first = assertSameAsFresh(cache, "first")
+        XCTAssertNotNil(first.desired, "\(first.errors)")
+        try fixture.write("wgkeeper.yaml", main("wg1", "wg0"))
+        let swapped = assertSameAsFresh(cache, "devices swapped")
+        XCTAssertEqual(swapped.desired?.devices.first { $0.name == "wg1" }?.peers.map(\.name), ["a", "b"])
+        XCTAssertEqual(cache.lastLoad.peersDecoded, 0, "every item at its place with its text")
+        try fixture.write("wgkeeper.yaml", main("wg1", "wg0").replacingOccurrences(of: "    peers:\n", with: "    peers: \n"))
+        _ = assertSameAsFresh(cache, "a space after the key")
+        try fixture.write("wgkeeper.yaml", main("wg1", "wg0").replacingOccurrences(of: "public_key: |-", with: "public_key: |+"))
+        _ = assertSameAsFresh(cache, "keep chomping: a line break in the keys")
+        try fixture.write("wgkeeper.yaml", main("wg1", "wg0").replacingOccurrences(of: "public_key: |-", with: "public_key: >-"))
+        _ = assertSameAsFresh(cache, "folded")
+        // The second list an alias of the first (the same items, at the first's places).
+        let aliased = main("wg0", "wg1", secondPeers: "    peers: *l\n").replacingOccurrences(of: "    peers:\n      - name: a", with: "    peers: &l\n      - name: a")
+        try fixture.write("wgkeeper.yaml", aliased)
+        _ = assertSameAsFresh(cache, "second list an alias of the first")
+        try fixture.write("wgkeeper.yaml", aliased.replacingOccurrences(of: "wg1:", with: "wg2:").replacingOccurrences(of: "wg1.key", with: "wg0.key"))
+        _ = assertSameAsFresh(cache, "second device renamed")
+        // Two files of the include directory, the same text at the same places, then moved.
+        let part = { (device: String, a: String, b: String, base: Int) in "wireguard:\n  \(device):\n" + list(a, b, base, keys: a == "e" ? (ConfigFixture.carol, more[0]) : (more[1], more[2])) }
+        try fixture.write("wgkeeper.yaml", main("wg0", "wg1"))
+        try fixture.write("conf.d/a.yaml", part("wg0", "e", "f", 5))
+        try fixture.write("conf.d/b.yaml", part("wg1", "g", "h", 7))
+        XCTAssertNotNil(assertSameAsFresh(cache, "two files").desired)
+        try fixture.write("conf.d/a.yaml", part("wg0", "g", "h", 7))
+        try fixture.write("conf.d/b.yaml", part("wg1", "e", "f", 5))
+        _ = assertSameAsFresh(cache, "their items swapped between the files")
+        try fixture.write("conf.d/a.yaml", part("wg1", "g", "h", 7))
+        try fixture.write("conf.d/b.yaml", part("wg0", "e", "f", 5))
+        XCTAssertNotNil(assertSameAsFresh(cache, "and their devices").desired)
+        try FileManager.default.moveItem(atPath: fixture.path("conf.d/a.yaml"), toPath: fixture.path("conf.d/c.yaml"))
+        _ = assertSameAsFresh(cache, "a file renamed after the other")
+        try fixture.write("conf.d/c.yaml", part("wg1", "g", "h", 1))
+        _ = assertSameAsFresh(cache, "an address taken twice")
+    }
+
     // MARK: rules that hold for cached files
 
     /// A file whose permissions changed is refused although its content did not change, and
