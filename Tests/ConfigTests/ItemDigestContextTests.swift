@@ -150,4 +150,54 @@ final class ItemDigestContextTests: XCTestCase {
         XCTAssertGreaterThan(equalPairs, 2000, "items told again by their text in another document")
         print("parsed \(parsed), equal digests in different documents \(equalPairs)")
     }
+
+    /// Documents of the generator mutated byte by byte (YAML's indicators, spaces, breaks,
+    /// multi-byte characters): parsing with item digests never traps (an item's range is read
+    /// from the reader's offsets), and the tree is the one parsed without them; and equal text
+    /// digests (an item whose context a mutation changed) only for equal trees.
+    func testMutatedDocumentsParseAsWithoutDigests() {
+        var r = Rng(g: SeededGenerator(seed: 1919))
+        var seen: [ReadDigest: (walk: ReadDigest, text: [UInt8])] = [:]
+        var equalPairs = 0
+        let alphabet: [[UInt8]] = ["-", ":", " ", "\n", "\r", "\t", "{", "}", "[", "]", ",", "?", "&", "*", "!", "|", ">", "#", "'", "\"", "é", "☃", "𝄞", "\u{2028}", "\u{85}", "\u{FEFF}", "a", "peers"].map { Array($0.utf8) }
+        var parsed = 0
+        for _ in 0..<Int(ProcessInfo.processInfo.environment["ITEM_DIGEST_ROUNDS"] ?? "30000")! {
+            var bytes = Array(render(&r).utf8)
+            for _ in 0..<(1 + r.below(3)) {
+                let at = r.below(bytes.count + 1)
+                switch r.below(3) {
+                case 0: bytes.insert(contentsOf: r.pick(alphabet), at: at)
+                case 1: if at < bytes.count { bytes.remove(at: at) }
+                default: if at < bytes.count { bytes.replaceSubrange(at ..< at + 1, with: r.pick(alphabet)) }
+                }
+            }
+            guard String(validating: bytes, as: UTF8.self) != nil else { continue }
+            var budget = Tree.Budget(.standard), plainBudget = Tree.Budget(.standard)
+            var errors = ConfigErrorList(limit: 10), plainErrors = ConfigErrorList(limit: 10)
+            let (tree, plain) = bytes.withUnsafeBufferPointer {
+                (Tree.parse($0, file: "f.yaml", itemDigests: true, budget: &budget, errors: &errors),
+                 Tree.parse($0, file: "f.yaml", budget: &plainBudget, errors: &plainErrors))
+            }
+            XCTAssertEqual(tree.map { $0.withoutItemDigests.digest }, plain.map(\.digest))
+            XCTAssertEqual(errors.count, plainErrors.count)
+            guard let tree, errors.isEmpty else { continue }
+            parsed += 1
+            let walked = tree.withoutItemDigests
+            for entry in tree.storage.itemDigests {
+                let walk = Tree(walked.storage, entry.node).digest
+                if let known = seen[entry.digest] {
+                    if known.text != bytes { equalPairs += 1 }
+                    if known.walk != walk {
+                        XCTFail("equal text digests, different trees:\n---\n\(String(decoding: known.text, as: UTF8.self).debugDescription)\n---\n\(String(decoding: bytes, as: UTF8.self).debugDescription)")
+                        return
+                    }
+                } else {
+                    seen[entry.digest] = (walk, bytes)
+                }
+            }
+        }
+        XCTAssertGreaterThan(parsed, 3000)
+        XCTAssertGreaterThan(equalPairs, 900)
+        print("mutated: parsed \(parsed), equal digests in different documents \(equalPairs)")
+    }
 }
