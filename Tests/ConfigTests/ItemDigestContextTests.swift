@@ -200,4 +200,33 @@ final class ItemDigestContextTests: XCTestCase {
         XCTAssertGreaterThan(equalPairs, 900)
         print("mutated: parsed \(parsed), equal digests in different documents \(equalPairs)")
     }
+
+    /// Long lines of characters of one to four bytes, across libyaml's input buffer (16 KiB):
+    /// each single-line plain scalar's text is found at the byte offsets of its event.
+    func testOffsetsAcrossLongLinesOfWideCharacters() {
+        var r = Rng(g: SeededGenerator(seed: 7))
+        let pieces = ["a", "é", "☃", "𝄞", "x y", "\u{FEFF}"]
+        for _ in 0..<20 {
+            var text = r.pick(["", "\u{FEFF}", "# é\r\n"]) + "k:\n"
+            var expected: [String] = []
+            for _ in 0..<(2 + r.below(4)) {
+                var word = "w"
+                for _ in 0..<r.below(12000) { word += r.pick(pieces) }
+                word += "z"
+                expected.append(word)
+                text += "  - " + word + r.pick(["\n", "\r\n", "\u{2028}", "\u{85}", "  # \(r.pick(pieces))\n"])
+            }
+            var found: [String] = []
+            Array(text.utf8).withUnsafeBufferPointer { bytes in
+                YAMLEventReader.read(bytes) { reader in
+                    while let event = try? reader.next() {
+                        if case .streamEnd = event { break }
+                        guard case .node(.scalar, _) = event else { continue }
+                        found.append(String(decoding: bytes[reader.startOffset ..< reader.endOffset], as: UTF8.self))
+                    }
+                }
+            }
+            XCTAssertEqual(found, ["k"] + expected)
+        }
+    }
 }
