@@ -534,6 +534,76 @@ final class IncrementalLoadTests: XCTestCase {
         _ = assertSameAsFresh(cache, "an address taken twice")
     }
 
+    /// Items written in multi-line forms (block scalars with chomping and indentation
+    /// indicators, folded, quoted across lines with an escaped break, plain across lines,
+    /// explicit keys, block lists of addresses), in two devices whose names and lists trade
+    /// places, under a list indented otherwise or written `[…]`: each edit keeps most items'
+    /// text and place and changes their holder or context. After each, the cached load
+    /// equals a fresh one.
+    func testIncrementalLoadEqualsFreshLoadWithMultiLineItemsAndMovingHolders() throws {
+        try fixture.writeKey("wg1.key")
+        for seed in [31, 32, 33] as [UInt64] {
+            var random = SeededGenerator(seed: seed)
+            let keys = (0..<8).map { _ in PrivateKey.generate().publicKey.base64 }
+            struct Item { var name: Int; var key: Int; var address: Int; var form: Int }
+            var lists = [(0..<4).map { Item(name: $0, key: $0, address: $0 + 1, form: $0) },
+                         (4..<7).map { Item(name: $0, key: $0, address: $0 + 1, form: $0) }]
+            var names = ["wg0", "wg1"], indent = 4, flow = [false, false], chomp = ["-", "-"], trailing = "\n"
+            func item(_ item: Item, column: Int, flow: Bool, chomp: String) -> String {
+                let pad = String(repeating: " ", count: column), key = keys[item.key], ip = "2001:db8:1::\(item.address)/128"
+                if flow { return "{name: p\(item.name), public_key: \"\(key)\",\n\(pad) allowed_ips: [\"\(ip)\"]}" }
+                switch item.form % 7 {
+                case 0: return "name: p\(item.name)\n\(pad)public_key: |\(chomp)\n\(pad)  \(key)\n\(pad)allowed_ips: [\"\(ip)\"]"
+                case 1: return "name: p\(item.name)\n\(pad)public_key: >\(chomp)\n\(pad)  \(key)\n\n\(pad)allowed_ips:\n\(pad)- \(ip)"
+                case 2: return "name: p\(item.name)\n\(pad)public_key: \"\(key.prefix(20))\\\n\(pad)  \(key.dropFirst(20))\"\n\(pad)allowed_ips:\n\(pad)  - \"\(ip)\""
+                case 3: return "name: p\(item.name)\n\(pad)? public_key\n\(pad): \(key)\n\(pad)allowed_ips: [\(ip)]  # c"
+                case 4: return "name: p\(item.name)\n\(pad)public_key: |2\(chomp)\n\(pad)  \(key)\n\(pad)allowed_ips: [\(ip)]"
+                case 5: return "name: >-\n\(pad)  p\(item.name)\n\(pad)public_key: \(key)\n\(pad)allowed_ips: [\(ip)]"
+                default: return "name: p\(item.name)\n\(pad)public_key: \(key)\n\(pad)allowed_ips: [\(ip),\n\(pad)  ]"
+                }
+            }
+            func render() -> String {
+                var text = "wireguard:\n"
+                for d in 0..<2 {
+                    let i = String(repeating: " ", count: indent)
+                    text += "  \(names[d]):\n    private_key_file: \(names[d]).key\n    peers:"
+                    if flow[d] {
+                        text += " [" + lists[d].map { item($0, column: 0, flow: true, chomp: "") }.joined(separator: ",\n      ") + "]\n"
+                    } else {
+                        text += "\n" + lists[d].map { i + "- " + item($0, column: indent + 2, flow: false, chomp: chomp[d]) + "\n" }.joined()
+                    }
+                }
+                return text + gateway.dropLast() + trailing
+            }
+            try fixture.write("wgkeeper.yaml", render())
+            let cache = settledCache()
+            _ = assertSameAsFresh(cache, "seed \(seed), start")
+            for step in 0..<30 {
+                let d = random.below(2), i = random.below(lists[d].count)
+                var what = ""
+                switch random.below(9) {
+                case 0: names.swapAt(0, 1); what = "devices renamed"
+                case 1: lists.swapAt(0, 1); flow.swapAt(0, 1); chomp.swapAt(0, 1); what = "lists swapped"
+                case 2: indent = [4, 6, 5][random.below(3)]; what = "indent \(indent)"
+                case 3: flow[d].toggle(); what = "list \(d) flow \(flow[d])"
+                case 4: chomp[d] = ["-", "-", "-", "+", ""][random.below(5)]; what = "list \(d) chomping \(chomp[d])"
+                case 5: lists[d][i].form += 1; what = "item \(d).\(i) form"
+                case 6: lists[d][i].address = random.below(24) + 1; what = "item \(d).\(i) address \(lists[d][i].address)"
+                case 7:
+                    let j = random.below(lists[1 - d].count)
+                    (lists[d][i], lists[1 - d][j]) = (lists[1 - d][j], lists[d][i])
+                    what = "items \(d).\(i) and \(1 - d).\(j) traded"
+                default: trailing = ["\n", "", "\n\n# end\n", "\r\n"][random.below(4)]; what = "file ends \(trailing.debugDescription)"
+                }
+                try fixture.write("wgkeeper.yaml", render())
+                let outcome = assertSameAsFresh(cache, "seed \(seed), step \(step): \(what)")
+                if outcome.desired != nil, cache.lastLoad.filesParsed == 1, cache.lastLoad.peersDecoded < 7 { textMatches += 1 }
+            }
+        }
+        XCTAssertGreaterThan(outcomes.filter { $0 }.count, outcomes.count / 3, "\(outcomes.filter { $0 }.count) of \(outcomes.count) loads accepted")
+        XCTAssertGreaterThan(textMatches, 15, "loads where items were told again by their text")
+    }
+
     // MARK: rules that hold for cached files
 
     /// A file whose permissions changed is refused although its content did not change, and
