@@ -604,6 +604,56 @@ final class IncrementalLoadTests: XCTestCase {
         XCTAssertGreaterThan(textMatches, 15, "loads where items were told again by their text")
     }
 
+    /// One file read twice in a load (a main file in its own include directory, refused for
+    /// naming `include_dir` there) whose second read parsed another text (written between the
+    /// two reads) than the first reused: the peers kept are the ones of the tree the load
+    /// keeps for the file (the second), each naming its reduced item at its own place, and the
+    /// second tree's items are told by their text, not by node numbers of the first.
+    func testFileReadTwiceInALoadWithTwoTreesKeepsThePeersOfTheTreeItKeeps() throws {
+        func text(_ address: Int) -> String {
+            """
+            wireguard:
+              wg0:
+                private_key_file: wg0.key
+                peers:
+                  - {name: a, public_key: "\(ConfigFixture.alice)", allowed_ips: ["2001:db8:1::\(address)/128"]}
+                  - {name: b, public_key: "\(ConfigFixture.bob)", allowed_ips: ["2001:db8:1::2/128"]}
+
+            """ + gateway
+        }
+        try fixture.write("wgkeeper.yaml", text(1))
+        let cache = settledCache()
+        XCTAssertNotNil(assertSameAsFresh(cache, "first").desired)
+        // The load as `ConfigLoader.load` makes it: the first read reuses the kept tree, the
+        // second parses the text written since.
+        var round = CacheRound(previous: cache.take(), keeping: true)
+        let first = try XCTUnwrap(round.previous.files[main])
+        var reused = first
+        round.keep(main, &reused)
+        round.unchanged.insert(main)
+        var bytes = Array(text(3).utf8)
+        var budget = Tree.Budget(.standard)
+        var errors = ConfigErrorList()
+        let second = try XCTUnwrap(bytes.withUnsafeMutableBufferPointer {
+            Tree.parse(UnsafeBufferPointer($0), file: main, itemDigests: true, budget: &budget, errors: &errors)
+        })
+        var parsed = CachedFile(real: first.real, identity: first.identity, settled: false,
+                                content: bytes.withUnsafeBytes(ContentDigest.init), tree: second, nodes: 0, aliasNodes: 0, aliasBytes: 0,
+                                parsedSize: second.storage.size)
+        round.keep(main, &parsed)
+        let merged = Tree.merge([first.tree, second], path: "", errors: &errors)
+        let result = ConfigLoader().validate(merged, files: [main], includeDir: nil, errors: errors, peers: &round) { _, _ in }
+        guard case .failure = result else { return XCTFail("two gateways: refused") }
+        let kept = try XCTUnwrap(round.next.files[main])
+        XCTAssertEqual(kept.peers.count, 2, "the second tree's two peers")
+        for peer in kept.peers {
+            let item = Tree(kept.tree.storage, peer.node)
+            XCTAssertTrue(item.isKeptPeer)
+            XCTAssertEqual(item.location, SourceLocation(file: main, line: Int(peer.line), column: Int(peer.column)))
+        }
+        XCTAssertEqual(round.next.statistics.peersDecoded, 1, "a changed; b told by its text")
+    }
+
     // MARK: rules that hold for cached files
 
     /// A file whose permissions changed is refused although its content did not change, and
