@@ -87,8 +87,7 @@ public struct ConfigLoader: Sendable {
         var decoder = Decoder(errors: ConfigErrorList(limit: limits.errors))
         decoder.limits = limits
         if round.keeping {
-            decoder.peerMemo = Decoder.PeerMemo(previous: round.previous, unchanged: round.unchanged,
-                                                kept: round.next.files.mapValues(\.tree.storage))
+            decoder.peerMemo = Decoder.PeerMemo(previous: round.previous, kept: round.next.files.mapValues(\.tree.storage))
         }
         var configuration = decoder.decode(tree)
         _ = consume tree

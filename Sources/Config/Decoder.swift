@@ -41,9 +41,6 @@ struct Decoder {
         /// What the last load kept: each file's tree with the peers decoded from it, and the
         /// desired devices those name.
         let previous: ConfigCache.State
-        /// Files whose tree this load took from the cache as it was: their items are the ones
-        /// decoded before, so they need no comparing.
-        let unchanged: Set<String>
         /// The trees this load keeps, by file: a peer decoded from one of them is kept for the next load.
         let kept: [String: TreeStorage]
         /// What this load decoded without an error, by file, in reading order: the next load's
@@ -58,6 +55,8 @@ struct Decoder {
 
         struct Place {
             let file: String
+            /// The tree whose items are read.
+            let storage: TreeStorage
             /// The file's kept peers and its own (`CachedFile`), none when it was not kept.
             let peers: [KeptPeer]
             let ownPeers: [DesiredPeer]
@@ -70,26 +69,25 @@ struct Decoder {
             var next: [KeptPeer] = []
         }
 
-        init(previous: ConfigCache.State, unchanged: Set<String>, kept: [String: TreeStorage]) {
+        /// (Whether a file's tree is the one the cache kept is told by the tree itself, `enter`.)
+        init(previous: ConfigCache.State, kept: [String: TreeStorage]) {
             self.previous = previous
-            self.unchanged = unchanged
             self.kept = kept
         }
 
         /// `current` made the place of `file`, whose items this load reads in `storage`.
+        /// Unchanged is the tree read, not the file's name: a file read twice in one load (a
+        /// main file in its own include directory) may have been reused once and parsed anew
+        /// once (written in between), and only the tree kept last is kept (`ConfigLoader.read`).
         mutating func enter(_ file: String, storage: TreeStorage) {
-            if current?.file == file { return }
+            if let current, current.file == file, current.storage === storage { return }
             flush()
             let cached = previous.files[file]
-            // The kept tree itself: the file was unchanged, and that tree is kept again
-            // (`ConfigLoader.read`), so the two other tables need not be asked (in a conf.d of
-            // 10 000 files, all but the changed one).
-            if let cached, cached.tree.storage === storage {
-                current = Place(file: file, peers: cached.peers, ownPeers: cached.ownPeers, unchanged: true, kept: storage)
-                return
-            }
-            current = Place(file: file, peers: cached?.peers ?? [], ownPeers: cached?.ownPeers ?? [], unchanged: unchanged.contains(file),
-                            kept: kept[file])
+            // The kept tree itself: the file was unchanged, its items are told by their nodes.
+            // Any other tree of it was parsed in this load: by their digests.
+            let unchanged = cached.map { $0.tree.storage === storage } ?? false
+            current = Place(file: file, storage: storage, peers: cached?.peers ?? [], ownPeers: cached?.ownPeers ?? [], unchanged: unchanged,
+                            kept: kept[file] === storage ? storage : nil)
         }
 
         /// The peer kept for the item at `at` in the current file, if any: where it stands in the

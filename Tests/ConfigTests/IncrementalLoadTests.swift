@@ -470,6 +470,190 @@ final class IncrementalLoadTests: XCTestCase {
         XCTAssertEqual(cache.keptItemDigests, 0)
     }
 
+    /// Items whose text and place stay while what holds them changes: the devices' names
+    /// swapped (each list now another device's), one list an alias of the other's, a list's
+    /// key spelled otherwise, block scalars whose value the item's own lines give, and items
+    /// that go from one file of the include directory to another at the same place.
+    func testItemsWhoseTextAndPlaceStayWhileTheirHolderChanges() throws {
+        try fixture.writeKey("wg1.key")
+        let confD = fixture.path("conf.d")
+        try? FileManager.default.removeItem(atPath: confD)
+        try FileManager.default.createDirectory(atPath: confD, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        let more = (0..<3).map { _ in PrivateKey.generate().publicKey.base64 }
+        func list(_ a: String, _ b: String, _ base: Int, keys: (String, String) = (ConfigFixture.alice, ConfigFixture.bob)) -> String {
+            """
+                peers:
+                  - name: \(a)
+                    public_key: |-
+                      \(keys.0)
+                    allowed_ips: ["2001:db8:1::\(base)/128"]
+                  - {name: \(b), public_key: "\(keys.1)",
+                     allowed_ips: ["2001:db8:1::\(base + 1)/128"]}
+
+            """
+        }
+        func main(_ first: String, _ second: String, secondPeers: String? = nil) -> String {
+            "runtime:\n  include_dir: conf.d\nwireguard:\n  \(first):\n    private_key_file: \(first).key\n" + list("a", "b", 1)
+                + "  \(second):\n    private_key_file: \(second).key\n" + (secondPeers ?? list("c", "d", 3)) + gateway
+        }
+        try fixture.write("wgkeeper.yaml", main("wg0", "wg1"))
+        let cache = settledCache()
+        let first = assertSameAsFresh(cache, "first")
+        XCTAssertNotNil(first.desired, "\(first.errors)")
+        try fixture.write("wgkeeper.yaml", main("wg1", "wg0"))
+        let swapped = assertSameAsFresh(cache, "devices swapped")
+        XCTAssertEqual(swapped.desired?.devices.first { $0.name == "wg1" }?.peers.map(\.name), ["a", "b"])
+        XCTAssertEqual(cache.lastLoad.peersDecoded, 0, "every item at its place with its text")
+        try fixture.write("wgkeeper.yaml", main("wg1", "wg0").replacingOccurrences(of: "    peers:\n", with: "    peers: \n"))
+        _ = assertSameAsFresh(cache, "a space after the key")
+        try fixture.write("wgkeeper.yaml", main("wg1", "wg0").replacingOccurrences(of: "public_key: |-", with: "public_key: |+"))
+        _ = assertSameAsFresh(cache, "keep chomping: a line break in the keys")
+        try fixture.write("wgkeeper.yaml", main("wg1", "wg0").replacingOccurrences(of: "public_key: |-", with: "public_key: >-"))
+        _ = assertSameAsFresh(cache, "folded")
+        // The second list an alias of the first (the same items, at the first's places).
+        let aliased = main("wg0", "wg1", secondPeers: "    peers: *l\n").replacingOccurrences(of: "    peers:\n      - name: a", with: "    peers: &l\n      - name: a")
+        try fixture.write("wgkeeper.yaml", aliased)
+        _ = assertSameAsFresh(cache, "second list an alias of the first")
+        try fixture.write("wgkeeper.yaml", aliased.replacingOccurrences(of: "wg1:", with: "wg2:").replacingOccurrences(of: "wg1.key", with: "wg0.key"))
+        _ = assertSameAsFresh(cache, "second device renamed")
+        // Two files of the include directory, the same text at the same places, then moved.
+        let part = { (device: String, a: String, b: String, base: Int) in "wireguard:\n  \(device):\n" + list(a, b, base, keys: a == "e" ? (ConfigFixture.carol, more[0]) : (more[1], more[2])) }
+        try fixture.write("wgkeeper.yaml", main("wg0", "wg1"))
+        try fixture.write("conf.d/a.yaml", part("wg0", "e", "f", 5))
+        try fixture.write("conf.d/b.yaml", part("wg1", "g", "h", 7))
+        XCTAssertNotNil(assertSameAsFresh(cache, "two files").desired)
+        try fixture.write("conf.d/a.yaml", part("wg0", "g", "h", 7))
+        try fixture.write("conf.d/b.yaml", part("wg1", "e", "f", 5))
+        _ = assertSameAsFresh(cache, "their items swapped between the files")
+        try fixture.write("conf.d/a.yaml", part("wg1", "g", "h", 7))
+        try fixture.write("conf.d/b.yaml", part("wg0", "e", "f", 5))
+        XCTAssertNotNil(assertSameAsFresh(cache, "and their devices").desired)
+        try FileManager.default.moveItem(atPath: fixture.path("conf.d/a.yaml"), toPath: fixture.path("conf.d/c.yaml"))
+        _ = assertSameAsFresh(cache, "a file renamed after the other")
+        try fixture.write("conf.d/c.yaml", part("wg1", "g", "h", 1))
+        _ = assertSameAsFresh(cache, "an address taken twice")
+    }
+
+    /// Items written in multi-line forms (block scalars with chomping and indentation
+    /// indicators, folded, quoted across lines with an escaped break, plain across lines,
+    /// explicit keys, block lists of addresses), in two devices whose names and lists trade
+    /// places, under a list indented otherwise or written `[…]`: each edit keeps most items'
+    /// text and place and changes their holder or context. After each, the cached load
+    /// equals a fresh one.
+    func testIncrementalLoadEqualsFreshLoadWithMultiLineItemsAndMovingHolders() throws {
+        try fixture.writeKey("wg1.key")
+        for seed in [31, 32, 33] as [UInt64] {
+            var random = SeededGenerator(seed: seed)
+            let keys = (0..<8).map { _ in PrivateKey.generate().publicKey.base64 }
+            struct Item { var name: Int; var key: Int; var address: Int; var form: Int }
+            var lists = [(0..<4).map { Item(name: $0, key: $0, address: $0 + 1, form: $0) },
+                         (4..<7).map { Item(name: $0, key: $0, address: $0 + 1, form: $0) }]
+            var names = ["wg0", "wg1"], indent = 4, flow = [false, false], chomp = ["-", "-"], trailing = "\n"
+            func item(_ item: Item, column: Int, flow: Bool, chomp: String) -> String {
+                let pad = String(repeating: " ", count: column), key = keys[item.key], ip = "2001:db8:1::\(item.address)/128"
+                if flow { return "{name: p\(item.name), public_key: \"\(key)\",\n\(pad) allowed_ips: [\"\(ip)\"]}" }
+                switch item.form % 7 {
+                case 0: return "name: p\(item.name)\n\(pad)public_key: |\(chomp)\n\(pad)  \(key)\n\(pad)allowed_ips: [\"\(ip)\"]"
+                case 1: return "name: p\(item.name)\n\(pad)public_key: >\(chomp)\n\(pad)  \(key)\n\n\(pad)allowed_ips:\n\(pad)- \(ip)"
+                case 2: return "name: p\(item.name)\n\(pad)public_key: \"\(key.prefix(20))\\\n\(pad)  \(key.dropFirst(20))\"\n\(pad)allowed_ips:\n\(pad)  - \"\(ip)\""
+                case 3: return "name: p\(item.name)\n\(pad)? public_key\n\(pad): \(key)\n\(pad)allowed_ips: [\(ip)]  # c"
+                case 4: return "name: p\(item.name)\n\(pad)public_key: |2\(chomp)\n\(pad)  \(key)\n\(pad)allowed_ips: [\(ip)]"
+                case 5: return "name: >-\n\(pad)  p\(item.name)\n\(pad)public_key: \(key)\n\(pad)allowed_ips: [\(ip)]"
+                default: return "name: p\(item.name)\n\(pad)public_key: \(key)\n\(pad)allowed_ips: [\(ip),\n\(pad)  ]"
+                }
+            }
+            func render() -> String {
+                var text = "wireguard:\n"
+                for d in 0..<2 {
+                    let i = String(repeating: " ", count: indent)
+                    text += "  \(names[d]):\n    private_key_file: \(names[d]).key\n    peers:"
+                    if flow[d] {
+                        text += " [" + lists[d].map { item($0, column: 0, flow: true, chomp: "") }.joined(separator: ",\n      ") + "]\n"
+                    } else {
+                        text += "\n" + lists[d].map { i + "- " + item($0, column: indent + 2, flow: false, chomp: chomp[d]) + "\n" }.joined()
+                    }
+                }
+                return text + gateway.dropLast() + trailing
+            }
+            try fixture.write("wgkeeper.yaml", render())
+            let cache = settledCache()
+            _ = assertSameAsFresh(cache, "seed \(seed), start")
+            for step in 0..<30 {
+                let d = random.below(2), i = random.below(lists[d].count)
+                var what = ""
+                switch random.below(9) {
+                case 0: names.swapAt(0, 1); what = "devices renamed"
+                case 1: lists.swapAt(0, 1); flow.swapAt(0, 1); chomp.swapAt(0, 1); what = "lists swapped"
+                case 2: indent = [4, 6, 5][random.below(3)]; what = "indent \(indent)"
+                case 3: flow[d].toggle(); what = "list \(d) flow \(flow[d])"
+                case 4: chomp[d] = ["-", "-", "-", "+", ""][random.below(5)]; what = "list \(d) chomping \(chomp[d])"
+                case 5: lists[d][i].form += 1; what = "item \(d).\(i) form"
+                case 6: lists[d][i].address = random.below(24) + 1; what = "item \(d).\(i) address \(lists[d][i].address)"
+                case 7:
+                    let j = random.below(lists[1 - d].count)
+                    (lists[d][i], lists[1 - d][j]) = (lists[1 - d][j], lists[d][i])
+                    what = "items \(d).\(i) and \(1 - d).\(j) traded"
+                default: trailing = ["\n", "", "\n\n# end\n", "\r\n"][random.below(4)]; what = "file ends \(trailing.debugDescription)"
+                }
+                try fixture.write("wgkeeper.yaml", render())
+                let outcome = assertSameAsFresh(cache, "seed \(seed), step \(step): \(what)")
+                if outcome.desired != nil, cache.lastLoad.filesParsed == 1, cache.lastLoad.peersDecoded < 7 { textMatches += 1 }
+            }
+        }
+        XCTAssertGreaterThan(outcomes.filter { $0 }.count, outcomes.count / 3, "\(outcomes.filter { $0 }.count) of \(outcomes.count) loads accepted")
+        XCTAssertGreaterThan(textMatches, 15, "loads where items were told again by their text")
+    }
+
+    /// One file read twice in a load (a main file in its own include directory, refused for
+    /// naming `include_dir` there) whose second read parsed another text (written between the
+    /// two reads) than the first reused: the peers kept are the ones of the tree the load
+    /// keeps for the file (the second), each naming its reduced item at its own place, and the
+    /// second tree's items are told by their text, not by node numbers of the first.
+    func testFileReadTwiceInALoadWithTwoTreesKeepsThePeersOfTheTreeItKeeps() throws {
+        func text(_ address: Int) -> String {
+            """
+            wireguard:
+              wg0:
+                private_key_file: wg0.key
+                peers:
+                  - {name: a, public_key: "\(ConfigFixture.alice)", allowed_ips: ["2001:db8:1::\(address)/128"]}
+                  - {name: b, public_key: "\(ConfigFixture.bob)", allowed_ips: ["2001:db8:1::2/128"]}
+
+            """ + gateway
+        }
+        try fixture.write("wgkeeper.yaml", text(1))
+        let cache = settledCache()
+        XCTAssertNotNil(assertSameAsFresh(cache, "first").desired)
+        // The load as `ConfigLoader.load` makes it: the first read reuses the kept tree, the
+        // second parses the text written since.
+        var round = CacheRound(previous: cache.take(), keeping: true)
+        let first = try XCTUnwrap(round.previous.files[main])
+        var reused = first
+        round.keep(main, &reused)
+        round.unchanged.insert(main)
+        var bytes = Array(text(3).utf8)
+        var budget = Tree.Budget(.standard)
+        var errors = ConfigErrorList()
+        let second = try XCTUnwrap(bytes.withUnsafeMutableBufferPointer {
+            Tree.parse(UnsafeBufferPointer($0), file: main, itemDigests: true, budget: &budget, errors: &errors)
+        })
+        var parsed = CachedFile(real: first.real, identity: first.identity, settled: false,
+                                content: bytes.withUnsafeBytes(ContentDigest.init), tree: second, nodes: 0, aliasNodes: 0, aliasBytes: 0,
+                                parsedSize: second.storage.size)
+        round.keep(main, &parsed)
+        let merged = Tree.merge([first.tree, second], path: "", errors: &errors)
+        let result = ConfigLoader().validate(merged, files: [main], includeDir: nil, errors: errors, peers: &round) { _, _ in }
+        guard case .failure = result else { return XCTFail("two gateways: refused") }
+        let kept = try XCTUnwrap(round.next.files[main])
+        XCTAssertEqual(kept.peers.count, 2, "the second tree's two peers")
+        for peer in kept.peers {
+            let item = Tree(kept.tree.storage, peer.node)
+            XCTAssertTrue(item.isKeptPeer)
+            XCTAssertEqual(item.location, SourceLocation(file: main, line: Int(peer.line), column: Int(peer.column)))
+        }
+        XCTAssertEqual(round.next.statistics.peersDecoded, 1, "a changed; b told by its text")
+    }
+
     // MARK: rules that hold for cached files
 
     /// A file whose permissions changed is refused although its content did not change, and
