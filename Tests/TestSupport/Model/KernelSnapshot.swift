@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Netlink
 import XCTest
 
 /// A namespace's kernel state as the model compares it, read with the kernel's own tools
@@ -43,6 +44,7 @@ public struct KernelSnapshot: Equatable {
         echo @@qdiscs; tc -j qdisc show
         for d in $(tc qdisc show | sed -n 's/^qdisc clsact .* dev \\([^ ]*\\) .*/\\1/p'); do echo "@@filters $d"; tc -j filter show dev "$d" ingress; done
         echo @@sysctls; grep -H . /proc/sys/net/ipv6/conf/*/forwarding /proc/sys/net/ipv6/conf/*/proxy_ndp
+        echo @@addresses; ip -j -6 addr show
         echo @@igmp6; cat /proc/net/igmp6
         [ -d \(pins) ] && cd \(pins) && { echo @@pins; find . -mindepth 1 | sort
           for f in $(find . -name client_prefixes -o -name lan_prefixes -o -name config); do echo "@@map ${f#./}"; bpftool -j map dump pinned "$f"; done; }
@@ -62,6 +64,18 @@ public struct KernelSnapshot: Equatable {
         }
         var lines: Set<String> = []
         var indices: [(String, UInt32)] = []
+        // The low 24 bits of each device's own addresses (hex, as /proc/net/igmp6 ends a group):
+        // the kernel joins their solicited-node groups, and a link-local made from a random MAC
+        // (a new one in each namespace) can end in 01:00XX like a peer address's group.
+        var own: Set<String> = []
+        for (header, body) in sections where header == "addresses" {
+            for device in json(body) {
+                for info in device["addr_info"] as? [[String: Any]] ?? [] {
+                    guard let local = info["local"] as? String, let address = IPv6Address(local) else { continue }
+                    own.insert("\(device["ifname"] ?? "?") " + String(format: "%06x", address.low & 0xff_ffff))
+                }
+            }
+        }
         for (header, body) in sections {
             let words = header.split(separator: " ", maxSplits: 1).map(String.init)
             switch words[0] {
@@ -115,6 +129,7 @@ public struct KernelSnapshot: Equatable {
                     let f = line.split(separator: " ", omittingEmptySubsequences: true)
                     guard f.count >= 4, f[2].hasPrefix("ff0200000000000000000001ff0100"), f[2].count == 32 else { continue }
                     let low = f[2].suffix(6)
+                    if own.contains("\(f[1]) \(low)") { continue }
                     lines.insert("mcast \(f[1]) ff02::1:ff\(low.prefix(2)):\(low.suffix(4)) users \(f[3])")
                 }
             case "pins":
