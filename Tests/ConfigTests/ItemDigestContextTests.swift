@@ -119,9 +119,30 @@ final class ItemDigestContextTests: XCTestCase {
         return text
     }
 
+    /// Each item digest of `tree` (parsed from `text`) against those seen before: an equal one
+    /// must come with an equal node walk (false, after failing, when it does not); `equalPairs`
+    /// counts equal digests from different documents.
+    static func compare(_ tree: Tree, text: [UInt8], seen: inout [ReadDigest: (walk: ReadDigest, text: [UInt8])],
+                        equalPairs: inout Int) -> Bool {
+        let walked = tree.withoutItemDigests
+        for entry in tree.storage.itemDigests {
+            let walk = Tree(walked.storage, entry.node).digest
+            if let known = seen[entry.digest] {
+                if known.text != text { equalPairs += 1 }
+                if known.walk != walk {
+                    XCTFail("equal text digests, different trees:\n---\n\(String(decoding: known.text, as: UTF8.self).debugDescription)\n---\n\(String(decoding: text, as: UTF8.self).debugDescription)")
+                    return false
+                }
+            } else {
+                seen[entry.digest] = (walk, text)
+            }
+        }
+        return true
+    }
+
     func testEqualTextDigestsOnlyForEqualTreesInRandomContexts() {
         var r = Rng(g: SeededGenerator(seed: 19))
-        var seen: [ReadDigest: (walk: ReadDigest, text: String)] = [:]
+        var seen: [ReadDigest: (walk: ReadDigest, text: [UInt8])] = [:]
         var parsed = 0, equalPairs = 0
         for _ in 0..<20000 {
             let text = render(&r)
@@ -132,19 +153,7 @@ final class ItemDigestContextTests: XCTestCase {
                 Tree.parse(UnsafeBufferPointer($0), file: "f.yaml", itemDigests: true, budget: &budget, errors: &errors)
             }), errors.isEmpty else { continue }
             parsed += 1
-            let walked = tree.withoutItemDigests
-            for entry in tree.storage.itemDigests {
-                let walk = Tree(walked.storage, entry.node).digest
-                if let known = seen[entry.digest] {
-                    if known.text != text { equalPairs += 1 }
-                    if known.walk != walk {
-                        XCTFail("equal text digests, different trees:\n---\n\(known.text.debugDescription)\n---\n\(text.debugDescription)")
-                        return
-                    }
-                } else {
-                    seen[entry.digest] = (walk, text)
-                }
-            }
+            guard Self.compare(tree, text: Array(text.utf8), seen: &seen, equalPairs: &equalPairs) else { return }
         }
         XCTAssertGreaterThan(parsed, 5000, "documents parsed without an error")
         XCTAssertGreaterThan(equalPairs, 2000, "items told again by their text in another document")
@@ -182,19 +191,7 @@ final class ItemDigestContextTests: XCTestCase {
             XCTAssertEqual(errors.count, plainErrors.count)
             guard let tree, errors.isEmpty else { continue }
             parsed += 1
-            let walked = tree.withoutItemDigests
-            for entry in tree.storage.itemDigests {
-                let walk = Tree(walked.storage, entry.node).digest
-                if let known = seen[entry.digest] {
-                    if known.text != bytes { equalPairs += 1 }
-                    if known.walk != walk {
-                        XCTFail("equal text digests, different trees:\n---\n\(String(decoding: known.text, as: UTF8.self).debugDescription)\n---\n\(String(decoding: bytes, as: UTF8.self).debugDescription)")
-                        return
-                    }
-                } else {
-                    seen[entry.digest] = (walk, bytes)
-                }
-            }
+            guard Self.compare(tree, text: bytes, seen: &seen, equalPairs: &equalPairs) else { return }
         }
         XCTAssertGreaterThan(parsed, 3000)
         XCTAssertGreaterThan(equalPairs, 900)
@@ -216,17 +213,7 @@ final class ItemDigestContextTests: XCTestCase {
                 expected.append(word)
                 text += "  - " + word + r.pick(["\n", "\r\n", "\u{2028}", "\u{85}", "  # \(r.pick(pieces))\n"])
             }
-            var found: [String] = []
-            Array(text.utf8).withUnsafeBufferPointer { bytes in
-                YAMLEventReader.read(bytes) { reader in
-                    while let event = try? reader.next() {
-                        if case .streamEnd = event { break }
-                        guard case .node(.scalar, _) = event else { continue }
-                        found.append(String(decoding: bytes[reader.startOffset ..< reader.endOffset], as: UTF8.self))
-                    }
-                }
-            }
-            XCTAssertEqual(found, ["k"] + expected)
+            XCTAssertEqual(ItemDigestTests.scalarTexts(text), ["k"] + expected)
         }
     }
 }

@@ -10,6 +10,11 @@ final class ItemDigestTests: XCTestCase {
     /// byte order mark, CR LF, two- and three-byte characters and a line separator.
     func testEventOffsetsAreBytesWhereLibyamlCountsCharacters() {
         let text = "\u{FEFF}# é\r\nk: [\"ü\u{2028}x\", y, ☃é]\r\nl: zz\n"
+        XCTAssertEqual(Self.scalarTexts(text), ["k", "\"ü\u{2028}x\"", "y", "☃é", "l", "zz"])
+    }
+
+    /// The text between the byte offsets the reader gives for each scalar's event.
+    static func scalarTexts(_ text: String) -> [String] {
         var found: [String] = []
         Array(text.utf8).withUnsafeBufferPointer { bytes in
             YAMLEventReader.read(bytes) { reader in
@@ -20,7 +25,7 @@ final class ItemDigestTests: XCTestCase {
                 }
             }
         }
-        XCTAssertEqual(found, ["k", "\"ü\u{2028}x\"", "y", "☃é", "l", "zz"])
+        return found
     }
 
     /// The items' digests of a parse with them, in order (nil: none taken from the text).
