@@ -490,11 +490,12 @@ final class PolicyKernelTests: XCTestCase {
             return Int((kept.reduce(0.0) { $0 + Double($1) } / Double(kept.count)).rounded())
         }
         // The target is 30 ns; measured warm 16-25 ns here on a quiet machine
-        // (BENCHMARKS.md), and a shared 2-core machine moves a figure by several ns, so the bound
-        // leaves room: a hash-map lookup (~30 ns here) or an unrolled probe creeping back in would
-        // cross it. The once-a-call figures (26-40 ns quiet) swing with the machine's state, so
-        // they only catch a gross regression.
-        func bound(_ kind: Kind) -> Int { kind.program == tunnelProgram ? 100 : 45 }
+        // (BENCHMARKS.md). In the kernel tier, after a hundred tests (the kernel still tearing
+        // down their namespaces), the same build measures up to 51 ns warm and 73 once a call, so
+        // the bounds leave that room: a hash-map lookup (~30 ns here) creeping back in would still
+        // cross the warm one on a quiet machine. The once-a-call figures (26-40 ns quiet) only
+        // catch a gross regression.
+        func bound(_ kind: Kind) -> Int { kind.program == tunnelProgram ? 100 : 55 }
         // Interleaved trials, the best of each: the machine is shared. A whole measurement can
         // still fall in a busy spell (every figure 1.5-2 times its quiet value, as right after a
         // build or beside a test tier): then it is measured again, up to three times.
