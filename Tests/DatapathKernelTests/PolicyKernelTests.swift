@@ -490,7 +490,7 @@ final class PolicyKernelTests: XCTestCase {
             return Int((kept.reduce(0.0) { $0 + Double($1) } / Double(kept.count)).rounded())
         }
         // The target is 30 ns; measured warm 16-25 ns here on a quiet machine
-        // (BENCHMARKS.md). In the kernel tier, after a hundred tests (the kernel still tearing
+        // (BENCHMARKS.md). In the kernel tier, after a hundred tests (probably the kernel tearing
         // down their namespaces), the same build measures up to 51 ns warm and 73 once a call, so
         // the bounds leave that room: a hash-map lookup (~30 ns here) creeping back in would still
         // cross the warm one on a quiet machine. The once-a-call figures (26-40 ns quiet) only
