@@ -241,7 +241,6 @@ public struct ConfigLoader: Sendable {
         if trusted, var kept = previous, kept.settled, let info = trustedFileStatus(real, known: status), FileIdentity(info) == kept.identity,
            let tree = reuse(kept, chargingBytes: true, budget: &budget) {
             round.keep(file, &kept)
-            round.unchanged.insert(file)
             return tree
         }
         let start = round.now()
@@ -274,7 +273,6 @@ public struct ConfigLoader: Sendable {
             kept.identity = identity
             kept.settled = identity.settled(before: start)
             round.keep(file, &kept)
-            round.unchanged.insert(file)
             return tree
         }
         // Parsed anew: the last tree of this file is let go first (its peers' digests tell them
@@ -368,8 +366,6 @@ public struct ConfigLoader: Sendable {
 struct CacheRound {
     var previous: ConfigCache.State
     var next = ConfigCache.State()
-    /// Files whose kept tree this load uses as it is (their content is the one parsed before).
-    var unchanged: Set<String> = []
     /// Whether anything is kept (a load without a cache keeps nothing).
     let keeping: Bool
     let now: @Sendable () -> timespec

@@ -9,6 +9,8 @@ extension Configuration {
         // (`IndexTable`): dictionaries from each to its holder's name and place took 25 MiB at
         // 50 000 peers, the largest part of a reload's peak.
         let peerCount = devices.reduce(0) { $0 + $1.peers.count }
+        // A peer alone (`desired`) for the probes' compares; its section (places too) for a message.
+        func peerAt(_ place: (device: Int32, peer: Int32)) -> DesiredPeer { devices[Int(place.device)].peers.desired[Int(place.peer)] }
         func sectionAt(_ place: (device: Int32, peer: Int32)) -> PeerSection { devices[Int(place.device)].peers[Int(place.peer)] }
         var named: [(device: Int32, peer: Int32)] = []
         var names = IndexTable(capacity: peerCount)
@@ -20,19 +22,19 @@ extension Configuration {
             var keys = IndexTable(capacity: device.peers.count)
             for (p, section) in device.peers.enumerated() {
                 let peer = section.peer, place = (device: Int32(d), peer: Int32(p))
-                if let first = names.insert(peer.name, index: named.count, keyAt: { sectionAt(named[$0]).peer.name }) {
+                if let first = names.insert(peer.name, index: named.count, keyAt: { peerAt(named[$0]).name }) {
                     errors.append(ConfigError(section.location, "peer name \"\(peer.name)\" is already used at \(sectionAt(named[first]).location)"))
                 } else {
                     named.append(place)
                 }
-                if let first = keys.insert(peer.publicKey, index: p, keyAt: { device.peers[$0].peer.publicKey }) {
+                if let first = keys.insert(peer.publicKey, index: p, keyAt: { device.peers.desired[$0].publicKey }) {
                     let holder = device.peers[first]
                     errors.append(ConfigError(section.location,
                                               "public key \(peer.publicKey) of peer \(peer.name) is already used by peer \(holder.peer.name) at \(holder.location)"))
                 }
                 for (i, (prefix, at)) in zip(peer.allowedIPs, section.allowedIPLocations).enumerated() {
                     let first = claimed.insert(prefix, index: claims.count) { claim in
-                        sectionAt(claims[claim].place).peer.allowedIPs[Int(claims[claim].ip)]
+                        peerAt(claims[claim].place).allowedIPs[Int(claims[claim].ip)]
                     }
                     if let first {
                         let holder = sectionAt(claims[first].place)
@@ -58,7 +60,7 @@ extension Configuration {
         // and, beside, where it was written. Four bytes a slot, not an origin and a location
         // (at 50 000 peers those tables took 21 MiB while a reload derived), nor the identity
         // (dictionaries from identity to index took 10 MiB, the largest part of a reload's peak).
-        let allowedIPs = devices.reduce(0) { $0 + $1.peers.reduce(0) { $0 + $1.peer.allowedIPs.count } }
+        let allowedIPs = devices.reduce(0) { $0 + $1.peers.desired.reduce(0) { $0 + $1.allowedIPs.count } }
         var routeOwners = IndexTable(capacity: allowedIPs + routes.count + 1)
         var proxyOwners = IndexTable(capacity: allowedIPs + proxies.count)
         var routeAt: [SourceLocation] = [], proxyAt: [SourceLocation] = []

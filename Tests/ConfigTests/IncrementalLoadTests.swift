@@ -630,7 +630,6 @@ final class IncrementalLoadTests: XCTestCase {
         let first = try XCTUnwrap(round.previous.files[main])
         var reused = first
         round.keep(main, &reused)
-        round.unchanged.insert(main)
         var bytes = Array(text(3).utf8)
         var budget = Tree.Budget(.standard)
         var errors = ConfigErrorList()
