@@ -23,6 +23,7 @@ extension Daemon {
             netlinkHealthy = false
             logger.error("event socket failed; full resync", metadata: ["error": "\(error)"])
             kernel.stale = Set(KernelCache.Part.allCases)
+            datapathCountingRead = false
             schedule()
             return
         }
@@ -52,6 +53,9 @@ extension Daemon {
         let wanted = kernel.stale
         let mapsTrusted = datapathMapsTrusted
         datapathMapsTrusted = false
+        // Only a proxy poll's read of the maps may go by the client map's entry count.
+        let counting = datapathCountingRead
+        datapathCountingRead = false
         guard !wanted.isEmpty else { return false }
         var changed = false
         do {
@@ -107,9 +111,11 @@ extension Daemon {
                 let known = mapsTrusted && problem == nil && datapathProblem == nil && maps != nil && datapathMaps === maps && kernel.datapath != nil
                 // A datapath with a problem (not attached, device missing) has nothing in sync.
                 if !known {
-                    switch datapathProblem == nil ? try? datapathMaps?.read(lan: lan, unless: kernel.datapathDigest) : nil {
+                    let counted = datapathMaps?.countedReads
+                    switch datapathProblem == nil ? try? datapathMaps?.read(lan: lan, unless: kernel.datapathDigest, counting: counting) : nil {
                     case .unchanged?:
                         unchangedReads["datapath", default: 0] += 1
+                        if let counted, datapathMaps?.countedReads != counted { unchangedReads["datapath_counted", default: 0] += 1 }
                     case .read(let entries, let digest)?:
                         if entries != kernel.datapath { changed = true }
                         kernel.seed(datapath: entries, digest: digest)

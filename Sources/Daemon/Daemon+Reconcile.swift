@@ -283,7 +283,7 @@ extension Daemon {
             if proxyWriteFailed { kernel.stale.insert(.proxies) } else { kernel.fold(proxyWrites: proxyWrites) }
         }
         if kinds.contains(.sysctl) { kernel.stale.insert(.sysctls) }
-        if kinds.contains(.link) { kernel.stale.formUnion([.links, .wireGuard, .datapath]) }
+        if kinds.contains(.link) { kernel.stale.formUnion([.links, .wireGuard, .datapath]); datapathCountingRead = false }
         if kinds.contains(.peer) { kernel.stale.insert(.wireGuard) }
         // Map writes are synchronous and exact: fold the successful ones into the cache
         // rather than walk both maps again.
@@ -436,6 +436,7 @@ extension Daemon {
             // are what the cache holds, unless a poll's read of them is already due.
             datapathMapsTrusted = !kernel.stale.contains(.datapath) && kernel.datapath != nil
             kernel.stale.formUnion([.sysctls, .wireGuard, .datapath])
+            datapathCountingRead = false
             filterScanFor = nil
             logger.info("reloaded", metadata: ["generation": "\(generation)", "summary": "\(config.summary)"])
             for line in config.absentPolicyNames { logger.warning("policy: \(line)") }

@@ -144,6 +144,9 @@ public final class Daemon {
     var installedPolicy: (policy: CompiledPolicy?, word: UInt32)?
     /// Set by a resync: the policy maps are read back in full even when the word is unchanged.
     var policyReadBackDue = false
+    /// The datapath's next read is a proxy poll's: the client map is read only if its entry
+    /// count moved (`DatapathMapsAdapter.read`); anything else that marks it stale reads it all.
+    var datapathCountingRead = false
     /// The interfaces our filters were last looked for beside (nil: look again).
     var filterScanFor: [Int32]?
     /// `ndp: datapath`: the clients' solicited-node groups joined on the LAN, and what failed.
@@ -326,6 +329,7 @@ public final class Daemon {
             // The proxy entries are dumped off the loop (`finishProxyRead` takes the result);
             // the datapath's maps are read here.
             if !proxyReader.start(epoch: proxyEpoch, unless: kernel.proxyDigest) { kernel.stale.insert(.proxies) }
+            if !kernel.stale.contains(.datapath) { datapathCountingRead = true }
             kernel.stale.insert(.datapath)
             schedule(full: false)
         }
@@ -335,6 +339,7 @@ public final class Daemon {
             // (its digest, dropped by any change to that part since) is not decoded again: the
             // cache holds what decoding it would give.
             kernel.stale = Set(KernelCache.Part.allCases)
+            datapathCountingRead = false
             filterScanFor = nil
             // Safety violations and conflicts that persist are logged again once per resync.
             lastPlan.violations = []

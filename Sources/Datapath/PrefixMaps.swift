@@ -33,6 +33,45 @@ extension Datapath {
         try Self.read(of: self.map(map.rawValue).raw, map)
     }
 
+    /// What the kernel says `map`'s entries take in memory: `memlock` in the map's fdinfo. Since
+    /// Linux 6.4 an LPM trie's figure is its entry count times one entry's size
+    /// (`trie_mem_usage`), so it moves with every entry added or removed; before, it is fixed by
+    /// the map's size (`footprintCountsEntries`). Nil when it cannot be read.
+    public func footprint(_ map: PrefixMap) -> UInt64? {
+        Self.footprint(of: self.map(map.rawValue).raw)
+    }
+
+    /// Whether this kernel's `footprint` of an LPM trie counts its entries (Linux 6.4 gave each
+    /// map type its own memory figure).
+    public static var footprintCountsEntries: Bool { AttachMode.kernelRelease >= (6, 4) }
+
+    static func footprint(of fd: Int32) -> UInt64? {
+        let file = open("/proc/self/fdinfo/\(fd)", O_RDONLY | O_CLOEXEC)
+        guard file >= 0 else { return nil }
+        defer { close(file) }
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        var used = 0
+        while used < buffer.count {
+            let got = buffer.withUnsafeMutableBytes { Glibc.read(file, $0.baseAddress! + used, $0.count - used) }
+            if got < 0, errno == EINTR { continue }
+            guard got > 0 else { break }
+            used += got
+        }
+        let text = buffer[..<used]
+        for line in text.split(separator: UInt8(ascii: "\n")) {
+            let field = Array("memlock:".utf8)
+            guard line.starts(with: field) else { continue }
+            var value: UInt64 = 0, digits = 0
+            for byte in line.dropFirst(field.count) where byte != UInt8(ascii: "\t") && byte != UInt8(ascii: " ") {
+                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9"), digits < 19 else { return nil }
+                value = value * 10 + UInt64(byte - UInt8(ascii: "0"))
+                digits += 1
+            }
+            return digits > 0 ? value : nil
+        }
+        return nil
+    }
+
     /// The entries of a map pinned by an earlier run, read without loading anything (for
     /// `wgkeeper plan`); nil when nothing is pinned for `tunnel`.
     public static func pinnedEntries(pinRoot: String, tunnel: String, in map: PrefixMap) throws -> [IPPrefix: PrefixAction]? {

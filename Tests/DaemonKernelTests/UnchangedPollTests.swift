@@ -12,14 +12,14 @@ import XCTest
 final class UnchangedPollTests: XCTestCase {
     static let poll = 500
 
-    private func setUp() throws -> (TestNamespace, DaemonHarness, String) {
+    private func setUp(resync: String = "1h") throws -> (TestNamespace, DaemonHarness, String) {
         let ns = try TestNamespace(for: self)
         try ns.addGatewayDevices(lanAddress: "2001:db8:1::1/128")
         let h = try DaemonHarness(self, ns: ns)
         let pinRoot = try h.mountPinRoot(self)
         let peers = (0..<20).map { TestPeer("p\($0)", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::\(String(0x100 + $0, radix: 16))/128"]) }
         try h.writeConfig(h.gatewayConfig(
-            runtime: ["proxy_poll: \(Self.poll)ms", "wireguard_poll: 1h", "resync: 1h"], pinRoot: pinRoot, peers: peers,
+            runtime: ["proxy_poll: \(Self.poll)ms", "wireguard_poll: 1h", "resync: \(resync)"], pinRoot: pinRoot, peers: peers,
             gateway: ["proxy_ndp: true", "redirect: true"]))
         try h.start()
         return (ns, h, pinRoot)
@@ -74,15 +74,69 @@ final class UnchangedPollTests: XCTestCase {
         // Again at once: the cache holds the write folded in, not a read of it.
         try shell(["bpftool", "map", "delete", "pinned", clients, "key"] + key)
         try eventually(within: onePoll, "map entry deleted again, restored again") { present() }
-        // A changed value (redirect → pass) keeps the count: the bytes still differ.
+        // Someone else's entry added: the count moved, so the next poll reads the map.
+        let foreign = ["0x80", "0", "0", "0"] + IPv6Address("2001:db8:1::999")!.bytes.map { String(format: "0x%02x", $0) }
         try identicalPolls(h, "datapath", 2)
-        try shell(["bpftool", "map", "update", "pinned", clients, "key"] + key + ["value", "0", "0", "0", "0"])
-        try eventually(within: onePoll, "map entry's action restored") {
-            (try? shell(["bpftool", "-j", "map", "lookup", "pinned", clients, "key"] + key))?.contains("\"0x01\"") == true
+        try shell(["bpftool", "map", "update", "pinned", clients, "key"] + foreign + ["value", "1", "0", "0", "0"])
+        try eventually(within: onePoll, "someone else's map entry removed by the next poll") {
+            (try? shell(["bpftool", "map", "lookup", "pinned", clients, "key"] + foreign)) == nil
         }
         XCTAssertEqual(try entries(), 20)
         try identicalPolls(h, "datapath", 2)
         print("map entry restored \(took) after the deletion (proxy_poll \(Self.poll) ms)")
+    }
+
+    /// Issue 16, row 9: a poll reads the client map (an entry per client, the largest part of an
+    /// idle gateway's reads) only when the kernel's count of its entries moved since the last full
+    /// read. Linux 6.4 on counts an LPM trie's entries in its memory figure (`bytes_memlock`,
+    /// checked here with bpftool). An entry overwritten in place keeps the count: the next
+    /// resync, which reads every entry, repairs it; so does one deleted and another added
+    /// between two polls.
+    func testAMapEntryOverwrittenInPlaceIsRepairedByTheResync() throws {
+        let resync = 2_500
+        let (_, h, pinRoot) = try setUp(resync: "\(resync)ms")
+        let clients = "\(pinRoot)/wg0/client_prefixes"
+        func key(_ address: String) -> [String] { ["0x80", "0", "0", "0"] + IPv6Address(address)!.bytes.map { String(format: "0x%02x", $0) } }
+        func memlock() throws -> Int {
+            (try JSONSerialization.jsonObject(with: Data(try shell("bpftool", "-j", "map", "show", "pinned", clients).utf8)) as? [String: Any])?["bytes_memlock"] as? Int ?? -1
+        }
+        // The entry's value (`PrefixAction`, 32 bits little endian): 1 is redirect.
+        func redirects(_ address: String) -> Bool {
+            guard let text = try? shell(["bpftool", "-j", "map", "lookup", "pinned", clients, "key"] + key(address)),
+                  let entry = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return false }
+            return (entry["value"] as? [String]) == ["0x01", "0x00", "0x00", "0x00"]
+        }
+        // The kernel fact, read independently: the figure moves with one entry more.
+        let before = try memlock()
+        try shell(["bpftool", "map", "update", "pinned", clients, "key"] + key("2001:db8:1::999") + ["value", "1", "0", "0", "0"])
+        XCTAssertGreaterThan(try memlock(), before, "bytes_memlock counts the entries")
+        try eventually(within: .milliseconds(Self.poll * 2 + Self.poll * 3 / 4), "the added entry removed by a poll") {
+            (try? shell(["bpftool", "map", "lookup", "pinned", clients, "key"] + key("2001:db8:1::999"))) == nil
+        }
+        XCTAssertEqual(try memlock(), before)
+        // Polls that went by the count alone.
+        try identicalPolls(h, "datapath_counted", 3)
+        XCTAssertTrue(redirects("2001:db8:1::10a"))
+        let resyncs = try h.status()["resyncs"] as? Int ?? -1
+        // Overwritten in place (redirect → pass): the same count.
+        try shell(["bpftool", "map", "update", "pinned", clients, "key"] + key("2001:db8:1::10a") + ["value", "0", "0", "0", "0"])
+        let changed = ContinuousClock.now
+        XCTAssertFalse(redirects("2001:db8:1::10a"))
+        try eventually(within: .milliseconds(resync + Self.poll * 2), "the overwritten entry's action restored by the resync") {
+            redirects("2001:db8:1::10a")
+        }
+        let took = ContinuousClock.now - changed
+        XCTAssertGreaterThan(try h.status()["resyncs"] as? Int ?? -1, resyncs, "a resync repaired it, not a poll")
+        // Deleted and another added between two polls: the same count again.
+        try identicalPolls(h, "datapath_counted", 1)
+        let pair = ["bpftool", "batch", "file", "-"]
+        _ = try shell(pair, input: "map delete pinned \(clients) key \(key("2001:db8:1::10b").joined(separator: " "))\n"
+                          + "map update pinned \(clients) key \(key("2001:db8:1::998").joined(separator: " ")) value 1 0 0 0\n")
+        try eventually(within: .milliseconds(resync + Self.poll * 2), "deleted entry restored and the added one removed by the resync") {
+            redirects("2001:db8:1::10b") && (try? shell(["bpftool", "map", "lookup", "pinned", clients, "key"] + key("2001:db8:1::998"))) == nil
+        }
+        try identicalPolls(h, "datapath_counted", 2)
+        print("map entry overwritten in place restored \(took) after (resync \(resync) ms, proxy_poll \(Self.poll) ms)")
     }
 
     /// A reload takes the maps' entries from the cache rather than reading every client's back,
