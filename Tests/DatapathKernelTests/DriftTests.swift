@@ -73,6 +73,24 @@ final class DriftTests: XCTestCase {
         (hook == .lanIngress ? lab.receivedOnTunnel() : lab.receivedOnLAN()).map(\.0)
     }
 
+    /// The kernel fact the proxy poll relies on (issue 16, row 9): an LPM trie's `memlock` figure
+    /// moves with each entry added or removed (Linux ≥ 6.4) and not with one overwritten in place.
+    func testClientMapFootprintCountsItsEntries() throws {
+        XCTAssertTrue(Datapath.footprintCountsEntries, "the host kernel is ≥ 6.4")
+        let lab = try Lab(for: self)
+        let datapath = try lab.datapath()
+        try lab.configureEntries(datapath)
+        let start = try XCTUnwrap(datapath.footprint(.clients))
+        let extra = IPPrefix(address: IPAddress("2001:db8:7::1")!, length: 128)
+        try datapath.set(.redirect, for: extra, in: .clients)
+        let one = try XCTUnwrap(datapath.footprint(.clients))
+        XCTAssertGreaterThan(one, start)
+        try datapath.set(.pass, for: extra, in: .clients)
+        XCTAssertEqual(datapath.footprint(.clients), one, "overwritten in place: the same count")
+        XCTAssertTrue(try datapath.remove(extra, from: .clients))
+        XCTAssertEqual(datapath.footprint(.clients), start)
+    }
+
     func testMapEntriesChangedWithBpftoolAreRestored() throws {
         let lab = try Lab(for: self)
         let datapath = try lab.datapath()
