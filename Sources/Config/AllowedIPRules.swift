@@ -6,10 +6,11 @@ import Reconciler
 extension Configuration {
     func checkAllowedIPs(errors: inout ConfigErrorList) {
         if let gateway, !gateway.allowUnsafeAllowedIPs, let tunnel = devices.first(where: { $0.name == gateway.tunnel }) {
-            for section in tunnel.peers {
-                for (prefix, at) in zip(section.peer.allowedIPs, section.allowedIPLocations) {
+            let sections = tunnel.peers
+            for p in sections.indices {
+                for (i, prefix) in sections.desired[p].allowedIPs.enumerated() {
                     guard let why = Self.unsafe(prefix, lanPrefix: gateway.lanPrefix) else { continue }
-                    errors.append(ConfigError(at, "allowed IP \(prefix) of peer \(section.peer.name) \(why): its route via \(gateway.tunnel) would capture traffic that is not the peer's (set gateway.allow_unsafe_allowed_ips: true if this is meant)"))
+                    errors.append(ConfigError(sections.allowedIPLocation(at: p, i), "allowed IP \(prefix) of peer \(sections.desired[p].name) \(why): its route via \(gateway.tunnel) would capture traffic that is not the peer's (set gateway.allow_unsafe_allowed_ips: true if this is meant)"))
                 }
             }
         }
@@ -62,14 +63,16 @@ extension Configuration {
     /// a configured endpoint address would carry them into the tunnel itself, a routing loop.
     /// The tunnel's prefixes are indexed by length, so each endpoint costs one lookup per length.
     private func checkEndpoints(_ gateway: GatewaySection, errors: inout ConfigErrorList) {
+        /// A tunnel peer's allowed IP (`peer`, `item`) or an explicit route (`route`); its words
+        /// and place are made only for a message.
         struct Claim {
-            var what: String
-            var at: SourceLocation
-            var peer: String?
-            var route = false
+            var peer: Int32 = -1
+            var item: Int32 = -1
+            var route: Int32 = -1
         }
         // Only literal endpoints can lie inside a claim: without any, there is nothing to index.
-        guard devices.contains(where: { $0.peers.contains { if case .address? = $0.peer.endpoint { true } else { false } } }) else { return }
+        guard devices.contains(where: { $0.peers.desired.contains { if case .address? = $0.endpoint { true } else { false } } }) else { return }
+        let tunnel = devices.first(where: { $0.name == gateway.tunnel })?.peers ?? PeerSections()
         var claims: [IPPrefix: [Claim]] = [:]
         var lengths: Set<UInt8> = []
         func claim(_ prefix: IPPrefix, _ claim: Claim) {
@@ -78,26 +81,35 @@ extension Configuration {
             claims[prefix.canonical, default: []].append(claim)
             lengths.insert(prefix.length)
         }
-        for section in devices.first(where: { $0.name == gateway.tunnel })?.peers ?? PeerSections() {
-            for (prefix, at) in zip(section.peer.allowedIPs, section.allowedIPLocations) {
-                claim(prefix, Claim(what: "allowed IP \(prefix) of peer \(section.peer.name)", at: at, peer: section.peer.name))
-            }
+        for p in tunnel.indices {
+            for (i, prefix) in tunnel.desired[p].allowedIPs.enumerated() { claim(prefix, Claim(peer: Int32(p), item: Int32(i))) }
         }
-        for entry in routes where entry.route.device == gateway.tunnel {
-            claim(entry.route.destination, Claim(what: "route \(entry.route.destination) via \(gateway.tunnel)", at: entry.location, route: true))
+        for (r, entry) in routes.enumerated() where entry.route.device == gateway.tunnel {
+            claim(entry.route.destination, Claim(route: Int32(r)))
         }
         guard !claims.isEmpty else { return }
         let sortedLengths = lengths.sorted()
         for device in devices {
-            for section in device.peers {
-                guard case .address(let endpoint)? = section.peer.endpoint else { continue }
+            let sections = device.peers
+            for p in sections.indices {
+                guard case .address(let endpoint)? = sections.desired[p].endpoint else { continue }
+                let name = sections.desired[p].name
                 let address = endpoint.address
                 for length in sortedLengths where Int(length) <= address.bitWidth {
                     let key = IPPrefix(address: address.masked(to: Int(length)), length: length)
                     for claim in claims[key] ?? [] {
-                        let whose = claim.peer == section.peer.name ? "its own endpoint \(endpoint)"
-                            : "the endpoint \(endpoint) of peer \(section.peer.name) at \(section.endpointLocation ?? section.location)"
-                        errors.append(claim.at, "\(claim.what) holds \(whose): \(claim.route ? "it" : "its route via \(gateway.tunnel)") would carry the encrypted packets for that endpoint into the tunnel itself, a routing loop (set gateway.allow_unsafe_allowed_ips: true if this is meant)")
+                        let what: String, at: SourceLocation, holder: String?
+                        if claim.route >= 0 {
+                            let entry = routes[Int(claim.route)]
+                            (what, at, holder) = ("route \(entry.route.destination) via \(gateway.tunnel)", entry.location, nil)
+                        } else {
+                            let peer = tunnel.desired[Int(claim.peer)]
+                            (what, at, holder) = ("allowed IP \(peer.allowedIPs[Int(claim.item)]) of peer \(peer.name)",
+                                                  tunnel.allowedIPLocation(at: Int(claim.peer), Int(claim.item)), peer.name)
+                        }
+                        let whose = holder == name ? "its own endpoint \(endpoint)"
+                            : "the endpoint \(endpoint) of peer \(name) at \(sections.endpointLocation(at: p))"
+                        errors.append(at, "\(what) holds \(whose): \(claim.route >= 0 ? "it" : "its route via \(gateway.tunnel)") would carry the encrypted packets for that endpoint into the tunnel itself, a routing loop (set gateway.allow_unsafe_allowed_ips: true if this is meant)")
                     }
                 }
             }
@@ -109,11 +121,13 @@ extension Configuration {
     private func checkOwnKeys(_ device: DeviceSection, errors: inout ConfigErrorList) {
         guard let privateKey = device.privateKey else { return }
         let own = privateKey.publicKey
-        for section in device.peers {
-            if section.peer.publicKey == own {
-                errors.append(ConfigError(section.location, "peer \(section.peer.name) has \(device.name)'s own public key: WireGuard ignores such a peer"))
-            } else if section.peer.publicKey == privateKey.key {
-                errors.append(ConfigError(section.location, "peer \(section.peer.name): its public_key is \(device.name)'s private key (never put a private key in the configuration; use `wg pubkey`)"))
+        let sections = device.peers
+        for p in sections.indices {
+            let key = sections.desired[p].publicKey
+            if key == own {
+                errors.append(ConfigError(sections.location(at: p), "peer \(sections.desired[p].name) has \(device.name)'s own public key: WireGuard ignores such a peer"))
+            } else if key == privateKey.key {
+                errors.append(ConfigError(sections.location(at: p), "peer \(sections.desired[p].name): its public_key is \(device.name)'s private key (never put a private key in the configuration; use `wg pubkey`)"))
             }
         }
     }
@@ -141,21 +155,25 @@ extension Configuration {
     private func checkOverlaps(_ device: DeviceSection, errors: inout ConfigErrorList) {
         struct Claim {
             var prefix: IPPrefix
-            var peer: Int
-            var at: SourceLocation
+            var peer: Int32
+            var item: Int32
         }
+        let sections = device.peers
         var claims: [Claim] = []
-        for (p, section) in device.peers.enumerated() {
-            for (prefix, at) in zip(section.peer.allowedIPs, section.allowedIPLocations) { claims.append(Claim(prefix: prefix, peer: p, at: at)) }
+        claims.reserveCapacity(sections.count)
+        for p in sections.indices {
+            for (i, prefix) in sections.desired[p].allowedIPs.enumerated() { claims.append(Claim(prefix: prefix, peer: Int32(p), item: Int32(i))) }
         }
-        claims.sort { ($0.prefix, $0.peer) < ($1.prefix, $1.peer) }
+        claims.sort { ($0.prefix, $0.peer, $0.item) < ($1.prefix, $1.peer, $1.item) }
         var enclosing: [Claim] = []
         for claim in claims {
             while let last = enclosing.last, !last.prefix.contains(claim.prefix) { enclosing.removeLast() }
             // At most 129 enclosing prefixes (one per length), so this stays linear.
             if let outer = enclosing.last(where: { $0.peer != claim.peer }), outer.prefix != claim.prefix {
-                let peers = device.peers
-                errors.append(ConfigError(claim.at, "allowed IP \(claim.prefix) of peer \(peers[claim.peer].peer.name) lies inside \(outer.prefix) of peer \(peers[outer.peer].peer.name) at \(outer.at): an address must belong to one peer (WireGuard would send \(claim.prefix) to \(peers[claim.peer].peer.name) and the rest to \(peers[outer.peer].peer.name))"))
+                let inner = sections.desired[Int(claim.peer)].name, holder = sections.desired[Int(outer.peer)].name
+                let at = sections.allowedIPLocation(at: Int(claim.peer), Int(claim.item))
+                let outerAt = sections.allowedIPLocation(at: Int(outer.peer), Int(outer.item))
+                errors.append(ConfigError(at, "allowed IP \(claim.prefix) of peer \(inner) lies inside \(outer.prefix) of peer \(holder) at \(outerAt): an address must belong to one peer (WireGuard would send \(claim.prefix) to \(inner) and the rest to \(holder))"))
             }
             enclosing.append(claim)
         }

@@ -395,13 +395,19 @@ extension Configuration {
             }
         }
         for device in devices {
-            for section in device.peers {
+            let sections = device.peers
+            for p in sections.indices {
                 peers += 1
                 if peers > limits.peers, !peersReported {
                     peersReported = true
-                    errors.append(section.location, "more than \(limits.peers) peers in all (the limit)")
+                    errors.append(sections.location(at: p), "more than \(limits.peers) peers in all (the limit)")
                 }
-                section.allowedIPLocations.forEach(object)
+                let count = sections.desired[p].allowedIPs.count
+                if objects + count > limits.objects {
+                    for i in 0..<count { object(sections.allowedIPLocation(at: p, i)) }
+                } else {
+                    objects += count
+                }
             }
         }
         routes.map(\.location).forEach(object)

@@ -100,6 +100,16 @@ public struct PeerSections: RandomAccessCollection, Sendable {
         }
     }
 
+    /// Where the peer at `index` was written, read alone (no section made: the checks go over
+    /// `desired` and look a place up only for a message).
+    public func location(at index: Int) -> SourceLocation { places[index].location }
+
+    /// Where the peer at `index` wrote its allowed IP `item`.
+    public func allowedIPLocation(at index: Int, _ item: Int) -> SourceLocation { places[index].allowedIPLocations[item] }
+
+    /// Where the peer at `index` wrote its endpoint, or its section's place.
+    func endpointLocation(at index: Int) -> SourceLocation { places[index].endpointLocation ?? places[index].location }
+
     public mutating func append(_ section: PeerSection) {
         desired.append(section.peer)
         places.append(section.place)

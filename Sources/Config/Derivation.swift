@@ -9,9 +9,9 @@ extension Configuration {
         // (`IndexTable`): dictionaries from each to its holder's name and place took 25 MiB at
         // 50 000 peers, the largest part of a reload's peak.
         let peerCount = devices.reduce(0) { $0 + $1.peers.count }
-        // A peer alone (`desired`) for the probes' compares; its section (places too) for a message.
+        // A peer alone (`desired`) for the probes' compares; its places only for a message.
         func peerAt(_ place: (device: Int32, peer: Int32)) -> DesiredPeer { devices[Int(place.device)].peers.desired[Int(place.peer)] }
-        func sectionAt(_ place: (device: Int32, peer: Int32)) -> PeerSection { devices[Int(place.device)].peers[Int(place.peer)] }
+        func sectionsAt(_ place: (device: Int32, peer: Int32)) -> PeerSections { devices[Int(place.device)].peers }
         var named: [(device: Int32, peer: Int32)] = []
         var names = IndexTable(capacity: peerCount)
         var claims: [(place: (device: Int32, peer: Int32), ip: Int32)] = []
@@ -19,26 +19,29 @@ extension Configuration {
         named.reserveCapacity(peerCount)
         claims.reserveCapacity(peerCount)
         for (d, device) in devices.enumerated() {
-            var keys = IndexTable(capacity: device.peers.count)
-            for (p, section) in device.peers.enumerated() {
-                let peer = section.peer, place = (device: Int32(d), peer: Int32(p))
-                if let first = names.insert(peer.name, index: named.count, keyAt: { peerAt(named[$0]).name }) {
-                    errors.append(ConfigError(section.location, "peer name \"\(peer.name)\" is already used at \(sectionAt(named[first]).location)"))
+            let sections = device.peers
+            var keys = IndexTable(capacity: sections.count)
+            for p in sections.indices {
+                let place = (device: Int32(d), peer: Int32(p))
+                let name = sections.desired[p].name
+                if let first = names.insert(name, index: named.count, keyAt: { peerAt(named[$0]).name }) {
+                    let holder = named[first]
+                    errors.append(ConfigError(sections.location(at: p), "peer name \"\(name)\" is already used at \(sectionsAt(holder).location(at: Int(holder.peer)))"))
                 } else {
                     named.append(place)
                 }
-                if let first = keys.insert(peer.publicKey, index: p, keyAt: { device.peers.desired[$0].publicKey }) {
-                    let holder = device.peers[first]
-                    errors.append(ConfigError(section.location,
-                                              "public key \(peer.publicKey) of peer \(peer.name) is already used by peer \(holder.peer.name) at \(holder.location)"))
+                if let first = keys.insert(sections.desired[p].publicKey, index: p, keyAt: { sections.desired[$0].publicKey }) {
+                    errors.append(ConfigError(sections.location(at: p),
+                                              "public key \(sections.desired[p].publicKey) of peer \(name) is already used by peer \(sections.desired[first].name) at \(sections.location(at: first))"))
                 }
-                for (i, (prefix, at)) in zip(peer.allowedIPs, section.allowedIPLocations).enumerated() {
+                for (i, prefix) in sections.desired[p].allowedIPs.enumerated() {
                     let first = claimed.insert(prefix, index: claims.count) { claim in
                         peerAt(claims[claim].place).allowedIPs[Int(claims[claim].ip)]
                     }
                     if let first {
-                        let holder = sectionAt(claims[first].place)
-                        errors.append(ConfigError(at, "allowed IP \(prefix) of peer \(peer.name) is already claimed by peer \(holder.peer.name) at \(holder.allowedIPLocations[Int(claims[first].ip)])"))
+                        let holder = claims[first]
+                        let holderName = peerAt(holder.place).name
+                        errors.append(ConfigError(sections.allowedIPLocation(at: p, i), "allowed IP \(prefix) of peer \(name) is already claimed by peer \(holderName) at \(sectionsAt(holder.place).allowedIPLocation(at: Int(holder.place.peer), Int(holder.ip)))"))
                     } else {
                         claims.append((place, Int32(i)))
                     }
@@ -99,9 +102,11 @@ extension Configuration {
                 var entries = [DatapathEntry(direction: .tunnelToLAN, prefix: gateway.lanPrefix)]
                 // ndp: datapath answers from the program's clients map instead of proxy entries.
                 var answered: [IPAddress] = []
-                for section in tunnel.peers {
-                    for (prefix, at) in zip(section.peer.allowedIPs, section.allowedIPLocations) {
-                        let origin = Origin.peer(section.peer.name)
+                let sections = tunnel.peers
+                for p in sections.indices {
+                    let origin = Origin.peer(sections.desired[p].name)
+                    for (i, prefix) in sections.desired[p].allowedIPs.enumerated() {
+                        let at = sections.allowedIPLocation(at: p, i)
                         add(DesiredRoute(destination: prefix, device: gateway.tunnel, origin: origin), at: at)
                         entries.append(DatapathEntry(direction: .lanToTunnel, prefix: prefix))
                         guard gateway.proxyNDP, gateway.lanPrefix.contains(prefix) else { continue }
@@ -110,7 +115,7 @@ extension Configuration {
                         } else if prefix.isHost {
                             add(DesiredProxy(address: prefix.address, device: gateway.lan, origin: origin), at: at)
                         } else {
-                            errors.append(ConfigError(at, "allowed IP \(prefix) of peer \(section.peer.name) lies inside lan_prefix \(gateway.lanPrefix) but is not a /128: proxy NDP answers for single addresses only"))
+                            errors.append(ConfigError(at, "allowed IP \(prefix) of peer \(sections.desired[p].name) lies inside lan_prefix \(gateway.lanPrefix) but is not a /128: proxy NDP answers for single addresses only"))
                         }
                     }
                 }
