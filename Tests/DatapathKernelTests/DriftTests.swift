@@ -76,7 +76,8 @@ final class DriftTests: XCTestCase {
     /// The kernel fact the proxy poll relies on (issue 16, row 9): an LPM trie's `memlock` figure
     /// moves with each entry added or removed (Linux ≥ 6.4) and not with one overwritten in place.
     func testClientMapFootprintCountsItsEntries() throws {
-        XCTAssertTrue(Datapath.footprintCountsEntries, "the host kernel is ≥ 6.4")
+        // Before 6.4 the figure is fixed by the map's size, and the daemon does not use it.
+        try XCTSkipUnless(Datapath.footprintCountsEntries, "Linux < 6.4: an LPM trie's memlock figure does not count its entries")
         let lab = try Lab(for: self)
         let datapath = try lab.datapath()
         try lab.configureEntries(datapath)
