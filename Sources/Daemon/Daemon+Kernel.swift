@@ -1,3 +1,4 @@
+import Datapath
 import Logging
 import Netlink
 import Reconciler
@@ -54,8 +55,9 @@ extension Daemon {
         let mapsTrusted = datapathMapsTrusted
         datapathMapsTrusted = false
         // Only a proxy poll's read of the maps may go by the client map's entry count.
-        let counting = datapathCountingRead
+        var counting = datapathCountingRead
         datapathCountingRead = false
+        let overflows = kernel.overflows
         guard !wanted.isEmpty else { return false }
         var changed = false
         do {
@@ -111,6 +113,8 @@ extension Daemon {
                 let known = mapsTrusted && problem == nil && datapathProblem == nil && maps != nil && datapathMaps === maps && kernel.datapath != nil
                 // A datapath with a problem (not attached, device missing) has nothing in sync.
                 if !known {
+                    // An event queue that overflowed meanwhile: everything is read in full.
+                    if kernel.overflows != overflows { counting = false }
                     let counted = datapathMaps?.countedReads
                     switch datapathProblem == nil ? try? datapathMaps?.read(lan: lan, unless: kernel.datapathDigest, counting: counting) : nil {
                     case .unchanged?:
@@ -122,6 +126,10 @@ extension Daemon {
                     case nil:
                         if kernel.datapath != nil { changed = true }
                         kernel.seed(datapath: nil, digest: nil)
+                    }
+                    if let maps = datapathMaps, !maps.footprintCountsEntries, Datapath.footprintCountsEntries, !footprintWarned {
+                        footprintWarned = true
+                        logger.warning("datapath: the client map's memory figure did not follow its entry count on this kernel; every proxy_poll reads the whole map from now on")
                     }
                 }
                 kernel.stale.remove(.datapath)

@@ -147,6 +147,8 @@ public final class Daemon {
     /// The datapath's next read is a proxy poll's: the client map is read only if its entry
     /// count moved (`DatapathMapsAdapter.read`); anything else that marks it stale reads it all.
     var datapathCountingRead = false
+    /// Said once: the kernel's figure for the client map contradicted its entry count.
+    var footprintWarned = false
     /// The interfaces our filters were last looked for beside (nil: look again).
     var filterScanFor: [Int32]?
     /// `ndp: datapath`: the clients' solicited-node groups joined on the LAN, and what failed.
