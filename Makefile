@@ -47,12 +47,14 @@ test-unit: deps
 # The model-based test in `make test` replays one fixed seed, so a red CI means a regression,
 # not a new random sequence; `make soak` draws fresh seeds (MODEL_SEED= to pick one here).
 MODEL_SEED ?= 799236139
+# 120 steps (5 minutes at 200 under a loaded CI); `make soak` runs 2 000.
+MODEL_STEPS ?= 120
 
 test-kernel: deps
 	@[ "$$(id -u)" = 0 ] || { echo "error: the kernel tier needs root (network namespaces, netlink writes)" >&2; exit 1; }
 	$(SWIFT) build $(SWIFT_FLAGS)
 	scripts/netns-sweep
-	WGK_MODEL_SEED=$(MODEL_SEED) scripts/run-tier kernel $(SWIFT_FLAGS) --filter KernelTests; status=$$?; scripts/netns-sweep; exit $$status
+	WGK_MODEL_SEED=$(MODEL_SEED) WGK_MODEL_STEPS=$(MODEL_STEPS) scripts/run-tier kernel $(SWIFT_FLAGS) --filter KernelTests; status=$$?; scripts/netns-sweep; exit $$status
 
 # Tier 3: WireGuard and the end-to-end scenario, in a VM on Debian's 6.1 kernel.
 # Its model-based test replays a fixed seed too (749130447 found the prune_peers: false leak).
@@ -63,7 +65,7 @@ test-vm: deps
 
 # Tier "fuzz": each libFuzzer target (Fuzz/) for FUZZ_TEST_SECONDS from its seeds, one test per
 # target; a crash fails it and prints the reproducer (under .build/fuzz). No privileges.
-FUZZ_TEST_SECONDS ?= 25
+FUZZ_TEST_SECONDS ?= 15
 test-fuzz: deps
 	SWIFT=$(SWIFT) scripts/run-tier fuzz --exec scripts/fuzz --seconds $(FUZZ_TEST_SECONDS)
 

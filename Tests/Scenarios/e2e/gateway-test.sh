@@ -37,7 +37,7 @@ lossless() { # lossless NS TARGET COUNT: continuous ping with no loss
 }
 
 echo "== setting up: $LAPTOPS laptops, 2 servers, a LAN router, the gateway (ndp: $NDP${STRICT_MLD:+, strict MLD snooping $STRICT_MLD})"
-scenario_setup "$LAPTOPS"
+scenario_setup "$LAPTOPS" || { echo "e2e: $passed passed, 1 failed"; exit 1; }
 check "wgkeeper starts and reports ready" daemon_start
 
 echo "== connectivity through the gateway"
