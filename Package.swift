@@ -68,7 +68,7 @@ let package = Package(
         .testTarget(name: "DaemonVMTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "KernelTests", dependencies: ["Netlink", "TestSupport"]),
         .testTarget(name: "WireGuardVMTests", dependencies: ["Netlink", "TestSupport"]),
-        .testTarget(name: "DaemonKernelTests", dependencies: ["Netlink", "TestSupport"]),
+        .testTarget(name: "DaemonKernelTests", dependencies: ["Datapath", "Netlink", "TestSupport"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Reconciler", "Netlink", "TestSupport"]),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "Reconciler", "Netlink", "TestSupport"]),
         .testTarget(name: "ReconcilerTests", dependencies: ["Reconciler", "Netlink", "TestSupport"]),

@@ -31,8 +31,9 @@ public final class DatapathMapsAdapter: DatapathMaps {
     }
 
     enum Read {
-        /// Both maps hold the bytes that `previous` was made of.
-        case unchanged
+        /// Both maps hold the bytes that `previous` was made of; `byCount`: the client map was
+        /// taken as unchanged from its entry count alone, not read.
+        case unchanged(byCount: Bool)
         /// Both maps' redirect entries, and the digest of the reads (nil: not to be compared with).
         case read(Set<DatapathEntry>, ReadDigest?)
     }
@@ -43,8 +44,6 @@ public final class DatapathMapsAdapter: DatapathMaps {
     /// Whether the client map's memory figure moves with its entry count here (Linux 6.4 on);
     /// turned off for good if two full reads ever contradict it.
     private(set) var footprintCountsEntries = Datapath.footprintCountsEntries
-    /// Polls that took the client map as unchanged from its entry count alone (not read).
-    private(set) var countedReads = 0
 
     /// Both maps' redirect entries, unless their bytes are the ones `previous` was made of (the
     /// proxy poll's read, where the client map holds an entry per client). Each map is read once
@@ -91,10 +90,7 @@ public final class DatapathMapsAdapter: DatapathMaps {
             builder.combine(lanDigest)
             digest = builder.finalize()
         }
-        if let digest, digest == previous {
-            if clients == nil { countedReads += 1 }
-            return .unchanged
-        }
+        if let digest, digest == previous { return .unchanged(byCount: clients == nil) }
         // The LAN map moved: both maps' entries are needed, the client map's read now.
         guard let clients else { return try read(lan: lan, unless: previous) }
         let entries = try Self.redirects { $0 == .tunnelToLAN ? lanEntries : try clients.entries() }

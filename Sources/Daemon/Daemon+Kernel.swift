@@ -115,11 +115,10 @@ extension Daemon {
                 if !known {
                     // An event queue that overflowed meanwhile: everything is read in full.
                     if kernel.overflows != overflows { counting = false }
-                    let counted = datapathMaps?.countedReads
                     switch datapathProblem == nil ? try? datapathMaps?.read(lan: lan, unless: kernel.datapathDigest, counting: counting) : nil {
-                    case .unchanged?:
+                    case .unchanged(let byCount)?:
                         unchangedReads["datapath", default: 0] += 1
-                        if let counted, datapathMaps?.countedReads != counted { unchangedReads["datapath_counted", default: 0] += 1 }
+                        if byCount { unchangedReads["datapath_counted", default: 0] += 1 }
                     case .read(let entries, let digest)?:
                         if entries != kernel.datapath { changed = true }
                         kernel.seed(datapath: entries, digest: digest)

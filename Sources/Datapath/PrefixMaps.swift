@@ -43,7 +43,7 @@ extension Datapath {
 
     /// Whether this kernel's `footprint` of an LPM trie counts its entries (Linux 6.4 gave each
     /// map type its own memory figure).
-    public static var footprintCountsEntries: Bool { AttachMode.kernelRelease >= (6, 4) }
+    public static let footprintCountsEntries = AttachMode.kernelRelease >= (6, 4)
 
     static func footprint(of fd: Int32) -> UInt64? {
         let file = open("/proc/self/fdinfo/\(fd)", O_RDONLY | O_CLOEXEC)
@@ -57,9 +57,8 @@ extension Datapath {
             guard got > 0 else { break }
             used += got
         }
-        let text = buffer[..<used]
-        for line in text.split(separator: UInt8(ascii: "\n")) {
-            let field = Array("memlock:".utf8)
+        let field = Array("memlock:".utf8)
+        for line in buffer[..<used].split(separator: UInt8(ascii: "\n")) {
             guard line.starts(with: field) else { continue }
             var value: UInt64 = 0, digits = 0
             for byte in line.dropFirst(field.count) where byte != UInt8(ascii: "\t") && byte != UInt8(ascii: " ") {

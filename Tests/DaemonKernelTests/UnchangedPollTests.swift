@@ -1,3 +1,4 @@
+import Datapath
 import Foundation
 import Glibc
 import Netlink
@@ -23,6 +24,19 @@ final class UnchangedPollTests: XCTestCase {
             gateway: ["proxy_ndp: true", "redirect: true"]))
         try h.start()
         return (ns, h, pinRoot)
+    }
+
+    /// `struct prefix_key` of `address`/128 as bpftool takes it.
+    private func clientKey(_ address: String) -> [String] {
+        ["0x80", "0", "0", "0"] + IPv6Address(address)!.bytes.map { String(format: "0x%02x", $0) }
+    }
+
+    /// Whether the client map holds `address` with the redirect action (`PrefixAction`, 32 bits
+    /// little endian: 1), as bpftool reads it.
+    private func redirects(_ clients: String, _ address: String) -> Bool {
+        guard let text = try? shell(["bpftool", "-j", "map", "lookup", "pinned", clients, "key"] + clientKey(address)),
+              let entry = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return false }
+        return (entry["value"] as? [String]) == ["0x01", "0x00", "0x00", "0x00"]
     }
 
     private func unchanged(_ h: DaemonHarness, _ part: String) throws -> Int {
@@ -61,7 +75,7 @@ final class UnchangedPollTests: XCTestCase {
     func testMapEntryDeletedAfterIdenticalPollsIsRepairedByTheNextPoll() throws {
         let (_, h, pinRoot) = try setUp()
         let clients = "\(pinRoot)/wg0/client_prefixes"
-        let key = ["0x80", "0", "0", "0"] + IPv6Address("2001:db8:1::10a")!.bytes.map { String(format: "0x%02x", $0) }
+        let key = clientKey("2001:db8:1::10a")
         func present() -> Bool { (try? shell(["bpftool", "map", "lookup", "pinned", clients, "key"] + key)) != nil }
         func entries() throws -> Int {
             (try JSONSerialization.jsonObject(with: Data(try shell("bpftool", "-j", "map", "dump", "pinned", clients).utf8)) as? [Any])?.count ?? -1
@@ -75,7 +89,7 @@ final class UnchangedPollTests: XCTestCase {
         try shell(["bpftool", "map", "delete", "pinned", clients, "key"] + key)
         try eventually(within: onePoll, "map entry deleted again, restored again") { present() }
         // Someone else's entry added: the count moved, so the next poll reads the map.
-        let foreign = ["0x80", "0", "0", "0"] + IPv6Address("2001:db8:1::999")!.bytes.map { String(format: "0x%02x", $0) }
+        let foreign = clientKey("2001:db8:1::999")
         try identicalPolls(h, "datapath", 2)
         try shell(["bpftool", "map", "update", "pinned", clients, "key"] + foreign + ["value", "1", "0", "0", "0"])
         try eventually(within: onePoll, "someone else's map entry removed by the next poll") {
@@ -96,20 +110,16 @@ final class UnchangedPollTests: XCTestCase {
     /// Before 6.4 the figure is fixed by the map's size: every poll reads the map, so the poll
     /// repairs what the resync repairs on 6.4 on (Debian 12's own kernel is 6.1).
     func testAMapEntryOverwrittenInPlaceIsRepairedByTheResync() throws {
-        guard Self.footprintCountsEntries else { return try overwrittenInPlaceRepairedByAPoll() }
+        // The daemon's own gate: the kernel release, by uname.
+        guard Datapath.footprintCountsEntries else { return try overwrittenInPlaceRepairedByAPoll() }
         let resync = 2_500
         let (_, h, pinRoot) = try setUp(resync: "\(resync)ms")
         let clients = "\(pinRoot)/wg0/client_prefixes"
-        func key(_ address: String) -> [String] { ["0x80", "0", "0", "0"] + IPv6Address(address)!.bytes.map { String(format: "0x%02x", $0) } }
+        let key = clientKey
         func memlock() throws -> Int {
             (try JSONSerialization.jsonObject(with: Data(try shell("bpftool", "-j", "map", "show", "pinned", clients).utf8)) as? [String: Any])?["bytes_memlock"] as? Int ?? -1
         }
-        // The entry's value (`PrefixAction`, 32 bits little endian): 1 is redirect.
-        func redirects(_ address: String) -> Bool {
-            guard let text = try? shell(["bpftool", "-j", "map", "lookup", "pinned", clients, "key"] + key(address)),
-                  let entry = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return false }
-            return (entry["value"] as? [String]) == ["0x01", "0x00", "0x00", "0x00"]
-        }
+        func redirects(_ address: String) -> Bool { self.redirects(clients, address) }
         // The kernel fact, read independently: the figure moves with one entry more.
         // The daemon is stopped meanwhile: its next poll would otherwise remove the entry before
         // bpftool reads the figure (it did, 2 runs in 8).
@@ -151,26 +161,13 @@ final class UnchangedPollTests: XCTestCase {
         print("map entry overwritten in place restored \(took) after (resync \(resync) ms, proxy_poll \(Self.poll) ms)")
     }
 
-    /// The daemon's own gate (`Datapath.footprintCountsEntries`): the kernel release, by uname.
-    static var footprintCountsEntries: Bool {
-        var name = utsname()
-        uname(&name)
-        let release = withUnsafeBytes(of: name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        let numbers = release.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
-        return numbers.count == 2 && (numbers[0], numbers[1]) >= (6, 4)
-    }
-
     /// Before Linux 6.4: no poll goes by the count; an entry overwritten in place is repaired by
     /// the next poll, the resync an hour away.
     private func overwrittenInPlaceRepairedByAPoll() throws {
         let (_, h, pinRoot) = try setUp()
         let clients = "\(pinRoot)/wg0/client_prefixes"
-        let key = ["0x80", "0", "0", "0"] + IPv6Address("2001:db8:1::10a")!.bytes.map { String(format: "0x%02x", $0) }
-        func redirects() -> Bool {
-            guard let text = try? shell(["bpftool", "-j", "map", "lookup", "pinned", clients, "key"] + key),
-                  let entry = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return false }
-            return (entry["value"] as? [String]) == ["0x01", "0x00", "0x00", "0x00"]
-        }
+        let key = clientKey("2001:db8:1::10a")
+        func redirects() -> Bool { self.redirects(clients, "2001:db8:1::10a") }
         try identicalPolls(h, "datapath", 3)
         XCTAssertTrue(redirects())
         try shell(["bpftool", "map", "update", "pinned", clients, "key"] + key + ["value", "0", "0", "0", "0"])
@@ -186,7 +183,7 @@ final class UnchangedPollTests: XCTestCase {
     func testAReloadRightAfterDriftLeavesItToTheNextPoll() throws {
         let (ns, h, pinRoot) = try setUp()
         let clients = "\(pinRoot)/wg0/client_prefixes"
-        func key(_ address: String) -> [String] { ["0x80", "0", "0", "0"] + IPv6Address(address)!.bytes.map { String(format: "0x%02x", $0) } }
+        let key = clientKey
         func inMap(_ address: String) -> Bool { (try? shell(["bpftool", "map", "lookup", "pinned", clients, "key"] + key(address))) != nil }
         func proxied(_ address: String) throws -> Bool {
             try ns.ipJSON("-6", "neigh", "show", "proxy").contains { $0["dst"] as? String == address }
