@@ -7,9 +7,9 @@ import Foundation
 /// Loads of N peers, one file and one file per peer in conf.d: fresh (no cache, as `check` and
 /// a start do) and after one peer's address changed, with the cache of the previous load (as
 /// the daemon's reload does). `runs` of each.
-func benchConfigLoad(count: Int, runs: Int) throws {
+func benchConfigLoad(count: Int, runs: Int, confD layouts: [Bool] = [false, true]) throws {
     guard geteuid() == 0 else { throw BenchError("config: run as root (the loader trusts only root's files outside the caller's own)") }
-    for confD in [false, true] {
+    for confD in layouts {
         let directory = try scratchDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         var config = GatewayConfig(directory: directory, peers: count, timers: "1s")

@@ -11,7 +11,7 @@ usage: wgkeeper-bench converge N RUNS        rows 1 and 5: cold start of wgkeepe
        wgkeeper-bench steady N RELOADS SECS [confd] [datapath]
                                              rows 2 and 4: no-op reconcile, reload of 1 changed peer (confd: row 4 only, one file per peer;
                                              datapath: redirect on, a map entry per client)
-       wgkeeper-bench config N RUNS          row 4's configuration reading alone, in-process: fresh and cached loads
+       wgkeeper-bench config N RUNS [one|confd]  row 4's configuration reading alone, in-process: fresh and cached loads
        wgkeeper-bench repair N[,N...] DELETIONS
                                              row 3: repair latency at each N; at the smallest vs FRR zebra and BIRD 2
        wgkeeper-bench wireguard N RUNS       rows 6 and 7 (needs WireGuard: the VM)
@@ -37,7 +37,9 @@ do {
     case "memory": try benchMemory(count: number(1, 50_000), reloads: number(2, 3))
     case "steady": try benchSteadyState(count: number(1, 10_000), reloads: number(2, 10), window: .seconds(Double(number(3, 8))),
                                         confD: arguments.dropFirst(4).contains("confd"), redirect: arguments.dropFirst(4).contains("datapath"))
-    case "config": try benchConfigLoad(count: number(1, 10_000), runs: number(2, 10))
+    case "config":
+        let layouts = arguments.count > 3 ? [arguments[3] == "confd"] : [false, true]
+        try benchConfigLoad(count: number(1, 10_000), runs: number(2, 10), confD: layouts)
     case "repair":
         let sizes = (arguments.count > 1 ? arguments[1] : "1000").split(separator: ",").compactMap { Int($0) }
         guard !sizes.isEmpty else { throw BenchError(usage) }

@@ -40,7 +40,7 @@ public func plan(_ desired: DesiredState, _ observed: ObservedState, lastApplied
     return planner.result
 }
 
-private struct Planner {
+struct Planner {
     let desired: DesiredState
     let observed: ObservedState
     let lastApplied: LastApplied?
