@@ -123,6 +123,7 @@ func benchSteadyState(count: Int, reloads: Int, window: Duration, confD: Bool = 
         let peer = count / 2
         // The daemon's CPU time over the reloads (ticks of 10 ms): what the wall time's spread hides.
         let pid = try daemon.status().pid
+        let touchedBefore = try daemon.status().touchedPlans
         let ticksBefore = try cpuTicks(pid: pid), started = ContinuousClock.now
         for k in 0..<reloads {
             config.moved = k % 2 == 0 ? [peer] : []
@@ -149,6 +150,9 @@ func benchSteadyState(count: Int, reloads: Int, window: Duration, confD: Bool = 
                             met: wallSummary.median <= target && writeCounts.allSatisfy { $0 == expectedWrites })
         reload.notes.append(String(format: "daemon CPU time over the %d reloads: %.1f ms per reload (utime + stime, %d ticks in %.1f s, polls and status requests included)",
                                    reloads, Double(ticks * 10) / Double(reloads), ticks, elapsed / 1e3))
+        if let before = touchedBefore, let after = try daemon.status().touchedPlans {
+            reload.notes.append("reloads that planned only the objects their change touched: \(after - before) of \(reloads)")
+        }
         reload.notes.append("the last reconcile after each (the route events of its own writes, not the reload's): \(Summary(reconcile).text("ms"))")
         reload.notes.append("netlink writes per reload: \(writeCounts.map(String.init).joined(separator: ", ")) (expected \(expectedWrites): route\(redirect ? ", proxy and map entry" : " and proxy entry"), old removed and new added); changes applied: \(changes.map(String.init).joined(separator: ", "))")
         reload.emit()

@@ -279,6 +279,8 @@ struct Status {
     var resyncs: Int { raw["resyncs"] as? Int ?? -1 }
     /// Full plans a daemon skipped because nothing they read had changed; nil from a daemon before the field.
     var skippedPlans: Int? { raw["skipped_plans"] as? Int }
+    /// Reloads that planned only the objects their change touched; nil from a daemon before the field.
+    var touchedPlans: Int? { raw["touched_plans"] as? Int }
     var lastReconcileMs: Double { raw["last_reconcile_duration_ms"] as? Double ?? .nan }
     func inSync(_ kind: String) -> Int { ((raw["kinds"] as? [String: Any])?[kind] as? [String: Any])?["in_sync"] as? Int ?? -1 }
     var failed: Int { (raw["failed"] as? [Any])?.count ?? -1 }

@@ -216,6 +216,91 @@ extension Daemon {
         if changes.count > applied, failures.isEmpty { schedule(after: .milliseconds(50)) }
     }
 
+    /// The kinds of object a reload's change can touch; a plan of them that writes anything
+    /// else (a device down, its key) is not the touched objects' alone.
+    static let touchableKinds: Set<Change.Kind> = [.peer, .route, .proxy, .datapath]
+
+    /// A reload's reconcile when the new desired state differs from `previous` in objects alone
+    /// (`DesiredState.touched(since:limit:)`): plans and applies those objects only, and puts
+    /// their part of the outstanding plan in place of the old one. It holds only while the
+    /// last plan is the kernel's whole story: nothing failing or left to write, nothing read
+    /// or reported by an event since that a plan has not seen, and the old state's plan of the
+    /// touched objects writes nothing. Returns false, having written nothing, when any of that
+    /// fails; the caller then plans in full. Property-tested in `TouchedPlanTests`.
+    func reconcileTouched(previous: DesiredState) -> Bool {
+        guard failures.isEmpty, lastPlan.changes.isEmpty else { return false }
+        let objects = desired.peerCount + desired.routes.count + desired.proxies.count + (desired.datapath?.entries.count ?? 0)
+        guard let touched = desired.touched(since: previous, limit: max(1024, objects / 4)) else { return false }
+        let start = ContinuousClock.now
+        // The reload made the parts it names stale: a read that finds anything new, or an
+        // event that came meanwhile, is a change no plan has seen.
+        let readChanged = readKernel()
+        let (routes, beyond) = kernel.takeChanges()
+        guard !readChanged, routes.isEmpty, !beyond, kernel.stale.isEmpty else { return false }
+        let observed = kernel.observed(touching: touched)
+        let before = Reconciler.plan(previous, observed, touching: touched, lastApplied: lastApplied, records: records)
+        guard before.changes.isEmpty else { return false }
+        recordTakeovers(touching: touched)
+        let plan = Reconciler.plan(desired, observed, touching: touched, lastApplied: lastApplied, records: records)
+        guard plan.changes.allSatisfy({ Daemon.touchableKinds.contains($0.kind) }) else { return false }
+
+        reconcileAt = nil
+        metrics.begin(generation: generation, previous: lastPlan, pendingKinds: Array(pendingByKind.keys), failing: failures.keys)
+        logger.debug("touched plan", metadata: ["objects": "\(touched.count)", "changes": "\(plan.changes.count)"])
+        quietPlan = nil
+        reportRefusals(plan)
+        var held: [Pending] = []
+        let changes = due(plan.changes, held: &held)
+        let applied = apply(changes)
+
+        var outstanding = lastPlan
+        let done = Set(changes.map(\.subject)).subtracting(failures.keys)
+        let heldSubjects = Set(held.map(\.object))
+        outstanding.changes = plan.changes.filter { !done.contains($0.subject) && !heldSubjects.contains($0.subject) }
+        // Pending objects and conflicts: the old state's at the touched objects go, the new
+        // state's come (status counts every pending one, and lists the first `listedObjects`).
+        var gone = Dictionary(before.pending.map { ($0, 1) }, uniquingKeysWith: +)
+        outstanding.pending.removeAll { item in
+            guard let n = gone[item], n > 0 else { return false }
+            gone[item] = n - 1
+            return true
+        }
+        for item in before.pending { pendingByKind[item.kind, default: 0] -= 1 }
+        for item in plan.pending + held { pendingByKind[item.kind, default: 0] += 1 }
+        pendingByKind = pendingByKind.filter { $0.value > 0 }
+        outstanding.pending += plan.pending + held
+        outstanding.pending.sort { $0.kind < $1.kind }
+        if outstanding.pending.count > Daemon.listedObjects { outstanding.pending.removeLast(outstanding.pending.count - Daemon.listedObjects) }
+        var goneConflicts = Dictionary(before.conflicts.map { ($0, 1) }, uniquingKeysWith: +)
+        outstanding.conflicts.removeAll { conflict in
+            guard let n = goneConflicts[conflict], n > 0 else { return false }
+            goneConflicts[conflict] = n - 1
+            return true
+        }
+        outstanding.conflicts += plan.conflicts
+        // The gateway-address rule's refusals are all in `plan`; the sysctls' stay.
+        outstanding.refused = (lastPlan.refused.filter { $0.kind == .sysctl } + plan.refused).sorted { $0.kind < $1.kind }
+        for conflict in plan.conflicts where !lastPlan.conflicts.contains(conflict) { logger.warning("conflict: \(conflict)") }
+        lastPlan = outstanding
+
+        followNeighbourDiscoveryHandover()
+        changesApplied += applied
+        reconciles += 1
+        touchedPlans += 1
+        lastReconcile = Date()
+        lastReconcileDuration = ContinuousClock.now - start
+        metrics.end(duration: lastReconcileDuration ?? .zero)
+        let line = statusLine
+        if line != lastStatusLine {
+            notifier.status(line)
+            lastStatusLine = line
+        }
+        if changes.count > applied, failures.isEmpty { schedule(after: .milliseconds(50)) }
+        _ = currentRoutePlanner()
+        releaseFreedMemory()
+        return true
+    }
+
     /// A refusal is logged when it starts or its reason changes, not at every reconcile, and a
     /// reason shared by several objects (a prefix's route, proxy entry, redirect) once.
     func reportRefusals(_ plan: Plan) {
@@ -348,9 +433,9 @@ extension Daemon {
     /// A sysctl is recorded when wgkeeper takes it over, even when it needs no write then: the
     /// first write may come later, repairing drift, and must not record the drifted value as
     /// the one to restore. Not saved → not recorded (so the write waits, see recordBeforeApplying).
-    func recordTakeovers() {
+    func recordTakeovers(touching touched: TouchedObjects? = nil) {
         let before = records
-        for item in desired.sysctls {
+        for item in desired.sysctls where touched == nil {
             let sysctl = item.sysctl
             guard records.sysctls[sysctl.key] == nil, let current = kernel.sysctls[sysctl.key],
                   let index = link(named: item.interface)?.index else { continue }
@@ -359,6 +444,14 @@ extension Daemon {
         // A configured peer already there is wgkeeper's from now on, like one it adds.
         for device in desired.devices {
             guard let present = kernel.wireGuard?[device.name], let index = link(named: device.name)?.index else { continue }
+            if let touched {
+                // A reload's touched peers alone: the others were taken over before.
+                guard let keys = touched.peers[device.name] else { continue }
+                let configured = device.peers.lazy.map(\.publicKey).filter(keys.contains)
+                let there = Set(present.peers.lazy.map(\.publicKey).filter(keys.contains))
+                _ = records.recordPeers(configured.filter(there.contains), device: device.name, interfaceIndex: index)
+                continue
+            }
             let there = Set(present.peers.map(\.publicKey))
             _ = records.recordPeers(device.peers.map(\.publicKey).filter(there.contains), device: device.name, interfaceIndex: index)
         }
@@ -427,6 +520,7 @@ extension Daemon {
             if config.configuration.runtime.statusSocket != runtime.statusSocket {
                 logger.warning("status_socket takes effect on restart")
             }
+            let previous = desired
             loaded = Daemon.kept(config)
             generation += 1
             configErrors = []
@@ -446,8 +540,12 @@ extension Daemon {
                 logger.warning("policy: \(line)")
                 warnings.append(line)
             }
-            fullPlanDue = true
-            reconcile()
+            // A change of objects alone (peers, and what derives from them) plans those objects,
+            // when nothing else waits for a plan; anything else, the whole desired state.
+            if fullPlanDue || !reconcileTouched(previous: previous) {
+                fullPlanDue = true
+                reconcile()
+            }
             // What the new generation cannot have: a safety rule holds it back (status lists each object).
             var reasons: [String] = []
             for refusal in lastPlan.refused where !reasons.contains(refusal.reason) { reasons.append(refusal.reason) }

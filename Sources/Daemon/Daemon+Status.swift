@@ -80,7 +80,7 @@ extension Daemon {
             peers: peers, endpoints: endpointStatus, datapath: datapathStatus, safety: safety,
             reconcileDuration: metrics.histogram, changesAppliedByKind: ReconcileMetrics.byName(metrics.applied),
             repairs: ReconcileMetrics.byName(metrics.repairs), reloadFailures: metrics.reloadFailures,
-            routeReconciles: routeReconciles, skippedPlans: skippedPlans, unchangedReads: unchangedReads)
+            routeReconciles: routeReconciles, skippedPlans: skippedPlans, touchedPlans: touchedPlans, unchangedReads: unchangedReads)
     }
 
     /// Answers what the status clients asked this turn: at most one request each. Reload

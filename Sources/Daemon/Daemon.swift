@@ -124,6 +124,8 @@ public final class Daemon {
     var routeReconciles = 0
     /// Of which were due to plan in full (a resync) and did not, their inputs being the last quiet plan's.
     var skippedPlans = 0
+    /// Of which were reloads that planned only the objects their change touched (`reconcileTouched`).
+    var touchedPlans = 0
     /// Polls whose read was the bytes the cache was decoded from (not decoded), by part.
     var unchangedReads: [String: Int] = [:]
     /// The last read of the host's netfilter forward chains, and when (`forwardChains()`).

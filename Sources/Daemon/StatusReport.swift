@@ -164,6 +164,9 @@ public struct StatusReport: Codable, Sendable {
     /// Of `reconciles`, those due to plan everything (a resync) that did not: nothing `plan`
     /// reads had changed since a full plan that found nothing to write.
     public var skippedPlans: Int? = nil
+    /// Of `reconciles`, reloads that planned only the objects their change touched (a peer
+    /// added, removed or edited, and what derives from it) rather than everything.
+    public var touchedPlans: Int? = nil
     /// Polls whose read returned the very bytes the cache was decoded from, so nothing was
     /// decoded or planned, by part (`proxies`, `datapath`).
     public var unchangedReads: [String: Int]? = nil

@@ -297,6 +297,15 @@ public struct KernelCache: Sendable {
         ObservedState(links: Array(links.values), routes: routes.values.flatMap { $0 }, proxies: proxies, addresses: addressList,
                       sysctls: sysctls, wireGuard: wireGuard, datapath: datapath)
     }
+
+    /// `observed` at the touched objects alone (`ObservedState.restricted(to:)`), for
+    /// `plan(_:_:touching:)`: the routes looked up by identity, the rest filtered in one pass;
+    /// no copy of every route.
+    public func observed(touching touched: TouchedObjects) -> ObservedState {
+        let all = ObservedState(links: Array(links.values), routes: touched.routes.flatMap { routes[$0] ?? [] }, proxies: proxies,
+                                addresses: addressList, wireGuard: wireGuard, datapath: datapath)
+        return all.restricted(to: touched)
+    }
 }
 
 extension Route {

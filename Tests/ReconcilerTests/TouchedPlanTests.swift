@@ -173,6 +173,16 @@ final class TouchedPlanTests: XCTestCase {
             let full1 = plan(new, observed, lastApplied: lastApplied, records: records)
             let part0 = plan(old, observed, touching: touched, lastApplied: lastApplied, records: records)
             let part1 = plan(new, observed, touching: touched, lastApplied: lastApplied, records: records)
+            // The daemon's cache gives the same touched plan as the whole observed state.
+            var cache = KernelCache()
+            cache.seed(links: observed.links)
+            cache.seed(routes: observed.routes)
+            cache.seed(addresses: observed.addresses)
+            cache.proxies = observed.proxies
+            cache.wireGuard = observed.wireGuard
+            cache.datapath = observed.datapath
+            XCTAssertEqual(plan(new, cache.observed(touching: touched), touching: touched, lastApplied: lastApplied, records: records),
+                           part1, "seed \(seed): from the cache")
             // The daemon falls back to the full plan when the touched plan writes a device.
             if part0.changes.contains(where: { !Self.objectKinds.contains($0.kind) }) { continue }
             compared += 1
