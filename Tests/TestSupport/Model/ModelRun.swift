@@ -200,6 +200,8 @@ public final class ModelRun {
     var references: [ModelConfig: KernelSnapshot] = [:]
     public private(set) var referenceRuns = 0
     public private(set) var replays = 0
+    /// Reloads that planned only the objects their change touched (`touched_plans` moved).
+    public private(set) var touchedReloads = 0
     let cleanupCommand: Bool
 
     public init(_ test: XCTestCase, topology: ModelTopology, settings: Settings) throws {
@@ -441,11 +443,12 @@ public final class ModelRun {
             try h.writeConfig(yaml(step.config, h, pins: mainPins))
             // The plan from the kernel as it stands, then the step: what run writes must be it.
             let planned = try planLines(h)
-            var (appliedBefore, droppedBefore) = (0, 0)
+            var (appliedBefore, droppedBefore, touchedBefore) = (0, 0, 0)
             if i > 0, !step.restart {
                 let status = try h.status()
                 appliedBefore = (status["changes_applied"] as? Int) ?? 0
                 droppedBefore = (status["log_lines_dropped"] as? Int) ?? 0
+                touchedBefore = (status["touched_plans"] as? Int) ?? 0
             }
             _ = daemonLog.takeChanges()
             if i == 0 {
@@ -474,6 +477,7 @@ public final class ModelRun {
                 return ModelFailure(step: i, phase: "`wgkeeper plan` after the \(i == 0 ? "start" : step.restart ? "restart" : "reload")", diff: diff,
                                     log: daemonLog.text)
             }
+            if i > 0, !step.restart, ((try h.status())["touched_plans"] as? Int ?? 0) > touchedBefore { touchedReloads += 1 }
             if verbose { print("model: step \(i): reference \(t1 - t0), apply \(t2 - t1), converge \(ContinuousClock.now - t2)") }
             if !step.drift.isEmpty {
                 for drift in step.drift { run(drift, in: ns, overlay: &overlay) }
@@ -644,7 +648,7 @@ public final class ModelRun {
             remaining = Array(steps[offset...])
             remaining[0].restart = false
         }
-        print("model: played \(steps.count) steps in \(ContinuousClock.now - started), \(referenceRuns) reference runs")
+        print("model: played \(steps.count) steps in \(ContinuousClock.now - started), \(referenceRuns) reference runs; \(touchedReloads) reloads planned only the objects they touched")
         guard let (first, indices) = failures.first else { return }
         var report = ["model-based test failed: seed \(settings.seed)", "first failure: " + first.description]
         if settings.shrinkBudget > .zero {
