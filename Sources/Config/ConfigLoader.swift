@@ -11,7 +11,9 @@ public struct LoadedConfig: Sendable {
     /// `Configuration.absentPolicyNames` against the desired state's peers, which stay when the
     /// sections go.
     public var absentPolicyNames: [String] {
-        configuration.absentPolicyNames(peers: Set(desired.devices.flatMap { $0.peers.map(\.name) }))
+        // Without a policy, no set of every peer's name (a reload of 10 000 peers asks).
+        guard configuration.policy != nil else { return [] }
+        return configuration.absentPolicyNames(peers: Set(desired.devices.flatMap { $0.peers.map(\.name) }))
     }
 
     /// `2 devices, 3 peers, 5 routes, 2 proxies`.

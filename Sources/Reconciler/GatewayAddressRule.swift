@@ -25,9 +25,8 @@ enum GatewayAddressRule {
         var withheld: Set<IPPrefix> = []
         for (p, peer) in desired.devices[d].peers.enumerated() {
             var refusedHere = false
-            for prefix in peer.allowedIPs {
+            for prefix in peer.allowedIPs where own.contains(where: prefix.contains) {
                 let held = own.filter { prefix.contains($0) }
-                guard !held.isEmpty else { continue }
                 withheld.insert(prefix)
                 refusedHere = true
                 let why = reason(prefix, peer: peer.name, held: held, lan: gateway.lan)

@@ -82,18 +82,44 @@ extension DesiredState {
 
     /// Only the touched objects: every device (its settings), with its touched peers; the
     /// routes, proxy entries and map entries at touched identities, in their order; no sysctls.
+    /// Built by appending what matches (a reload touches a few of 10 000 objects): no copy of
+    /// each array to remove the rest from.
     func restricted(to touched: TouchedObjects) -> DesiredState {
-        var result = self
-        result.sysctls = []
-        result.safetyChecks = []
-        for d in result.devices.indices {
-            let keys = touched.peers[result.devices[d].name] ?? []
-            result.devices[d].peers.removeAll { !keys.contains($0.publicKey) }
+        var result = DesiredState(routeProtocol: routeProtocol, gateway: gateway)
+        result.policy = policy
+        result.devices = devices.map { device in
+            var kept = device
+            kept.peers = []
+            if let keys = touched.peers[device.name].map(SmallSet.init) { kept.peers = device.peers.filter { keys.contains($0.publicKey) } }
+            return kept
         }
-        result.routes.removeAll { !touched.routes.contains($0.identity) }
-        result.proxies.removeAll { !touched.proxies.contains(TouchedObjects.ProxyPlace(device: $0.device, address: $0.address)) }
-        result.datapath?.entries.removeAll { !touched.datapath.contains($0) }
+        let routeIdentities = SmallSet(touched.routes)
+        result.routes = routes.filter { routeIdentities.contains($0.identity) }
+        let places = SmallSet(touched.proxies)
+        result.proxies = proxies.filter { places.contains(TouchedObjects.ProxyPlace(device: $0.device, address: $0.address)) }
+        if var datapath {
+            let entries = SmallSet(touched.datapath)
+            datapath.entries = datapath.entries.filter(entries.contains)
+            result.datapath = datapath
+        }
         return result
+    }
+}
+
+/// A set asked about every object of a state, usually holding a handful: compared one by one
+/// below a few elements (no hash of each object asked about), hashed above.
+struct SmallSet<Element: Hashable> {
+    private let few: [Element]?
+    private let many: Set<Element>
+
+    init(_ set: Set<Element>) {
+        few = set.count <= 8 ? Array(set) : nil
+        many = set
+    }
+
+    func contains(_ element: Element) -> Bool {
+        if let few { return few.contains(element) }
+        return many.contains(element)
     }
 }
 
@@ -104,18 +130,21 @@ extension ObservedState {
         var result = self
         result.sysctls = [:]
         let names = Dictionary(links.map { ($0.index, $0.name) }, uniquingKeysWith: { a, _ in a })
-        result.routes.removeAll { !touched.routes.contains(RouteIdentity($0)) }
-        result.proxies.removeAll { entry in
-            guard let device = names[entry.interfaceIndex] else { return true }
-            return !touched.proxies.contains(TouchedObjects.ProxyPlace(device: device, address: entry.address))
+        let routeIdentities = SmallSet(touched.routes)
+        result.routes = routes.filter { routeIdentities.contains(RouteIdentity($0)) }
+        // Addresses first: most entries are at an untouched one, and need no device name.
+        let addresses = SmallSet(Set(touched.proxies.map(\.address)))
+        result.proxies = proxies.filter { entry in
+            guard addresses.contains(entry.address), let device = names[entry.interfaceIndex] else { return false }
+            return touched.proxies.contains(TouchedObjects.ProxyPlace(device: device, address: entry.address))
         }
-        result.datapath = datapath.map { $0.intersection(touched.datapath) }
+        result.datapath = datapath.map { present in Set(touched.datapath.filter(present.contains)) }
         if let devices = wireGuard {
             result.wireGuard = devices.mapValues { device in
-                var device = device
-                let keys = touched.peers[device.name] ?? []
-                device.peers.removeAll { !keys.contains($0.publicKey) }
-                return device
+                var kept = device
+                kept.peers = []
+                if let keys = touched.peers[device.name].map(SmallSet.init) { kept.peers = device.peers.filter { keys.contains($0.publicKey) } }
+                return kept
             }
         }
         return result
