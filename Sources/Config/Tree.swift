@@ -304,16 +304,31 @@ struct TreeBuilder {
     private var itemDigests: [TreeStorage.ItemDigest] = []
     private var otherIndex: [ObjectIdentifier: UInt32] = [:]
     private var fileIndex: [String: Int] = [:]
-    private var shortTexts: [ShortText: UInt32] = [:]
+    /// Short texts written lately, by a hash of their words (a slot holds the last one there):
+    /// keys repeat in every item and are found here; a name seen once costs no table entry.
+    private var recentTexts = [RecentText](repeating: RecentText(), count: TreeBuilder.recentSlots)
+    private static let recentSlots = 128
+
+    private struct RecentText {
+        var text = ShortText(), offset: UInt32 = 0
+    }
 
     init(files: [String]) {
         self.files = files
         for (i, file) in files.enumerated() where fileIndex[file] == nil { fileIndex[file] = i }
     }
 
-    /// Up to 16 bytes of text as two words and a length, a table key that costs no allocation.
-    private struct ShortText: Hashable {
-        var low: UInt64 = 0, high: UInt64 = 0, count: Int
+    /// Up to 16 bytes of text as two words and a length, compared without an allocation.
+    private struct ShortText: Equatable {
+        var low: UInt64 = 0, high: UInt64 = 0, count = -1
+
+        init() {}
+
+        /// Its slot among `recentSlots`: a multiplicative hash of the words.
+        var slot: Int {
+            let mixed = (low &* 0x9E37_79B9_7F4A_7C15) ^ ((high ^ UInt64(count)) &* 0xC2B2_AE3D_27D4_EB4F)
+            return Int(truncatingIfNeeded: mixed >> 57) & (TreeBuilder.recentSlots - 1)
+        }
 
         init?(_ bytes: UnsafeBufferPointer<UInt8>) {
             guard bytes.count <= 16 else { return nil }
@@ -326,12 +341,13 @@ struct TreeBuilder {
 
     mutating func scalar(_ bytes: UnsafeBufferPointer<UInt8>, file: Int, line: Int, column: Int) -> UInt32 {
         let offset: UInt32
-        if let short = ShortText(bytes), let known = shortTexts[short] {
-            offset = known
+        let short = ShortText(bytes)
+        if let short, recentTexts[short.slot].text == short {
+            offset = recentTexts[short.slot].offset
         } else {
             offset = UInt32(text.count)
             text.append(contentsOf: bytes)
-            if let short = ShortText(bytes) { shortTexts[short] = offset }
+            if let short { recentTexts[short.slot] = RecentText(text: short, offset: offset) }
         }
         return add(TreeStorage.Record(.scalar, file: file, line: line, column: column, a: offset, b: UInt32(bytes.count)))
     }

@@ -34,10 +34,12 @@ struct YAMLSyntaxError: Error {
 /// Reads events from UTF-8 text, which it borrows: `read(_:_:)` hands the reader out only while
 /// the text's bytes are there (a configuration of 50 000 peers is 7 MiB of text, not copied).
 final class YAMLEventReader {
-    private var parser = yaml_parser_t()
+    // libyaml's state and the last event, where libyaml writes them: a stored C struct passed
+    // `inout` would cost a dynamic exclusivity check at each use, several per event.
+    private let parser = UnsafeMutablePointer<yaml_parser_t>.allocate(capacity: 1)
     let bytes: UnsafeBufferPointer<UInt8>
     /// The last event returned, deleted at the next call (a scalar's bytes are its own).
-    private var event = yaml_event_t()
+    private let event = UnsafeMutablePointer<yaml_event_t>.allocate(capacity: 1)
     private var holdsEvent = false
     /// A character's place and its byte's, where `byteOffset(ofCharacter:)` last stopped.
     private var cursor = (character: 0, byte: 0)
@@ -49,8 +51,10 @@ final class YAMLEventReader {
 
     private init(_ bytes: UnsafeBufferPointer<UInt8>) {
         self.bytes = bytes
-        yaml_parser_initialize(&parser)
-        yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING)
+        parser.initialize(to: yaml_parser_t())
+        event.initialize(to: yaml_event_t())
+        yaml_parser_initialize(parser)
+        yaml_parser_set_encoding(parser, YAML_UTF8_ENCODING)
         // A leading byte order mark (as some editors save UTF-8) is not given to libyaml: with the
         // encoding set, it would read it as a character of the first line, whose key would then
         // start in column 2 and the file fail to parse. Its marks then count from after it.
@@ -59,7 +63,7 @@ final class YAMLEventReader {
         cursor = (0, skipped)
         // libyaml only reads the input; an empty text still needs an address.
         let empty: StaticString = ""
-        yaml_parser_set_input_string(&parser, bytes.baseAddress.map { $0 + skipped } ?? empty.utf8Start, bytes.count - skipped)
+        yaml_parser_set_input_string(parser, bytes.baseAddress.map { $0 + skipped } ?? empty.utf8Start, bytes.count - skipped)
     }
 
     static let byteOrderMark: [UInt8] = [0xEF, 0xBB, 0xBF]
@@ -67,30 +71,32 @@ final class YAMLEventReader {
     private let bomLength: Int
 
     deinit {
-        if holdsEvent { yaml_event_delete(&event) }
-        yaml_parser_delete(&parser)
+        if holdsEvent { yaml_event_delete(event) }
+        yaml_parser_delete(parser)
+        parser.deallocate()
+        event.deallocate()
     }
 
     func next() throws(YAMLSyntaxError) -> YAMLEvent {
         while true {
-            if holdsEvent { yaml_event_delete(&event) }
+            if holdsEvent { yaml_event_delete(event) }
             holdsEvent = false
-            guard yaml_parser_parse(&parser, &event) == 1 else { throw syntaxError() }
+            guard yaml_parser_parse(parser, event) == 1 else { throw syntaxError() }
             holdsEvent = true
-            let mark = (line: Int(event.start_mark.line) + 1, column: Int(event.start_mark.column) + 1)
-            switch event.type {
+            let mark = (line: Int(event.pointee.start_mark.line) + 1, column: Int(event.pointee.start_mark.column) + 1)
+            switch event.pointee.type {
             case YAML_DOCUMENT_START_EVENT: return .documentStart(mark)
             case YAML_DOCUMENT_END_EVENT: return .documentEnd
             case YAML_STREAM_END_EVENT: return .streamEnd
             case YAML_SCALAR_EVENT:
-                let s = event.data.scalar
+                let s = event.pointee.data.scalar
                 return .node(.scalar(UnsafeBufferPointer(start: UnsafePointer(s.value), count: s.value == nil ? 0 : s.length), plain: s.style == YAML_PLAIN_SCALAR_STYLE,
                                      anchor: Self.anchor(s.anchor)), mark)
             case YAML_SEQUENCE_START_EVENT:
-                let start = event.data.sequence_start
+                let start = event.pointee.data.sequence_start
                 return .node(.sequence(anchor: Self.anchor(start.anchor), flow: start.style == YAML_FLOW_SEQUENCE_STYLE), mark)
-            case YAML_MAPPING_START_EVENT: return .node(.mapping(anchor: Self.anchor(event.data.mapping_start.anchor)), mark)
-            case YAML_ALIAS_EVENT: return .node(.alias(Self.anchor(event.data.alias.anchor) ?? ""), mark)
+            case YAML_MAPPING_START_EVENT: return .node(.mapping(anchor: Self.anchor(event.pointee.data.mapping_start.anchor)), mark)
+            case YAML_ALIAS_EVENT: return .node(.alias(Self.anchor(event.pointee.data.alias.anchor) ?? ""), mark)
             case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT: return .end
             default: continue  // stream start, no-op
             }
@@ -98,11 +104,11 @@ final class YAMLEventReader {
     }
 
     /// Where the last event starts in the text, in bytes.
-    var startOffset: Int { byteOffset(ofCharacter: Int(event.start_mark.index)) }
+    var startOffset: Int { byteOffset(ofCharacter: Int(event.pointee.start_mark.index)) }
 
     /// Where the last event ends in the text, in bytes. A block list's or mapping's end is
     /// where the next token starts: its range holds the comments and blank lines after it.
-    var endOffset: Int { byteOffset(ofCharacter: Int(event.end_mark.index)) }
+    var endOffset: Int { byteOffset(ofCharacter: Int(event.pointee.end_mark.index)) }
 
     /// libyaml's marks count characters, not bytes: every byte but a UTF-8 continuation byte
     /// (a CR LF is two), from after a leading byte order mark (not given to libyaml). Events
@@ -130,25 +136,25 @@ final class YAMLEventReader {
     }
 
     private func syntaxError() -> YAMLSyntaxError {
-        let problem = parser.problem.map { String(cString: $0) } ?? "unknown error"
-        switch parser.error {
+        let problem = parser.pointee.problem.map { String(cString: $0) } ?? "unknown error"
+        switch parser.pointee.error {
         case YAML_SCANNER_ERROR, YAML_PARSER_ERROR:
             // The context mark is where the construct began (an unterminated quote), the
             // problem mark where it went wrong (often the end of the file).
             var context = ""
-            if let text = parser.context {
-                let start = parser.context_mark
+            if let text = parser.pointee.context {
+                let start = parser.pointee.context_mark
                 context = "\(String(cString: text)) (from \(start.line + 1):\(start.column + 1)), "
             }
-            let mark = parser.problem_mark
+            let mark = parser.pointee.problem_mark
             return YAMLSyntaxError(message: "YAML syntax: \(context)\(problem)", mark: (Int(mark.line) + 1, Int(mark.column) + 1))
         case YAML_READER_ERROR:
             // The reader sets no mark, only the offending byte's offset and character.
-            let value = parser.problem_value
+            let value = parser.pointee.problem_value
             let hex = String(value, radix: 16, uppercase: true)
             let character = value >= 0 ? " (U+\(String(repeating: "0", count: max(0, 4 - hex.count)) + hex))" : ""
             return YAMLSyntaxError(message: "YAML: \(problem)\(character)",
-                                   mark: Self.mark(atByte: parser.problem_offset + bomLength, in: bytes))
+                                   mark: Self.mark(atByte: parser.pointee.problem_offset + bomLength, in: bytes))
         default:
             return YAMLSyntaxError(message: "YAML: \(problem)", mark: nil)
         }
