@@ -183,4 +183,62 @@ final class DaemonVMTests: XCTestCase {
         XCTAssertEqual(Set(try peers(ns).keys), [stranger.base64], "only the operator's peer is left")
         XCTAssertEqual(try ns.ip("-o", "link", "show", "wg0").isEmpty, false, "wg0 was the operator's: it stays")
     }
+
+    /// Reloads that edit peers plan those peers alone (`touched_plans`), with real WireGuard:
+    /// `wg show` holds the configured peers after each (an edit, a removal, an addition with an
+    /// endpoint, a peer changed behind the daemon's back just before a reload), and a restart
+    /// of the last configuration writes nothing.
+    func testPeerEditsByReloadPlanThosePeersAloneAndAgreeWithAFreshStart() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addVeth("private0", "lanp")
+        let h = try DaemonHarness(self, ns: ns)
+        let carol = PrivateKey.generate().publicKey, dave = PrivateKey.generate().publicKey
+        func write(_ peers: [TestPeer]) throws {
+            try h.writeConfig(h.gatewayConfig(runtime: ["wireguard_poll: 300ms", "proxy_poll: 300ms", "resync: 600s"],
+                                              wireGuard: ["listen_port: 51820"], peers: peers, gateway: ["proxy_ndp: true", "redirect: false"]))
+        }
+        let a = TestPeer("alice", alice, allowedIPs: ["2001:db8:1::100/128"])
+        var b = TestPeer("bob", bob, allowedIPs: ["2001:db8:1::101/128"], extra: [#"endpoint: "[2001:db8:ff::2]:51820""#])
+        let c = TestPeer("carol", carol, allowedIPs: ["2001:db8:1::102/128"])
+        try write([a, b, c])
+        try h.start()
+        func touched() throws -> Int { try XCTUnwrap(try h.status()["touched_plans"] as? Int) }
+        let start = try touched()
+
+        // bob gets another address and a keepalive, carol goes, dave comes with an endpoint.
+        b.allowedIPs = ["2001:db8:1::111/128", "2001:db8:5::/64"]
+        b.extra.append("persistent_keepalive: 25")
+        let d = TestPeer("dave", dave, allowedIPs: ["2001:db8:1::103/128"], extra: [#"endpoint: "[2001:db8:ff::3]:51820""#])
+        try write([a, b, d])
+        _ = try h.ask("reload")
+        XCTAssertEqual(try touched(), start + 1, "peers alone changed")
+        var p = try peers(ns)
+        XCTAssertEqual(Set(p.keys), [alice.base64, bob.base64, dave.base64])
+        XCTAssertEqual(p[bob.base64]?[2].split(separator: ",").map(String.init).sorted(), ["2001:db8:1::111/128", "2001:db8:5::/64"])
+        XCTAssertEqual(p[bob.base64]?[6], "25")
+        XCTAssertEqual(p[bob.base64]?[1], "[2001:db8:ff::2]:51820")
+        XCTAssertEqual(p[dave.base64]?[1], "[2001:db8:ff::3]:51820")
+        let routes = { Set(try ns.ipJSON("-6", "route", "show", "proto", "77", "dev", "wg0").compactMap { $0["dst"] as? String }) }
+        XCTAssertEqual(try routes(), ["2001:db8:1::100", "2001:db8:1::111", "2001:db8:5::/64", "2001:db8:1::103"])
+        XCTAssertEqual((try h.status()["kinds"] as? [String: [String: Int]])?["peer"]?["in_sync"], 3)
+
+        // alice changed behind the daemon's back just before a reload that edits dave: the
+        // reload's read of the device sees it, and alice is put back too.
+        try shell("ip", "netns", "exec", ns.name, "wg", "set", "wg0", "peer", alice.base64, "allowed-ips", "2001:db8:9::/64")
+        let d2 = TestPeer("dave", dave, allowedIPs: ["2001:db8:1::104/128"], extra: [#"endpoint: "[2001:db8:ff::3]:51820""#])
+        try write([a, b, d2])
+        _ = try h.ask("reload")
+        try eventually(within: .seconds(5), "alice restored and dave moved") {
+            let p = try peers(ns)
+            return p[alice.base64]?[2] == "2001:db8:1::100/128" && p[dave.base64]?[2] == "2001:db8:1::104/128"
+        }
+        p = try peers(ns)
+        XCTAssertEqual(Set(p.keys), [alice.base64, bob.base64, dave.base64])
+
+        // A fresh start of the same configuration finds nothing to write.
+        h.stop()
+        try h.start()
+        usleep(500_000)
+        XCTAssertEqual(try h.writes(), 0, "the reloads left the kernel as a full plan wants it")
+    }
 }
