@@ -227,10 +227,13 @@ extension Daemon {
     /// or reported by an event since that a plan has not seen, and the old state's plan of the
     /// touched objects writes nothing. Returns false, having written nothing, when any of that
     /// fails; the caller then plans in full. Property-tested in `TouchedPlanTests`.
-    func reconcileTouched(previous: DesiredState) -> Bool {
-        guard failures.isEmpty, lastPlan.changes.isEmpty else { return false }
+    ///
+    /// `previous` is let go (set to nil) once read: the old state's memory is free again
+    /// before the writes, and handed back to the kernel with the rest at the end.
+    func reconcileTouched(previous: inout DesiredState?) -> Bool {
+        guard failures.isEmpty, lastPlan.changes.isEmpty, let old = previous else { return false }
         let objects = desired.peerCount + desired.routes.count + desired.proxies.count + (desired.datapath?.entries.count ?? 0)
-        guard let touched = desired.touched(since: previous, limit: max(1024, objects / 4)) else { return false }
+        guard let touched = desired.touched(since: old, limit: max(1024, objects / 4)) else { return false }
         let start = ContinuousClock.now
         // The reload made the parts it names stale: a read that finds anything new, or an
         // event that came meanwhile, is a change no plan has seen.
@@ -238,8 +241,10 @@ extension Daemon {
         let (routes, beyond) = kernel.takeChanges()
         guard !readChanged, routes.isEmpty, !beyond, kernel.stale.isEmpty else { return false }
         let observed = kernel.observed(touching: touched)
-        let before = Reconciler.plan(previous, observed, touching: touched, lastApplied: lastApplied, records: records)
+        let before = Reconciler.plan(old, observed, touching: touched, lastApplied: lastApplied, records: records)
         guard before.changes.isEmpty else { return false }
+        _ = consume old
+        previous = nil
         recordTakeovers(touching: touched)
         let plan = Reconciler.plan(desired, observed, touching: touched, lastApplied: lastApplied, records: records)
         guard plan.changes.allSatisfy({ Daemon.touchableKinds.contains($0.kind) }) else { return false }
@@ -520,7 +525,7 @@ extension Daemon {
             if config.configuration.runtime.statusSocket != runtime.statusSocket {
                 logger.warning("status_socket takes effect on restart")
             }
-            let previous = desired
+            var previous: DesiredState? = desired
             loaded = Daemon.kept(config)
             generation += 1
             configErrors = []
@@ -542,7 +547,8 @@ extension Daemon {
             }
             // A change of objects alone (peers, and what derives from them) plans those objects,
             // when nothing else waits for a plan; anything else, the whole desired state.
-            if fullPlanDue || !reconcileTouched(previous: previous) {
+            if fullPlanDue || !reconcileTouched(previous: &previous) {
+                previous = nil
                 fullPlanDue = true
                 reconcile()
             }
