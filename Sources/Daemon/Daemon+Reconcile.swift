@@ -257,6 +257,9 @@ extension Daemon {
         var held: [Pending] = []
         let changes = due(plan.changes, held: &held)
         let applied = apply(changes)
+        // As a full reconcile does after its writes: a recorded peer of a touched key that is
+        // neither configured on its device nor there any more is no longer wgkeeper's.
+        forgetSettledPeers(touching: touched)
 
         var outstanding = lastPlan
         let done = Set(changes.map(\.subject)).subtracting(failures.keys)
@@ -480,6 +483,23 @@ extension Daemon {
             let keep = Set(present.peers.map(\.publicKey.base64))
                 .union(desired.devices.first { $0.name == device }?.peers.map(\.publicKey.base64) ?? [])
             if records.forgetPeers(device: device, keeping: keep.contains) { changed = true }
+        }
+        if changed { saveRecords() }
+    }
+
+    /// `forgetSettledRecords` for a reload's touched peers alone (`reconcileTouched`): the
+    /// others were settled by the plans before. Without it, a peer removed from the
+    /// configuration stays recorded as wgkeeper's, and with `prune_peers: false` one the
+    /// operator then adds by hand with that key would be removed by the next full plan.
+    func forgetSettledPeers(touching touched: TouchedObjects) {
+        var changed = false
+        for (device, keys) in touched.peers.sorted(by: { $0.key < $1.key }) {
+            guard records.peers[device] != nil, let present = kernel.wireGuard?[device] else { continue }
+            let there = Set(present.peers.lazy.map(\.publicKey).filter(keys.contains))
+            let configured = Set(desired.devices.first { $0.name == device }?.peers.lazy.map(\.publicKey).filter(keys.contains) ?? [])
+            let settled = Set(keys.filter { !there.contains($0) && !configured.contains($0) }.map(\.base64))
+            guard !settled.isEmpty else { continue }
+            if records.forgetPeers(device: device, keeping: { !settled.contains($0) }) { changed = true }
         }
         if changed { saveRecords() }
     }

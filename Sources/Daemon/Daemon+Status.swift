@@ -74,8 +74,14 @@ extension Daemon {
                 .init(kind: failure.kind.description, object: subject, error: failure.error, attempts: failure.attempts,
                       nextRetryInSeconds: max(0, Double(now.duration(to: failure.retryAt).components.seconds)))
             },
-            pending: lastPlan.pending.prefix(Daemon.listedObjects).map { .init(kind: $0.kind.description, object: $0.object, reason: $0.reason) },
-            conflicts: lastPlan.conflicts.prefix(Daemon.listedObjects).map(\.description),
+            // Pending objects and conflicts by kind and text: a full plan lists them in its own order
+            // (by device, then name; routes by identity), which a reload's touched plan (and, for
+            // conflicts, a route event's plan) cannot rebuild when it puts its part in place.
+            pending: lastPlan.pending.sorted { ($0.kind, $0.object, $0.reason) < ($1.kind, $1.object, $1.reason) }
+                .prefix(Daemon.listedObjects).map { .init(kind: $0.kind.description, object: $0.object, reason: $0.reason) },
+            // (Conflicts are not cut to the listed ones: beyond those, listed as they are, unsorted.)
+            conflicts: (lastPlan.conflicts.count > Daemon.listedObjects ? lastPlan.conflicts.prefix(Daemon.listedObjects).map(\.description)
+                        : lastPlan.conflicts.sorted { ($0.kind, $0.description) < ($1.kind, $1.description) }.map(\.description)),
             refused: lastPlan.refused.prefix(Daemon.listedObjects).map { .init(kind: $0.kind.description, object: $0.object, reason: $0.reason) },
             peers: peers, endpoints: endpointStatus, datapath: datapathStatus, safety: safety,
             reconcileDuration: metrics.histogram, changesAppliedByKind: ReconcileMetrics.byName(metrics.applied),

@@ -241,4 +241,36 @@ final class DaemonVMTests: XCTestCase {
         usleep(500_000)
         XCTAssertEqual(try h.writes(), 0, "the reloads left the kernel as a full plan wants it")
     }
+
+    /// A reload that drops a peer wgkeeper configured plans that peer alone (`touched_plans`), and
+    /// forgets it as a full plan does once it is gone: with `prune_peers: false`, the operator may
+    /// then add a peer with that key by hand, and it stays (a full plan of the reload would have
+    /// forgotten the key; a touched plan that left it recorded removed the operator's peer at the
+    /// next poll).
+    func testAPeerATouchedReloadDroppedIsForgottenAndTheOperatorsPeerWithItsKeyStays() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addVeth("private0", "lanp")
+        try ns.ip("link", "add", "wg0", "type", "wireguard")
+        let h = try DaemonHarness(self, ns: ns)
+        func config(_ peers: [TestPeer]) -> String {
+            h.gatewayConfig(runtime: ["wireguard_poll: 300ms", "resync: 600s"], wireGuard: ["prune_peers: false"], peers: peers, gateway: nil)
+        }
+        let a = TestPeer("alice", alice, allowedIPs: ["2001:db8:1::100/128"])
+        let b = TestPeer("bob", bob, allowedIPs: ["2001:db8:1::101/128"])
+        try h.writeConfig(config([a, b]))
+        try h.start()
+        XCTAssertEqual(Set(try peers(ns).keys), [alice.base64, bob.base64])
+        usleep(500_000)
+        let touched = try XCTUnwrap(try h.status()["touched_plans"] as? Int)
+
+        try h.writeConfig(config([a]))
+        _ = try h.ask("reload")
+        XCTAssertEqual(try h.status()["touched_plans"] as? Int, touched + 1, "bob's removal was planned alone")
+        try eventually(within: .seconds(5), "bob, which wgkeeper added, goes") { Set(try peers(ns).keys) == [alice.base64] }
+        // The operator takes bob over by hand: no longer wgkeeper's, so it stays.
+        try shell("ip", "netns", "exec", ns.name, "wg", "set", "wg0", "peer", bob.base64, "allowed-ips", "2001:db8:9::/64")
+        usleep(1_500_000)
+        XCTAssertEqual(Set(try peers(ns).keys), [alice.base64, bob.base64], "the operator's bob stays, as after a full plan")
+        XCTAssertTrue(h.process!.isRunning)
+    }
 }
