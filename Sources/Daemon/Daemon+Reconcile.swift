@@ -202,9 +202,16 @@ extension Daemon {
         outstanding.conflicts += plan.conflicts
         for conflict in plan.conflicts where !lastPlan.conflicts.contains(conflict) { logger.warning("conflict: \(conflict)") }
         lastPlan = outstanding
+        routeReconciles += 1
+        endPartialReconcile(start: start, due: changes.count, applied: applied)
+    }
+
+    /// The end of a reconcile that planned part of the state (route events, a reload's touched
+    /// objects): counted, timed, `STATUS=` when its line changed, and another pass soon when a
+    /// write raced a change.
+    func endPartialReconcile(start: ContinuousClock.Instant, due: Int, applied: Int) {
         changesApplied += applied
         reconciles += 1
-        routeReconciles += 1
         lastReconcile = Date()
         lastReconcileDuration = ContinuousClock.now - start
         metrics.end(duration: lastReconcileDuration ?? .zero)
@@ -213,7 +220,7 @@ extension Daemon {
             notifier.status(line)
             lastStatusLine = line
         }
-        if changes.count > applied, failures.isEmpty { schedule(after: .milliseconds(50)) }
+        if due > applied, failures.isEmpty { schedule(after: .milliseconds(50)) }
     }
 
     /// The kinds of object a reload's change can touch; a plan of them that writes anything
@@ -292,18 +299,8 @@ extension Daemon {
         lastPlan = outstanding
 
         followNeighbourDiscoveryHandover()
-        changesApplied += applied
-        reconciles += 1
         touchedPlans += 1
-        lastReconcile = Date()
-        lastReconcileDuration = ContinuousClock.now - start
-        metrics.end(duration: lastReconcileDuration ?? .zero)
-        let line = statusLine
-        if line != lastStatusLine {
-            notifier.status(line)
-            lastStatusLine = line
-        }
-        if changes.count > applied, failures.isEmpty { schedule(after: .milliseconds(50)) }
+        endPartialReconcile(start: start, due: changes.count, applied: applied)
         _ = currentRoutePlanner()
         releaseFreedMemory()
         return true

@@ -121,23 +121,6 @@ final class TouchedPlanTests: XCTestCase {
                              wireGuard: wireGuard, datapath: datapath)
     }
 
-    static let objectKinds: Set<Change.Kind> = [.peer, .route, .proxy, .datapath]
-
-    func isTouched(_ change: Change, _ touched: TouchedObjects, links: [Link]) -> Bool {
-        switch change.object {
-        case .peer(let device, _, let peer, _): touched.peers[device]?.contains(peer.publicKey) ?? false
-        case .route(let route, _): touched.routes.contains(RouteIdentity(route))
-        case .proxy(let entry, _):
-            links.first { $0.index == entry.interfaceIndex }.map {
-                touched.proxies.contains(TouchedObjects.ProxyPlace(device: $0.name, address: entry.address))
-            } ?? false
-        case .datapath(let entry): touched.datapath.contains(entry)
-        default: false
-        }
-    }
-
-    func counted<T: Hashable>(_ items: [T]) -> [T: Int] { items.reduce(into: [:]) { $0[$1, default: 0] += 1 } }
-
     func testTheTouchedPlanIsTheFullPlanAtTheTouchedObjects() {
         var compared = 0, withChanges = 0
         for seed in UInt64(1)...3000 {
@@ -164,15 +147,9 @@ final class TouchedPlanTests: XCTestCase {
             if Int.random(in: 0..<4, using: &g) == 0 { records.createdDevices.insert("wg9") }
             if Int.random(in: 0..<3, using: &g) == 0 { _ = records.recordPeers([F.key(7), F.key(4)], device: "wg0", interfaceIndex: 5) }
 
-            guard let touched = new.touched(since: old, limit: 1000) else {
-                XCTFail("seed \(seed): peers alone differ, yet no touched objects")
-                continue
-            }
+            guard let (touched, part1) = checkTouchedPlan(old: old, new: new, observed: observed, lastApplied: lastApplied,
+                                                          records: records, seed: seed) else { continue }
             XCTAssertEqual(old.touched(since: old, limit: 1000), TouchedObjects(), "seed \(seed)")
-            let full0 = plan(old, observed, lastApplied: lastApplied, records: records)
-            let full1 = plan(new, observed, lastApplied: lastApplied, records: records)
-            let part0 = plan(old, observed, touching: touched, lastApplied: lastApplied, records: records)
-            let part1 = plan(new, observed, touching: touched, lastApplied: lastApplied, records: records)
             // The daemon's cache gives the same touched plan as the whole observed state.
             var cache = KernelCache()
             cache.seed(links: observed.links)
@@ -183,31 +160,8 @@ final class TouchedPlanTests: XCTestCase {
             cache.datapath = observed.datapath
             XCTAssertEqual(plan(new, cache.observed(touching: touched), touching: touched, lastApplied: lastApplied, records: records),
                            part1, "seed \(seed): from the cache")
-            // The daemon falls back to the full plan when the touched plan writes a device.
-            if part0.changes.contains(where: { !Self.objectKinds.contains($0.kind) }) { continue }
             compared += 1
             if !part1.changes.isEmpty { withChanges += 1 }
-            let links = observed.links
-            let objects = { (plan: Plan, touchedOnes: Bool) in
-                plan.changes.filter { Self.objectKinds.contains($0.kind) && self.isTouched($0, touched, links: links) == touchedOnes }
-            }
-            XCTAssertEqual(part1.changes.map(\.description), objects(full1, true).map(\.description), "seed \(seed): touched changes")
-            XCTAssertEqual(part0.changes.map(\.description), objects(full0, true).map(\.description), "seed \(seed): touched changes, old")
-            XCTAssertEqual(objects(full1, false).map(\.description), objects(full0, false).map(\.description), "seed \(seed): untouched changes")
-            XCTAssertEqual(full1.changes.filter { !Self.objectKinds.contains($0.kind) }, full0.changes.filter { !Self.objectKinds.contains($0.kind) },
-                           "seed \(seed): device and sysctl changes")
-
-            var pending = counted(full0.pending)
-            for item in part0.pending { pending[item, default: 0] -= 1 }
-            for item in part1.pending { pending[item, default: 0] += 1 }
-            XCTAssertEqual(pending.filter { $0.value != 0 }, counted(full1.pending), "seed \(seed): pending")
-            var conflicts = counted(full0.conflicts)
-            for item in part0.conflicts { conflicts[item, default: 0] -= 1 }
-            for item in part1.conflicts { conflicts[item, default: 0] += 1 }
-            XCTAssertEqual(conflicts.filter { $0.value != 0 }, counted(full1.conflicts), "seed \(seed): conflicts")
-            XCTAssertEqual((full0.refused.filter { $0.kind == .sysctl } + part1.refused).sorted { $0.kind < $1.kind }, full1.refused,
-                           "seed \(seed): refused")
-            XCTAssertEqual(full1.violations, full0.violations, "seed \(seed)")
         }
         // The generator reaches the cases that matter.
         XCTAssertGreaterThan(compared, 1500, "compared")
@@ -248,4 +202,57 @@ final class TouchedPlanTests: XCTestCase {
         XCTAssertEqual(touched?.count, 7)
         XCTAssertNil(new.touched(since: old, limit: 6), "over the limit")
     }
+}
+
+/// The properties the touched-plan tests check of one edit (`old` to `new`) against one kernel:
+/// the new full plan's changes are the old one's at untouched objects and the touched plan's at
+/// touched ones, in its order; its pending objects and conflicts are the old ones less the old
+/// touched plan's plus the new touched plan's; its refusals are the old sysctl refusals and the
+/// touched plan's. Nil when nothing is compared: the old touched plan writes a device, and the
+/// daemon would plan in full.
+func checkTouchedPlan(old: DesiredState, new: DesiredState, observed: ObservedState, lastApplied: LastApplied?, records: Records,
+                      seed: UInt64) -> (touched: TouchedObjects, part1: Plan)? {
+    guard let touched = new.touched(since: old, limit: 1000) else {
+        XCTFail("seed \(seed): peers alone differ, yet no touched objects")
+        return nil
+    }
+    let full0 = plan(old, observed, lastApplied: lastApplied, records: records)
+    let full1 = plan(new, observed, lastApplied: lastApplied, records: records)
+    let part0 = plan(old, observed, touching: touched, lastApplied: lastApplied, records: records)
+    let part1 = plan(new, observed, touching: touched, lastApplied: lastApplied, records: records)
+    let objectKinds: Set<Change.Kind> = [.peer, .route, .proxy, .datapath]
+    if part0.changes.contains(where: { !objectKinds.contains($0.kind) }) { return nil }
+    func isTouched(_ change: Change) -> Bool {
+        switch change.object {
+        case .peer(let device, _, let peer, _): touched.peers[device]?.contains(peer.publicKey) ?? false
+        case .route(let route, _): touched.routes.contains(RouteIdentity(route))
+        case .proxy(let entry, _):
+            observed.links.first { $0.index == entry.interfaceIndex }.map {
+                touched.proxies.contains(TouchedObjects.ProxyPlace(device: $0.name, address: entry.address))
+            } ?? false
+        case .datapath(let entry): touched.datapath.contains(entry)
+        default: false
+        }
+    }
+    func objects(_ plan: Plan, touched: Bool) -> [String] {
+        plan.changes.filter { objectKinds.contains($0.kind) && isTouched($0) == touched }.map(\.description)
+    }
+    func counted<T: Hashable>(_ items: [T]) -> [T: Int] { items.reduce(into: [:]) { $0[$1, default: 0] += 1 } }
+    XCTAssertEqual(part1.changes.map(\.description), objects(full1, touched: true), "seed \(seed): touched changes")
+    XCTAssertEqual(part0.changes.map(\.description), objects(full0, touched: true), "seed \(seed): touched changes, old")
+    XCTAssertEqual(objects(full1, touched: false), objects(full0, touched: false), "seed \(seed): untouched changes")
+    XCTAssertEqual(full1.changes.filter { !objectKinds.contains($0.kind) }, full0.changes.filter { !objectKinds.contains($0.kind) },
+                   "seed \(seed): device and sysctl changes")
+    var pending = counted(full0.pending)
+    for item in part0.pending { pending[item, default: 0] -= 1 }
+    for item in part1.pending { pending[item, default: 0] += 1 }
+    XCTAssertEqual(pending.filter { $0.value != 0 }, counted(full1.pending), "seed \(seed): pending")
+    var conflicts = counted(full0.conflicts)
+    for item in part0.conflicts { conflicts[item, default: 0] -= 1 }
+    for item in part1.conflicts { conflicts[item, default: 0] += 1 }
+    XCTAssertEqual(conflicts.filter { $0.value != 0 }, counted(full1.conflicts), "seed \(seed): conflicts")
+    XCTAssertEqual((full0.refused.filter { $0.kind == .sysctl } + part1.refused).sorted { $0.kind < $1.kind }, full1.refused,
+                   "seed \(seed): refused")
+    XCTAssertEqual(full1.violations, full0.violations, "seed \(seed)")
+    return (touched, part1)
 }
