@@ -238,7 +238,8 @@ extension Daemon {
     /// `previous` is let go (set to nil) once read: the old state's memory is free again
     /// before the writes, and handed back to the kernel with the rest at the end.
     func reconcileTouched(previous: inout DesiredState?) -> Bool {
-        guard failures.isEmpty, lastPlan.changes.isEmpty, let old = previous else { return false }
+        // A record that could not be saved is tried again by a full plan (`recordTakeovers`).
+        guard failures.isEmpty, lastPlan.changes.isEmpty, recordSaveError == nil, let old = previous else { return false }
         let objects = desired.peerCount + desired.routes.count + desired.proxies.count + (desired.datapath?.entries.count ?? 0)
         guard let touched = desired.touched(since: old, limit: max(1024, objects / 4)) else { return false }
         let start = ContinuousClock.now
