@@ -267,7 +267,7 @@ extension Daemon {
         let applied = apply(changes)
         // As a full reconcile does after its writes: a recorded peer of a touched key that is
         // neither configured on its device nor there any more is no longer wgkeeper's.
-        forgetSettledPeers(touching: touched)
+        forgetSettledRecords(touching: touched)
 
         var outstanding = lastPlan
         let done = Set(changes.map(\.subject)).subtracting(failures.keys)
@@ -275,25 +275,14 @@ extension Daemon {
         outstanding.changes = plan.changes.filter { !done.contains($0.subject) && !heldSubjects.contains($0.subject) }
         // Pending objects and conflicts: the old state's at the touched objects go, the new
         // state's come (status counts every pending one, and lists the first `listedObjects`).
-        var gone = Dictionary(before.pending.map { ($0, 1) }, uniquingKeysWith: +)
-        outstanding.pending.removeAll { item in
-            guard let n = gone[item], n > 0 else { return false }
-            gone[item] = n - 1
-            return true
-        }
+        outstanding.pending = Daemon.removingOneEach(of: before.pending, from: outstanding.pending)
         for item in before.pending { pendingByKind[item.kind, default: 0] -= 1 }
         for item in plan.pending + held { pendingByKind[item.kind, default: 0] += 1 }
         pendingByKind = pendingByKind.filter { $0.value > 0 }
         outstanding.pending += plan.pending + held
         outstanding.pending.sort { $0.kind < $1.kind }
         if outstanding.pending.count > Daemon.listedObjects { outstanding.pending.removeLast(outstanding.pending.count - Daemon.listedObjects) }
-        var goneConflicts = Dictionary(before.conflicts.map { ($0, 1) }, uniquingKeysWith: +)
-        outstanding.conflicts.removeAll { conflict in
-            guard let n = goneConflicts[conflict], n > 0 else { return false }
-            goneConflicts[conflict] = n - 1
-            return true
-        }
-        outstanding.conflicts += plan.conflicts
+        outstanding.conflicts = Daemon.removingOneEach(of: before.conflicts, from: outstanding.conflicts) + plan.conflicts
         // The gateway-address rule's refusals are all in `plan`; the sysctls' stay.
         outstanding.refused = (lastPlan.refused.filter { $0.kind == .sysctl } + plan.refused).sorted { $0.kind < $1.kind }
         for conflict in plan.conflicts where !lastPlan.conflicts.contains(conflict) { logger.warning("conflict: \(conflict)") }
@@ -305,6 +294,16 @@ extension Daemon {
         _ = currentRoutePlanner()
         releaseFreedMemory()
         return true
+    }
+
+    /// `items` less one of them for each element of `removed` (a multiset difference), in order.
+    static func removingOneEach<T: Hashable>(of removed: [T], from items: [T]) -> [T] {
+        var left = Dictionary(removed.map { ($0, 1) }, uniquingKeysWith: +)
+        return items.filter { item in
+            guard let n = left[item], n > 0 else { return true }
+            left[item] = n - 1
+            return false
+        }
     }
 
     /// A refusal is logged when it starts or its reason changes, not at every reconcile, and a
@@ -471,33 +470,28 @@ extension Daemon {
 
     /// A sysctl no longer managed that already holds its earlier value needs no write, and a
     /// recorded peer neither configured nor on its device any more needs no removal: forget them.
-    func forgetSettledRecords() {
-        let wanted = Set(desired.sysctls.map(\.sysctl.key))
-        let done = records.sysctls.filter { key, original in !wanted.contains(key) && kernel.sysctls[key] == original }
-        var changed = !done.isEmpty
-        for key in done.keys { records.sysctls[key] = nil }
+    func forgetSettledRecords(touching touched: TouchedObjects? = nil) {
+        var changed = false
+        if touched == nil {
+            let wanted = Set(desired.sysctls.map(\.sysctl.key))
+            let done = records.sysctls.filter { key, original in !wanted.contains(key) && kernel.sysctls[key] == original }
+            changed = !done.isEmpty
+            for key in done.keys { records.sysctls[key] = nil }
+        }
         for device in records.peers.keys.sorted() {
             guard let present = kernel.wireGuard?[device] else { continue }
-            let keep = Set(present.peers.map(\.publicKey.base64))
-                .union(desired.devices.first { $0.name == device }?.peers.map(\.publicKey.base64) ?? [])
-            if records.forgetPeers(device: device, keeping: keep.contains) { changed = true }
-        }
-        if changed { saveRecords() }
-    }
-
-    /// `forgetSettledRecords` for a reload's touched peers alone (`reconcileTouched`): the
-    /// others were settled by the plans before. Without it, a peer removed from the
-    /// configuration stays recorded as wgkeeper's, and with `prune_peers: false` one the
-    /// operator then adds by hand with that key would be removed by the next full plan.
-    func forgetSettledPeers(touching touched: TouchedObjects) {
-        var changed = false
-        for (device, keys) in touched.peers.sorted(by: { $0.key < $1.key }) {
-            guard records.peers[device] != nil, let present = kernel.wireGuard?[device] else { continue }
-            let there = Set(present.peers.lazy.map(\.publicKey).filter(keys.contains))
-            let configured = Set(desired.devices.first { $0.name == device }?.peers.lazy.map(\.publicKey).filter(keys.contains) ?? [])
-            let settled = Set(keys.filter { !there.contains($0) && !configured.contains($0) }.map(\.base64))
-            guard !settled.isEmpty else { continue }
-            if records.forgetPeers(device: device, keeping: { !settled.contains($0) }) { changed = true }
+            let configured = desired.devices.first { $0.name == device }?.peers ?? []
+            guard let touched else {
+                let keep = Set(present.peers.map(\.publicKey.base64)).union(configured.map(\.publicKey.base64))
+                if records.forgetPeers(device: device, keeping: keep.contains) { changed = true }
+                continue
+            }
+            // A reload's touched peers alone (`reconcileTouched`): the others were settled by the
+            // plans before. A touched key neither configured nor there any more goes.
+            guard let keys = touched.peers[device] else { continue }
+            let kept = Set(present.peers.lazy.map(\.publicKey).filter(keys.contains)).union(configured.lazy.map(\.publicKey).filter(keys.contains))
+            let settled = Set(keys.subtracting(kept).map(\.base64))
+            if !settled.isEmpty, records.forgetPeers(device: device, keeping: { !settled.contains($0) }) { changed = true }
         }
         if changed { saveRecords() }
     }

@@ -12,7 +12,6 @@ public struct TouchedObjects: Hashable, Sendable {
     public init() {}
 
     public var count: Int { peers.values.reduce(0) { $0 + $1.count } + routes.count + proxies.count + datapath.count }
-    public var isEmpty: Bool { count == 0 }
 
     /// A proxy entry's place: its device and address.
     public struct ProxyPlace: Hashable, Sendable {
