@@ -38,15 +38,24 @@ public final class ConfigCache: Sendable {
     /// The clock a read's start is taken from (tests move it).
     let now: @Sendable () -> timespec
 
+    /// Whether a load may be a delta of the last (`ConfigLoader.dropInDelta`); tests turn it
+    /// off to hold the whole load with a cache to a fresh one's outcome.
+    let deltas: Bool
+
     public convenience init() { self.init(now: realtimeNow) }
 
-    init(now: @escaping @Sendable () -> timespec) { self.now = now }
+    init(now: @escaping @Sendable () -> timespec, deltas: Bool = true) {
+        self.now = now
+        self.deltas = deltas
+    }
 
     struct State: Sendable {
         var files: [String: CachedFile] = [:]
         /// The devices of the desired state the last load derived: `CachedFile.peers` name their
         /// peers (the daemon holds the same arrays, so the cache adds nothing for them).
         var devices: [DesiredWireGuardDevice] = []
+        /// What the last load made, when it succeeded with an `include_dir`: the base of a delta.
+        var kept: KeptLoad?
         var statistics = Statistics()
     }
 
@@ -55,6 +64,9 @@ public final class ConfigCache: Sendable {
         public var filesRead = 0
         public var filesParsed = 0
         public var peersDecoded = 0
+        /// The load was a delta of the last one (`ConfigLoader.dropInDelta`): only the changed
+        /// drop-in files' peers were decoded and checked.
+        public var delta = false
     }
 
     public var lastLoad: Statistics { state.withLock { $0.statistics } }

@@ -73,6 +73,13 @@ public struct ConfigLoader: Sendable {
                 }
                 trees.append(included)
             }
+            if cache?.deltas == true, errors.isEmpty, let kept = round.previous.kept, kept.includeDir == resolved, !round.parsed.contains(path),
+               let loaded = dropInDelta(kept, main: path, files: Array(files.dropFirst()), trees: Array(trees.dropFirst()),
+                                        round: &round, checked: &checked) {
+                return .success(loaded)
+            }
+            // What a delta of the next load needs, if this one succeeds.
+            if round.keeping, errors.isEmpty { round.shapes = trees.map(\.dropInShape) }
             tree = Tree.merge(trees, path: "", errors: &errors)
         }
 
@@ -133,6 +140,7 @@ public struct ConfigLoader: Sendable {
         // Its devices are the configuration's, one for one, each peer at its section's place.
         if round.keeping { round.next.devices = desired.devices }
         guard errors.isEmpty else { return .failure(errors.sorted(files: files)) }
+        if let shapes = round.shapes { round.next.kept = Self.keptLoad(configuration, desired, files: files, shapes: shapes) }
         return .success(LoadedConfig(configuration: configuration, desired: desired))
     }
 
@@ -298,6 +306,7 @@ public struct ConfigLoader: Sendable {
                                       nodes: before.nodes - budget.nodes, aliasNodes: before.aliasNodes - budget.aliasNodes,
                                       aliasBytes: before.aliasBytes - budget.aliasBytes, parsedSize: tree.storage.size)
                 round.keep(file, &kept)
+                round.parsed.append(file)
             }
             errors += own
             return tree
@@ -330,36 +339,39 @@ public struct ConfigLoader: Sendable {
     /// Reads the key files. An error never repeats the value written for the file name: an
     /// operator may have pasted the key itself there, and errors reach the journal and status.
     private func readKeys(_ configuration: inout Configuration, checked: inout Set<String>, errors: inout ConfigErrorList) {
-        func key(_ field: String, _ path: String, at: SourceLocation) -> WireGuardKey? {
-            if WireGuardKey(base64: path.trimmingWhitespace(newlines: false)) != nil {
-                errors.append(ConfigError(at, "\(field): looks like a key, not a file name (put the key in a file, chmod 600, and name that file here)"))
-                return nil
-            }
-            // The directories on the key file's path are checked like the configuration's; the
-            // message never names them (they are part of the value written here).
-            let real: String
-            switch resolveTrusted(resolve(path, relativeTo: at.file), checked: &checked, name: { _ in "a directory on the key file's path" }) {
-            case .success(let resolved): real = resolved
-            case .failure(let problem):
-                errors.append(ConfigError(at, "\(field): \(problem.message)"))
-                return nil
-            }
-            do {
-                return try readSecretKeyFile(real)
-            } catch {
-                errors.append(ConfigError(at, "\(field): \(error.problem)"))
-                return nil
-            }
-        }
         for d in configuration.devices.indices {
-            if let (path, at) = configuration.devices[d].privateKeyFile, let read = key("private_key_file", path, at: at) {
+            if let (path, at) = configuration.devices[d].privateKeyFile,
+               let read = readKey("private_key_file", path, at: at, checked: &checked, errors: &errors) {
                 configuration.devices[d].privateKey = PrivateKey(read)
             }
             for p in configuration.devices[d].peers.indices {
                 guard let (path, at) = configuration.devices[d].peers[p].presharedKeyFile,
-                      let read = key("preshared_key_file", path, at: at) else { continue }
+                      let read = readKey("preshared_key_file", path, at: at, checked: &checked, errors: &errors) else { continue }
                 configuration.devices[d].peers[p].peer.presharedKey = PresharedKey(read)
             }
+        }
+    }
+
+    /// One key file, `path` as written for `field` at `at`, after the checks its directories take.
+    func readKey(_ field: String, _ path: String, at: SourceLocation, checked: inout Set<String>, errors: inout ConfigErrorList) -> WireGuardKey? {
+        if WireGuardKey(base64: path.trimmingWhitespace(newlines: false)) != nil {
+            errors.append(ConfigError(at, "\(field): looks like a key, not a file name (put the key in a file, chmod 600, and name that file here)"))
+            return nil
+        }
+        // The directories on the key file's path are checked like the configuration's; the
+        // message never names them (they are part of the value written here).
+        let real: String
+        switch resolveTrusted(resolve(path, relativeTo: at.file), checked: &checked, name: { _ in "a directory on the key file's path" }) {
+        case .success(let resolved): real = resolved
+        case .failure(let problem):
+            errors.append(ConfigError(at, "\(field): \(problem.message)"))
+            return nil
+        }
+        do {
+            return try readSecretKeyFile(real)
+        } catch {
+            errors.append(ConfigError(at, "\(field): \(error.problem)"))
+            return nil
         }
     }
 }
@@ -368,6 +380,10 @@ public struct ConfigLoader: Sendable {
 struct CacheRound {
     var previous: ConfigCache.State
     var next = ConfigCache.State()
+    /// The files this load parsed anew, without an error.
+    var parsed: [String] = []
+    /// Each file's `Tree.dropInShape`, main first, for `ConfigLoader.keptLoad`.
+    var shapes: [(counts: [(device: String, items: [Tree])], peersOnly: Bool)]?
     /// Whether anything is kept (a load without a cache keeps nothing).
     let keeping: Bool
     let now: @Sendable () -> timespec
@@ -380,6 +396,27 @@ struct CacheRound {
 
     mutating func keep(_ file: String, _ entry: inout CachedFile) {
         if keeping { next.files[file] = entry }
+    }
+
+    /// A delta took this file's peers: its tree is kept whole, without its items' digests,
+    /// and its peers are decoded again by the next whole load.
+    mutating func forgetPeers(of file: String) {
+        guard var entry = next.files.removeValue(forKey: file) else { return }
+        entry.tree = entry.tree.withoutItemDigests
+        entry.peers = []
+        entry.keptPeerItems = 0
+        entry.ownPeers = []
+        next.files[file] = entry
+    }
+
+    /// A delta moved this kept file's peers by `shift` places in each device's list.
+    mutating func shiftPeers(of file: String, by shift: [Int]) {
+        guard next.files[file] != nil else { return }
+        for p in next.files[file]!.peers.indices {
+            let device = Int(next.files[file]!.peers[p].device)
+            guard shift.indices.contains(device) else { continue }
+            next.files[file]!.peers[p].index = UInt32(Int(next.files[file]!.peers[p].index) + shift[device])
+        }
     }
 }
 

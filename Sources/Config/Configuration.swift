@@ -110,6 +110,9 @@ public struct PeerSections: RandomAccessCollection, Sendable {
     /// Where the peer at `index` wrote its endpoint, or its section's place.
     func endpointLocation(at index: Int) -> SourceLocation { places[index].endpointLocation ?? places[index].location }
 
+    /// Whether a peer names a preshared key file.
+    var hasKeyFiles: Bool { places.contains { $0.presharedKeyFile != nil } }
+
     public mutating func append(_ section: PeerSection) {
         desired.append(section.peer)
         places.append(section.place)

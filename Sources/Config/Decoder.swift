@@ -442,7 +442,7 @@ struct Decoder {
                            endpointLocation: endpointLocation)
     }
 
-    private mutating func decodePeer(_ tree: Tree, _ name: String) -> PeerSection? {
+    mutating func decodePeer(_ tree: Tree, _ name: String) -> PeerSection? {
         guard let fields = mapping(tree, name, known: ConfigKeys.peer) else { return nil }
         let at = tree.location
         let peerName = required(fields, "name", in: name, at: at)

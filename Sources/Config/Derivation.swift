@@ -107,14 +107,13 @@ extension Configuration {
                     let origin = Origin.peer(sections.desired[p].name)
                     for (i, prefix) in sections.desired[p].allowedIPs.enumerated() {
                         let at = sections.allowedIPLocation(at: p, i)
-                        add(DesiredRoute(destination: prefix, device: gateway.tunnel, origin: origin), at: at)
+                        add(gateway.peerRoute(prefix, origin), at: at)
                         entries.append(DatapathEntry(direction: .lanToTunnel, prefix: prefix))
-                        guard gateway.proxyNDP, gateway.lanPrefix.contains(prefix) else { continue }
-                        if prefix.isHost, gateway.ndp == .datapath {
-                            answered.append(prefix.address)
-                        } else if prefix.isHost {
-                            add(DesiredProxy(address: prefix.address, device: gateway.lan, origin: origin), at: at)
-                        } else {
+                        switch gateway.neighbourAnswer(prefix) {
+                        case .none: break
+                        case .datapath: answered.append(prefix.address)
+                        case .proxy: add(gateway.peerProxy(prefix, origin), at: at)
+                        case .notHost:
                             errors.append(ConfigError(at, "allowed IP \(prefix) of peer \(sections.desired[p].name) lies inside lan_prefix \(gateway.lanPrefix) but is not a /128: proxy NDP answers for single addresses only"))
                         }
                     }
@@ -150,6 +149,32 @@ extension Configuration {
         }
         return desired
     }
+}
+
+extension GatewaySection {
+    /// Who answers neighbour solicitations for a tunnel peer's allowed IP on the LAN.
+    enum NeighbourAnswer {
+        /// Nobody: outside the LAN prefix, or proxy NDP off.
+        case none
+        /// A proxy entry (`ndp: kernel`).
+        case proxy
+        /// The LAN program (`ndp: datapath`).
+        case datapath
+        /// Inside the LAN prefix but wider than one address: an error.
+        case notHost
+    }
+
+    func neighbourAnswer(_ prefix: IPPrefix) -> NeighbourAnswer {
+        guard proxyNDP, lanPrefix.contains(prefix) else { return .none }
+        guard prefix.isHost else { return .notHost }
+        return ndp == .datapath ? .datapath : .proxy
+    }
+
+    /// The route a tunnel peer's allowed IP derives.
+    func peerRoute(_ prefix: IPPrefix, _ origin: Origin) -> DesiredRoute { DesiredRoute(destination: prefix, device: tunnel, origin: origin) }
+
+    /// The proxy entry a tunnel peer's allowed IP derives when `neighbourAnswer` says `proxy`.
+    func peerProxy(_ prefix: IPPrefix, _ origin: Origin) -> DesiredProxy { DesiredProxy(address: prefix.address, device: lan, origin: origin) }
 }
 
 private struct DesiredProxyKey: Hashable {

@@ -13,7 +13,7 @@ final class ConfigReader: @unchecked Sendable {
 
     let wakeFD: Int32
     private let signalFD: Int32
-    private let finished = Mutex<Outcome?>(nil)
+    private let finished = Mutex<(outcome: Outcome, took: Duration)?>(nil)
     private let load: @Sendable (String) -> Outcome
 
     /// Reads with `cache` (the one the daemon's first load filled), so a reload re-reads and
@@ -40,22 +40,24 @@ final class ConfigReader: @unchecked Sendable {
     /// read before it has taken this one's outcome.
     func start(_ path: String) {
         let body: @Sendable () -> Void = { [self] in
+            let start = ContinuousClock.now
             let outcome = load(path)
-            finished.withLock { $0 = outcome }
+            let took = ContinuousClock.now - start
+            finished.withLock { $0 = (outcome, took) }
             var byte: UInt8 = 1
             _ = write(signalFD, &byte, 1)
         }
         // The loader's recursion is bounded by the nesting limit (32 levels); 8 MiB is ample.
         if !detachThread(stackSize: 8 << 20, body) {
             let error = ConfigErrors([ConfigError(SourceLocation(file: path, line: 1, column: 1), "cannot start a thread to read the configuration: \(String(cString: strerror(errno)))")])
-            finished.withLock { $0 = .failure(error) }
+            finished.withLock { $0 = (.failure(error), .zero) }
             var byte: UInt8 = 1
             _ = write(signalFD, &byte, 1)
         }
     }
 
-    /// The finished read's outcome, once (nil while it runs).
-    func take() -> Outcome? {
+    /// The finished read's outcome and how long the read took, once (nil while it runs).
+    func take() -> (outcome: Outcome, took: Duration)? {
         var buffer = [UInt8](repeating: 0, count: 16)
         while read(wakeFD, &buffer, buffer.count) > 0 {}
         return finished.withLock { outcome in

@@ -65,7 +65,7 @@ extension Daemon {
         return StatusReport(
             version: Daemon.version, pid: getpid(), configGeneration: generation, configFiles: loaded.configuration.files,
             configErrors: configErrors, lastReconcile: lastReconcile?.timeIntervalSince1970,
-            lastReconcileDurationMs: lastReconcileDuration.map { Double($0.components.attoseconds) / 1e15 + Double($0.components.seconds) * 1e3 },
+            lastReconcileDurationMs: lastReconcileDuration?.milliseconds,
             reconciles: reconciles, netlinkWrites: netlinkWrites, changesApplied: changesApplied, resyncs: resyncs,
             overflows: kernel.overflows, reloads: reloads,
             statusSocket: .init(clients: server?.clients.count ?? 0, refused: server?.refused ?? 0, evicted: server?.evicted ?? 0, busy: server?.busy ?? 0),
@@ -129,9 +129,11 @@ extension Daemon {
     /// until the file as it was at its last request is applied, so `systemctl reload` does
     /// not return early.
     func finishReload() {
-        guard let outcome = configReader.take() else { return }
+        guard let (outcome, took) = configReader.take() else { return }
         reloadInFlight = false
+        let start = ContinuousClock.now
         let reply = reload(outcome)
+        logger.debug("reload timing", metadata: ["read_ms": "\(took.milliseconds)", "apply_ms": "\((ContinuousClock.now - start).milliseconds)"])
         if !reloadRequested { notifier.ready(status: statusLine) }
         nextReloadAllowed = .now + Daemon.reloadSpacing
         server?.answerReloads(Daemon.encode(reply))

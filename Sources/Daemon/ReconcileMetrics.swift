@@ -65,3 +65,8 @@ struct ReconcileMetrics {
         Dictionary(uniqueKeysWithValues: Change.Kind.allCases.map { ($0.description, counts[$0] ?? 0) })
     }
 }
+
+extension Duration {
+    /// In milliseconds, as status and the logs give durations.
+    var milliseconds: Double { Double(components.seconds) * 1e3 + Double(components.attoseconds) / 1e15 }
+}

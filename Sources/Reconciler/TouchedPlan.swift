@@ -107,16 +107,16 @@ extension DesiredState {
 
 /// A set asked about every object of a state, usually holding a handful: compared one by one
 /// below a few elements (no hash of each object asked about), hashed above.
-struct SmallSet<Element: Hashable> {
+package struct SmallSet<Element: Hashable> {
     private let few: [Element]?
     private let many: Set<Element>
 
-    init(_ set: Set<Element>) {
+    package init(_ set: Set<Element>) {
         few = set.count <= 8 ? Array(set) : nil
         many = set
     }
 
-    func contains(_ element: Element) -> Bool {
+    package func contains(_ element: Element) -> Bool {
         if let few { return few.contains(element) }
         return many.contains(element)
     }

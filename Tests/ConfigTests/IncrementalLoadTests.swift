@@ -19,12 +19,14 @@ final class IncrementalLoadTests: XCTestCase {
     /// path (no read at all) is taken whenever the stamps match. Sound here only because the
     /// tests let a timestamp tick pass (`tick()`) between a change and the load after it, and
     /// between a load and the change after it, as real time does on a gateway.
-    private func settledCache() -> ConfigCache {
+    /// `deltas`: whether a load may be a delta of the last (`ConfigLoader.dropInDelta`); the
+    /// tests of what the whole load keeps of each file turn it off.
+    private func settledCache(deltas: Bool = true) -> ConfigCache {
         ConfigCache(now: {
             var now = realtimeNow()
             now.tv_sec += 3600
             return now
-        })
+        }, deltas: deltas)
     }
 
     /// Longer than the kernel's coarse clock tick (at most 10 ms), so changes on either side
@@ -51,6 +53,8 @@ final class IncrementalLoadTests: XCTestCase {
     }
 
     private var outcomes: [Bool] = []
+    /// Loads that were deltas of the last one (`ConfigCache.Statistics.delta`).
+    private var deltas = 0
 
     private func assertSameAsFresh(_ cache: ConfigCache, _ context: @autoclosure () -> String, file: StaticString = #filePath, line: UInt = #line) -> Outcome {
         tick()
@@ -58,6 +62,7 @@ final class IncrementalLoadTests: XCTestCase {
         let fresh = Outcome(ConfigLoader().load(path: main))
         XCTAssertEqual(incremental, fresh, context(), file: file, line: line)
         outcomes.append(incremental.desired != nil)
+        if cache.lastLoad.delta { deltas += 1 }
         tick()
         return incremental
     }
@@ -79,15 +84,17 @@ final class IncrementalLoadTests: XCTestCase {
     /// files): after each, the cached load equals a fresh one.
     func testIncrementalLoadEqualsFreshLoadAfterRandomEdits() throws {
         for seed in [1, 2, 3, 4] as [UInt64] {
-            try runRandomEdits(seed: seed, steps: 30)
+            try runRandomEdits(seed: seed, steps: 30, deltas: true)
+            try runRandomEdits(seed: seed, steps: 30, deltas: false)
         }
         // Both outcomes must be common, or the property says little about one of them.
         let accepted = outcomes.filter { $0 }.count
         XCTAssertGreaterThan(accepted, outcomes.count / 5, "\(accepted) of \(outcomes.count) loads accepted")
         XCTAssertLessThan(accepted, outcomes.count * 4 / 5, "\(accepted) of \(outcomes.count) loads accepted")
+        print("deltas: \(deltas) of \(outcomes.count) loads, \(accepted) accepted")
     }
 
-    private func runRandomEdits(seed: UInt64, steps: Int) throws {
+    private func runRandomEdits(seed: UInt64, steps: Int, deltas: Bool) throws {
         var random = SeededGenerator(seed: seed)
         let confD = fixture.path("conf.d")
         try? FileManager.default.removeItem(atPath: confD)
@@ -125,7 +132,7 @@ final class IncrementalLoadTests: XCTestCase {
         func path(_ name: String) -> String { confD + "/" + name }
 
         for i in 0..<3 { try fragment(&random).write(toFile: path("\(10 + i)-start.yaml"), atomically: false, encoding: .utf8) }
-        let cache = settledCache()
+        let cache = settledCache(deltas: deltas)
         _ = assertSameAsFresh(cache, "seed \(seed), start")
         for step in 0..<steps {
             let present = files()
@@ -200,13 +207,14 @@ final class IncrementalLoadTests: XCTestCase {
     /// a fresh one.
     func testIncrementalLoadEqualsFreshLoadAfterRandomEditsWithAliases() throws {
         for seed in [11, 12, 13] as [UInt64] {
-            try runRandomAliasEdits(seed: seed, steps: 25)
+            try runRandomAliasEdits(seed: seed, steps: 25, deltas: true)
+            try runRandomAliasEdits(seed: seed, steps: 25, deltas: false)
         }
         // Most fail (a scalar device, a name taken twice), but not all.
         XCTAssertGreaterThan(outcomes.filter { $0 }.count, outcomes.count / 10, "\(outcomes.filter { $0 }.count) of \(outcomes.count) loads accepted")
     }
 
-    private func runRandomAliasEdits(seed: UInt64, steps: Int) throws {
+    private func runRandomAliasEdits(seed: UInt64, steps: Int, deltas: Bool) throws {
         var random = SeededGenerator(seed: seed)
         let confD = fixture.path("conf.d")
         try? FileManager.default.removeItem(atPath: confD)
@@ -249,7 +257,7 @@ final class IncrementalLoadTests: XCTestCase {
         func path(_ name: String) -> String { confD + "/" + name }
 
         for i in 0..<4 { try fragment(&random).write(toFile: path("\(10 + 10 * i)-start.yaml"), atomically: false, encoding: .utf8) }
-        let cache = settledCache()
+        let cache = settledCache(deltas: deltas)
         _ = assertSameAsFresh(cache, "seed \(seed), start")
         var loosened: String?
         for step in 0..<steps {
@@ -423,7 +431,7 @@ final class IncrementalLoadTests: XCTestCase {
             outcome.desired?.devices.first?.peers.first { $0.name == "c" }?.endpoint.map { "\($0)" }
         }
         try fixture.write("wgkeeper.yaml", text(5, again: false))
-        let cache = settledCache()
+        let cache = settledCache(deltas: false)
         let first = assertSameAsFresh(cache, "first")
         XCTAssertTrue(endpoint(first)?.contains("2001:db8::5") == true, "\(first.errors) \(endpoint(first) ?? "")")
         try fixture.write("wgkeeper.yaml", text(6, again: false))
@@ -449,7 +457,7 @@ final class IncrementalLoadTests: XCTestCase {
             }.joined() + gateway
         }
         try fixture.write("wgkeeper.yaml", text("", indent: "      "))
-        let cache = settledCache()
+        let cache = settledCache(deltas: false)
         let first = assertSameAsFresh(cache, "first")
         XCTAssertTrue(first.errors.contains { $0.contains("wgkeeper.yaml:5:9") }, "\(first.errors)")
         try fixture.write("wgkeeper.yaml", text("# a line above\n", indent: "      "))
@@ -497,7 +505,7 @@ final class IncrementalLoadTests: XCTestCase {
                 + "  \(second):\n    private_key_file: \(second).key\n" + (secondPeers ?? list("c", "d", 3)) + gateway
         }
         try fixture.write("wgkeeper.yaml", main("wg0", "wg1"))
-        let cache = settledCache()
+        let cache = settledCache(deltas: false)
         let first = assertSameAsFresh(cache, "first")
         XCTAssertNotNil(first.desired, "\(first.errors)")
         try fixture.write("wgkeeper.yaml", main("wg1", "wg0"))
@@ -622,7 +630,7 @@ final class IncrementalLoadTests: XCTestCase {
             """ + gateway
         }
         try fixture.write("wgkeeper.yaml", text(1))
-        let cache = settledCache()
+        let cache = settledCache(deltas: false)
         XCTAssertNotNil(assertSameAsFresh(cache, "first").desired)
         // The load as `ConfigLoader.load` makes it: the first read reuses the kept tree, the
         // second parses the text written since.
@@ -660,7 +668,7 @@ final class IncrementalLoadTests: XCTestCase {
     func testPermissionChangeOfACachedFileIsRefused() throws {
         try fixture.write("conf.d/10-carol.yaml", AcceptedConfigs.includeFragment)
         try fixture.write("wgkeeper.yaml", header + gateway)
-        let cache = settledCache()
+        let cache = settledCache(deltas: false)
         XCTAssertNil(assertSameAsFresh(cache, "first").desired == nil ? 1 : nil)
         XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 2, filesParsed: 2, peersDecoded: 1))
         _ = assertSameAsFresh(cache, "unchanged")
@@ -686,7 +694,7 @@ final class IncrementalLoadTests: XCTestCase {
     func testMainFileRefusedThenTrustedAgainTakesItsKeptPeers() throws {
         try fixture.write("conf.d/10-carol.yaml", AcceptedConfigs.includeFragment)
         try fixture.write("wgkeeper.yaml", header + "    peers:\n      - {name: alice, public_key: \"\(ConfigFixture.alice)\", allowed_ips: [\"2001:db8:1::100/128\"]}\n" + gateway)
-        let cache = settledCache()
+        let cache = settledCache(deltas: false)
         XCTAssertNotNil(assertSameAsFresh(cache, "first").desired)
         chmod(main, 0o664)
         XCTAssertNil(assertSameAsFresh(cache, "main file group-writable").desired)
@@ -703,7 +711,7 @@ final class IncrementalLoadTests: XCTestCase {
             .replacingOccurrences(of: "carol-desktop", with: "alice-laptop").replacingOccurrences(of: ConfigFixture.carol, with: ConfigFixture.alice)
             .replacingOccurrences(of: "::102/", with: "::100/"))
         try fixture.write("wgkeeper.yaml", header + gateway)
-        let cache = settledCache()
+        let cache = settledCache(deltas: false)
         XCTAssertEqual(assertSameAsFresh(cache, "first").desired?.devices.first?.peers.map(\.name), ["carol-desktop", "alice-laptop"])
 
         try FileManager.default.removeItem(atPath: fixture.path("conf.d/10-carol.yaml"))
@@ -745,7 +753,7 @@ final class IncrementalLoadTests: XCTestCase {
                 - {from: admins, to: "2001:db8:1::10", protocol: tcp, ports: [22]}
 
             """)
-        let cache = settledCache()
+        let cache = settledCache(deltas: false)
         let first = assertSameAsFresh(cache, "first")
         XCTAssertEqual(first.desired?.policy?.rules.map(\.description), [
             "from admins to 2001:db8:1::10 tcp port 22 allow", "from carol-desktop to 2001:db8:1::9 udp port 53 allow",
@@ -797,7 +805,7 @@ final class IncrementalLoadTests: XCTestCase {
             return text + gateway
         }
         try fixture.write("wgkeeper.yaml", text(nil))
-        let cache = settledCache()
+        let cache = settledCache(deltas: false)
         _ = assertSameAsFresh(cache, "first")
         XCTAssertEqual(cache.lastLoad.peersDecoded, 50)
         // A kept peer's item is reduced to 4 nodes (its mapping, `allowed_ips`, the list, the
@@ -834,7 +842,7 @@ final class IncrementalLoadTests: XCTestCase {
                   - {name: u1, public_key: "\(ConfigFixture.bob)", allowed_ips: ["2001:db8:2::2/128"]}
 
             """)
-        let cache = settledCache()
+        let cache = settledCache(deltas: false)
         try fixture.write("conf.d/10-b.yaml", "wireguard: {wg2: dropped}\n")
         XCTAssertNil(assertSameAsFresh(cache, "wg2 dropped").desired)
         try fixture.write("conf.d/10-b.yaml", "wireguard: {wg1: dropped}\n")
@@ -864,7 +872,7 @@ final class IncrementalLoadTests: XCTestCase {
 
             """ + (routes ? "routes: *shared\n" : "")
         }
-        let cache = settledCache()
+        let cache = settledCache(deltas: false)
         try fixture.write("conf.d/20-a.yaml", text(5, routes: false))
         _ = assertSameAsFresh(cache, "first")
         XCTAssertEqual(cache.lastLoad.peersDecoded, 4, "each item once for each device")
@@ -903,7 +911,7 @@ final class IncrementalLoadTests: XCTestCase {
                 + "  wg1:\n    private_key_file: ../wg1.key\n    peers:\n" + wg1.joined()
         }
         let keys = (0..<6).map { _ in PrivateKey.generate().publicKey.base64 }
-        let cache = settledCache()
+        let cache = settledCache(deltas: false)
         try fixture.write("conf.d/20-a.yaml", devices([peer("a0", keys[0], 10), peer("a1", keys[1], 11)], [peer("a2", keys[2], 12)]))
         try fixture.write("conf.d/30-b.yaml", devices([peer("b0", keys[3], 20)], [peer("b1", keys[4], 21), peer("b2", keys[5], 22)]))
         _ = assertSameAsFresh(cache, "first")

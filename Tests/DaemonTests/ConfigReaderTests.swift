@@ -21,7 +21,7 @@ final class ConfigReaderTests: XCTestCase {
 
         release.signal()
         XCTAssertEqual(poll(&ready, 1, 5_000), 1, "the pipe wakes the loop when the read is done")
-        guard case .failure(let errors)? = reader.take() else { return XCTFail("no outcome") }
+        guard case .failure(let errors)? = reader.take()?.outcome else { return XCTFail("no outcome") }
         XCTAssertEqual(errors.description, "/etc/wgkeeper/wgkeeper.yaml:1:1: refused")
         XCTAssertNil(reader.take(), "an outcome is taken once")
         XCTAssertEqual(poll(&ready, 1, 0), 0, "and the pipe is drained")

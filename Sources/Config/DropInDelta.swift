@@ -1,0 +1,447 @@
+import Netlink
+import Reconciler
+
+/// What a load that succeeded with an `include_dir` keeps for the next (`ConfigCache.State.kept`):
+/// the desired state it made and, for each file, how many peers it lists per device. A reload
+/// whose changed drop-in files hold peers and nothing else (one file per peer is the common
+/// layout) is then a delta (`ConfigLoader.dropInDelta`): the changed files' peers are decoded,
+/// checked against the rest and spliced into the kept desired state, with no merge of every
+/// file's tree and no decoding, check or derivation of every peer. Anything else goes the whole
+/// way, as a load without a cache does.
+struct KeptLoad: Sendable {
+    /// Without its devices' peer sections: the desired state holds the peers.
+    var configuration: Configuration
+    var desired: DesiredState
+    /// Resolved, as the main file names it.
+    var includeDir: String
+    /// The main file's peers per device: they come first in each device's list.
+    var main: PeerCounts
+    /// The include directory's files in reading (name) order.
+    var files: [DropInFile]
+    /// Allowed IPs, explicit routes and proxies: what `ConfigLimits.objects` counts.
+    var objects: Int
+}
+
+/// An include file as the last load read it.
+struct DropInFile: Sendable {
+    var path: String
+    var counts: PeerCounts
+    /// It holds `wireguard: {<device>: {peers: [...]}}` and nothing else (`Tree.dropInShape`).
+    var peersOnly: Bool
+}
+
+/// How many peers a file lists for each device (by index in the desired state's devices); one
+/// device without an array, the usual case.
+struct PeerCounts: Sendable, Equatable {
+    private var device: Int32 = -1
+    private var count: Int32 = 0
+    private var several: [Int32]?
+
+    init() {}
+
+    init(_ counts: [(device: Int, count: Int)]) {
+        let listed = counts.filter { $0.count > 0 }
+        if listed.count == 1 {
+            device = Int32(listed[0].device)
+            count = Int32(listed[0].count)
+        } else if listed.count > 1 {
+            var all = [Int32](repeating: 0, count: (listed.map(\.device).max() ?? 0) + 1)
+            for (d, n) in listed { all[d] += Int32(n) }
+            several = all
+        }
+    }
+
+    subscript(device: Int) -> Int {
+        if let several { return several.indices.contains(device) ? Int(several[device]) : 0 }
+        return Int(self.device) == device ? Int(count) : 0
+    }
+}
+
+extension Tree {
+    /// The peers a file's tree lists per device name (the items of `wireguard.<device>.peers`),
+    /// and whether that is all it holds: an empty document, or `wireguard` alone, each device
+    /// a mapping with `peers` alone, a list.
+    var dropInShape: (counts: [(device: String, items: [Tree])], peersOnly: Bool) {
+        if kind == .null { return ([], true) }
+        guard kind == .mapping else { return ([], false) }
+        var peersOnly = true
+        var counts: [(device: String, items: [Tree])] = []
+        for entry in entries {
+            guard entry.key == "wireguard" else { peersOnly = false; continue }
+            guard entry.value.kind == .mapping else { peersOnly = false; continue }
+            for device in entry.value.entries {
+                guard device.value.kind == .mapping else { peersOnly = false; continue }
+                for field in device.value.entries {
+                    guard field.key == "peers", field.value.kind == .sequence else { peersOnly = false; continue }
+                    counts.append((device.key, field.value.items))
+                }
+                if device.value.entries.count != 1 { peersOnly = false }
+            }
+        }
+        return (counts, peersOnly)
+    }
+}
+
+extension ConfigLoader {
+    /// The most changed files (and peers in them) a delta takes; more, and the load goes the
+    /// whole way (a splice costs a copy of the arrays each).
+    static let deltaFiles = 256
+    static let deltaPeers = 1024
+
+    /// The kept load for the next, made from a load that succeeded: `shapes` are its files'
+    /// (`Tree.dropInShape`), main first, named by `files`. Nil when its counts do not add up
+    /// to the desired state's peers (never, while the decoder reads peers where the shape looks).
+    static func keptLoad(_ configuration: Configuration, _ desired: DesiredState, files: [String],
+                         shapes: [(counts: [(device: String, items: [Tree])], peersOnly: Bool)]) -> KeptLoad? {
+        guard let includeDir = configuration.runtime.includeDir, shapes.count == files.count, !files.isEmpty else { return nil }
+        // A preshared key file is read at every load: a delta would not read the kept peers'.
+        for device in configuration.devices where device.peers.hasKeyFiles { return nil }
+        var index: [String: Int] = [:]
+        for (d, device) in desired.devices.enumerated() { index[device.name] = d }
+        var totals = [Int](repeating: 0, count: desired.devices.count)
+        func counts(_ shape: [(device: String, items: [Tree])]) -> PeerCounts? {
+            var counts: [(device: Int, count: Int)] = []
+            for (name, items) in shape where !items.isEmpty {
+                guard let d = index[name] else { return nil }
+                counts.append((d, items.count))
+                totals[d] += items.count
+            }
+            return PeerCounts(counts)
+        }
+        guard let main = counts(shapes[0].counts) else { return nil }
+        var dropIns: [DropInFile] = []
+        dropIns.reserveCapacity(files.count - 1)
+        for (path, shape) in zip(files.dropFirst(), shapes.dropFirst()) {
+            guard let fileCounts = counts(shape.counts) else { return nil }
+            dropIns.append(DropInFile(path: path, counts: fileCounts, peersOnly: shape.peersOnly))
+        }
+        guard totals == desired.devices.map(\.peers.count) else { return nil }
+        var stripped = configuration
+        for d in stripped.devices.indices { stripped.devices[d].peers = PeerSections() }
+        let allowed = desired.devices.reduce(0) { $0 + $1.peers.reduce(0) { $0 + $1.allowedIPs.count } }
+        return KeptLoad(configuration: stripped, desired: desired, includeDir: includeDir, main: main, files: dropIns,
+                        objects: allowed + configuration.routes.count + configuration.proxies.count)
+    }
+
+    /// One file's part of a delta: where it stands among the last load's files (`position`:
+    /// the index of the first of them at or after it), what it listed then, and its peers now.
+    private struct FileChange {
+        enum Kind { case added, changed, removed }
+        var kind: Kind
+        var position: Int
+        var path: String
+        var oldCounts = PeerCounts()
+        /// Per device, its peers now (none for a removed file).
+        var peers: [[DesiredPeer]] = []
+        var counts = PeerCounts()
+    }
+
+    /// The load as a delta of `kept`: `files` and `trees` are this load's include files in
+    /// order, each read without an error; `round.parsed` names those parsed anew (changed or
+    /// added), the others are as the kept load read them. Nil, having changed nothing, unless
+    /// every changed, added or removed file holds peers alone and the outcome is certain to be
+    /// a fresh load's with no error; the caller then loads the whole way, and reports.
+    func dropInDelta(_ kept: KeptLoad, main: String, files: [String], trees: [Tree], round: inout CacheRound,
+                     checked: inout Set<String>) -> LoadedConfig? {
+        // Groups name peers: a changed peer could change a group's meaning.
+        guard kept.configuration.policy == nil, files.count == trees.count, round.parsed.count <= Self.deltaFiles else { return nil }
+        let parsed = Set(round.parsed)
+        let devices = kept.desired.devices
+        var index: [String: Int] = [:]
+        for (d, device) in devices.enumerated() { index[device.name] = d }
+
+        var decoder = Decoder(errors: ConfigErrorList(limit: limits.errors))
+        decoder.limits = limits
+        var decoded = 0
+        /// A changed or added file's peers, decoded; nil unless it holds peers alone, of kept
+        /// devices, each without an error and without a key file.
+        func decode(_ tree: Tree, into change: inout FileChange) -> Bool {
+            let shape = tree.dropInShape
+            guard shape.peersOnly else { return false }
+            change.peers = [[DesiredPeer]](repeating: [], count: devices.count)
+            var counts: [(device: Int, count: Int)] = []
+            for (name, items) in shape.counts {
+                guard let d = index[name] else { return false }
+                decoded += items.count
+                guard decoded <= Self.deltaPeers else { return false }
+                for (k, item) in items.enumerated() {
+                    guard let section = decoder.decodePeer(item, "wireguard.\(name).peers[\(k)]"), section.presharedKeyFile == nil,
+                          decoder.errors.isEmpty else { return false }
+                    change.peers[d].append(section.peer)
+                }
+                counts.append((d, items.count))
+            }
+            change.counts = PeerCounts(counts)
+            return true
+        }
+
+        // The last load's files and this one's are both in name order: one walk pairs them.
+        // An added file comes before the last load's file at its position.
+        var changes: [FileChange] = []
+        var i = 0, j = 0
+        while i < kept.files.count || j < files.count {
+            if j == files.count || (i < kept.files.count && kept.files[i].path < files[j]) {
+                guard kept.files[i].peersOnly else { return nil }
+                changes.append(FileChange(kind: .removed, position: i, path: kept.files[i].path, oldCounts: kept.files[i].counts))
+                i += 1
+            } else if i == kept.files.count || files[j] < kept.files[i].path {
+                var change = FileChange(kind: .added, position: i, path: files[j])
+                guard decode(trees[j], into: &change) else { return nil }
+                changes.append(change)
+                j += 1
+            } else {
+                if parsed.contains(files[j]) {
+                    var change = FileChange(kind: .changed, position: i, path: files[j], oldCounts: kept.files[i].counts)
+                    guard kept.files[i].peersOnly, decode(trees[j], into: &change) else { return nil }
+                    changes.append(change)
+                }
+                i += 1
+                j += 1
+            }
+            guard changes.count <= Self.deltaFiles else { return nil }
+        }
+
+        // Where each change starts in each device's peers: after the main file's and those of
+        // the files before it.
+        var starts: [[Int]] = []
+        starts.reserveCapacity(changes.count)
+        var running = devices.indices.map { kept.main[$0] }
+        var file = 0
+        for change in changes {
+            while file < change.position {
+                for d in devices.indices { running[d] += kept.files[file].counts[d] }
+                file += 1
+            }
+            starts.append(running)
+        }
+        let replaced = changes.indices.map { c in
+            devices.indices.map { d in starts[c][d] ..< starts[c][d] + changes[c].oldCounts[d] }
+        }
+
+        var objects = kept.objects
+        for (c, change) in changes.enumerated() {
+            objects += change.peers.joined().reduce(0) { $0 + $1.allowedIPs.count }
+            for d in devices.indices { objects -= devices[d].peers[replaced[c][d]].reduce(0) { $0 + $1.allowedIPs.count } }
+        }
+        let peerCount = kept.desired.peerCount + changes.reduce(0) { total, change in
+            total + devices.indices.reduce(0) { $0 + change.counts[$1] - change.oldCounts[$1] }
+        }
+        guard peerCount <= limits.peers, objects <= limits.objects,
+              devicesKeysUnchanged(kept, checked: &checked),
+              DeltaChecks(kept, added: changes.map(\.peers), replaced: replaced).passed else { return nil }
+
+        // Spliced last change first, so that every earlier one's places still hold.
+        var desired = kept.desired
+        for (c, change) in changes.enumerated().reversed() {
+            for d in devices.indices where !replaced[c][d].isEmpty || !(change.peers.isEmpty || change.peers[d].isEmpty) {
+                desired.devices[d].peers.replaceSubrange(replaced[c][d], with: change.peers.isEmpty ? [] : change.peers[d])
+            }
+        }
+        if let gateway = kept.configuration.gateway, let t = index[gateway.tunnel] {
+            spliceDerived(&desired, gateway: gateway, old: devices[t].peers,
+                          changes: changes.indices.map { (replaced[$0][t], changes[$0].peers.isEmpty ? [] : changes[$0].peers[t]) })
+        }
+
+        var configuration = kept.configuration
+        configuration.files = [main] + files
+        // What the next load keeps: the new counts, and the cache's places of the kept files'
+        // peers moved by the changes before them. A changed or added file's peers are decoded
+        // again by the next whole load, if one comes.
+        var next = kept
+        next.configuration = configuration
+        next.desired = desired
+        next.objects = objects
+        var dropIns: [DropInFile] = []
+        dropIns.reserveCapacity(files.count)
+        var shift = [Int](repeating: 0, count: devices.count)
+        var c = 0
+        for position in 0 ... kept.files.count {
+            var own: FileChange?
+            while c < changes.count, changes[c].position == position {
+                let change = changes[c]
+                c += 1
+                for d in devices.indices { shift[d] += change.counts[d] - change.oldCounts[d] }
+                if change.kind != .removed {
+                    dropIns.append(DropInFile(path: change.path, counts: change.counts, peersOnly: true))
+                    round.forgetPeers(of: change.path)
+                }
+                if change.kind != .added {
+                    own = change
+                    break
+                }
+            }
+            guard position < kept.files.count, own == nil else { continue }
+            dropIns.append(kept.files[position])
+            if shift.contains(where: { $0 != 0 }) { round.shiftPeers(of: kept.files[position].path, by: shift) }
+        }
+        next.files = dropIns
+        round.next.kept = next
+        round.next.devices = desired.devices
+        round.next.statistics.peersDecoded = decoded
+        round.next.statistics.delta = true
+        return LoadedConfig(configuration: configuration, desired: desired)
+    }
+
+    /// The devices' private keys read again (a reload re-reads key files): a delta holds only
+    /// while each is what the kept load read.
+    private func devicesKeysUnchanged(_ kept: KeptLoad, checked: inout Set<String>) -> Bool {
+        for device in kept.configuration.devices {
+            guard let (path, at) = device.privateKeyFile else { continue }
+            var errors = ConfigErrorList(limit: 1)
+            guard let key = readKey("private_key_file", path, at: at, checked: &checked, errors: &errors), errors.isEmpty,
+                  device.privateKey == PrivateKey(key) else { return false }
+        }
+        return true
+    }
+
+    /// The routes, proxy entries, map entries and answered addresses of the tunnel's peers,
+    /// spliced as its peers were: each change replaces `old[range]` by `peers`. The derived
+    /// objects lie in peer order (`Configuration.desiredState`), the LAN prefix's route and map
+    /// entry first, the explicit ones after.
+    private func spliceDerived(_ desired: inout DesiredState, gateway: GatewaySection, old: [DesiredPeer],
+                               changes: [(range: Range<Int>, peers: [DesiredPeer])]) {
+        struct Derived {
+            var routes: [DesiredRoute] = []
+            var entries: [DatapathEntry] = []
+            var proxies: [DesiredProxy] = []
+            var answered: [IPAddress] = []
+        }
+        func derived(_ peers: some Sequence<DesiredPeer>) -> Derived {
+            var result = Derived()
+            for peer in peers {
+                let origin = Origin.peer(peer.name)
+                for prefix in peer.allowedIPs {
+                    result.routes.append(gateway.peerRoute(prefix, origin))
+                    result.entries.append(DatapathEntry(direction: .lanToTunnel, prefix: prefix))
+                    switch gateway.neighbourAnswer(prefix) {
+                    case .proxy: result.proxies.append(gateway.peerProxy(prefix, origin))
+                    case .datapath: result.answered.append(prefix.address)
+                    case .none, .notHost: break
+                    }
+                }
+            }
+            return result
+        }
+        /// How many of each the peers before `index` derive.
+        struct Offsets { var allowed = 0, proxies = 0, answered = 0 }
+        var points = Set<Int>()
+        for change in changes { points.insert(change.range.lowerBound); points.insert(change.range.upperBound) }
+        var at: [Int: Offsets] = [:]
+        var running = Offsets()
+        var next = 0
+        for point in points.sorted() {
+            while next < point {
+                for prefix in old[next].allowedIPs {
+                    running.allowed += 1
+                    switch gateway.neighbourAnswer(prefix) {
+                    case .proxy: running.proxies += 1
+                    case .datapath: running.answered += 1
+                    case .none, .notHost: break
+                    }
+                }
+                next += 1
+            }
+            at[point] = running
+        }
+        for change in changes.reversed() {
+            let from = at[change.range.lowerBound]!, to = at[change.range.upperBound]!
+            let new = derived(change.peers)
+            // The LAN prefix's route and map entry come first.
+            desired.routes.replaceSubrange(1 + from.allowed ..< 1 + to.allowed, with: new.routes)
+            desired.proxies.replaceSubrange(from.proxies ..< to.proxies, with: new.proxies)
+            desired.datapath?.entries.replaceSubrange(1 + from.allowed ..< 1 + to.allowed, with: new.entries)
+            desired.datapath?.neighbourDiscovery?.addresses.replaceSubrange(from.answered ..< to.answered, with: new.answered)
+        }
+    }
+}
+
+/// The checks that span peers (`Configuration.checkPeers`, `checkAllowedIPs`, the derivation's
+/// collisions) for a delta: what the added peers could break against the kept ones and each
+/// other, given that the kept load broke none. A failed check is not reported: the load then
+/// goes the whole way, and reports it as a fresh load does.
+private struct DeltaChecks {
+    let passed: Bool
+
+    init(_ kept: KeptLoad, added: [[[DesiredPeer]]], replaced: [[Range<Int>]]) {
+        passed = Self.check(kept, added: added, replaced: replaced)
+    }
+
+    private struct Key: Hashable {
+        var device: Int
+        var key: WireGuardKey
+    }
+
+    private static func check(_ kept: KeptLoad, added: [[[DesiredPeer]]], replaced: [[Range<Int>]]) -> Bool {
+        let devices = kept.desired.devices
+        let configuration = kept.configuration
+        let gateway = configuration.gateway
+        let tunnel = gateway.flatMap { g in devices.firstIndex { $0.name == g.tunnel } }
+        // The allowed-IP rules on the tunnel (`checkAllowedIPs`), unless the gateway waives them.
+        let strict = gateway.map { !$0.allowUnsafeAllowedIPs } ?? false
+
+        var names = Set<String>(), keys = Set<Key>(), prefixes = Set<IPPrefix>()
+        var perDevice = [[(prefix: IPPrefix, peer: Int)]](repeating: [], count: devices.count)
+        var endpoints: [IPAddress] = [], tunnelPrefixes: [IPPrefix] = []
+        var peer = 0
+        for change in added {
+            for (d, peers) in change.enumerated() {
+                for new in peers {
+                    peer += 1
+                    guard names.insert(new.name).inserted, keys.insert(Key(device: d, key: new.publicKey)).inserted else { return false }
+                    if let own = configuration.devices.first(where: { $0.name == devices[d].name })?.privateKey,
+                       new.publicKey == own.publicKey || new.publicKey == own.key { return false }
+                    if case .address(let endpoint)? = new.endpoint { endpoints.append(endpoint.address) }
+                    for prefix in new.allowedIPs {
+                        guard prefixes.insert(prefix).inserted else { return false }
+                        // One peer's prefix inside another's on the same device.
+                        if perDevice[d].contains(where: { $0.peer != peer && ($0.prefix.contains(prefix) || prefix.contains($0.prefix)) }) { return false }
+                        perDevice[d].append((prefix, peer))
+                        guard d == tunnel, let gateway else { continue }
+                        if strict, Configuration.unsafe(prefix, lanPrefix: gateway.lanPrefix) != nil { return false }
+                        tunnelPrefixes.append(prefix)
+                        if gateway.neighbourAnswer(prefix) == .notHost { return false }
+                    }
+                }
+            }
+        }
+        // What the added prefixes derive must not collide with an explicit route or proxy entry.
+        if let gateway, !tunnelPrefixes.isEmpty {
+            var explicit = Set(configuration.routes.map(\.route.identity))
+            explicit.insert(DesiredRoute(destination: gateway.lanPrefix, device: gateway.lan, origin: .lanPrefix).identity)
+            let proxies = Set(configuration.proxies.filter { $0.proxy.device == gateway.lan }.map(\.proxy.address))
+            for prefix in tunnelPrefixes {
+                if explicit.contains(gateway.peerRoute(prefix, .peer("")).identity) { return false }
+                if gateway.neighbourAnswer(prefix) == .proxy, proxies.contains(prefix.address) { return false }
+            }
+        }
+        // A literal endpoint inside a route via the tunnel: a routing loop (`checkEndpoints`).
+        let tunnelRoutes = gateway.map { g in configuration.routes.filter { $0.route.device == g.tunnel }.map(\.route.destination) } ?? []
+        if strict {
+            for endpoint in endpoints where tunnelPrefixes.contains(where: { $0.contains(endpoint) }) || tunnelRoutes.contains(where: { $0.contains(endpoint) }) {
+                return false
+            }
+        }
+
+        // Against every kept peer that stays.
+        let names1 = SmallSet(names), keys1 = SmallSet(keys), prefixes1 = SmallSet(prefixes)
+        for (d, device) in devices.enumerated() {
+            let gaps = replaced.map { $0[d] }.filter { !$0.isEmpty }
+            var gap = 0
+            let near = perDevice[d]
+            let watchEndpoints = strict && d == tunnel && !endpoints.isEmpty
+            for (k, peer) in device.peers.enumerated() {
+                while gap < gaps.count, gaps[gap].upperBound <= k { gap += 1 }
+                if gap < gaps.count, gaps[gap].contains(k) { continue }
+                if names1.contains(peer.name) || keys1.contains(Key(device: d, key: peer.publicKey)) { return false }
+                for prefix in peer.allowedIPs {
+                    if prefixes1.contains(prefix) { return false }
+                    if near.contains(where: { $0.prefix.contains(prefix) || prefix.contains($0.prefix) }) { return false }
+                    if watchEndpoints, endpoints.contains(where: { prefix.contains($0) }) { return false }
+                }
+                if strict, !tunnelPrefixes.isEmpty, case .address(let endpoint)? = peer.endpoint,
+                   tunnelPrefixes.contains(where: { $0.contains(endpoint.address) }) { return false }
+            }
+        }
+        return true
+    }
+}

@@ -1,0 +1,292 @@
+@testable import Config
+import Foundation
+import Glibc
+import Netlink
+import Reconciler
+import TestSupport
+import XCTest
+
+/// A reload whose changed drop-in files hold peers alone is a delta of the last load
+/// (`ConfigLoader.dropInDelta`): it must give exactly what a fresh load of the same files gives,
+/// and where a fresh load reports an error, the delta must not be taken.
+final class DropInDeltaTests: XCTestCase {
+    private var fixture: ConfigFixture!
+    private var main: String { fixture.path("wgkeeper.yaml") }
+    private var confD: String { fixture.path("conf.d") }
+
+    override func setUpWithError() throws {
+        fixture = try ConfigFixture(for: self)
+        try fixture.writeKey("wg1.key")
+        try FileManager.default.createDirectory(atPath: confD, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+    }
+
+    /// Every file counts as settled (see `IncrementalLoadTests.settledCache`).
+    private func cache() -> ConfigCache {
+        ConfigCache(now: {
+            var now = realtimeNow()
+            now.tv_sec += 3600
+            return now
+        })
+    }
+
+    private func tick() { usleep(25_000) }
+
+    private struct Outcome: Equatable {
+        var desired: DesiredState?
+        var files: [String]
+        var errors: [String]
+
+        init(_ result: Result<LoadedConfig, ConfigErrors>) {
+            switch result {
+            case .success(let loaded): (desired, files, errors) = (loaded.desired, loaded.configuration.files, [])
+            case .failure(let failure): (desired, files, errors) = (nil, [], failure.errors.map(\.description))
+            }
+        }
+    }
+
+    private var loads = 0, accepted = 0, deltas = 0
+
+    @discardableResult
+    private func assertSameAsFresh(_ cache: ConfigCache, _ context: @autoclosure () -> String, file: StaticString = #filePath,
+                                   line: UInt = #line) -> (outcome: Outcome, delta: Bool) {
+        tick()
+        let cached = Outcome(ConfigLoader().load(path: main, cache: cache))
+        let delta = cache.lastLoad.delta
+        let fresh = Outcome(ConfigLoader().load(path: main))
+        XCTAssertEqual(cached, fresh, "\(context())\(delta ? " (delta)" : "")", file: file, line: line)
+        if delta { XCTAssertNotNil(cached.desired, "a delta with errors: \(context())", file: file, line: line) }
+        loads += 1
+        if cached.desired != nil { accepted += 1 }
+        if delta { deltas += 1 }
+        tick()
+        return (cached, delta)
+    }
+
+    private func write(_ name: String, _ text: String) throws {
+        try text.write(toFile: confD + "/" + name, atomically: false, encoding: .utf8)
+    }
+
+    private func mainText(ndp: String, unsafe: Bool, extra: String = "") -> String {
+        """
+        runtime:
+          include_dir: conf.d
+        wireguard:
+          wg0:
+            private_key_file: wg0.key
+            peers:
+              - {name: m0, public_key: "\(ConfigFixture.alice)", allowed_ips: ["2001:db8:1::f0/128"], endpoint: "[2001:db8:77::1]:51820"}
+          wg1:
+            private_key_file: wg1.key
+        gateway: {tunnel: wg0, lan: private0, lan_prefix: "2001:db8:1::/64", ndp: \(ndp), allow_unsafe_allowed_ips: \(unsafe)}
+        routes:
+          - {destination: "2001:db8:9::/64", device: wg0}
+          - {destination: "2001:db8:a::/64", device: private0}
+        proxies:
+          - {address: "2001:db8:1::beef", device: private0}
+        \(extra)
+        """
+    }
+
+    // MARK: the property
+
+    /// Random edits of a drop-in directory of one or two peers per file (the layout a delta is
+    /// for), and of the main file now and then: peers changed, files added, removed and renamed,
+    /// and every kind of collision a delta must not miss (a name, key or prefix taken twice, a
+    /// prefix inside another's, an endpoint inside a tunnel prefix, an explicit route's or
+    /// proxy's address, the device's own key, unsafe prefixes, a wide prefix inside the LAN),
+    /// as well as files a delta does not take (a setting beside the peers, a preshared key file,
+    /// an unknown device). After each, the cached load equals a fresh one.
+    func testDeltaEqualsFreshLoadAfterRandomEdits() throws {
+        for seed in [101, 102, 103, 104, 105] as [UInt64] {
+            try runRandomEdits(seed: seed, steps: 40)
+        }
+        print("deltas: \(deltas) of \(loads) loads, \(accepted) accepted")
+        XCTAssertGreaterThan(deltas, loads / 4, "\(deltas) of \(loads) loads were deltas")
+        XCTAssertGreaterThan(loads - accepted, loads / 10, "\(loads - accepted) of \(loads) loads refused")
+    }
+
+    private func runRandomEdits(seed: UInt64, steps: Int) throws {
+        var random = SeededGenerator(seed: seed)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: confD)) ?? [] { try FileManager.default.removeItem(atPath: confD + "/" + name) }
+        let ownKey = try XCTUnwrap(WireGuardKey(base64: try String(contentsOfFile: fixture.path("wg0.key"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines))).base64
+        let ownPublic = try XCTUnwrap(PrivateKey(base64: ownKey)).publicKey.base64
+        let keys = (0..<80).map { _ in PrivateKey.generate().publicKey.base64 }
+        var ndp = "kernel", unsafe = false
+        try fixture.write("wgkeeper.yaml", mainText(ndp: ndp, unsafe: unsafe))
+        var serial = 0
+
+        // Files written with a collision (or what a delta does not take), until rewritten.
+        var bad = Set<String>()
+        var collide = false
+        func peer(_ r: inout SeededGenerator) -> String {
+            serial += 1
+            var name = "p\(serial)", key = keys[serial % keys.count]
+            var ips = ["2001:db8:1::\(String(serial + 0x100, radix: 16))/128"]
+            var endpoint = r.below(3) == 0 ? ", endpoint: \"[2001:db8:66::\(serial)]:51820\"" : ""
+            var extra = ""
+            switch collide ? r.below(19) : 19 {
+            case 0: name = "p\(r.below(serial) + 1)"                                 // a name taken twice (maybe)
+            case 1: key = keys[r.below(keys.count)]                                   // a key taken twice (maybe)
+            case 2: ips = ["2001:db8:1::\(String(r.below(serial) + 0x101, radix: 16))/128"]  // an address taken twice (maybe)
+            case 3: ips.append("2001:db8:1::/120")                                     // wide, inside the LAN, holds others
+            case 4: ips = ["2001:db8:2::/48"]; if r.below(2) == 0 { ips.append("2001:db8:2:5::/64") }  // outside, nested in one peer
+            case 5: ips = ["2001:db8:2:\(r.below(3))::/64"]                           // inside another peer's /48 (maybe)
+            case 6: endpoint = ", endpoint: \"[2001:db8:2::\(r.below(3) + 1)]:51820\""  // inside a tunnel prefix (maybe)
+            case 7: endpoint = ", endpoint: \"[2001:db8:9::1]:51820\""                 // inside an explicit route via the tunnel
+            case 8: ips = ["2001:db8:9::/64"]                                          // an explicit route's destination
+            case 9: ips = ["2001:db8:1::beef/128"]                                     // an explicit proxy's address
+            case 10: key = ownPublic                                                   // the device's own key
+            case 11: key = ownKey                                                      // its private key
+            case 12: ips = ["::/0"]
+            case 13: ips = ["fe80::\(serial)/128"]
+            case 14: extra = ", preshared_key_file: ../alice.psk"
+            case 15: ips = ["2001:db8:77::/64"]                                        // holds m0's endpoint
+            case 16: ips = ["2001:db8:66::/64"]                                        // holds other peers' endpoints
+            case 17: ips = ["2001:db8:1::f0/128"]                                      // m0's
+            case 18: name = "m0"
+            default: break
+            }
+            return "      - {name: \(name), public_key: \"\(key)\", allowed_ips: [\(ips.map { "\"\($0)\"" }.joined(separator: ", "))]\(endpoint)\(extra)}\n"
+        }
+        func fragment(_ r: inout SeededGenerator) -> String {
+            var text = "wireguard:\n"
+            let device = r.below(6) == 0 ? "wg1" : r.below(60) == 0 ? "wg9" : "wg0"
+            text += "  \(device):\n    peers:\n"
+            for _ in 0..<(r.below(5) == 0 ? 2 : 1) { text += peer(&r) }
+            if r.below(8) == 0 { text += "  \(device == "wg0" ? "wg1" : "wg0"):\n    peers:\n" + peer(&r) }
+            if collide, r.below(20) == 0 { text += "    listen_port: 51821\n" }
+            return text
+        }
+        /// A file's new text: one edit in three collides with something.
+        func edit(_ name: String, _ r: inout SeededGenerator) throws {
+            collide = r.below(3) == 0
+            if !collide, r.below(20) == 0 { try fixture.writeKey("wg1.key") }  // a device key changed too
+            try self.write(name, fragment(&r))
+            if collide { bad.insert(name) } else { bad.remove(name) }
+        }
+        func files() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: confD)) ?? []).filter { $0.hasSuffix(".yaml") }.sorted()
+        }
+
+        for i in 0..<12 { try self.write("\(100 + 7 * i)-start.yaml", fragment(&random)) }
+        let cache = cache()
+        assertSameAsFresh(cache, "seed \(seed), start")
+        for step in 0..<steps {
+            let present = files()
+            var what = ""
+            // Now and then several edits land in one reload.
+            for _ in 0..<(random.below(4) == 0 ? 1 + random.below(3) : 1) {
+                bad.formIntersection(files())
+                if let name = bad.sorted().first, random.below(2) == 0 {
+                    if random.below(3) == 0 {
+                        try FileManager.default.removeItem(atPath: confD + "/" + name)
+                        bad.remove(name)
+                        what += "remove \(name) (bad); "
+                    } else {
+                        collide = false
+                        try self.write(name, fragment(&random))
+                        bad.remove(name)
+                        what += "repair \(name); "
+                    }
+                    continue
+                }
+                switch present.isEmpty ? 0 : random.below(12) {
+                case 0, 1:
+                    let name = "\(100 + random.below(90))-new.yaml"
+                    try edit(name, &random)
+                    what += "add \(name); "
+                case 2:
+                    let name = present[random.below(present.count)]
+                    try? FileManager.default.removeItem(atPath: confD + "/" + name)
+                    what += "remove \(name); "
+                case 3:
+                    let from = present[random.below(present.count)]
+                    let to = "\(100 + random.below(90))-moved.yaml"
+                    rename(confD + "/" + from, confD + "/" + to)
+                    if bad.remove(from) != nil { bad.insert(to) }
+                    what += "rename \(from) to \(to); "
+                case 4:
+                    if random.below(3) == 0 {
+                        ndp = random.below(2) == 0 ? "kernel" : "datapath"
+                        unsafe = random.below(4) == 0
+                        try fixture.write("wgkeeper.yaml", mainText(ndp: ndp, unsafe: unsafe))
+                        what += "main file: ndp \(ndp), unsafe \(unsafe); "
+                    } else {
+                        try write("050-empty.yaml", random.below(2) == 0 ? "" : "wireguard: {}\n")
+                        what += "050-empty.yaml; "
+                    }
+                case 5:
+                    // The files that sort first and last: their peers head and end the lists.
+                    let name = random.below(2) == 0 ? "000-first.yaml" : "999-last.yaml"
+                    try edit(name, &random)
+                    what += "rewrite \(name); "
+                default:
+                    let name = present[random.below(present.count)]
+                    try edit(name, &random)
+                    what += "rewrite \(name); "
+                }
+            }
+            assertSameAsFresh(cache, "seed \(seed), step \(step): \(what)")
+        }
+    }
+
+    // MARK: what a delta reads
+
+    /// One changed file of many: only its peer is decoded, by a delta; the next whole load
+    /// (the main file changed) takes the kept peers where the deltas moved them.
+    func testDeltaDecodesTheChangedFileAloneAndAWholeLoadAfterItKeepsThePeersWhereTheyMoved() throws {
+        try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
+        func peer(_ n: Int) -> String {
+            "wireguard:\n  wg0:\n    peers:\n      - {name: c\(n), public_key: \"\(PrivateKey.generate().publicKey.base64)\", allowed_ips: [\"2001:db8:1::\(String(0x1000 + n, radix: 16))/128\"]}\n"
+        }
+        for n in 0..<50 { try write(String(format: "%03d.yaml", n * 2), peer(n)) }
+        let cache = cache()
+        assertSameAsFresh(cache, "start")
+        XCTAssertFalse(cache.lastLoad.delta)
+
+        XCTAssertTrue(assertSameAsFresh(cache, "unchanged").delta)
+        XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 0, filesParsed: 0, peersDecoded: 0, delta: true))
+
+        try write("040.yaml", peer(100))
+        XCTAssertTrue(assertSameAsFresh(cache, "one changed").delta)
+        XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 1, filesParsed: 1, peersDecoded: 1, delta: true))
+
+        // Counts change: files after the change point move.
+        try write("041.yaml", peer(101) + "      - {name: c102, public_key: \"\(PrivateKey.generate().publicKey.base64)\", allowed_ips: [\"2001:db8:1::2000/128\"]}\n")
+        try FileManager.default.removeItem(atPath: confD + "/010.yaml")
+        XCTAssertTrue(assertSameAsFresh(cache, "one added with two peers, one removed").delta)
+        XCTAssertEqual(cache.lastLoad.peersDecoded, 2)
+
+        try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false, extra: "# changed\n"))
+        XCTAssertFalse(assertSameAsFresh(cache, "main changed: a whole load").delta)
+        XCTAssertEqual(cache.lastLoad.peersDecoded, 3, "the main file's peer and the two the delta took; the others were kept where they moved")
+        XCTAssertTrue(assertSameAsFresh(cache, "unchanged again").delta)
+    }
+
+    /// A device's key file changed: the reload reads it again and goes the whole way.
+    func testChangedDeviceKeyIsReadAgain() throws {
+        try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
+        try write("10.yaml", "wireguard:\n  wg1:\n    peers:\n      - {name: c1, public_key: \"\(ConfigFixture.bob)\", allowed_ips: [\"2001:db8:3::1/128\"]}\n")
+        let cache = cache()
+        let first = assertSameAsFresh(cache, "start").outcome
+        try fixture.writeKey("wg1.key")
+        let second = assertSameAsFresh(cache, "key changed")
+        XCTAssertFalse(second.delta)
+        XCTAssertNotEqual(first.desired?.devices[1].privateKey, second.outcome.desired?.devices[1].privateKey)
+    }
+
+    /// With a policy, a changed peer could change what a group means: no delta.
+    func testNoDeltaWithAPolicy() throws {
+        try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false, extra: "policy: {client_to_lan: deny}\n"))
+        try write("10.yaml", "wireguard:\n  wg0:\n    peers:\n      - {name: c1, public_key: \"\(ConfigFixture.bob)\", allowed_ips: [\"2001:db8:1::1/128\"]}\n")
+        let cache = cache()
+        assertSameAsFresh(cache, "start")
+        try write("10.yaml", "wireguard:\n  wg0:\n    peers:\n      - {name: c1, public_key: \"\(ConfigFixture.bob)\", allowed_ips: [\"2001:db8:1::2/128\"]}\n")
+        XCTAssertFalse(assertSameAsFresh(cache, "changed").delta)
+    }
+}
+
+private extension SeededGenerator {
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+}
