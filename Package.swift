@@ -42,7 +42,7 @@ let package = Package(
 
         // The pure core and its input.
         .target(name: "Reconciler", dependencies: ["Netlink"]),
-        .target(name: "Config", dependencies: ["Reconciler", "Netlink", "CYAML"]),
+        .target(name: "Config", dependencies: ["Reconciler", "Netlink", "CYAML", "CLinux"]),
 
         // The loop and the command line.
         .target(

@@ -9,6 +9,14 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/vfs.h>
+
+/* The file system type (statfs's f_type) of the one holding `path`, or -1. */
+static inline int64_t wgk_filesystem_type(const char *path) {
+    struct statfs info;
+    if (statfs(path, &info) != 0) return -1;
+    return (int64_t)info.f_type;
+}
 
 /* Declared by glibc only under _GNU_SOURCE; declared here rather than change feature macros. */
 extern int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);

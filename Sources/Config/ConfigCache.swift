@@ -38,15 +38,18 @@ public final class ConfigCache: Sendable {
     /// The clock a read's start is taken from (tests move it).
     let now: @Sendable () -> timespec
 
-    /// Whether a load may be a delta of the last (`ConfigLoader.dropInDelta`); tests turn it
-    /// off to hold the whole load with a cache to a fresh one's outcome.
+    /// Whether a load may be a delta of the last (`ConfigLoader.dropInDelta`), and whether the
+    /// include directory is watched (`IncludeWatch`); tests turn them off to hold the other
+    /// ways with a cache to a fresh load's outcome.
     let deltas: Bool
+    let watches: Bool
 
     public convenience init() { self.init(now: realtimeNow) }
 
-    init(now: @escaping @Sendable () -> timespec, deltas: Bool = true) {
+    init(now: @escaping @Sendable () -> timespec, deltas: Bool = true, watches: Bool = true) {
         self.now = now
         self.deltas = deltas
+        self.watches = watches
     }
 
     struct State: Sendable {
@@ -56,6 +59,8 @@ public final class ConfigCache: Sendable {
         var devices: [DesiredWireGuardDevice] = []
         /// What the last load made, when it succeeded with an `include_dir`: the base of a delta.
         var kept: KeptLoad?
+        /// The watch on the include directory, made before the reads of the load that made `kept`.
+        var watch: IncludeWatch?
         var statistics = Statistics()
     }
 
@@ -67,6 +72,8 @@ public final class ConfigCache: Sendable {
         /// The load was a delta of the last one (`ConfigLoader.dropInDelta`): only the changed
         /// drop-in files' peers were decoded and checked.
         public var delta = false
+        /// The delta read only the files the include directory's watch named (`IncludeWatch`).
+        public var watched = false
     }
 
     public var lastLoad: Statistics { state.withLock { $0.statistics } }
@@ -121,6 +128,16 @@ struct CachedFile: Sendable {
         return devices[Int(kept.device)].peers[index]
     }
 
+    /// `peers` moved by `shift` places in each device's list.
+    mutating func shiftPeers(by shift: [Int]) {
+        for p in peers.indices where shift.indices.contains(Int(peers[p].device)) {
+            peers[p].index = UInt32(Int(peers[p].index) + shift[Int(peers[p].device)])
+        }
+    }
+
+    /// What reading and parsing it spent of a load's budget.
+    var usage: FileUsage { FileUsage(bytes: content.size, nodes: nodes, aliasNodes: aliasNodes, aliasBytes: aliasBytes) }
+
     /// Where in `peers` (sorted by place) the peer whose list item starts at `at` is, if one was kept.
     static func index(of at: SourceLocation, in peers: [KeptPeer]) -> Int? {
         let line = UInt32(clamping: at.line), column = UInt32(clamping: at.column)
@@ -131,6 +148,37 @@ struct CachedFile: Sendable {
         }
         guard low < peers.count, peers[low].line == line, peers[low].column == column else { return nil }
         return low
+    }
+}
+
+/// What files spent of a load's budget (`Tree.Budget`).
+struct FileUsage: Sendable, Equatable {
+    var bytes = 0
+    var nodes = 0
+    var aliasNodes = 0
+    var aliasBytes = 0
+
+    init(bytes: Int = 0, nodes: Int = 0, aliasNodes: Int = 0, aliasBytes: Int = 0) {
+        (self.bytes, self.nodes, self.aliasNodes, self.aliasBytes) = (bytes, nodes, aliasNodes, aliasBytes)
+    }
+
+    /// What a load spent of `budget` so far.
+    init(spent budget: Tree.Budget) {
+        let limits = budget.limits
+        self.init(bytes: limits.totalBytes - budget.bytes, nodes: limits.nodes - budget.nodes,
+                  aliasNodes: limits.aliasNodes - budget.aliasNodes, aliasBytes: limits.aliasBytes - budget.aliasBytes)
+    }
+
+    static func + (a: Self, b: Self) -> Self {
+        FileUsage(bytes: a.bytes + b.bytes, nodes: a.nodes + b.nodes, aliasNodes: a.aliasNodes + b.aliasNodes, aliasBytes: a.aliasBytes + b.aliasBytes)
+    }
+
+    static func - (a: Self, b: Self) -> Self {
+        FileUsage(bytes: a.bytes - b.bytes, nodes: a.nodes - b.nodes, aliasNodes: a.aliasNodes - b.aliasNodes, aliasBytes: a.aliasBytes - b.aliasBytes)
+    }
+
+    func fits(_ limits: ConfigLimits) -> Bool {
+        bytes <= limits.totalBytes && nodes <= limits.nodes && aliasNodes <= limits.aliasNodes && aliasBytes <= limits.aliasBytes
     }
 }
 

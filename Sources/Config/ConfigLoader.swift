@@ -41,7 +41,8 @@ public struct ConfigLoader: Sendable {
     /// With a `cache`, files and peers unchanged since the cache's last load are not read,
     /// parsed or decoded again (see `ConfigCache`); the outcome is the same as without one.
     public func load(path: String, cache: ConfigCache? = nil) -> Result<LoadedConfig, ConfigErrors> {
-        var round = CacheRound(previous: cache?.take() ?? ConfigCache.State(), keeping: cache != nil, now: cache?.now ?? realtimeNow)
+        var round = CacheRound(previous: cache?.take() ?? ConfigCache.State(), keeping: cache != nil, now: cache?.now ?? realtimeNow,
+                               watching: cache?.watches ?? false)
         defer { if let cache { cache.store(round.next) } }
         var errors = ConfigErrorList(limit: limits.errors)
         var files = [path]
@@ -60,26 +61,37 @@ public struct ConfigLoader: Sendable {
            Decoder.runtimePathProblem(dir, relativeAllowed: true) == nil {
             let resolved = resolve(dir, relativeTo: path)
             includeDir = resolved
+            let real = trustedIncludeDirectory(resolved, at: at, checked: &checked, errors: &errors)
+            // With a watch on the directory since the kept load, only the files it names are read.
+            if let real, cache?.deltas == true, let changes = round.watch(real), errors.isEmpty, let kept = round.previous.kept,
+               kept.watch === round.next.watch, kept.includeDir == resolved, !round.parsed.contains(path),
+               let loaded = watchedDelta(kept, main: path, changes: changes, resolved: resolved, real: real, at: at, checked: &checked, round: &round) {
+                return .success(loaded)
+            }
             var trees = [tree]
-            let (names, realDirectory) = includeFiles(resolved, at: at, checked: &checked, errors: &errors)
+            var parsedTrees: [String: Tree] = [:]
+            let names = real == nil ? [] : includeNames(resolved, at: at, errors: &errors)
             round.next.files.reserveCapacity(names.count + 1)
             for name in names {
                 let file = resolved.appendingPathComponent(name)
                 files.append(file)
-                guard let included = read(file, entry: (name, realDirectory), budget: &budget, checked: &checked, errors: &errors, round: &round)
+                let parsed = round.parsed.count
+                guard let included = read(file, entry: (name, real ?? resolved), budget: &budget, checked: &checked, errors: &errors, round: &round)
                 else { continue }
-                if let nested = included.lookup("runtime", "include_dir") {
-                    errors.append(ConfigError(nested.location, "include_dir: only the main configuration file may name one"))
-                }
+                Self.checkNotNested(included, errors: &errors)
                 trees.append(included)
+                if round.parsed.count > parsed { parsedTrees[file] = included }
             }
             if cache?.deltas == true, errors.isEmpty, let kept = round.previous.kept, kept.includeDir == resolved, !round.parsed.contains(path),
-               let loaded = dropInDelta(kept, main: path, files: Array(files.dropFirst()), trees: Array(trees.dropFirst()),
+               let loaded = dropInDelta(kept, main: path, files: .all(Array(files.dropFirst())), trees: parsedTrees, used: FileUsage(spent: budget),
                                         round: &round, checked: &checked) {
                 return .success(loaded)
             }
             // What a delta of the next load needs, if this one succeeds.
-            if round.keeping, errors.isEmpty { round.shapes = trees.map(\.dropInShape) }
+            if round.keeping, errors.isEmpty {
+                round.shapes = trees.map(\.dropInShape)
+                round.used = FileUsage(spent: budget)
+            }
             tree = Tree.merge(trees, path: "", errors: &errors)
         }
 
@@ -140,7 +152,7 @@ public struct ConfigLoader: Sendable {
         // Its devices are the configuration's, one for one, each peer at its section's place.
         if round.keeping { round.next.devices = desired.devices }
         guard errors.isEmpty else { return .failure(errors.sorted(files: files)) }
-        if let shapes = round.shapes { round.next.kept = Self.keptLoad(configuration, desired, files: files, shapes: shapes) }
+        round.next.kept = Self.keptLoad(configuration, desired, files: files, round: round)
         return .success(LoadedConfig(configuration: configuration, desired: desired))
     }
 
@@ -195,30 +207,43 @@ public struct ConfigLoader: Sendable {
         return peers.sorted(by: before)
     }
 
-    /// The `*.yaml` files of `include_dir` in name order (not dot files), once the directory
-    /// itself and every directory on its path are known to be writable only by root (or whoever
-    /// runs this).
-    /// Also the directory's resolved path, every directory on it checked.
-    private func includeFiles(_ directory: String, at: SourceLocation, checked: inout Set<String>,
-                              errors: inout ConfigErrorList) -> (names: [String], real: String) {
-        let real: String
+    /// The include directory resolved, once it and every directory on its path are known to be
+    /// writable only by root (or whoever runs this); nil, with the error, when not.
+    private func trustedIncludeDirectory(_ directory: String, at: SourceLocation, checked: inout Set<String>,
+                                         errors: inout ConfigErrorList) -> String? {
         switch resolveTrusted(directory, directory: true, checked: &checked) {
-        case .success(let resolved): real = resolved
+        case .success(let resolved): return resolved
         case .failure(let problem):
             errors.append(ConfigError(at, "include_dir: \(problem.message)"))
-            return ([], directory)
+            return nil
         }
+    }
+
+    /// The `*.yaml` files of `include_dir` in name order (not dot files).
+    func includeNames(_ directory: String, at: SourceLocation, errors: inout ConfigErrorList) -> [String] {
         switch directoryEntries(directory) {
         case .success(let entries):
-            let names = entries.filter { $0.hasSuffix(".yaml") && !$0.hasPrefix(".") }
+            let names = entries.filter(Self.isIncludeName)
             guard names.count <= limits.includeFiles else {
                 errors.append(ConfigError(at, "include_dir: more than \(limits.includeFiles) *.yaml files (the limit)"))
-                return ([], real)
+                return []
             }
-            return (names.sorted(), real)
+            return names.sorted()
         case .failure(let problem):
             errors.append(ConfigError(at, "include_dir: cannot read directory \(Scalars.shown(directory)): \(problem.message)"))
-            return ([], real)
+            return []
+        }
+    }
+
+    static func isIncludeName(_ name: String) -> Bool { name.hasSuffix(".yaml") && !name.hasPrefix(".") }
+
+    /// Only the main file may name an include directory. Looked for without an array of each
+    /// file's entries (thousands of files).
+    static func checkNotNested(_ included: Tree, errors: inout ConfigErrorList) {
+        included.forEachEntry(named: ["runtime"]) { _, runtime in
+            runtime.forEachEntry(named: ["include_dir"]) { _, nested in
+                errors.append(ConfigError(nested.location, "include_dir: only the main configuration file may name one"))
+            }
         }
     }
 
@@ -231,7 +256,7 @@ public struct ConfigLoader: Sendable {
     /// reports the same errors, at the next load.
     /// `entry`: the file's name in an include directory this load resolved and checked already
     /// (its resolved path), so that only the last component is looked at again.
-    private func read(_ file: String, entry: (name: String, directory: String)? = nil, budget: inout Tree.Budget,
+    func read(_ file: String, entry: (name: String, directory: String)? = nil, budget: inout Tree.Budget,
                       checked: inout Set<String>, errors: inout ConfigErrorList, round: inout CacheRound) -> Tree? {
         let top = SourceLocation(file: file, line: 1, column: 1)
         var trusted = true
@@ -245,6 +270,9 @@ public struct ConfigLoader: Sendable {
             errors.append(ConfigError(top, problem.message))
             trusted = false
         }
+        // A symbolic link, or a file with a second name: an include directory's watch does not
+        // see it change (`IncludeWatch`).
+        if let entry, status.map({ $0.st_nlink != 1 }) ?? true { round.unwatched.append(entry.name) }
         // Still there after this read: a changed file's peers are compared with the last load's.
         var previous = round.previous.files[file].flatMap { $0.real == real ? $0 : nil }
         // The same file, untouched since a read that began well after its last change.
@@ -382,20 +410,51 @@ struct CacheRound {
     var next = ConfigCache.State()
     /// The files this load parsed anew, without an error.
     var parsed: [String] = []
-    /// Each file's `Tree.dropInShape`, main first, for `ConfigLoader.keptLoad`.
+    /// Each file's `Tree.dropInShape`, main first, and what reading them spent, for
+    /// `ConfigLoader.keptLoad`.
     var shapes: [(counts: [(device: String, items: [Tree])], peersOnly: Bool)]?
+    var used = FileUsage()
+    /// The include files read that a watch of their directory does not see change.
+    var unwatched: [String] = []
     /// Whether anything is kept (a load without a cache keeps nothing).
     let keeping: Bool
     let now: @Sendable () -> timespec
 
-    init(previous: ConfigCache.State, keeping: Bool, now: @escaping @Sendable () -> timespec = realtimeNow) {
+    /// Whether include directories are watched (`IncludeWatch`).
+    let watching: Bool
+
+    init(previous: ConfigCache.State, keeping: Bool, now: @escaping @Sendable () -> timespec = realtimeNow, watching: Bool = false) {
         self.previous = previous
         self.keeping = keeping
         self.now = now
+        self.watching = watching
     }
 
     mutating func keep(_ file: String, _ entry: inout CachedFile) {
         if keeping { next.files[file] = entry }
+    }
+
+    /// The changes in the include directory `real` since the last load, from the watch kept
+    /// since then; nil when there is none (a new watch is made then, for the next load).
+    mutating func watch(_ real: String) -> IncludeWatch.Changes? {
+        if let watch = previous.watch, watch.directory == real {
+            let changes = watch.drain()
+            if !changes.lost {
+                next.watch = watch
+                return changes
+            }
+        }
+        previous.watch = nil
+        next.watch = watching ? IncludeWatch(directory: real) : nil
+        return nil
+    }
+
+    /// A delta that read only the changed files takes the last load's other files as they are.
+    mutating func adoptKeptFiles(removing removed: [String]) {
+        swap(&next.files, &previous.files)
+        for (file, entry) in previous.files { next.files[file] = entry }
+        previous.files = [:]
+        for file in removed { next.files[file] = nil }
     }
 
     /// A delta took this file's peers: its tree is kept whole, without its items' digests,
@@ -411,12 +470,7 @@ struct CacheRound {
 
     /// A delta moved this kept file's peers by `shift` places in each device's list.
     mutating func shiftPeers(of file: String, by shift: [Int]) {
-        guard next.files[file] != nil else { return }
-        for p in next.files[file]!.peers.indices {
-            let device = Int(next.files[file]!.peers[p].device)
-            guard shift.indices.contains(device) else { continue }
-            next.files[file]!.peers[p].index = UInt32(Int(next.files[file]!.peers[p].index) + shift[device])
-        }
+        next.files[file]?.shiftPeers(by: shift)
     }
 }
 

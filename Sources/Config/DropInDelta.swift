@@ -1,3 +1,4 @@
+import Glibc
 import Netlink
 import Reconciler
 
@@ -20,6 +21,13 @@ struct KeptLoad: Sendable {
     var files: [DropInFile]
     /// Allowed IPs, explicit routes and proxies: what `ConfigLimits.objects` counts.
     var objects: Int
+    /// What its files spent of the load's budget.
+    var used: FileUsage
+    /// The watch on the include directory that was in place before its files were read: the
+    /// changes it tells since are all the changes (`ConfigLoader.watchedDelta`).
+    var watch: IncludeWatch?
+    /// Names of the include files that watch does not see change: read at every load.
+    var unwatched: [String]
 }
 
 /// An include file as the last load read it.
@@ -91,8 +99,8 @@ extension ConfigLoader {
     /// The kept load for the next, made from a load that succeeded: `shapes` are its files'
     /// (`Tree.dropInShape`), main first, named by `files`. Nil when its counts do not add up
     /// to the desired state's peers (never, while the decoder reads peers where the shape looks).
-    static func keptLoad(_ configuration: Configuration, _ desired: DesiredState, files: [String],
-                         shapes: [(counts: [(device: String, items: [Tree])], peersOnly: Bool)]) -> KeptLoad? {
+    static func keptLoad(_ configuration: Configuration, _ desired: DesiredState, files: [String], round: CacheRound) -> KeptLoad? {
+        guard let shapes = round.shapes else { return nil }
         guard let includeDir = configuration.runtime.includeDir, shapes.count == files.count, !files.isEmpty else { return nil }
         // A preshared key file is read at every load: a delta would not read the kept peers'.
         for device in configuration.devices where device.peers.hasKeyFiles { return nil }
@@ -120,7 +128,65 @@ extension ConfigLoader {
         for d in stripped.devices.indices { stripped.devices[d].peers = PeerSections() }
         let allowed = desired.devices.reduce(0) { $0 + $1.peers.reduce(0) { $0 + $1.allowedIPs.count } }
         return KeptLoad(configuration: stripped, desired: desired, includeDir: includeDir, main: main, files: dropIns,
-                        objects: allowed + configuration.routes.count + configuration.proxies.count)
+                        objects: allowed + configuration.routes.count + configuration.proxies.count, used: round.used,
+                        watch: round.next.watch, unwatched: round.unwatched)
+    }
+
+    /// A delta of the kept load told by the include directory's watch: the files it names (and
+    /// those it cannot watch) are read, no other, and the directory is not listed (an entry
+    /// created, deleted or renamed is named too). Nil, having changed nothing the caller's
+    /// whole load needs, when the delta does not hold (`dropInDelta`) or a file read has an error.
+    func watchedDelta(_ kept: KeptLoad, main: String, changes: IncludeWatch.Changes, resolved: String, real: String, at: SourceLocation,
+                      checked: inout Set<String>, round: inout CacheRound) -> LoadedConfig? {
+        var names = Set(changes.names.filter(Self.isIncludeName))
+        guard names.count <= Self.deltaFiles else { return nil }
+        names.formUnion(kept.unwatched)
+        var budget = Tree.Budget(limits)
+        var errors = ConfigErrorList(limit: limits.errors)
+        var trees: [String: Tree] = [:]
+        var present: [String] = [], absent: [String] = []
+        for name in names.sorted() {
+            let file = resolved.appendingPathComponent(name)
+            var info = stat()
+            guard lstat(file, &info) == 0 else {
+                guard errno == ENOENT else { return nil }
+                absent.append(file)
+                continue
+            }
+            present.append(file)
+            let parsed = round.parsed.count
+            guard let tree = read(file, entry: (name, real), budget: &budget, checked: &checked, errors: &errors, round: &round), errors.isEmpty
+            else { return nil }
+            Self.checkNotNested(tree, errors: &errors)
+            guard errors.isEmpty else { return nil }
+            if round.parsed.count > parsed { trees[file] = tree }
+        }
+        return dropInDelta(kept, main: main, files: .named(present: present, absent: absent), trees: trees, used: nil, round: &round,
+                           checked: &checked)
+    }
+
+    /// Which include files a delta's load has: all of them in order (its reads listed the
+    /// directory), or the kept load's with these (`present` now, `absent` now; each read or
+    /// looked up this load) in or out.
+    enum Listing {
+        case all([String])
+        case named(present: [String], absent: [String])
+    }
+
+    /// Where in `files` (sorted by path) the one of `path` is.
+    static func index(_ files: [DropInFile], _ path: String) -> Int? {
+        let i = insertionIndex(files, path)
+        return i < files.count && files[i].path == path ? i : nil
+    }
+
+    /// The index of the first of `files` (sorted by path) at or after `path`.
+    static func insertionIndex(_ files: [DropInFile], _ path: String) -> Int {
+        var low = 0, high = files.count
+        while low < high {
+            let middle = (low + high) / 2
+            if files[middle].path < path { low = middle + 1 } else { high = middle }
+        }
+        return low
     }
 
     /// One file's part of a delta: where it stands among the last load's files (`position`:
@@ -136,15 +202,17 @@ extension ConfigLoader {
         var counts = PeerCounts()
     }
 
-    /// The load as a delta of `kept`: `files` and `trees` are this load's include files in
-    /// order, each read without an error; `round.parsed` names those parsed anew (changed or
-    /// added), the others are as the kept load read them. Nil, having changed nothing, unless
-    /// every changed, added or removed file holds peers alone and the outcome is certain to be
-    /// a fresh load's with no error; the caller then loads the whole way, and reports.
-    func dropInDelta(_ kept: KeptLoad, main: String, files: [String], trees: [Tree], round: inout CacheRound,
+    /// The load as a delta of `kept`. `files`: this load's include files, each read without an
+    /// error (`Listing`);
+    /// `trees`: those parsed anew (changed or added; `round.parsed`), the others are as the kept
+    /// load read them. `used`: what this load's reads spent, when it read every file. Nil,
+    /// having changed nothing, unless every changed, added or removed file holds peers alone
+    /// and the outcome is certain to be a fresh load's with no error; the caller then loads the
+    /// whole way, and reports.
+    func dropInDelta(_ kept: KeptLoad, main: String, files listing: Listing, trees: [String: Tree], used: FileUsage?, round: inout CacheRound,
                      checked: inout Set<String>) -> LoadedConfig? {
         // Groups name peers: a changed peer could change a group's meaning.
-        guard kept.configuration.policy == nil, files.count == trees.count, round.parsed.count <= Self.deltaFiles else { return nil }
+        guard kept.configuration.policy == nil, round.parsed.count <= Self.deltaFiles else { return nil }
         let parsed = Set(round.parsed)
         let devices = kept.desired.devices
         var index: [String: Int] = [:]
@@ -153,9 +221,10 @@ extension ConfigLoader {
         var decoder = Decoder(errors: ConfigErrorList(limit: limits.errors))
         decoder.limits = limits
         var decoded = 0
-        /// A changed or added file's peers, decoded; nil unless it holds peers alone, of kept
+        /// A changed or added file's peers, decoded; false unless it holds peers alone, of kept
         /// devices, each without an error and without a key file.
-        func decode(_ tree: Tree, into change: inout FileChange) -> Bool {
+        func decode(_ path: String, into change: inout FileChange) -> Bool {
+            guard let tree = trees[path] else { return false }
             let shape = tree.dropInShape
             guard shape.peersOnly else { return false }
             change.peers = [[DesiredPeer]](repeating: [], count: devices.count)
@@ -175,30 +244,55 @@ extension ConfigLoader {
             return true
         }
 
-        // The last load's files and this one's are both in name order: one walk pairs them.
-        // An added file comes before the last load's file at its position.
         var changes: [FileChange] = []
-        var i = 0, j = 0
-        while i < kept.files.count || j < files.count {
-            if j == files.count || (i < kept.files.count && kept.files[i].path < files[j]) {
+        switch listing {
+        case .all(let files):
+            // The last load's files and this one's are both in name order: one walk pairs them.
+            // An added file comes before the last load's file at its position.
+            var i = 0, j = 0
+            while i < kept.files.count || j < files.count {
+                if j == files.count || (i < kept.files.count && kept.files[i].path < files[j]) {
+                    guard kept.files[i].peersOnly else { return nil }
+                    changes.append(FileChange(kind: .removed, position: i, path: kept.files[i].path, oldCounts: kept.files[i].counts))
+                    i += 1
+                } else if i == kept.files.count || files[j] < kept.files[i].path {
+                    var change = FileChange(kind: .added, position: i, path: files[j])
+                    guard decode(files[j], into: &change) else { return nil }
+                    changes.append(change)
+                    j += 1
+                } else {
+                    if parsed.contains(files[j]) {
+                        var change = FileChange(kind: .changed, position: i, path: files[j], oldCounts: kept.files[i].counts)
+                        guard kept.files[i].peersOnly, decode(files[j], into: &change) else { return nil }
+                        changes.append(change)
+                    }
+                    i += 1
+                    j += 1
+                }
+                guard changes.count <= Self.deltaFiles else { return nil }
+            }
+        case .named(let present, let absent):
+            // Each added file comes before the kept one at its position, in name order.
+            for path in absent {
+                guard let i = Self.index(kept.files, path) else { continue }
                 guard kept.files[i].peersOnly else { return nil }
-                changes.append(FileChange(kind: .removed, position: i, path: kept.files[i].path, oldCounts: kept.files[i].counts))
-                i += 1
-            } else if i == kept.files.count || files[j] < kept.files[i].path {
-                var change = FileChange(kind: .added, position: i, path: files[j])
-                guard decode(trees[j], into: &change) else { return nil }
-                changes.append(change)
-                j += 1
-            } else {
-                if parsed.contains(files[j]) {
-                    var change = FileChange(kind: .changed, position: i, path: files[j], oldCounts: kept.files[i].counts)
-                    guard kept.files[i].peersOnly, decode(trees[j], into: &change) else { return nil }
+                changes.append(FileChange(kind: .removed, position: i, path: path, oldCounts: kept.files[i].counts))
+            }
+            for path in present where path != main {
+                if let i = Self.index(kept.files, path) {
+                    guard parsed.contains(path) else { continue }
+                    var change = FileChange(kind: .changed, position: i, path: path, oldCounts: kept.files[i].counts)
+                    guard kept.files[i].peersOnly, decode(path, into: &change) else { return nil }
+                    changes.append(change)
+                } else {
+                    var change = FileChange(kind: .added, position: Self.insertionIndex(kept.files, path), path: path)
+                    guard decode(path, into: &change) else { return nil }
                     changes.append(change)
                 }
-                i += 1
-                j += 1
             }
-            guard changes.count <= Self.deltaFiles else { return nil }
+            changes.sort { ($0.position, $0.kind == .added ? 0 : 1, $0.path) < ($1.position, $1.kind == .added ? 0 : 1, $1.path) }
+            let count = kept.files.count + changes.reduce(0) { $0 + ($1.kind == .added ? 1 : $1.kind == .removed ? -1 : 0) }
+            guard changes.count <= Self.deltaFiles, count <= limits.includeFiles else { return nil }
         }
 
         // Where each change starts in each device's peers: after the main file's and those of
@@ -242,8 +336,27 @@ extension ConfigLoader {
                           changes: changes.indices.map { (replaced[$0][t], changes[$0].peers.isEmpty ? [] : changes[$0].peers[t]) })
         }
 
+        // What this load's files spent of its budget: the kept load's, with the files read now
+        // in place of what they were.
+        var spent = used ?? kept.used
+        if used == nil {
+            for change in changes {
+                if change.kind != .added {
+                    guard let old = round.previous.files[change.path] else { return nil }
+                    spent = spent - old.usage
+                }
+                if change.kind != .removed {
+                    guard let new = round.next.files[change.path] else { return nil }
+                    spent = spent + new.usage
+                }
+            }
+            guard spent.fits(limits) else { return nil }
+            round.next.statistics.watched = true
+            // Only the files read this load are in the round's: the others are the kept load's.
+            round.adoptKeptFiles(removing: changes.filter { $0.kind == .removed }.map(\.path))
+        }
+
         var configuration = kept.configuration
-        configuration.files = [main] + files
         // What the next load keeps: the new counts, and the cache's places of the kept files'
         // peers moved by the changes before them. A changed or added file's peers are decoded
         // again by the next whole load, if one comes.
@@ -251,8 +364,12 @@ extension ConfigLoader {
         next.configuration = configuration
         next.desired = desired
         next.objects = objects
+        next.used = spent
+        next.watch = round.next.watch
+        // Every file the watch does not see was read this load (`watchedDelta` reads them all).
+        next.unwatched = round.unwatched
         var dropIns: [DropInFile] = []
-        dropIns.reserveCapacity(files.count)
+        dropIns.reserveCapacity(kept.files.count + changes.count)
         var shift = [Int](repeating: 0, count: devices.count)
         var c = 0
         for position in 0 ... kept.files.count {
@@ -275,6 +392,8 @@ extension ConfigLoader {
             if shift.contains(where: { $0 != 0 }) { round.shiftPeers(of: kept.files[position].path, by: shift) }
         }
         next.files = dropIns
+        configuration.files = [main] + dropIns.map(\.path)
+        next.configuration = configuration
         round.next.kept = next
         round.next.devices = desired.devices
         round.next.statistics.peersDecoded = decoded
@@ -423,7 +542,12 @@ private struct DeltaChecks {
         }
 
         // Against every kept peer that stays.
-        let names1 = SmallSet(names), keys1 = SmallSet(keys), prefixes1 = SmallSet(prefixes)
+        // Compared one by one when few (most reloads change a peer or two), hashed when many.
+        let fewNames = names.count <= 8 ? Array(names) : nil, fewKeys = keys.count <= 8 ? Array(keys) : nil
+        let fewPrefixes = prefixes.count <= 8 ? Array(prefixes) : nil
+        func named(_ name: String) -> Bool { fewNames?.contains(name) ?? names.contains(name) }
+        func keyed(_ key: Key) -> Bool { fewKeys?.contains(key) ?? keys.contains(key) }
+        func claimed(_ prefix: IPPrefix) -> Bool { fewPrefixes?.contains(prefix) ?? prefixes.contains(prefix) }
         for (d, device) in devices.enumerated() {
             let gaps = replaced.map { $0[d] }.filter { !$0.isEmpty }
             var gap = 0
@@ -432,9 +556,9 @@ private struct DeltaChecks {
             for (k, peer) in device.peers.enumerated() {
                 while gap < gaps.count, gaps[gap].upperBound <= k { gap += 1 }
                 if gap < gaps.count, gaps[gap].contains(k) { continue }
-                if names1.contains(peer.name) || keys1.contains(Key(device: d, key: peer.publicKey)) { return false }
+                if named(peer.name) || keyed(Key(device: d, key: peer.publicKey)) { return false }
                 for prefix in peer.allowedIPs {
-                    if prefixes1.contains(prefix) { return false }
+                    if claimed(prefix) { return false }
                     if near.contains(where: { $0.prefix.contains(prefix) || prefix.contains($0.prefix) }) { return false }
                     if watchEndpoints, endpoints.contains(where: { prefix.contains($0) }) { return false }
                 }

@@ -20,13 +20,14 @@ final class DropInDeltaTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: confD, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
     }
 
-    /// Every file counts as settled (see `IncrementalLoadTests.settledCache`).
-    private func cache() -> ConfigCache {
+    /// Every file counts as settled (see `IncrementalLoadTests.settledCache`). `watches`: whether
+    /// the include directory is watched; without, a delta reads every file's `lstat`.
+    private func cache(watches: Bool = true) -> ConfigCache {
         ConfigCache(now: {
             var now = realtimeNow()
             now.tv_sec += 3600
             return now
-        })
+        }, watches: watches)
     }
 
     private func tick() { usleep(25_000) }
@@ -44,7 +45,7 @@ final class DropInDeltaTests: XCTestCase {
         }
     }
 
-    private var loads = 0, accepted = 0, deltas = 0
+    private var loads = 0, accepted = 0, deltas = 0, watched = 0
 
     @discardableResult
     private func assertSameAsFresh(_ cache: ConfigCache, _ context: @autoclosure () -> String, file: StaticString = #filePath,
@@ -58,6 +59,7 @@ final class DropInDeltaTests: XCTestCase {
         loads += 1
         if cached.desired != nil { accepted += 1 }
         if delta { deltas += 1 }
+        if cache.lastLoad.watched { watched += 1 }
         tick()
         return (cached, delta)
     }
@@ -98,14 +100,16 @@ final class DropInDeltaTests: XCTestCase {
     /// an unknown device). After each, the cached load equals a fresh one.
     func testDeltaEqualsFreshLoadAfterRandomEdits() throws {
         for seed in [101, 102, 103, 104, 105] as [UInt64] {
-            try runRandomEdits(seed: seed, steps: 40)
+            try runRandomEdits(seed: seed, steps: 40, watches: seed % 2 == 1)
         }
-        print("deltas: \(deltas) of \(loads) loads, \(accepted) accepted")
+        print("deltas: \(deltas) of \(loads) loads (\(watched) told by the watch), \(accepted) accepted")
         XCTAssertGreaterThan(deltas, loads / 4, "\(deltas) of \(loads) loads were deltas")
+        XCTAssertGreaterThan(watched, deltas / 4, "\(watched) of \(deltas) deltas were told by the watch")
+        XCTAssertGreaterThan(deltas - watched, deltas / 4, "\(deltas - watched) of \(deltas) deltas read every file's lstat")
         XCTAssertGreaterThan(loads - accepted, loads / 10, "\(loads - accepted) of \(loads) loads refused")
     }
 
-    private func runRandomEdits(seed: UInt64, steps: Int) throws {
+    private func runRandomEdits(seed: UInt64, steps: Int, watches: Bool) throws {
         var random = SeededGenerator(seed: seed)
         for name in (try? FileManager.default.contentsOfDirectory(atPath: confD)) ?? [] { try FileManager.default.removeItem(atPath: confD + "/" + name) }
         let ownKey = try XCTUnwrap(WireGuardKey(base64: try String(contentsOfFile: fixture.path("wg0.key"), encoding: .utf8)
@@ -170,7 +174,7 @@ final class DropInDeltaTests: XCTestCase {
         }
 
         for i in 0..<12 { try self.write("\(100 + 7 * i)-start.yaml", fragment(&random)) }
-        let cache = cache()
+        let cache = cache(watches: watches)
         assertSameAsFresh(cache, "seed \(seed), start")
         for step in 0..<steps {
             let present = files()
@@ -246,11 +250,11 @@ final class DropInDeltaTests: XCTestCase {
         XCTAssertFalse(cache.lastLoad.delta)
 
         XCTAssertTrue(assertSameAsFresh(cache, "unchanged").delta)
-        XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 0, filesParsed: 0, peersDecoded: 0, delta: true))
+        XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 0, filesParsed: 0, peersDecoded: 0, delta: true, watched: true))
 
         try write("040.yaml", peer(100))
         XCTAssertTrue(assertSameAsFresh(cache, "one changed").delta)
-        XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 1, filesParsed: 1, peersDecoded: 1, delta: true))
+        XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 1, filesParsed: 1, peersDecoded: 1, delta: true, watched: true))
 
         // Counts change: files after the change point move.
         try write("041.yaml", peer(101) + "      - {name: c102, public_key: \"\(PrivateKey.generate().publicKey.base64)\", allowed_ips: [\"2001:db8:1::2000/128\"]}\n")
@@ -274,6 +278,101 @@ final class DropInDeltaTests: XCTestCase {
         let second = assertSameAsFresh(cache, "key changed")
         XCTAssertFalse(second.delta)
         XCTAssertNotEqual(first.desired?.devices[1].privateKey, second.outcome.desired?.devices[1].privateKey)
+    }
+
+    // MARK: what the watch does not see
+
+    private func onePeer(_ name: String, _ address: Int) -> String {
+        "wireguard:\n  wg0:\n    peers:\n      - {name: \(name), public_key: \"\(PrivateKey.generate().publicKey.base64)\", allowed_ips: [\"2001:db8:1::\(address)/128\"]}\n"
+    }
+
+    /// Edits the watch of the directory is not told of: a file reached through a symbolic link
+    /// (its target changed in place), a file with a second hard link (written through the other
+    /// name), a file made a symbolic link. Each is read at every load, and each reload equals a
+    /// fresh load.
+    func testFilesTheWatchCannotSeeAreReadAtEveryLoad() throws {
+        try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
+        try fixture.write("elsewhere/target.yaml", onePeer("linked", 11))
+        try fixture.write("elsewhere/second.yaml", onePeer("other", 21))
+        XCTAssertEqual(symlink(fixture.path("elsewhere/target.yaml"), confD + "/10-linked.yaml"), 0)
+        XCTAssertEqual(link(fixture.path("elsewhere/second.yaml"), confD + "/20-hard.yaml"), 0)
+        try write("30-plain.yaml", onePeer("plain", 31))
+        for n in 0..<20 { try write("5\(String(format: "%02d", n)).yaml", onePeer("c\(n)", 100 + n)) }
+        let cache = cache()
+        assertSameAsFresh(cache, "start")
+        XCTAssertTrue(assertSameAsFresh(cache, "unchanged").delta)
+        XCTAssertTrue(cache.lastLoad.watched)
+        XCTAssertEqual(cache.lastLoad.filesParsed, 0)
+
+        // Same size, and the mtime put back: only reading the target tells.
+        func rewrite(_ path: String, _ from: String, _ to: String) throws {
+            var info = stat()
+            stat(path, &info)
+            let text = try String(contentsOfFile: path, encoding: .utf8).replacingOccurrences(of: from, with: to)
+            let fd = open(path, O_WRONLY | O_TRUNC)
+            XCTAssertGreaterThanOrEqual(fd, 0)
+            _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }
+            close(fd)
+            var times = [info.st_atim, info.st_mtim]
+            utimensat(AT_FDCWD, path, &times, 0)
+        }
+        try rewrite(fixture.path("elsewhere/target.yaml"), "::11/", "::12/")
+        let linked = assertSameAsFresh(cache, "symbolic link's target changed")
+        XCTAssertTrue(linked.delta)
+        XCTAssertEqual(linked.outcome.desired?.devices[0].peers.first { $0.name == "linked" }?.allowedIPs.map(\.description), ["2001:db8:1::12/128"])
+
+        try rewrite(fixture.path("elsewhere/second.yaml"), "::21/", "::22/")
+        let hard = assertSameAsFresh(cache, "written through the other hard link")
+        XCTAssertEqual(hard.outcome.desired?.devices[0].peers.first { $0.name == "other" }?.allowedIPs.map(\.description), ["2001:db8:1::22/128"])
+
+        // A plain file replaced by a symbolic link: read from then on.
+        try fixture.write("elsewhere/plain.yaml", onePeer("plain", 32))
+        XCTAssertEqual(symlink(fixture.path("elsewhere/plain.yaml"), confD + "/.tmp"), 0)
+        XCTAssertEqual(rename(confD + "/.tmp", confD + "/30-plain.yaml"), 0)
+        assertSameAsFresh(cache, "plain file made a link")
+        try rewrite(fixture.path("elsewhere/plain.yaml"), "::32/", "::33/")
+        let plain = assertSameAsFresh(cache, "its target changed")
+        XCTAssertEqual(plain.outcome.desired?.devices[0].peers.first { $0.name == "plain" }?.allowedIPs.map(\.description), ["2001:db8:1::33/128"])
+        XCTAssertTrue(plain.delta)
+
+        // A target made group-writable: refused, as a fresh load refuses it.
+        chmod(fixture.path("elsewhere/target.yaml"), 0o664)
+        XCTAssertNil(assertSameAsFresh(cache, "target group-writable").outcome.desired)
+        chmod(fixture.path("elsewhere/target.yaml"), 0o644)
+        assertSameAsFresh(cache, "target trusted again")
+    }
+
+    /// The include directory moved away and another put in its place: the old watch ends, the
+    /// load reads every file and watches the new directory.
+    func testReplacedIncludeDirectoryIsReadWhole() throws {
+        try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
+        for n in 0..<5 { try write("\(n).yaml", onePeer("c\(n)", 100 + n)) }
+        let cache = cache()
+        assertSameAsFresh(cache, "start")
+        XCTAssertTrue(assertSameAsFresh(cache, "unchanged").delta)
+        XCTAssertEqual(rename(confD, fixture.path("conf.old")), 0)
+        try FileManager.default.createDirectory(atPath: confD, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        for n in 0..<5 { try write("\(n).yaml", onePeer("d\(n)", 200 + n)) }
+        assertSameAsFresh(cache, "replaced")
+        XCTAssertFalse(cache.lastLoad.watched, "every file read")
+        XCTAssertEqual(cache.lastLoad.filesRead, 5, "the new directory's five files")
+        try write("2.yaml", onePeer("e2", 300))
+        let after = assertSameAsFresh(cache, "a file of the new directory changed")
+        XCTAssertTrue(after.delta)
+        XCTAssertTrue(cache.lastLoad.watched)
+        // The old directory's files change unseen: they are no longer read.
+        try "garbage: [".write(toFile: fixture.path("conf.old/1.yaml"), atomically: false, encoding: .utf8)
+        XCTAssertNotNil(assertSameAsFresh(cache, "old directory changed").outcome.desired)
+    }
+
+    /// A changed drop-in that names an include directory itself is refused, as in a fresh load.
+    func testNestedIncludeDirInAChangedFileIsRefused() throws {
+        try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
+        try write("1.yaml", onePeer("c1", 101))
+        let cache = cache()
+        assertSameAsFresh(cache, "start")
+        try write("1.yaml", onePeer("c1", 101) + "runtime: {include_dir: x}\n")
+        XCTAssertNil(assertSameAsFresh(cache, "nested").outcome.desired)
     }
 
     /// With a policy, a changed peer could change what a group means: no delta.

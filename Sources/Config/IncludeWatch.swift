@@ -1,0 +1,80 @@
+import CLinux
+import Glibc
+
+/// Which entries of an include directory changed since it was last asked, told by inotify: a
+/// reload then reads those files alone, not an `lstat` of each of tens of thousands (10 000 of
+/// them cost more than the rest of a reload of one changed peer).
+///
+/// A watch on the directory reports its own entries: one created, deleted or renamed (in or
+/// out), written, or its mode, owner or times changed. It does not report a file reached
+/// through a symbolic link or a second hard link (written through another path), which
+/// `ConfigLoader` therefore reads at every load (`KeptLoad.unwatched`), nor writes through a
+/// shared memory mapping. It is only made on a local file system
+/// (`IncludeWatch.localFileSystems`), where every change goes through this kernel. When events
+/// were lost (the queue overflowed) or the directory itself went, the next load reads every
+/// file, as a load without a watch does.
+final class IncludeWatch: Sendable {
+    /// The resolved directory watched.
+    let directory: String
+    private let fd: Int32
+
+    /// ext2/3/4, XFS, Btrfs, tmpfs, F2FS (`linux/magic.h`). Not NFS, CIFS or FUSE (changes made
+    /// on another host), nor overlayfs (changes made to a layer beneath).
+    static let localFileSystems: Set<Int64> = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0xF2F5_2010]
+
+    /// Nil where no watch can be made (another file system, inotify's limits reached).
+    init?(directory: String) {
+        guard Self.localFileSystems.contains(wgk_filesystem_type(directory)) else { return nil }
+        fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+        guard fd >= 0 else { return nil }
+        let mask = UInt32(IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO
+            | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW)
+        guard inotify_add_watch(fd, directory, mask) >= 0 else {
+            close(fd)
+            return nil
+        }
+        self.directory = directory
+    }
+
+    deinit { close(fd) }
+
+    /// What happened since the last drain.
+    struct Changes {
+        /// Entries named by an event (any name: the caller picks the configuration's).
+        var names: Set<String> = []
+        /// An entry was created, deleted or renamed: the directory must be listed again.
+        var listing = false
+        /// Events were lost, or the watch ended (the directory deleted, moved or unmounted):
+        /// the watch tells nothing any more.
+        var lost = false
+    }
+
+    func drain() -> Changes {
+        var changes = Changes()
+        let headerSize = MemoryLayout<inotify_event>.size
+        withUnsafeTemporaryAllocation(byteCount: 64 << 10, alignment: MemoryLayout<inotify_event>.alignment) { buffer in
+            while true {
+                let n = read(fd, buffer.baseAddress, buffer.count)
+                if n < 0, errno == EINTR { continue }
+                if n < 0, errno == EAGAIN { return }
+                guard n > 0 else {
+                    changes.lost = true
+                    return
+                }
+                var offset = 0
+                while offset + headerSize <= n {
+                    let event = buffer.load(fromByteOffset: offset, as: inotify_event.self)
+                    let length = Int(event.len)
+                    if event.mask & UInt32(IN_Q_OVERFLOW | IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT) != 0 { changes.lost = true }
+                    if event.mask & UInt32(IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO) != 0 { changes.listing = true }
+                    if length > 0, offset + headerSize + length <= n {
+                        let name = UnsafeRawBufferPointer(rebasing: buffer[offset + headerSize ..< offset + headerSize + length])
+                        changes.names.insert(String(decoding: name.prefix { $0 != 0 }, as: UTF8.self))
+                    }
+                    offset += headerSize + length
+                }
+            }
+        }
+        return changes
+    }
+}
