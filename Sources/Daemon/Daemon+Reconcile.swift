@@ -291,8 +291,9 @@ extension Daemon {
         followNeighbourDiscoveryHandover()
         touchedPlans += 1
         endPartialReconcile(start: start, due: changes.count, applied: applied)
-        _ = currentRoutePlanner()
-        releaseFreedMemory()
+        // The route planner for the new state, and the old state's memory handed back: after
+        // the reply, which waits for nothing but the writes.
+        housekeepingDue = true
         return true
     }
 

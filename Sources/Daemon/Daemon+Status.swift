@@ -137,6 +137,11 @@ extension Daemon {
         if !reloadRequested { notifier.ready(status: statusLine) }
         nextReloadAllowed = .now + Daemon.reloadSpacing
         server?.answerReloads(Daemon.encode(reply))
+        if housekeepingDue {
+            housekeepingDue = false
+            _ = currentRoutePlanner()
+            releaseFreedMemory()
+        }
     }
 
     static func encode<T: Encodable>(_ value: T) -> String {

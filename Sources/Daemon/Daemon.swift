@@ -107,6 +107,9 @@ public final class Daemon {
     var reloadRequested = false
     /// The configuration is being read on `configReader`; requests meanwhile wait for the next read.
     var reloadInFlight = false
+    /// A touched reload's route planner rebuild and memory trim, made once its clients have
+    /// their reply (`finishReload`).
+    var housekeepingDue = false
     var nextReloadAllowed: ContinuousClock.Instant = .now
     var netlinkHealthy = true
 

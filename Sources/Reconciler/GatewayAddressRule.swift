@@ -19,6 +19,18 @@ enum GatewayAddressRule {
         else { return (desired, []) }
         let own = Set(observed.addresses.filter { $0.interfaceIndex == lan.index }.map(\.prefix.address)).sorted()
         guard !own.isEmpty else { return (desired, []) }
+        // Most reconciles find no peer holding one: looked for without a copy of each peer
+        // (a touched reload of 10 000 peers applies the rule twice).
+        var hit = false
+        desired.devices[d].peers.withUnsafeBufferPointer { peers in
+            for p in peers.indices where peers[p].allowedIPs.contains(where: { prefix in
+                prefix.isHost ? own.contains(prefix.address) : own.contains(where: prefix.contains)
+            }) {
+                hit = true
+                return
+            }
+        }
+        guard hit else { return (desired, []) }
 
         var result = desired
         var refused: [Refusal] = []

@@ -132,12 +132,14 @@ public struct KernelCache: Sendable {
         struct Place: Hashable { var address: IPAddress; var interfaceIndex: Int32 }
         var written: [Place: (entry: ProxyEntry, removed: Bool)] = [:]
         for write in writes { written[Place(address: write.entry.address, interfaceIndex: write.entry.interfaceIndex)] = write }
+        // A reload's few writes are compared one by one, not hashed for each of 10 000 entries.
+        let few = written.count <= 8 ? Array(written.keys) : nil
         var kept: [ProxyEntry] = []
         kept.reserveCapacity(proxies.count + writes.count)
         var had: [Place: UInt8] = [:]
         for entry in proxies {
             let place = Place(address: entry.address, interfaceIndex: entry.interfaceIndex)
-            if written[place] == nil { kept.append(entry) } else { had[place] = entry.protocolNumber }
+            if !(few?.contains(place) ?? (written[place] != nil)) { kept.append(entry) } else { had[place] = entry.protocolNumber }
         }
         // A device the cache knows is gone took its entries with it: a deletion drained after
         // the write (`drainEvents` runs before this) found none of these to remove.

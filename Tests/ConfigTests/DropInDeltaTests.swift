@@ -48,12 +48,12 @@ final class DropInDeltaTests: XCTestCase {
     private var loads = 0, accepted = 0, deltas = 0, watched = 0
 
     @discardableResult
-    private func assertSameAsFresh(_ cache: ConfigCache, _ context: @autoclosure () -> String, file: StaticString = #filePath,
-                                   line: UInt = #line) -> (outcome: Outcome, delta: Bool) {
+    private func assertSameAsFresh(_ cache: ConfigCache, _ context: @autoclosure () -> String, limits: ConfigLimits = .standard,
+                                   file: StaticString = #filePath, line: UInt = #line) -> (outcome: Outcome, delta: Bool) {
         tick()
-        let cached = Outcome(ConfigLoader().load(path: main, cache: cache))
+        let cached = Outcome(ConfigLoader(limits: limits).load(path: main, cache: cache))
         let delta = cache.lastLoad.delta
-        let fresh = Outcome(ConfigLoader().load(path: main))
+        let fresh = Outcome(ConfigLoader(limits: limits).load(path: main))
         XCTAssertEqual(cached, fresh, "\(context())\(delta ? " (delta)" : "")", file: file, line: line)
         if delta { XCTAssertNotNil(cached.desired, "a delta with errors: \(context())", file: file, line: line) }
         loads += 1
@@ -383,6 +383,112 @@ final class DropInDeltaTests: XCTestCase {
         assertSameAsFresh(cache, "start")
         try write("10.yaml", "wireguard:\n  wg0:\n    peers:\n      - {name: c1, public_key: \"\(ConfigFixture.bob)\", allowed_ips: [\"2001:db8:1::2/128\"]}\n")
         XCTAssertFalse(assertSameAsFresh(cache, "changed").delta)
+    }
+
+    // MARK: collisions the random edits seldom make
+
+    private func peer(_ name: String, _ ips: [String], endpoint: String? = nil, key: String = PrivateKey.generate().publicKey.base64) -> String {
+        return "      - {name: \(name), public_key: \"\(key)\", allowed_ips: [\(ips.map { "\"\($0)\"" }.joined(separator: ", "))]"
+            + (endpoint.map { ", endpoint: \"\($0)\"" } ?? "") + "}\n"
+    }
+
+    private func peers(_ items: String..., on device: String = "wg0") -> String {
+        "wireguard:\n  \(device):\n    peers:\n" + items.joined()
+    }
+
+    /// After a load of `before` that succeeded, drop-in edits (`after`) that a fresh load
+    /// refuses (`reason`, in one of its errors): the cached load must refuse them too, not take
+    /// them as a delta.
+    private func assertRefused(_ what: String, because reason: String, before: [String: String], after: [String: String], limits: ConfigLimits = .standard,
+                               file: StaticString = #filePath, line: UInt = #line) throws {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: confD)) ?? [] { try FileManager.default.removeItem(atPath: confD + "/" + name) }
+        try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
+        for (name, text) in before { try write(name, text) }
+        let cache = cache()
+        XCTAssertNotNil(assertSameAsFresh(cache, "\(what): before", limits: limits, file: file, line: line).outcome.desired,
+                        "\(what): before", file: file, line: line)
+        for (name, text) in after { try write(name, text) }
+        let errors = assertSameAsFresh(cache, what, limits: limits, file: file, line: line).outcome.errors
+        XCTAssertTrue(errors.contains { $0.contains(reason) }, "\(what): a fresh load refuses it (\(reason)): \(errors)", file: file, line: line)
+    }
+
+    func testDeltaRefusesWhatAFreshLoadRefuses() throws {
+        let before = ["10.yaml": peers(peer("c1", ["2001:db8:1::1/128"])),
+                      "20.yaml": peers(peer("c2", ["2001:db8:1::2/128"], key: ConfigFixture.bob))]
+        // A kept peer's name (on another device); the device's own public key.
+        try assertRefused("a kept peer's name", because: "peer name \"c2\" is already used", before: before,
+                          after: ["10.yaml": peers(peer("c2", ["2001:db8:1::3/128"]), on: "wg1")])
+        let own = try XCTUnwrap(PrivateKey(base64: try String(contentsOfFile: fixture.path("wg0.key"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines))).publicKey.base64
+        try assertRefused("the device's own key", because: "own public key", before: before,
+                          after: ["10.yaml": peers(peer("c1", ["2001:db8:1::1/128"], key: own))])
+        // A kept peer's key on the same device.
+        try assertRefused("a kept peer's key", because: "of peer c2 is already used by peer c1", before: before,
+                          after: ["10.yaml": peers(peer("c1", ["2001:db8:1::1/128"], key: ConfigFixture.bob))])
+        // A kept peer's prefix, on the other device (on the same, one holds the other).
+        try assertRefused("a kept peer's prefix on another device", because: "is already claimed", before: before,
+                          after: ["20.yaml": peers(peer("c2", ["2001:db8:1::1/128"]), on: "wg1")])
+        // A new prefix inside a kept peer's, and one holding a kept peer's (outside the LAN).
+        let wide = ["10.yaml": peers(peer("c1", ["2001:db8:2::/48"])), "20.yaml": peers(peer("c2", ["2001:db8:1::2/128"]))]
+        try assertRefused("a new prefix inside a kept peer's", because: "lies inside", before: wide,
+                          after: ["20.yaml": peers(peer("c2", ["2001:db8:2:1::/64"]))])
+        let narrow = ["10.yaml": peers(peer("c1", ["2001:db8:2:1::/64"])), "20.yaml": peers(peer("c2", ["2001:db8:1::2/128"]))]
+        try assertRefused("a new prefix holding a kept peer's", because: "lies inside", before: narrow,
+                          after: ["20.yaml": peers(peer("c2", ["2001:db8:2::/48"]))])
+        // Inside the LAN prefix but not a /128 (and holding no other peer's prefix).
+        try assertRefused("a prefix inside the LAN, not a host", because: "is not a /128", before: before,
+                          after: ["10.yaml": peers(peer("c1", ["2001:db8:1:0:1::/96"]))])
+        // Two peers of one delta, one's prefix inside the other's: in two files, and in one.
+        try assertRefused("nested prefixes of new peers in two files", because: "lies inside", before: before,
+                          after: ["10.yaml": peers(peer("c1", ["2001:db8:2::/48"])), "20.yaml": peers(peer("c2", ["2001:db8:2:1::/64"]))])
+        try assertRefused("nested prefixes of new peers in one file", because: "lies inside", before: before,
+                          after: ["10.yaml": peers(peer("c1", ["2001:db8:2::/48"]), peer("c3", ["2001:db8:2:1::/64"]))])
+        // A new peer's endpoint inside a new tunnel prefix: its own, and another new peer's.
+        try assertRefused("an endpoint inside its own new prefix", because: "holds its own endpoint", before: before,
+                          after: ["10.yaml": peers(peer("c1", ["2001:db8:3::/48"], endpoint: "[2001:db8:3::1]:51820"))])
+        try assertRefused("an endpoint inside another new peer's prefix", because: "holds the endpoint", before: before,
+                          after: ["10.yaml": peers(peer("c1", ["2001:db8:3::/48"])),
+                                  "20.yaml": peers(peer("c2", ["2001:db8:1::2/128"], endpoint: "[2001:db8:3::1]:51820"), on: "wg1")])
+        // A new endpoint inside a kept tunnel prefix; a kept endpoint inside a new one.
+        try assertRefused("a new endpoint inside a kept peer's prefix", because: "holds the endpoint", before: ["10.yaml": peers(peer("c1", ["2001:db8:3::/48"]))],
+                          after: ["20.yaml": peers(peer("c2", ["2001:db8:1::2/128"], endpoint: "[2001:db8:3::1]:51820"), on: "wg1")])
+        try assertRefused("a kept endpoint inside a new peer's prefix", because: "holds the endpoint",
+                          before: ["10.yaml": peers(peer("c1", ["2001:db8:1::1/128"], endpoint: "[2001:db8:3::1]:51820"))],
+                          after: ["20.yaml": peers(peer("c2", ["2001:db8:3::/48"]))])
+        // An endpoint inside an explicit route via the tunnel; a prefix that is that route's
+        // destination, or the explicit proxy's address; a link-local prefix; the device's own key.
+        try assertRefused("an endpoint inside an explicit route via the tunnel", because: "route 2001:db8:9::/64 via wg0 holds", before: before,
+                          after: ["10.yaml": peers(peer("c1", ["2001:db8:1::1/128"], endpoint: "[2001:db8:9::1]:51820"))])
+        try assertRefused("an explicit route's destination", because: "conflicts with the route", before: before, after: ["10.yaml": peers(peer("c1", ["2001:db8:9::/64"]))])
+        try assertRefused("the destination of an explicit route on the LAN", because: "conflicts with the route", before: before, after: ["10.yaml": peers(peer("c1", ["2001:db8:a::/64"]))])
+        try assertRefused("an explicit proxy's address", because: "conflicts with the proxy entry", before: before, after: ["10.yaml": peers(peer("c1", ["2001:db8:1::beef/128"]))])
+        try assertRefused("a link-local prefix", because: "overlaps link-local", before: before, after: ["10.yaml": peers(peer("c1", ["fe80::1/128"]))])
+    }
+
+    /// A preshared key file is read at every load: a changed file naming one is no delta.
+    func testNoDeltaWithAPresharedKeyFile() throws {
+        try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
+        try write("10.yaml", peers(peer("c1", ["2001:db8:1::1/128"])))
+        let cache = cache()
+        assertSameAsFresh(cache, "start")
+        try write("10.yaml", peers(peer("c1", ["2001:db8:1::1/128"]).replacingOccurrences(of: "}\n", with: ", preshared_key_file: ../alice.psk}\n")))
+        let changed = assertSameAsFresh(cache, "a preshared key file named")
+        XCTAssertNotNil(changed.outcome.desired)
+        XCTAssertFalse(changed.delta)
+    }
+
+    /// The limits count what a delta adds: m0, c1 and c2 are 3 peers; their 3 allowed IPs, the
+    /// 2 routes and the proxy 6 objects.
+    func testDeltaRefusesWhatPassesTheLimits() throws {
+        let before = ["10.yaml": peers(peer("c1", ["2001:db8:1::1/128"])), "20.yaml": peers(peer("c2", ["2001:db8:1::2/128"]))]
+        var limits = ConfigLimits()
+        limits.peers = 3
+        try assertRefused("a peer past the limit", because: "more than 3 peers", before: before,
+                          after: ["30.yaml": peers(peer("c3", ["2001:db8:1::3/128"]))], limits: limits)
+        limits = ConfigLimits()
+        limits.objects = 6
+        try assertRefused("an allowed IP past the limit", because: "more than 6 allowed IPs", before: before,
+                          after: ["10.yaml": peers(peer("c1", ["2001:db8:1::1/128", "2001:db8:1::11/128"]))], limits: limits)
     }
 }
 
