@@ -13,22 +13,26 @@ final class ConfigReader: @unchecked Sendable {
 
     let wakeFD: Int32
     private let signalFD: Int32
-    private let finished = Mutex<(outcome: Outcome, took: Duration)?>(nil)
+    /// A read's outcome, how long it took, and what the cache says it read.
+    typealias Finished = (outcome: Outcome, took: Duration, statistics: ConfigCache.Statistics?)
+    private let finished = Mutex<Finished?>(nil)
     private let load: @Sendable (String) -> Outcome
+    private let cache: ConfigCache?
 
     /// Reads with `cache` (the one the daemon's first load filled), so a reload re-reads and
     /// re-decodes only what changed. What the daemon does not keep of a load is dropped here,
     /// on the reader's thread, not held until the reload's reconcile is over.
     convenience init(cache: ConfigCache?) throws {
-        try self.init { ConfigLoader().load(path: $0, cache: cache).map(Daemon.kept) }
+        try self.init(cache: cache) { ConfigLoader().load(path: $0, cache: cache).map(Daemon.kept) }
     }
 
-    init(load: @escaping @Sendable (String) -> Outcome) throws {
+    init(cache: ConfigCache? = nil, load: @escaping @Sendable (String) -> Outcome) throws {
         var fds: [Int32] = [0, 0]
         guard pipe2(&fds, O_NONBLOCK | O_CLOEXEC) == 0 else { throw DaemonError("configuration reader pipe: \(String(cString: strerror(errno)))") }
         wakeFD = fds[0]
         signalFD = fds[1]
         self.load = load
+        self.cache = cache
     }
 
     deinit {
@@ -43,21 +47,22 @@ final class ConfigReader: @unchecked Sendable {
             let start = ContinuousClock.now
             let outcome = load(path)
             let took = ContinuousClock.now - start
-            finished.withLock { $0 = (outcome, took) }
+            let statistics = cache?.lastLoad
+            finished.withLock { $0 = (outcome, took, statistics) }
             var byte: UInt8 = 1
             _ = write(signalFD, &byte, 1)
         }
         // The loader's recursion is bounded by the nesting limit (32 levels); 8 MiB is ample.
         if !detachThread(stackSize: 8 << 20, body) {
             let error = ConfigErrors([ConfigError(SourceLocation(file: path, line: 1, column: 1), "cannot start a thread to read the configuration: \(String(cString: strerror(errno)))")])
-            finished.withLock { $0 = (.failure(error), .zero) }
+            finished.withLock { $0 = (.failure(error), .zero, nil) }
             var byte: UInt8 = 1
             _ = write(signalFD, &byte, 1)
         }
     }
 
-    /// The finished read's outcome and how long the read took, once (nil while it runs).
-    func take() -> (outcome: Outcome, took: Duration)? {
+    /// The finished read, once (nil while it runs).
+    func take() -> Finished? {
         var buffer = [UInt8](repeating: 0, count: 16)
         while read(wakeFD, &buffer, buffer.count) > 0 {}
         return finished.withLock { outcome in

@@ -86,7 +86,7 @@ extension Daemon {
             peers: peers, endpoints: endpointStatus, datapath: datapathStatus, safety: safety,
             reconcileDuration: metrics.histogram, changesAppliedByKind: ReconcileMetrics.byName(metrics.applied),
             repairs: ReconcileMetrics.byName(metrics.repairs), reloadFailures: metrics.reloadFailures,
-            routeReconciles: routeReconciles, skippedPlans: skippedPlans, touchedPlans: touchedPlans, unchangedReads: unchangedReads)
+            routeReconciles: routeReconciles, skippedPlans: skippedPlans, touchedPlans: touchedPlans, configDeltas: configDeltas, unchangedReads: unchangedReads)
     }
 
     /// Answers what the status clients asked this turn: at most one request each. Reload
@@ -129,11 +129,14 @@ extension Daemon {
     /// until the file as it was at its last request is applied, so `systemctl reload` does
     /// not return early.
     func finishReload() {
-        guard let (outcome, took) = configReader.take() else { return }
+        guard let (outcome, took, statistics) = configReader.take() else { return }
         reloadInFlight = false
         let start = ContinuousClock.now
         let reply = reload(outcome)
-        logger.debug("reload timing", metadata: ["read_ms": "\(took.milliseconds)", "apply_ms": "\((ContinuousClock.now - start).milliseconds)"])
+        if statistics?.delta == true, reply.ok { configDeltas += 1 }
+        logger.debug("reloaded in", metadata: ["read_ms": "\(took.milliseconds)", "apply_ms": "\((ContinuousClock.now - start).milliseconds)",
+                                               "files_read": "\(statistics?.filesRead ?? 0)", "files_parsed": "\(statistics?.filesParsed ?? 0)",
+                                               "delta": "\(statistics?.delta ?? false)", "watched": "\(statistics?.watched ?? false)"])
         if !reloadRequested { notifier.ready(status: statusLine) }
         nextReloadAllowed = .now + Daemon.reloadSpacing
         server?.answerReloads(Daemon.encode(reply))

@@ -129,6 +129,8 @@ public final class Daemon {
     var skippedPlans = 0
     /// Of which were reloads that planned only the objects their change touched (`reconcileTouched`).
     var touchedPlans = 0
+    /// Reloads whose read was a delta of the last (`ConfigLoader.dropInDelta`).
+    var configDeltas = 0
     /// Polls whose read was the bytes the cache was decoded from (not decoded), by part.
     var unchangedReads: [String: Int] = [:]
     /// The last read of the host's netfilter forward chains, and when (`forwardChains()`).

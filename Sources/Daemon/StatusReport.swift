@@ -167,6 +167,9 @@ public struct StatusReport: Codable, Sendable {
     /// Of `reconciles`, reloads that planned only the objects their change touched (a peer
     /// added, removed or edited, and what derives from it) rather than everything.
     public var touchedPlans: Int? = nil
+    /// Reloads whose configuration read was a delta of the last: only the changed drop-in
+    /// files' peers decoded and checked, the include directory's other files not read.
+    public var configDeltas: Int? = nil
     /// Polls whose read returned the very bytes the cache was decoded from, so nothing was
     /// decoded or planned, by part (`proxies`, `datapath`).
     public var unchangedReads: [String: Int]? = nil
