@@ -437,7 +437,7 @@ struct CacheRound {
     /// The changes in the include directory `real` since the last load, from the watch kept
     /// since then; nil when there is none (a new watch is made then, for the next load).
     mutating func watch(_ real: String) -> IncludeWatch.Changes? {
-        if let watch = previous.watch, watch.directory == real {
+        if let watch = previous.watch, watch.watches(real) {
             let changes = watch.drain()
             if !changes.lost {
                 next.watch = watch

@@ -14,8 +14,11 @@ import Glibc
 /// were lost (the queue overflowed) or the directory itself went, the next load reads every
 /// file, as a load without a watch does.
 final class IncludeWatch: Sendable {
-    /// The resolved directory watched.
+    /// The resolved directory watched, and its device and inode: a file system mounted over it
+    /// (or over a directory above it) leaves the watch on the directory beneath, so each load
+    /// compares them with what the path names now (`watches`).
     let directory: String
+    private let identity: (device: UInt64, inode: UInt64)
     private let fd: Int32
 
     /// ext2/3/4, XFS, Btrfs, tmpfs, F2FS (`linux/magic.h`). Not NFS, CIFS or FUSE (changes made
@@ -29,11 +32,26 @@ final class IncludeWatch: Sendable {
         guard fd >= 0 else { return nil }
         let mask = UInt32(IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO
             | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW)
-        guard inotify_add_watch(fd, directory, mask) >= 0 else {
+        // The directory watched is the one named before and after the watch was made.
+        guard let before = Self.identity(of: directory), inotify_add_watch(fd, directory, mask) >= 0,
+              let after = Self.identity(of: directory), before == after else {
             close(fd)
             return nil
         }
         self.directory = directory
+        identity = after
+    }
+
+    private static func identity(of directory: String) -> (device: UInt64, inode: UInt64)? {
+        var info = stat()
+        guard stat(directory, &info) == 0 else { return nil }
+        return (UInt64(info.st_dev), UInt64(info.st_ino))
+    }
+
+    /// Whether `real` names the directory watched.
+    func watches(_ real: String) -> Bool {
+        guard real == directory, let now = Self.identity(of: real) else { return false }
+        return now == identity
     }
 
     deinit { close(fd) }

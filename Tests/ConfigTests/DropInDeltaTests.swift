@@ -342,6 +342,49 @@ final class DropInDeltaTests: XCTestCase {
         assertSameAsFresh(cache, "target trusted again")
     }
 
+    /// The kernel facts `IncludeWatch` rests on, on this kernel: a watch of a directory names an
+    /// entry written, `chmod`ed, created, renamed or removed there, and a file written through a
+    /// shared mapping once its writer closes it; it says nothing of a write through a second
+    /// hard link elsewhere, nor of such a link being made (hence those files are read at every
+    /// load); an overflow or the directory's removal ends it (`lost`).
+    func testWatchFactsOnThisKernel() throws {
+        try write("a.yaml", "a\n")
+        try write("m.yaml", "m\n")
+        let watch = try XCTUnwrap(IncludeWatch(directory: confD), "a watch on \(confD)")
+        XCTAssertEqual(watch.drain().names, [])
+        try "b\n".write(toFile: confD + "/a.yaml", atomically: false, encoding: .utf8)
+        XCTAssertEqual(watch.drain().names, ["a.yaml"])
+        chmod(confD + "/a.yaml", 0o600)
+        XCTAssertEqual(watch.drain().names, ["a.yaml"])
+
+        XCTAssertEqual(link(confD + "/a.yaml", fixture.path("second")), 0)
+        var changes = watch.drain()
+        XCTAssertEqual(changes.names, [], "a second link made elsewhere: no event")
+        let fd = open(fixture.path("second"), O_WRONLY | O_APPEND)
+        _ = "c\n".withCString { Glibc.write(fd, $0, strlen($0)) }
+        close(fd)
+        changes = watch.drain()
+        XCTAssertEqual(changes.names, [], "written through the other link: no event")
+
+        let m = open(confD + "/m.yaml", O_RDWR)
+        let map = try XCTUnwrap(mmap(nil, 2, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0))
+        map.storeBytes(of: UInt8(ascii: "z"), as: UInt8.self)
+        msync(map, 2, MS_SYNC)
+        XCTAssertEqual(watch.drain().names, [], "a write through a mapping: no event yet")
+        munmap(map, 2)
+        close(m)
+        XCTAssertEqual(watch.drain().names, ["m.yaml"], "its writer closed it")
+
+        XCTAssertEqual(rename(confD + "/a.yaml", confD + "/b.yaml"), 0)
+        changes = watch.drain()
+        XCTAssertEqual(changes.names, ["a.yaml", "b.yaml"])
+        XCTAssertTrue(changes.listing)
+        XCTAssertFalse(changes.lost)
+        for name in try FileManager.default.contentsOfDirectory(atPath: confD) { try FileManager.default.removeItem(atPath: confD + "/" + name) }
+        XCTAssertEqual(rmdir(confD), 0)
+        XCTAssertTrue(watch.drain().lost, "the directory removed")
+    }
+
     /// The include directory moved away and another put in its place: the old watch ends, the
     /// load reads every file and watches the new directory.
     func testReplacedIncludeDirectoryIsReadWhole() throws {

@@ -86,6 +86,34 @@ final class DropInReloadTests: XCTestCase {
         // Nothing changed: nothing written.
         try reload("unchanged", writes: 0)
 
+        // A file system mounted over the directory: the watch, on the directory beneath, no
+        // longer tells what the path holds; the reload reads every file.
+        // In the daemon's mount namespace (`ip netns exec` gives it one of its own); the test
+        // writes through it too.
+        let pid = try XCTUnwrap(h.process?.processIdentifier)
+        let beneath = address
+        _ = try shell("nsenter", "--mount", "--target", "\(pid)", "mount", "-t", "tmpfs", "-o", "mode=0755", "wgk-test", confD)
+        func mounted(_ name: String) -> String { "/proc/\(pid)/root" + confD + "/" + name }
+        let kept = Array(address.keys)
+        for peer in kept where peer != 7 {
+            try text(peer).write(toFile: mounted(String(format: "%02d.yaml", peer)), atomically: false, encoding: .utf8)
+        }
+        address[7] = nil
+        let output = try h.ask("reload")["output"] as? String ?? ""
+        XCTAssertFalse(output.contains("error"), output)
+        XCTAssertEqual(try routes(), expected(), "the mounted directory's files")
+        XCTAssertEqual(try proxies(), expected(), "the mounted directory's files")
+        address[8] = 0x208
+        try text(8).write(toFile: mounted(".08.tmp"), atomically: false, encoding: .utf8)
+        XCTAssertEqual(rename(mounted(".08.tmp"), mounted("08.yaml")), 0)
+        try reload("then watched again", writes: 4)
+        // Unmounted: the directory beneath, as it was, read whole again.
+        _ = try shell("nsenter", "--mount", "--target", "\(pid)", "umount", confD)
+        address = beneath
+        XCTAssertFalse((try h.ask("reload")["output"] as? String ?? "").contains("error"))
+        XCTAssertEqual(try routes(), expected(), "the directory beneath")
+        XCTAssertEqual(try proxies(), expected(), "the directory beneath")
+
         // A fresh start of the same files agrees with what the reloads left: nothing to write.
         h.stop()
         let before = try routes()
