@@ -368,31 +368,37 @@ extension ConfigLoader {
         next.watch = round.next.watch
         // Every file the watch does not see was read this load (`watchedDelta` reads them all).
         next.unwatched = round.unwatched
-        var dropIns: [DropInFile] = []
-        dropIns.reserveCapacity(kept.files.count + changes.count)
-        var shift = [Int](repeating: 0, count: devices.count)
-        var c = 0
-        for position in 0 ... kept.files.count {
-            var own: FileChange?
-            while c < changes.count, changes[c].position == position {
-                let change = changes[c]
-                c += 1
-                for d in devices.indices { shift[d] += change.counts[d] - change.oldCounts[d] }
-                if change.kind != .removed {
-                    dropIns.append(DropInFile(path: change.path, counts: change.counts, peersOnly: true))
-                    round.forgetPeers(of: change.path)
+        if changes.allSatisfy({ $0.kind == .changed && $0.counts == $0.oldCounts }) {
+            // The same files, each listing as many peers as before (an edit): the list and every
+            // other file's kept places stand.
+            for change in changes { round.forgetPeers(of: change.path) }
+        } else {
+            var dropIns: [DropInFile] = []
+            dropIns.reserveCapacity(kept.files.count + changes.count)
+            var shift = [Int](repeating: 0, count: devices.count)
+            var c = 0
+            for position in 0 ... kept.files.count {
+                var own: FileChange?
+                while c < changes.count, changes[c].position == position {
+                    let change = changes[c]
+                    c += 1
+                    for d in devices.indices { shift[d] += change.counts[d] - change.oldCounts[d] }
+                    if change.kind != .removed {
+                        dropIns.append(DropInFile(path: change.path, counts: change.counts, peersOnly: true))
+                        round.forgetPeers(of: change.path)
+                    }
+                    if change.kind != .added {
+                        own = change
+                        break
+                    }
                 }
-                if change.kind != .added {
-                    own = change
-                    break
-                }
+                guard position < kept.files.count, own == nil else { continue }
+                dropIns.append(kept.files[position])
+                if shift.contains(where: { $0 != 0 }) { round.shiftPeers(of: kept.files[position].path, by: shift) }
             }
-            guard position < kept.files.count, own == nil else { continue }
-            dropIns.append(kept.files[position])
-            if shift.contains(where: { $0 != 0 }) { round.shiftPeers(of: kept.files[position].path, by: shift) }
+            next.files = dropIns
+            configuration.files = [main] + dropIns.map(\.path)
         }
-        next.files = dropIns
-        configuration.files = [main] + dropIns.map(\.path)
         next.configuration = configuration
         round.next.kept = next
         round.next.devices = desired.devices
@@ -548,23 +554,32 @@ private struct DeltaChecks {
         func named(_ name: String) -> Bool { fewNames?.contains(name) ?? names.contains(name) }
         func keyed(_ key: Key) -> Bool { fewKeys?.contains(key) ?? keys.contains(key) }
         func claimed(_ prefix: IPPrefix) -> Bool { fewPrefixes?.contains(prefix) ?? prefixes.contains(prefix) }
+        // Read in place, not each peer copied (10 000 of them at every reload).
+        func clashes(_ peer: UnsafePointer<DesiredPeer>, device d: Int, near: [(prefix: IPPrefix, peer: Int)], watchEndpoints: Bool) -> Bool {
+            if named(peer.pointee.name) || keyed(Key(device: d, key: peer.pointee.publicKey)) { return true }
+            for prefix in peer.pointee.allowedIPs {
+                if claimed(prefix) { return true }
+                if near.contains(where: { $0.prefix.contains(prefix) || prefix.contains($0.prefix) }) { return true }
+                if watchEndpoints, endpoints.contains(where: { prefix.contains($0) }) { return true }
+            }
+            if strict, !tunnelPrefixes.isEmpty, case .address(let endpoint)? = peer.pointee.endpoint,
+               tunnelPrefixes.contains(where: { $0.contains(endpoint.address) }) { return true }
+            return false
+        }
         for (d, device) in devices.enumerated() {
             let gaps = replaced.map { $0[d] }.filter { !$0.isEmpty }
-            var gap = 0
             let near = perDevice[d]
             let watchEndpoints = strict && d == tunnel && !endpoints.isEmpty
-            for (k, peer) in device.peers.enumerated() {
-                while gap < gaps.count, gaps[gap].upperBound <= k { gap += 1 }
-                if gap < gaps.count, gaps[gap].contains(k) { continue }
-                if named(peer.name) || keyed(Key(device: d, key: peer.publicKey)) { return false }
-                for prefix in peer.allowedIPs {
-                    if claimed(prefix) { return false }
-                    if near.contains(where: { $0.prefix.contains(prefix) || prefix.contains($0.prefix) }) { return false }
-                    if watchEndpoints, endpoints.contains(where: { prefix.contains($0) }) { return false }
+            let clash = device.peers.withUnsafeBufferPointer { peers in
+                var gap = 0
+                for k in peers.indices {
+                    while gap < gaps.count, gaps[gap].upperBound <= k { gap += 1 }
+                    if gap < gaps.count, gaps[gap].contains(k) { continue }
+                    if clashes(peers.baseAddress! + k, device: d, near: near, watchEndpoints: watchEndpoints) { return true }
                 }
-                if strict, !tunnelPrefixes.isEmpty, case .address(let endpoint)? = peer.endpoint,
-                   tunnelPrefixes.contains(where: { $0.contains(endpoint.address) }) { return false }
+                return false
             }
+            if clash { return false }
         }
         return true
     }

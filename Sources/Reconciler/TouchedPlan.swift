@@ -92,10 +92,14 @@ extension DesiredState {
             if let keys = touched.peers[device.name].map(SmallSet.init) { kept.peers = device.peers.filter { keys.contains($0.publicKey) } }
             return kept
         }
-        let routeIdentities = SmallSet(touched.routes)
-        result.routes = routes.filter { routeIdentities.contains($0.identity) }
-        let places = SmallSet(touched.proxies)
-        result.proxies = proxies.filter { places.contains(TouchedObjects.ProxyPlace(device: $0.device, address: $0.address)) }
+        // Destinations and addresses first: most objects differ there, and are passed over
+        // without an identity or a place (a device name) made for them.
+        let routeDestinations = SmallSet(Set(touched.routes.map(\.destination))), routeIdentities = SmallSet(touched.routes)
+        result.routes = routes.filter { routeDestinations.contains($0.destination) && routeIdentities.contains($0.identity) }
+        let proxyAddresses = SmallSet(Set(touched.proxies.map(\.address))), places = SmallSet(touched.proxies)
+        result.proxies = proxies.filter {
+            proxyAddresses.contains($0.address) && places.contains(TouchedObjects.ProxyPlace(device: $0.device, address: $0.address))
+        }
         if var datapath {
             let entries = SmallSet(touched.datapath)
             datapath.entries = datapath.entries.filter(entries.contains)
