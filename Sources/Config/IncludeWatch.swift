@@ -86,8 +86,15 @@ final class IncludeWatch: Sendable {
                     if event.mask & UInt32(IN_Q_OVERFLOW | IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT) != 0 { changes.lost = true }
                     if event.mask & UInt32(IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO) != 0 { changes.listing = true }
                     if length > 0, offset + headerSize + length <= n {
-                        let name = UnsafeRawBufferPointer(rebasing: buffer[offset + headerSize ..< offset + headerSize + length])
-                        changes.names.insert(String(decoding: name.prefix { $0 != 0 }, as: UTF8.self))
+                        let bytes = UnsafeRawBufferPointer(rebasing: buffer[offset + headerSize ..< offset + headerSize + length]).prefix { $0 != 0 }
+                        let name = String(decoding: bytes, as: UTF8.self)
+                        // A name that is not UTF-8 (decoded, it names another file or none), or
+                        // one equal to another only under Unicode normalisation (Swift's strings
+                        // compare canonically: a set keeps one of them): the watch cannot say
+                        // which file changed.
+                        if !name.utf8.elementsEqual(bytes) { changes.lost = true }
+                        let (inserted, member) = changes.names.insert(name)
+                        if !inserted, !member.utf8.elementsEqual(name.utf8) { changes.lost = true }
                     }
                     offset += headerSize + length
                 }

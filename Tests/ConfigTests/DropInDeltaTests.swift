@@ -418,6 +418,39 @@ final class DropInDeltaTests: XCTestCase {
         XCTAssertNil(assertSameAsFresh(cache, "nested").outcome.desired)
     }
 
+    /// Creates a file in the include directory whose name is `bytes` (any bytes, not only UTF-8).
+    private func writeRaw(_ bytes: [UInt8], _ text: String) throws {
+        let path = Array((confD + "/").utf8) + bytes + [0]
+        let fd = path.withUnsafeBufferPointer { buffer in
+            buffer.withMemoryRebound(to: CChar.self) { open($0.baseAddress!, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+        }
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }
+        close(fd)
+    }
+
+    private func unlinkRaw(_ bytes: [UInt8]) {
+        let path = Array((confD + "/").utf8) + bytes + [0]
+        _ = path.withUnsafeBufferPointer { buffer in buffer.withMemoryRebound(to: CChar.self) { unlink($0.baseAddress!) } }
+    }
+
+    /// A drop-in whose name is not UTF-8: a fresh load reads the name as decoded (a U+FFFD in
+    /// place of the byte), finds no such file and refuses; the watch's event names the same
+    /// decoded name, which a delta must not take for a file that went.
+    func testANameThatIsNotUTF8IsRefusedAsByAFreshLoad() throws {
+        try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
+        for n in 0..<3 { try write("\(n).yaml", onePeer("c\(n)", 100 + n)) }
+        let cache = cache()
+        assertSameAsFresh(cache, "start")
+        XCTAssertTrue(assertSameAsFresh(cache, "unchanged").delta)
+        let name: [UInt8] = [0xFF] + Array(".yaml".utf8)
+        defer { unlinkRaw(name) }
+        try writeRaw(name, onePeer("odd", 50))
+        XCTAssertNil(assertSameAsFresh(cache, "a name that is not UTF-8").outcome.desired)
+        unlinkRaw(name)
+        XCTAssertNotNil(assertSameAsFresh(cache, "removed").outcome.desired)
+    }
+
     /// With a policy, a changed peer could change what a group means: no delta.
     func testNoDeltaWithAPolicy() throws {
         try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false, extra: "policy: {client_to_lan: deny}\n"))
