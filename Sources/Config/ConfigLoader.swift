@@ -71,6 +71,14 @@ public struct ConfigLoader: Sendable {
             var trees = [tree]
             var parsedTrees: [String: Tree] = [:]
             let names = real == nil ? [] : includeNames(resolved, at: at, errors: &errors)
+            // Names equal only under Unicode normalisation (`é` as one scalar, and as `e` with a
+            // combining accent) are different files that Swift's strings, and so the cache's
+            // tables keyed by path, take for one: such a load is made again without a cache
+            // (the main file's tree may be the cache's, its peers reduced), and keeps nothing.
+            if round.keeping, zip(names, names.dropFirst()).contains(where: { $0 == $1 }) {
+                round = CacheRound(previous: ConfigCache.State(), keeping: false, now: round.now, watching: false)
+                return ConfigLoader(root: root, limits: limits).load(path: path)
+            }
             round.next.files.reserveCapacity(names.count + 1)
             for name in names {
                 let file = resolved.appendingPathComponent(name)

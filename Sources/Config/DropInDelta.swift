@@ -116,6 +116,9 @@ extension ConfigLoader {
             }
             return PeerCounts(counts)
         }
+        // Names equal only under Unicode normalisation (Swift's strings compare canonically):
+        // a delta's lookups by name could not tell the files apart.
+        for (a, b) in zip(files.dropFirst(), files.dropFirst(2)) where a == b { return nil }
         guard let main = counts(shapes[0].counts) else { return nil }
         var dropIns: [DropInFile] = []
         dropIns.reserveCapacity(files.count - 1)
@@ -172,6 +175,10 @@ extension ConfigLoader {
         case all([String])
         case named(present: [String], absent: [String])
     }
+
+    /// Whether two paths are the same bytes (`==` on strings is canonical equivalence: `é` as
+    /// one scalar equals `e` and a combining accent, which name different files).
+    static func sameBytes(_ a: String, _ b: String) -> Bool { a.utf8.elementsEqual(b.utf8) }
 
     /// Where in `files` (sorted by path) the one of `path` is.
     static func index(_ files: [DropInFile], _ path: String) -> Int? {
@@ -247,6 +254,8 @@ extension ConfigLoader {
         var changes: [FileChange] = []
         switch listing {
         case .all(let files):
+            // Two names equal only under Unicode normalisation: told apart by their bytes alone.
+            for (a, b) in zip(files, files.dropFirst()) where a == b { return nil }
             // The last load's files and this one's are both in name order: one walk pairs them.
             // An added file comes before the last load's file at its position.
             var i = 0, j = 0
@@ -261,6 +270,7 @@ extension ConfigLoader {
                     changes.append(change)
                     j += 1
                 } else {
+                    guard Self.sameBytes(kept.files[i].path, files[j]) else { return nil }
                     if parsed.contains(files[j]) {
                         var change = FileChange(kind: .changed, position: i, path: files[j], oldCounts: kept.files[i].counts)
                         guard kept.files[i].peersOnly, decode(files[j], into: &change) else { return nil }
@@ -275,11 +285,13 @@ extension ConfigLoader {
             // Each added file comes before the kept one at its position, in name order.
             for path in absent {
                 guard let i = Self.index(kept.files, path) else { continue }
-                guard kept.files[i].peersOnly else { return nil }
+                guard Self.sameBytes(kept.files[i].path, path), kept.files[i].peersOnly else { return nil }
                 changes.append(FileChange(kind: .removed, position: i, path: path, oldCounts: kept.files[i].counts))
             }
             for path in present where path != main {
                 if let i = Self.index(kept.files, path) {
+                    // Found by a name equal only under Unicode normalisation: another file.
+                    guard Self.sameBytes(kept.files[i].path, path) else { return nil }
                     guard parsed.contains(path) else { continue }
                     var change = FileChange(kind: .changed, position: i, path: path, oldCounts: kept.files[i].counts)
                     guard kept.files[i].peersOnly, decode(path, into: &change) else { return nil }

@@ -451,6 +451,34 @@ final class DropInDeltaTests: XCTestCase {
         XCTAssertNotNil(assertSameAsFresh(cache, "removed").outcome.desired)
     }
 
+    /// Two drop-ins whose names differ only in Unicode normalisation (`é` as one scalar, and as
+    /// `e` with a combining accent): different files, both read by a fresh load, though Swift's
+    /// strings compare them equal.
+    func testNamesEqualUnderUnicodeNormalisationAreDifferentFiles() throws {
+        let composed = Array("\u{E9}.yaml".utf8), decomposed = Array("e\u{301}.yaml".utf8)
+        XCTAssertNotEqual(composed, decomposed)
+        defer { unlinkRaw(composed); unlinkRaw(decomposed) }
+        try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
+        for n in 0..<3 { try write("\(n).yaml", onePeer("c\(n)", 100 + n)) }
+        try writeRaw(composed, onePeer("composed", 11))
+        let cache = cache()
+        assertSameAsFresh(cache, "start")
+        XCTAssertTrue(assertSameAsFresh(cache, "unchanged").delta)
+        try writeRaw(decomposed, onePeer("decomposed", 12))
+        let added = assertSameAsFresh(cache, "the decomposed name added")
+        XCTAssertEqual(Set(added.outcome.desired?.devices[0].peers.map(\.name) ?? []).isSuperset(of: ["composed", "decomposed"]), true)
+        assertSameAsFresh(cache, "unchanged again")
+        try writeRaw(composed, onePeer("composed2", 13))
+        try writeRaw(decomposed, onePeer("decomposed2", 14))
+        assertSameAsFresh(cache, "both changed")
+        unlinkRaw(composed)
+        assertSameAsFresh(cache, "the composed name removed")
+        try writeRaw(decomposed, onePeer("decomposed3", 15))
+        assertSameAsFresh(cache, "the decomposed one changed")
+        try writeRaw(composed, onePeer("composed3", 16))
+        assertSameAsFresh(cache, "the composed name back")
+    }
+
     /// With a policy, a changed peer could change what a group means: no delta.
     func testNoDeltaWithAPolicy() throws {
         try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false, extra: "policy: {client_to_lan: deny}\n"))
