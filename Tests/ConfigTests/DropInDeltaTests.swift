@@ -479,6 +479,52 @@ final class DropInDeltaTests: XCTestCase {
         assertSameAsFresh(cache, "the composed name back")
     }
 
+    /// Devices defined in drop-ins, with peers-only files of theirs added before and after the
+    /// defining file and removed: the device list and the peers as a fresh load has them.
+    func testDevicesDefinedInDropIns() throws {
+        try fixture.writeKey("wga.key")
+        try fixture.writeKey("wgb.key")
+        try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
+        try write("10-a.yaml", "wireguard:\n  wga:\n    private_key_file: \(fixture.path("wga.key"))\n")
+        try write("20-b.yaml", "wireguard:\n  wgb:\n    private_key_file: \(fixture.path("wgb.key"))\n")
+        for n in 0..<3 { try write("3\(n).yaml", onePeer("c\(n)", 100 + n)) }
+        let cache = cache()
+        assertSameAsFresh(cache, "start")
+        XCTAssertTrue(assertSameAsFresh(cache, "unchanged").delta)
+        let peer = "wireguard:\n  wgb:\n    peers:\n      - {name: b1, public_key: \"\(PrivateKey.generate().publicKey.base64)\", allowed_ips: [\"2001:db8:5::1/128\"]}\n"
+        try write("05-b-peers.yaml", peer)
+        let added = assertSameAsFresh(cache, "a peers-only file of wgb before the files defining wga and wgb")
+        XCTAssertEqual(added.outcome.desired?.devices.first { $0.name == "wgb" }?.peers.map(\.name), ["b1"])
+        try FileManager.default.removeItem(atPath: confD + "/05-b-peers.yaml")
+        assertSameAsFresh(cache, "removed again")
+        try write("25-b-peers.yaml", peer)
+        XCTAssertTrue(assertSameAsFresh(cache, "after the defining file: its place holds").delta)
+    }
+
+    /// More events than inotify queues (`max_queued_events`, 16 384 by default): 20 000 files
+    /// touched, one of them changed too. The events lost, the next load reads every file.
+    func testQueueOverflowMeansAWholeRead() throws {
+        try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
+        let count = 20_000
+        func name(_ n: Int) -> String { String(format: "%05d.yaml", n) }
+        func peer(_ n: Int, _ address: Int) -> String {
+            "wireguard: {wg0: {peers: [{name: p\(n), public_key: \"\(keys[n])\", allowed_ips: [\"2001:db8:2::\(String(address, radix: 16))/128\"]}]}}\n"
+        }
+        let keys = (0..<count).map { _ in PrivateKey.generate().publicKey.base64 }
+        for n in 0..<count { try write(name(n), peer(n, n + 1)) }
+        let cache = cache()
+        assertSameAsFresh(cache, "start")
+        var times = [timespec(tv_sec: 0, tv_nsec: (1 << 30) - 1), timespec(tv_sec: 0, tv_nsec: (1 << 30) - 1)]
+        for n in 0..<count { utimensat(AT_FDCWD, confD + "/" + name(n), &times, 0) }
+        try write(name(12_345), peer(12_345, 0xFFFF))
+        let after = assertSameAsFresh(cache, "every file touched, one changed")
+        XCTAssertFalse(cache.lastLoad.watched)
+        XCTAssertEqual(after.outcome.desired?.devices[0].peers.first { $0.name == "p12345" }?.allowedIPs.map(\.description), ["2001:db8:2::ffff/128"])
+        try write(name(17), peer(17, 0xFFFE))
+        XCTAssertTrue(assertSameAsFresh(cache, "one more changed").delta)
+        XCTAssertTrue(cache.lastLoad.watched)
+    }
+
     /// With a policy, a changed peer could change what a group means: no delta.
     func testNoDeltaWithAPolicy() throws {
         try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false, extra: "policy: {client_to_lan: deny}\n"))
