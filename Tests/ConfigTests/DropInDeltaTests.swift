@@ -20,47 +20,22 @@ final class DropInDeltaTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: confD, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
     }
 
-    /// Every file counts as settled (see `IncrementalLoadTests.settledCache`). `watches`: whether
-    /// the include directory is watched; without, a delta reads every file's `lstat`.
-    private func cache(watches: Bool = true) -> ConfigCache {
-        ConfigCache(now: {
-            var now = realtimeNow()
-            now.tv_sec += 3600
-            return now
-        }, watches: watches)
-    }
-
-    private func tick() { usleep(25_000) }
-
-    private struct Outcome: Equatable {
-        var desired: DesiredState?
-        var files: [String]
-        var errors: [String]
-
-        init(_ result: Result<LoadedConfig, ConfigErrors>) {
-            switch result {
-            case .success(let loaded): (desired, files, errors) = (loaded.desired, loaded.configuration.files, [])
-            case .failure(let failure): (desired, files, errors) = (nil, [], failure.errors.map(\.description))
-            }
-        }
-    }
-
     private var loads = 0, accepted = 0, deltas = 0, watched = 0
 
     @discardableResult
     private func assertSameAsFresh(_ cache: ConfigCache, _ context: @autoclosure () -> String, limits: ConfigLimits = .standard,
-                                   file: StaticString = #filePath, line: UInt = #line) -> (outcome: Outcome, delta: Bool) {
-        tick()
-        let cached = Outcome(ConfigLoader(limits: limits).load(path: main, cache: cache))
+                                   file: StaticString = #filePath, line: UInt = #line) -> (outcome: LoadOutcome, delta: Bool) {
+        tickPastTimestamps()
+        let cached = LoadOutcome(ConfigLoader(limits: limits).load(path: main, cache: cache))
         let delta = cache.lastLoad.delta
-        let fresh = Outcome(ConfigLoader(limits: limits).load(path: main))
+        let fresh = LoadOutcome(ConfigLoader(limits: limits).load(path: main))
         XCTAssertEqual(cached, fresh, "\(context())\(delta ? " (delta)" : "")", file: file, line: line)
         if delta { XCTAssertNotNil(cached.desired, "a delta with errors: \(context())", file: file, line: line) }
         loads += 1
         if cached.desired != nil { accepted += 1 }
         if delta { deltas += 1 }
         if cache.lastLoad.watched { watched += 1 }
-        tick()
+        tickPastTimestamps()
         return (cached, delta)
     }
 
@@ -174,7 +149,7 @@ final class DropInDeltaTests: XCTestCase {
         }
 
         for i in 0..<12 { try self.write("\(100 + 7 * i)-start.yaml", fragment(&random)) }
-        let cache = cache(watches: watches)
+        let cache = ConfigCache.settled(watches: watches)
         assertSameAsFresh(cache, "seed \(seed), start")
         for step in 0..<steps {
             let present = files()
@@ -245,7 +220,7 @@ final class DropInDeltaTests: XCTestCase {
             "wireguard:\n  wg0:\n    peers:\n      - {name: c\(n), public_key: \"\(PrivateKey.generate().publicKey.base64)\", allowed_ips: [\"2001:db8:1::\(String(0x1000 + n, radix: 16))/128\"]}\n"
         }
         for n in 0..<50 { try write(String(format: "%03d.yaml", n * 2), peer(n)) }
-        let cache = cache()
+        let cache = ConfigCache.settled()
         assertSameAsFresh(cache, "start")
         XCTAssertFalse(cache.lastLoad.delta)
 
@@ -272,7 +247,7 @@ final class DropInDeltaTests: XCTestCase {
     func testChangedDeviceKeyIsReadAgain() throws {
         try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
         try write("10.yaml", "wireguard:\n  wg1:\n    peers:\n      - {name: c1, public_key: \"\(ConfigFixture.bob)\", allowed_ips: [\"2001:db8:3::1/128\"]}\n")
-        let cache = cache()
+        let cache = ConfigCache.settled()
         let first = assertSameAsFresh(cache, "start").outcome
         try fixture.writeKey("wg1.key")
         let second = assertSameAsFresh(cache, "key changed")
@@ -298,7 +273,7 @@ final class DropInDeltaTests: XCTestCase {
         XCTAssertEqual(link(fixture.path("elsewhere/second.yaml"), confD + "/20-hard.yaml"), 0)
         try write("30-plain.yaml", onePeer("plain", 31))
         for n in 0..<20 { try write("5\(String(format: "%02d", n)).yaml", onePeer("c\(n)", 100 + n)) }
-        let cache = cache()
+        let cache = ConfigCache.settled()
         assertSameAsFresh(cache, "start")
         XCTAssertTrue(assertSameAsFresh(cache, "unchanged").delta)
         XCTAssertTrue(cache.lastLoad.watched)
@@ -390,7 +365,7 @@ final class DropInDeltaTests: XCTestCase {
     func testReplacedIncludeDirectoryIsReadWhole() throws {
         try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
         for n in 0..<5 { try write("\(n).yaml", onePeer("c\(n)", 100 + n)) }
-        let cache = cache()
+        let cache = ConfigCache.settled()
         assertSameAsFresh(cache, "start")
         XCTAssertTrue(assertSameAsFresh(cache, "unchanged").delta)
         XCTAssertEqual(rename(confD, fixture.path("conf.old")), 0)
@@ -412,7 +387,7 @@ final class DropInDeltaTests: XCTestCase {
     func testNestedIncludeDirInAChangedFileIsRefused() throws {
         try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
         try write("1.yaml", onePeer("c1", 101))
-        let cache = cache()
+        let cache = ConfigCache.settled()
         assertSameAsFresh(cache, "start")
         try write("1.yaml", onePeer("c1", 101) + "runtime: {include_dir: x}\n")
         XCTAssertNil(assertSameAsFresh(cache, "nested").outcome.desired)
@@ -440,7 +415,7 @@ final class DropInDeltaTests: XCTestCase {
     func testANameThatIsNotUTF8IsRefusedAsByAFreshLoad() throws {
         try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
         for n in 0..<3 { try write("\(n).yaml", onePeer("c\(n)", 100 + n)) }
-        let cache = cache()
+        let cache = ConfigCache.settled()
         assertSameAsFresh(cache, "start")
         XCTAssertTrue(assertSameAsFresh(cache, "unchanged").delta)
         let name: [UInt8] = [0xFF] + Array(".yaml".utf8)
@@ -461,7 +436,7 @@ final class DropInDeltaTests: XCTestCase {
         try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
         for n in 0..<3 { try write("\(n).yaml", onePeer("c\(n)", 100 + n)) }
         try writeRaw(composed, onePeer("composed", 11))
-        let cache = cache()
+        let cache = ConfigCache.settled()
         assertSameAsFresh(cache, "start")
         XCTAssertTrue(assertSameAsFresh(cache, "unchanged").delta)
         try writeRaw(decomposed, onePeer("decomposed", 12))
@@ -488,7 +463,7 @@ final class DropInDeltaTests: XCTestCase {
         try write("10-a.yaml", "wireguard:\n  wga:\n    private_key_file: \(fixture.path("wga.key"))\n")
         try write("20-b.yaml", "wireguard:\n  wgb:\n    private_key_file: \(fixture.path("wgb.key"))\n")
         for n in 0..<3 { try write("3\(n).yaml", onePeer("c\(n)", 100 + n)) }
-        let cache = cache()
+        let cache = ConfigCache.settled()
         assertSameAsFresh(cache, "start")
         XCTAssertTrue(assertSameAsFresh(cache, "unchanged").delta)
         let peer = "wireguard:\n  wgb:\n    peers:\n      - {name: b1, public_key: \"\(PrivateKey.generate().publicKey.base64)\", allowed_ips: [\"2001:db8:5::1/128\"]}\n"
@@ -512,7 +487,7 @@ final class DropInDeltaTests: XCTestCase {
         }
         let keys = (0..<count).map { _ in PrivateKey.generate().publicKey.base64 }
         for n in 0..<count { try write(name(n), peer(n, n + 1)) }
-        let cache = cache()
+        let cache = ConfigCache.settled()
         assertSameAsFresh(cache, "start")
         var times = [timespec(tv_sec: 0, tv_nsec: (1 << 30) - 1), timespec(tv_sec: 0, tv_nsec: (1 << 30) - 1)]
         for n in 0..<count { utimensat(AT_FDCWD, confD + "/" + name(n), &times, 0) }
@@ -529,7 +504,7 @@ final class DropInDeltaTests: XCTestCase {
     func testNoDeltaWithAPolicy() throws {
         try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false, extra: "policy: {client_to_lan: deny}\n"))
         try write("10.yaml", "wireguard:\n  wg0:\n    peers:\n      - {name: c1, public_key: \"\(ConfigFixture.bob)\", allowed_ips: [\"2001:db8:1::1/128\"]}\n")
-        let cache = cache()
+        let cache = ConfigCache.settled()
         assertSameAsFresh(cache, "start")
         try write("10.yaml", "wireguard:\n  wg0:\n    peers:\n      - {name: c1, public_key: \"\(ConfigFixture.bob)\", allowed_ips: [\"2001:db8:1::2/128\"]}\n")
         XCTAssertFalse(assertSameAsFresh(cache, "changed").delta)
@@ -554,7 +529,7 @@ final class DropInDeltaTests: XCTestCase {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: confD)) ?? [] { try FileManager.default.removeItem(atPath: confD + "/" + name) }
         try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
         for (name, text) in before { try write(name, text) }
-        let cache = cache()
+        let cache = ConfigCache.settled()
         XCTAssertNotNil(assertSameAsFresh(cache, "\(what): before", limits: limits, file: file, line: line).outcome.desired,
                         "\(what): before", file: file, line: line)
         for (name, text) in after { try write(name, text) }
@@ -619,7 +594,7 @@ final class DropInDeltaTests: XCTestCase {
     func testNoDeltaWithAPresharedKeyFile() throws {
         try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
         try write("10.yaml", peers(peer("c1", ["2001:db8:1::1/128"])))
-        let cache = cache()
+        let cache = ConfigCache.settled()
         assertSameAsFresh(cache, "start")
         try write("10.yaml", peers(peer("c1", ["2001:db8:1::1/128"]).replacingOccurrences(of: "}\n", with: ", preshared_key_file: ../alice.psk}\n")))
         let changed = assertSameAsFresh(cache, "a preshared key file named")

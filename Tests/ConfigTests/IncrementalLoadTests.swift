@@ -15,55 +15,18 @@ final class IncrementalLoadTests: XCTestCase {
 
     private var main: String { fixture.path("wgkeeper.yaml") }
 
-    /// A cache whose clock runs an hour ahead: every file counts as settled, so the identity
-    /// path (no read at all) is taken whenever the stamps match. Sound here only because the
-    /// tests let a timestamp tick pass (`tick()`) between a change and the load after it, and
-    /// between a load and the change after it, as real time does on a gateway.
-    /// `deltas`: whether a load may be a delta of the last (`ConfigLoader.dropInDelta`); the
-    /// tests of what the whole load keeps of each file turn it off.
-    private func settledCache(deltas: Bool = true) -> ConfigCache {
-        ConfigCache(now: {
-            var now = realtimeNow()
-            now.tv_sec += 3600
-            return now
-        }, deltas: deltas)
-    }
-
-    /// Longer than the kernel's coarse clock tick (at most 10 ms), so changes on either side
-    /// of it get different ctimes.
-    private func tick() { usleep(25_000) }
-
-    private struct Outcome: Equatable {
-        var desired: DesiredState?
-        var files: [String]
-        var errors: [String]
-
-        init(_ result: Result<LoadedConfig, ConfigErrors>) {
-            switch result {
-            case .success(let loaded):
-                desired = loaded.desired
-                files = loaded.configuration.files
-                errors = []
-            case .failure(let failure):
-                desired = nil
-                files = []
-                errors = failure.errors.map(\.description)
-            }
-        }
-    }
-
     private var outcomes: [Bool] = []
     /// Loads that were deltas of the last one (`ConfigCache.Statistics.delta`).
     private var deltas = 0
 
-    private func assertSameAsFresh(_ cache: ConfigCache, _ context: @autoclosure () -> String, file: StaticString = #filePath, line: UInt = #line) -> Outcome {
-        tick()
-        let incremental = Outcome(ConfigLoader().load(path: main, cache: cache))
-        let fresh = Outcome(ConfigLoader().load(path: main))
+    private func assertSameAsFresh(_ cache: ConfigCache, _ context: @autoclosure () -> String, file: StaticString = #filePath, line: UInt = #line) -> LoadOutcome {
+        tickPastTimestamps()
+        let incremental = LoadOutcome(ConfigLoader().load(path: main, cache: cache))
+        let fresh = LoadOutcome(ConfigLoader().load(path: main))
         XCTAssertEqual(incremental, fresh, context(), file: file, line: line)
         outcomes.append(incremental.desired != nil)
         if cache.lastLoad.delta { deltas += 1 }
-        tick()
+        tickPastTimestamps()
         return incremental
     }
 
@@ -132,7 +95,7 @@ final class IncrementalLoadTests: XCTestCase {
         func path(_ name: String) -> String { confD + "/" + name }
 
         for i in 0..<3 { try fragment(&random).write(toFile: path("\(10 + i)-start.yaml"), atomically: false, encoding: .utf8) }
-        let cache = settledCache(deltas: deltas)
+        let cache = ConfigCache.settled(deltas: deltas)
         _ = assertSameAsFresh(cache, "seed \(seed), start")
         for step in 0..<steps {
             let present = files()
@@ -257,7 +220,7 @@ final class IncrementalLoadTests: XCTestCase {
         func path(_ name: String) -> String { confD + "/" + name }
 
         for i in 0..<4 { try fragment(&random).write(toFile: path("\(10 + 10 * i)-start.yaml"), atomically: false, encoding: .utf8) }
-        let cache = settledCache(deltas: deltas)
+        let cache = ConfigCache.settled(deltas: deltas)
         _ = assertSameAsFresh(cache, "seed \(seed), start")
         var loosened: String?
         for step in 0..<steps {
@@ -351,7 +314,7 @@ final class IncrementalLoadTests: XCTestCase {
             return crlf ? text.replacingOccurrences(of: "\n", with: "\r\n") : text
         }
         try fixture.write("wgkeeper.yaml", render())
-        let cache = settledCache()
+        let cache = ConfigCache.settled()
         _ = assertSameAsFresh(cache, "seed \(seed), start")
         for step in 0..<steps {
             let i = random.below(items.count)
@@ -427,11 +390,11 @@ final class IncrementalLoadTests: XCTestCase {
 
             """ + gateway
         }
-        func endpoint(_ outcome: Outcome) -> String? {
+        func endpoint(_ outcome: LoadOutcome) -> String? {
             outcome.desired?.devices.first?.peers.first { $0.name == "c" }?.endpoint.map { "\($0)" }
         }
         try fixture.write("wgkeeper.yaml", text(5, again: false))
-        let cache = settledCache(deltas: false)
+        let cache = ConfigCache.settled(deltas: false)
         let first = assertSameAsFresh(cache, "first")
         XCTAssertTrue(endpoint(first)?.contains("2001:db8::5") == true, "\(first.errors) \(endpoint(first) ?? "")")
         try fixture.write("wgkeeper.yaml", text(6, again: false))
@@ -457,7 +420,7 @@ final class IncrementalLoadTests: XCTestCase {
             }.joined() + gateway
         }
         try fixture.write("wgkeeper.yaml", text("", indent: "      "))
-        let cache = settledCache(deltas: false)
+        let cache = ConfigCache.settled(deltas: false)
         let first = assertSameAsFresh(cache, "first")
         XCTAssertTrue(first.errors.contains { $0.contains("wgkeeper.yaml:5:9") }, "\(first.errors)")
         try fixture.write("wgkeeper.yaml", text("# a line above\n", indent: "      "))
@@ -505,7 +468,7 @@ final class IncrementalLoadTests: XCTestCase {
                 + "  \(second):\n    private_key_file: \(second).key\n" + (secondPeers ?? list("c", "d", 3)) + gateway
         }
         try fixture.write("wgkeeper.yaml", main("wg0", "wg1"))
-        let cache = settledCache(deltas: false)
+        let cache = ConfigCache.settled(deltas: false)
         let first = assertSameAsFresh(cache, "first")
         XCTAssertNotNil(first.desired, "\(first.errors)")
         try fixture.write("wgkeeper.yaml", main("wg1", "wg0"))
@@ -584,7 +547,7 @@ final class IncrementalLoadTests: XCTestCase {
                 return text + gateway.dropLast() + trailing
             }
             try fixture.write("wgkeeper.yaml", render())
-            let cache = settledCache()
+            let cache = ConfigCache.settled()
             _ = assertSameAsFresh(cache, "seed \(seed), start")
             for step in 0..<30 {
                 let d = random.below(2), i = random.below(lists[d].count)
@@ -630,7 +593,7 @@ final class IncrementalLoadTests: XCTestCase {
             """ + gateway
         }
         try fixture.write("wgkeeper.yaml", text(1))
-        let cache = settledCache(deltas: false)
+        let cache = ConfigCache.settled(deltas: false)
         XCTAssertNotNil(assertSameAsFresh(cache, "first").desired)
         // The load as `ConfigLoader.load` makes it: the first read reuses the kept tree, the
         // second parses the text written since.
@@ -668,7 +631,7 @@ final class IncrementalLoadTests: XCTestCase {
     func testPermissionChangeOfACachedFileIsRefused() throws {
         try fixture.write("conf.d/10-carol.yaml", AcceptedConfigs.includeFragment)
         try fixture.write("wgkeeper.yaml", header + gateway)
-        let cache = settledCache(deltas: false)
+        let cache = ConfigCache.settled(deltas: false)
         XCTAssertNil(assertSameAsFresh(cache, "first").desired == nil ? 1 : nil)
         XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 2, filesParsed: 2, peersDecoded: 1))
         _ = assertSameAsFresh(cache, "unchanged")
@@ -694,7 +657,7 @@ final class IncrementalLoadTests: XCTestCase {
     func testMainFileRefusedThenTrustedAgainTakesItsKeptPeers() throws {
         try fixture.write("conf.d/10-carol.yaml", AcceptedConfigs.includeFragment)
         try fixture.write("wgkeeper.yaml", header + "    peers:\n      - {name: alice, public_key: \"\(ConfigFixture.alice)\", allowed_ips: [\"2001:db8:1::100/128\"]}\n" + gateway)
-        let cache = settledCache(deltas: false)
+        let cache = ConfigCache.settled(deltas: false)
         XCTAssertNotNil(assertSameAsFresh(cache, "first").desired)
         chmod(main, 0o664)
         XCTAssertNil(assertSameAsFresh(cache, "main file group-writable").desired)
@@ -711,7 +674,7 @@ final class IncrementalLoadTests: XCTestCase {
             .replacingOccurrences(of: "carol-desktop", with: "alice-laptop").replacingOccurrences(of: ConfigFixture.carol, with: ConfigFixture.alice)
             .replacingOccurrences(of: "::102/", with: "::100/"))
         try fixture.write("wgkeeper.yaml", header + gateway)
-        let cache = settledCache(deltas: false)
+        let cache = ConfigCache.settled(deltas: false)
         XCTAssertEqual(assertSameAsFresh(cache, "first").desired?.devices.first?.peers.map(\.name), ["carol-desktop", "alice-laptop"])
 
         try FileManager.default.removeItem(atPath: fixture.path("conf.d/10-carol.yaml"))
@@ -753,7 +716,7 @@ final class IncrementalLoadTests: XCTestCase {
                 - {from: admins, to: "2001:db8:1::10", protocol: tcp, ports: [22]}
 
             """)
-        let cache = settledCache(deltas: false)
+        let cache = ConfigCache.settled(deltas: false)
         let first = assertSameAsFresh(cache, "first")
         XCTAssertEqual(first.desired?.policy?.rules.map(\.description), [
             "from admins to 2001:db8:1::10 tcp port 22 allow", "from carol-desktop to 2001:db8:1::9 udp port 53 allow",
@@ -781,14 +744,14 @@ final class IncrementalLoadTests: XCTestCase {
         try fixture.write("conf.d/10-carol.yaml", AcceptedConfigs.includeFragment)
         try fixture.write("wgkeeper.yaml", header + gateway)
         let cache = ConfigCache()  // the real clock: everything was written just now
-        XCTAssertNotNil(Outcome(ConfigLoader().load(path: main, cache: cache)).desired)
+        XCTAssertNotNil(LoadOutcome(ConfigLoader().load(path: main, cache: cache)).desired)
         let file = fixture.path("conf.d/10-carol.yaml")
         var info = stat()
         stat(file, &info)
         try AcceptedConfigs.includeFragment.replacingOccurrences(of: "::102/", with: "::103/").write(toFile: file, atomically: false, encoding: .utf8)
         var times = [info.st_atim, info.st_mtim]
         utimensat(AT_FDCWD, file, &times, 0)
-        let loaded = Outcome(ConfigLoader().load(path: main, cache: cache))
+        let loaded = LoadOutcome(ConfigLoader().load(path: main, cache: cache))
         XCTAssertEqual(loaded.desired?.devices.first?.peers.first?.allowedIPs.map(\.description), ["2001:db8:1::103/128"])
         XCTAssertEqual(cache.lastLoad.filesRead, 2, "neither file is old enough to be trusted by its stamps")
         XCTAssertEqual(cache.lastLoad.filesParsed, 1, "the main file's bytes are those parsed before")
@@ -805,7 +768,7 @@ final class IncrementalLoadTests: XCTestCase {
             return text + gateway
         }
         try fixture.write("wgkeeper.yaml", text(nil))
-        let cache = settledCache(deltas: false)
+        let cache = ConfigCache.settled(deltas: false)
         _ = assertSameAsFresh(cache, "first")
         XCTAssertEqual(cache.lastLoad.peersDecoded, 50)
         // A kept peer's item is reduced to 4 nodes (its mapping, `allowed_ips`, the list, the
@@ -842,7 +805,7 @@ final class IncrementalLoadTests: XCTestCase {
                   - {name: u1, public_key: "\(ConfigFixture.bob)", allowed_ips: ["2001:db8:2::2/128"]}
 
             """)
-        let cache = settledCache(deltas: false)
+        let cache = ConfigCache.settled(deltas: false)
         try fixture.write("conf.d/10-b.yaml", "wireguard: {wg2: dropped}\n")
         XCTAssertNil(assertSameAsFresh(cache, "wg2 dropped").desired)
         try fixture.write("conf.d/10-b.yaml", "wireguard: {wg1: dropped}\n")
@@ -872,7 +835,7 @@ final class IncrementalLoadTests: XCTestCase {
 
             """ + (routes ? "routes: *shared\n" : "")
         }
-        let cache = settledCache(deltas: false)
+        let cache = ConfigCache.settled(deltas: false)
         try fixture.write("conf.d/20-a.yaml", text(5, routes: false))
         _ = assertSameAsFresh(cache, "first")
         XCTAssertEqual(cache.lastLoad.peersDecoded, 4, "each item once for each device")
@@ -911,7 +874,7 @@ final class IncrementalLoadTests: XCTestCase {
                 + "  wg1:\n    private_key_file: ../wg1.key\n    peers:\n" + wg1.joined()
         }
         let keys = (0..<6).map { _ in PrivateKey.generate().publicKey.base64 }
-        let cache = settledCache(deltas: false)
+        let cache = ConfigCache.settled(deltas: false)
         try fixture.write("conf.d/20-a.yaml", devices([peer("a0", keys[0], 10), peer("a1", keys[1], 11)], [peer("a2", keys[2], 12)]))
         try fixture.write("conf.d/30-b.yaml", devices([peer("b0", keys[3], 20)], [peer("b1", keys[4], 21), peer("b2", keys[5], 22)]))
         _ = assertSameAsFresh(cache, "first")
