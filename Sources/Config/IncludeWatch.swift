@@ -24,10 +24,15 @@ final class IncludeWatch: Sendable {
     /// ext2/3/4, XFS, Btrfs, tmpfs, F2FS (`linux/magic.h`). Not NFS, CIFS or FUSE (changes made
     /// on another host), nor overlayfs (changes made to a layer beneath).
     static let localFileSystems: Set<Int64> = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0xF2F5_2010]
+    /// The same by the mount's type: 9p passes the host's `f_type` through (a 9p mount of an
+    /// ext4 directory says 0xEF53), yet its inodes are not shared with a writer's, so the watch
+    /// hears nothing. Both must agree.
+    static let localMountTypes: Set<String> = ["ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs"]
 
     /// Nil where no watch can be made (another file system, inotify's limits reached).
     init?(directory: String) {
-        guard Self.localFileSystems.contains(wgk_filesystem_type(directory)) else { return nil }
+        guard Self.localFileSystems.contains(wgk_filesystem_type(directory)),
+              let type = Self.mountType(of: directory), Self.localMountTypes.contains(type) else { return nil }
         fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
         guard fd >= 0 else { return nil }
         let mask = UInt32(IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO
@@ -40,6 +45,26 @@ final class IncludeWatch: Sendable {
         }
         self.directory = directory
         identity = after
+    }
+
+    /// The type `/proc/self/mountinfo` gives the mount holding `directory` (by its device).
+    static func mountType(of directory: String) -> String? {
+        var info = stat()
+        guard stat(directory, &info) == 0, let file = fopen("/proc/self/mountinfo", "re") else { return nil }
+        defer { fclose(file) }
+        let dev = UInt64(info.st_dev)
+        let device = "\(((dev >> 8) & 0xFFF) | ((dev >> 32) & ~0xFFF)):\((dev & 0xFF) | ((dev >> 12) & ~0xFF))"
+        var line: UnsafeMutablePointer<CChar>?
+        var capacity = 0
+        defer { free(line) }
+        while getline(&line, &capacity, file) > 0, let line {
+            let text = String(cString: line)
+            let fields = text.split(separator: " ")
+            guard fields.count > 3, fields[2] == device, let dash = fields.firstIndex(of: "-"), fields.index(after: dash) < fields.endIndex
+            else { continue }
+            return String(fields[fields.index(after: dash)])
+        }
+        return nil
     }
 
     private static func identity(of directory: String) -> (device: UInt64, inode: UInt64)? {

@@ -325,6 +325,8 @@ final class DropInDeltaTests: XCTestCase {
     func testWatchFactsOnThisKernel() throws {
         try write("a.yaml", "a\n")
         try write("m.yaml", "m\n")
+        // A local file system, by statfs and by the mount's type alike.
+        XCTAssertTrue(IncludeWatch.localMountTypes.contains(try XCTUnwrap(IncludeWatch.mountType(of: confD))))
         let watch = try XCTUnwrap(IncludeWatch(directory: confD), "a watch on \(confD)")
         XCTAssertEqual(watch.drain().names, [])
         try "b\n".write(toFile: confD + "/a.yaml", atomically: false, encoding: .utf8)
@@ -619,4 +621,19 @@ final class DropInDeltaTests: XCTestCase {
 
 private extension SeededGenerator {
     mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+}
+
+extension DropInDeltaTests {
+    /// An include directory empty at first, then given a file that is not peers alone (as the
+    /// system tier does): the reload reads it.
+    func testEmptyDirectoryThenAFileWithOtherSections() throws {
+        try fixture.write("wgkeeper.yaml", mainText(ndp: "kernel", unsafe: false))
+        let cache = ConfigCache.settled()
+        XCTAssertNotNil(assertSameAsFresh(cache, "empty").outcome.desired)
+        try write("extra.yaml", "proxies:\n  - address: 2001:db8:1::200\n    device: private0\n")
+        let added = assertSameAsFresh(cache, "a file of proxies")
+        XCTAssertEqual(added.outcome.desired?.proxies.contains { $0.address.description == "2001:db8:1::200" }, true)
+        try write("broken.yaml", "proxies:\n  - address: nowhere\n    device: private0\n")
+        XCTAssertNil(assertSameAsFresh(cache, "a broken file").outcome.desired)
+    }
 }

@@ -122,3 +122,29 @@ final class DropInReloadTests: XCTestCase {
         XCTAssertEqual(try h.writes(), 0, "a fresh start of the same files writes nothing")
     }
 }
+
+extension DropInReloadTests {
+    /// As the system tier does: an include directory empty at the start, then a file of proxy
+    /// entries (no delta), then a broken file (refused), then removed.
+    func testOtherSectionsInADropInAfterAnEmptyStart() throws {
+        let ns = try TestNamespace(for: self)
+        try ns.addGatewayDevices(lanAddress: "2001:db8:1::1/128")
+        let h = try DaemonHarness(self, ns: ns)
+        let confD = h.directory.appendingPathComponent("conf.d").path
+        try FileManager.default.createDirectory(atPath: confD, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
+        try h.writeConfig(h.gatewayConfig(runtime: ["include_dir: conf.d", "proxy_poll: 200ms"],
+                                          peers: [TestPeer("alice", PrivateKey.generate().publicKey, allowedIPs: ["2001:db8:1::100/128"])],
+                                          gateway: ["redirect: false"]))
+        try h.start()
+        try "proxies:\n  - address: 2001:db8:1::200\n    device: private0\n".write(toFile: confD + "/extra.yaml", atomically: false, encoding: .utf8)
+        let output = try h.ask("reload")["output"] as? String ?? ""
+        XCTAssertTrue(output.contains("reloaded"), output)
+        let proxies = Set(try ns.ipJSON("-6", "neigh", "show", "proxy").compactMap { $0["dst"] as? String })
+        XCTAssertTrue(proxies.contains("2001:db8:1::200"), "\(proxies)")
+        try "proxies:\n  - address: nowhere\n    device: private0\n".write(toFile: confD + "/broken.yaml", atomically: false, encoding: .utf8)
+        // Refused: `wgkeeper reload` exits 1 with the errors.
+        var refused = ""
+        do { refused = try h.ask("reload")["output"] as? String ?? "" } catch { refused = "\(error)" }
+        XCTAssertTrue(refused.contains("broken.yaml:2:"), refused)
+    }
+}
