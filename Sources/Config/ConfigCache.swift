@@ -128,6 +128,15 @@ struct CachedFile: Sendable {
         return devices[Int(kept.device)].peers[index]
     }
 
+    /// Its peers no longer kept: its tree is kept whole, without its items' digests, and its
+    /// peers are decoded again by the next whole load.
+    mutating func forgetPeers() {
+        tree = tree.withoutItemDigests
+        peers = []
+        keptPeerItems = 0
+        ownPeers = []
+    }
+
     /// `peers` moved by `shift` places in each device's list.
     mutating func shiftPeers(by shift: [Int]) {
         for p in peers.indices where shift.indices.contains(Int(peers[p].device)) {
@@ -176,9 +185,18 @@ struct FileUsage: Sendable, Equatable {
     static func - (a: Self, b: Self) -> Self {
         FileUsage(bytes: a.bytes - b.bytes, nodes: a.nodes - b.nodes, aliasNodes: a.aliasNodes - b.aliasNodes, aliasBytes: a.aliasBytes - b.aliasBytes)
     }
+}
 
-    func fits(_ limits: ConfigLimits) -> Bool {
-        bytes <= limits.totalBytes && nodes <= limits.nodes && aliasNodes <= limits.aliasNodes && aliasBytes <= limits.aliasBytes
+extension Tree.Budget {
+    /// The budget less `usage`; nil when any part of it would go below zero.
+    func charging(_ usage: FileUsage) -> Tree.Budget? {
+        var after = self
+        after.bytes -= usage.bytes
+        after.nodes -= usage.nodes
+        after.aliasNodes -= usage.aliasNodes
+        after.aliasBytes -= usage.aliasBytes
+        guard after.bytes >= 0, after.nodes >= 0, after.aliasNodes >= 0, after.aliasBytes >= 0 else { return nil }
+        return after
     }
 }
 

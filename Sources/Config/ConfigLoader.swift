@@ -62,9 +62,15 @@ public struct ConfigLoader: Sendable {
             let resolved = resolve(dir, relativeTo: path)
             includeDir = resolved
             let real = trustedIncludeDirectory(resolved, at: at, checked: &checked, errors: &errors)
+            /// The kept load a delta may start from: of this include directory, with no error so
+            /// far and the main file as that load read it.
+            func deltaBase() -> KeptLoad? {
+                guard cache?.deltas == true, errors.isEmpty, let kept = round.previous.kept, kept.includeDir == resolved,
+                      !round.parsed.contains(path) else { return nil }
+                return kept
+            }
             // With a watch on the directory since the kept load, only the files it names are read.
-            if let real, cache?.deltas == true, let changes = round.watch(real), errors.isEmpty, let kept = round.previous.kept,
-               kept.watch === round.next.watch, kept.includeDir == resolved, !round.parsed.contains(path),
+            if let real, cache?.deltas == true, let changes = round.watch(real), let kept = deltaBase(), kept.watch === round.next.watch,
                let loaded = watchedDelta(kept, main: path, changes: changes, resolved: resolved, real: real, at: at, checked: &checked, round: &round) {
                 return .success(loaded)
             }
@@ -90,7 +96,7 @@ public struct ConfigLoader: Sendable {
                 trees.append(included)
                 if round.parsed.count > parsed { parsedTrees[file] = included }
             }
-            if cache?.deltas == true, errors.isEmpty, let kept = round.previous.kept, kept.includeDir == resolved, !round.parsed.contains(path),
+            if let kept = deltaBase(),
                let loaded = dropInDelta(kept, main: path, files: .all(Array(files.dropFirst())), trees: parsedTrees, used: FileUsage(spent: budget),
                                         round: &round, checked: &checked) {
                 return .success(loaded)
@@ -353,12 +359,9 @@ public struct ConfigLoader: Sendable {
     /// (other files grew), so that the file is parsed and the limit reported where it is reached.
     private func reuse(_ kept: CachedFile, chargingBytes: Bool, budget: inout Tree.Budget) -> Tree? {
         guard kept.content.size <= limits.fileBytes else { return nil }
-        var after = budget
-        if chargingBytes { after.bytes -= kept.content.size }  // a file read just now was charged already
-        after.nodes -= kept.nodes
-        after.aliasNodes -= kept.aliasNodes
-        after.aliasBytes -= kept.aliasBytes
-        guard after.bytes >= 0, after.nodes >= 0, after.aliasNodes >= 0, after.aliasBytes >= 0 else { return nil }
+        var usage = kept.usage
+        if !chargingBytes { usage.bytes = 0 }  // a file read just now was charged already
+        guard let after = budget.charging(usage) else { return nil }
         budget = after
         return kept.tree
     }
@@ -465,15 +468,9 @@ struct CacheRound {
         for file in removed { next.files[file] = nil }
     }
 
-    /// A delta took this file's peers: its tree is kept whole, without its items' digests,
-    /// and its peers are decoded again by the next whole load.
+    /// A delta took this file's peers (`CachedFile.forgetPeers`).
     mutating func forgetPeers(of file: String) {
-        guard var entry = next.files.removeValue(forKey: file) else { return }
-        entry.tree = entry.tree.withoutItemDigests
-        entry.peers = []
-        entry.keptPeerItems = 0
-        entry.ownPeers = []
-        next.files[file] = entry
+        next.files[file]?.forgetPeers()
     }
 
     /// A delta moved this kept file's peers by `shift` places in each device's list.

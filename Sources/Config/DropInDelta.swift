@@ -116,9 +116,8 @@ extension ConfigLoader {
             }
             return PeerCounts(counts)
         }
-        // Names equal only under Unicode normalisation (Swift's strings compare canonically):
-        // a delta's lookups by name could not tell the files apart.
-        for (a, b) in zip(files.dropFirst(), files.dropFirst(2)) where a == b { return nil }
+        // (No two names are equal under Unicode normalisation: `load` made such a load without a
+        // cache.)
         guard let main = counts(shapes[0].counts) else { return nil }
         var dropIns: [DropInFile] = []
         dropIns.reserveCapacity(files.count - 1)
@@ -254,8 +253,8 @@ extension ConfigLoader {
         var changes: [FileChange] = []
         switch listing {
         case .all(let files):
-            // Two names equal only under Unicode normalisation: told apart by their bytes alone.
-            for (a, b) in zip(files, files.dropFirst()) where a == b { return nil }
+            // (No two of them are equal under Unicode normalisation: `load` read such a directory
+            // without a cache. One equal to a kept file's is told apart by its bytes, below.)
             // The last load's files and this one's are both in name order: one walk pairs them.
             // An added file comes before the last load's file at its position.
             var i = 0, j = 0
@@ -362,7 +361,7 @@ extension ConfigLoader {
                     spent = spent + new.usage
                 }
             }
-            guard spent.fits(limits) else { return nil }
+            guard Tree.Budget(limits).charging(spent) != nil else { return nil }
             round.next.statistics.watched = true
             // Only the files read this load are in the round's: the others are the kept load's.
             round.adoptKeptFiles(removing: changes.filter { $0.kind == .removed }.map(\.path))
