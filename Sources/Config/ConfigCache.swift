@@ -57,7 +57,7 @@ public final class ConfigCache: Sendable {
         /// The devices of the desired state the last load derived: `CachedFile.peers` name their
         /// peers (the daemon holds the same arrays, so the cache adds nothing for them).
         var devices: [DesiredWireGuardDevice] = []
-        /// What the last load made, when it succeeded with an `include_dir`: the base of a delta.
+        /// What the last load made, when it succeeded: the base of a delta.
         var kept: KeptLoad?
         /// The watch on the include directory, made before the reads of the load that made `kept`.
         var watch: IncludeWatch?
@@ -74,6 +74,8 @@ public final class ConfigCache: Sendable {
         public var delta = false
         /// The delta read only the files the include directory's watch named (`IncludeWatch`).
         public var watched = false
+        /// The delta was of the main file's changed peer items (`ConfigLoader.mainFileDelta`).
+        public var mainFile = false
     }
 
     public var lastLoad: Statistics { state.withLock { $0.statistics } }
@@ -116,6 +118,12 @@ struct CachedFile: Sendable {
     /// The peers of a file kept through a load that did not decode it (refused for its mode,
     /// say): its `KeptPeer`s name these (`KeptPeer.own`), not that load's desired state.
     var ownPeers: [DesiredPeer] = []
+    /// The main file cut at its peers' items, for a delta of its next change (`FileSegments`).
+    var segments: FileSegments?
+    /// A delta of the file's peers (`ConfigLoader.mainFileDelta`) came after its tree was
+    /// parsed: the tree no longer stands for the file (its `segments` do), and is parsed again
+    /// when a load needs it.
+    var outdated = false
 
     /// The peer `kept` names, among `devices` (the desired devices of the load that kept it) or
     /// this file's own; nil when it names none (never, while the cache is consistent).

@@ -1,6 +1,6 @@
 /// Bounds on what one load reads, checked before the work they bound: a hostile or broken
 /// file is refused with an error, never allowed to exhaust the stack, memory or time.
-public struct ConfigLimits: Sendable {
+public struct ConfigLimits: Sendable, Equatable {
     /// Per file (main file and each include): a 50 000-peer file is about 10 MiB.
     public var fileBytes = 32 << 20
     /// All files of one load together (main file and every include): many large conf.d files

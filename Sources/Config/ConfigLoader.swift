@@ -44,10 +44,30 @@ public struct ConfigLoader: Sendable {
         var round = CacheRound(previous: cache?.take() ?? ConfigCache.State(), keeping: cache != nil, now: cache?.now ?? realtimeNow,
                                watching: cache?.watches ?? false)
         defer { if let cache { cache.store(round.next) } }
+        // What was kept, while the main file's tree is outdated: a load that needs that tree
+        // whole starts again from it, the file parsed anew.
+        let kept = round.previous.files[path]?.outdated == true ? round.previous : nil
+        if let result = load(path, deltas: cache?.deltas == true, round: &round) { return result }
+        guard var previous = kept else { return .failure(ConfigErrors([ConfigError(SourceLocation(file: path, line: 1, column: 1), "internal error: the configuration cache lost the main file's tree; reload again")])) }
+        // (The first attempt took the include directory's watch's events: a new watch is made,
+        // and every file read.)
+        previous.files[path] = nil
+        previous.watch = nil
+        previous.kept = nil
+        round = CacheRound(previous: previous, keeping: true, now: round.now, watching: round.watching)
+        return load(path, deltas: false, round: &round)
+            ?? .failure(ConfigErrors([ConfigError(SourceLocation(file: path, line: 1, column: 1), "internal error: the configuration cache lost the main file's tree; reload again")]))
+    }
+
+    /// One attempt of `load`: nil when the main file's outdated tree (`CachedFile.outdated`),
+    /// taken for the sections beside its peers, turns out to be needed whole.
+    private func load(_ path: String, deltas: Bool, round: inout CacheRound) -> Result<LoadedConfig, ConfigErrors>? {
         var errors = ConfigErrorList(limit: limits.errors)
         var files = [path]
         var budget = Tree.Budget(limits)
         var checked = Set<String>()
+        // A change to the main file's peer items alone: a delta that parses those items.
+        if deltas, let loaded = mainFileDelta(path, round: &round, checked: &checked) { return .success(loaded) }
         guard var tree = read(path, budget: &budget, checked: &checked, errors: &errors, round: &round) else {
             // Nothing decoded: the main file's kept tree (when it was refused, not changed)
             // still names the last load's peers, which stay with it.
@@ -65,12 +85,12 @@ public struct ConfigLoader: Sendable {
             /// The kept load a delta may start from: of this include directory, with no error so
             /// far and the main file as that load read it.
             func deltaBase() -> KeptLoad? {
-                guard cache?.deltas == true, errors.isEmpty, let kept = round.previous.kept, kept.includeDir == resolved,
+                guard deltas, errors.isEmpty, let kept = round.previous.kept, kept.includeDir == resolved, kept.limits == limits,
                       !round.parsed.contains(path) else { return nil }
                 return kept
             }
             // With a watch on the directory since the kept load, only the files it names are read.
-            if let real, cache?.deltas == true, let changes = round.watch(real), let kept = deltaBase(), kept.watch === round.next.watch,
+            if let real, deltas, let changes = round.watch(real), let kept = deltaBase(), kept.watch === round.next.watch,
                let loaded = watchedDelta(kept, main: path, changes: changes, resolved: resolved, real: real, at: at, checked: &checked, round: &round) {
                 return .success(loaded)
             }
@@ -101,12 +121,18 @@ public struct ConfigLoader: Sendable {
                                         round: &round, checked: &checked) {
                 return .success(loaded)
             }
+            if round.outdatedTree { return nil }
             // What a delta of the next load needs, if this one succeeds.
             if round.keeping, errors.isEmpty {
-                round.shapes = trees.map(\.dropInShape)
+                round.shapes = trees.map(CacheRound.shape)
                 round.used = FileUsage(spent: budget)
             }
             tree = Tree.merge(trees, path: "", errors: &errors)
+        } else if round.outdatedTree {
+            return nil
+        } else if round.keeping, errors.isEmpty {
+            round.shapes = [CacheRound.shape(tree)]
+            round.used = FileUsage(spent: budget)
         }
 
         return validate(consume tree, files: files, includeDir: includeDir, errors: errors, peers: &round) { readKeys(&$0, checked: &checked, errors: &$1) }
@@ -166,7 +192,7 @@ public struct ConfigLoader: Sendable {
         // Its devices are the configuration's, one for one, each peer at its section's place.
         if round.keeping { round.next.devices = desired.devices }
         guard errors.isEmpty else { return .failure(errors.sorted(files: files)) }
-        round.next.kept = Self.keptLoad(configuration, desired, files: files, round: round)
+        round.next.kept = Self.keptLoad(configuration, desired, files: files, round: round, limits: limits)
         return .success(LoadedConfig(configuration: configuration, desired: desired))
     }
 
@@ -223,7 +249,7 @@ public struct ConfigLoader: Sendable {
 
     /// The include directory resolved, once it and every directory on its path are known to be
     /// writable only by root (or whoever runs this); nil, with the error, when not.
-    private func trustedIncludeDirectory(_ directory: String, at: SourceLocation, checked: inout Set<String>,
+    func trustedIncludeDirectory(_ directory: String, at: SourceLocation, checked: inout Set<String>,
                                          errors: inout ConfigErrorList) -> String? {
         switch resolveTrusted(directory, directory: true, checked: &checked) {
         case .success(let resolved): return resolved
@@ -291,7 +317,8 @@ public struct ConfigLoader: Sendable {
         var previous = round.previous.files[file].flatMap { $0.real == real ? $0 : nil }
         // The same file, untouched since a read that began well after its last change.
         if trusted, var kept = previous, kept.settled, let info = trustedFileStatus(real, known: status), FileIdentity(info) == kept.identity,
-           let tree = reuse(kept, chargingBytes: true, budget: &budget) {
+           let tree = reuse(kept, chargingBytes: true, outdated: entry == nil, budget: &budget) {
+            if kept.outdated { round.outdatedTree = true }
             round.keep(file, &kept)
             return tree
         }
@@ -321,7 +348,13 @@ public struct ConfigLoader: Sendable {
         }
         // Stamps moved (or were too recent to vouch), the bytes did not: the tree stands.
         let digest = round.keeping ? data.withUnsafeBytes(ContentDigest.init) : nil
-        if var kept = previous, kept.content == digest, let tree = reuse(kept, chargingBytes: false, budget: &budget) {
+        // An outdated tree's pieces tell whether its bytes changed (`FileSegments`).
+        let same = previous.map { kept in
+            guard kept.outdated else { return kept.content == digest }
+            return entry == nil && kept.segments.map { segments in data.withUnsafeBytes { segments.difference($0) == nil } } == true
+        } ?? false
+        if same, var kept = previous, let tree = reuse(kept, chargingBytes: false, outdated: entry == nil, budget: &budget) {
+            if kept.outdated { round.outdatedTree = true }
             kept.identity = identity
             kept.settled = identity.settled(before: start)
             round.keep(file, &kept)
@@ -341,12 +374,15 @@ public struct ConfigLoader: Sendable {
             var own = ConfigErrorList(limit: limits.errors)
             let before = budget
             round.next.statistics.filesParsed += 1
-            let tree = Tree.parse(bytes.assumingMemoryBound(to: UInt8.self), file: file, expected: expected, itemDigests: round.keeping,
-                                  budget: &budget, errors: &own)
+            let text = bytes.assumingMemoryBound(to: UInt8.self)
+            // The main file's lists of peers are cut at their items, for a delta of its next change.
+            let lists = round.keeping && entry == nil ? ListRecorder(.peers) : nil
+            let tree = Tree.parse(text, file: file, expected: expected, itemDigests: round.keeping, lists: lists, budget: &budget, errors: &own)
             if let tree, own.isEmpty, let digest {
                 var kept = CachedFile(real: real, identity: identity, settled: identity.settled(before: start), content: digest, tree: tree,
                                       nodes: before.nodes - budget.nodes, aliasNodes: before.aliasNodes - budget.aliasNodes,
                                       aliasBytes: before.aliasBytes - budget.aliasBytes, parsedSize: tree.storage.size)
+                kept.segments = lists.flatMap { FileSegments(text, recorded: $0) }
                 round.keep(file, &kept)
                 round.parsed.append(file)
             }
@@ -357,8 +393,10 @@ public struct ConfigLoader: Sendable {
 
     /// A kept tree, charged to the budget as parsing it charged it; nil when it no longer fits
     /// (other files grew), so that the file is parsed and the limit reported where it is reached.
-    private func reuse(_ kept: CachedFile, chargingBytes: Bool, budget: inout Tree.Budget) -> Tree? {
-        guard kept.content.size <= limits.fileBytes else { return nil }
+    /// `outdated`: an outdated tree (`CachedFile.outdated`) may be taken, for the main file's
+    /// sections beside its peers (`CacheRound.outdatedTree`).
+    private func reuse(_ kept: CachedFile, chargingBytes: Bool, outdated: Bool, budget: inout Tree.Budget) -> Tree? {
+        guard kept.content.size <= limits.fileBytes, outdated || !kept.outdated else { return nil }
         var usage = kept.usage
         if !chargingBytes { usage.bytes = 0 }  // a file read just now was charged already
         guard let after = budget.charging(usage) else { return nil }
@@ -423,12 +461,21 @@ struct CacheRound {
     var parsed: [String] = []
     /// Each file's `Tree.dropInShape`, main first, and what reading them spent, for
     /// `ConfigLoader.keptLoad`.
-    var shapes: [(counts: [(device: String, items: [Tree])], peersOnly: Bool)]?
+    var shapes: [(counts: [(device: String, items: Int)], peersOnly: Bool)]?
+
+    /// A tree's `Tree.dropInShape`, its items counted (not kept: 50 000 of them in a main file).
+    static func shape(_ tree: Tree) -> (counts: [(device: String, items: Int)], peersOnly: Bool) {
+        let shape = tree.dropInShape
+        return (shape.counts.map { ($0.device, $0.items.count) }, shape.peersOnly)
+    }
     var used = FileUsage()
     /// The include files read that a watch of their directory does not see change.
     var unwatched: [String] = []
     /// Whether anything is kept (a load without a cache keeps nothing).
     let keeping: Bool
+    /// The main file's outdated tree was taken (`CachedFile.outdated`): it stands for the
+    /// file's other sections, not its peers, so that only a delta can come of this load.
+    var outdatedTree = false
     let now: @Sendable () -> timespec
 
     /// Whether include directories are watched (`IncludeWatch`).

@@ -2,7 +2,7 @@ import Glibc
 import Netlink
 import Reconciler
 
-/// What a load that succeeded with an `include_dir` keeps for the next (`ConfigCache.State.kept`):
+/// What a load that succeeded keeps for the next (`ConfigCache.State.kept`):
 /// the desired state it made and, for each file, how many peers it lists per device. A reload
 /// whose changed drop-in files hold peers and nothing else (one file per peer is the common
 /// layout) is then a delta (`ConfigLoader.dropInDelta`): the changed files' peers are decoded,
@@ -13,8 +13,9 @@ struct KeptLoad: Sendable {
     /// Without its devices' peer sections: the desired state holds the peers.
     var configuration: Configuration
     var desired: DesiredState
-    /// Resolved, as the main file names it.
-    var includeDir: String
+    /// Resolved, as the main file names it; nil without one (`ConfigLoader.mainFileDelta`
+    /// still starts from such a load).
+    var includeDir: String?
     /// The main file's peers per device: they come first in each device's list.
     var main: PeerCounts
     /// The include directory's files in reading (name) order.
@@ -28,6 +29,8 @@ struct KeptLoad: Sendable {
     var watch: IncludeWatch?
     /// Names of the include files that watch does not see change: read at every load.
     var unwatched: [String]
+    /// The limits it was loaded under: a delta holds only under the same.
+    var limits: ConfigLimits
 }
 
 /// An include file as the last load read it.
@@ -99,20 +102,20 @@ extension ConfigLoader {
     /// The kept load for the next, made from a load that succeeded: `shapes` are its files'
     /// (`Tree.dropInShape`), main first, named by `files`. Nil when its counts do not add up
     /// to the desired state's peers (never, while the decoder reads peers where the shape looks).
-    static func keptLoad(_ configuration: Configuration, _ desired: DesiredState, files: [String], round: CacheRound) -> KeptLoad? {
+    static func keptLoad(_ configuration: Configuration, _ desired: DesiredState, files: [String], round: CacheRound, limits: ConfigLimits) -> KeptLoad? {
         guard let shapes = round.shapes else { return nil }
-        guard let includeDir = configuration.runtime.includeDir, shapes.count == files.count, !files.isEmpty else { return nil }
+        guard shapes.count == files.count, !files.isEmpty else { return nil }
         // A preshared key file is read at every load: a delta would not read the kept peers'.
         for device in configuration.devices where device.peers.hasKeyFiles { return nil }
         var index: [String: Int] = [:]
         for (d, device) in desired.devices.enumerated() { index[device.name] = d }
         var totals = [Int](repeating: 0, count: desired.devices.count)
-        func counts(_ shape: [(device: String, items: [Tree])]) -> PeerCounts? {
+        func counts(_ shape: [(device: String, items: Int)]) -> PeerCounts? {
             var counts: [(device: Int, count: Int)] = []
-            for (name, items) in shape where !items.isEmpty {
+            for (name, items) in shape where items > 0 {
                 guard let d = index[name] else { return nil }
-                counts.append((d, items.count))
-                totals[d] += items.count
+                counts.append((d, items))
+                totals[d] += items
             }
             return PeerCounts(counts)
         }
@@ -129,9 +132,9 @@ extension ConfigLoader {
         var stripped = configuration
         for d in stripped.devices.indices { stripped.devices[d].peers = PeerSections() }
         let allowed = desired.devices.reduce(0) { $0 + $1.peers.reduce(0) { $0 + $1.allowedIPs.count } }
-        return KeptLoad(configuration: stripped, desired: desired, includeDir: includeDir, main: main, files: dropIns,
+        return KeptLoad(configuration: stripped, desired: desired, includeDir: configuration.runtime.includeDir, main: main, files: dropIns,
                         objects: allowed + configuration.routes.count + configuration.proxies.count, used: round.used,
-                        watch: round.next.watch, unwatched: round.unwatched)
+                        watch: round.next.watch, unwatched: round.unwatched, limits: limits)
     }
 
     /// A delta of the kept load told by the include directory's watch: the files it names (and
@@ -319,33 +322,11 @@ extension ConfigLoader {
             }
             starts.append(running)
         }
-        let replaced = changes.indices.map { c in
-            devices.indices.map { d in starts[c][d] ..< starts[c][d] + changes[c].oldCounts[d] }
+        let splices = changes.indices.map { c in
+            PeerSplice(replaced: devices.indices.map { d in starts[c][d] ..< starts[c][d] + changes[c].oldCounts[d] },
+                       peers: changes[c].peers.isEmpty ? [[DesiredPeer]](repeating: [], count: devices.count) : changes[c].peers)
         }
-
-        var objects = kept.objects
-        for (c, change) in changes.enumerated() {
-            objects += change.peers.joined().reduce(0) { $0 + $1.allowedIPs.count }
-            for d in devices.indices { objects -= devices[d].peers[replaced[c][d]].reduce(0) { $0 + $1.allowedIPs.count } }
-        }
-        let peerCount = kept.desired.peerCount + changes.reduce(0) { total, change in
-            total + devices.indices.reduce(0) { $0 + change.counts[$1] - change.oldCounts[$1] }
-        }
-        guard peerCount <= limits.peers, objects <= limits.objects,
-              devicesKeysUnchanged(kept, checked: &checked),
-              DeltaChecks(kept, added: changes.map(\.peers), replaced: replaced).passed else { return nil }
-
-        // Spliced last change first, so that every earlier one's places still hold.
-        var desired = kept.desired
-        for (c, change) in changes.enumerated().reversed() {
-            for d in devices.indices where !replaced[c][d].isEmpty || !(change.peers.isEmpty || change.peers[d].isEmpty) {
-                desired.devices[d].peers.replaceSubrange(replaced[c][d], with: change.peers.isEmpty ? [] : change.peers[d])
-            }
-        }
-        if let gateway = kept.configuration.gateway, let t = index[gateway.tunnel] {
-            spliceDerived(&desired, gateway: gateway, old: devices[t].peers,
-                          changes: changes.indices.map { (replaced[$0][t], changes[$0].peers.isEmpty ? [] : changes[$0].peers[t]) })
-        }
+        guard let (desired, objects) = spliced(kept, splices, checked: &checked) else { return nil }
 
         // What this load's files spent of its budget: the kept load's, with the files read now
         // in place of what they were.
@@ -418,9 +399,46 @@ extension ConfigLoader {
         return LoadedConfig(configuration: configuration, desired: desired)
     }
 
+    /// Peers of a kept load replaced: for each device, `kept.desired`'s peers in `replaced` by `peers`.
+    struct PeerSplice {
+        var replaced: [Range<Int>]
+        var peers: [[DesiredPeer]]
+    }
+
+    /// The kept load's desired state with `splices` (in the order of their places, none
+    /// overlapping) made, and its objects counted again (`ConfigLimits.objects`); nil, having
+    /// changed nothing, unless the outcome is certain to be a fresh load's with no error: the
+    /// limits, the devices' keys read again, the checks that span peers (`DeltaChecks`).
+    func spliced(_ kept: KeptLoad, _ splices: [PeerSplice], checked: inout Set<String>) -> (desired: DesiredState, objects: Int)? {
+        let devices = kept.desired.devices
+        var objects = kept.objects, peerCount = kept.desired.peerCount
+        for splice in splices {
+            for d in devices.indices {
+                objects += splice.peers[d].reduce(0) { $0 + $1.allowedIPs.count }
+                objects -= devices[d].peers[splice.replaced[d]].reduce(0) { $0 + $1.allowedIPs.count }
+                peerCount += splice.peers[d].count - splice.replaced[d].count
+            }
+        }
+        guard peerCount <= limits.peers, objects <= limits.objects,
+              devicesKeysUnchanged(kept, checked: &checked),
+              DeltaChecks(kept, added: splices.map(\.peers), replaced: splices.map(\.replaced)).passed else { return nil }
+
+        // Spliced last first, so that every earlier one's places still hold.
+        var desired = kept.desired
+        for splice in splices.reversed() {
+            for d in devices.indices where !splice.replaced[d].isEmpty || !splice.peers[d].isEmpty {
+                desired.devices[d].peers.replaceSubrange(splice.replaced[d], with: splice.peers[d])
+            }
+        }
+        if let gateway = kept.configuration.gateway, let t = devices.firstIndex(where: { $0.name == gateway.tunnel }) {
+            spliceDerived(&desired, gateway: gateway, old: devices[t].peers, changes: splices.map { ($0.replaced[t], $0.peers[t]) })
+        }
+        return (desired, objects)
+    }
+
     /// The devices' private keys read again (a reload re-reads key files): a delta holds only
     /// while each is what the kept load read.
-    private func devicesKeysUnchanged(_ kept: KeptLoad, checked: inout Set<String>) -> Bool {
+    func devicesKeysUnchanged(_ kept: KeptLoad, checked: inout Set<String>) -> Bool {
         for device in kept.configuration.devices {
             guard let (path, at) = device.privateKeyFile else { continue }
             var errors = ConfigErrorList(limit: 1)

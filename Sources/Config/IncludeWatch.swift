@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import Synchronization
 
 /// Which entries of an include directory changed since it was last asked, told by inotify: a
 /// reload then reads those files alone, not an `lstat` of each of tens of thousands (10 000 of
@@ -20,6 +21,8 @@ final class IncludeWatch: Sendable {
     let directory: String
     private let identity: (device: UInt64, inode: UInt64)
     private let fd: Int32
+    /// What was read from the queue and not drained yet (`quiet` reads without draining).
+    private let pending = Mutex(Changes())
 
     /// ext2/3/4, XFS, Btrfs, tmpfs, F2FS (`linux/magic.h`). Not NFS, CIFS or FUSE (changes made
     /// on another host), nor overlayfs (changes made to a layer beneath).
@@ -82,7 +85,7 @@ final class IncludeWatch: Sendable {
     deinit { close(fd) }
 
     /// What happened since the last drain.
-    struct Changes {
+    struct Changes: Sendable {
         /// Entries named by an event (any name: the caller picks the configuration's).
         var names: Set<String> = []
         /// An entry was created, deleted or renamed: the directory must be listed again.
@@ -93,7 +96,22 @@ final class IncludeWatch: Sendable {
     }
 
     func drain() -> Changes {
-        var changes = Changes()
+        pending.withLock { changes in
+            collect(into: &changes)
+            defer { changes = Changes() }
+            return changes
+        }
+    }
+
+    /// Whether nothing happened since the last drain; what did is kept for the next.
+    var quiet: Bool {
+        pending.withLock { changes in
+            collect(into: &changes)
+            return changes.names.isEmpty && !changes.listing && !changes.lost
+        }
+    }
+
+    private func collect(into changes: inout Changes) {
         let headerSize = MemoryLayout<inotify_event>.size
         withUnsafeTemporaryAllocation(byteCount: 64 << 10, alignment: MemoryLayout<inotify_event>.alignment) { buffer in
             while true {
@@ -125,6 +143,5 @@ final class IncludeWatch: Sendable {
                 }
             }
         }
-        return changes
     }
 }

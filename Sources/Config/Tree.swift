@@ -515,15 +515,16 @@ extension Tree {
     /// copied to its size takes up to three times its size while it is built).
     /// `itemDigests`: the digest of each mapping in a `peers` list is taken from its text
     /// (`TreeStorage.itemDigests`), for a cache to tell its peers again.
+    /// `lists`: records where the items of its lists start and end (`FileSegments`).
     static func parse(_ bytes: UnsafeBufferPointer<UInt8>, file: String, expected: TreeStorage.Size? = nil, itemDigests: Bool = false,
-                      budget: inout Budget, errors: inout ConfigErrorList) -> Tree? {
+                      lists: ListRecorder? = nil, budget: inout Budget, errors: inout ConfigErrorList) -> Tree? {
         YAMLEventReader.read(bytes) { reader in
-            parse(reader, file: file, expected: expected, itemDigests: itemDigests, budget: &budget, errors: &errors)
+            parse(reader, file: file, expected: expected, itemDigests: itemDigests, lists: lists, budget: &budget, errors: &errors)
         }
     }
 
-    private static func parse(_ reader: YAMLEventReader, file: String, expected: TreeStorage.Size?, itemDigests: Bool, budget: inout Budget,
-                              errors: inout ConfigErrorList) -> Tree? {
+    private static func parse(_ reader: YAMLEventReader, file: String, expected: TreeStorage.Size?, itemDigests: Bool, lists: ListRecorder?,
+                              budget: inout Budget, errors: inout ConfigErrorList) -> Tree? {
         let location = { (mark: YAMLEvent.Mark) in SourceLocation(file: file, line: mark.line, column: mark.column) }
         let top = location((1, 1))
         var builder = TreeBuilder(files: [file])
@@ -623,6 +624,7 @@ extension Tree {
                 return builder.finish(root: root)
             case .node(.alias(let name), let mark):
                 let at = location(mark)
+                lists?.viable = false
                 guard let anchored = anchors[name] else { return fail(at, "YAML: alias *\(name) names no anchor before it") }
                 budget.aliasNodes -= anchored.nodes
                 budget.aliasBytes -= anchored.bytes
@@ -635,6 +637,10 @@ extension Tree {
                 // The copy is where the alias is: an error about this use of the value names this place.
                 add(builder.moved(anchored.node, line: mark.line, column: mark.column), nodes: anchored.nodes, height: anchored.height, bytes: anchored.bytes)
             case .node(.scalar(let text, let plain, let anchor), let mark):
+                if let lists {
+                    if anchor != nil { lists.viable = false }
+                    lists.node(depth: stack.count, offset: reader.startOffset, mark: mark)
+                }
                 budget.nodes -= 1
                 if budget.nodes < 0 { return fail(location(mark), tooMany) }
                 let node = plain && isNull(text) ? builder.null(file: 0, line: mark.line, column: mark.column)
@@ -646,6 +652,19 @@ extension Tree {
                 budget.nodes -= 1
                 if budget.nodes < 0 { return fail(at, tooMany) }
                 if stack.count + 1 > budget.limits.depth { return fail(at, tooDeep) }
+                if let lists {
+                    switch start {
+                    case .mapping(let anchor), .sequence(let anchor, _): if anchor != nil { lists.viable = false }
+                    case .scalar, .alias: break
+                    }
+                    lists.node(depth: stack.count, offset: reader.startOffset, mark: mark)
+                    if case .sequence(_, false) = start, stack.count == lists.depth {
+                        lists.listStarts(depth: stack.count, keys: stack.map { open in
+                            guard open.isMapping, case .node(let key) = open.key else { return nil }
+                            return String(decoding: builder.text(key), as: UTF8.self)
+                        })
+                    }
+                }
                 switch start {
                 // (Set where it stands on the stack: an `Open` copied on its way there costs a retain of each of its parts.)
                 case .mapping(let anchor):
@@ -668,6 +687,7 @@ extension Tree {
                 case .scalar, .alias: continue
                 }
             case .end:
+                lists?.ends(depth: stack.count, offset: reader.startOffset, mark: reader.startMark)
                 guard let open = stack.popLast() else { return fail(top, "YAML: unbalanced end of a list or mapping") }
                 let node = builder.collection(open.isMapping ? .mapping : .sequence, open.items, file: 0, line: open.line, column: open.column)
                 // An alias inside the item: its text does not show what the alias stands for.

@@ -103,6 +103,9 @@ final class YAMLEventReader {
         }
     }
 
+    /// Where the last event starts: line and column, from 1.
+    var startMark: YAMLEvent.Mark { (Int(event.pointee.start_mark.line) + 1, Int(event.pointee.start_mark.column) + 1) }
+
     /// Where the last event starts in the text, in bytes.
     var startOffset: Int { byteOffset(ofCharacter: Int(event.pointee.start_mark.index)) }
 

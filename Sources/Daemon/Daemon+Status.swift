@@ -136,7 +136,8 @@ extension Daemon {
         if statistics?.delta == true, reply.ok { configDeltas += 1 }
         logger.debug("reloaded in", metadata: ["read_ms": "\(took.milliseconds)", "apply_ms": "\((ContinuousClock.now - start).milliseconds)",
                                                "files_read": "\(statistics?.filesRead ?? 0)", "files_parsed": "\(statistics?.filesParsed ?? 0)",
-                                               "delta": "\(statistics?.delta ?? false)", "watched": "\(statistics?.watched ?? false)"])
+                                               "delta": "\(statistics?.delta ?? false)", "watched": "\(statistics?.watched ?? false)",
+                                               "main_file": "\(statistics?.mainFile ?? false)"])
         if !reloadRequested { notifier.ready(status: statusLine) }
         nextReloadAllowed = .now + Daemon.reloadSpacing
         server?.answerReloads(Daemon.encode(reply))

@@ -224,8 +224,9 @@ final class DropInDeltaTests: XCTestCase {
         assertSameAsFresh(cache, "start")
         XCTAssertFalse(cache.lastLoad.delta)
 
+        // Nothing changed (the watch says so of the drop-ins): the kept outcome again.
         XCTAssertTrue(assertSameAsFresh(cache, "unchanged").delta)
-        XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 0, filesParsed: 0, peersDecoded: 0, delta: true, watched: true))
+        XCTAssertEqual(cache.lastLoad, ConfigCache.Statistics(filesRead: 0, filesParsed: 0, peersDecoded: 0, delta: true, mainFile: true))
 
         try write("040.yaml", peer(100))
         XCTAssertTrue(assertSameAsFresh(cache, "one changed").delta)

@@ -18,6 +18,8 @@ final class IncrementalLoadTests: XCTestCase {
     private var outcomes: [Bool] = []
     /// Loads that were deltas of the last one (`ConfigCache.Statistics.delta`).
     private var deltas = 0
+    /// Deltas of the main file's peer items (`ConfigCache.Statistics.mainFile`).
+    private var mainFileDeltas = 0
 
     private func assertSameAsFresh(_ cache: ConfigCache, _ context: @autoclosure () -> String, file: StaticString = #filePath, line: UInt = #line) -> LoadOutcome {
         tickPastTimestamps()
@@ -26,6 +28,7 @@ final class IncrementalLoadTests: XCTestCase {
         XCTAssertEqual(incremental, fresh, context(), file: file, line: line)
         outcomes.append(incremental.desired != nil)
         if cache.lastLoad.delta { deltas += 1 }
+        if cache.lastLoad.mainFile { mainFileDeltas += 1 }
         tickPastTimestamps()
         return incremental
     }
@@ -268,10 +271,12 @@ final class IncrementalLoadTests: XCTestCase {
     /// kept peers: a name or an address taken twice).
     func testIncrementalLoadEqualsFreshLoadAfterRandomEditsOfOneFile() throws {
         for seed in [21, 22, 23] as [UInt64] {
-            try runRandomItemEdits(seed: seed, steps: 40)
+            try runRandomItemEdits(seed: seed, steps: 40, deltas: false)
+            try runRandomItemEdits(seed: seed, steps: 40, deltas: true)
         }
         XCTAssertGreaterThan(outcomes.filter { $0 }.count, outcomes.count / 4, "\(outcomes.filter { $0 }.count) of \(outcomes.count) loads accepted")
         XCTAssertGreaterThan(textMatches, 10, "loads where items were told again by their text")
+        XCTAssertGreaterThan(mainFileDeltas, 10, "loads that parsed only the changed items")
     }
 
     private var textMatches = 0
@@ -288,7 +293,7 @@ final class IncrementalLoadTests: XCTestCase {
         var alias: Int?
     }
 
-    private func runRandomItemEdits(seed: UInt64, steps: Int) throws {
+    private func runRandomItemEdits(seed: UInt64, steps: Int, deltas: Bool) throws {
         var random = SeededGenerator(seed: seed)
         let keys = (0..<12).map { _ in PrivateKey.generate().publicKey.base64 }
         var items = (0..<10).map { ItemState(name: $0, address: $0 + 1) }
@@ -314,8 +319,8 @@ final class IncrementalLoadTests: XCTestCase {
             return crlf ? text.replacingOccurrences(of: "\n", with: "\r\n") : text
         }
         try fixture.write("wgkeeper.yaml", render())
-        let cache = ConfigCache.settled()
-        _ = assertSameAsFresh(cache, "seed \(seed), start")
+        let cache = ConfigCache.settled(deltas: deltas)
+        _ = assertSameAsFresh(cache, "seed \(seed), deltas \(deltas), start")
         for step in 0..<steps {
             let i = random.below(items.count)
             var what = ""
@@ -370,7 +375,7 @@ final class IncrementalLoadTests: XCTestCase {
                 what = "nothing"
             }
             try fixture.write("wgkeeper.yaml", render())
-            let outcome = assertSameAsFresh(cache, "seed \(seed), step \(step): \(what)")
+            let outcome = assertSameAsFresh(cache, "seed \(seed), step \(step), deltas \(deltas): \(what)")
             if outcome.desired != nil, cache.lastLoad.filesParsed == 1, cache.lastLoad.peersDecoded < items.count { textMatches += 1 }
         }
     }
