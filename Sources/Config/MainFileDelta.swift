@@ -46,6 +46,9 @@ extension ConfigLoader {
             guard let (old, new) = segments.difference(bytes) else {
                 return unchanged(kept, file: path, file, read: true, checked: &checked, round: &round)
             }
+            // The new text must start a line: after a last piece without a final line break
+            // (the file's last line), it runs on in that line.
+            guard new.lowerBound == 0 || bytes[new.lowerBound - 1] == 0x0A else { return nil }
             guard let (l, items) = segments.list(holding: old) else { return nil }
             let list = segments.lists[l]
             let devices = kept.desired.devices
