@@ -193,6 +193,7 @@ public struct ConfigLoader: Sendable {
         if round.keeping { round.next.devices = desired.devices }
         guard errors.isEmpty else { return .failure(errors.sorted(files: files)) }
         round.next.kept = Self.keptLoad(configuration, desired, files: files, round: round, limits: limits)
+        round.next.kept?.root = root
         return .success(LoadedConfig(configuration: configuration, desired: desired))
     }
 

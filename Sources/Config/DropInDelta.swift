@@ -31,6 +31,9 @@ struct KeptLoad: Sendable {
     var unwatched: [String]
     /// The limits it was loaded under: a delta holds only under the same.
     var limits: ConfigLimits
+    /// The root it was loaded under (`ConfigLoader.root`): its include directory and key files
+    /// were resolved under it.
+    var root: String? = nil
 }
 
 /// An include file as the last load read it.

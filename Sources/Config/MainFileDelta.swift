@@ -19,6 +19,9 @@ extension ConfigLoader {
     func mainFileDelta(_ path: String, round: inout CacheRound, checked: inout Set<String>) -> LoadedConfig? {
         guard let kept = round.previous.kept, kept.limits == limits, kept.configuration.policy == nil, let cached = round.previous.files[path]
         else { return nil }
+        // Of this main file (the cache may hold it as another load's drop-in), under this root
+        // (its include directory resolved under it).
+        guard kept.root == root, let first = kept.configuration.files.first, Self.sameBytes(first, path) else { return nil }
         let top = SourceLocation(file: path, line: 1, column: 1)
         // The include directory's files unchanged, as the watch made before they were read tells.
         if let includeDir = kept.includeDir {

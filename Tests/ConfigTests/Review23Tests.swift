@@ -64,3 +64,390 @@ final class Review23Tests: XCTestCase {
         same(cache, "appended to the last line")
     }
 }
+
+// MARK: random text-level edits
+
+extension Review23Tests {
+    struct Rng {
+        var g: SeededGenerator
+        mutating func below(_ n: Int) -> Int { n <= 0 ? 0 : Int(g.next() % UInt64(n)) }
+        mutating func chance(_ n: Int) -> Bool { below(n) == 0 }
+        mutating func pick<T>(_ a: [T]) -> T { a[below(a.count)] }
+    }
+
+    static func short(_ o: LoadOutcome) -> String {
+        if let d = o.desired {
+            return d.devices.map { "\($0.name): " + $0.peers.map { "\($0.name)\($0.allowedIPs.map(\.description))\($0.endpoint.map { "\($0)" } ?? "")k\($0.persistentKeepalive)" }.joined(separator: " ") }
+                .joined(separator: " | ") + " routes \(d.routes.count) files \(o.files.count)"
+        }
+        return o.errors.prefix(3).joined(separator: "; ")
+    }
+
+    func writeBytes(_ bytes: [UInt8], to name: String = "wgkeeper.yaml") throws {
+        try Data(bytes).write(to: URL(fileURLWithPath: fixture.path(name)))
+    }
+
+    /// Loads through the cache and fresh; false (and a failure) when they differ.
+    @discardableResult
+    func compare(_ cache: ConfigCache, _ context: String, limits: ConfigLimits = .standard, stats: inout (loads: Int, deltas: Int, ok: Int)) -> Bool {
+        tickPastTimestamps()
+        let cached = LoadOutcome(ConfigLoader(limits: limits).load(path: main, cache: cache))
+        let delta = cache.lastLoad.mainFile
+        let fresh = LoadOutcome(ConfigLoader(limits: limits).load(path: main))
+        stats.loads += 1
+        if delta { stats.deltas += 1 }
+        if fresh.desired != nil { stats.ok += 1 }
+        tickPastTimestamps()
+        if cached != fresh {
+            XCTFail("\(context)\(delta ? " (main file delta)" : "")\ncached: \(Self.short(cached))\nfresh:  \(Self.short(fresh))")
+            return false
+        }
+        return true
+    }
+
+    static func baseText(_ r: inout Rng, includeDir: Bool) -> String {
+        var t = ""
+        if r.chance(3) { t += "# wgkeeper\n" }
+        let gatewayFirst = r.chance(2)
+        let gateway = "gateway: {tunnel: wg0, lan: private0, lan_prefix: \"2001:db8:1::/64\"}\n"
+        if gatewayFirst { t += gateway }
+        if includeDir { t += "runtime:\n  include_dir: conf.d\n" }
+        t += "wireguard:\n"
+        var n = 0
+        for d in 0..<2 {
+            t += "  wg\(d):\n    private_key_file: wg\(d).key\n"
+            if r.chance(2) { t += "    listen_port: \(51820 + d)\n" }
+            t += "    peers:\n"
+            let col = r.pick([4, 6, 4, 8])
+            let c = String(repeating: " ", count: col)
+            for _ in 0..<(3 + r.below(4)) {
+                t += item(n, d: d, col: c, style: r.below(5))
+                n += 1
+            }
+            if r.chance(3) { t += "    prune_peers: true\n" }
+        }
+        if !gatewayFirst { t += gateway }
+        return t
+    }
+
+    static func item(_ n: Int, d: Int, col c: String, style: Int, address: Int? = nil) -> String {
+        let a = "2001:db8:\(d + 1)::\(address ?? n + 1)/128"
+        let p = c + "  "
+        switch style {
+        case 0: return "\(c)- {name: p\(n), public_key: \"\(keys[n % 64])\", allowed_ips: [\"\(a)\"]}\n"
+        case 1: return "\(c)- name: p\(n)\n\(p)public_key: \(keys[n % 64])\n\(p)allowed_ips: [\(a)]\n"
+        case 2: return "\(c)- name: p\(n)  # c\n\(p)public_key: '\(keys[n % 64])'\n\n\(p)allowed_ips:\n\(p)  - \(a)\n\(p)persistent_keepalive: 25\n"
+        case 3: return "\(c)- name: >-\n\(p)  p\(n)\n\(p)public_key: \"\(keys[n % 64])\"\n\(p)allowed_ips: [\"\(a)\",\n\(p)  ]\n"
+        default: return "\(c)- name: p\(n)\n\(p)public_key: \"\(keys[n % 64])\"\n\(p)endpoint: \"[2001:db8:ff::\(n)]:51820\"\n\(p)allowed_ips: [\(a)]\n"
+        }
+    }
+
+    static let specials: [String] = ["\"", "'", "{", "}", "[", "]", "#", "|", ">", "-", ":", " ", "\t", "\n", "\r", "?", "&a ", "*a", "!", "%",
+                                     "@", "`", ",", "|+", "|2", ">-", "- ", ": ", " #", "\u{85}", "\u{2028}", "\u{FEFF}", "é", "\r\n", "...", "---", "~"]
+
+    func runTextFuzz(seed: UInt64, steps: Int, includeDir: Bool, limits: ConfigLimits = .standard) throws -> (loads: Int, deltas: Int, ok: Int) {
+        var r = Rng(g: SeededGenerator(seed: seed))
+        var good = Array(Self.baseText(&r, includeDir: includeDir).utf8)
+        try writeBytes(good)
+        if includeDir {
+            try fixture.write("conf.d/a.yaml", "wireguard:\n  wg0:\n    peers:\n      - {name: d0, public_key: \"\(Self.keys[63])\", allowed_ips: [\"2001:db8:1::900/128\"]}\n")
+        }
+        let cache = ConfigCache.settled()
+        var stats = (loads: 0, deltas: 0, ok: 0)
+        var failures = 0
+        XCTAssertTrue(compare(cache, "seed \(seed) start", limits: limits, stats: &stats))
+        var next = 100
+        var text = good
+        for step in 0..<steps {
+            var lines = text.split(separator: 0x0A, omittingEmptySubsequences: false).map(Array.init)
+            let finalBreak = text.last == 0x0A
+            if finalBreak { lines.removeLast() }
+            // Lines of the peers lists: from the first `peers:` on.
+            let first = (lines.firstIndex { String(decoding: $0, as: UTF8.self).contains("peers:") } ?? 0) + 1
+            let li = first + r.below(max(1, lines.count - first))
+            var what = ""
+            switch r.below(16) {
+            case 0, 1, 2:
+                // An address's last digit, or a name's.
+                let s = String(decoding: lines[min(li, lines.count - 1)], as: UTF8.self)
+                if let range = s.range(of: "::", options: .backwards), let digit = s[range.upperBound...].firstIndex(where: \.isNumber) {
+                    var t = s
+                    t.replaceSubrange(digit ... digit, with: String(r.below(10)))
+                    lines[min(li, lines.count - 1)] = Array(t.utf8)
+                    what = "digit in line \(li)"
+                } else { what = "nothing" }
+            case 3, 4:
+                let col = String(repeating: " ", count: r.pick([4, 6, 8, 5, 2, 0]))
+                let snippet = Self.item(next, d: r.below(2), col: col, style: r.below(5), address: next)
+                next += 1
+                lines.insert(contentsOf: snippet.dropLast().split(separator: "\n", omittingEmptySubsequences: false).map { Array($0.utf8) }, at: min(li, lines.count))
+                what = "item inserted at \(li)"
+            case 5:
+                let col = String(repeating: " ", count: r.pick([0, 2, 4, 5, 6, 7, 8, 10]))
+                let line = col + r.pick(["# x", "", "- ~", "-", "x: 1", "---", "...", "%YAML 1.1", "? a", ": b", "|", "\"", "'", "{", "]", "persistent_keepalive: 5",
+                                         "endpoint: \"[2001:db8:ff::99]:1\"", "public_key: \"\(Self.keys[9])\"", "  - 2001:db8:1::77/128", "\t", "- {name: z\(next),"])
+                lines.insert(Array(line.utf8), at: min(li, lines.count))
+                what = "line \(line.debugDescription) at \(li)"
+            case 6:
+                guard li < lines.count else { fallthrough }
+                lines.remove(at: li)
+                what = "line \(li) removed"
+            case 7, 8:
+                guard li < lines.count, !lines[li].isEmpty else { fallthrough }
+                let at = r.below(lines[li].count + 1)
+                let s = Array(r.pick(Self.specials).utf8)
+                if r.chance(2), at < lines[li].count { lines[li].replaceSubrange(at ..< at + 1, with: s) } else { lines[li].insert(contentsOf: s, at: at) }
+                what = "special in line \(li) at \(at)"
+            case 9:
+                guard li + 1 < lines.count else { fallthrough }
+                lines.swapAt(li, li + 1)
+                what = "lines \(li), \(li + 1) swapped"
+            case 10:
+                guard li < lines.count else { fallthrough }
+                lines.insert(lines[li], at: li)
+                what = "line \(li) doubled"
+            default:
+                what = "back to the last accepted"
+            }
+            var new = what == "back to the last accepted" ? good : Array(lines.joined(separator: [0x0A]))
+            if what != "back to the last accepted" {
+                if finalBreak { new.append(0x0A) }
+                if r.chance(25) {
+                    if new.last == 0x0A { new.removeLast() } else { new.append(0x0A) }
+                    what += ", final break toggled"
+                }
+            }
+            text = new
+            try writeBytes(text)
+            let context = "seed \(seed) step \(step): \(what)\n--- text:\n\(String(decoding: text, as: UTF8.self))\n---"
+            if !compare(cache, context, limits: limits, stats: &stats) {
+                failures += 1
+                if failures >= 3 { break }
+            }
+            if case .success = ConfigLoader(limits: limits).load(path: main) { good = text }
+            else if r.chance(2) { text = good }
+        }
+        return stats
+    }
+
+    func testRandomTextEdits() throws {
+        var total = (loads: 0, deltas: 0, ok: 0)
+        let seeds = (ProcessInfo.processInfo.environment["R23_SEEDS"] ?? "1,2,3").split(separator: ",").compactMap { UInt64($0) }
+        let steps = Int(ProcessInfo.processInfo.environment["R23_STEPS"] ?? "150") ?? 150
+        for seed in seeds {
+            let s = try runTextFuzz(seed: seed, steps: steps, includeDir: seed % 2 == 0)
+            total = (total.loads + s.loads, total.deltas + s.deltas, total.ok + s.ok)
+        }
+        print("R23 text fuzz: \(total.loads) loads, \(total.deltas) main deltas, \(total.ok) accepted")
+    }
+}
+
+// MARK: sequences with the include directory, key files, modes
+
+extension Review23Tests {
+    static func dropIn(_ name: String, _ n: Int, address: Int) -> String {
+        "wireguard:\n  wg0:\n    peers:\n      - {name: \(name), public_key: \"\(keys[n])\", allowed_ips: [\"2001:db8:1::\(address)/128\"]}\n"
+    }
+
+    func mainText(_ items: [Int], addresses: [Int: Int] = [:], includeDir: Bool = true, extra: String = "") -> String {
+        var t = "runtime:\n  include_dir: conf.d\n"
+        if !includeDir { t = "" }
+        t += Self.head + items.map { Self.item($0, address: addresses[$0]) }.joined() + extra
+        return t
+    }
+
+    func testSequencesWithDropInsKeysAndModes() throws {
+        try fixture.write("conf.d/a.yaml", Self.dropIn("da", 60, address: 900))
+        try fixture.write("conf.d/b.yaml", Self.dropIn("db", 61, address: 901))
+        var items = [0, 1, 2, 3]
+        try write(mainText(items))
+        let cache = ConfigCache.settled()
+        same(cache, "first")
+        // Inserted at the start (the drop-ins' peers move).
+        items.insert(4, at: 0)
+        try write(mainText(items))
+        XCTAssertTrue(same(cache, "inserted").1)
+        // A drop-in gets another section: the load needs the main file's tree whole.
+        try fixture.write("conf.d/b.yaml", Self.dropIn("db", 61, address: 901) + "routes:\n  - {destination: \"2001:db8:9::/64\", device: wg0}\n")
+        same(cache, "drop-in with routes")
+        try fixture.write("conf.d/b.yaml", Self.dropIn("db", 61, address: 901))
+        same(cache, "drop-in back")
+        items.remove(at: 2)
+        try write(mainText(items))
+        XCTAssertTrue(same(cache, "removed").1)
+        // A drop-in refused for its mode after a delta, then trusted again.
+        chmod(fixture.path("conf.d/a.yaml"), 0o666)
+        same(cache, "drop-in writable by all")
+        chmod(fixture.path("conf.d/a.yaml"), 0o644)
+        same(cache, "drop-in trusted again")
+        items.append(5)
+        try write(mainText(items))
+        same(cache, "appended")
+        // The main file writable by all with an item changed; then trusted again.
+        items.append(6)
+        try write(mainText(items))
+        chmod(main, 0o666)
+        same(cache, "main writable by all")
+        chmod(main, 0o644)
+        same(cache, "main trusted again")
+        // The key file rewritten with an item changed.
+        try fixture.writeKey("wg0.key")
+        items.append(7)
+        try write(mainText(items))
+        same(cache, "key rewritten")
+        try fixture.writeKey("wg0.key", mode: 0o644)
+        same(cache, "key readable by all")
+        try fixture.writeKey("wg0.key")
+        same(cache, "key again")
+        // A main item taking a drop-in's name, key, address.
+        try write(mainText(items) + "    - {name: da, public_key: \"\(Self.keys[40])\", allowed_ips: [\"2001:db8:1::40/128\"]}\n")
+        same(cache, "main item named as a drop-in's")
+        try write(mainText(items) + "    - {name: x40, public_key: \"\(Self.keys[60])\", allowed_ips: [\"2001:db8:1::40/128\"]}\n")
+        same(cache, "main item keyed as a drop-in's")
+        try write(mainText(items) + "    - {name: x40, public_key: \"\(Self.keys[40])\", allowed_ips: [\"2001:db8:1::900/128\"]}\n")
+        same(cache, "main item with a drop-in's address")
+        try write(mainText(items) + "    - {name: x40, public_key: \"\(Self.keys[40])\", allowed_ips: [\"2001:db8:1::900/120\"]}\n")
+        same(cache, "main item around a drop-in's address")
+        try write(mainText(items))
+        same(cache, "back")
+        // Drop-in change right after a main delta, then a main change.
+        items.insert(8, at: 1)
+        try write(mainText(items))
+        same(cache, "inserted again")
+        try fixture.write("conf.d/a.yaml", Self.dropIn("da", 60, address: 910))
+        same(cache, "drop-in changed")
+        items.remove(at: 0)
+        try write(mainText(items))
+        same(cache, "main again")
+        try fixture.write("conf.d/c.yaml", Self.dropIn("dc", 62, address: 920))
+        same(cache, "drop-in added")
+        try FileManager.default.removeItem(atPath: fixture.path("conf.d/a.yaml"))
+        items.insert(9, at: 0)
+        try write(mainText(items))
+        same(cache, "drop-in removed and main changed")
+        items.insert(10, at: 0)
+        try write(mainText(items))
+        same(cache, "main changed")
+        // The main file replaced by a symbolic link to a copy with an item changed.
+        items.insert(11, at: 0)
+        try fixture.write("copy.yaml", mainText(items))
+        try FileManager.default.removeItem(atPath: main)
+        symlink("copy.yaml", main)
+        same(cache, "symlink")
+        items.insert(12, at: 0)
+        try fixture.write("copy.yaml", mainText(items))
+        same(cache, "through the symlink")
+        // The main file renamed over (a new inode) with the same bytes, then an item changed.
+        try FileManager.default.removeItem(atPath: main)
+        try write(mainText(items))
+        same(cache, "regular again")
+        items.insert(13, at: 0)
+        try write(mainText(items))
+        XCTAssertTrue(same(cache, "after").1)
+        // The include directory's mode.
+        chmod(fixture.path("conf.d"), 0o777)
+        items.insert(14, at: 0)
+        try write(mainText(items))
+        same(cache, "include directory writable by all")
+        chmod(fixture.path("conf.d"), 0o755)
+        same(cache, "include directory trusted again")
+        // The fixture's directory.
+        chmod(fixture.directory, 0o777)
+        items.insert(15, at: 0)
+        try write(mainText(items))
+        same(cache, "directory writable by all")
+        chmod(fixture.directory, 0o755)
+        same(cache, "directory trusted again")
+    }
+
+    func testLimitsAfterDeltas() throws {
+        var limits = ConfigLimits.standard
+        var items = Array(0..<6)
+        try write(mainText(items, includeDir: false))
+        let fresh = ConfigLoader().load(path: main)
+        guard case .success = fresh else { return XCTFail("\(fresh)") }
+        var stats = (loads: 0, deltas: 0, ok: 0)
+        for (name, change) in [("peers", { (l: inout ConfigLimits) in l.peers = 7 }), ("objects", { $0.objects = 7 }),
+                               ("depth", { $0.depth = 6 }), ("fileBytes", { $0.fileBytes = 1000 }), ("totalBytes", { $0.totalBytes = 1000 })] as [(String, (inout ConfigLimits) -> Void)] {
+            limits = .standard
+            change(&limits)
+            items = Array(0..<6)
+            try write(mainText(items, includeDir: false))
+            let cache = ConfigCache.settled()
+            compare(cache, "\(name): first", limits: limits, stats: &stats)
+            for step in 0..<4 {
+                items.append(20 + step)
+                try write(mainText(items, includeDir: false))
+                compare(cache, "\(name): \(step) appended", limits: limits, stats: &stats)
+                items.removeLast()
+                try write(mainText(items, includeDir: false))
+                compare(cache, "\(name): \(step) removed", limits: limits, stats: &stats)
+            }
+            items.append(30)
+            items.append(31)
+            try write(mainText(items, includeDir: false))
+            compare(cache, "\(name): two appended", limits: limits, stats: &stats)
+        }
+        // Nodes: the exact count of the file.
+        for n in 35 ..< 75 {
+            limits = .standard
+            limits.nodes = n
+            items = Array(0..<3)
+            try write(mainText(items, includeDir: false))
+            let cache = ConfigCache.settled()
+            compare(cache, "nodes \(n): first", limits: limits, stats: &stats)
+            items.append(40)
+            try write(mainText(items, includeDir: false))
+            compare(cache, "nodes \(n): appended", limits: limits, stats: &stats)
+            items.remove(at: 0)
+            try write(mainText(items, includeDir: false))
+            compare(cache, "nodes \(n): removed", limits: limits, stats: &stats)
+        }
+        print("R23 limits: \(stats)")
+    }
+}
+
+// MARK: defect 2: the kept load is taken for another main file, or another root
+
+extension Review23Tests {
+    /// A cache that loaded `wgkeeper.yaml` then loads one of its drop-ins as the main file: the
+    /// drop-in is a file of the kept load (`round.previous.files`), untouched, so the delta
+    /// returns the kept load's outcome, which is `wgkeeper.yaml`'s.
+    func testADropInLoadedAsTheMainFileThroughTheSameCache() throws {
+        try fixture.write("conf.d/a.yaml", Self.dropIn("da", 60, address: 900))
+        try write(mainText([0, 1]))
+        let cache = ConfigCache.settled()
+        same(cache, "first")
+        let other = fixture.path("conf.d/a.yaml")
+        tickPastTimestamps()
+        let cached = LoadOutcome(ConfigLoader().load(path: other, cache: cache))
+        let fresh = LoadOutcome(ConfigLoader().load(path: other))
+        XCTAssertEqual(cached, fresh, "conf.d/a.yaml as the main file\ncached: \(Self.short(cached))\nfresh:  \(Self.short(fresh))")
+    }
+
+    /// The same main file loaded under another `root` (its include directory resolves elsewhere).
+    func testTheSameMainFileUnderAnotherRoot() throws {
+        let rootA = fixture.path("rootA"), rootB = fixture.path("rootB")
+        for (root, address) in [(rootA, 900), (rootB, 950)] {
+            try FileManager.default.createDirectory(atPath: root + "/etc/conf.d", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            chmod(root, 0o755)
+            chmod(root + "/etc", 0o755)
+            try Self.dropIn("da", 60, address: address).write(toFile: root + "/etc/conf.d/a.yaml", atomically: false, encoding: .utf8)
+        }
+        let text = "runtime:\n  include_dir: /etc/conf.d\n" + Self.head + Self.item(0) + Self.item(1)
+        try write(text)
+        let cache = ConfigCache.settled()
+        tickPastTimestamps()
+        let a = LoadOutcome(ConfigLoader(root: rootA).load(path: main, cache: cache))
+        XCTAssertNotNil(a.desired, Self.short(a))
+        for (step, edit) in ["unchanged", "item changed"].enumerated() {
+            if step == 1 { try write(text + Self.item(2)) }
+            tickPastTimestamps()
+            let cached = LoadOutcome(ConfigLoader(root: rootB).load(path: main, cache: cache))
+            let fresh = LoadOutcome(ConfigLoader(root: rootB).load(path: main))
+            XCTAssertEqual(cached, fresh, "root B, \(edit)\ncached: \(Self.short(cached))\nfresh:  \(Self.short(fresh))")
+            tickPastTimestamps()
+            _ = ConfigLoader(root: rootA).load(path: main, cache: cache)
+        }
+    }
+}
