@@ -232,8 +232,8 @@ extension Review23Tests {
 
     func testRandomTextEdits() throws {
         var total = (loads: 0, deltas: 0, ok: 0)
-        let seeds = (ProcessInfo.processInfo.environment["R23_SEEDS"] ?? "1,2,3").split(separator: ",").compactMap { UInt64($0) }
-        let steps = Int(ProcessInfo.processInfo.environment["R23_STEPS"] ?? "150") ?? 150
+        let seeds = (ProcessInfo.processInfo.environment["R23_SEEDS"] ?? "1,2").split(separator: ",").compactMap { UInt64($0) }
+        let steps = Int(ProcessInfo.processInfo.environment["R23_STEPS"] ?? "100") ?? 100
         for seed in seeds {
             let s = try runTextFuzz(seed: seed, steps: steps, includeDir: seed % 2 == 0)
             total = (total.loads + s.loads, total.deltas + s.deltas, total.ok + s.ok)
@@ -449,5 +449,298 @@ extension Review23Tests {
             tickPastTimestamps()
             _ = ConfigLoader(root: rootA).load(path: main, cache: cache)
         }
+    }
+}
+
+// MARK: random sequences over the main file, drop-ins, modes and keys
+
+extension Review23Tests {
+    struct World {
+        var lists: [[(n: Int, a: Int, style: Int)]] = [[], []]
+        var indents = [4, 6]
+        var port = 51820
+        var dropIns: [String: [(n: Int, a: Int, d: Int)]] = [:]
+        var dropInExtra: [String: String] = [:]
+        var gatewayFirst = false
+        var finalBreak = true
+
+        func render() -> String {
+            var t = "runtime:\n  include_dir: conf.d\n"
+            let gateway = "gateway: {tunnel: wg0, lan: private0, lan_prefix: \"2001:db8:1::/64\"}\n"
+            if gatewayFirst { t += gateway }
+            t += "wireguard:\n"
+            for d in 0..<2 {
+                t += "  wg\(d):\n    private_key_file: wg\(d).key\n" + (d == 0 ? "    listen_port: \(port)\n" : "")
+                guard !lists[d].isEmpty else { continue }
+                t += "    peers:\n"
+                for p in lists[d] { t += Review23Tests.item(p.n, d: d, col: String(repeating: " ", count: indents[d]), style: p.style, address: p.a) }
+            }
+            if !gatewayFirst { t += gateway }
+            if !finalBreak { t.removeLast() }
+            return t
+        }
+
+        func dropIn(_ name: String) -> String {
+            var t = ""
+            for d in 0..<2 {
+                let peers = dropIns[name]!.filter { $0.d == d }
+                guard !peers.isEmpty else { continue }
+                if t.isEmpty { t = "wireguard:\n" }
+                t += "  wg\(d):\n    peers:\n"
+                for p in peers { t += Review23Tests.item(p.n, d: d, col: "      ", style: 0, address: p.a) }
+            }
+            return t + (dropInExtra[name] ?? "")
+        }
+    }
+
+    func testRandomSequencesOverFilesModesAndKeys() throws {
+        let seeds = (ProcessInfo.processInfo.environment["R23_WSEEDS"] ?? "1,2").split(separator: ",").compactMap { UInt64($0) }
+        let steps = Int(ProcessInfo.processInfo.environment["R23_WSTEPS"] ?? "120") ?? 120
+        var stats = (loads: 0, deltas: 0, ok: 0)
+        for seed in seeds {
+            var r = Rng(g: SeededGenerator(seed: seed))
+            var w = World()
+            var n = 0
+            func fresh() -> Int { n += 1; return n % 60 }
+            for d in 0..<2 { for _ in 0..<(2 + r.below(4)) { let k = fresh(); w.lists[d].append((k, k + 1, r.below(5))) } }
+            w.indents = [r.pick([4, 6]), r.pick([4, 6, 8])]
+            w.gatewayFirst = r.chance(2)
+            for name in ["a.yaml", "b.yaml"] { let k = fresh(); w.dropIns[name] = [(k, k + 1, r.below(2))] }
+            try? FileManager.default.removeItem(atPath: fixture.path("conf.d"))
+            try FileManager.default.createDirectory(atPath: fixture.path("conf.d"), withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            try write(w.render())
+            for name in w.dropIns.keys { try fixture.write("conf.d/\(name)", w.dropIn(name)) }
+            let cache = ConfigCache.settled()
+            compare(cache, "seed \(seed) start", stats: &stats)
+            var failures = 0
+            for step in 0..<steps {
+                var what = ""
+                let d = r.below(2)
+                var mainChanged = true
+                switch r.below(24) {
+                case 0...5:
+                    if w.lists[d].isEmpty { fallthrough }
+                    let i = r.below(w.lists[d].count)
+                    w.lists[d][i].a = r.chance(10) ? w.lists[r.below(2)].first?.a ?? 7 : 100 + r.below(100)
+                    what = "address of \(d)/\(i)"
+                case 6...8:
+                    let k = r.chance(10) ? w.lists[1 - d].first?.n ?? fresh() : fresh()
+                    let at = r.below(w.lists[d].count + 1)
+                    w.lists[d].insert((k, 200 + k, r.below(5)), at: at)
+                    what = "inserted \(k) at \(d)/\(at)"
+                case 9, 10:
+                    if w.lists[d].count < 2 { fallthrough }
+                    let i = r.below(w.lists[d].count)
+                    w.lists[d].remove(at: i)
+                    what = "removed \(d)/\(i)"
+                case 11:
+                    if w.lists[d].count < 2 { fallthrough }
+                    w.lists[d].swapAt(0, w.lists[d].count - 1)
+                    what = "swapped \(d)"
+                case 12:
+                    w.port += 1
+                    what = "port"
+                case 13:
+                    w.finalBreak.toggle()
+                    what = "final break \(w.finalBreak)"
+                case 14, 15:
+                    mainChanged = false
+                    let name = r.pick(["a.yaml", "b.yaml", "c.yaml"])
+                    if w.dropIns[name] == nil || r.chance(3) { let k = fresh(); w.dropIns[name, default: []].append((k, 300 + k, r.below(2))) }
+                    else { w.dropIns[name]![0].a = 400 + r.below(50) }
+                    try fixture.write("conf.d/\(name)", w.dropIn(name))
+                    what = "drop-in \(name) changed"
+                case 16:
+                    mainChanged = false
+                    let name = r.pick(["a.yaml", "b.yaml", "c.yaml"])
+                    guard w.dropIns[name] != nil else { what = "nothing"; break }
+                    w.dropIns[name] = nil
+                    w.dropInExtra[name] = nil
+                    try FileManager.default.removeItem(atPath: fixture.path("conf.d/\(name)"))
+                    what = "drop-in \(name) removed"
+                case 17:
+                    mainChanged = false
+                    let name = r.pick(["a.yaml", "b.yaml"])
+                    guard w.dropIns[name] != nil else { what = "nothing"; break }
+                    w.dropInExtra[name] = w.dropInExtra[name] == nil ? "routes:\n  - {destination: \"2001:db8:9::/64\", device: wg1}\n" : nil
+                    try fixture.write("conf.d/\(name)", w.dropIn(name))
+                    what = "drop-in \(name) routes \(w.dropInExtra[name] != nil)"
+                case 18:
+                    mainChanged = r.chance(2)
+                    let target = r.pick(["conf.d/a.yaml", "wgkeeper.yaml", "conf.d", "wg0.key"])
+                    let mode: mode_t = r.chance(2) ? (target == "conf.d" ? 0o777 : 0o666) : (target == "conf.d" ? 0o755 : (target == "wg0.key" ? 0o600 : 0o644))
+                    chmod(fixture.path(target), mode)
+                    what = "chmod \(target) \(String(mode, radix: 8))"
+                case 19:
+                    mainChanged = r.chance(2)
+                    try fixture.writeKey(r.pick(["wg0.key", "wg1.key"]))
+                    what = "key rewritten"
+                case 20:
+                    // Replaced by rename: a new inode.
+                    if let i = w.lists[d].indices.randomElement(using: &r.g) { w.lists[d][i].a = 500 + r.below(50) }
+                    try fixture.write("new.yaml", w.render())
+                    rename(fixture.path("new.yaml"), main)
+                    mainChanged = false
+                    what = "renamed over, \(d) changed"
+                case 21:
+                    // Main item change and a drop-in change together.
+                    if let i = w.lists[d].indices.randomElement(using: &r.g) { w.lists[d][i].a = 600 + r.below(50) }
+                    if w.dropIns["a.yaml"] != nil { w.dropIns["a.yaml"]![0].a = 650 + r.below(50); try fixture.write("conf.d/a.yaml", w.dropIn("a.yaml")) }
+                    what = "main and drop-in"
+                default:
+                    what = "written again"
+                }
+                if mainChanged { try write(w.render()) }
+                if !compare(cache, "seed \(seed) step \(step): \(what)\n\(w.render())", stats: &stats) {
+                    failures += 1
+                    if failures > 2 { break }
+                }
+                // Modes mended, mostly.
+                if !r.chance(4) {
+                    chmod(fixture.path("conf.d/a.yaml"), 0o644); chmod(main, 0o644); chmod(fixture.path("conf.d"), 0o755); chmod(fixture.path("wg0.key"), 0o600)
+                }
+            }
+        }
+        print("R23 world: \(stats)")
+        if ProcessInfo.processInfo.environment["R23_WDEBUG"] != nil { }
+    }
+}
+
+// MARK: hostile texts, old and new
+
+extension Review23Tests {
+    func testHostileTextPairs() throws {
+        let k = Self.keys
+        let h = Self.head
+        func it(_ n: Int, _ c: String = "    ") -> String { Self.item(n, indent: c.count) }
+        let ind = "gateway: {tunnel: wg0, lan: private0, lan_prefix: \"2001:db8:1::/64\"}\nwireguard:\n  wg0:\n    private_key_file: wg0.key\n    peers:\n"
+        let pairs: [(String, String, String)] = [
+            ("keep chomping at the list's end",
+             h + it(0) + "    - name: p1\n      public_key: \(k[1])\n      allowed_ips: [2001:db8:1::2/128]\n  # c\n",
+             h + it(0) + "    - name: p1\n      public_key: |+\n        \(k[1])\n\n          \n      allowed_ips: [2001:db8:1::2/128]\n"),
+            ("indentation indicator",
+             h + it(0) + it(1),
+             h + it(0) + "    - name: |2-\n        p1\n      public_key: >1-\n        \(k[1])\n      allowed_ips: [2001:db8:1::2/128]\n"),
+            ("double quoted across lines at column 0",
+             h + it(0) + it(1),
+             h + it(0) + "    - name: \"p1\"\n      public_key: \"\(k[1].prefix(20))\n\(k[1].dropFirst(20))\"\n      allowed_ips: [2001:db8:1::2/128]\n"),
+            ("flow across lines at column 0",
+             h + it(0) + it(1),
+             h + it(0) + "    - {name: p1,\npublic_key: \"\(k[1])\",\n allowed_ips: [\"2001:db8:1::2/128\"]}\n"),
+            ("complex key item",
+             h + it(0) + it(1),
+             h + it(0) + "    - ? name\n      : p1\n      ? public_key\n      : \(k[1])\n      allowed_ips: [2001:db8:1::2/128]\n"),
+            ("directives, tag handles",
+             "%YAML 1.1\n%TAG !e! tag:example.com,2000:\n%TAG ! tag:example.com,2001:\n---\n" + h + it(0) + it(1),
+             "%YAML 1.1\n%TAG !e! tag:example.com,2000:\n%TAG ! tag:example.com,2001:\n---\n" + h + it(0) + "    - !e!peer {name: p1, public_key: \"\(k[1])\", allowed_ips: [\"2001:db8:1::2/128\"]}\n" + "    - !peer {name: p2, public_key: \"\(k[2])\", allowed_ips: [\"2001:db8:1::3/128\"]}\n"),
+            ("document end after the list",
+             h + it(0) + it(1) + "...\n",
+             h + it(0) + it(1) + it(2) + "...\n"),
+            ("document end and more after the list",
+             h + it(0) + it(1) + "...\n",
+             h + it(0) + it(1) + it(2) + "...\n---\nx: 1\n"),
+            ("indentless, a key at the list's column after",
+             ind + "    - {name: p0, public_key: \"\(k[0])\", allowed_ips: [\"2001:db8:1::1/128\"]}\n    prune_peers: true\n",
+             ind + "    - {name: p0, public_key: \"\(k[0])\", allowed_ips: [\"2001:db8:1::1/128\"]}\n    - name: p1\n      public_key: \(k[1])\n      allowed_ips:\n      - 2001:db8:1::2/128\n    prune_peers: true\n"),
+            ("CR LF",
+             (h + it(0) + it(1)).replacingOccurrences(of: "\n", with: "\r\n"),
+             (h + it(0) + it(1) + it(2)).replacingOccurrences(of: "\n", with: "\r\n")),
+            ("CR LF, the new item with LF",
+             (h + it(0) + it(1)).replacingOccurrences(of: "\n", with: "\r\n"),
+             (h + it(0) + it(1)).replacingOccurrences(of: "\n", with: "\r\n") + it(2)),
+            ("lone CR ending the last line",
+             h + it(0) + String(it(1).dropLast()) + "\r",
+             h + it(0) + String(it(1).dropLast()) + "\r" + it(2)),
+            ("NEL ending the last line",
+             h + it(0) + String(it(1).dropLast()) + "\u{85}",
+             h + it(0) + String(it(1).dropLast()) + "\u{85}" + it(2)),
+            ("byte order mark and multibyte before",
+             "\u{FEFF}# é ☃ 𝄞\n" + h + it(0) + it(1),
+             "\u{FEFF}# é ☃ 𝄞\n" + h + it(0) + "    - {name: p1, public_key: \"\(k[1])\", allowed_ips: [\"2001:db8:1::2/128\"]}  # ☃\n"),
+            ("byte order mark at the start of an item's line",
+             h + it(0) + it(1),
+             h + it(0) + "\u{FEFF}" + it(1)),
+            ("byte order mark at the start of an item's second line",
+             h + it(0) + it(1),
+             h + it(0) + "    - name: p1\n\u{FEFF}     public_key: \(k[1])\n      allowed_ips: [2001:db8:1::2/128]\n"),
+            ("tab after the dash",
+             h + it(0) + it(1),
+             h + it(0) + "    -\t{name: p1, public_key: \"\(k[1])\", allowed_ips: [\"2001:db8:1::2/128\"]}\n"),
+            ("item emptied to a dash",
+             h + it(0) + it(1),
+             h + it(0) + "    -\n"),
+            ("plain scalar running into the next item's line",
+             h + it(0) + it(1) + it(2),
+             h + it(0) + "    - name: p1\n      public_key: \(k[1])\n      allowed_ips: [2001:db8:1::2/128]\n      endpoint: x\n" + it(2)),
+            ("a line at the list's column inside the items",
+             h + it(0) + it(1) + it(2),
+             h + it(0) + it(1) + "    prune_peers: true\n" + it(2)),
+            ("a comment line left of the list inside the items",
+             h + it(0) + it(1) + it(2),
+             h + it(0) + it(1) + "# c\n  # d\n" + it(2)),
+            ("an item at column 0 after the list",
+             h + it(0) + it(1),
+             h + it(0) + it(1) + "- {name: p2, public_key: \"\(k[2])\", allowed_ips: [\"2001:db8:1::3/128\"]}\n"),
+            ("a key at column 0 after the last item",
+             h + it(0) + it(1),
+             h + it(0) + it(1) + "routes: []\n"),
+            ("a block scalar item",
+             h + it(0) + it(1),
+             h + it(0) + it(1) + "    - |\n      name: p2\n"),
+        ]
+        var stats = (loads: 0, deltas: 0, ok: 0)
+        for (what, old, new) in pairs {
+            try write(old)
+            let cache = ConfigCache.settled()
+            compare(cache, "\(what): old", stats: &stats)
+            try write(new)
+            compare(cache, "\(what): new", stats: &stats)
+            try write(old)
+            compare(cache, "\(what): old again", stats: &stats)
+        }
+        print("R23 pairs: \(stats)")
+    }
+}
+
+// MARK: reloads that see a file half written
+
+extension Review23Tests {
+    /// An editor's write seen half done: every load reads a prefix of the new text (cut
+    /// anywhere, mid-line too), then the whole.
+    func testReloadsOfAFileHalfWritten() throws {
+        var r = Rng(g: SeededGenerator(seed: 77))
+        var stats = (loads: 0, deltas: 0, ok: 0)
+        for round in 0..<6 {
+            var items = Array(0..<6)
+            let gatewayFirst = round % 2 == 0
+            func text() -> [UInt8] {
+                let gateway = "gateway: {tunnel: wg0, lan: private0, lan_prefix: \"2001:db8:1::/64\"}\n"
+                var t = (gatewayFirst ? gateway : "") + "wireguard:\n  wg0:\n    private_key_file: wg0.key\n    peers:\n"
+                t += items.map { Self.item($0, d: 0, col: "    ", style: $0 % 3 == 0 ? $0 % 5 : 0) }.joined()
+                if !gatewayFirst { t += gateway }
+                return Array(t.utf8)
+            }
+            let cache = ConfigCache.settled()
+            try writeBytes(text())
+            compare(cache, "round \(round) start", stats: &stats)
+            for step in 0..<12 {
+                switch r.below(3) {
+                case 0: items.append(20 + step + 20 * round)
+                case 1: if items.count > 2 { items.remove(at: r.below(items.count)) }
+                default: items.insert(40 + step + 20 * round, at: r.below(items.count + 1))
+                }
+                let full = text()
+                for _ in 0..<3 {
+                    var cut = full.count - 1 - r.below(min(full.count - 1, 200))
+                    // Half of them at a line's start (or just before its line break).
+                    if r.chance(2), let end = full[..<cut].lastIndex(of: 0x0A) { cut = end + (r.chance(3) ? 0 : 1) }
+                    try writeBytes(Array(full[..<cut]))
+                    compare(cache, "round \(round) step \(step): first \(cut) of \(full.count) bytes", stats: &stats)
+                }
+                try writeBytes(full)
+                compare(cache, "round \(round) step \(step): whole", stats: &stats)
+            }
+        }
+        print("R23 half written: \(stats)")
     }
 }
