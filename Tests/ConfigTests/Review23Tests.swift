@@ -158,7 +158,7 @@ extension Review23Tests {
         XCTAssertTrue(compare(cache, "seed \(seed) start", limits: limits, stats: &stats))
         var next = 100
         var text = good
-        for step in 0..<steps {
+        steps: for step in 0..<steps {
             var lines = text.split(separator: 0x0A, omittingEmptySubsequences: false).map(Array.init)
             let finalBreak = text.last == 0x0A
             if finalBreak { lines.removeLast() }
@@ -199,6 +199,21 @@ extension Review23Tests {
                 if r.chance(2), at < lines[li].count { lines[li].replaceSubrange(at ..< at + 1, with: s) } else { lines[li].insert(contentsOf: s, at: at) }
                 what = "special in line \(li) at \(at)"
             case 9:
+                if r.chance(2) {
+                    // An item appended as `echo '- …' >>` does: after the last byte, whatever it is.
+                    let col = String(repeating: " ", count: r.pick([4, 6, 8]))
+                    let snippet = Self.item(next, d: r.below(2), col: col, style: 0, address: next)
+                    next += 1
+                    text += Array(snippet.utf8)
+                    try writeBytes(text)
+                    let context = "seed \(seed) step \(step): appended \(snippet.debugDescription)\n--- text:\n\(String(decoding: text, as: UTF8.self))\n---"
+                    if !compare(cache, context, limits: limits, stats: &stats) {
+                        failures += 1
+                        if failures >= 3 { break steps }
+                    }
+                    if case .success = ConfigLoader(limits: limits).load(path: main) { good = text } else { text = good }
+                    continue
+                }
                 guard li + 1 < lines.count else { fallthrough }
                 lines.swapAt(li, li + 1)
                 what = "lines \(li), \(li + 1) swapped"
@@ -742,5 +757,57 @@ extension Review23Tests {
             }
         }
         print("R23 half written: \(stats)")
+    }
+}
+
+// MARK: the last item against what follows the list
+
+extension Review23Tests {
+    func testLastItemsAgainstWhatFollowsTheList() throws {
+        let k = Self.keys
+        let gateway = "gateway: {tunnel: wg0, lan: private0, lan_prefix: \"2001:db8:1::/64\"}\n"
+        let afters: [(String, Bool)] = [
+            ("", true), ("", false), ("routes: []\n", true), ("  wg1:\n    private_key_file: wg1.key\n", true), ("    prune_peers: true\n", true),
+            ("# c\n", true), ("# c\n", false), ("...\n", true), ("\n\n", true), ("  # c\n\n  wg1:\n    private_key_file: wg1.key\n", true),
+            ("     \n", true), ("   ", false),
+        ]
+        let lasts: [(String, String)] = [
+            ("name: p1\nPpublic_key: \(k[1])\nPallowed_ips: [2001:db8:1::2/128]", "name: p1\nPpublic_key: \(k[1])\nPallowed_ips: [2001:db8:1::3/128]"),
+            ("name: p1\nPpublic_key: \(k[1])\nPallowed_ips: [2001:db8:1::2/128]", "name: |+\nP  p1\nPpublic_key: \(k[1])\nPallowed_ips: [2001:db8:1::3/128]"),
+            ("name: p1\nPpublic_key: \(k[1])\nPallowed_ips: [2001:db8:1::2/128]", "name: p1\nPallowed_ips: [2001:db8:1::3/128]\nPpublic_key: |-\nP  \(k[1])\n\nP  \n"),
+            ("name: p1\nPpublic_key: \(k[1])\nPallowed_ips: [2001:db8:1::2/128]", "name: p1\nPallowed_ips: [2001:db8:1::3/128]\nPpublic_key: >+\nP  \(k[1])\n"),
+            ("name: p1\nPpublic_key: \(k[1])\nPallowed_ips: [2001:db8:1::2/128]", "name: p1\nPallowed_ips: [2001:db8:1::3/128]\nPpublic_key: |\n"),
+            ("name: p1\nPpublic_key: \(k[1])\nPallowed_ips: [2001:db8:1::2/128]", "name: p1\nPallowed_ips: [2001:db8:1::3/128]\nPpublic_key: \(k[1].prefix(10))\nP  \(k[1].dropFirst(10))"),
+            ("name: p1\nPpublic_key: \(k[1])\nPallowed_ips: [2001:db8:1::2/128]", "name: p1\nPallowed_ips:\nP- 2001:db8:1::3/128\nPpublic_key: \(k[1])"),
+            ("name: p1\nPpublic_key: \(k[1])\nPallowed_ips: [2001:db8:1::2/128]", "name: p1\nPpublic_key: \(k[1])\nPallowed_ips:\nP- 2001:db8:1::3/128\n\n# after\n"),
+            ("name: p1\nPpublic_key: \(k[1])\nPallowed_ips: [2001:db8:1::2/128]", "name: p1\nPpublic_key: \(k[1])\nPallowed_ips: [2001:db8:1::3/128]\n- {name: p2, public_key: \"\(k[2])\", allowed_ips: [\"2001:db8:1::4/128\"]}"),
+            ("name: p1\nPpublic_key: \(k[1])\nPallowed_ips: [2001:db8:1::2/128]", "name: p1\nPpublic_key: \(k[1])\nPallowed_ips: [2001:db8:1::3/128]\nPendpoint: \"[2001:db8:ff::1]:51820\"  # é"),
+            ("{name: p1, public_key: \"\(k[1])\", allowed_ips: [\"2001:db8:1::2/128\"]}", "{name: p1, public_key: \"\(k[1])\",\nallowed_ips: [\"2001:db8:1::3/128\"]\n}"),
+            ("{name: p1, public_key: \"\(k[1])\", allowed_ips: [\"2001:db8:1::2/128\"]}", "? name\n: p1\nPpublic_key: \(k[1])\nPallowed_ips: [2001:db8:1::3/128]"),
+        ]
+        var stats = (loads: 0, deltas: 0, ok: 0)
+        for indent in [4, 6] {
+            let c = String(repeating: " ", count: indent), p = String(repeating: " ", count: indent + 2)
+            for (after, finalBreak) in afters {
+                for (old, new) in lasts {
+                    func render(_ last: String) -> String {
+                        // `- ` at the list's column starts an item in the last text; P its item's column.
+                        var body = last.replacingOccurrences(of: "\nP", with: "\n" + p).replacingOccurrences(of: "\n- ", with: "\n" + c + "- ")
+                        body = body.replacingOccurrences(of: "\n:", with: "\n" + p.dropLast(2) + ":")
+                        var t = gateway + "wireguard:\n  wg0:\n    private_key_file: wg0.key\n    peers:\n" + Self.item(0, indent: indent) + c + "- " + body + "\n" + after
+                        if !finalBreak, t.hasSuffix("\n") { t.removeLast() }
+                        return t
+                    }
+                    try write(render(old))
+                    let cache = ConfigCache.settled()
+                    compare(cache, "indent \(indent), after \(after.debugDescription) \(finalBreak): old \(old.debugDescription)", stats: &stats)
+                    try write(render(new))
+                    compare(cache, "indent \(indent), after \(after.debugDescription) \(finalBreak): new \(new.debugDescription)\n\(render(new))", stats: &stats)
+                    try write(render(old))
+                    compare(cache, "indent \(indent), after \(after.debugDescription) \(finalBreak): old again", stats: &stats)
+                }
+            }
+        }
+        print("R23 last items: \(stats)")
     }
 }
