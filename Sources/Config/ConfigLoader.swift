@@ -48,15 +48,17 @@ public struct ConfigLoader: Sendable {
         // whole starts again from it, the file parsed anew.
         let kept = round.previous.files[path]?.outdated == true ? round.previous : nil
         if let result = load(path, deltas: cache?.deltas == true, round: &round) { return result }
-        guard var previous = kept else { return .failure(ConfigErrors([ConfigError(SourceLocation(file: path, line: 1, column: 1), "internal error: the configuration cache lost the main file's tree; reload again")])) }
+        // (Never without an outdated tree, nor twice: the second attempt keeps none.)
+        let lost = Result<LoadedConfig, ConfigErrors>.failure(ConfigErrors([ConfigError(SourceLocation(file: path, line: 1, column: 1),
+            "internal error: the configuration cache lost the main file's tree; reload again")]))
+        guard var previous = kept else { return lost }
         // (The first attempt took the include directory's watch's events: a new watch is made,
-        // and every file read.)
+        // and every file read. Nothing kept, no delta is tried.)
         previous.files[path] = nil
         previous.watch = nil
         previous.kept = nil
         round = CacheRound(previous: previous, keeping: true, now: round.now, watching: round.watching)
-        return load(path, deltas: false, round: &round)
-            ?? .failure(ConfigErrors([ConfigError(SourceLocation(file: path, line: 1, column: 1), "internal error: the configuration cache lost the main file's tree; reload again")]))
+        return load(path, deltas: cache?.deltas == true, round: &round) ?? lost
     }
 
     /// One attempt of `load`: nil when the main file's outdated tree (`CachedFile.outdated`),

@@ -35,7 +35,6 @@ final class MainFileDeltaTests: XCTestCase {
         let fresh = LoadOutcome(ConfigLoader().load(path: main))
         XCTAssertEqual(cached, fresh, "\(context())\(delta ? " (main file delta)" : "")", file: file, line: line)
         if delta { XCTAssertNotNil(cached.desired, "a delta with errors: \(context())", file: file, line: line) }
-        if ProcessInfo.processInfo.environment["WGK_DEBUG_DELTA"] != nil { print("LOAD", context(), delta, cached.errors.prefix(2)) }
         loads += 1
         if cached.desired != nil { accepted += 1 }
         if delta { mainDeltas += 1 }
@@ -366,6 +365,42 @@ final class MainFileDeltaTests: XCTestCase {
         document.lists[0][0].address = 62
         try fixture.write("wgkeeper.yaml", document.render() + policy)
         XCTAssertFalse(assertSameAsFresh(cache, "policy, item").delta)
+    }
+
+    /// After a delta the main file's kept tree is outdated; loads that need it whole start
+    /// again with the file parsed anew: a key file rewritten, a drop-in that is more than peers.
+    func testLoadsThatNeedTheOutdatedTreeWholeParseTheFileAgain() throws {
+        var document = peers(6)
+        document.includeDir = true
+        try fixture.write("wgkeeper.yaml", document.render())
+        let cache = ConfigCache.settled()
+        assertSameAsFresh(cache, "first")
+        document.lists[0][2].address = 90
+        try fixture.write("wgkeeper.yaml", document.render())
+        XCTAssertTrue(assertSameAsFresh(cache, "main").delta)
+        // The device's key rewritten: not a delta; the main file is parsed again.
+        try fixture.writeKey("wg0.key")
+        XCTAssertFalse(assertSameAsFresh(cache, "key").delta)
+        XCTAssertEqual(cache.lastLoad.filesParsed, 1)
+        XCTAssertEqual(cache.lastLoad.peersDecoded, 6)
+        document.lists[0][3].address = 91
+        try fixture.write("wgkeeper.yaml", document.render())
+        XCTAssertTrue(assertSameAsFresh(cache, "main again").delta)
+        // A drop-in with another section: the tree is needed whole.
+        try fixture.write("conf.d/z.yaml", "routes: []\n")
+        XCTAssertFalse(assertSameAsFresh(cache, "a drop-in with a section").delta)
+        XCTAssertEqual(cache.lastLoad.peersDecoded, 6)
+        try FileManager.default.removeItem(atPath: confD + "/z.yaml")
+        assertSameAsFresh(cache, "that drop-in removed")
+        // A drop-in of peers after a delta: a drop-in delta, the main file's outdated tree taken
+        // for its other sections.
+        document.lists[0][4].address = 92
+        try fixture.write("wgkeeper.yaml", document.render())
+        XCTAssertTrue(assertSameAsFresh(cache, "main, then").delta)
+        try fixture.write("conf.d/p.yaml", "wireguard:\n  wg0:\n    peers:\n      - {name: d9, public_key: \"\(Self.keys[45])\", allowed_ips: [\"2001:db8:1::909/128\"]}\n")
+        XCTAssertTrue(assertSameAsFresh(cache, "a drop-in of peers").outcome.desired != nil)
+        XCTAssertTrue(cache.lastLoad.delta && !cache.lastLoad.mainFile, "\(cache.lastLoad)")
+        XCTAssertEqual(cache.lastLoad.filesParsed, 1, "the drop-in alone")
     }
 
     func testIncludeDirectoryChangedWithTheMainFileIsReadWhole() throws {
