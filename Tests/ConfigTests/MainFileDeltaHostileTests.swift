@@ -91,6 +91,17 @@ extension MainFileDeltaHostileTests {
         try Data(bytes).write(to: URL(fileURLWithPath: fixture.path(name)))
     }
 
+    /// `old` loaded through a new cache, then `new`, then `old` again, each against a fresh load.
+    func oldNewOld(_ old: String, _ new: String, _ what: String, stats: inout (loads: Int, deltas: Int, ok: Int)) throws {
+        try write(old)
+        let cache = ConfigCache.settled()
+        compare(cache, "\(what): old", stats: &stats)
+        try write(new)
+        compare(cache, "\(what): new\n\(new)", stats: &stats)
+        try write(old)
+        compare(cache, "\(what): old again", stats: &stats)
+    }
+
     /// Loads through the cache and fresh; false (and a failure) when they differ.
     @discardableResult
     func compare(_ cache: ConfigCache, _ context: String, limits: ConfigLimits = .standard, stats: inout (loads: Int, deltas: Int, ok: Int)) -> Bool {
@@ -707,15 +718,7 @@ extension MainFileDeltaHostileTests {
              h + it(0) + it(1) + "    - |\n      name: p2\n"),
         ]
         var stats = (loads: 0, deltas: 0, ok: 0)
-        for (what, old, new) in pairs {
-            try write(old)
-            let cache = ConfigCache.settled()
-            compare(cache, "\(what): old", stats: &stats)
-            try write(new)
-            compare(cache, "\(what): new", stats: &stats)
-            try write(old)
-            compare(cache, "\(what): old again", stats: &stats)
-        }
+        for (what, old, new) in pairs { try oldNewOld(old, new, what, stats: &stats) }
         print("R23 pairs: \(stats)")
     }
 }
@@ -802,13 +805,8 @@ extension MainFileDeltaHostileTests {
                         if !finalBreak, t.hasSuffix("\n") { t.removeLast() }
                         return t
                     }
-                    try write(render(old))
-                    let cache = ConfigCache.settled()
-                    compare(cache, "indent \(indent), after \(after.debugDescription) \(finalBreak): old \(old.debugDescription)", stats: &stats)
-                    try write(render(new))
-                    compare(cache, "indent \(indent), after \(after.debugDescription) \(finalBreak): new \(new.debugDescription)\n\(render(new))", stats: &stats)
-                    try write(render(old))
-                    compare(cache, "indent \(indent), after \(after.debugDescription) \(finalBreak): old again", stats: &stats)
+                    try oldNewOld(render(old), render(new), "indent \(indent), after \(after.debugDescription) \(finalBreak): \(old.debugDescription) to \(new.debugDescription)",
+                                  stats: &stats)
                 }
             }
         }
