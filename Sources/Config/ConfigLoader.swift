@@ -87,7 +87,7 @@ public struct ConfigLoader: Sendable {
             /// The kept load a delta may start from: of this include directory, with no error so
             /// far and the main file as that load read it.
             func deltaBase() -> KeptLoad? {
-                guard deltas, errors.isEmpty, let kept = round.previous.kept, kept.includeDir == resolved, kept.limits == limits,
+                guard deltas, errors.isEmpty, let kept = round.previous.kept, kept.includeDir == resolved, loadedLikeThis(kept),
                       !round.parsed.contains(path) else { return nil }
                 return kept
             }
@@ -194,8 +194,7 @@ public struct ConfigLoader: Sendable {
         // Its devices are the configuration's, one for one, each peer at its section's place.
         if round.keeping { round.next.devices = desired.devices }
         guard errors.isEmpty else { return .failure(errors.sorted(files: files)) }
-        round.next.kept = Self.keptLoad(configuration, desired, files: files, round: round, limits: limits)
-        round.next.kept?.root = root
+        round.next.kept = Self.keptLoad(configuration, desired, files: files, round: round, limits: limits, root: root)
         return .success(LoadedConfig(configuration: configuration, desired: desired))
     }
 

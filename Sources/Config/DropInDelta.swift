@@ -33,7 +33,7 @@ struct KeptLoad: Sendable {
     var limits: ConfigLimits
     /// The root it was loaded under (`ConfigLoader.root`): its include directory and key files
     /// were resolved under it.
-    var root: String? = nil
+    var root: String?
 }
 
 /// An include file as the last load read it.
@@ -105,7 +105,8 @@ extension ConfigLoader {
     /// The kept load for the next, made from a load that succeeded: `shapes` are its files'
     /// (`Tree.dropInShape`), main first, named by `files`. Nil when its counts do not add up
     /// to the desired state's peers (never, while the decoder reads peers where the shape looks).
-    static func keptLoad(_ configuration: Configuration, _ desired: DesiredState, files: [String], round: CacheRound, limits: ConfigLimits) -> KeptLoad? {
+    static func keptLoad(_ configuration: Configuration, _ desired: DesiredState, files: [String], round: CacheRound, limits: ConfigLimits,
+                         root: String?) -> KeptLoad? {
         guard let shapes = round.shapes else { return nil }
         guard shapes.count == files.count, !files.isEmpty else { return nil }
         // A preshared key file is read at every load: a delta would not read the kept peers'.
@@ -137,8 +138,12 @@ extension ConfigLoader {
         let allowed = desired.devices.reduce(0) { $0 + $1.peers.reduce(0) { $0 + $1.allowedIPs.count } }
         return KeptLoad(configuration: stripped, desired: desired, includeDir: configuration.runtime.includeDir, main: main, files: dropIns,
                         objects: allowed + configuration.routes.count + configuration.proxies.count, used: round.used,
-                        watch: round.next.watch, unwatched: round.unwatched, limits: limits)
+                        watch: round.next.watch, unwatched: round.unwatched, limits: limits, root: root)
     }
+
+    /// Whether `kept` was loaded as this loader loads (the same limits, the same root): a delta of
+    /// it holds only then.
+    func loadedLikeThis(_ kept: KeptLoad) -> Bool { kept.limits == limits && kept.root == root }
 
     /// A delta of the kept load told by the include directory's watch: the files it names (and
     /// those it cannot watch) are read, no other, and the directory is not listed (an entry

@@ -17,11 +17,10 @@ extension ConfigLoader {
     /// The file's kept tree no longer stands for it afterwards (`CachedFile.outdated`): a later
     /// load that needs the tree (another file changed) parses the file again, and decodes its peers.
     func mainFileDelta(_ path: String, round: inout CacheRound, checked: inout Set<String>) -> LoadedConfig? {
-        guard let kept = round.previous.kept, kept.limits == limits, kept.configuration.policy == nil, let cached = round.previous.files[path]
+        guard let kept = round.previous.kept, loadedLikeThis(kept), kept.configuration.policy == nil, let cached = round.previous.files[path]
         else { return nil }
-        // Of this main file (the cache may hold it as another load's drop-in), under this root
-        // (its include directory resolved under it).
-        guard kept.root == root, let first = kept.configuration.files.first, Self.sameBytes(first, path) else { return nil }
+        // Of this main file (the cache may hold it as another load's drop-in).
+        guard let first = kept.configuration.files.first, Self.sameBytes(first, path) else { return nil }
         let top = SourceLocation(file: path, line: 1, column: 1)
         // The include directory's files unchanged, as the watch made before they were read tells.
         if let includeDir = kept.includeDir {
