@@ -28,6 +28,13 @@ final class ConfigFixture {
 
     func path(_ name: String) -> String { (directory as NSString).appendingPathComponent(name) }
 
+    /// A directory `name` (mode 0755), such as an include directory; its path.
+    @discardableResult
+    func makeDirectory(_ name: String) throws -> String {
+        try FileManager.default.createDirectory(atPath: path(name), withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        return path(name)
+    }
+
     func write(_ name: String, _ text: String) throws {
         let file = path(name)
         try FileManager.default.createDirectory(atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)

@@ -17,7 +17,7 @@ final class DropInDeltaTests: XCTestCase {
     override func setUpWithError() throws {
         fixture = try ConfigFixture(for: self)
         try fixture.writeKey("wg1.key")
-        try FileManager.default.createDirectory(atPath: confD, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        try fixture.makeDirectory("conf.d")
     }
 
     private var loads = 0, accepted = 0, deltas = 0, watched = 0
@@ -372,7 +372,7 @@ final class DropInDeltaTests: XCTestCase {
         assertSameAsFresh(cache, "start")
         XCTAssertTrue(assertSameAsFresh(cache, "unchanged").delta)
         XCTAssertEqual(rename(confD, fixture.path("conf.old")), 0)
-        try FileManager.default.createDirectory(atPath: confD, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        try fixture.makeDirectory("conf.d")
         for n in 0..<5 { try write("\(n).yaml", onePeer("d\(n)", 200 + n)) }
         assertSameAsFresh(cache, "replaced")
         XCTAssertFalse(cache.lastLoad.watched, "every file read")

@@ -64,7 +64,7 @@ final class IncrementalLoadTests: XCTestCase {
         var random = SeededGenerator(seed: seed)
         let confD = fixture.path("conf.d")
         try? FileManager.default.removeItem(atPath: confD)
-        try FileManager.default.createDirectory(atPath: confD, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        try fixture.makeDirectory("conf.d")
         try fixture.write("wgkeeper.yaml", header + gateway)
         // Pools large enough that most loads pass, small enough that names, keys and
         // addresses collide across files now and then.
@@ -184,7 +184,7 @@ final class IncrementalLoadTests: XCTestCase {
         var random = SeededGenerator(seed: seed)
         let confD = fixture.path("conf.d")
         try? FileManager.default.removeItem(atPath: confD)
-        try FileManager.default.createDirectory(atPath: confD, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        try fixture.makeDirectory("conf.d")
         try fixture.writeKey("wg1.key")
         try fixture.writeKey("wg2.key")
         // The devices' keys are set once, here: a fragment only adds peers to them.
@@ -454,7 +454,7 @@ final class IncrementalLoadTests: XCTestCase {
         try fixture.writeKey("wg1.key")
         let confD = fixture.path("conf.d")
         try? FileManager.default.removeItem(atPath: confD)
-        try FileManager.default.createDirectory(atPath: confD, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        try fixture.makeDirectory("conf.d")
         let more = (0..<3).map { _ in PrivateKey.generate().publicKey.base64 }
         func list(_ a: String, _ b: String, _ base: Int, keys: (String, String) = (ConfigFixture.alice, ConfigFixture.bob)) -> String {
             """

@@ -19,8 +19,7 @@ final class MainFileDeltaHostileTests: XCTestCase {
     override func setUpWithError() throws {
         fixture = try ConfigFixture(for: self)
         try fixture.writeKey("wg1.key")
-        try FileManager.default.createDirectory(atPath: fixture.path("conf.d"), withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o755])
+        try fixture.makeDirectory("conf.d")
     }
 
     static let keys = (0..<64).map { _ in PrivateKey.generate().publicKey.base64 }
@@ -459,7 +458,7 @@ extension MainFileDeltaHostileTests {
     func testTheSameMainFileUnderAnotherRoot() throws {
         let rootA = fixture.path("rootA"), rootB = fixture.path("rootB")
         for (root, address) in [(rootA, 900), (rootB, 950)] {
-            try FileManager.default.createDirectory(atPath: root + "/etc/conf.d", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            try fixture.makeDirectory((root as NSString).lastPathComponent + "/etc/conf.d")
             chmod(root, 0o755)
             chmod(root + "/etc", 0o755)
             try Self.dropIn("da", 60, address: address).write(toFile: root + "/etc/conf.d/a.yaml", atomically: false, encoding: .utf8)
@@ -537,7 +536,7 @@ extension MainFileDeltaHostileTests {
             w.gatewayFirst = r.chance(2)
             for name in ["a.yaml", "b.yaml"] { let k = fresh(); w.dropIns[name] = [(k, k + 1, r.below(2))] }
             try? FileManager.default.removeItem(atPath: fixture.path("conf.d"))
-            try FileManager.default.createDirectory(atPath: fixture.path("conf.d"), withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            try fixture.makeDirectory("conf.d")
             try write(w.render())
             for name in w.dropIns.keys { try fixture.write("conf.d/\(name)", w.dropIn(name)) }
             let cache = ConfigCache.settled()

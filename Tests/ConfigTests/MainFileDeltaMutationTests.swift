@@ -16,8 +16,7 @@ final class MainFileDeltaMutationTests: XCTestCase {
 
     override func setUpWithError() throws {
         fixture = try ConfigFixture(for: self)
-        try FileManager.default.createDirectory(atPath: fixture.path("conf.d"), withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o755])
+        try fixture.makeDirectory("conf.d")
     }
 
     private static let keys = (0..<16).map { _ in PrivateKey.generate().publicKey.base64 }

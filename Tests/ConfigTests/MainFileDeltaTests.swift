@@ -21,7 +21,7 @@ final class MainFileDeltaTests: XCTestCase {
     override func setUpWithError() throws {
         fixture = try ConfigFixture(for: self)
         try fixture.writeKey("wg1.key")
-        try FileManager.default.createDirectory(atPath: confD, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        try fixture.makeDirectory("conf.d")
     }
 
     private var loads = 0, accepted = 0, mainDeltas = 0
