@@ -110,20 +110,72 @@ public enum DumpOutcome<T> {
     case read([T], ReadDigest)
 }
 
+/// What a poll's dump is compared by: fed each reply of the dump as it arrives (type, flags
+/// without `NLM_F_DUMP_INTR`, payload; never the sequence number or port id, which differ from
+/// dump to dump), it gives the digest. Two dumps with the same digest must decode the same,
+/// except in what the fingerprint says it leaves out (and then keeps, as `WireGuardFingerprint`
+/// keeps the traffic figures); a fingerprint that cannot vouch for the bytes (it could not walk
+/// them) gives nil, and the dump is decoded.
+public protocol DumpFingerprint {
+    init()
+    mutating func feed(type: UInt16, flags: UInt16, payload: UnsafeRawBufferPointer)
+    func finalize() -> ReadDigest?
+}
+
+/// Every byte of every reply.
+public struct WholeDumpFingerprint: DumpFingerprint {
+    private var digest = ReadDigest.Builder()
+
+    public init() {}
+
+    public mutating func feed(type: UInt16, flags: UInt16, payload: UnsafeRawBufferPointer) {
+        digest.combine(UInt64(type) << 16 | UInt64(flags))
+        digest.combine(piece: payload)
+    }
+
+    public func finalize() -> ReadDigest? { digest.finalize() }
+}
+
 extension NetlinkSocket {
-    /// A dump for a poll: the replies are fingerprinted as they arrive (each message's type,
-    /// flags and payload, never the sequence number or port id, which differ from dump to dump)
-    /// and decoded only when the fingerprint differs from `previous`. The kernel orders a dump
-    /// by its own tables, so the same table gives the same bytes; anything else is decoded.
+    /// A dump for a poll, decoded only when its replies' fingerprint (every byte: see
+    /// `DumpFingerprint`) differs from `previous`. The kernel orders a dump by its own tables,
+    /// so the same table gives the same bytes; anything else is decoded.
     public func dump<T>(
         _ request: Request, unless previous: ReadDigest?, attempts: Int = 8, timeout: Duration = .seconds(30),
         decode: (Message) throws -> T?
     ) throws -> DumpOutcome<T> {
+        try dump(request, unless: previous, fingerprint: WholeDumpFingerprint.self, attempts: attempts, timeout: timeout, decode: decode).0
+    }
+
+    /// A dump for a poll, compared by `fingerprint`. With a `previous` digest the dump is first
+    /// walked without keeping anything (an unchanged poll copies and decodes nothing); when its
+    /// digest differs, the dump is run again and decoded, and the digest returned is that of
+    /// the run decoded. Also returns the fingerprint of the run that decided (for what it kept).
+    public func dump<T, F: DumpFingerprint>(
+        _ request: Request, unless previous: ReadDigest?, fingerprint: F.Type, attempts: Int = 8, timeout: Duration = .seconds(30),
+        decode: (Message) throws -> T?
+    ) throws -> (DumpOutcome<T>, F) {
+        if let previous {
+            let (fingerprint, _) = try fingerprintedDump(request, attempts: attempts, timeout: timeout, fingerprint: F.self, decoding: false, decode: decode)
+            if let digest = fingerprint.finalize(), digest == previous { return (.unchanged(digest), fingerprint) }
+        }
+        let (fingerprint, items) = try fingerprintedDump(request, attempts: attempts, timeout: timeout, fingerprint: F.self, decoding: true, decode: decode)
+        // A fingerprint that cannot vouch for these bytes gets a digest nothing equals: the
+        // next poll decodes again.
+        let digest = fingerprint.finalize() ?? ReadDigest.unmatched()
+        return (.read(items, digest), fingerprint)
+    }
+
+    /// One run of a dump, fingerprinted; `decoding`, decoded as it arrives. A run the kernel
+    /// marks interrupted (`NLM_F_DUMP_INTR`) is read to its end and done again.
+    private func fingerprintedDump<T, F: DumpFingerprint>(
+        _ request: Request, attempts: Int, timeout: Duration, fingerprint _: F.Type, decoding: Bool, decode: (Message) throws -> T?
+    ) throws -> (F, [T]) {
         for _ in 0..<attempts {
             let sequence = try sendRequest(request)
             let deadline = ContinuousClock.now + timeout
-            var digest = ReadDigest.Builder()
-            var datagrams: [[UInt8]] = []
+            var fingerprint = F()
+            var items: [T] = []
             var last: Message?
             var interrupted = false
             while last == nil {
@@ -133,35 +185,29 @@ extension NetlinkSocket {
                 } catch let error as NetlinkError {
                     throw NetlinkError(error.reason, context: request.summary)
                 }
-                var ours = false
                 try Message.forEach(in: datagram) { header, payload in
                     guard header.nlmsg_seq == sequence else { return true }
-                    ours = true
-                    let flags = header.nlmsg_flags & ~UInt16(NLM_F_DUMP_INTR)
                     if header.nlmsg_flags & UInt16(NLM_F_DUMP_INTR) != 0 { interrupted = true }
                     if header.nlmsg_type == UInt16(NLMSG_DONE) || header.nlmsg_type == UInt16(NLMSG_ERROR) {
                         last = Message(type: header.nlmsg_type, flags: header.nlmsg_flags, sequence: sequence,
                                        portID: header.nlmsg_pid, payload: Array(payload))
                         return false
                     }
-                    digest.combine(UInt64(header.nlmsg_type) << 16 | UInt64(flags))
-                    digest.combine(piece: payload)
+                    fingerprint.feed(type: header.nlmsg_type, flags: header.nlmsg_flags & ~UInt16(NLM_F_DUMP_INTR), payload: payload)
+                    if decoding, !interrupted {
+                        let message = Message(type: header.nlmsg_type, flags: header.nlmsg_flags, sequence: sequence,
+                                              portID: header.nlmsg_pid, payload: Array(payload))
+                        if let item = try decode(message) { items.append(item) }
+                    }
                     return true
                 }
-                if ours { datagrams.append(Array(datagram)) }
             }
             let (code, text) = try last!.status()
             if code != 0 {
                 throw NetlinkError(.kernel(Errno(rawValue: code)), context: request.summary, kernelMessage: text)
             }
             if interrupted { continue }
-            let made = digest.finalize()
-            if made == previous { return .unchanged(made) }
-            var collector = DumpCollector<T>(sequence: sequence, context: request.summary)
-            for datagram in datagrams {
-                if case .done(let items) = try collector.feed(try Message.parse(datagram), decode: decode) { return .read(items, made) }
-            }
-            throw NetlinkError(.malformed("dump replies end without their last message"), context: request.summary)
+            return (fingerprint, items)
         }
         throw NetlinkError(.dumpInterrupted, context: request.summary)
     }
