@@ -196,27 +196,40 @@ extension Daemon {
             kernel.wireGuard = nil
             return
         }
-        var devices = kernel.wireGuard ?? [:]
-        // A device whose dump is, byte for byte, the one its cached value was decoded from
-        // (no peer changed, no traffic) keeps that value: nothing decoded.
-        var digests = kernel.wireGuardDigests
+        // A device whose dump is, byte for byte, the one its cached value was decoded from but
+        // for the traffic figures (handshake times, byte counters) keeps that value and takes
+        // the figures in place: nothing decoded, nothing compared, the cache's version left.
+        // Only reads that decoded something are seeded.
+        var read: [String: (WireGuardDevice?, ReadDigest?)] = [:]
         let wanted = desired.wireGuardDeviceNames(records)
         for name in wanted where names == nil || names!.contains(name) {
             guard link(named: name)?.kind == "wireguard" else {
-                devices[name] = nil
-                digests[name] = nil
+                if kernel.wireGuard?[name] != nil || kernel.wireGuardDigests[name] != nil { read[name] = (nil, nil) }
                 continue
             }
-            if let read = try wireGuard.device(named: name, unless: devices[name] == nil ? nil : digests[name]) {
-                devices[name] = read.device
-                digests[name] = read.digest
-            } else {
+            let previous = kernel.wireGuard?[name] == nil ? nil : kernel.wireGuardDigests[name]
+            switch try wireGuard.device(named: name, unless: previous) {
+            case .unchanged(let traffic) where kernel.take(traffic: traffic, device: name):
                 unchangedReads["wireguard", default: 0] += 1
+            case .unchanged:
+                // Figures that do not fit the cached device (never seen): read it whole.
+                guard case .read(let device, let digest) = try wireGuard.device(named: name, unless: nil) else { continue }
+                read[name] = (device, digest)
+            case .read(let device, let digest):
+                read[name] = (device, digest)
             }
         }
-        if names == nil {
-            devices = devices.filter { name, _ in wanted.contains(name) }
-            digests = digests.filter { name, _ in wanted.contains(name) }
+        let unwanted = names == nil ? (kernel.wireGuard ?? [:]).keys.filter { !wanted.contains($0) } : []
+        guard !read.isEmpty || !unwanted.isEmpty || kernel.wireGuard == nil else { return }
+        var devices = kernel.wireGuard ?? [:]
+        var digests = kernel.wireGuardDigests
+        for (name, (device, digest)) in read {
+            devices[name] = device
+            digests[name] = digest
+        }
+        for name in unwanted {
+            devices[name] = nil
+            digests[name] = nil
         }
         kernel.seed(wireGuard: devices, digests: digests)
     }

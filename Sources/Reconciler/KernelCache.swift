@@ -39,11 +39,15 @@ public struct KernelCache: Sendable {
     /// WireGuard devices by name; nil while the WireGuard family cannot be reached. Handshake
     /// times and byte counters change with traffic and are never planned: they leave `version`.
     public var wireGuard: [String: WireGuardDevice]? {
-        didSet {
+        get { wireGuardDevices }
+        set {
+            let old = wireGuardDevices
+            wireGuardDevices = newValue
             wireGuardDigests = [:]
-            if !KernelCache.samePlanned(wireGuard, oldValue) { version &+= 1 }
+            if !KernelCache.samePlanned(newValue, old) { version &+= 1 }
         }
     }
+    private var wireGuardDevices: [String: WireGuardDevice]?
     /// By device: the digest of the dump that device's value was decoded from, kept only while
     /// nothing else has changed `wireGuard`.
     public private(set) var wireGuardDigests: [String: ReadDigest] = [:]
@@ -166,6 +170,14 @@ public struct KernelCache: Sendable {
     public mutating func seed(wireGuard read: [String: WireGuardDevice]?, digests: [String: ReadDigest]) {
         wireGuard = read
         wireGuardDigests = digests
+    }
+
+    /// A poll of the device found its dump unchanged but for these traffic figures (one per
+    /// peer, in order): taken in place, the digest kept, `version` left (nothing planned reads
+    /// them). False, and nothing taken, when they do not fit the cached device: read it again.
+    public mutating func take(traffic: [WireGuardTraffic], device name: String) -> Bool {
+        guard wireGuardDigests[name] != nil, wireGuardDevices?[name] != nil else { return false }
+        return wireGuardDevices![name]!.take(traffic)
     }
 
     /// The next reads decode in full, whatever their bytes.

@@ -7,6 +7,7 @@ import XCTest
 /// `status --format prometheus` with real WireGuard (VM tier): per-peer series named by device
 /// and peer name, a real handshake's age, a peer the configuration does not name only counted,
 /// a peer removed behind the daemon's back counted as a repair, and never a key in the text.
+/// Counters that move with traffic reach it through polls that decode nothing.
 final class PrometheusVMTests: XCTestCase {
     func testPeerSeriesFromARealHandshake() throws {
         let gateway = try TestNamespace(for: self)
@@ -58,6 +59,15 @@ final class PrometheusVMTests: XCTestCase {
         XCTAssertEqual(Set(metrics.samples.compactMap { $0.labels["peer"] }), ["alice-laptop", "bob"])
         for key in [laptop.publicKey.base64, bob.base64, stranger.base64, gatewayPublic] {
             XCTAssertFalse(text.contains(key), "a key in the exposition")
+        }
+
+        // The keepalives keep alice's counters moving: each poll finds the device unchanged but
+        // for them (nothing decoded), and the exposition follows them all the same.
+        func unchangedReads() throws -> Int { (try h.status()["unchanged_reads"] as? [String: Int])?["wireguard"] ?? 0 }
+        let received = try XCTUnwrap(metrics.value("wgkeeper_peer_receive_bytes_total", alice))
+        let reads = try unchangedReads()
+        try eventually(within: .seconds(10), "alice's counters moving on polls that decode nothing") {
+            try unchangedReads() > reads + 2 && (try scrape().0.value("wgkeeper_peer_receive_bytes_total", alice) ?? 0) > received
         }
 
         // bob removed behind the daemon's back: put back within a poll, counted as a repair.

@@ -43,6 +43,22 @@ final class KernelCacheVersionTests: XCTestCase {
         cache.seed(wireGuard: busy, digests: [:])
         XCTAssertEqual(cache.version, version, "traffic is no change to plan for")
         XCTAssertEqual(cache.wireGuard?["wg0"]?.peers[0].receivedBytes, 1 << 20, "the cache holds the latest read")
+        // A poll that found only traffic hands the figures over in place: the digest stays.
+        var builder = ReadDigest.Builder()
+        builder.combine(7)
+        let digest = builder.finalize()
+        XCTAssertFalse(cache.take(traffic: busy["wg0"]!.peers.map(\.traffic), device: "wg0"), "figures taken without a read's digest")
+        cache.seed(wireGuard: busy, digests: ["wg0": digest])
+        var figures = busy["wg0"]!.peers.map(\.traffic)
+        figures[0].transmittedBytes = 99
+        figures[0].latestHandshake = nil
+        XCTAssertTrue(cache.take(traffic: figures, device: "wg0"))
+        XCTAssertEqual(cache.wireGuard?["wg0"]?.peers.map(\.traffic), figures)
+        XCTAssertEqual(cache.wireGuardDigests["wg0"], digest)
+        XCTAssertEqual(cache.version, version)
+        XCTAssertFalse(cache.take(traffic: figures + [WireGuardTraffic()], device: "wg0"), "figures for another count of peers")
+        XCTAssertFalse(cache.take(traffic: figures, device: "wg9"))
+        XCTAssertEqual(cache.wireGuard?["wg0"]?.peers.map(\.traffic), figures)
         // Events the cache already reflects.
         XCTAssertFalse(cache.apply(.newRoute(observed.routes[0])))
         XCTAssertFalse(cache.apply(.newLink(F.wg0)))

@@ -159,17 +159,61 @@ final class WireGuardVMTests: XCTestCase {
         try wireguard.apply(device: "wg0", WireGuardDeviceChange(listenPort: 51820, peers: keys.enumerated().map { i, k in
             WireGuardPeerChange(publicKey: k, allowedIPs: allowedIPs(i, count: 2))
         }))
-        let first = try XCTUnwrap(try wireguard.device(named: "wg0", unless: nil))
-        XCTAssertEqual(first.device, try wireguard.device(named: "wg0"))
-        let digest = try XCTUnwrap(first.digest)
-        XCTAssertNil(try wireguard.device(named: "wg0", unless: digest), "the same device decoded again")
+        guard case .read(let device, let read) = try wireguard.device(named: "wg0", unless: nil) else { return XCTFail("a first read not decoded") }
+        XCTAssertEqual(device, try wireguard.device(named: "wg0"))
+        let digest = try XCTUnwrap(read)
+        guard case .unchanged(let traffic) = try wireguard.device(named: "wg0", unless: digest) else { return XCTFail("the same device decoded again") }
+        XCTAssertEqual(traffic, device?.peers.map(\.traffic))
         try shell("ip", "netns", "exec", ns.name, "wg", "set", "wg0", "peer", keys[150].base64, "persistent-keepalive", "25")
-        let changed = try XCTUnwrap(try wireguard.device(named: "wg0", unless: digest), "a change not decoded")
-        XCTAssertNotEqual(changed.digest, digest)
-        XCTAssertEqual(changed.device, try wireguard.device(named: "wg0"))
-        XCTAssertEqual(changed.device?.peers.first { $0.publicKey == keys[150] }?.persistentKeepalive, 25)
-        let missing = try XCTUnwrap(try wireguard.device(named: "wg9", unless: digest))
-        XCTAssertNil(missing.device)
-        XCTAssertNil(missing.digest)
+        guard case .read(let changed, let changedDigest) = try wireguard.device(named: "wg0", unless: digest) else { return XCTFail("a change not decoded") }
+        XCTAssertNotEqual(changedDigest, digest)
+        XCTAssertEqual(changed, try wireguard.device(named: "wg0"))
+        XCTAssertEqual(changed?.peers.first { $0.publicKey == keys[150] }?.persistentKeepalive, 25)
+        guard case .read(let missing, let missingDigest) = try wireguard.device(named: "wg9", unless: digest) else { return XCTFail("a missing device unchanged") }
+        XCTAssertNil(missing)
+        XCTAssertNil(missingDigest)
+    }
+    /// Real traffic (a second device born in the same namespace, so its UDP socket is there,
+    /// then moved to a namespace of its own; the tunnel runs over loopback, a ping through):
+    /// the poll finds the device unchanged but for the handshake and counters, hands those over
+    /// as a full decode reads them, and still decodes a change made while traffic flows.
+    func testTrafficAloneIsHandedOverWithoutADecode() throws {
+        let (ns, wireguard) = try makeDevice()
+        let rtnetlink = try ns.rtnetlink()
+        try rtnetlink.socket.perform(Link.createRequest(name: "wgb", kind: "wireguard"))
+        try rtnetlink.socket.perform(Link.setUpRequest(index: try XCTUnwrap(try rtnetlink.link(named: "wgb")).index))
+        let a = PrivateKey.generate(), b = PrivateKey.generate()
+        try wireguard.apply(device: "wg0", WireGuardDeviceChange(privateKey: a, listenPort: 51820, peers: [
+            WireGuardPeerChange(publicKey: b.publicKey, endpoint: Endpoint("[::1]:51821"), allowedIPs: [IPPrefix("2001:db8:b::1/128")!]),
+        ] + (0..<50).map { WireGuardPeerChange(publicKey: key($0), allowedIPs: allowedIPs($0 + 0x100, count: 3)) }))
+        try wireguard.apply(device: "wgb", WireGuardDeviceChange(privateKey: b, listenPort: 51821, peers: [
+            WireGuardPeerChange(publicKey: a.publicKey, endpoint: Endpoint("[::1]:51820"), allowedIPs: [IPPrefix("2001:db8:a::1/128")!]),
+        ]))
+        let other = try TestNamespace(for: self)
+        try ns.ip("link", "set", "wgb", "netns", other.name)
+        try other.ip("link", "set", "wgb", "up")
+        try ns.ip("-6", "addr", "add", "2001:db8:a::1/128", "dev", "wg0", "nodad")
+        try other.ip("-6", "addr", "add", "2001:db8:b::1/128", "dev", "wgb", "nodad")
+        try ns.ip("-6", "route", "add", "2001:db8:b::1/128", "dev", "wg0")
+        try other.ip("-6", "route", "add", "2001:db8:a::1/128", "dev", "wgb")
+
+        guard case .read(let quiet, let read) = try wireguard.device(named: "wg0", unless: nil) else { return XCTFail("a first read not decoded") }
+        let digest = try XCTUnwrap(read)
+        XCTAssertNil(quiet?.peers[0].latestHandshake)
+        try shell("ip", "netns", "exec", ns.name, "ping", "-6", "-c", "3", "-i", "0.2", "-W", "5", "-I", "2001:db8:a::1", "2001:db8:b::1")
+        let busy = try XCTUnwrap(try wireguard.device(named: "wg0"))
+        XCTAssertNotNil(busy.peers[0].latestHandshake, "no handshake after the ping")
+        XCTAssertGreaterThan(busy.peers[0].receivedBytes, 0)
+        guard case .unchanged(let traffic) = try wireguard.device(named: "wg0", unless: digest) else { return XCTFail("traffic alone decoded") }
+        // No more traffic: the figures read now are the ones the full read saw.
+        XCTAssertEqual(traffic, busy.peers.map(\.traffic))
+        var taken = try XCTUnwrap(quiet)
+        XCTAssertTrue(taken.take(traffic))
+        XCTAssertEqual(taken, busy)
+
+        try shell("ip", "netns", "exec", ns.name, "wg", "set", "wg0", "peer", b.publicKey.base64, "persistent-keepalive", "1")
+        try shell("ip", "netns", "exec", ns.name, "ping", "-6", "-c", "2", "-i", "0.2", "-W", "5", "-I", "2001:db8:a::1", "2001:db8:b::1")
+        guard case .read(let changed, _) = try wireguard.device(named: "wg0", unless: digest) else { return XCTFail("a change beside traffic not decoded") }
+        XCTAssertEqual(changed?.peers[0].persistentKeepalive, 1)
     }
 }

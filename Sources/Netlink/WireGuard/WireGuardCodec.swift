@@ -60,6 +60,13 @@ enum WireGuardCodec {
         return key
     }
 
+    /// A `LAST_HANDSHAKE_TIME` value (a 16-byte `__kernel_timespec`): seconds since the epoch,
+    /// nil for all zeros (no handshake yet).
+    static func handshake(_ time: UnsafeRawBufferPointer) -> Double? {
+        let seconds = time.loadUnaligned(as: Int64.self), nanoseconds = time.loadUnaligned(fromByteOffset: 8, as: Int64.self)
+        return seconds != 0 || nanoseconds != 0 ? Double(seconds) + Double(nanoseconds) / 1e9 : nil
+    }
+
     /// One peer nest of a `WG_CMD_GET_DEVICE` reply. Allowed IPs may continue in the next message.
     static func decodePeer(_ attributes: Attributes) throws -> WireGuardPeer {
         guard let publicKey = try decodeKey(attributes, UInt16(WGPEER_A_PUBLIC_KEY.rawValue)) else {
@@ -72,8 +79,7 @@ enum WireGuardCodec {
         if let bytes = attributes.bytes(UInt16(WGPEER_A_ENDPOINT.rawValue)) { peer.endpoint = Endpoint(sockaddr: bytes) }
         peer.persistentKeepalive = try attributes.u16(UInt16(WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL.rawValue)) ?? 0
         if let time = attributes.bytes(UInt16(WGPEER_A_LAST_HANDSHAKE_TIME.rawValue)), time.count == 16 {
-            let (seconds, nanoseconds) = time.withUnsafeBytes { ($0.loadUnaligned(as: Int64.self), $0.loadUnaligned(fromByteOffset: 8, as: Int64.self)) }
-            if seconds != 0 || nanoseconds != 0 { peer.latestHandshake = Double(seconds) + Double(nanoseconds) / 1e9 }
+            peer.latestHandshake = time.withUnsafeBytes { handshake($0) }
         }
         peer.receivedBytes = try attributes.u64(UInt16(WGPEER_A_RX_BYTES.rawValue)) ?? 0
         peer.transmittedBytes = try attributes.u64(UInt16(WGPEER_A_TX_BYTES.rawValue)) ?? 0

@@ -129,3 +129,25 @@ public struct WireGuardDeviceChange: Hashable, Sendable {
         self.peers = peers
     }
 }
+
+extension WireGuardDevice {
+    /// Takes the traffic figures of a poll that found nothing else changed, one per peer in
+    /// order. False, and nothing taken, when the count is not the peers'.
+    public mutating func take(_ traffic: [WireGuardTraffic]) -> Bool {
+        guard traffic.count == peers.count else { return false }
+        for (i, figures) in traffic.enumerated() where peers[i].traffic != figures { peers[i].traffic = figures }
+        return true
+    }
+}
+
+extension WireGuardPeer {
+    /// The figures traffic changes.
+    public var traffic: WireGuardTraffic {
+        get { WireGuardTraffic(latestHandshake: latestHandshake, receivedBytes: receivedBytes, transmittedBytes: transmittedBytes) }
+        set {
+            latestHandshake = newValue.latestHandshake
+            receivedBytes = newValue.receivedBytes
+            transmittedBytes = newValue.transmittedBytes
+        }
+    }
+}

@@ -25,23 +25,21 @@ public final class WireGuardNetlink {
         try device { $0.put(UInt16(WGDEVICE_A_IFNAME.rawValue), string: name) }
     }
 
-    /// The device (nil when there is no such interface) and the digest of the dump it was
-    /// decoded from; nil when the dump's bytes are those of `previous` (nothing decoded: see
-    /// `NetlinkSocket.dump(_:unless:decode:)`). The bytes hold the handshake times and byte
-    /// counters too, so a device with traffic reads as changed.
-    public func device(named name: String, unless previous: ReadDigest?) throws -> (device: WireGuardDevice?, digest: ReadDigest?)? {
+    /// A poll's read of a device: the dump is compared by its fingerprint without the traffic
+    /// figures (`WireGuardFingerprint`) with `previous`, and decoded only when it differs.
+    public func device(named name: String, unless previous: ReadDigest?) throws -> WireGuardRead {
         let family = familyID
         let request = Request(type: family, flags: Request.dump, summary: "read wireguard device") { writer in
             putGenericHeader(&writer, command: UInt8(WG_CMD_GET_DEVICE.rawValue), version: WireGuardCodec.version)
             writer.put(UInt16(WGDEVICE_A_IFNAME.rawValue), string: name)
         }
         do {
-            switch try socket.dump(request, unless: previous, decode: { $0.type == family ? $0 : nil }) {
-            case .unchanged: return nil
-            case .read(let messages, let digest): return (try WireGuardCodec.mergeDevice(messages), digest)
+            switch try socket.dump(request, unless: previous, fingerprint: WireGuardFingerprint.self, decode: { $0.type == family ? $0 : nil }) {
+            case (.unchanged, let fingerprint): return .unchanged(fingerprint.traffic)
+            case (.read(let messages, let digest), _): return .read(try WireGuardCodec.mergeDevice(messages), digest)
             }
         } catch let error as NetlinkError where error.errno == Errno(rawValue: ENODEV) {
-            return (nil, nil)
+            return .read(nil, nil)
         }
     }
 
@@ -77,4 +75,14 @@ public final class WireGuardNetlink {
         }
         for case .failure(let error) in try socket.perform(requests) { throw error }
     }
+}
+
+/// A poll's read of a WireGuard device.
+public enum WireGuardRead: Sendable {
+    /// The dump is the one the digest compared with was made of, but for the peers' traffic
+    /// figures: these, one per peer in the device's order. Nothing was decoded.
+    case unchanged([WireGuardTraffic])
+    /// The device decoded (nil: there is no such interface) and the digest to compare the next
+    /// poll's dump with (nil with no device).
+    case read(WireGuardDevice?, ReadDigest?)
 }
