@@ -9,9 +9,16 @@ public func hostEndpointsToResolve(
 ) -> [(LastApplied.PeerKey, HostEndpoint)] {
     var due: [(LastApplied.PeerKey, HostEndpoint)] = []
     for device in desired.devices {
-        guard let kernel = wireGuard[device.name] else { continue }
-        let handshakes = Dictionary(kernel.peers.map { ($0.publicKey, $0.latestHandshake) }, uniquingKeysWith: { a, _ in a })
-        for peer in device.peers {
+        // Runs at every WireGuard poll: a device without host-name endpoints costs one pass
+        // over its configured peers and nothing else.
+        let named = device.peers.filter { if case .host? = $0.endpoint { true } else { false } }
+        guard !named.isEmpty, let kernel = wireGuard[device.name] else { continue }
+        let keys = Set(named.map(\.publicKey))
+        var handshakes: [WireGuardKey: Double?] = [:]
+        for peer in kernel.peers where keys.contains(peer.publicKey) && handshakes[peer.publicKey] == nil {
+            handshakes[peer.publicKey] = .some(peer.latestHandshake)
+        }
+        for peer in named {
             guard case .host(let name, let port)? = peer.endpoint, let handshake = handshakes[peer.publicKey] else { continue }
             let key = LastApplied.PeerKey(device: device.name, publicKey: peer.publicKey)
             let quiet = handshake.map { now - $0 > after } ?? true
