@@ -34,7 +34,12 @@ func benchIdle(count: Int, window: Int, ndpDatapath: Bool = false, wireGuard: Bo
         let pid = daemon.process.processIdentifier
         let before = try cpuTicks(pid: pid), statusBefore = try daemon.status()
         let start = ContinuousClock.now
-        sleep(UInt32(window))
+        // `WGK_BENCH_IDLE_PERF=FILE`: the window is profiled (`perf record -g` on the daemon).
+        if let output = ProcessInfo.processInfo.environment["WGK_BENCH_IDLE_PERF"] {
+            _ = try shell(["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-g", "-p", "\(pid)", "-o", output, "--", "sleep", "\(window)"])
+        } else {
+            sleep(UInt32(window))
+        }
         let after = try cpuTicks(pid: pid), statusAfter = try daemon.status()
         let elapsed = (ContinuousClock.now - start).seconds
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))

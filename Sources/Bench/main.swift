@@ -25,6 +25,8 @@ usage: wgkeeper-bench converge N RUNS        rows 1 and 5: cold start of wgkeepe
                                              row 9: CPU while nothing changes, N peers, default polls
                                              (datapath: gateway.ndp datapath, the program answers NDP;
                                              wireguard: wg0 a WireGuard device with the peers, the VM)
+       wgkeeper-bench polls N ROUNDS [wireguard]
+                                             row 9's parts: one poll's read (proxy entries, routes; wireguard: the device, the VM)
        wgkeeper-bench report OUTPUT NOTES RESULTS...
 """
 
@@ -51,6 +53,7 @@ do {
     case "routes": try benchRoutes(count: number(1, 10_000), runs: number(2, 5))
     case "idle": try benchIdle(count: number(1, 10_000), window: number(2, 60), ndpDatapath: arguments.dropFirst(3).contains("datapath"),
                                wireGuard: arguments.dropFirst(3).contains("wireguard"))
+    case "polls": try benchPolls(count: number(1, 10_000), rounds: number(2, 50), wireGuard: arguments.dropFirst(3).contains("wireguard"))
     case "report":
         guard arguments.count >= 3 else { throw BenchError(usage) }
         let notes = try? String(contentsOfFile: arguments[2], encoding: .utf8)
