@@ -27,6 +27,7 @@ usage: wgkeeper-bench converge N RUNS        rows 1 and 5: cold start of wgkeepe
                                              wireguard: wg0 a WireGuard device with the peers, the VM)
        wgkeeper-bench polls N ROUNDS [wireguard]
                                              row 9's parts: one poll's read (proxy entries, routes; wireguard: the device, the VM)
+       wgkeeper-bench fingerprints N ROUNDS  row 9's user-space part of a WireGuard poll: fingerprints of a synthetic N-peer dump
        wgkeeper-bench report OUTPUT NOTES RESULTS...
 """
 
@@ -53,6 +54,7 @@ do {
     case "routes": try benchRoutes(count: number(1, 10_000), runs: number(2, 5))
     case "idle": try benchIdle(count: number(1, 10_000), window: number(2, 60), ndpDatapath: arguments.dropFirst(3).contains("datapath"),
                                wireGuard: arguments.dropFirst(3).contains("wireguard"))
+    case "fingerprints": try benchFingerprints(count: number(1, 10_000), rounds: number(2, 50))
     case "polls": try benchPolls(count: number(1, 10_000), rounds: number(2, 50), wireGuard: arguments.dropFirst(3).contains("wireguard"))
     case "report":
         guard arguments.count >= 3 else { throw BenchError(usage) }

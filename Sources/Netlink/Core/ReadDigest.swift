@@ -33,6 +33,11 @@ public struct ReadDigest: Hashable, Sendable, CustomStringConvertible {
             hasher.combine(bytes: bytes)
         }
 
+        /// Bytes with no length before them: for a fingerprint that says the length itself.
+        public mutating func combine(run bytes: UnsafeRawBufferPointer) {
+            hasher.combine(bytes: bytes)
+        }
+
         /// Another digest, as one piece (a read made of several reads).
         public mutating func combine(_ digest: ReadDigest) {
             combine(UInt64(UInt(bitPattern: digest.value)))

@@ -14,20 +14,26 @@ public struct WireGuardTraffic: Hashable, Sendable {
     }
 }
 
-/// A `WG_CMD_GET_DEVICE` dump's fingerprint without the traffic: every byte of every reply
-/// except the values of the peers' `LAST_HANDSHAKE_TIME`, `RX_BYTES` and `TX_BYTES` (their
-/// headers are in), which it keeps instead, one `WireGuardTraffic` per peer in the order
+/// A `WG_CMD_GET_DEVICE` dump's fingerprint without the traffic: every byte of every reply,
+/// but with the values of the peers' `LAST_HANDSHAKE_TIME`, `RX_BYTES` and `TX_BYTES` read as
+/// zeros; it keeps them instead, one `WireGuardTraffic` per peer in the order
 /// `WireGuardCodec.mergeDevice` gives the peers. So a device with traffic but no other change
 /// reads as unchanged, and the poll takes only the new figures (`traffic`).
 ///
-/// Why the figures are all that can differ then: everything else `mergeDevice` reads is in the
-/// digest, attribute headers (type and length) included, so the attributes are the same ones
-/// in the same places; a peer's figures are read from the first attribute of each type in the
-/// peer's first nest, as `Attributes.first` does, and a nest that repeats the previous peer's
-/// public key (the kernel continues a peer's allowed IPs in the next message) gives none, as
-/// `mergeDevice` takes only its allowed IPs. Anything it cannot walk as netlink attributes
-/// (a length past the end, a peer without a 32-byte public key, counters not 8 bytes) makes it
-/// give no digest: such a dump is decoded (and its error reported) every time.
+/// Why the figures are all that can differ then: the digest is of the replies with those
+/// values zeroed, and where the values are is told by attribute headers the digest covers, so
+/// two dumps with one digest are the same bytes but for the values. Each peer's figures are
+/// read from the first attribute of each type in the peer's first nest, as `Attributes.first`
+/// does, and a nest that repeats the previous peer's public key (the kernel continues a peer's
+/// allowed IPs in the next message) gives none, as `mergeDevice` takes only its allowed IPs;
+/// only the first peers attribute of a message is walked, the one `mergeDevice` reads. Anything
+/// it cannot walk as netlink attributes (a length past the end, a peer without a 32-byte public
+/// key, counters not 8 bytes) makes it give no digest: such a dump is decoded (and its error
+/// reported) every time.
+///
+/// Each reply is copied to a scratch buffer, the values are zeroed there and the buffer is
+/// hashed in one go: hashing attribute by attribute, or run by run between the values, cost
+/// 2–4 times as much (`wgkeeper-bench fingerprints`).
 public struct WireGuardFingerprint: DumpFingerprint {
     private var digest = ReadDigest.Builder()
     private var regular = true
@@ -35,6 +41,7 @@ public struct WireGuardFingerprint: DumpFingerprint {
     public private(set) var traffic: [WireGuardTraffic] = []
     /// The last peer's public key, as raw words (compared, never decoded).
     private var lastKey: (UInt64, UInt64, UInt64, UInt64)?
+    private var scratch: [UInt8] = []
 
     public init() {
         digest.combine(0x7767_7466)
@@ -44,81 +51,86 @@ public struct WireGuardFingerprint: DumpFingerprint {
 
     public mutating func feed(type: UInt16, flags: UInt16, payload: UnsafeRawBufferPointer) {
         digest.combine(UInt64(type) << 16 | UInt64(flags))
+        digest.combine(UInt64(payload.count))
         guard regular else { return }
         let header = MemoryLayout<genlmsghdr>.size
         guard payload.count >= header else { regular = false; return }
-        digest.combine(piece: UnsafeRawBufferPointer(rebasing: payload[..<header]))
-        // `mergeDevice` reads the first peers attribute of each message; any other is hashed whole.
-        var peersSeen = false
-        walk(payload, from: Int(cnl_nla_align(UInt32(header)))) { me, type, attribute, value in
-            guard type == UInt16(WGDEVICE_A_PEERS.rawValue), !peersSeen else {
-                me.digest.combine(piece: attribute)
-                return
+        if scratch.count < payload.count { scratch = [UInt8](repeating: 0, count: max(payload.count, 32 * 1024)) }
+        var copy = scratch
+        scratch = []
+        defer { scratch = copy }
+        copy.withUnsafeMutableBytes { copy in
+            let copy = UnsafeMutableRawBufferPointer(rebasing: copy[..<payload.count])
+            copy.copyMemory(from: payload)
+            // The device's attributes; the first peers attribute is walked.
+            var offset = Int(cnl_nla_align(UInt32(header)))
+            while payload.count - offset >= 4 {
+                guard let (type, length) = attribute(payload, at: offset) else { return }
+                if type == UInt16(WGDEVICE_A_PEERS.rawValue) {
+                    peers(payload, from: offset + 4, to: offset + length, zeroing: copy)
+                    break
+                }
+                offset += Int(cnl_nla_align(UInt32(length)))
             }
-            peersSeen = true
-            me.digest.combine(Self.tag(attribute, 1))
-            me.walk(value, from: 0) { me, _, nest, peer in
-                me.digest.combine(Self.tag(nest, 2))
-                me.feedPeer(peer)
-            }
+            if regular { digest.combine(run: UnsafeRawBufferPointer(copy)) }
         }
     }
 
-    /// One peer nest: its attributes into the digest, its traffic figures kept (a new peer's).
-    private mutating func feedPeer(_ peer: UnsafeRawBufferPointer) {
+    /// The type (flags masked off) and length of the attribute at `offset`; nil, and the walk
+    /// irregular, when its length is below a header's or runs past `end`.
+    private mutating func attribute(_ bytes: UnsafeRawBufferPointer, at offset: Int, end: Int? = nil) -> (UInt16, Int)? {
+        let length = Int(bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+        guard length >= 4, length <= (end ?? bytes.count) - offset else { regular = false; return nil }
+        return (bytes.loadUnaligned(fromByteOffset: offset + 2, as: UInt16.self) & cnl_nla_type_mask(), length)
+    }
+
+    /// The peer nests of a peers attribute's value, `start..<end` of the payload. 4 or more
+    /// bytes left after the last attribute of a nest are irregular (`Attributes` rejects those
+    /// too; fewer are alignment padding, as there).
+    private mutating func peers(_ bytes: UnsafeRawBufferPointer, from start: Int, to end: Int, zeroing copy: UnsafeMutableRawBufferPointer) {
+        var offset = start
+        while regular, end - offset >= 4 {
+            guard let (_, length) = attribute(bytes, at: offset, end: end) else { return }
+            peer(bytes, from: offset + 4, to: offset + length, zeroing: copy)
+            offset += Int(cnl_nla_align(UInt32(length)))
+        }
+    }
+
+    /// One peer nest: its traffic values zeroed in the copy, and kept (a new peer's).
+    private mutating func peer(_ bytes: UnsafeRawBufferPointer, from start: Int, to end: Int, zeroing copy: UnsafeMutableRawBufferPointer) {
         var key: (UInt64, UInt64, UInt64, UInt64)?
         var handshake: Double??, received: UInt64?, transmitted: UInt64?
-        walk(peer, from: 0) { me, type, attribute, value in
+        var offset = start
+        while end - offset >= 4 {
+            guard let (type, length) = attribute(bytes, at: offset, end: end) else { return }
+            let value = offset + 4
             switch type {
             case UInt16(WGPEER_A_LAST_HANDSHAKE_TIME.rawValue):
-                me.digest.combine(Self.tag(attribute, 3))
-                if handshake == nil { handshake = .some(value.count == 16 ? WireGuardCodec.handshake(value) : nil) }
+                if handshake == nil {
+                    handshake = .some(length == 20 ? WireGuardCodec.handshake(UnsafeRawBufferPointer(rebasing: bytes[value..<(value + 16)])) : nil)
+                }
+                UnsafeMutableRawBufferPointer(rebasing: copy[value..<(offset + length)]).initializeMemory(as: UInt8.self, repeating: 0)
             case UInt16(WGPEER_A_RX_BYTES.rawValue), UInt16(WGPEER_A_TX_BYTES.rawValue):
-                me.digest.combine(Self.tag(attribute, 3))
-                guard value.count == 8 else { me.regular = false; return }
-                let count = value.loadUnaligned(as: UInt64.self)
+                guard length == 12 else { regular = false; return }
+                let count = bytes.loadUnaligned(fromByteOffset: value, as: UInt64.self)
                 if type == UInt16(WGPEER_A_RX_BYTES.rawValue) {
                     if received == nil { received = count }
                 } else if transmitted == nil {
                     transmitted = count
                 }
-            case UInt16(WGPEER_A_PUBLIC_KEY.rawValue):
-                me.digest.combine(piece: attribute)
-                if key == nil {
-                    guard value.count == 32 else { me.regular = false; return }
-                    key = (value.loadUnaligned(as: UInt64.self), value.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
-                           value.loadUnaligned(fromByteOffset: 16, as: UInt64.self), value.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
-                }
+                copy.storeBytes(of: 0, toByteOffset: value, as: UInt64.self)
+            case UInt16(WGPEER_A_PUBLIC_KEY.rawValue) where key == nil:
+                guard length == 36 else { regular = false; return }
+                key = (bytes.loadUnaligned(fromByteOffset: value, as: UInt64.self), bytes.loadUnaligned(fromByteOffset: value + 8, as: UInt64.self),
+                       bytes.loadUnaligned(fromByteOffset: value + 16, as: UInt64.self), bytes.loadUnaligned(fromByteOffset: value + 24, as: UInt64.self))
             default:
-                me.digest.combine(piece: attribute)
+                break
             }
+            offset += Int(cnl_nla_align(UInt32(length)))
         }
         guard regular, let key else { regular = false; return }
         if let lastKey, lastKey == key { return }
         lastKey = key
         traffic.append(WireGuardTraffic(latestHandshake: handshake ?? nil, receivedBytes: received ?? 0, transmittedBytes: transmitted ?? 0))
-    }
-
-    /// An attribute's header (its length and type, flags included) with a tag saying what the
-    /// digest left out after it: 1 and 2, nests walked; 3, a traffic figure's value.
-    private static func tag(_ attribute: UnsafeRawBufferPointer, _ tag: UInt64) -> UInt64 {
-        tag << 32 | UInt64(attribute.loadUnaligned(as: UInt32.self))
-    }
-
-    /// The attributes from `offset` to the end: each one's type (flags masked off), its bytes
-    /// (header and value) and its value. A length below a header's or past the end makes the
-    /// walk irregular; so do 4 or more bytes left after the last attribute (`Attributes`
-    /// rejects those too; fewer are alignment padding, as there).
-    private mutating func walk(_ bytes: UnsafeRawBufferPointer, from offset: Int,
-                               _ body: (inout Self, UInt16, UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Void) {
-        var offset = offset
-        while regular, bytes.count - offset >= 4 {
-            let length = Int(bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
-            let type = bytes.loadUnaligned(fromByteOffset: offset + 2, as: UInt16.self) & cnl_nla_type_mask()
-            guard length >= 4, length <= bytes.count - offset else { regular = false; return }
-            body(&self, type, UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + length)]),
-                 UnsafeRawBufferPointer(rebasing: bytes[(offset + 4)..<(offset + length)]))
-            offset += Int(cnl_nla_align(UInt32(length)))
-        }
     }
 }
