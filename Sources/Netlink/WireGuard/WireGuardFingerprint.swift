@@ -51,7 +51,6 @@ public struct WireGuardFingerprint: DumpFingerprint {
 
     public mutating func feed(type: UInt16, flags: UInt16, payload: UnsafeRawBufferPointer) {
         digest.combine(UInt64(type) << 16 | UInt64(flags))
-        digest.combine(UInt64(payload.count))
         guard regular else { return }
         let header = MemoryLayout<genlmsghdr>.size
         guard payload.count >= header else { regular = false; return }
@@ -72,7 +71,7 @@ public struct WireGuardFingerprint: DumpFingerprint {
                 }
                 offset += Int(cnl_nla_align(UInt32(length)))
             }
-            if regular { digest.combine(run: UnsafeRawBufferPointer(copy)) }
+            if regular { digest.combine(piece: UnsafeRawBufferPointer(copy)) }
         }
     }
 
