@@ -234,7 +234,7 @@ struct KeptPeer: Sendable {
     }
 }
 
-/// A file's content as its size and a 128-bit keyed digest (`ReadDigest`, as the daemon's polls
+/// A file's content as its size and a 64-bit keyed digest (`ReadDigest`, as the daemon's polls
 /// tell a read from the last one): the cache keeps this, not the bytes (7 MiB for 50 000 peers).
 /// Two different contents with equal digests would take a collision of a hash keyed with this
 /// process's random key.

@@ -117,7 +117,7 @@ struct Tree: Sendable {
         }
     }
 
-    /// A keyed 128-bit digest of the tree, node for node, location for location (file, line
+    /// A keyed 64-bit digest of the tree, node for node, location for location (file, line
     /// and column) and text for text: equal for equal trees wherever each is stored, and
     /// different for different ones but for a collision of a hash keyed with this process's
     /// random key (`ReadDigest`). What the cache keeps of a decoded peer's tree to tell it again.

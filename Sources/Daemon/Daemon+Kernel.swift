@@ -202,6 +202,36 @@ extension Daemon {
         // Only reads that decoded something are seeded.
         var read: [String: (WireGuardDevice?, ReadDigest?)] = [:]
         let wanted = desired.wireGuardDeviceNames(records)
+        do {
+            try readWireGuardDevices(wireGuard, wanted: wanted, only: names, into: &read)
+        } catch {
+            // The family may have gone with wireguard.ko and come back under another id (ids
+            // are allocated cyclically: `genl_register_family`): every request to the old one
+            // fails with ENOENT, reads and writes alike, until it is looked up again.
+            if let fresh = try? WireGuardNetlink(), fresh.familyID != wireGuard.familyID {
+                logger.warning("WireGuard's generic netlink family has a new id (\(wireGuard.familyID) → \(fresh.familyID)): wireguard.ko was reloaded")
+                self.wireGuard = fresh
+            }
+            throw error
+        }
+        let unwanted = names == nil ? (kernel.wireGuard ?? [:]).keys.filter { !wanted.contains($0) } : []
+        guard !read.isEmpty || !unwanted.isEmpty || kernel.wireGuard == nil else { return }
+        var devices = kernel.wireGuard ?? [:]
+        var digests = kernel.wireGuardDigests
+        for (name, (device, digest)) in read {
+            devices[name] = device
+            digests[name] = digest
+        }
+        for name in unwanted {
+            devices[name] = nil
+            digests[name] = nil
+        }
+        kernel.seed(wireGuard: devices, digests: digests)
+    }
+
+    /// The reads of `readWireGuard`: traffic taken in place, decoded devices into `read`.
+    private func readWireGuardDevices(_ wireGuard: WireGuardNetlink, wanted: [String], only names: [String]?,
+                                      into read: inout [String: (WireGuardDevice?, ReadDigest?)]) throws {
         for name in wanted where names == nil || names!.contains(name) {
             guard link(named: name)?.kind == "wireguard" else {
                 if kernel.wireGuard?[name] != nil || kernel.wireGuardDigests[name] != nil { read[name] = (nil, nil) }
@@ -219,19 +249,6 @@ extension Daemon {
                 read[name] = (device, digest)
             }
         }
-        let unwanted = names == nil ? (kernel.wireGuard ?? [:]).keys.filter { !wanted.contains($0) } : []
-        guard !read.isEmpty || !unwanted.isEmpty || kernel.wireGuard == nil else { return }
-        var devices = kernel.wireGuard ?? [:]
-        var digests = kernel.wireGuardDigests
-        for (name, (device, digest)) in read {
-            devices[name] = device
-            digests[name] = digest
-        }
-        for name in unwanted {
-            devices[name] = nil
-            digests[name] = nil
-        }
-        kernel.seed(wireGuard: devices, digests: digests)
     }
 
     var observed: ObservedState { kernel.observed }

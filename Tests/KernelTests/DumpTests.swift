@@ -100,4 +100,26 @@ final class DumpTests: XCTestCase {
         usleep(1_100_000)
         guard case .read = try netlink.routes(family: .inet6, unless: expiring) else { return XCTFail("an expiring route's countdown not decoded") }
     }
+
+    /// A reply that does not decode fails the poll's dump, and leaves the socket usable: the
+    /// kernel runs one dump per socket at a time, so a dump given up halfway (its rest still to
+    /// be read) makes the next one on that socket fail with EBUSY.
+    func testADecodeErrorMidDumpLeavesTheSocketUsable() throws {
+        let ns = try TestNamespace(for: self)
+        let veth = try ns.addVeth()
+        let netlink = try ns.rtnetlink()
+        let proxies = (1...3_000).map {
+            ProxyEntry(address: IPAddress("2001:db8:a::\(String($0, radix: 16))")!, interfaceIndex: veth, protocolNumber: 77)
+        }
+        for case .failure(let error) in try netlink.perform(proxies.map { $0.addRequest() }) { XCTFail("\(error)") }
+        struct Refused: Error {}
+        for previous in [nil, ReadDigest.unmatched()] {
+            XCTAssertThrowsError(try netlink.socket.dump(ProxyEntry.dumpRequest(), unless: previous) { _ -> ProxyEntry? in throw Refused() }) {
+                XCTAssertTrue($0 is Refused, "\($0)")
+            }
+            guard case .read(let entries, _) = try netlink.proxyEntries(unless: nil) else { return XCTFail("nothing decoded") }
+            XCTAssertEqual(Set(entries), Set(proxies))
+            XCTAssertEqual(Set(try netlink.proxyEntries()), Set(proxies))
+        }
+    }
 }

@@ -48,4 +48,18 @@ final class DumpCollectorTests: XCTestCase {
             XCTAssertTrue("\(error)".hasPrefix("dump routes: "))
         }
     }
+
+    /// A reply that does not decode is thrown once the dump is over, so that the rest of the
+    /// dump is read (the kernel runs one dump per socket at a time); the first one is thrown.
+    func testADecodeErrorIsThrownAtTheEndOfTheDump() throws {
+        struct Refused: Error, Equatable { var value: UInt8 }
+        let refusing: (Message) throws -> UInt8? = { if $0.payload.first! >= 2 { throw Refused(value: $0.payload.first!) }; return $0.payload.first }
+        var collector = DumpCollector<UInt8>(sequence: 7, context: "dump")
+        guard case .more = try collector.feed([item(1), item(2)], decode: refusing) else { return XCTFail("thrown before the dump's end") }
+        guard case .more = try collector.feed([item(3)], decode: refusing) else { return XCTFail("thrown before the dump's end") }
+        XCTAssertThrowsError(try collector.feed([item(4), done()], decode: refusing)) { XCTAssertEqual($0 as? Refused, Refused(value: 2)) }
+        // Interrupted: the dump is done again, whatever did not decode in it.
+        var again = DumpCollector<UInt8>(sequence: 7, context: "dump")
+        guard case .interrupted = try again.feed([item(2), done(flags: multi | interrupted)], decode: refusing) else { return XCTFail() }
+    }
 }

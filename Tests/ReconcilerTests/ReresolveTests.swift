@@ -41,4 +41,55 @@ final class ReresolveTests: XCTestCase {
         XCTAssertEqual(due(nil, handshake: nil), [])
         XCTAssertEqual(hostEndpointsToResolve(desired(.host("h", port: 1)), wireGuard: [:], now: 0, lastResolved: [:]).count, 0)
     }
+
+    /// What `hostEndpointsToResolve` gave before it skipped devices without host-name endpoints
+    /// (d29ec06): a dictionary of every kernel peer's handshake, the first of a key kept.
+    private func reference(_ desired: DesiredState, wireGuard: [String: WireGuardDevice], now: Double,
+                           lastResolved: [LastApplied.PeerKey: Double], after: Double = 135) -> [(LastApplied.PeerKey, HostEndpoint)] {
+        var due: [(LastApplied.PeerKey, HostEndpoint)] = []
+        for device in desired.devices {
+            guard let kernel = wireGuard[device.name] else { continue }
+            let handshakes = Dictionary(kernel.peers.map { ($0.publicKey, $0.latestHandshake) }, uniquingKeysWith: { a, _ in a })
+            for peer in device.peers {
+                guard case .host(let name, let port)? = peer.endpoint, let handshake = handshakes[peer.publicKey] else { continue }
+                let key = LastApplied.PeerKey(device: device.name, publicKey: peer.publicKey)
+                let quiet = handshake.map { now - $0 > after } ?? true
+                let stale = lastResolved[key].map { now - $0 > after } ?? true
+                if quiet && stale { due.append((key, HostEndpoint(host: name, port: port))) }
+            }
+        }
+        return due
+    }
+
+    /// Random devices, configured peers (host names, addresses, none), kernel peers (missing,
+    /// present, a key twice, handshakes recent, old or never) and resolutions: the same peers
+    /// due, in the same order, as before.
+    func testTheSameAnswerAsBeforeDevicesWithoutHostNamesWereSkipped() {
+        var random = SystemRandomNumberGenerator()
+        let keys = (0..<6).map { _ in PrivateKey.generate().publicKey }
+        for _ in 0..<2_000 {
+            var devices: [DesiredWireGuardDevice] = [], kernel: [String: WireGuardDevice] = [:]
+            var lastResolved: [LastApplied.PeerKey: Double] = [:]
+            for d in 0..<Int.random(in: 0...3, using: &random) {
+                let name = "wg\(d)"
+                let peers = keys.shuffled(using: &random).prefix(Int.random(in: 0...4, using: &random)).map { key in
+                    let endpoint: ConfiguredEndpoint? = [nil, .address(Endpoint("192.0.2.1:1")!), .host("h\(Int.random(in: 0...2, using: &random))", port: 1)]
+                        .randomElement(using: &random)!
+                    if Bool.random(using: &random) { lastResolved[LastApplied.PeerKey(device: name, publicKey: key)] = [0, 9_900, 9_990].randomElement(using: &random)! }
+                    return DesiredPeer(name: key.base64, publicKey: key, endpoint: endpoint)
+                }
+                devices.append(DesiredWireGuardDevice(name: name, peers: Array(peers)))
+                guard Int.random(in: 0..<4, using: &random) > 0 else { continue }
+                kernel[name] = WireGuardDevice(name: name, index: Int32(d + 1), peers: (0..<Int.random(in: 0...6, using: &random)).map { _ in
+                    WireGuardPeer(publicKey: keys.randomElement(using: &random)!, latestHandshake: [nil, 1_000, 9_950].randomElement(using: &random)!)
+                })
+            }
+            let desired = DesiredState(devices: devices)
+            let now = 10_000.0
+            let new = hostEndpointsToResolve(desired, wireGuard: kernel, now: now, lastResolved: lastResolved)
+            let old = reference(desired, wireGuard: kernel, now: now, lastResolved: lastResolved)
+            XCTAssertEqual(new.map(\.0), old.map(\.0))
+            XCTAssertEqual(new.map(\.1), old.map(\.1))
+        }
+    }
 }

@@ -216,4 +216,59 @@ final class WireGuardVMTests: XCTestCase {
         guard case .read(let changed, _) = try wireguard.device(named: "wg0", unless: digest) else { return XCTFail("a change beside traffic not decoded") }
         XCTAssertEqual(changed?.peers[0].persistentKeepalive, 1)
     }
+
+    /// The same with the busy peer's allowed IPs spanning several messages (1 500 of them,
+    /// ~60 KB: a dump message is at most 32 KB, so the kernel continues the peer in the next
+    /// message by a nest of its public key), between a peer without allowed IPs and peers with
+    /// IPv4 endpoints: traffic alone is still handed over as a full decode reads it, and one
+    /// allowed IP replaced deep in the list, or the peer without allowed IPs given one, is
+    /// decoded.
+    func testTrafficOnAPeerContinuedAcrossMessagesIsHandedOverWithoutADecode() throws {
+        let (ns, wireguard) = try makeDevice()
+        let rtnetlink = try ns.rtnetlink()
+        try rtnetlink.socket.perform(Link.createRequest(name: "wgb", kind: "wireguard"))
+        try rtnetlink.socket.perform(Link.setUpRequest(index: try XCTUnwrap(try rtnetlink.link(named: "wgb")).index))
+        let a = PrivateKey.generate(), b = PrivateKey.generate()
+        let many = [IPPrefix("2001:db8:b::1/128")!] + (0..<1_499).map { IPPrefix("2001:db8:c:\(String($0, radix: 16))::/64")! }
+        let empty = key(0)
+        try wireguard.apply(device: "wg0", WireGuardDeviceChange(privateKey: a, listenPort: 51820, peers:
+            [WireGuardPeerChange(publicKey: empty)]
+            + (1..<20).map { WireGuardPeerChange(publicKey: key($0), endpoint: Endpoint("192.0.2.\($0):\(40000 + $0)"), allowedIPs: allowedIPs($0 + 0x100, count: 2)) }
+            + [WireGuardPeerChange(publicKey: b.publicKey, endpoint: Endpoint("[::1]:51821"), allowedIPs: many)]
+            + (20..<40).map { WireGuardPeerChange(publicKey: key($0), endpoint: Endpoint("198.51.100.\($0):\(40000 + $0)"), allowedIPs: allowedIPs($0 + 0x100, count: 2)) }))
+        try wireguard.apply(device: "wgb", WireGuardDeviceChange(privateKey: b, listenPort: 51821, peers: [
+            WireGuardPeerChange(publicKey: a.publicKey, endpoint: Endpoint("[::1]:51820"), allowedIPs: [IPPrefix("2001:db8:a::1/128")!]),
+        ]))
+        let other = try TestNamespace(for: self)
+        try ns.ip("link", "set", "wgb", "netns", other.name)
+        try other.ip("link", "set", "wgb", "up")
+        try ns.ip("-6", "addr", "add", "2001:db8:a::1/128", "dev", "wg0", "nodad")
+        try other.ip("-6", "addr", "add", "2001:db8:b::1/128", "dev", "wgb", "nodad")
+        try ns.ip("-6", "route", "add", "2001:db8:b::1/128", "dev", "wg0")
+        try other.ip("-6", "route", "add", "2001:db8:a::1/128", "dev", "wgb")
+
+        guard case .read(let quiet, let read) = try wireguard.device(named: "wg0", unless: nil) else { return XCTFail("a first read not decoded") }
+        let digest = try XCTUnwrap(read)
+        XCTAssertEqual(quiet?.peers.count, 41)
+        XCTAssertEqual(quiet?.peers[20].allowedIPs.count, many.count, "the continued peer merged")
+        XCTAssertEqual(quiet?.peers[0].allowedIPs, [])
+        try shell("ip", "netns", "exec", ns.name, "ping", "-6", "-c", "3", "-i", "0.2", "-W", "5", "-I", "2001:db8:a::1", "2001:db8:b::1")
+        let busy = try XCTUnwrap(try wireguard.device(named: "wg0"))
+        XCTAssertNotNil(busy.peers[20].latestHandshake, "no handshake after the ping")
+        guard case .unchanged(let traffic) = try wireguard.device(named: "wg0", unless: digest) else { return XCTFail("traffic alone decoded") }
+        XCTAssertEqual(traffic.count, 41, "a continued peer counted twice")
+        var taken = try XCTUnwrap(quiet)
+        XCTAssertTrue(taken.take(traffic))
+        XCTAssertEqual(taken, busy)
+
+        // One allowed IP replaced deep in the continued list (as many as before, one differs).
+        let ips = ["2001:db8:b::1/128"] + many.dropFirst().map(\.description).enumerated().map { $0.offset == 1_200 ? "2001:db8:d::/64" : $0.element }
+        try shell("ip", "netns", "exec", ns.name, "wg", "set", "wg0", "peer", b.publicKey.base64, "allowed-ips", ips.joined(separator: ","))
+        guard case .read(let replaced, let replacedDigest) = try wireguard.device(named: "wg0", unless: digest) else { return XCTFail("an allowed IP replaced deep in a continued peer not decoded") }
+        XCTAssertEqual(replaced, try wireguard.device(named: "wg0"))
+        XCTAssertTrue(replaced?.peers[20].allowedIPs.contains(IPPrefix("2001:db8:d::/64")!) == true)
+        try shell("ip", "netns", "exec", ns.name, "wg", "set", "wg0", "peer", empty.base64, "allowed-ips", "2001:db8:e::/64")
+        guard case .read(let given, _) = try wireguard.device(named: "wg0", unless: replacedDigest) else { return XCTFail("an allowed IP given to a peer without any not decoded") }
+        XCTAssertEqual(given?.peers[0].allowedIPs, [IPPrefix("2001:db8:e::/64")!])
+    }
 }

@@ -15,6 +15,10 @@ struct DumpCollector<T> {
     let context: String
     private var items: [T] = []
     private var interrupted = false
+    /// The first reply that did not decode: thrown once the dump is over, not halfway (the
+    /// kernel runs one dump per socket at a time: a dump left unread makes the socket's next
+    /// one fail with `EBUSY`).
+    private var failure: (any Error)?
 
     init(sequence: UInt32, context: String) {
         self.sequence = sequence
@@ -29,9 +33,17 @@ struct DumpCollector<T> {
                 if code != 0 {
                     throw NetlinkError(.kernel(Errno(rawValue: code)), context: context, kernelMessage: text)
                 }
-                return interrupted ? .interrupted : .done(items)
+                if interrupted { return .interrupted }
+                if let failure { throw failure }
+                return .done(items)
             }
-            if !interrupted, let item = try decode(message) { items.append(item) }
+            if !interrupted, failure == nil {
+                do {
+                    if let item = try decode(message) { items.append(item) }
+                } catch {
+                    failure = error
+                }
+            }
         }
         return .more
     }
@@ -167,7 +179,8 @@ extension NetlinkSocket {
     }
 
     /// One run of a dump, fingerprinted; `decoding`, decoded as it arrives. A run the kernel
-    /// marks interrupted (`NLM_F_DUMP_INTR`) is read to its end and done again.
+    /// marks interrupted (`NLM_F_DUMP_INTR`) is read to its end and done again. A reply that
+    /// does not decode is thrown once the run is read to its end (see `DumpCollector.failure`).
     private func fingerprintedDump<T, F: DumpFingerprint>(
         _ request: Request, attempts: Int, timeout: Duration, fingerprint _: F.Type, decoding: Bool, decode: (Message) throws -> T?
     ) throws -> (F, [T]) {
@@ -178,6 +191,7 @@ extension NetlinkSocket {
             var items: [T] = []
             var last: Message?
             var interrupted = false
+            var failure: (any Error)?
             while last == nil {
                 let datagram: UnsafeRawBufferPointer
                 do {
@@ -194,10 +208,14 @@ extension NetlinkSocket {
                         return false
                     }
                     fingerprint.feed(type: header.nlmsg_type, flags: header.nlmsg_flags & ~UInt16(NLM_F_DUMP_INTR), payload: payload)
-                    if decoding, !interrupted {
+                    if decoding, !interrupted, failure == nil {
                         let message = Message(type: header.nlmsg_type, flags: header.nlmsg_flags, sequence: sequence,
                                               portID: header.nlmsg_pid, payload: Array(payload))
-                        if let item = try decode(message) { items.append(item) }
+                        do {
+                            if let item = try decode(message) { items.append(item) }
+                        } catch {
+                            failure = error
+                        }
                     }
                     return true
                 }
@@ -207,6 +225,7 @@ extension NetlinkSocket {
                 throw NetlinkError(.kernel(Errno(rawValue: code)), context: request.summary, kernelMessage: text)
             }
             if interrupted { continue }
+            if let failure { throw failure }
             return (fingerprint, items)
         }
         throw NetlinkError(.dumpInterrupted, context: request.summary)
