@@ -238,15 +238,17 @@ extension Daemon {
                 continue
             }
             let previous = kernel.wireGuard?[name] == nil ? nil : kernel.wireGuardDigests[name]
-            switch try wireGuard.device(named: name, unless: previous) {
+            switch try wireGuard.device(named: name, unless: previous, expectingChange: wireGuardChanging.contains(name)) {
             case .unchanged(let traffic) where kernel.take(traffic: traffic, device: name):
                 unchangedReads["wireguard", default: 0] += 1
+                wireGuardChanging.remove(name)
             case .unchanged:
                 // Figures that do not fit the cached device (never seen): read it whole.
                 guard case .read(let device, let digest) = try wireGuard.device(named: name, unless: nil) else { continue }
                 read[name] = (device, digest)
             case .read(let device, let digest):
                 read[name] = (device, digest)
+                if previous != nil { wireGuardChanging.insert(name) } else { wireGuardChanging.remove(name) }
             }
         }
     }

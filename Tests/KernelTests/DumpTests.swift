@@ -65,8 +65,21 @@ final class DumpTests: XCTestCase {
         // Another protocol on one entry: only that attribute differs.
         try ns.ip("-6", "neigh", "del", "proxy", "2001:db8:a::6", "dev", "veth0")
         try ns.ip("-6", "neigh", "add", "proxy", "2001:db8:a::6", "dev", "veth0", "proto", "78")
-        guard case .read(let reprotocolled, _) = try netlink.proxyEntries(unless: other) else { return XCTFail("a protocol change not decoded") }
+        guard case .read(let reprotocolled, let third) = try netlink.proxyEntries(unless: other) else { return XCTFail("a protocol change not decoded") }
         XCTAssertEqual(reprotocolled.first { $0.address == IPAddress("2001:db8:a::6")! }?.protocolNumber, 78)
+
+        // A poll that expects a change keeps the replies it walks: the same outcomes in one run.
+        let request = ProxyEntry.dumpRequest(family: .inet6)
+        func expecting(_ previous: ReadDigest) throws -> DumpOutcome<ProxyEntry> {
+            try netlink.socket.dump(request, unless: previous, fingerprint: WholeDumpFingerprint.self, expectingChange: true, decode: ProxyEntry.decode).0
+        }
+        guard case .unchanged(let same) = try expecting(third) else { return XCTFail("the same table decoded again, expecting a change") }
+        XCTAssertEqual(same, third)
+        try ns.ip("-6", "neigh", "del", "proxy", "2001:db8:a::7", "dev", "veth0")
+        guard case .read(let kept, let fourth) = try expecting(third) else { return XCTFail("a change not decoded, expecting one") }
+        XCTAssertEqual(kept, try netlink.proxyEntries())
+        XCTAssertEqual(kept.count, proxies.count - 1)
+        guard case .unchanged = try netlink.proxyEntries(unless: fourth) else { return XCTFail("the digest of a kept run is not the table's") }
     }
 
     /// The resync's route dump: the same table twice (a second apart, traffic on the link in

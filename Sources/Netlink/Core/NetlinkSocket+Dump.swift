@@ -162,33 +162,48 @@ extension NetlinkSocket {
     /// A dump for a poll, compared by `fingerprint`. With a `previous` digest the dump is first
     /// walked without keeping anything (an unchanged poll copies and decodes nothing); when its
     /// digest differs, the dump is run again and decoded, and the digest returned is that of
-    /// the run decoded. Also returns the fingerprint of the run that decided (for what it kept).
+    /// the run decoded. `expectingChange` (a source whose last poll found a change, as a busy
+    /// gateway's WireGuard device with roaming clients): one run, the replies copied as they are
+    /// walked and decoded from the copies when they differ. Also returns the fingerprint of the
+    /// run that decided (for what it kept).
     public func dump<T, F: DumpFingerprint>(
-        _ request: Request, unless previous: ReadDigest?, fingerprint: F.Type, attempts: Int = 8, timeout: Duration = .seconds(30),
-        decode: (Message) throws -> T?
+        _ request: Request, unless previous: ReadDigest?, fingerprint: F.Type, expectingChange: Bool = false,
+        attempts: Int = 8, timeout: Duration = .seconds(30), decode: (Message) throws -> T?
     ) throws -> (DumpOutcome<T>, F) {
         if let previous {
-            let (fingerprint, _) = try fingerprintedDump(request, attempts: attempts, timeout: timeout, fingerprint: F.self, decoding: false, decode: decode)
+            let (fingerprint, _, kept): (F, [T], [Message]) = try fingerprintedDump(
+                request, attempts: attempts, timeout: timeout, fingerprint: F.self, mode: expectingChange ? .keep : .walk, decode: decode)
             if let digest = fingerprint.finalize(), digest == previous { return (.unchanged(digest), fingerprint) }
+            if expectingChange {
+                // The run is over: a reply that does not decode can be thrown at once.
+                let items = try kept.compactMap(decode)
+                return (.read(items, fingerprint.finalize() ?? ReadDigest.unmatched()), fingerprint)
+            }
         }
-        let (fingerprint, items) = try fingerprintedDump(request, attempts: attempts, timeout: timeout, fingerprint: F.self, decoding: true, decode: decode)
+        let (fingerprint, items, _): (F, [T], [Message]) = try fingerprintedDump(
+            request, attempts: attempts, timeout: timeout, fingerprint: F.self, mode: .decode, decode: decode)
         // A fingerprint that cannot vouch for these bytes gets a digest nothing equals: the
         // next poll decodes again.
         let digest = fingerprint.finalize() ?? ReadDigest.unmatched()
         return (.read(items, digest), fingerprint)
     }
 
-    /// One run of a dump, fingerprinted; `decoding`, decoded as it arrives. A run the kernel
+    /// What a run does with the replies besides fingerprinting them: nothing, decode them as
+    /// they arrive, or keep copies of them to decode after.
+    private enum RunMode { case walk, decode, keep }
+
+    /// One run of a dump, fingerprinted, and decoded or kept as `mode` says. A run the kernel
     /// marks interrupted (`NLM_F_DUMP_INTR`) is read to its end and done again. A reply that
     /// does not decode is thrown once the run is read to its end (see `DumpCollector.failure`).
     private func fingerprintedDump<T, F: DumpFingerprint>(
-        _ request: Request, attempts: Int, timeout: Duration, fingerprint _: F.Type, decoding: Bool, decode: (Message) throws -> T?
-    ) throws -> (F, [T]) {
+        _ request: Request, attempts: Int, timeout: Duration, fingerprint _: F.Type, mode: RunMode, decode: (Message) throws -> T?
+    ) throws -> (F, [T], [Message]) {
         for _ in 0..<attempts {
             let sequence = try sendRequest(request)
             let deadline = ContinuousClock.now + timeout
             var fingerprint = F()
             var items: [T] = []
+            var kept: [Message] = []
             var last: Message?
             var interrupted = false
             var failure: (any Error)?
@@ -208,13 +223,17 @@ extension NetlinkSocket {
                         return false
                     }
                     fingerprint.feed(type: header.nlmsg_type, flags: header.nlmsg_flags & ~UInt16(NLM_F_DUMP_INTR), payload: payload)
-                    if decoding, !interrupted, failure == nil {
+                    if mode != .walk, !interrupted, failure == nil {
                         let message = Message(type: header.nlmsg_type, flags: header.nlmsg_flags, sequence: sequence,
                                               portID: header.nlmsg_pid, payload: Array(payload))
-                        do {
-                            if let item = try decode(message) { items.append(item) }
-                        } catch {
-                            failure = error
+                        if mode == .keep {
+                            kept.append(message)
+                        } else {
+                            do {
+                                if let item = try decode(message) { items.append(item) }
+                            } catch {
+                                failure = error
+                            }
                         }
                     }
                     return true
@@ -226,7 +245,7 @@ extension NetlinkSocket {
             }
             if interrupted { continue }
             if let failure { throw failure }
-            return (fingerprint, items)
+            return (fingerprint, items, kept)
         }
         throw NetlinkError(.dumpInterrupted, context: request.summary)
     }

@@ -27,14 +27,15 @@ public final class WireGuardNetlink {
 
     /// A poll's read of a device: the dump is compared by its fingerprint without the traffic
     /// figures (`WireGuardFingerprint`) with `previous`, and decoded only when it differs.
-    public func device(named name: String, unless previous: ReadDigest?) throws -> WireGuardRead {
+    /// `expectingChange`: the last poll decoded (see `NetlinkSocket.dump(_:unless:fingerprint:…)`).
+    public func device(named name: String, unless previous: ReadDigest?, expectingChange: Bool = false) throws -> WireGuardRead {
         let family = familyID
         let request = Request(type: family, flags: Request.dump, summary: "read wireguard device") { writer in
             putGenericHeader(&writer, command: UInt8(WG_CMD_GET_DEVICE.rawValue), version: WireGuardCodec.version)
             writer.put(UInt16(WGDEVICE_A_IFNAME.rawValue), string: name)
         }
         do {
-            switch try socket.dump(request, unless: previous, fingerprint: WireGuardFingerprint.self, decode: { $0.type == family ? $0 : nil }) {
+            switch try socket.dump(request, unless: previous, fingerprint: WireGuardFingerprint.self, expectingChange: expectingChange, decode: { $0.type == family ? $0 : nil }) {
             case (.unchanged, let fingerprint): return .unchanged(fingerprint.traffic)
             case (.read(let messages, let digest), _): return .read(try WireGuardCodec.mergeDevice(messages), digest)
             }
