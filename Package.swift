@@ -61,7 +61,7 @@ let package = Package(
         ),
         .executableTarget(name: "wgkeeper-bench", dependencies: ["Netlink", "Config", "CBPF", "Datapath"], path: "Sources/Bench"),
 
-        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "X25519"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "X25519", "TestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DatapathKernelTests", dependencies: ["Datapath", "Netlink", "CBPF", "Reconciler", "TestSupport"]),
         .testTarget(name: "DatapathVMTests", dependencies: ["Datapath", "Netlink", "TestSupport"]),
         .target(name: "TestSupport", dependencies: ["Netlink", "Reconciler"], path: "Tests/TestSupport"),

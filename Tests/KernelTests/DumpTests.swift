@@ -37,10 +37,8 @@ final class DumpTests: XCTestCase {
         XCTAssertGreaterThan(dumps, 0)
     }
 
-    /// The poll's dump: the same table gives the same digest and nothing decoded, from another
-    /// socket too (the sequence number and port id are not part of it); any change, even one
-    /// that keeps the count, is decoded and equals the plain dump.
-    func testADumpWithTheSameBytesIsNotDecodedAndAnyChangeIs() throws {
+    /// A namespace whose veth0 has 3 000 proxy entries (2001:db8:a::1 to ::bb8, protocol 77).
+    private func threeThousandProxies() throws -> (TestNamespace, RTNetlink, [ProxyEntry]) {
         let ns = try TestNamespace(for: self)
         let veth = try ns.addVeth()
         let netlink = try ns.rtnetlink()
@@ -48,6 +46,14 @@ final class DumpTests: XCTestCase {
             ProxyEntry(address: IPAddress("2001:db8:a::\(String($0, radix: 16))")!, interfaceIndex: veth, protocolNumber: 77)
         }
         for case .failure(let error) in try netlink.perform(proxies.map { $0.addRequest() }) { XCTFail("\(error)") }
+        return (ns, netlink, proxies)
+    }
+
+    /// The poll's dump: the same table gives the same digest and nothing decoded, from another
+    /// socket too (the sequence number and port id are not part of it); any change, even one
+    /// that keeps the count, is decoded and equals the plain dump.
+    func testADumpWithTheSameBytesIsNotDecodedAndAnyChangeIs() throws {
+        let (ns, netlink, proxies) = try threeThousandProxies()
         guard case .read(let first, let digest) = try netlink.proxyEntries(unless: nil) else { return XCTFail("nothing to compare with") }
         XCTAssertEqual(first, try netlink.proxyEntries())
         XCTAssertEqual(Set(first), Set(proxies))
@@ -118,13 +124,7 @@ final class DumpTests: XCTestCase {
     /// kernel runs one dump per socket at a time, so a dump given up halfway (its rest still to
     /// be read) makes the next one on that socket fail with EBUSY.
     func testADecodeErrorMidDumpLeavesTheSocketUsable() throws {
-        let ns = try TestNamespace(for: self)
-        let veth = try ns.addVeth()
-        let netlink = try ns.rtnetlink()
-        let proxies = (1...3_000).map {
-            ProxyEntry(address: IPAddress("2001:db8:a::\(String($0, radix: 16))")!, interfaceIndex: veth, protocolNumber: 77)
-        }
-        for case .failure(let error) in try netlink.perform(proxies.map { $0.addRequest() }) { XCTFail("\(error)") }
+        let (_, netlink, proxies) = try threeThousandProxies()
         struct Refused: Error {}
         for previous in [nil, ReadDigest.unmatched()] {
             XCTAssertThrowsError(try netlink.socket.dump(ProxyEntry.dumpRequest(), unless: previous) { _ -> ProxyEntry? in throw Refused() }) {

@@ -203,7 +203,7 @@ final class WireGuardFingerprintKernelLayoutTests: XCTestCase {
 
     /// The emulation itself: what it writes decodes to the device, continued peers and all.
     func testTheEmulatedDumpDecodesToTheDevice() throws {
-        var random = Random(state: 11)
+        var random = Random(seed: 11)
         var continued = 0, emptyFirstParts = 0, pads = 0
         for _ in 0..<60 {
             let device = device(&random, peers: Int.random(in: 0...30, using: &random))
@@ -227,7 +227,7 @@ final class WireGuardFingerprintKernelLayoutTests: XCTestCase {
     /// Polls where only traffic moves: the digest holds, and the cached device, taking the
     /// figures of poll after poll in place, is what each poll's dump decodes to.
     func testTakingPollAfterPollOfTrafficKeepsTheCacheEqualToADecode() throws {
-        var random = Random(state: 12)
+        var random = Random(seed: 12)
         for round in 0..<40 {
             var device = device(&random, peers: Int.random(in: 1...25, using: &random))
             var kernel = KernelDump(budget: Int.random(in: 400...3000, using: &random), pad64: Bool.random(using: &random), base: Bool.random(using: &random) ? 4 : 0)
@@ -248,7 +248,7 @@ final class WireGuardFingerprintKernelLayoutTests: XCTestCase {
     /// What `wg set` and `wg syncconf` do to a device, each with traffic moving at once: every
     /// one moves the digest, whatever the layout.
     func testEveryOperatorChangeWithTrafficMovesTheDigest() throws {
-        var random = Random(state: 13)
+        var random = Random(seed: 13)
         var checked = 0
         for round in 0..<40 {
             let device = device(&random, peers: Int.random(in: 2...20, using: &random))
@@ -293,7 +293,7 @@ final class WireGuardFingerprintKernelLayoutTests: XCTestCase {
     /// Another skb size (the kernel falls back to a smaller one when a large allocation fails)
     /// may lay the same device out otherwise: a digest that still holds must mean the same device.
     func testAnotherMessageSizeEitherMovesTheDigestOrDecodesTheSame() throws {
-        var random = Random(state: 14)
+        var random = Random(seed: 14)
         for round in 0..<60 {
             var device = device(&random, peers: Int.random(in: 1...25, using: &random))
             var kernel = KernelDump(budget: Int.random(in: 400...3000, using: &random), pad64: false)

@@ -173,19 +173,15 @@ final class WireGuardVMTests: XCTestCase {
         XCTAssertNil(missing)
         XCTAssertNil(missingDigest)
     }
-    /// Real traffic (a second device born in the same namespace, so its UDP socket is there,
-    /// then moved to a namespace of its own; the tunnel runs over loopback, a ping through):
-    /// the poll finds the device unchanged but for the handshake and counters, hands those over
-    /// as a full decode reads them, and still decodes a change made while traffic flows.
-    func testTrafficAloneIsHandedOverWithoutADecode() throws {
-        let (ns, wireguard) = try makeDevice()
+    /// `wgb`, born in `ns` (so its UDP socket stays there) and moved to a namespace of its own,
+    /// the one peer of `wg0`'s key `a` over loopback: `wg0` holds 2001:db8:a::1 and `peers`
+    /// (one of them must be `b`'s, endpoint [::1]:51821, allowed IP 2001:db8:b::1), so that a
+    /// ping from 2001:db8:a::1 to 2001:db8:b::1 is real traffic through `wg0`.
+    private func tunnel(_ ns: TestNamespace, _ wireguard: WireGuardNetlink, a: PrivateKey, b: PrivateKey, peers: [WireGuardPeerChange]) throws {
         let rtnetlink = try ns.rtnetlink()
         try rtnetlink.socket.perform(Link.createRequest(name: "wgb", kind: "wireguard"))
         try rtnetlink.socket.perform(Link.setUpRequest(index: try XCTUnwrap(try rtnetlink.link(named: "wgb")).index))
-        let a = PrivateKey.generate(), b = PrivateKey.generate()
-        try wireguard.apply(device: "wg0", WireGuardDeviceChange(privateKey: a, listenPort: 51820, peers: [
-            WireGuardPeerChange(publicKey: b.publicKey, endpoint: Endpoint("[::1]:51821"), allowedIPs: [IPPrefix("2001:db8:b::1/128")!]),
-        ] + (0..<50).map { WireGuardPeerChange(publicKey: key($0), allowedIPs: allowedIPs($0 + 0x100, count: 3)) }))
+        try wireguard.apply(device: "wg0", WireGuardDeviceChange(privateKey: a, listenPort: 51820, peers: peers))
         try wireguard.apply(device: "wgb", WireGuardDeviceChange(privateKey: b, listenPort: 51821, peers: [
             WireGuardPeerChange(publicKey: a.publicKey, endpoint: Endpoint("[::1]:51820"), allowedIPs: [IPPrefix("2001:db8:a::1/128")!]),
         ]))
@@ -196,6 +192,18 @@ final class WireGuardVMTests: XCTestCase {
         try other.ip("-6", "addr", "add", "2001:db8:b::1/128", "dev", "wgb", "nodad")
         try ns.ip("-6", "route", "add", "2001:db8:b::1/128", "dev", "wg0")
         try other.ip("-6", "route", "add", "2001:db8:a::1/128", "dev", "wgb")
+    }
+
+    /// Real traffic (a second device born in the same namespace, so its UDP socket is there,
+    /// then moved to a namespace of its own; the tunnel runs over loopback, a ping through):
+    /// the poll finds the device unchanged but for the handshake and counters, hands those over
+    /// as a full decode reads them, and still decodes a change made while traffic flows.
+    func testTrafficAloneIsHandedOverWithoutADecode() throws {
+        let (ns, wireguard) = try makeDevice()
+        let a = PrivateKey.generate(), b = PrivateKey.generate()
+        try tunnel(ns, wireguard, a: a, b: b, peers: [
+            WireGuardPeerChange(publicKey: b.publicKey, endpoint: Endpoint("[::1]:51821"), allowedIPs: [IPPrefix("2001:db8:b::1/128")!]),
+        ] + (0..<50).map { WireGuardPeerChange(publicKey: key($0), allowedIPs: allowedIPs($0 + 0x100, count: 3)) })
 
         guard case .read(let quiet, let read) = try wireguard.device(named: "wg0", unless: nil) else { return XCTFail("a first read not decoded") }
         let digest = try XCTUnwrap(read)
@@ -225,27 +233,14 @@ final class WireGuardVMTests: XCTestCase {
     /// decoded.
     func testTrafficOnAPeerContinuedAcrossMessagesIsHandedOverWithoutADecode() throws {
         let (ns, wireguard) = try makeDevice()
-        let rtnetlink = try ns.rtnetlink()
-        try rtnetlink.socket.perform(Link.createRequest(name: "wgb", kind: "wireguard"))
-        try rtnetlink.socket.perform(Link.setUpRequest(index: try XCTUnwrap(try rtnetlink.link(named: "wgb")).index))
         let a = PrivateKey.generate(), b = PrivateKey.generate()
         let many = [IPPrefix("2001:db8:b::1/128")!] + (0..<1_499).map { IPPrefix("2001:db8:c:\(String($0, radix: 16))::/64")! }
         let empty = key(0)
-        try wireguard.apply(device: "wg0", WireGuardDeviceChange(privateKey: a, listenPort: 51820, peers:
+        try tunnel(ns, wireguard, a: a, b: b, peers:
             [WireGuardPeerChange(publicKey: empty)]
             + (1..<20).map { WireGuardPeerChange(publicKey: key($0), endpoint: Endpoint("192.0.2.\($0):\(40000 + $0)"), allowedIPs: allowedIPs($0 + 0x100, count: 2)) }
             + [WireGuardPeerChange(publicKey: b.publicKey, endpoint: Endpoint("[::1]:51821"), allowedIPs: many)]
-            + (20..<40).map { WireGuardPeerChange(publicKey: key($0), endpoint: Endpoint("198.51.100.\($0):\(40000 + $0)"), allowedIPs: allowedIPs($0 + 0x100, count: 2)) }))
-        try wireguard.apply(device: "wgb", WireGuardDeviceChange(privateKey: b, listenPort: 51821, peers: [
-            WireGuardPeerChange(publicKey: a.publicKey, endpoint: Endpoint("[::1]:51820"), allowedIPs: [IPPrefix("2001:db8:a::1/128")!]),
-        ]))
-        let other = try TestNamespace(for: self)
-        try ns.ip("link", "set", "wgb", "netns", other.name)
-        try other.ip("link", "set", "wgb", "up")
-        try ns.ip("-6", "addr", "add", "2001:db8:a::1/128", "dev", "wg0", "nodad")
-        try other.ip("-6", "addr", "add", "2001:db8:b::1/128", "dev", "wgb", "nodad")
-        try ns.ip("-6", "route", "add", "2001:db8:b::1/128", "dev", "wg0")
-        try other.ip("-6", "route", "add", "2001:db8:a::1/128", "dev", "wgb")
+            + (20..<40).map { WireGuardPeerChange(publicKey: key($0), endpoint: Endpoint("198.51.100.\($0):\(40000 + $0)"), allowedIPs: allowedIPs($0 + 0x100, count: 2)) })
 
         guard case .read(let quiet, let read) = try wireguard.device(named: "wg0", unless: nil) else { return XCTFail("a first read not decoded") }
         let digest = try XCTUnwrap(read)
