@@ -53,14 +53,14 @@ func benchPolls(count: Int, rounds: Int, wireGuard: Bool) throws {
             // for a moment after it is made (link-local addresses leaving duplicate detection).
             var cpu: [Double] = [], user: [Double] = [], changes = 0
             while cpu.count < rounds {
-                let before = threadCPU(), userBefore = threadUserCPU()
+                let before = threadCPUTime(), userBefore = threadUserTime()
                 guard try read() else {
                     changes += 1
                     if changes > 3 { throw BenchError("\(what): the read found a change where nothing changed, \(changes) times") }
                     continue
                 }
-                cpu.append((threadCPU() - before) * 1e3)
-                user.append((threadUserCPU() - userBefore) * 1e3)
+                cpu.append((threadCPUTime() - before) * 1e3)
+                user.append((threadUserTime() - userBefore) * 1e3)
             }
             var figure = Figure(row: 9, what: "one poll's read, nothing changed: \(what)", unit: "ms of CPU", ours: Summary(cpu), target: "—", met: nil)
             figure.notes.append("CPU time of the reading thread (CLOCK_THREAD_CPUTIME_ID: its user time and the kernel's dump in its recvmsg), \(rounds) polls (\(changes) more found a change and are left out); "
@@ -68,20 +68,6 @@ func benchPolls(count: Int, rounds: Int, wireGuard: Bool) throws {
             figure.emit()
         }
     }
-}
-
-/// The calling thread's CPU time, in seconds.
-func threadCPU() -> Double {
-    var time = timespec()
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
-    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
-}
-
-/// The calling thread's user time, in seconds (getrusage's resolution).
-func threadUserCPU() -> Double {
-    var usage = rusage()
-    getrusage(__rusage_who_t(1), &usage)  // RUSAGE_THREAD
-    return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
 }
 
 /// Row 9's user-space part of a WireGuard poll, natively (no WireGuard here): the fingerprints
@@ -132,11 +118,11 @@ func benchFingerprints(count: Int, rounds: Int) throws {
     let total = messages.reduce(0) { $0 + $1.2.count }
     func time<F: DumpFingerprint>(_: F.Type) -> [Double] {
         (0..<rounds).map { _ in
-            let start = threadCPU()
+            let start = threadCPUTime()
             var fingerprint = F()
             for (type, flags, payload) in messages { payload.withUnsafeBytes { fingerprint.feed(type: type, flags: flags, payload: $0) } }
             precondition(fingerprint.finalize() != nil)
-            return (threadCPU() - start) * 1e3
+            return (threadCPUTime() - start) * 1e3
         }
     }
     for (what, figures) in [("every byte", time(WholeDumpFingerprint.self)), ("without the traffic figures", time(WireGuardFingerprint.self))] {
