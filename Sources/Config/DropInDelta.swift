@@ -545,18 +545,16 @@ private struct DeltaChecks {
         var perDevice = [[(prefix: IPPrefix, peer: Int)]](repeating: [], count: devices.count)
         var endpoints: [IPAddress] = [], tunnelPrefixes: [IPPrefix] = []
         var peer = 0
-        // Each device's own keys, public and private, derived once (X25519) for the devices peers are added to.
+        // Each device's own keys, public and private: the public one derived (X25519) once a delta.
         var ownKeys: [Int: [WireGuardKey]] = [:]
-        for change in added {
-            for (d, peers) in change.enumerated() where !peers.isEmpty && ownKeys[d] == nil {
-                ownKeys[d] = configuration.devices.first(where: { $0.name == devices[d].name })?.privateKey.map { [$0.publicKey, $0.key] } ?? []
-            }
-        }
         for change in added {
             for (d, peers) in change.enumerated() {
                 for new in peers {
                     peer += 1
                     guard names.insert(new.name).inserted, keys.insert(Key(device: d, key: new.publicKey)).inserted else { return false }
+                    if ownKeys[d] == nil {
+                        ownKeys[d] = configuration.devices.first(where: { $0.name == devices[d].name })?.privateKey.map { [$0.publicKey, $0.key] } ?? []
+                    }
                     if ownKeys[d]!.contains(new.publicKey) { return false }
                     if case .address(let endpoint)? = new.endpoint { endpoints.append(endpoint.address) }
                     for prefix in new.allowedIPs {
