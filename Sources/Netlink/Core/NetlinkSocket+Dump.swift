@@ -173,11 +173,11 @@ extension NetlinkSocket {
         if let previous {
             let (fingerprint, _, kept): (F, [T], [Message]) = try fingerprintedDump(
                 request, attempts: attempts, timeout: timeout, fingerprint: F.self, mode: expectingChange ? .keep : .walk, decode: decode)
-            if let digest = fingerprint.finalize(), digest == previous { return (.unchanged(digest), fingerprint) }
+            let digest = fingerprint.finalize()
+            if let digest, digest == previous { return (.unchanged(digest), fingerprint) }
             if expectingChange {
                 // The run is over: a reply that does not decode can be thrown at once.
-                let items = try kept.compactMap(decode)
-                return (.read(items, fingerprint.finalize() ?? ReadDigest.unmatched()), fingerprint)
+                return (.read(try kept.compactMap(decode), digest ?? ReadDigest.unmatched()), fingerprint)
             }
         }
         let (fingerprint, items, _): (F, [T], [Message]) = try fingerprintedDump(
@@ -192,9 +192,9 @@ extension NetlinkSocket {
     /// they arrive, or keep copies of them to decode after.
     private enum RunMode { case walk, decode, keep }
 
-    /// One run of a dump, fingerprinted, and decoded or kept as `mode` says. A run the kernel
-    /// marks interrupted (`NLM_F_DUMP_INTR`) is read to its end and done again. A reply that
-    /// does not decode is thrown once the run is read to its end (see `DumpCollector.failure`).
+    /// One run of a dump, fingerprinted, and decoded (by a `DumpCollector`: a reply that does
+    /// not decode is thrown once the run is read to its end) or kept as `mode` says. A run the
+    /// kernel marks interrupted (`NLM_F_DUMP_INTR`) is read to its end and done again.
     private func fingerprintedDump<T, F: DumpFingerprint>(
         _ request: Request, attempts: Int, timeout: Duration, fingerprint _: F.Type, mode: RunMode, decode: (Message) throws -> T?
     ) throws -> (F, [T], [Message]) {
@@ -202,11 +202,10 @@ extension NetlinkSocket {
             let sequence = try sendRequest(request)
             let deadline = ContinuousClock.now + timeout
             var fingerprint = F()
-            var items: [T] = []
+            var collector = DumpCollector<T>(sequence: sequence, context: request.summary)
             var kept: [Message] = []
             var last: Message?
             var interrupted = false
-            var failure: (any Error)?
             while last == nil {
                 let datagram: UnsafeRawBufferPointer
                 do {
@@ -223,18 +222,11 @@ extension NetlinkSocket {
                         return false
                     }
                     fingerprint.feed(type: header.nlmsg_type, flags: header.nlmsg_flags & ~UInt16(NLM_F_DUMP_INTR), payload: payload)
-                    if mode != .walk, !interrupted, failure == nil {
+                    if mode != .walk, !interrupted {
                         let message = Message(type: header.nlmsg_type, flags: header.nlmsg_flags, sequence: sequence,
                                               portID: header.nlmsg_pid, payload: Array(payload))
-                        if mode == .keep {
-                            kept.append(message)
-                        } else {
-                            do {
-                                if let item = try decode(message) { items.append(item) }
-                            } catch {
-                                failure = error
-                            }
-                        }
+                        // A reply before the last: the collector keeps a decoding error for the end.
+                        if mode == .keep { kept.append(message) } else { _ = try collector.feed([message], decode: decode) }
                     }
                     return true
                 }
@@ -244,7 +236,9 @@ extension NetlinkSocket {
                 throw NetlinkError(.kernel(Errno(rawValue: code)), context: request.summary, kernelMessage: text)
             }
             if interrupted { continue }
-            if let failure { throw failure }
+            guard mode == .decode else { return (fingerprint, [], kept) }
+            // The last reply: the collector's items, or the first reply that did not decode.
+            guard case .done(let items) = try collector.feed([last!], decode: decode) else { continue }
             return (fingerprint, items, kept)
         }
         throw NetlinkError(.dumpInterrupted, context: request.summary)
