@@ -29,15 +29,9 @@ demo: build
 
 # Every tier, then one closing line "N passed, M failed". Each tier runs even when an
 # earlier one failed, so one run shows everything; the closing line decides the exit status.
+# The VM tier runs beside the tiers that only need CPU (scripts/test-all says which and why).
 test: deps
-	@rm -f .build/test-summary
-	-@$(MAKE) --no-print-directory test-unit
-	-@$(MAKE) --no-print-directory test-kernel
-	-@$(MAKE) --no-print-directory test-vm
-	-@$(MAKE) --no-print-directory test-deploy
-	-@$(MAKE) --no-print-directory test-system
-	-@$(MAKE) --no-print-directory test-fuzz
-	@scripts/test-summary unit kernel vm deploy system fuzz
+	@MAKE="$(MAKE)" scripts/test-all
 
 # Tier 1: unit, no privileges.
 test-unit: deps

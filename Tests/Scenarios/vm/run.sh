@@ -4,6 +4,7 @@
 # one command inside the guest as root with the repository writable.
 #
 # usage: Tests/Scenarios/vm/run.sh [--install] -- <command...>
+#        Tests/Scenarios/vm/run.sh --install-only     (installs what is missing, boots nothing)
 #
 # The command is run as an argv (no shell); use `-- bash -c '...'` for shell
 # syntax. Its working directory is the repository root.
@@ -30,22 +31,23 @@ die() { # die STATUS MESSAGE...
 }
 log() { printf '%s: %s\n' "$prog" "$*" >&2; }
 usage() {
-    echo "usage: $prog [--install] -- <command...>" >&2
+    echo "usage: $prog [--install] -- <command...>   or   $prog --install-only" >&2
     exit 2
 }
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd -P)
 
-install=0
+install=0 install_only=0
 while [ $# -gt 0 ]; do
     case $1 in
         --install) install=1; shift ;;
+        --install-only) install=1; install_only=1; shift ;;
         --) shift; break ;;
         -h|--help) usage ;;
         *) echo "$prog: unexpected argument: $1" >&2; usage ;;
     esac
 done
-[ $# -gt 0 ] || usage
+[ $# -gt 0 ] || [ "$install_only" = 1 ] || usage
 
 # ---------------------------------------------------------------- install ---
 # Debian packages the VM tier needs on the host:
@@ -98,6 +100,11 @@ do_install() {
     vng_on_path
 }
 [ "$install" = 0 ] || do_install
+if [ "$install_only" = 1 ]; then
+    vng_on_path
+    command -v vng >/dev/null 2>&1 || die 125 "'vng' (pip package virtme-ng) not found after installing it"
+    exit 0
+fi
 
 # -------------------------------------------------------------- preflight ---
 vng_on_path
