@@ -466,6 +466,8 @@ extension Plan {
         if ours.gateway != route.gateway { fields.append("via") }
         if ours.type != route.type { fields.append("type") }
         if ours.scope != route.scope { fields.append("scope") }
+        // What wgkeeper never sets (an MTU, an encapsulation, …): a replace writes the route without it.
+        fields += ours.extras.subtracting(route.extras).names
         if !fields.isEmpty {
             let was = Change.describe(ours, device: deviceName(ours.outputInterface))
             changes.append(Change(.replace, .route(route, device: device), reason: .differs(fields), detail: "(was \(was))"))
