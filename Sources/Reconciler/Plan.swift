@@ -390,6 +390,9 @@ struct Planner {
             case let current? where current.protocolNumber != protocolNumber:
                 result.conflicts.append(Conflict(kind: .proxy, desired: "proxy \(item.address) dev \(item.device)",
                                                  foreign: "proxy \(current.address) dev \(item.device) proto \(current.protocolNumber)"))
+            case let current? where current.router:
+                // Ours with the router flag, which wgkeeper never sets: written again without it.
+                result.changes.append(Change(.replace, .proxy(entry, device: item.device), reason: .differs(["router"]), detail: "(was router)"))
             default:
                 break
             }

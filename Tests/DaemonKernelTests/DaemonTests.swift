@@ -107,6 +107,23 @@ final class DaemonTests: XCTestCase {
         XCTAssertEqual(try ourRoutes(ns), expectedRoutes)
     }
 
+    /// Our proxy entry given the router flag (`ip neigh replace proxy … router`), which wgkeeper
+    /// never sets: the kernel's advertisements for the client would say it is a router. Written
+    /// again without it by the next proxy poll.
+    func testOurProxyEntryGivenTheRouterFlagIsWrittenAgain() throws {
+        let (ns, h) = try setUp()
+        try h.start()
+        func flagged() throws -> Bool {
+            let entry = try ns.ipJSON("-6", "neigh", "show", "proxy", "2001:db8:1::101")
+            return entry.first?.keys.contains("router") == true  // iproute2: "router": null
+        }
+        XCTAssertFalse(try flagged())
+        try ns.ip("-6", "neigh", "replace", "proxy", "2001:db8:1::101", "dev", "private0", "router", "proto", "77")
+        XCTAssertTrue(try flagged(), "the flag as iproute2 shows it")
+        try eventually(within: .seconds(2), "router flag cleared") { try !flagged() }
+        XCTAssertEqual(try proxies(ns), ["2001:db8:1::100", "2001:db8:1::101"])
+    }
+
     func testForeignRouteInTheSameTableIsLeftAlone() throws {
         let (ns, h) = try setUp()
         try ns.ip("-6", "route", "add", "2001:db8:99::/64", "dev", "wg0", "proto", "static")
