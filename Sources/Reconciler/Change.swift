@@ -133,7 +133,9 @@ public struct Change: Hashable, Sendable, CustomStringConvertible {
         text += " dev \(device)"
         if route.table != Route.mainTable { text += " table \(route.table)" }
         if let metric = route.metric, metric != DesiredRoute.defaultMetric { text += " metric \(metric)" }
-        return text + " proto \(route.protocolNumber)"
+        text += " proto \(route.protocolNumber)"
+        // What wgkeeper never sets, named so that a replace shows what it took away.
+        return route.extras.isEmpty ? text : text + " with " + route.extras.names.joined(separator: ", ")
     }
 }
 

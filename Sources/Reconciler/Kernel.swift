@@ -110,7 +110,11 @@ extension Change {
             case .remove: return .netlink(route.deleteRequest())
             }
         case .proxy(let entry, _):
-            return .netlink(action == .remove ? entry.deleteRequest() : entry.addRequest())
+            switch action {
+            case .add: return .netlink(entry.addRequest())
+            case .replace: return .netlink(entry.replaceRequest())
+            case .remove: return .netlink(entry.deleteRequest())
+            }
         case .datapath(let entry):
             return .datapath(entry, insert: action != .remove)
         }

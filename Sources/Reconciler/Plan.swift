@@ -390,6 +390,9 @@ struct Planner {
             case let current? where current.protocolNumber != protocolNumber:
                 result.conflicts.append(Conflict(kind: .proxy, desired: "proxy \(item.address) dev \(item.device)",
                                                  foreign: "proxy \(current.address) dev \(item.device) proto \(current.protocolNumber)"))
+            case let current? where current.router:
+                // Ours with the router flag, which wgkeeper never sets: written again without it.
+                result.changes.append(Change(.replace, .proxy(entry, device: item.device), reason: .differs(["router"]), detail: "(was router)"))
             default:
                 break
             }
@@ -466,6 +469,8 @@ extension Plan {
         if ours.gateway != route.gateway { fields.append("via") }
         if ours.type != route.type { fields.append("type") }
         if ours.scope != route.scope { fields.append("scope") }
+        // What wgkeeper never sets (an MTU, an encapsulation, …): a replace writes the route without it.
+        fields += ours.extras.subtracting(route.extras).names
         if !fields.isEmpty {
             let was = Change.describe(ours, device: deviceName(ours.outputInterface))
             changes.append(Change(.replace, .route(route, device: device), reason: .differs(fields), detail: "(was \(was))"))

@@ -83,6 +83,47 @@ final class DaemonTests: XCTestCase {
         }
     }
 
+    /// Our route given attributes wgkeeper never sets, keeping its device and next hop (`ip route
+    /// change`): an MTU lock, a preference, a source address, an SRv6 encapsulation that sends
+    /// the client's traffic to another host. Each is drift, replaced by the route as configured,
+    /// as a fresh start on a clean kernel has it.
+    func testOurRouteGivenAttributesWeNeverSetIsReplaced() throws {
+        let (ns, h) = try setUp()
+        try h.start()
+        func plain(_ destination: String) throws -> Bool {
+            let route = try ns.ipJSON("-6", "route", "show", destination, "proto", "77")
+            return route.count == 1 && route[0]["dev"] as? String == "wg0" && route[0]["metrics"] == nil && route[0]["encap"] == nil
+                && route[0]["prefsrc"] == nil && (route[0]["pref"] as? String ?? "medium") == "medium"
+        }
+        XCTAssertTrue(try plain("2001:db8:1::100/128"))
+        let changes: [[String]] = [
+            ["mtu", "lock", "1280"], ["pref", "high"], ["hoplimit", "1"],
+            ["encap", "seg6", "mode", "inline", "segs", "2001:db8:99::99"],
+        ]
+        for change in changes {
+            try shell(["ip", "-n", ns.name, "-6", "route", "change", "2001:db8:1::100/128", "dev", "wg0", "proto", "77", "metric", "1024"] + change)
+            try eventually(within: .seconds(2), "route with \(change.joined(separator: " ")) replaced") { try plain("2001:db8:1::100/128") }
+        }
+        XCTAssertEqual(try ourRoutes(ns), expectedRoutes)
+    }
+
+    /// Our proxy entry given the router flag (`ip neigh replace proxy … router`), which wgkeeper
+    /// never sets: the kernel's advertisements for the client would say it is a router. Written
+    /// again without it by the next proxy poll.
+    func testOurProxyEntryGivenTheRouterFlagIsWrittenAgain() throws {
+        let (ns, h) = try setUp()
+        try h.start()
+        func flagged() throws -> Bool {
+            let entry = try ns.ipJSON("-6", "neigh", "show", "proxy", "2001:db8:1::101")
+            return entry.first?.keys.contains("router") == true  // iproute2: "router": null
+        }
+        XCTAssertFalse(try flagged())
+        try ns.ip("-6", "neigh", "replace", "proxy", "2001:db8:1::101", "dev", "private0", "router", "proto", "77")
+        XCTAssertTrue(try flagged(), "the flag as iproute2 shows it")
+        try eventually(within: .seconds(2), "router flag cleared") { try !flagged() }
+        XCTAssertEqual(try proxies(ns), ["2001:db8:1::100", "2001:db8:1::101"])
+    }
+
     func testForeignRouteInTheSameTableIsLeftAlone() throws {
         let (ns, h) = try setUp()
         try ns.ip("-6", "route", "add", "2001:db8:99::/64", "dev", "wg0", "proto", "static")

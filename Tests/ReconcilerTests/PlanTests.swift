@@ -42,6 +42,12 @@ final class PlanTests: XCTestCase {
         Case(name: "route on the wrong device", edit: { o in
             o.routes[1] = F.route("2001:db8:1::100/128", 6)
         }, changes: ["~ route 2001:db8:1::100/128 dev wg0 proto 77 (was 2001:db8:1::100/128 dev private0 proto 77)"]),
+        Case(name: "our route with attributes wgkeeper never sets (an MTU, an encapsulation) is replaced", edit: { o in
+            o.routes[1].extras = [.metrics, .encapsulation]
+        }, changes: ["~ route 2001:db8:1::100/128 dev wg0 proto 77 (was 2001:db8:1::100/128 dev wg0 proto 77 with metrics, encap)"]),
+        Case(name: "our proxy entry with the router flag, which wgkeeper never sets, is written again", edit: { o in
+            o.proxies = o.proxies.map { var p = $0; p.router = p.address == F.address("2001:db8:1::101"); return p }
+        }, changes: ["~ proxy 2001:db8:1::101 dev private0 (was router)"]),
         Case(name: "route with another gateway", desired: {
             var d = F.desired(); d.routes.append(DesiredRoute(destination: F.prefix("2001:db8:2::/64"), device: "wg0",
                                                               gateway: F.address("fe80::1"), table: 100, metric: 10)); return d

@@ -7,14 +7,18 @@ public struct ProxyEntry: Hashable, Sendable, CustomStringConvertible {
     public var interfaceIndex: Int32
     /// `NDA_PROTOCOL`; 0 when the entry carries none.
     public var protocolNumber: UInt8
+    /// `NTF_ROUTER`, which wgkeeper never sets: the kernel's advertisements for the address then
+    /// say it is a router. An add or replace without it clears it.
+    public var router: Bool
 
-    public init(address: IPAddress, interfaceIndex: Int32, protocolNumber: UInt8) {
+    public init(address: IPAddress, interfaceIndex: Int32, protocolNumber: UInt8, router: Bool = false) {
         self.address = address
         self.interfaceIndex = interfaceIndex
         self.protocolNumber = protocolNumber
+        self.router = router
     }
 
-    public var description: String { "proxy \(address) ifindex \(interfaceIndex) proto \(protocolNumber)" }
+    public var description: String { "proxy \(address) ifindex \(interfaceIndex) proto \(protocolNumber)\(router ? " router" : "")" }
 
     private static func header(family: AddressFamily, interfaceIndex: Int32) -> ndmsg {
         var header = ndmsg()
@@ -40,7 +44,8 @@ public struct ProxyEntry: Hashable, Sendable, CustomStringConvertible {
         let attributes = try message.attributes(after: ndmsg.self)
         guard let address = try attributes.address(UInt16(NDA_DST)) else { return nil }
         return ProxyEntry(address: address, interfaceIndex: header.ndm_ifindex,
-                          protocolNumber: try attributes.u8(UInt16(NDA_PROTOCOL)) ?? 0)
+                          protocolNumber: try attributes.u8(UInt16(NDA_PROTOCOL)) ?? 0,
+                          router: header.ndm_flags & UInt8(NTF_ROUTER) != 0)
     }
 
     public func addRequest() -> Request { request(UInt16(RTM_NEWNEIGH), Request.create, "add") }

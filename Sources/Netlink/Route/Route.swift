@@ -10,6 +10,32 @@ public struct Route: Hashable, Sendable, CustomStringConvertible {
     public var outputInterface: Int32?
     public var gateway: IPAddress?
     public var metric: UInt32?
+    /// What the kernel's route holds beyond the fields above, none of which wgkeeper sets (a
+    /// route of its protocol carrying any of them is drift: `ip route change` gave it an MTU or
+    /// an encapsulation that sends its traffic elsewhere).
+    public var extras: Extras = []
+
+    /// Route attributes wgkeeper never sets, by kind.
+    public struct Extras: OptionSet, Hashable, Sendable {
+        public let rawValue: UInt8
+        public init(rawValue: UInt8) { self.rawValue = rawValue }
+        /// `RTA_METRICS` with any metric (`mtu`, `hoplimit`, `advmss`, …).
+        public static let metrics = Extras(rawValue: 1 << 0)
+        /// `RTA_PREFSRC` (`src`).
+        public static let preferredSource = Extras(rawValue: 1 << 1)
+        /// `RTA_PREF` other than medium (`pref high`, `pref low`).
+        public static let preference = Extras(rawValue: 1 << 2)
+        /// `RTA_ENCAP_TYPE`/`RTA_ENCAP` (`encap seg6`, `encap mpls`, …).
+        public static let encapsulation = Extras(rawValue: 1 << 3)
+        /// `RTA_NH_ID` (`nhid`): the next hop is a nexthop object.
+        public static let nexthopObject = Extras(rawValue: 1 << 4)
+
+        /// As `ip route` names them.
+        public var names: [String] {
+            [(Extras.metrics, "metrics"), (.preferredSource, "src"), (.preference, "pref"), (.encapsulation, "encap"), (.nexthopObject, "nhid")]
+                .filter { contains($0.0) }.map(\.1)
+        }
+    }
 
     public static let mainTable = UInt32(RT_TABLE_MAIN.rawValue)
     public static let unicast = UInt8(RTN_UNICAST)
@@ -19,7 +45,7 @@ public struct Route: Hashable, Sendable, CustomStringConvertible {
     public init(
         destination: IPPrefix, table: UInt32 = Route.mainTable, protocolNumber: UInt8,
         scope: UInt8 = Route.universe, type: UInt8 = Route.unicast,
-        outputInterface: Int32? = nil, gateway: IPAddress? = nil, metric: UInt32? = nil
+        outputInterface: Int32? = nil, gateway: IPAddress? = nil, metric: UInt32? = nil, extras: Extras = []
     ) {
         self.destination = destination
         self.table = table
@@ -29,6 +55,7 @@ public struct Route: Hashable, Sendable, CustomStringConvertible {
         self.outputInterface = outputInterface
         self.gateway = gateway
         self.metric = metric
+        self.extras = extras
     }
 
     public var family: AddressFamily { destination.family }
@@ -39,6 +66,7 @@ public struct Route: Hashable, Sendable, CustomStringConvertible {
         if let outputInterface { text += " oif \(outputInterface)" }
         if table != Route.mainTable { text += " table \(table)" }
         if let metric { text += " metric \(metric)" }
+        if !extras.isEmpty { text += " " + extras.names.joined(separator: " ") }
         return text + " proto \(protocolNumber)"
     }
 
@@ -85,7 +113,22 @@ public struct Route: Hashable, Sendable, CustomStringConvertible {
             type: header.rtm_type,
             outputInterface: try attributes.i32(UInt16(RTA_OIF.rawValue)),
             gateway: try attributes.address(UInt16(RTA_GATEWAY.rawValue)),
-            metric: try attributes.u32(UInt16(RTA_PRIORITY.rawValue)))
+            metric: try attributes.u32(UInt16(RTA_PRIORITY.rawValue)),
+            extras: try extras(attributes))
+    }
+
+    /// The attributes of a dumped or notified route that wgkeeper never sets (`Extras`).
+    private static func extras(_ attributes: Attributes) throws -> Extras {
+        var extras: Extras = []
+        if let metrics = attributes.bytes(UInt16(RTA_METRICS.rawValue)), !metrics.isEmpty { extras.insert(.metrics) }
+        if attributes.bytes(UInt16(RTA_PREFSRC.rawValue)) != nil { extras.insert(.preferredSource) }
+        // ICMPV6_ROUTER_PREF_MEDIUM is 0: the kernel puts RTA_PREF on every IPv6 route.
+        if let preference = try attributes.u8(UInt16(RTA_PREF.rawValue)), preference != 0 { extras.insert(.preference) }
+        if attributes.bytes(UInt16(RTA_ENCAP_TYPE.rawValue)) != nil || attributes.bytes(UInt16(RTA_ENCAP.rawValue)) != nil {
+            extras.insert(.encapsulation)
+        }
+        if attributes.bytes(UInt16(RTA_NH_ID.rawValue)) != nil { extras.insert(.nexthopObject) }
+        return extras
     }
 
     // MARK: requests
