@@ -206,7 +206,9 @@ final class LimitTests: XCTestCase {
         var budget = Tree.Budget(.standard)
         let start = ContinuousClock.now
         let tree = Tree.parse(text, file: "f", budget: &budget, errors: &errors)
-        XCTAssertLessThan(ContinuousClock.now - start, .seconds(5))
+        // 2 s alone in a debug build; `make test` runs this tier at nice 19 beside the VM, where it
+        // took 3.6 s, and 5.6 s with more on the machine. A pairwise search would take minutes.
+        XCTAssertLessThan(ContinuousClock.now - start, .seconds(30))
         XCTAssertEqual(errors.kept.map(\.description), ["f:\(count + 1):1: duplicate key \"k7\" (first set at f:8:1)"])
         guard case .mapping(let entries, _)? = tree?.node else { return XCTFail("not a mapping") }
         XCTAssertEqual(entries.count, count)
@@ -231,7 +233,8 @@ final class LimitTests: XCTestCase {
         var errors = ConfigErrorList()
         let start = ContinuousClock.now
         let merged = Tree.merge(files, path: "", errors: &errors)
-        XCTAssertLessThan(ContinuousClock.now - start, .seconds(2))
+        // The whole test takes 1.1 s alone; the bound leaves room for the tier's nice 19 beside the VM.
+        XCTAssertLessThan(ContinuousClock.now - start, .seconds(10))
         XCTAssertEqual(errors.kept, [])
         guard case .sequence(let peers, _)? = merged.lookup("wireguard", "wg0", "peers")?.node else { return XCTFail("no peers list") }
         XCTAssertEqual(peers.count, 20_000)
