@@ -10,7 +10,12 @@ DESTDIR      ?=
 # nft to make the FORWARD chains the status safety section must notice.
 DEBIAN_PACKAGES = pkg-config libmnl-dev libbpf-dev libsystemd-dev libyaml-dev iproute2 bpftool ethtool wireguard-tools iputils-ping python3-jsonschema python3-yaml nftables
 
-.PHONY: all demo deps build test test-unit test-kernel test-vm test-system test-fuzz fuzz bench soak clean
+# What the release build, the package and the system tier install on top (their targets name them).
+RELEASE_PACKAGES = binutils
+DEB_PACKAGES     = dpkg-dev lintian
+SYSTEM_PACKAGES  = mmdebstrap qemu-system-x86 linux-image-amd64 busybox-static
+
+.PHONY: all demo deps test-deps build test test-unit test-kernel test-vm test-system test-fuzz fuzz bench soak clean
 
 all: build
 
@@ -32,6 +37,11 @@ demo: build
 # The VM tier runs beside the tiers that only need CPU (scripts/test-all says which and why).
 test: deps
 	@MAKE="$(MAKE)" scripts/test-all
+
+# Everything any tier installs, one step after another (scripts/test-all runs tiers side by side).
+test-deps: deps
+	@scripts/apt-ensure $(RELEASE_PACKAGES) $(DEB_PACKAGES) $(SYSTEM_PACKAGES)
+	Tests/Scenarios/vm/run.sh --install-only
 
 # Tier 1: unit, no privileges.
 test-unit: deps
@@ -111,7 +121,7 @@ DOCS_OUT        = .build/dist/docs
 .PHONY: install uninstall release test-deploy deb
 
 release: deps
-	@scripts/apt-ensure binutils
+	@scripts/apt-ensure $(RELEASE_PACKAGES)
 	$(SWIFT) build $(RELEASE_FLAGS) --product wgkeeper $(SWIFT_FLAGS)
 	@mkdir -p .build/dist
 	strip --remove-section=.comment --remove-section=.note --strip-unneeded \
@@ -162,7 +172,7 @@ test-deploy: deps
 # warning not explained in deploy/debian/lintian-overrides, and on an override that no longer
 # matches anything (a stale explanation).
 deb: release
-	@scripts/apt-ensure dpkg-dev lintian
+	@scripts/apt-ensure $(DEB_PACKAGES)
 	rm -f .build/dist/wgkeeper_*.deb
 	scripts/build-deb $(RELEASE_BIN) .build/dist
 	lintian --fail-on error,warning -I .build/dist/wgkeeper_*_amd64.deb > .build/deb/lintian.log 2>&1; \
@@ -176,5 +186,5 @@ deb: release
 # restart, watchdog, stop, journal, exposure, purge. See scripts/test-system.
 test-system: deb
 	@[ "$$(id -u)" = 0 ] || { echo "error: the system tier needs root (mmdebstrap, the VM)" >&2; exit 1; }
-	@scripts/apt-ensure mmdebstrap qemu-system-x86 linux-image-amd64 busybox-static
+	@scripts/apt-ensure $(SYSTEM_PACKAGES)
 	scripts/run-tier system --exec scripts/test-system .build/dist/wgkeeper_*_amd64.deb

@@ -21,6 +21,7 @@
 #   VM_RWDIRS    extra host directories (space separated) writable in the guest
 #   VM_PASS_ENV  extra variable names (space separated) copied into the guest
 #   VM_VERBOSE=1 show the guest kernel's boot console
+#   VM_APPEND    extra guest kernel command line (e.g. mitigations=off, to measure its cost)
 set -euo pipefail
 
 prog=Tests/Scenarios/vm/run.sh
@@ -172,7 +173,6 @@ for d in ${VM_RWDIRS:-}; do
 done
 [ "${VM_VERBOSE:-0}" = 0 ] || vng_cmd+=(--verbose)
 [ -z "${VM_APPEND:-}" ] || vng_cmd+=(--append "$VM_APPEND")
-[ -z "${VM_QEMU_OPTS:-}" ] || vng_cmd+=(--qemu-opts "$VM_QEMU_OPTS")
 vng_cmd+=(--exec "bash $state/inner.sh")
 
 log "kernel $kernel, ${cpus} CPU(s), ${memory} RAM, TCG (no KVM); command: $*"
