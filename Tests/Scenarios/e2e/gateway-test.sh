@@ -208,6 +208,9 @@ if [ "$STRICT_MLD" = 1 ]; then
     # the bridge's first query (within its 10 s response interval).
     check "the LAN switch lists the gateway's port for lap1's group (MLD snooping)" until_ok 30 mdb_has "$(printf 'ff02::1:ff00:%x' 0x101)"
 fi
+# After the switch, for its first 10 s (query response interval) the bridge's querier does not
+# count as present: the bridge floods multicast then, and not to the gateway's port (flood
+# off), so a resolution may wait for them to pass.
 ip -n "$E2E-srv2" -6 neigh flush dev eth0
 check "srv2 resolves lap2 to the gateway's LAN MAC (resolved afresh)" until_ok 20 resolves_to_gateway srv2 "$(laptop_address 2)"
 check "status: solicitations answered by the program" python3 -c "
