@@ -11,6 +11,8 @@
 # STRICT_MLD=1 (the default with NDP=datapath) makes the LAN bridge a switch that snoops MLD
 # (querier on) and sends the gateway's port no multicast it has not reported: solicitations for
 # the laptops then reach the gateway only through the solicited-node groups it joins.
+# (gateway-test.sh starts with kernel and switches the live gateway to datapath by a reload,
+# then adds the /64 and makes the bridge strict as set-up would; `make demo` keeps kernel.)
 E2E=${E2E:-wgk-e2e}
 NDP=${NDP:-kernel}
 if [ "$NDP" = datapath ]; then STRICT_MLD=${STRICT_MLD:-1}; else STRICT_MLD=${STRICT_MLD:-0}; fi
