@@ -40,6 +40,18 @@ lossless() { # lossless NS TARGET COUNT: continuous ping with no loss
     echo "$(echo "$out" | grep -o '[0-9]* received') of $3, $(echo "$out" | grep -o 'rtt .*')"
 }
 
+restart_under_ping() { # the daemon stopped and started again under a continuous ping lap1 → srv1
+    local ping_pid
+    (lossless lap1 "${SERVERS[0]}" 100 > "$WORK/restart-ping" 2>&1; echo $? >> "$WORK/restart-ping") &
+    ping_pid=$!
+    sleep 1
+    daemon_stop
+    check "restart: wgkeeper starts again" daemon_start
+    wait $ping_pid
+    check "restart: no packet lost" sh -c "tail -1 $WORK/restart-ping | grep -qx 0 && head -1 $WORK/restart-ping"
+    check "restart wrote nothing" equals "$(json "d['netlink_writes']")" 0
+}
+
 echo "== setting up: $LAPTOPS laptops, 2 servers, a LAN router, the gateway (ndp: $NDP${STRICT_MLD:+, strict MLD snooping $STRICT_MLD})"
 scenario_setup "$LAPTOPS" || { echo "e2e: $passed passed, 1 failed"; exit 1; }
 check "wgkeeper starts and reports ready" daemon_start
@@ -117,14 +129,7 @@ check "deleted wg0 recreated with its peers (bound 5 s)" until_ok 5 sh -c "[ \$(
 check "lap1 reaches srv1 over the new wg0 (after its re-handshake)" until_ok 40 ping_ok lap1 "${SERVERS[0]}"
 
 echo "== restart under a continuous ping"
-(lossless lap1 "${SERVERS[0]}" 100 > "$WORK/restart-ping" 2>&1; echo $? >> "$WORK/restart-ping") &
-ping_pid=$!
-sleep 1
-daemon_stop
-check "restart: wgkeeper starts again" daemon_start
-wait $ping_pid
-check "restart: no packet lost" sh -c "tail -1 $WORK/restart-ping | grep -qx 0 && head -1 $WORK/restart-ping"
-check "restart wrote nothing" equals "$(json "d['netlink_writes']")" 0
+restart_under_ping
 
 echo "== on-boarding a new laptop with a file and a reload"
 new=$((LAPTOPS + 1))
@@ -234,14 +239,7 @@ for s in srv1 srv2; do ip -n "$E2E-$s" -6 neigh flush dev eth0; done
 check "new private0 MAC advertised (srv1 resolves lap1 to 02:00:00:00:77:01)" until_ok 10 resolves_to_gateway srv1 "$lap1"
 
 echo "== restart under a continuous ping (ndp: datapath)"
-(lossless lap1 "${SERVERS[0]}" 100 > "$WORK/restart-ping" 2>&1; echo $? >> "$WORK/restart-ping") &
-ping_pid=$!
-sleep 1
-daemon_stop
-check "restart: wgkeeper starts again" daemon_start
-wait $ping_pid
-check "restart: no packet lost" sh -c "tail -1 $WORK/restart-ping | grep -qx 0 && head -1 $WORK/restart-ping"
-check "restart wrote nothing" equals "$(json "d['netlink_writes']")" 0
+restart_under_ping
 check "restart: solicited-node groups joined again" groups_joined "$new"
 # lap1: its session survived the restart (the others may still wait for their re-handshake
 # since wg0 was recreated, and the gateway knows no endpoint for them until then).
