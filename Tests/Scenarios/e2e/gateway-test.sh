@@ -40,15 +40,19 @@ lossless() { # lossless NS TARGET COUNT: continuous ping with no loss
     echo "$(echo "$out" | grep -o '[0-9]* received') of $3, $(echo "$out" | grep -o 'rtt .*')"
 }
 
+ping_behind() { # ping_behind FILE NS TARGET COUNT: lossless in the background, its lines then its status in FILE ($! is its pid)
+    (lossless "$2" "$3" "$4" > "$1" 2>&1; echo $? >> "$1") &
+}
+lost_nothing() { tail -1 "$1" | grep -qx 0 && head -1 "$1"; } # lost_nothing FILE: what ping_behind wrote says no loss
 restart_under_ping() { # the daemon stopped and started again under a continuous ping lap1 → srv1
     local ping_pid
-    (lossless lap1 "${SERVERS[0]}" 100 > "$WORK/restart-ping" 2>&1; echo $? >> "$WORK/restart-ping") &
+    ping_behind "$WORK/restart-ping" lap1 "${SERVERS[0]}" 100
     ping_pid=$!
     sleep 1
     daemon_stop
     check "restart: wgkeeper starts again" daemon_start
     wait $ping_pid
-    check "restart: no packet lost" sh -c "tail -1 $WORK/restart-ping | grep -qx 0 && head -1 $WORK/restart-ping"
+    check "restart: no packet lost" lost_nothing "$WORK/restart-ping"
     check "restart wrote nothing" equals "$(json "d['netlink_writes']")" 0
 }
 
@@ -134,14 +138,14 @@ restart_under_ping
 echo "== on-boarding a new laptop with a file and a reload"
 new=$((LAPTOPS + 1))
 add_laptop "$new"
-(lossless lap1 "${SERVERS[0]}" 60 > "$WORK/reload-ping" 2>&1; echo $? >> "$WORK/reload-ping") &
+ping_behind "$WORK/reload-ping" lap1 "${SERVERS[0]}" 60
 ping_pid=$!
 sleep 0.5
 check "wgkeeper reload accepts the new peer file" "$WGKEEPER" reload --socket "$WORK/status.sock"
 check "the new laptop reaches srv1" until_ok 20 ping_ok "lap$new" "${SERVERS[0]}"
 check "srv2 reaches the new laptop (LAN-initiated: its address resolves)" until_ok 10 ping_ok srv2 "$(laptop_address "$new")"
 wait $ping_pid
-check "others undisturbed during the reload" sh -c "tail -1 $WORK/reload-ping | grep -qx 0 && head -1 $WORK/reload-ping"
+check "others undisturbed during the reload" lost_nothing "$WORK/reload-ping"
 
 if [ "$NDP" = kernel ]; then
     echo "== switching the live gateway to ndp: datapath (the main file edited, a reload, under traffic)"
@@ -149,9 +153,9 @@ if [ "$NDP" = kernel ]; then
     # and srv2's pings to the new laptop need the gateway's answers for the clients (unicast
     # probes of their entries, at least), from the kernel's proxy entries before and from the
     # program after. 400 pings (20 s): the reload is over well before the pings are.
-    (lossless lap1 "${SERVERS[0]}" 400 > "$WORK/switch-ping" 2>&1; echo $? >> "$WORK/switch-ping") &
+    ping_behind "$WORK/switch-ping" lap1 "${SERVERS[0]}" 400
     switch_ping=$!
-    (lossless srv2 "$(laptop_address "$new")" 400 > "$WORK/switch-ping-lan" 2>&1; echo $? >> "$WORK/switch-ping-lan") &
+    ping_behind "$WORK/switch-ping-lan" srv2 "$(laptop_address "$new")" 400
     switch_ping_lan=$!
     sleep 1
     sed -i 's/^  ndp: kernel$/  ndp: datapath/' "$WORK/wgkeeper.yaml"
@@ -162,8 +166,8 @@ if [ "$NDP" = kernel ]; then
     NDP=datapath
     wait $switch_ping $switch_ping_lan
     check "switch: the pings outlasted the reload" equals "$switch_spanned" yes
-    check "switch: no packet lost (lap1 → srv1, continuous ping)" sh -c "tail -1 $WORK/switch-ping | grep -qx 0 && head -1 $WORK/switch-ping"
-    check "switch: no packet lost (srv2 → lap$new, continuous ping)" sh -c "tail -1 $WORK/switch-ping-lan | grep -qx 0 && head -1 $WORK/switch-ping-lan"
+    check "switch: no packet lost (lap1 → srv1, continuous ping)" lost_nothing "$WORK/switch-ping"
+    check "switch: no packet lost (srv2 → lap$new, continuous ping)" lost_nothing "$WORK/switch-ping-lan"
     check "status: lan_ingress answers for every laptop" until_ok 10 sh -c \
         "'$WGKEEPER' status --socket '$WORK/status.sock' | grep -q 'neighbour discovery: answered by lan_ingress for $new addresses with '"
     # The daemon writes back what it found (0): only then may the LAN hold a global /64 (with
